@@ -1,0 +1,1 @@
+"""caseline's wire contract: the strict codec, wire objects, errors and content schemas."""

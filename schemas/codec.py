@@ -1,0 +1,285 @@
+"""The strict, canonical msgpack codec that every wire object goes through.
+
+Theory of operation
+-------------------
+Signatures are made over *exact bytes*, so an encoding must have one and only one
+form.  The rules, enforced on every decode:
+
+* A wire object is a msgpack array ``[version, tag, field, ...]`` whose fields
+  have a fixed order and a fixed count: unknown fields are impossible to express,
+  missing or extra ones are rejected.
+* Allowed msgpack types are nil, bool, int, str (UTF-8), bin and array.  Floats,
+  ext types and maps are rejected; timestamps are integers (milliseconds).
+* Sizes are bounded before anything is allocated (msgpack's ``max_*_len``).
+* Trailing bytes are rejected.
+* Decoding then re-encoding must give the input byte-for-byte, which rules out
+  non-minimal integers, ``str``/``bin`` confusion and oversized length headers.
+
+Wire classes are frozen dataclasses whose fields carry a ``Kind`` in their
+metadata; ``Kind`` checks the Python value on the way in *and* out, so an object
+that exists in memory always encodes to a valid message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Final, Self, TypeVar
+
+import msgpack
+from caseline.schemas.errors import MalformedError, UnsupportedError
+
+WIRE_VERSION: Final = 1
+MAX_MESSAGE_BYTES: Final = 4 * 1024 * 1024
+MAX_INT: Final = 2**63 - 1
+
+_T = TypeVar("_T")
+
+
+def _reject_ext(code: int, data: bytes) -> object:
+    raise MalformedError("msgpack ext types are not allowed")
+
+
+def _reject_map(pairs: Sequence[tuple[object, object]]) -> object:
+    raise MalformedError("msgpack maps are not allowed")
+
+
+def pack(obj: object) -> bytes:
+    """Encode a tree of nil/bool/int/str/bytes/list in canonical msgpack."""
+    try:
+        return msgpack.packb(obj, use_bin_type=True, strict_types=True)  # type: ignore[no-any-return]
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise MalformedError(f"value cannot be encoded: {type(exc).__name__}") from exc
+
+
+def unpack(data: bytes, *, max_size: int = MAX_MESSAGE_BYTES) -> Any:
+    """Decode one canonical msgpack value, or raise ``MalformedError``."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise MalformedError("expected bytes")
+    data = bytes(data)
+    if len(data) > max_size:
+        raise MalformedError(f"message of {len(data)} bytes exceeds the limit of {max_size}")
+    try:
+        obj = msgpack.unpackb(
+            data,
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
+            object_pairs_hook=_reject_map,
+            ext_hook=_reject_ext,
+            max_str_len=max_size,
+            max_bin_len=max_size,
+            max_array_len=min(max_size, 1 << 16),
+            max_map_len=0,
+            max_ext_len=0,
+        )
+    except MalformedError:
+        raise
+    except msgpack.ExtraData as exc:
+        raise MalformedError("trailing bytes after the message") from exc
+    except UnicodeDecodeError as exc:
+        raise MalformedError("string is not valid UTF-8") from exc
+    except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
+        raise MalformedError(f"not valid msgpack: {type(exc).__name__}") from exc
+    _reject_floats(obj, depth=0)
+    if pack(obj) != data:
+        raise MalformedError("non-canonical encoding")
+    return obj
+
+
+def _reject_floats(obj: object, *, depth: int) -> None:
+    if depth > 32:
+        raise MalformedError("nesting too deep")
+    if isinstance(obj, float):
+        raise MalformedError("floats are not allowed")
+    if isinstance(obj, list):
+        for item in obj:
+            _reject_floats(item, depth=depth + 1)
+
+
+# --------------------------------------------------------------------------- kinds
+
+
+class Kind:
+    """Describes and checks one field's value; subclasses are the field types."""
+
+    def check(self, value: Any, name: str) -> Any:
+        raise NotImplementedError
+
+    def to_wire(self, value: Any) -> Any:
+        return value
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Bin(Kind):
+    """A byte string of an exact size, one of a few sizes, or bounded by ``min``..``max``."""
+
+    size: int | None = None
+    max: int = MAX_MESSAGE_BYTES
+    min: int = 0
+    sizes: tuple[int, ...] | None = None
+
+    def check(self, value: Any, name: str) -> bytes:
+        if type(value) is not bytes:
+            raise MalformedError(f"{name}: expected bytes")
+        if self.size is not None and len(value) != self.size:
+            raise MalformedError(f"{name}: expected {self.size} bytes, got {len(value)}")
+        if self.sizes is not None and len(value) not in self.sizes:
+            raise MalformedError(f"{name}: length {len(value)} is not one of {self.sizes}")
+        if not self.min <= len(value) <= self.max:
+            raise MalformedError(f"{name}: length {len(value)} outside {self.min}..{self.max}")
+        return value
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class UInt(Kind):
+    """A non-negative integer up to ``max``."""
+
+    max: int = MAX_INT
+
+    def check(self, value: Any, name: str) -> int:
+        if type(value) is not int:
+            raise MalformedError(f"{name}: expected an integer")
+        if not 0 <= value <= self.max:
+            raise MalformedError(f"{name}: integer outside 0..{self.max}")
+        return value
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Bool(Kind):
+    """True or false (never an integer standing in for one)."""
+
+    def check(self, value: Any, name: str) -> bool:
+        if type(value) is not bool:
+            raise MalformedError(f"{name}: expected a boolean")
+        return value
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Text(Kind):
+    """A UTF-8 string bounded in characters, optionally matching a pattern."""
+
+    max: int = 256
+    pattern: str | None = None
+    choices: frozenset[str] | None = None
+
+    def check(self, value: Any, name: str) -> str:
+        if type(value) is not str:
+            raise MalformedError(f"{name}: expected a string")
+        if len(value) > self.max:
+            raise MalformedError(f"{name}: longer than {self.max} characters")
+        if self.choices is not None and value not in self.choices:
+            raise MalformedError(f"{name}: not one of the allowed values")
+        if self.pattern is not None and re.fullmatch(self.pattern, value) is None:
+            raise MalformedError(f"{name}: does not match the required form")
+        return value
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Seq(Kind):
+    """An array of items of one kind, at most ``max`` long, kept as a tuple."""
+
+    item: Kind
+    max: int = 256
+
+    def check(self, value: Any, name: str) -> tuple[Any, ...]:
+        if not isinstance(value, list | tuple):
+            raise MalformedError(f"{name}: expected an array")
+        if len(value) > self.max:
+            raise MalformedError(f"{name}: more than {self.max} items")
+        return tuple(self.item.check(v, f"{name}[{i}]") for i, v in enumerate(value))
+
+    def to_wire(self, value: Any) -> list[Any]:
+        return [self.item.to_wire(v) for v in value]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Nested(Kind):
+    """A ``Struct`` embedded as a bare array of its fields (no version or tag)."""
+
+    cls: type[Struct]
+
+    def check(self, value: Any, name: str) -> Struct:
+        if isinstance(value, self.cls):
+            return value
+        if not isinstance(value, list | tuple):
+            raise MalformedError(f"{name}: expected an array")
+        return self.cls.from_fields(value, where=name)
+
+    def to_wire(self, value: Any) -> list[Any]:
+        return value.to_fields()  # type: ignore[no-any-return]
+
+
+def wire(kind: Kind) -> Any:
+    """Declare a dataclass field together with its wire kind."""
+    return dataclasses.field(metadata={"wire": kind})
+
+
+# --------------------------------------------------------------------------- structs
+
+
+class Struct:
+    """Base of every wire object: a frozen, keyword-only dataclass of kinded fields.
+
+    Subclasses are decorated with ``@dataclasses.dataclass(frozen=True, kw_only=True)``
+    and declare each field with ``wire(Kind)``.  Top-level message types also set
+    ``TAG``; nested ones do not.
+    """
+
+    TAG: ClassVar[int] = 0
+    _wire_fields: ClassVar[tuple[tuple[str, Kind], ...]] = ()
+
+    def __post_init__(self) -> None:
+        for name, kind in self._fields():
+            checked = kind.check(getattr(self, name), f"{type(self).__name__}.{name}")
+            object.__setattr__(self, name, checked)
+
+    @classmethod
+    def _fields(cls) -> tuple[tuple[str, Kind], ...]:
+        cached = cls.__dict__.get("_wire_fields")
+        if cached:
+            return cached  # type: ignore[no-any-return]
+        fields = tuple((f.name, f.metadata["wire"]) for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+        cls._wire_fields = fields
+        return fields
+
+    def to_fields(self) -> list[Any]:
+        return [kind.to_wire(getattr(self, name)) for name, kind in self._fields()]
+
+    @classmethod
+    def from_fields(cls, items: Sequence[Any], *, where: str = "") -> Self:
+        fields = cls._fields()
+        if len(items) != len(fields):
+            raise MalformedError(
+                f"{where or cls.__name__}: expected {len(fields)} fields, got {len(items)}"
+            )
+        return cls(**{name: value for (name, _), value in zip(fields, items, strict=True)})
+
+    def encode(self) -> bytes:
+        """The canonical bytes of this object: ``[version, tag, *fields]``."""
+        if not self.TAG:
+            raise TypeError(f"{type(self).__name__} is not a top-level message")
+        return pack([WIRE_VERSION, self.TAG, *self.to_fields()])
+
+    @classmethod
+    def decode(cls, data: bytes, *, max_size: int = MAX_MESSAGE_BYTES) -> Self:
+        """Strictly decode bytes that must hold exactly one ``cls`` message."""
+        obj = unpack(data, max_size=max_size)
+        return cls.from_message(obj)
+
+    @classmethod
+    def from_message(cls, obj: Any) -> Self:
+        if not isinstance(obj, list) or len(obj) < 2:
+            raise MalformedError(f"{cls.__name__}: expected a [version, tag, ...] array")
+        version, tag = obj[0], obj[1]
+        if type(version) is not int or version != WIRE_VERSION:
+            raise UnsupportedError(f"{cls.__name__}: unsupported wire version")
+        if type(tag) is not int or tag != cls.TAG:
+            raise MalformedError(f"expected a {cls.__name__} message (tag {cls.TAG})")
+        return cls.from_fields(obj[2:])
+
+
+def decode_each(items: Sequence[bytes], decoder: Callable[[bytes], _T]) -> list[_T]:
+    """Decode a list of encoded objects with one decoder."""
+    return [decoder(item) for item in items]
