@@ -1,0 +1,446 @@
+"""The broker's per-case log, its signed receipts, and a client's checking view.
+
+Theory of operation
+-------------------
+The broker orders every case as an append-only hash chain of entries (commits
+and envelopes): ``head(0) = H("log-anchor", case)``, and entry ``n`` moves the
+head to ``head(n+1) = H("log-head", head(n), n, entry_hash(n))``.  A receipt is
+the broker's signature over ``(case, seq, entry_hash, head)`` with the receipt
+key the case's signed policy names.  We chose a hash chain over an RFC 9162
+Merkle tree because every member downloads every entry anyway: consistency is
+checked by recomputation, and the chain costs one hash per entry (PROTOCOL.md
+argues this further).
+
+``CaseView`` is a member's incremental verifier.  It accepts entries only in
+log order and checks, for each one, everything the history lets it check:
+
+* position: entry ``seq`` must be the next one (a hole is a ``GapError``, a
+  repeat a ``ReplayError``) and any receipt must sign the head it computed
+  (otherwise the broker signed another history: ``ForkError``);
+* commits: ``verify_commit`` against the current state, and the log position
+  the committer saw must be a prefix of this view;
+* updates: a member of the current epoch signed the envelope; the sender's
+  counter continues its chain (drops and replays show as gaps and repeats);
+  after decryption, ``prev_own`` names the sender's previous update, every
+  ``seen`` entry matches what this view holds at that slot, and the log head
+  the sender saw equals this view's head at that count.  A mismatch in what
+  was signed against what this view holds is a fork; a reference to something
+  this view never received is a gap.
+
+Every check happens before any state changes, so a rejected entry leaves the
+view exactly as it was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from typing import Final
+
+from caseline.crypto import primitives as P
+from caseline.crypto.certs import TrustStore
+from caseline.crypto.commits import CaseState, log_anchor, open_epoch_secret, verify_commit
+from caseline.crypto.keys import DeviceKeys, SigningKey
+from caseline.crypto.ratchet import Chain
+from caseline.crypto.updates import (
+    HISTORY_SHARE,
+    OpenedUpdate,
+    SealedUpdate,
+    open_update,
+    seal_update,
+    verify_envelope,
+)
+from caseline.schemas.errors import (
+    ChainError,
+    ForkError,
+    GapError,
+    MalformedError,
+    NotAllowedError,
+    NotMemberError,
+    ReplayError,
+)
+from caseline.schemas.wire import (
+    MAX_SEEN,
+    CommitMessage,
+    Envelope,
+    HistoryShare,
+    LogPosition,
+    Receipt,
+    Seen,
+    SharedKey,
+    decode_signed,
+    encode_signed,
+)
+
+RECEIPT_LABEL: Final = "receipt"
+KIND_COMMIT: Final = "commit"
+KIND_UPDATE: Final = "update"
+KINDS: Final = frozenset({KIND_COMMIT, KIND_UPDATE})
+
+
+def entry_hash(kind: str, body: bytes) -> bytes:
+    """Hash of a log entry: over the signed bytes only (a commit's wraps are bound by its body)."""
+    if kind == KIND_COMMIT:
+        message = CommitMessage.decode(body)
+        tbs, sig = message.tbs, message.signature
+    elif kind == KIND_UPDATE:
+        tbs, sig = decode_signed(body)
+    else:
+        raise MalformedError("unknown log entry kind")
+    return signed_entry_hash(kind, tbs, sig)
+
+
+def signed_entry_hash(kind: str, tbs: bytes, signature: bytes) -> bytes:
+    return P.hash_labeled("log-entry", kind.encode(), tbs, signature)
+
+
+def next_head(head: bytes, seq: int, entry: bytes) -> bytes:
+    return P.hash_labeled("log-head", head, P.u64(seq), entry)
+
+
+def chain_heads(case_id: bytes, entry_hashes: Iterable[bytes]) -> list[bytes]:
+    """All heads of a log: ``heads[n]`` is the head after ``n`` entries."""
+    heads = [log_anchor(case_id)]
+    for seq, eh in enumerate(entry_hashes):
+        heads.append(next_head(heads[-1], seq, eh))
+    return heads
+
+
+def sign_receipt(
+    server_key: SigningKey, *, case_id: bytes, seq: int, entry_hash: bytes, head: bytes, time: int
+) -> bytes:
+    receipt = Receipt(case_id=case_id, seq=seq, entry_hash=entry_hash, head=head, time=time)
+    tbs = receipt.encode()
+    return encode_signed(tbs, server_key.sign(RECEIPT_LABEL, tbs))
+
+
+def verify_receipt(signed: bytes, receipt_key: bytes) -> Receipt:
+    """Verify a receipt under the case's pinned receipt key (from its signed policy)."""
+    tbs, sig = decode_signed(signed, max_size=1024)
+    receipt = Receipt.decode(tbs)
+    P.verify_labeled(receipt_key, RECEIPT_LABEL, tbs, sig)
+    return receipt
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Applied:
+    """What one accepted log entry meant."""
+
+    seq: int
+    kind: str
+    entry_hash: bytes
+    head: bytes
+    state: CaseState
+    #: For an update this device could decrypt: the verified record.
+    opened: OpenedUpdate | None = None
+    #: Earlier updates a history share just made readable.
+    unlocked: tuple[OpenedUpdate, ...] = ()
+
+
+@dataclasses.dataclass(slots=True)
+class _Held:
+    """An envelope this view verified but could not (yet) decrypt."""
+
+    envelope: Envelope
+    state: CaseState
+    entry_hash: bytes
+
+
+class CaseView:
+    """One device's verified view of one case, fed entries in log order."""
+
+    def __init__(self, *, trust: TrustStore, me: DeviceKeys | None = None) -> None:
+        self.trust = trust
+        self.me = me
+        self.state: CaseState | None = None
+        self.case_id: bytes | None = None
+        self.heads: list[bytes] = []
+        self.entry_hashes: list[bytes] = []
+        self.commit_seqs: dict[int, int] = {}  # epoch -> seq of its commit
+        self.states: dict[int, CaseState] = {}
+        self._epoch_secret: bytes | None = None
+        self._chains: dict[bytes, Chain] = {}  # receive chains of the current epoch
+        self._last: dict[bytes, Seen] = {}  # sender -> latest update seen from it
+        self._slots: dict[tuple[bytes, int, int], bytes] = {}  # (sender, epoch, counter) -> id
+        self._held: dict[int, _Held] = {}
+        self._message_keys: dict[int, bytes] = {}  # seq -> key of every update opened
+        self._since_own: dict[bytes, Seen] = {}  # others' latest since my last post
+        # Sending side (only for ``me``).
+        self._send_chain: Chain | None = None
+        self._own_last: bytes = b""
+        self._own_counter: int = 0
+
+    # ---------------------------------------------------------------- reading
+    @property
+    def count(self) -> int:
+        return len(self.entry_hashes)
+
+    @property
+    def head(self) -> bytes:
+        if self.case_id is None:
+            raise ChainError("the view holds no genesis yet")
+        return self.heads[-1]
+
+    def position(self) -> LogPosition:
+        return LogPosition(count=self.count, head=self.head)
+
+    def message_key(self, seq: int) -> bytes:
+        """The message key of an update this view opened (for evidence and history shares)."""
+        try:
+            return self._message_keys[seq]
+        except KeyError:
+            raise NotMemberError("this view never opened the update at that position") from None
+
+    def check_position(self, position: LogPosition) -> None:
+        """Check a log position someone else saw against this view (gossip, commits)."""
+        if position.count > self.count:
+            raise GapError("a member has seen more of the log than this view holds")
+        if not P.constant_time_equal(self.heads[position.count], position.head):
+            raise ForkError("a member saw a different history of this case")
+
+    # ---------------------------------------------------------------- applying
+    def apply(
+        self, *, seq: int, kind: str, body: bytes, now: int, receipt: bytes | None = None
+    ) -> Applied:
+        """Verify the next log entry and fold it into the view, or raise and change nothing."""
+        if seq < self.count:
+            raise ReplayError("log position already seen")
+        if seq > self.count:
+            raise GapError(f"log entry {self.count} is missing")
+        if kind == KIND_COMMIT:
+            return self._apply_commit(seq, body, now, receipt)
+        if kind == KIND_UPDATE:
+            return self._apply_update(seq, body, now, receipt)
+        raise MalformedError("unknown log entry kind")
+
+    def _new_head(self, case_id: bytes, seq: int, eh: bytes) -> bytes:
+        prev = self.heads[-1] if self.heads else log_anchor(case_id)
+        return next_head(prev, seq, eh)
+
+    def _check_receipt(
+        self, receipt: bytes | None, state: CaseState, seq: int, eh: bytes, head: bytes
+    ) -> int | None:
+        if receipt is None:
+            return None
+        r = verify_receipt(receipt, state.policy.receipt_key)
+        if r.case_id != state.case_id or r.seq != seq or r.entry_hash != eh:
+            raise ForkError("receipt is for another entry than the one delivered")
+        if not P.constant_time_equal(r.head, head):
+            raise ForkError("receipt signs another history than this view computed")
+        return r.time
+
+    def _apply_commit(self, seq: int, body: bytes, now: int, receipt: bytes | None) -> Applied:
+        message = CommitMessage.decode(body)
+        state = verify_commit(self.state, message, trust=self.trust, now=now)
+        if self.case_id is not None and state.case_id != self.case_id:
+            raise ChainError("commit belongs to another case")
+        if self.state is not None:
+            if state.commit.log.count <= self.commit_seqs[self.state.epoch]:
+                raise ChainError("committer had not seen the commit it replaces")
+            self.check_position(state.commit.log)
+        elif seq != 0:
+            raise ChainError("genesis must be the first entry")
+        eh = signed_entry_hash(KIND_COMMIT, message.tbs, message.signature)
+        head = self._new_head(state.case_id, seq, eh)
+        self._check_receipt(receipt, state, seq, eh, head)
+        secret = None
+        if self.me is not None and self.me.device_id in state.members:
+            secret = open_epoch_secret(state, message, self.me)
+        # All checks passed: commit the new state.  The previous epoch's secret
+        # and chains are dropped here (forward secrecy across epochs).
+        if self.case_id is None:
+            self.case_id = state.case_id
+            self.heads = [log_anchor(state.case_id)]
+        self._append(eh, head)
+        self.state = state
+        self.states[state.epoch] = state
+        self.commit_seqs[state.epoch] = seq
+        self._epoch_secret = secret
+        self._chains = {}
+        self._send_chain = None
+        self._own_counter = 0
+        return Applied(seq=seq, kind=KIND_COMMIT, entry_hash=eh, head=head, state=state)
+
+    def _append(self, eh: bytes, head: bytes) -> None:
+        self.entry_hashes.append(eh)
+        self.heads.append(head)
+
+    def _apply_update(self, seq: int, body: bytes, now: int, receipt: bytes | None) -> Applied:
+        state = self.state
+        if state is None:
+            raise ChainError("an update cannot precede the genesis commit")
+        tbs, sig = decode_signed(body)
+        envelope = Envelope.decode(tbs)
+        if envelope.case_id != state.case_id:
+            raise ChainError("update belongs to another case")
+        if envelope.epoch != state.epoch:
+            raise ChainError("update is for another epoch than the current one")
+        verify_envelope(body, state)
+        eh = signed_entry_hash(KIND_UPDATE, tbs, sig)
+        head = self._new_head(state.case_id, seq, eh)
+        receipt_time = self._check_receipt(receipt, state, seq, eh, head)
+
+        slot = (envelope.sender, envelope.epoch, envelope.counter)
+        if slot in self._slots:
+            raise ReplayError("this sender position was already used")
+        last = self._last.get(envelope.sender)
+        expected = last.counter + 1 if last is not None and last.epoch == envelope.epoch else 0
+        if envelope.counter < expected:
+            raise ReplayError("update repeats an earlier position of its sender")
+        if envelope.counter > expected:
+            raise GapError("an earlier update of this sender is missing")
+
+        opened = None
+        unlocked: tuple[OpenedUpdate, ...] = ()
+        unlocked_keys: list[tuple[int, bytes]] = []
+        chain = self._chains.get(envelope.sender)
+        if self._epoch_secret is not None:
+            if chain is None:
+                chain = Chain.start(
+                    epoch_secret=self._epoch_secret,
+                    case_id=state.case_id,
+                    epoch=state.epoch,
+                    device_id=envelope.sender,
+                )
+            mk = chain.peek(envelope.counter)
+            opened = open_update(envelope, state=state, message_key=mk)
+            self._check_record(opened, last, seq)
+            self.trust.check_not_revoked(
+                envelope.sender, at=max(opened.record.time, receipt_time or 0)
+            )
+            if opened.record.content_type == HISTORY_SHARE:
+                unlocked_keys, unlocked = self._unlock(opened, state)
+        else:
+            mk = None
+            if receipt_time is not None:
+                self.trust.check_not_revoked(envelope.sender, at=receipt_time)
+
+        # All checks passed: fold the entry in.
+        self._append(eh, head)
+        if chain is not None and mk is not None:
+            chain.take(envelope.counter)
+            self._chains[envelope.sender] = chain
+            self._message_keys[seq] = mk
+        if opened is not None:
+            seen = Seen(
+                device_id=envelope.sender,
+                epoch=envelope.epoch,
+                counter=envelope.counter,
+                update_id=opened.update_id,
+            )
+            self._slots[slot] = opened.update_id
+            self._last[envelope.sender] = seen
+            if self.me is not None and envelope.sender == self.me.device_id:
+                self._since_own = {}
+            else:
+                self._since_own[envelope.sender] = seen
+        else:
+            self._slots[slot] = b""
+            self._last[envelope.sender] = Seen(
+                device_id=envelope.sender,
+                epoch=envelope.epoch,
+                counter=envelope.counter,
+                update_id=bytes(32),
+            )
+            self._held[seq] = _Held(envelope=envelope, state=state, entry_hash=eh)
+        for old_seq, key in unlocked_keys:
+            self._held.pop(old_seq, None)
+            self._message_keys[old_seq] = key
+        return Applied(
+            seq=seq,
+            kind=KIND_UPDATE,
+            entry_hash=eh,
+            head=head,
+            state=state,
+            opened=opened,
+            unlocked=unlocked,
+        )
+
+    def _check_record(self, opened: OpenedUpdate, last: Seen | None, seq: int) -> None:
+        record = opened.record
+        expected_prev = b"" if last is None else last.update_id
+        if last is not None and last.update_id == bytes(32):
+            expected_prev = record.prev_own  # this view could not read the previous one
+        if record.prev_own != expected_prev:
+            if record.prev_own in set(self._slots.values()):
+                raise ReplayError("update's predecessor is not its sender's latest update")
+            raise GapError("update names a predecessor this view never received")
+        if record.log.count > seq:
+            raise GapError("sender had seen entries that are missing before its update here")
+        self.check_position(record.log)
+        for s in record.seen:
+            held = self._slots.get((s.device_id, s.epoch, s.counter))
+            if held is None:
+                raise GapError("sender saw an update this view never received")
+            if held and not P.constant_time_equal(held, s.update_id):
+                raise ForkError("sender saw a different update at the same position")
+
+    def _unlock(
+        self, opened: OpenedUpdate, state: CaseState
+    ) -> tuple[list[tuple[int, bytes]], tuple[OpenedUpdate, ...]]:
+        """Open the held envelopes a history share gives this device the keys of.
+
+        The author of each unlocked record is whoever signed it, never the sharer:
+        a sharer can only reveal what a member really wrote (Matrix's lesson).
+        """
+        if state.policy.history != "shared":
+            raise NotAllowedError("this case's policy forbids sharing history")
+        share = HistoryShare.decode(opened.record.content)
+        if self.me is None or self.me.device_id not in share.recipients:
+            return [], ()
+        keys: list[tuple[int, bytes]] = []
+        result: list[OpenedUpdate] = []
+        for key in share.keys:
+            held = self._held.get(key.seq)
+            if held is None:
+                continue  # already readable to this device
+            if not P.constant_time_equal(held.entry_hash, key.entry_hash):
+                raise ForkError("history share names another entry than this view holds")
+            result.append(open_update(held.envelope, state=held.state, message_key=key.message_key))
+            keys.append((key.seq, key.message_key))
+        return keys, tuple(result)
+
+    # ---------------------------------------------------------------- sending
+    def seal(self, *, content_type: str, content: bytes, now: int, nonce: bytes) -> SealedUpdate:
+        """Seal the next update of this device in the current epoch."""
+        if self.me is None or self.state is None or self._epoch_secret is None:
+            raise NotMemberError("this device cannot post to the case")
+        if self._send_chain is None:
+            last = self._last.get(self.me.device_id)
+            start = last.counter + 1 if last is not None and last.epoch == self.state.epoch else 0
+            chain = Chain.start(
+                epoch_secret=self._epoch_secret,
+                case_id=self.state.case_id,
+                epoch=self.state.epoch,
+                device_id=self.me.device_id,
+            )
+            chain.skip_to(start)
+            self._send_chain = chain
+            self._own_counter = start
+            self._own_last = b"" if last is None else last.update_id
+        counter = self._own_counter
+        seen = sorted(self._since_own.values(), key=lambda s: (s.epoch, s.counter))[-MAX_SEEN:]
+        sealed = seal_update(
+            keys=self.me,
+            state=self.state,
+            counter=counter,
+            message_key=self._send_chain.take(counter),
+            prev_own=self._own_last,
+            seen=seen,
+            log=self.position(),
+            content_type=content_type,
+            content=content,
+            now=now,
+            nonce=nonce,
+        )
+        self._own_counter = counter + 1
+        self._own_last = sealed.update_id
+        return sealed
+
+    def history_share(self, *, recipients: Iterable[bytes], seqs: Iterable[int]) -> bytes:
+        """The content of a history share: message keys of earlier updates this view opened."""
+        keys = tuple(
+            SharedKey(seq=seq, entry_hash=self.entry_hashes[seq], message_key=self.message_key(seq))
+            for seq in seqs
+        )
+        return HistoryShare(recipients=tuple(recipients), keys=keys).encode()

@@ -1,0 +1,210 @@
+"""Device certificates, revocation lists and the pinned trust store.
+
+A client trusts exactly the agency roots it pinned after an out-of-band
+fingerprint check; the broker's registry is only ever a source of *claims* that
+this module verifies.  The same ``TrustStore`` serves the broker (whose pins are
+the agencies its operator registered) and the client (whose pins are partners
+checked at an MoU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from typing import Final
+
+from caseline.crypto import primitives as P
+from caseline.crypto.keys import AgencyRootKey, device_id_for
+from caseline.schemas.errors import (
+    ExpiredError,
+    MalformedError,
+    NotAllowedError,
+    RevokedError,
+    UntrustedError,
+)
+from caseline.schemas.wire import (
+    MAX_CERT_BYTES,
+    READ_SCOPE,
+    DeviceCert,
+    Revocation,
+    RevocationList,
+    decode_signed,
+    encode_signed,
+)
+
+CERT_LABEL: Final = "device-cert"
+CRL_LABEL: Final = "revocation-list"
+#: Clock skew tolerated between devices, the broker and agency administrators.
+MAX_SKEW_MS: Final = 5 * 60 * 1000
+
+
+def cert_hash(signed_cert: bytes) -> bytes:
+    """The hash by which rosters pin an exact certificate."""
+    return P.hash_labeled("device-cert", signed_cert)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class VerifiedCert:
+    """A certificate whose signature chains to a pinned root (checked when built)."""
+
+    cert: DeviceCert
+    signed: bytes
+    hash: bytes
+
+    @property
+    def device_id(self) -> bytes:
+        return self.cert.device_id
+
+
+def issue_device_cert(
+    root: AgencyRootKey,
+    *,
+    user_id: str,
+    role: str,
+    sign_key: bytes,
+    kem_key: bytes,
+    not_before: int,
+    not_after: int,
+    serial: int,
+    scopes: Iterable[str] = (),
+) -> bytes:
+    """Sign a device certificate; the agency administrator's act of enrolment."""
+    cert = DeviceCert(
+        agency_id=root.agency_id,
+        user_id=user_id,
+        device_id=device_id_for(sign_key),
+        role=role,
+        scopes=tuple(scopes),
+        sign_key=sign_key,
+        kem_key=kem_key,
+        not_before=not_before,
+        not_after=not_after,
+        serial=serial,
+    )
+    _check_cert_shape(cert)
+    tbs = cert.encode()
+    return encode_signed(tbs, root.sign(CERT_LABEL, tbs))
+
+
+def issue_revocation_list(
+    root: AgencyRootKey, *, number: int, issued_at: int, entries: Iterable[Revocation]
+) -> bytes:
+    """Sign an agency's complete revocation list (a later number replaces an earlier one)."""
+    crl = RevocationList(
+        agency_id=root.agency_id, number=number, issued_at=issued_at, entries=tuple(entries)
+    )
+    tbs = crl.encode()
+    return encode_signed(tbs, root.sign(CRL_LABEL, tbs))
+
+
+def _check_cert_shape(cert: DeviceCert) -> None:
+    if cert.not_after <= cert.not_before:
+        raise MalformedError("certificate validity window is empty")
+    if cert.device_id != device_id_for(cert.sign_key):
+        raise MalformedError("certificate device id does not match its signing key")
+    if cert.role != "bot" and cert.scopes:
+        raise MalformedError("only bot certificates carry scopes")
+    if len(set(cert.scopes)) != len(cert.scopes):
+        raise MalformedError("certificate scopes repeat")
+
+
+class TrustStore:
+    """Pinned agency roots plus the newest verified revocation list of each.
+
+    Revocation lists only move forward: one with a number at or below the held
+    one is refused, so a broker cannot roll a revocation back.
+    """
+
+    def __init__(self, roots: Mapping[str, bytes] | None = None) -> None:
+        self._roots: dict[str, bytes] = dict(roots or {})
+        self._crls: dict[str, RevocationList] = {}
+        self._crl_bytes: dict[str, bytes] = {}
+        self._revoked: dict[bytes, Revocation] = {}
+
+    # -- roots
+    def pin(self, agency_id: str, root_key: bytes) -> None:
+        if len(root_key) != P.SIGN_PUBLIC_SIZE:
+            raise MalformedError("an agency root key is 32 bytes")
+        self._roots[agency_id] = root_key
+
+    def unpin(self, agency_id: str) -> None:
+        self._roots.pop(agency_id, None)
+
+    @property
+    def roots(self) -> Mapping[str, bytes]:
+        return dict(self._roots)
+
+    def root(self, agency_id: str) -> bytes:
+        try:
+            return self._roots[agency_id]
+        except KeyError:
+            raise UntrustedError(f"agency {agency_id!r} is not pinned") from None
+
+    # -- revocation
+    def add_revocation_list(self, signed: bytes) -> RevocationList:
+        """Verify and adopt a revocation list; refuse rollbacks and unknown agencies."""
+        tbs, sig = decode_signed(signed)
+        crl = RevocationList.decode(tbs)
+        P.verify_labeled(self.root(crl.agency_id), CRL_LABEL, tbs, sig)
+        held = self._crls.get(crl.agency_id)
+        if held is not None:
+            if crl.number < held.number or (
+                crl.number == held.number and signed != self._crl_bytes[crl.agency_id]
+            ):
+                raise RevokedError("revocation list is older than the one already held")
+            dropped = {r.device_id for r in held.entries} - {r.device_id for r in crl.entries}
+            if dropped:
+                raise RevokedError("a newer revocation list may not un-revoke a device")
+        self._crls[crl.agency_id] = crl
+        self._crl_bytes[crl.agency_id] = signed
+        for entry in crl.entries:
+            self._revoked[entry.device_id] = entry
+        return crl
+
+    def revocation_lists(self) -> list[bytes]:
+        return list(self._crl_bytes.values())
+
+    def revocation_number(self, agency_id: str) -> int:
+        held = self._crls.get(agency_id)
+        return -1 if held is None else held.number
+
+    def revoked_at(self, device_id: bytes) -> int | None:
+        """When ``device_id`` stopped being trustworthy, or None if never revoked."""
+        entry = self._revoked.get(device_id)
+        return None if entry is None else entry.revoked_at
+
+    def check_not_revoked(self, device_id: bytes, *, at: int) -> None:
+        """Raise ``RevokedError`` if the device was revoked at or before ``at``."""
+        revoked_at = self.revoked_at(device_id)
+        if revoked_at is not None and at >= revoked_at:
+            raise RevokedError("device was revoked by its agency")
+
+    # -- certificates
+    def verify_cert(self, signed: bytes, *, at: int) -> VerifiedCert:
+        """Verify a device certificate for use at time ``at`` (ms), or raise.
+
+        Order matters: the signature is checked before any field is believed.
+        """
+        if len(signed) > MAX_CERT_BYTES:
+            raise MalformedError("certificate too large")
+        tbs, sig = decode_signed(signed)
+        cert = DeviceCert.decode(tbs)
+        P.verify_labeled(self.root(cert.agency_id), CERT_LABEL, tbs, sig)
+        _check_cert_shape(cert)
+        P.check_kem_public(cert.kem_key)
+        if not cert.not_before - MAX_SKEW_MS <= at <= cert.not_after:
+            raise ExpiredError("certificate is not valid at this time")
+        self.check_not_revoked(cert.device_id, at=at)
+        return VerifiedCert(cert=cert, signed=signed, hash=cert_hash(signed))
+
+
+def check_may_post(cert: DeviceCert, content_type: str) -> None:
+    """Bots post only the content types their certificate names."""
+    if cert.role == "bot" and content_type not in cert.scopes:
+        raise NotAllowedError("bot certificate does not allow this content type")
+
+
+def check_may_read(cert: DeviceCert) -> None:
+    """Bots read history only with the ``read`` scope (scripts that only post never need it)."""
+    if cert.role == "bot" and READ_SCOPE not in cert.scopes:
+        raise NotAllowedError("bot certificate does not allow reading")

@@ -1,0 +1,311 @@
+"""Case membership as a hash chain of signed commits (an MLS-lite).
+
+Theory of operation
+-------------------
+A case is the chain ``genesis → commit 1 → commit 2 …``.  Every commit names the
+*complete* next state — roster (device, exact certificate hash, role), policy —
+so a verifier never has to reconstruct membership from deltas.  Commit ``e+1``
+names the hash of commit ``e`` and is signed by a device that held the ``owner``
+role in epoch ``e`` (genesis: by an owner it creates).  Replaying the chain from
+genesis therefore proves who is in the case and who put them there; the broker
+can order commits but cannot write one.
+
+Each commit carries a fresh random epoch secret HPKE-sealed (X-Wing) to every
+roster device; ``info`` binds case, epoch, predecessor, committer, recipient
+device and the hash of the recipient's KEM key, and the signed body carries the
+hash of the wraps.  A removed device gets no wrap and the secret is fresh, so it
+cannot derive the new epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Final
+
+from caseline.crypto import primitives as P
+from caseline.crypto.certs import MAX_SKEW_MS, TrustStore, VerifiedCert
+from caseline.crypto.keys import DeviceKeys, Rng
+from caseline.crypto.ratchet import epoch_key
+from caseline.schemas.codec import pack
+from caseline.schemas.errors import (
+    ChainError,
+    DecryptionError,
+    ExpiredError,
+    MalformedError,
+    NotAllowedError,
+    NotMemberError,
+)
+from caseline.schemas.wire import (
+    ID_SIZE,
+    CaseInfo,
+    Commit,
+    CommitMessage,
+    LogPosition,
+    Member,
+    Policy,
+    Wrap,
+    encode_signed,
+)
+
+COMMIT_LABEL: Final = "commit"
+EPOCH_SECRET_SIZE: Final = 32
+
+
+def commit_hash(tbs: bytes) -> bytes:
+    return P.hash_labeled("commit", tbs)
+
+
+def log_anchor(case_id: bytes) -> bytes:
+    """The head of an empty case log (what genesis says it has seen)."""
+    return P.hash_labeled("log-anchor", case_id)
+
+
+def wraps_hash(wraps: Sequence[Wrap]) -> bytes:
+    return P.hash_labeled("wraps", pack([w.to_fields() for w in wraps]))
+
+
+def wrap_info(*, commit: Commit, recipient: bytes, recipient_kem: bytes) -> bytes:
+    return (
+        P.label("hpke epoch-wrap")
+        + P.lp(commit.case_id)
+        + P.u64(commit.epoch)
+        + P.lp(commit.prev_commit)
+        + P.lp(commit.committer)
+        + P.lp(recipient)
+        + P.lp(P.hash_labeled("kem-key", recipient_kem))
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CaseState:
+    """Who is in a case in one epoch and under which rules: the result of a verified commit."""
+
+    case_id: bytes
+    epoch: int
+    commit: Commit
+    commit_tbs: bytes
+    commit_signature: bytes
+    commit_hash: bytes
+    members: Mapping[bytes, Member]
+    certs: Mapping[bytes, VerifiedCert]
+
+    @property
+    def policy(self) -> Policy:
+        return self.commit.policy
+
+    def member(self, device_id: bytes) -> tuple[Member, VerifiedCert]:
+        """The roster entry and certificate of ``device_id``, or ``NotMemberError``."""
+        member = self.members.get(device_id)
+        if member is None:
+            raise NotMemberError("device is not a member of the case in this epoch")
+        return member, self.certs[device_id]
+
+    @property
+    def signed_commit(self) -> bytes:
+        """The commit as a bare signed object (wraps stripped), as evidence carries it."""
+        return encode_signed(self.commit_tbs, self.commit_signature)
+
+
+def create_commit(
+    *,
+    prev: CaseState | None,
+    case_id: bytes,
+    committer: DeviceKeys,
+    roster: Sequence[tuple[VerifiedCert, str]],
+    policy: Policy,
+    log: LogPosition,
+    info: CaseInfo | None,
+    now: int,
+    rng: Rng,
+) -> tuple[bytes, bytes]:
+    """Build and sign the next commit; return ``(CommitMessage bytes, epoch secret)``.
+
+    The caller has verified every certificate against its trust store; the
+    result is re-verified by the caller with ``verify_commit`` before use.
+    """
+    epoch = 0 if prev is None else prev.epoch + 1
+    known = {} if prev is None else prev.certs
+    epoch_secret = rng(EPOCH_SECRET_SIZE)
+    members = tuple(
+        Member(device_id=vc.device_id, cert_hash=vc.hash, role=role) for vc, role in roster
+    )
+    new_certs = tuple(
+        vc.signed
+        for vc, _ in roster
+        if vc.device_id not in known or known[vc.device_id].hash != vc.hash
+    )
+    sealed_info = b""
+    if info is not None:
+        key = epoch_key("case-info", epoch_secret=epoch_secret, case_id=case_id, epoch=epoch)
+        sealed_info = P.xchacha_seal(key, bytes(P.AEAD_NONCE_SIZE), info.encode(), b"")
+    draft = Commit(
+        case_id=case_id,
+        epoch=epoch,
+        prev_commit=b"" if prev is None else prev.commit_hash,
+        committer=committer.device_id,
+        time=now,
+        policy=policy,
+        roster=members,
+        certs=new_certs,
+        log=log,
+        wraps_hash=bytes(32),
+        sealed_info=sealed_info,
+    )
+    wraps = tuple(
+        Wrap(
+            device_id=vc.device_id,
+            ciphertext=P.hpke_seal(
+                vc.cert.kem_key,
+                epoch_secret,
+                wrap_info(commit=draft, recipient=vc.device_id, recipient_kem=vc.cert.kem_key),
+            ),
+        )
+        for vc, _ in roster
+    )
+    commit = dataclasses.replace(draft, wraps_hash=wraps_hash(wraps))
+    tbs = commit.encode()
+    message = CommitMessage(tbs=tbs, signature=committer.sign(COMMIT_LABEL, tbs), wraps=wraps)
+    return message.encode(), epoch_secret
+
+
+def verify_commit(
+    prev: CaseState | None,
+    message: CommitMessage,
+    *,
+    trust: TrustStore,
+    now: int,
+    check_wraps: bool = True,
+) -> CaseState:
+    """Check that ``message`` validly continues ``prev`` (or is a valid genesis).
+
+    Raises the specific error for the first rule broken; returns the new state.
+    ``check_wraps`` is False only for evidence bundles, which strip the wraps.
+    """
+    commit = Commit.decode(message.tbs)
+    if len(commit.case_id) != ID_SIZE:
+        raise MalformedError("case id has the wrong size")
+    if prev is None:
+        if commit.epoch != 0 or commit.prev_commit:
+            raise ChainError("genesis must be epoch 0 with no predecessor")
+        if commit.log.count != 0 or commit.log.head != log_anchor(commit.case_id):
+            raise ChainError("genesis must come before any log entry")
+        known: Mapping[bytes, VerifiedCert] = {}
+        previous_members: Mapping[bytes, Member] = {}
+    else:
+        if commit.case_id != prev.case_id:
+            raise ChainError("commit belongs to another case")
+        if commit.epoch != prev.epoch + 1:
+            raise ChainError(f"commit is for epoch {commit.epoch}, expected {prev.epoch + 1}")
+        if not P.constant_time_equal(commit.prev_commit, prev.commit_hash):
+            raise ChainError("commit does not continue the current commit")
+        if commit.time < prev.commit.time:
+            raise ChainError("commit is older than its predecessor")
+        if commit.log.count <= prev.commit.log.count:
+            raise ChainError("commit does not follow its predecessor in the case log")
+        known = prev.certs
+        previous_members = prev.members
+    if commit.time > now + MAX_SKEW_MS:
+        raise ExpiredError("commit is dated in the future")
+
+    # Authenticate before believing anything else: the committer must have held
+    # the owner role in the previous epoch (for genesis: in the roster it creates).
+    if prev is None:
+        committer_cert = _genesis_committer_cert(commit, trust)
+    else:
+        if commit.committer not in previous_members:
+            raise NotMemberError("committer is not a member of the case")
+        if previous_members[commit.committer].role != "owner":
+            raise NotAllowedError("committer may not change membership")
+        committer_cert = known[commit.committer]
+    trust.check_not_revoked(commit.committer, at=commit.time)
+    P.verify_labeled(committer_cert.cert.sign_key, COMMIT_LABEL, message.tbs, message.signature)
+
+    # Resolve every roster entry to exactly one verified certificate.
+    offered: dict[bytes, VerifiedCert] = {}
+    for signed in commit.certs:
+        vc = trust.verify_cert(signed, at=commit.time)
+        if vc.device_id in offered:
+            raise MalformedError("commit carries two certificates for one device")
+        offered[vc.device_id] = vc
+    members: dict[bytes, Member] = {}
+    certs: dict[bytes, VerifiedCert] = {}
+    for member in commit.roster:
+        if member.device_id in members:
+            raise MalformedError("roster names a device twice")
+        found = offered.pop(member.device_id, None) or known.get(member.device_id)
+        if found is None or not P.constant_time_equal(found.hash, member.cert_hash):
+            raise MalformedError("roster entry does not match a certificate")
+        vc = found
+        if known.get(vc.device_id) is vc:
+            # Carried over: it still has to be alive at the commit's time.
+            if not vc.cert.not_before - MAX_SKEW_MS <= commit.time <= vc.cert.not_after:
+                raise ExpiredError("a member's certificate has expired")
+            trust.check_not_revoked(vc.device_id, at=commit.time)
+        if vc.cert.role == "bot" and member.role == "owner":
+            raise NotAllowedError("a bot cannot own a case")
+        members[member.device_id] = member
+        certs[member.device_id] = vc
+    if offered:
+        raise MalformedError("commit carries a certificate that no roster entry uses")
+    if not members:
+        raise MalformedError("a case needs at least one member")
+    if not any(m.role == "owner" for m in members.values()):
+        raise MalformedError("a case needs at least one owner")
+    if prev is None and members.get(commit.committer) is None:
+        raise NotMemberError("the genesis committer must be in the roster")
+    if prev is None and members[commit.committer].role != "owner":
+        raise NotAllowedError("the genesis committer must own the case")
+
+    if check_wraps:
+        if tuple(w.device_id for w in message.wraps) != tuple(m.device_id for m in commit.roster):
+            raise MalformedError("wraps do not match the roster")
+        if not P.constant_time_equal(wraps_hash(message.wraps), commit.wraps_hash):
+            raise MalformedError("wraps were altered")
+
+    return CaseState(
+        case_id=commit.case_id,
+        epoch=commit.epoch,
+        commit=commit,
+        commit_tbs=message.tbs,
+        commit_signature=message.signature,
+        commit_hash=commit_hash(message.tbs),
+        members=members,
+        certs=certs,
+    )
+
+
+def _genesis_committer_cert(commit: Commit, trust: TrustStore) -> VerifiedCert:
+    for signed in commit.certs:
+        vc = trust.verify_cert(signed, at=commit.time)
+        if vc.device_id == commit.committer:
+            return vc
+    raise NotMemberError("the genesis committer's certificate is missing")
+
+
+def open_epoch_secret(state: CaseState, message: CommitMessage, keys: DeviceKeys) -> bytes:
+    """Unwrap this device's copy of the epoch secret from a verified commit."""
+    for wrap in message.wraps:
+        if wrap.device_id == keys.device_id:
+            secret = P.hpke_open(
+                keys.kem_seed,
+                wrap.ciphertext,
+                wrap_info(
+                    commit=state.commit, recipient=keys.device_id, recipient_kem=keys.kem_public
+                ),
+            )
+            if len(secret) != EPOCH_SECRET_SIZE:
+                raise DecryptionError("epoch secret has the wrong size")
+            return secret
+    raise NotMemberError("this device has no wrap in the commit")
+
+
+def open_case_info(state: CaseState, epoch_secret: bytes) -> CaseInfo | None:
+    """Decrypt the case title and reference sealed in a commit, if it carries them."""
+    if not state.commit.sealed_info:
+        return None
+    key = epoch_key(
+        "case-info", epoch_secret=epoch_secret, case_id=state.case_id, epoch=state.epoch
+    )
+    plain = P.xchacha_open(key, bytes(P.AEAD_NONCE_SIZE), state.commit.sealed_info, b"")
+    return CaseInfo.decode(plain)

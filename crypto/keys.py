@@ -1,0 +1,117 @@
+"""Agency root keys and device keys, with fingerprints people can read aloud.
+
+Private keys are 32-byte seeds.  ``repr`` of a key object shows only its public
+fingerprint so that a stray log line or traceback cannot leak a secret.
+Randomness is always passed in (``rng(n) -> bytes``): the core never reads the
+OS RNG itself, which keeps it deterministic under test and in the vectors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Final
+
+from caseline.crypto import primitives as P
+from caseline.schemas.wire import ID_SIZE
+
+Rng = Callable[[int], bytes]
+
+FINGERPRINT_GROUPS: Final = 6  # 6 groups of 5 digits: about 100 bits
+
+
+def device_id_for(sign_key: bytes) -> bytes:
+    """A device id is bound to its signing key: the id can name no other key."""
+    return P.hash_labeled("device-id", sign_key)[:ID_SIZE]
+
+
+def fingerprint(agency_id: str, root_key: bytes) -> str:
+    """A 30-digit code for an agency root, read aloud over a phone in six groups.
+
+    Digits survive every language and accent on a bad line better than letters.
+    Each group is 5 bytes of a labelled SHA-256 reduced mod 10^5 (as Signal's
+    safety numbers do), about 99.7 bits in all: far beyond a second-preimage
+    search.  The agency id is bound in, so a root cannot be passed off under
+    another agency's name.
+    """
+    digest = P.hash_labeled("agency-fingerprint", agency_id.encode(), root_key)
+    groups = [
+        f"{int.from_bytes(digest[i * 5 : i * 5 + 5], 'big') % 100000:05d}"
+        for i in range(FINGERPRINT_GROUPS)
+    ]
+    return " ".join(groups)
+
+
+def normalize_fingerprint(text: str) -> str:
+    """Accept a fingerprint typed with any spacing or dashes; raise if it is not 30 digits."""
+    digits = "".join(ch for ch in text if ch.isdigit())
+    if len(digits) != 5 * FINGERPRINT_GROUPS or any(ch not in "0123456789 -" for ch in text):
+        raise ValueError("a fingerprint is 30 digits, optionally grouped by spaces or dashes")
+    return " ".join(digits[i : i + 5] for i in range(0, len(digits), 5))
+
+
+class SigningKey:
+    """An Ed25519 key pair from a 32-byte seed; signs only with a label."""
+
+    __slots__ = ("_secret", "public_key", "seed")
+
+    def __init__(self, seed: bytes) -> None:
+        self.seed = seed
+        self.public_key, self._secret = P.ed25519_keypair_from_seed(seed)
+
+    @classmethod
+    def generate(cls, rng: Rng) -> SigningKey:
+        return cls(rng(P.SEED_SIZE))
+
+    def sign(self, name: str, tbs: bytes) -> bytes:
+        return P.sign_labeled(self._secret, name, tbs)
+
+    def __repr__(self) -> str:
+        return f"<SigningKey public={self.public_key.hex()[:16]}…>"
+
+
+class AgencyRootKey(SigningKey):
+    """An agency's root of trust: signs device certificates and revocation lists."""
+
+    __slots__ = ("agency_id",)
+
+    def __init__(self, agency_id: str, seed: bytes) -> None:
+        super().__init__(seed)
+        self.agency_id = agency_id
+
+    @classmethod
+    def generate_for(cls, agency_id: str, rng: Rng) -> AgencyRootKey:
+        return cls(agency_id, rng(P.SEED_SIZE))
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.agency_id, self.public_key)
+
+    def __repr__(self) -> str:
+        return f"<AgencyRootKey {self.agency_id} {self.fingerprint}>"
+
+
+class DeviceKeys:
+    """A device's Ed25519 signing key and X-Wing (ML-KEM-768 + X25519) KEM key."""
+
+    __slots__ = ("device_id", "kem_public", "kem_seed", "signing")
+
+    def __init__(self, *, sign_seed: bytes, kem_seed: bytes) -> None:
+        P.require_hybrid_hpke()
+        self.signing = SigningKey(sign_seed)
+        self.kem_seed = kem_seed
+        self.kem_public = P.xwing_public_from_seed(kem_seed)
+        self.device_id = device_id_for(self.signing.public_key)
+
+    @classmethod
+    def generate(cls, rng: Rng) -> DeviceKeys:
+        return cls(sign_seed=rng(P.SEED_SIZE), kem_seed=rng(P.SEED_SIZE))
+
+    @property
+    def sign_public(self) -> bytes:
+        return self.signing.public_key
+
+    def sign(self, name: str, tbs: bytes) -> bytes:
+        return self.signing.sign(name, tbs)
+
+    def __repr__(self) -> str:
+        return f"<DeviceKeys {self.device_id.hex()}>"
