@@ -46,14 +46,16 @@ from caseline.crypto.updates import (
     HISTORY_SHARE,
     OpenedUpdate,
     SealedUpdate,
+    check_envelope,
     open_update,
     seal_update,
-    verify_envelope,
 )
+from caseline.schemas.codec import unpack
 from caseline.schemas.errors import (
     ChainError,
     ForkError,
     GapError,
+    IntegrityError,
     MalformedError,
     NotAllowedError,
     NotMemberError,
@@ -75,7 +77,9 @@ from caseline.schemas.wire import (
 RECEIPT_LABEL: Final = "receipt"
 KIND_COMMIT: Final = "commit"
 KIND_UPDATE: Final = "update"
-KINDS: Final = frozenset({KIND_COMMIT, KIND_UPDATE})
+#: An update whose body the broker dropped under the case's retention policy.
+KIND_PURGED: Final = "purged"
+DAY_MS: Final = 86_400_000
 
 
 def entry_hash(kind: str, body: bytes) -> bytes:
@@ -104,6 +108,22 @@ def chain_heads(case_id: bytes, entry_hashes: Iterable[bytes]) -> list[bytes]:
     for seq, eh in enumerate(entry_hashes):
         heads.append(next_head(heads[-1], seq, eh))
     return heads
+
+
+def _purged_header(body: bytes) -> tuple[int, bytes, int]:
+    obj = unpack(body, max_size=64)
+    if (
+        not isinstance(obj, list)
+        or len(obj) != 3
+        or type(obj[0]) is not int
+        or type(obj[1]) is not bytes
+        or len(obj[1]) != 16
+        or type(obj[2]) is not int
+        or obj[0] < 0
+        or obj[2] < 0
+    ):
+        raise MalformedError("a purged entry is [epoch, sender, counter]")
+    return obj[0], obj[1], obj[2]
 
 
 def sign_receipt(
@@ -199,9 +219,7 @@ class CaseView:
             raise ForkError("a member saw a different history of this case")
 
     # ---------------------------------------------------------------- applying
-    def apply(
-        self, *, seq: int, kind: str, body: bytes, now: int, receipt: bytes | None = None
-    ) -> Applied:
+    def apply(self, *, seq: int, kind: str, body: bytes, now: int, receipt: bytes | None = None) -> Applied:
         """Verify the next log entry and fold it into the view, or raise and change nothing."""
         if seq < self.count:
             raise ReplayError("log position already seen")
@@ -211,7 +229,52 @@ class CaseView:
             return self._apply_commit(seq, body, now, receipt)
         if kind == KIND_UPDATE:
             return self._apply_update(seq, body, now, receipt)
+        if kind == KIND_PURGED:
+            return self._apply_purged(seq, body, now, receipt)
         raise MalformedError("unknown log entry kind")
+
+    def _apply_purged(self, seq: int, body: bytes, now: int, receipt: bytes | None) -> Applied:
+        """A retention-purged update: only its position and the receipt's hash remain.
+
+        The receipt must be signed under the case's receipt key, and the entry
+        must be older than the case's retention period: a broker cannot use
+        "purged" to hide a recent update.
+        """
+        state = self.state
+        if state is None or receipt is None:
+            raise ChainError("a purged entry needs a genesis before it and its receipt")
+        epoch, sender, counter = _purged_header(body)
+        r = verify_receipt(receipt, state.policy.receipt_key)
+        if r.case_id != state.case_id or r.seq != seq:
+            raise ForkError("receipt is for another entry than the one delivered")
+        if r.time + state.policy.retention_days * DAY_MS > now:
+            raise IntegrityError("update was purged before its retention period ended")
+        if epoch != state.epoch or sender not in state.members:
+            raise ChainError("purged update does not fit the epoch in force")
+        head = self._new_head(state.case_id, seq, r.entry_hash)
+        if not P.constant_time_equal(r.head, head):
+            raise ForkError("receipt signs another history than this view computed")
+        slot = (sender, epoch, counter)
+        last = self._last.get(sender)
+        expected = last.counter + 1 if last is not None and last.epoch == epoch else 0
+        if slot in self._slots or counter < expected:
+            raise ReplayError("this sender position was already used")
+        if counter > expected:
+            raise GapError("an earlier update of this sender is missing")
+        self._append(r.entry_hash, head)
+        self._slots[slot] = b""
+        self._last[sender] = Seen(device_id=sender, epoch=epoch, counter=counter, update_id=bytes(32))
+        if self._epoch_secret is not None:
+            chain = self._chains.get(sender) or Chain.start(
+                epoch_secret=self._epoch_secret,
+                case_id=state.case_id,
+                epoch=epoch,
+                device_id=sender,
+            )
+            chain.take(counter)  # step past it; the key is gone with the body
+            chain.skipped.pop(counter, None)
+            self._chains[sender] = chain
+        return Applied(seq=seq, kind=KIND_PURGED, entry_hash=r.entry_hash, head=head, state=state)
 
     def _new_head(self, case_id: bytes, seq: int, eh: bytes) -> bytes:
         prev = self.heads[-1] if self.heads else log_anchor(case_id)
@@ -275,7 +338,7 @@ class CaseView:
             raise ChainError("update belongs to another case")
         if envelope.epoch != state.epoch:
             raise ChainError("update is for another epoch than the current one")
-        verify_envelope(body, state)
+        check_envelope(envelope, tbs, sig, state)
         eh = signed_entry_hash(KIND_UPDATE, tbs, sig)
         head = self._new_head(state.case_id, seq, eh)
         receipt_time = self._check_receipt(receipt, state, seq, eh, head)
@@ -305,9 +368,7 @@ class CaseView:
             mk = chain.peek(envelope.counter)
             opened = open_update(envelope, state=state, message_key=mk)
             self._check_record(opened, last, seq)
-            self.trust.check_not_revoked(
-                envelope.sender, at=max(opened.record.time, receipt_time or 0)
-            )
+            self.trust.check_not_revoked(envelope.sender, at=max(opened.record.time, receipt_time or 0))
             if opened.record.content_type == HISTORY_SHARE:
                 unlocked_keys, unlocked = self._unlock(opened, state)
         else:

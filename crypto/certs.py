@@ -90,9 +90,7 @@ def issue_revocation_list(
     root: AgencyRootKey, *, number: int, issued_at: int, entries: Iterable[Revocation]
 ) -> bytes:
     """Sign an agency's complete revocation list (a later number replaces an earlier one)."""
-    crl = RevocationList(
-        agency_id=root.agency_id, number=number, issued_at=issued_at, entries=tuple(entries)
-    )
+    crl = RevocationList(agency_id=root.agency_id, number=number, issued_at=issued_at, entries=tuple(entries))
     tbs = crl.encode()
     return encode_signed(tbs, root.sign(CRL_LABEL, tbs))
 

@@ -127,13 +127,9 @@ def create_commit(
     epoch = 0 if prev is None else prev.epoch + 1
     known = {} if prev is None else prev.certs
     epoch_secret = rng(EPOCH_SECRET_SIZE)
-    members = tuple(
-        Member(device_id=vc.device_id, cert_hash=vc.hash, role=role) for vc, role in roster
-    )
+    members = tuple(Member(device_id=vc.device_id, cert_hash=vc.hash, role=role) for vc, role in roster)
     new_certs = tuple(
-        vc.signed
-        for vc, _ in roster
-        if vc.device_id not in known or known[vc.device_id].hash != vc.hash
+        vc.signed for vc, _ in roster if vc.device_id not in known or known[vc.device_id].hash != vc.hash
     )
     sealed_info = b""
     if info is not None:
@@ -290,9 +286,7 @@ def open_epoch_secret(state: CaseState, message: CommitMessage, keys: DeviceKeys
             secret = P.hpke_open(
                 keys.kem_seed,
                 wrap.ciphertext,
-                wrap_info(
-                    commit=state.commit, recipient=keys.device_id, recipient_kem=keys.kem_public
-                ),
+                wrap_info(commit=state.commit, recipient=keys.device_id, recipient_kem=keys.kem_public),
             )
             if len(secret) != EPOCH_SECRET_SIZE:
                 raise DecryptionError("epoch secret has the wrong size")
@@ -304,8 +298,6 @@ def open_case_info(state: CaseState, epoch_secret: bytes) -> CaseInfo | None:
     """Decrypt the case title and reference sealed in a commit, if it carries them."""
     if not state.commit.sealed_info:
         return None
-    key = epoch_key(
-        "case-info", epoch_secret=epoch_secret, case_id=state.case_id, epoch=state.epoch
-    )
+    key = epoch_key("case-info", epoch_secret=epoch_secret, case_id=state.case_id, epoch=state.epoch)
     plain = P.xchacha_open(key, bytes(P.AEAD_NONCE_SIZE), state.commit.sealed_info, b"")
     return CaseInfo.decode(plain)

@@ -148,10 +148,7 @@ def verify_evidence(signed: bytes, *, pinned: Mapping[str, str]) -> EvidenceRepo
             now=_receipt_time_upper_bound(bundle),
             check_wraps=False,
         )
-        if (
-            state.commit.log.count > logged.seq
-            or heads[state.commit.log.count] != state.commit.log.head
-        ):
+        if state.commit.log.count > logged.seq or heads[state.commit.log.count] != state.commit.log.head:
             raise ForkError("a commit saw a different history than the bundle's log")
         states.append((logged.seq, state))
         prev = state
@@ -207,9 +204,7 @@ def _trust_from_pins(roots: Iterable[RootKey], pinned: Mapping[str, str]) -> Tru
         if not P.constant_time_equal(
             fingerprint(root.agency_id, root.public_key).encode(), expected.encode()
         ):
-            raise UntrustedError(
-                f"root of {root.agency_id!r} does not match the pinned fingerprint"
-            )
+            raise UntrustedError(f"root of {root.agency_id!r} does not match the pinned fingerprint")
         trust.pin(root.agency_id, root.public_key)
     if not trust.roots:
         raise UntrustedError("no root in the bundle matches a pinned fingerprint")
@@ -238,9 +233,7 @@ def _state_at(states: list[tuple[int, CaseState]], seq: int) -> CaseState:
     return current
 
 
-def _find_cert(
-    certs: Iterable[bytes], device_id: bytes, trust: TrustStore, *, at: int
-) -> DeviceCert:
+def _find_cert(certs: Iterable[bytes], device_id: bytes, trust: TrustStore, *, at: int) -> DeviceCert:
     for signed in certs:
         ctbs, _ = decode_signed(signed)
         if DeviceCert.decode(ctbs).device_id == device_id:
@@ -263,9 +256,7 @@ def _verify_disclosed(
     envelope, _ = verify_envelope(item.envelope, state)
     opened = open_update(envelope, state=state, message_key=item.message_key)
     record = opened.record
-    if record.log.count > item.seq or not P.constant_time_equal(
-        heads[record.log.count], record.log.head
-    ):
+    if record.log.count > item.seq or not P.constant_time_equal(heads[record.log.count], record.log.head):
         raise ForkError("update saw a different history than the bundle's log")
     trust.check_not_revoked(envelope.sender, at=record.time)
     if record.time > receipt_time + 5 * 60 * 1000:

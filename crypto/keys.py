@@ -35,8 +35,7 @@ def fingerprint(agency_id: str, root_key: bytes) -> str:
     """
     digest = P.hash_labeled("agency-fingerprint", agency_id.encode(), root_key)
     groups = [
-        f"{int.from_bytes(digest[i * 5 : i * 5 + 5], 'big') % 100000:05d}"
-        for i in range(FINGERPRINT_GROUPS)
+        f"{int.from_bytes(digest[i * 5 : i * 5 + 5], 'big') % 100000:05d}" for i in range(FINGERPRINT_GROUPS)
     ]
     return " ".join(groups)
 

@@ -15,6 +15,7 @@ failed open raises ``DecryptionError``; nothing returns a bool.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import struct
@@ -54,8 +55,9 @@ def u64(value: int) -> bytes:
     return struct.pack(">Q", value)
 
 
+@functools.lru_cache(maxsize=256)
 def label(name: str) -> bytes:
-    """The length-prefixed domain-separation label for one use."""
+    """The length-prefixed domain-separation label for one use (cached: labels are few)."""
     return lp(PROTOCOL_PREFIX + name.encode("ascii"))
 
 
@@ -175,9 +177,7 @@ def chacha_open(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> byte
 try:  # Fail closed: without the hybrid KEM there is no caseline, never an X25519-only mode.
     from cryptography.hazmat.primitives import hpke as _hpke
 
-    _SUITE = _hpke.Suite(
-        _hpke.KEM.MLKEM768_X25519, _hpke.KDF.HKDF_SHA256, _hpke.AEAD.CHACHA20_POLY1305
-    )
+    _SUITE = _hpke.Suite(_hpke.KEM.MLKEM768_X25519, _hpke.KDF.HKDF_SHA256, _hpke.AEAD.CHACHA20_POLY1305)
     _HPKE_ERROR: str | None = None
 except (ImportError, AttributeError) as _exc:  # pragma: no cover - depends on the wheel
     _hpke = None  # type: ignore[assignment]

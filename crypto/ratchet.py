@@ -20,17 +20,13 @@ from caseline.schemas.errors import GapError, ReplayError
 MAX_SKIP: Final = 2048
 
 
-def epoch_key(
-    name: str, *, epoch_secret: bytes, case_id: bytes, epoch: int, extra: bytes = b""
-) -> bytes:
+def epoch_key(name: str, *, epoch_secret: bytes, case_id: bytes, epoch: int, extra: bytes = b"") -> bytes:
     """A key for one labelled use of an epoch (case info, authenticator, chains)."""
     return P.kdf_labeled(name, secret=epoch_secret, salt=case_id, context=(P.u64(epoch), extra))
 
 
 def sender_chain_key(*, epoch_secret: bytes, case_id: bytes, epoch: int, device_id: bytes) -> bytes:
-    return epoch_key(
-        "sender-chain", epoch_secret=epoch_secret, case_id=case_id, epoch=epoch, extra=device_id
-    )
+    return epoch_key("sender-chain", epoch_secret=epoch_secret, case_id=case_id, epoch=epoch, extra=device_id)
 
 
 def message_key(chain_key: bytes, index: int) -> bytes:
@@ -41,9 +37,7 @@ def next_chain_key(chain_key: bytes, index: int) -> bytes:
     return P.kdf_labeled("chain-step", secret=chain_key, salt=b"", context=(P.u64(index),))
 
 
-def epoch_authenticator(
-    *, epoch_secret: bytes, case_id: bytes, epoch: int, commit_hash: bytes
-) -> str:
+def epoch_authenticator(*, epoch_secret: bytes, case_id: bytes, epoch: int, commit_hash: bytes) -> str:
     """A 20-digit code members can compare out of band to confirm they share an epoch."""
     key = epoch_key(
         "epoch-authenticator",
@@ -52,9 +46,7 @@ def epoch_authenticator(
         epoch=epoch,
         extra=commit_hash,
     )
-    return " ".join(
-        f"{int.from_bytes(key[i * 5 : i * 5 + 5], 'big') % 100000:05d}" for i in range(4)
-    )
+    return " ".join(f"{int.from_bytes(key[i * 5 : i * 5 + 5], 'big') % 100000:05d}" for i in range(4))
 
 
 @dataclasses.dataclass(slots=True)
@@ -72,9 +64,7 @@ class Chain:
     @classmethod
     def start(cls, *, epoch_secret: bytes, case_id: bytes, epoch: int, device_id: bytes) -> Chain:
         return cls(
-            sender_chain_key(
-                epoch_secret=epoch_secret, case_id=case_id, epoch=epoch, device_id=device_id
-            )
+            sender_chain_key(epoch_secret=epoch_secret, case_id=case_id, epoch=epoch, device_id=device_id)
         )
 
     def peek(self, index: int) -> bytes:

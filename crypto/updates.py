@@ -143,13 +143,18 @@ def verify_envelope(signed_envelope: bytes, state: CaseState) -> tuple[Envelope,
     """
     tbs, sig = decode_signed(signed_envelope)
     envelope = Envelope.decode(tbs)
+    check_envelope(envelope, tbs, sig, state)
+    return envelope, tbs
+
+
+def check_envelope(envelope: Envelope, tbs: bytes, signature: bytes, state: CaseState) -> None:
+    """``verify_envelope`` for a caller that already decoded the signed pair."""
     if envelope.case_id != state.case_id or envelope.epoch != state.epoch:
         raise ChainError("envelope is for another case or epoch than the one in force")
     member, cert = state.member(envelope.sender)
-    P.verify_labeled(cert.cert.sign_key, ENVELOPE_LABEL, tbs, sig)
+    P.verify_labeled(cert.cert.sign_key, ENVELOPE_LABEL, tbs, signature)
     if member.role == "observer":
         raise NotAllowedError("observers do not post")
-    return envelope, tbs
 
 
 def open_update(envelope: Envelope, *, state: CaseState, message_key: bytes) -> OpenedUpdate:
@@ -171,6 +176,4 @@ def open_update(envelope: Envelope, *, state: CaseState, message_key: bytes) -> 
         raise MalformedError("update names another commit than its epoch's")
     check_may_post(cert.cert, record.content_type)
     check_content(record.content_type, record.content)
-    return OpenedUpdate(
-        record=record, signed_record=plaintext, update_id=update_id(tbs), envelope=envelope
-    )
+    return OpenedUpdate(record=record, signed_record=plaintext, update_id=update_id(tbs), envelope=envelope)

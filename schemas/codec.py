@@ -89,13 +89,19 @@ def unpack(data: bytes, *, max_size: int = MAX_MESSAGE_BYTES) -> Any:
 
 
 def _reject_floats(obj: object, *, depth: int) -> None:
-    if depth > 32:
-        raise MalformedError("nesting too deep")
-    if isinstance(obj, float):
-        raise MalformedError("floats are not allowed")
-    if isinstance(obj, list):
-        for item in obj:
-            _reject_floats(item, depth=depth + 1)
+    """Walk arrays iteratively; msgpack has no float hook, and kinds only see fields."""
+    stack = [(obj, depth)]
+    while stack:
+        item, level = stack.pop()
+        if type(item) is list:
+            if level >= 32:
+                raise MalformedError("nesting too deep")
+            stack.extend((child, level + 1) for child in item if type(child) in _CONTAINERS)
+        elif type(item) is float:
+            raise MalformedError("floats are not allowed")
+
+
+_CONTAINERS: Final = (list, float)
 
 
 # --------------------------------------------------------------------------- kinds
@@ -251,9 +257,7 @@ class Struct:
     def from_fields(cls, items: Sequence[Any], *, where: str = "") -> Self:
         fields = cls._fields()
         if len(items) != len(fields):
-            raise MalformedError(
-                f"{where or cls.__name__}: expected {len(fields)} fields, got {len(items)}"
-            )
+            raise MalformedError(f"{where or cls.__name__}: expected {len(fields)} fields, got {len(items)}")
         return cls(**{name: value for (name, _), value in zip(fields, items, strict=True)})
 
     def encode(self) -> bytes:

@@ -1,0 +1,178 @@
+"""Generate caseline's own known-answer vectors from fixed seeds.
+
+Run ``make vectors`` (``python -m tests.vectors.generate``) after a deliberate
+protocol change, and commit the result together with the PROTOCOL.md change.
+``tests/test_vectors_own.py`` checks that the code still produces every
+deterministic value, and still verifies the ``verify_only`` objects (whose HPKE
+wraps use fresh randomness inside the library and cannot be regenerated).
+
+Provenance: produced by this project's own code; the deterministic values rest
+on RFC 8032 (Ed25519), RFC 5869 (HKDF-SHA256), SHA-256, XChaCha20-Poly1305 and
+canonical msgpack, each of which is checked against public vectors in
+``tests/test_vectors_public.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from caseline.crypto import primitives as P
+from caseline.crypto.caselog import KIND_COMMIT, CaseView, chain_heads, sign_receipt
+from caseline.crypto.certs import issue_device_cert, issue_revocation_list
+from caseline.crypto.evidence import export_evidence
+from caseline.crypto.keys import AgencyRootKey, DeviceKeys, SigningKey, device_id_for
+from caseline.crypto.ratchet import Chain, epoch_authenticator
+from caseline.crypto.updates import seal_update
+from caseline.schemas.wire import LogPosition, Revocation
+
+from tests.world import T0, YEAR, World, note, open_case
+
+PATH = Path(__file__).with_name("caseline_v1.json")
+
+
+def seed(name: str) -> bytes:
+    """A fixed 32-byte seed named for its use, so vectors read like a story."""
+    return P.hash_labeled("test-vector-seed", name.encode())
+
+
+def deterministic() -> dict[str, Any]:
+    """Every value here is a pure function of the fixed seeds."""
+    root = AgencyRootKey("ke-kra", seed("root ke-kra"))
+    device = DeviceKeys(sign_seed=seed("alice sign"), kem_seed=seed("alice kem"))
+    cert = issue_device_cert(
+        root,
+        user_id="alice.wanjiru",
+        role="officer",
+        sign_key=device.sign_public,
+        kem_key=device.kem_public,
+        not_before=T0,
+        not_after=T0 + YEAR,
+        serial=42,
+    )
+    crl = issue_revocation_list(
+        root,
+        number=3,
+        issued_at=T0 + 1000,
+        entries=[
+            Revocation(device_id=device.device_id, serial=42, revoked_at=T0 + 500, reason="device-lost")
+        ],
+    )
+    case_id = seed("case")[:16]
+    epoch_secret = seed("epoch secret")
+    chain = Chain.start(epoch_secret=epoch_secret, case_id=case_id, epoch=3, device_id=device.device_id)
+    chain_key_0 = chain.chain_key
+    mks = [chain.take(i) for i in range(3)]
+    server = SigningKey(seed("broker receipt key"))
+    entry_hashes = [P.hash_labeled("entry", bytes([i])) for i in range(3)]
+    heads = chain_heads(case_id, entry_hashes)
+    receipt = sign_receipt(server, case_id=case_id, seq=2, entry_hash=entry_hashes[2], head=heads[3], time=T0)
+    return {
+        "labels": {
+            "sign device-cert": P.label("sign device-cert").hex(),
+            "hash commit": P.label("hash commit").hex(),
+        },
+        "hash_labeled('commit', b'abc')": P.hash_labeled("commit", b"abc").hex(),
+        "agency_root": {
+            "agency_id": "ke-kra",
+            "seed": seed("root ke-kra").hex(),
+            "public_key": root.public_key.hex(),
+            "fingerprint": root.fingerprint,
+        },
+        "device": {
+            "sign_seed": seed("alice sign").hex(),
+            "kem_seed": seed("alice kem").hex(),
+            "sign_public": device.sign_public.hex(),
+            "kem_public_sha256": P.hash_labeled("kem-key", device.kem_public).hex(),
+            "device_id": device_id_for(device.sign_public).hex(),
+        },
+        "device_cert": cert.hex(),
+        "revocation_list": crl.hex(),
+        "key_schedule": {
+            "case_id": case_id.hex(),
+            "epoch": 3,
+            "epoch_secret": epoch_secret.hex(),
+            "sender": device.device_id.hex(),
+            "chain_key_0": chain_key_0.hex(),
+            "message_keys": [k.hex() for k in mks],
+            "epoch_authenticator": epoch_authenticator(
+                epoch_secret=epoch_secret, case_id=case_id, epoch=3, commit_hash=bytes(32)
+            ),
+        },
+        "log": {
+            "case_id": case_id.hex(),
+            "entry_hashes": [h.hex() for h in entry_hashes],
+            "heads": [h.hex() for h in heads],
+            "receipt_key": server.public_key.hex(),
+            "receipt": receipt.hex(),
+        },
+    }
+
+
+def verify_only() -> dict[str, Any]:
+    """A small real case (genesis, updates, a member change) and its evidence bundle."""
+    w = World("vectors")
+    w.agency("ke-kra")
+    w.agency("tz-tra")
+    alice = w.device("ke-kra", "alice")
+    bob = w.device("tz-tra", "bob")
+    broker, _, _ = open_case(w, alice, [(bob, "member")])
+    view = CaseView(trust=w.trust(), me=alice.keys)
+    broker.feed(view)
+    mk = Chain.start(epoch_secret=_secret(view), case_id=broker.case_id, epoch=0, device_id=alice.id).peek(0)
+    sealed = seal_update(
+        keys=alice.keys,
+        state=view.state,  # type: ignore[arg-type]
+        counter=0,
+        message_key=mk,
+        prev_own=b"",
+        seen=(),
+        log=LogPosition(count=1, head=view.head),
+        content_type="note",
+        content=note("Seizure of 40 kg of khat at Namanga OSBP"),
+        now=w.now,
+        nonce=seed("nonce")[:24],
+    )
+    broker.append("update", sealed.envelope)
+    broker.feed(view)
+    bundle = export_evidence(
+        view,
+        exporter=alice.keys,
+        envelopes={1: sealed.envelope},
+        receipt=broker.receipts[-1],
+        now=w.now,
+    )
+    return {
+        "roots": {a: r.public_key.hex() for a, r in w.roots.items()},
+        "fingerprints": {a: r.fingerprint for a, r in w.roots.items()},
+        "now": w.now,
+        "entries": [[kind, body.hex()] for kind, body in broker.entries],
+        "receipts": [r.hex() for r in broker.receipts],
+        "kem_seeds": {"alice": alice.keys.kem_seed.hex(), "bob": bob.keys.kem_seed.hex()},
+        "sign_seeds": {"alice": alice.keys.signing.seed.hex(), "bob": bob.keys.signing.seed.hex()},
+        "message_key_1": mk.hex(),
+        "update_id_1": sealed.update_id.hex(),
+        "evidence_bundle": bundle.hex(),
+        "first_kind": KIND_COMMIT,
+    }
+
+
+def _secret(view: CaseView) -> bytes:
+    secret = view._epoch_secret
+    assert secret is not None
+    return secret
+
+
+def main() -> None:
+    data = {
+        "about": "caseline/v1 known-answer vectors; see PROTOCOL.md and tests/vectors/generate.py",
+        "deterministic": deterministic(),
+        "verify_only": verify_only(),
+    }
+    PATH.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {PATH}")
+
+
+if __name__ == "__main__":
+    main()
