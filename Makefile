@@ -30,7 +30,8 @@ run:
 lint: $(STAMP) .mypy-path/caseline
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy -p caseline.schemas -p caseline.crypto tests bench
+	$(BIN)/mypy -p caseline.schemas -p caseline.crypto -p caseline.server
+	$(BIN)/mypy tests bench
 
 typecheck: lint
 

@@ -327,3 +327,18 @@ def field_names(cls: type[Struct]) -> list[str]:
 def as_dict(obj: Struct) -> dict[str, Any]:
     """A shallow dict view of a struct, for display and JSON output only."""
     return {name: getattr(obj, name) for name in field_names(type(obj))}
+
+
+# --------------------------------------------------------------------------- broker authentication
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AuthChallenge(Struct):
+    """A broker's one-time challenge; the device signs its exact bytes to log in."""
+
+    TAG = 11
+    server_key: bytes = wire(Bin(size=KEY_SIZE))
+    device_id: bytes = wire(ID)
+    nonce: bytes = wire(Bin(size=32))
+    issued_at: int = wire(TIME)
+    expires_at: int = wire(TIME)

@@ -1,0 +1,145 @@
+"""Request and response bodies of the broker's HTTP and WebSocket API.
+
+They use the same strict codec as the protocol objects (tags 20–39), so a
+hostile request is refused by exactly the code that refuses a hostile
+envelope.  Signed protocol objects (certificates, revocation lists, commits,
+envelopes, auth responses, receipts) travel as their own exact bytes and are
+not wrapped.  Errors are ``application/problem+json`` (RFC 9457); see
+``schemas/openapi.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Final
+
+from caseline.schemas.codec import Bin, Nested, Seq, Struct, Text, UInt, wire
+from caseline.schemas.wire import AGENCY_ID, HASH, ID, MAX_CERT_BYTES, MAX_ROSTER, TIME, USER_ID
+
+MAX_PAGE: Final = 512
+MAX_SUBSCRIPTIONS: Final = 4096
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ChallengeRequest(Struct):
+    """Ask the broker for a login challenge for one registered device."""
+
+    TAG = 20
+    device_id: bytes = wire(ID)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Session(Struct):
+    """A session token (shown once; the broker keeps only its hash) and its expiry."""
+
+    TAG = 21
+    token: str = wire(Text(max=64, pattern=r"[A-Za-z0-9_-]{43}"))
+    expires_at: int = wire(TIME)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Entry(Struct):
+    """One case-log entry with the broker's receipt for it."""
+
+    seq: int = wire(UInt())
+    kind: str = wire(Text(max=8, choices=frozenset({"commit", "update", "purged"})))
+    body: bytes = wire(Bin(max=2 * 1024 * 1024))
+    receipt: bytes = wire(Bin(max=1024))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EntryPage(Struct):
+    """A page of a case log after a cursor; ``count`` is the log length when read."""
+
+    TAG = 22
+    case_id: bytes = wire(ID)
+    entries: tuple[Entry, ...] = wire(Seq(Nested(Entry), max=MAX_PAGE))
+    count: int = wire(UInt())
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CaseSummary(Struct):
+    """A case the caller is a member of, as the broker sees it (no content)."""
+
+    case_id: bytes = wire(ID)
+    epoch: int = wire(UInt())
+    count: int = wire(UInt())
+    head: bytes = wire(HASH)
+    role: str = wire(Text(max=8))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CaseList(Struct):
+    TAG = 23
+    cases: tuple[CaseSummary, ...] = wire(Seq(Nested(CaseSummary), max=65536))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Directory(Struct):
+    """A user's device certificates and their agency's revocation list, as claims to verify."""
+
+    TAG = 24
+    agency_id: str = wire(AGENCY_ID)
+    user_id: str = wire(USER_ID)
+    certs: tuple[bytes, ...] = wire(Seq(Bin(max=MAX_CERT_BYTES), max=MAX_ROSTER))
+    revocations: bytes = wire(Bin(max=4 * 1024 * 1024))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AgencyInfo(Struct):
+    TAG = 25
+    agency_id: str = wire(AGENCY_ID)
+    name: str = wire(Text(max=200))
+    country: str = wire(Text(max=2, pattern=r"[A-Z]{2}"))
+    root_key: bytes = wire(Bin(size=32))
+    fingerprint: str = wire(Text(max=40))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ServerInfo(Struct):
+    """The broker's receipt key (which case policies name) and display name."""
+
+    TAG = 26
+    server_key: bytes = wire(Bin(size=32))
+    name: str = wire(Text(max=200))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AgencyList(Struct):
+    TAG = 27
+    agencies: tuple[AgencyInfo, ...] = wire(Seq(Nested(AgencyInfo), max=4096))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Cursor(Struct):
+    """Resume a case's stream after ``after`` entries (0 = from the genesis)."""
+
+    case_id: bytes = wire(ID)
+    after: int = wire(UInt())
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Subscribe(Struct):
+    """WebSocket, client → broker: where to resume each case (others start at 0)."""
+
+    TAG = 30
+    cursors: tuple[Cursor, ...] = wire(Seq(Nested(Cursor), max=MAX_SUBSCRIPTIONS))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Delivery(Struct):
+    """WebSocket, broker → client: the next entry of one case, in log order."""
+
+    TAG = 31
+    case_id: bytes = wire(ID)
+    entry: Entry = wire(Nested(Entry))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Notice(Struct):
+    """WebSocket, broker → client: a stream-level event (``joined`` a case, ``closing``)."""
+
+    TAG = 32
+    kind: str = wire(Text(max=32))
+    case_id: bytes = wire(Bin(sizes=(0, 16)))
+    detail: str = wire(Text(max=200))

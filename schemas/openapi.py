@@ -1,0 +1,342 @@
+"""Builds ``schemas/openapi.json``, the OpenAPI 3.1 description of the broker's API.
+
+Bodies are msgpack, which JSON Schema cannot name directly: each wire struct is
+described as the array it encodes to (``prefixItems`` in field order, with
+``version`` and ``tag`` first for top-level types), byte strings as
+``{"type": "string", "contentEncoding": "msgpack-bin"}`` with their sizes.
+``python -m caseline.schemas.openapi`` rewrites the file; a test checks that it
+is current and that it describes every route the broker serves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from caseline.schemas import api, wire
+from caseline.schemas.codec import WIRE_VERSION, Bin, Bool, Kind, Nested, Seq, Struct, Text, UInt
+
+PATH = Path(__file__).with_name("openapi.json")
+MSGPACK = "application/msgpack"
+PROBLEM = "application/problem+json"
+
+
+def kind_schema(kind: Kind) -> dict[str, Any]:
+    if isinstance(kind, Bin):
+        s: dict[str, Any] = {"type": "string", "contentEncoding": "msgpack-bin"}
+        if kind.size is not None:
+            s["x-bytes"] = kind.size
+        elif kind.sizes is not None:
+            s["x-bytes-one-of"] = list(kind.sizes)
+        else:
+            s["x-max-bytes"] = kind.max
+        return s
+    if isinstance(kind, UInt):
+        return {"type": "integer", "minimum": 0, "maximum": kind.max}
+    if isinstance(kind, Bool):
+        return {"type": "boolean"}
+    if isinstance(kind, Text):
+        s = {"type": "string", "maxLength": kind.max}
+        if kind.pattern:
+            s["pattern"] = f"^{kind.pattern}$"
+        if kind.choices:
+            s["enum"] = sorted(kind.choices)
+        return s
+    if isinstance(kind, Seq):
+        return {"type": "array", "items": kind_schema(kind.item), "maxItems": kind.max}
+    if isinstance(kind, Nested):
+        return {"$ref": f"#/components/schemas/{kind.cls.__name__}"}
+    raise TypeError(kind)
+
+
+def struct_schema(cls: type[Struct]) -> dict[str, Any]:
+    fields = [(f.name, f.metadata["wire"]) for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    items: list[dict[str, Any]] = []
+    if cls.TAG:
+        items += [{"const": WIRE_VERSION, "title": "version"}, {"const": cls.TAG, "title": "tag"}]
+    items += [{**kind_schema(k), "title": name} for name, k in fields]
+    return {
+        "type": "array",
+        "description": (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else cls.__name__,
+        "prefixItems": items,
+        "minItems": len(items),
+        "maxItems": len(items),
+    }
+
+
+def signed(of: str) -> dict[str, Any]:
+    return {
+        "type": "array",
+        "description": f"A signed object: [exact encoding of a {of}, Ed25519 signature] (PROTOCOL.md §2.3)",
+        "prefixItems": [
+            {"type": "string", "contentEncoding": "msgpack-bin", "title": "tbs", "x-encodes": of},
+            {
+                "type": "string",
+                "contentEncoding": "msgpack-bin",
+                "title": "signature",
+                "x-bytes": 64,
+            },
+        ],
+        "minItems": 2,
+        "maxItems": 2,
+    }
+
+
+def body(ref: str) -> dict[str, Any]:
+    return {
+        "required": True,
+        "content": {MSGPACK: {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
+    }
+
+
+def ok(ref: str | None, status: str = "200", text: str = "OK") -> dict[str, Any]:
+    r: dict[str, Any] = {"description": text}
+    if ref:
+        r["content"] = {MSGPACK: {"schema": {"$ref": f"#/components/schemas/{ref}"}}}
+    return {status: r}
+
+
+def problems(*codes: str) -> dict[str, Any]:
+    return {c: {"$ref": "#/components/responses/Problem"} for c in codes}
+
+
+AUTH: list[dict[str, list[str]]] = [{"session": []}]
+CASE = {
+    "name": "case_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+}
+AGENCY = {
+    "name": "agency_id",
+    "in": "path",
+    "required": True,
+    "schema": kind_schema(wire.AGENCY_ID),
+}
+USER = {"name": "user_id", "in": "path", "required": True, "schema": kind_schema(wire.USER_ID)}
+
+
+def build() -> dict[str, Any]:
+    structs = [
+        wire.DeviceCert,
+        wire.Revocation,
+        wire.RevocationList,
+        wire.Policy,
+        wire.Member,
+        wire.LogPosition,
+        wire.Commit,
+        wire.Wrap,
+        wire.CommitMessage,
+        wire.Seen,
+        wire.UpdateRecord,
+        wire.Envelope,
+        wire.Receipt,
+        wire.AuthChallenge,
+        api.ChallengeRequest,
+        api.Session,
+        api.Entry,
+        api.EntryPage,
+        api.CaseSummary,
+        api.CaseList,
+        api.Directory,
+        api.AgencyInfo,
+        api.AgencyList,
+        api.ServerInfo,
+        api.Cursor,
+        api.Subscribe,
+        api.Delivery,
+        api.Notice,
+    ]
+    schemas: dict[str, Any] = {cls.__name__: struct_schema(cls) for cls in structs}
+    for name in ("DeviceCert", "RevocationList", "Envelope", "Receipt", "AuthChallenge"):
+        schemas[f"Signed{name}"] = signed(name)
+    schemas["Problem"] = {
+        "type": "object",
+        "required": ["type", "title", "status", "detail"],
+        "properties": {
+            "type": {"type": "string", "format": "uri"},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "detail": {"type": "string"},
+        },
+    }
+    paths: dict[str, Any] = {
+        "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {"description": "alive"}}}},
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics (operator token)",
+                "security": [{"operator": []}],
+                "responses": {"200": {"description": "text exposition format"}, **problems("401")},
+            }
+        },
+        "/v1/server": {"get": {"summary": "The broker's receipt key", "responses": ok("ServerInfo")}},
+        "/v1/agencies": {
+            "get": {
+                "summary": "Registered agencies and fingerprints",
+                "responses": ok("AgencyList"),
+            }
+        },
+        "/v1/agencies/{agency_id}": {
+            "get": {
+                "summary": "One agency",
+                "parameters": [AGENCY],
+                "responses": {**ok("AgencyInfo"), **problems("404")},
+            }
+        },
+        "/v1/agencies/{agency_id}/revocations": {
+            "get": {
+                "summary": "The agency's latest revocation list",
+                "parameters": [AGENCY],
+                "responses": {**ok("SignedRevocationList"), **problems("404")},
+            },
+            "put": {
+                "summary": "Publish a revocation list (authorised by the agency's signature)",
+                "parameters": [AGENCY],
+                "requestBody": body("SignedRevocationList"),
+                "responses": {
+                    "204": {"description": "adopted; revoked devices cut off"},
+                    **problems("400", "413", "415", "422"),
+                },
+            },
+        },
+        "/v1/devices": {
+            "post": {
+                "summary": "Register a device by its agency-signed certificate",
+                "requestBody": body("SignedDeviceCert"),
+                "responses": {
+                    "204": {"description": "registered"},
+                    **problems("400", "413", "415", "422"),
+                },
+            }
+        },
+        "/v1/directory/{agency_id}/{user_id}": {
+            "get": {
+                "summary": "A user's device certificates (claims: clients verify them)",
+                "parameters": [AGENCY, USER],
+                "responses": ok("Directory"),
+            }
+        },
+        "/v1/auth/challenge": {
+            "post": {
+                "summary": "A one-time login challenge",
+                "requestBody": body("ChallengeRequest"),
+                "responses": {**ok("AuthChallenge"), **problems("400", "404", "415", "503")},
+            }
+        },
+        "/v1/auth/session": {
+            "post": {
+                "summary": "Exchange a signed challenge for a session token",
+                "requestBody": body("SignedAuthChallenge"),
+                "responses": {**ok("Session"), **problems("400", "404", "415", "422")},
+            }
+        },
+        "/v1/auth/logout": {
+            "post": {
+                "summary": "End this session",
+                "security": AUTH,
+                "responses": {"204": {"description": "logged out"}, **problems("401")},
+            }
+        },
+        "/v1/cases": {
+            "get": {
+                "summary": "Cases this device is a member of",
+                "security": AUTH,
+                "responses": {**ok("CaseList"), **problems("401")},
+            },
+            "post": {
+                "summary": "Create a case from a signed genesis commit",
+                "security": AUTH,
+                "requestBody": body("CommitMessage"),
+                "responses": {
+                    **ok("SignedReceipt", "201", "created"),
+                    **problems("400", "401", "403", "409", "413", "415", "422", "507"),
+                },
+            },
+        },
+        "/v1/cases/{case_id}/commits": {
+            "post": {
+                "summary": "Append a membership commit (409: rebase on the new head and retry)",
+                "security": AUTH,
+                "parameters": [CASE],
+                "requestBody": body("CommitMessage"),
+                "responses": {
+                    **ok("SignedReceipt", "201", "appended"),
+                    **problems("400", "401", "403", "404", "409", "413", "415", "422", "507"),
+                },
+            }
+        },
+        "/v1/cases/{case_id}/updates": {
+            "post": {
+                "summary": "Post a sealed update; a retry with the same bytes returns the same receipt",
+                "security": AUTH,
+                "parameters": [CASE],
+                "requestBody": body("SignedEnvelope"),
+                "responses": {
+                    **ok("SignedReceipt", "201", "durably appended"),
+                    **problems("400", "401", "403", "404", "409", "413", "415", "422", "429", "507"),
+                },
+            }
+        },
+        "/v1/cases/{case_id}/entries": {
+            "get": {
+                "summary": "The case log after a cursor, paged",
+                "security": AUTH,
+                "parameters": [
+                    CASE,
+                    {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 0, "maximum": api.MAX_PAGE},
+                    },
+                ],
+                "responses": {**ok("EntryPage"), **problems("400", "401", "403", "404")},
+            }
+        },
+        "/v1/stream": {
+            "get": {
+                "summary": "WebSocket: send Subscribe, receive Delivery and Notice frames (binary msgpack)",
+                "security": AUTH,
+                "responses": {
+                    "101": {"description": "switching protocols"},
+                    **problems("400", "401", "429"),
+                },
+            }
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "caseline broker API", "version": "1"},
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "responses": {
+                "Problem": {
+                    "description": "RFC 9457 problem",
+                    "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+                }
+            },
+            "securitySchemes": {
+                "session": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "session token from /v1/auth/session",
+                },
+                "operator": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "operator token from caseline-server init",
+                },
+            },
+        },
+    }
+
+
+def render() -> str:
+    return json.dumps(build(), indent=1, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":
+    PATH.write_text(render())

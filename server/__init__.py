@@ -1,0 +1,1 @@
+"""The caseline broker: a pure core, a storage interface, and a thin aiohttp edge."""

@@ -1,0 +1,216 @@
+"""The aiohttp edge: the application factory, middlewares and shared resources.
+
+Handlers (``routes.py``) only decode, call the service, and encode; errors
+become problem+json here, in one place.  Every resource has one cleanup
+context, and everything shared lives under a typed ``AppKey``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Final
+
+from aiohttp import web
+from caseline.crypto.certs import TrustStore
+from caseline.crypto.keys import SigningKey
+from caseline.schemas.errors import CaselineError
+from caseline.server import problems
+from caseline.server.config import ServerConfig
+from caseline.server.core import BrokerCore, RateLimitedError
+from caseline.server.service import Broker
+from caseline.server.sqlite_store import SqliteStore
+from caseline.server.store import StorageFullError, Store
+from caseline.server.stream import Hub
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+log = logging.getLogger("caseline.server")
+
+Clock = Callable[[], int]
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Metrics:
+    """Prometheus metrics in a registry of the app's own (tests run many apps)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("caseline_requests", "HTTP requests", ["route", "status"], registry=r)
+        self.latency = Histogram(
+            "caseline_request_seconds",
+            "HTTP request latency",
+            ["route"],
+            registry=r,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+        )
+        self.rejections = Counter(
+            "caseline_rejections", "Rejected requests by reason", ["reason"], registry=r
+        )
+        self.commits = Counter("caseline_commits", "Membership commits accepted", registry=r)
+        self.updates = Counter("caseline_updates", "Updates accepted", registry=r)
+        self.devices = Gauge("caseline_connected_devices", "Devices with a live stream", registry=r)
+        self.connections = Gauge("caseline_stream_connections", "Live stream connections", registry=r)
+        self.queue_depth = Gauge("caseline_stream_queue_depth_max", "Deepest stream queue", registry=r)
+        self.logins = Counter("caseline_logins", "Logins by outcome", ["outcome"], registry=r)
+
+
+CONFIG: Final = web.AppKey("config", ServerConfig)
+STORE: Final = web.AppKey("store", Store)
+CORE: Final = web.AppKey("core", BrokerCore)
+BROKER: Final = web.AppKey("broker", Broker)
+HUB: Final = web.AppKey("hub", Hub)
+METRICS: Final = web.AppKey("metrics", Metrics)
+CLOCK: Final[web.AppKey[Clock]] = web.AppKey("clock")
+SERVER_KEY: Final = web.AppKey("server_key", SigningKey)
+CHALLENGES: Final[web.AppKey[dict[bytes, tuple[bytes, int]]]] = web.AppKey("challenges")
+AUDIT: Final[web.AppKey[Callable[[str, str], Awaitable[None]]]] = web.AppKey("audit")
+
+
+@web.middleware
+async def problem_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Map every failure to problem+json; count rejections by reason."""
+    metrics = request.app[METRICS]
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    start = time.perf_counter()
+    try:
+        response = await handler(request)
+    except CaselineError as exc:
+        metrics.rejections.labels(exc.code).inc()
+        headers = None
+        if isinstance(exc, RateLimitedError):
+            headers = {"Retry-After": str(max(1, round(exc.retry_after + 0.5)))}
+        response = problems.problem(exc.status_hint, exc.code, str(exc), headers=headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = problems.HTTP_CODES.get(exc.status, "http-error")
+        metrics.rejections.labels(code).inc()
+        headers = {k: v for k, v in exc.headers.items() if k in {"Allow", "WWW-Authenticate", "Retry-After"}}
+        response = problems.problem(exc.status, code, exc.reason or code, headers=headers)
+    except StorageFullError:
+        metrics.rejections.labels("storage-full").inc()
+        response = problems.problem(507, "storage-full", "the broker's storage is full; nothing was stored")
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        log.exception("unhandled error on %s", route)
+        response = problems.problem(500, "internal", "the broker hit an internal error")
+    metrics.requests.labels(route, str(response.status)).inc()
+    metrics.latency.labels(route).observe(time.perf_counter() - start)
+    return response
+
+
+def create_app(
+    config: ServerConfig,
+    *,
+    server_key: SigningKey,
+    store: Store | None = None,
+    clock: Clock = wall_clock_ms,
+) -> web.Application:
+    """Build the broker application; ``store`` defaults to SQLite in the data directory."""
+    from caseline.server import routes  # noqa: PLC0415 - routes import this module's keys
+
+    app = web.Application(middlewares=[problem_middleware], client_max_size=config.limits.max_body_bytes)
+    app[CONFIG] = config
+    app[CLOCK] = clock
+    app[SERVER_KEY] = server_key
+    app[METRICS] = Metrics()
+    app[CHALLENGES] = {}
+    the_store = store if store is not None else SqliteStore(config.db_path, max_bytes=config.db_max_bytes)
+    app[STORE] = the_store
+    core = BrokerCore(server_key=server_key, trust=TrustStore(), limits=config.limits)
+    app[CORE] = core
+    broker = Broker(core=core, store=the_store, clock=clock)
+    app[BROKER] = broker
+
+    async def fetch(case_id: bytes, after: int, limit: int) -> list:  # type: ignore[type-arg]
+        return await the_store.entries(case_id, after=after, limit=limit)
+
+    hub = Hub(fetch=fetch)
+    app[HUB] = hub
+    broker.listeners.append(hub.publish)
+
+    async def audit(event: str, detail: str) -> None:
+        with contextlib.suppress(StorageFullError):
+            await the_store.append_audit(event, detail, time=clock())
+
+    app[AUDIT] = audit
+    app.cleanup_ctx.append(_storage_context)
+    app.cleanup_ctx.append(_retention_context)
+    app.on_shutdown.append(_close_streams)
+    routes.setup(app)
+    return app
+
+
+def runner_options(config: ServerConfig) -> dict[str, object]:
+    """Server settings that belong to the connection, not the app.
+
+    aiohttp arms its keep-alive timer when a connection opens and closes the
+    connection if no complete request arrived by then; a short keep-alive
+    therefore doubles as the header timeout that defeats slowloris clients.
+    """
+    return {
+        "keepalive_timeout": config.header_timeout,
+        "access_log": None,
+        "max_line_size": 8190,
+        "max_field_size": 8190,
+        "max_headers": 64,
+        "shutdown_timeout": 5.0,
+    }
+
+
+async def _storage_context(app: web.Application) -> AsyncIterator[None]:
+    store = app[STORE]
+    await store.open()
+    for agency in await store.list_agencies():
+        app[CORE].trust.pin(agency.agency_id, agency.root_key)
+    await app[BROKER].start()
+    yield
+    await app[BROKER].stop()
+    await store.close()
+
+
+async def _retention_context(app: web.Application) -> AsyncIterator[None]:
+    """Purge update bodies past each case's signed retention period, periodically."""
+    task = asyncio.create_task(_retention_loop(app), name="caseline-retention")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def purge_expired(app: web.Application) -> int:
+    store, now = app[STORE], app[CLOCK]()
+    purged = 0
+    for case in await store.cases_with_retention():
+        runtime = app[CORE].cases.get(case.case_id)
+        days = runtime.state.policy.retention_days if runtime is not None else case.retention_days
+        purged += await store.purge(case.case_id, before_time=now - days * 86_400_000)
+    return purged
+
+
+async def _retention_loop(app: web.Application) -> None:
+    while True:
+        try:
+            purged = await purge_expired(app)
+            if purged:
+                log.info("retention purged %d update bodies", purged)
+        except Exception:
+            log.exception("retention purge failed")
+        await asyncio.sleep(app[CONFIG].retention_interval)
+
+
+async def _close_streams(app: web.Application) -> None:
+    hub = app[HUB]
+    for conns in list(hub.by_device.values()):
+        for conn in list(conns):
+            hub.close(conn, 1001, "broker shutting down")

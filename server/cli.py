@@ -1,0 +1,277 @@
+"""``caseline-server``: the operator's command line.
+
+    caseline-server init [--data-dir D]
+    caseline-server agency add ID --name N --country CC --root-key HEX
+    caseline-server agency list | show ID
+    caseline-server serve [--host H] [--port P] [--insecure-http]
+    caseline-server audit verify
+    caseline-server backup DEST
+
+Expected failures print one line and exit non-zero; no tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import secrets
+import sqlite3
+import ssl
+import sys
+import time
+from pathlib import Path
+
+from aiohttp import web
+from caseline.crypto.keys import SigningKey, fingerprint
+from caseline.schemas.errors import CaselineError
+from caseline.schemas.wire import AGENCY_ID
+from caseline.server.app import create_app, runner_options
+from caseline.server.config import ServerConfig, load_config
+from caseline.server.core import token_hash
+from caseline.server.sqlite_store import SqliteStore, audit_hash
+from caseline.server.store import AgencyRow
+
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+
+class JsonLogFormatter(logging.Formatter):
+    """Structured logs: one JSON object a line, with no content or secrets in them."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": round(record.created, 3),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info and record.exc_info[0] is not None:
+            entry["error"] = record.exc_info[0].__name__
+        return json.dumps(entry)
+
+
+def _configure_logging() -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonLogFormatter())
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def load_server_key(config: ServerConfig) -> SigningKey:
+    seed = config.key_path.read_bytes()
+    if len(seed) != 32:
+        raise SystemExit(f"caseline-server: {config.key_path} is not a server key")
+    mode = config.key_path.stat().st_mode & 0o077
+    if mode:
+        raise SystemExit(f"caseline-server: {config.key_path} is readable by others; chmod 600 it")
+    return SigningKey(seed)
+
+
+def cmd_init(config: ServerConfig, args: argparse.Namespace) -> int:
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(config.data_dir, 0o700)
+    if config.key_path.exists():
+        key = load_server_key(config)
+        print(f"already initialised: {config.data_dir}")
+    else:
+        fd = os.open(config.key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(secrets.token_bytes(32))
+        key = load_server_key(config)
+        token = secrets.token_urlsafe(32)
+        config.operator_token_path.write_bytes(token_hash(token))
+        os.chmod(config.operator_token_path, 0o600)
+        print(f"initialised {config.data_dir}")
+        print(f"operator token (for /metrics; shown once): {token}")
+    asyncio.run(_touch_db(config))
+    print(f"server receipt key: {key.public_key.hex()}")
+    return 0
+
+
+async def _touch_db(config: ServerConfig) -> None:
+    store = SqliteStore(config.db_path)
+    await store.open()
+    await store.close()
+
+
+def cmd_agency(config: ServerConfig, args: argparse.Namespace) -> int:
+    return asyncio.run(_agency(config, args))
+
+
+async def _agency(config: ServerConfig, args: argparse.Namespace) -> int:
+    store = SqliteStore(config.db_path)
+    await store.open()
+    try:
+        if args.agency_cmd == "add":
+            agency_id = AGENCY_ID.check(args.agency_id, "agency id")
+            try:
+                root = bytes.fromhex(args.root_key)
+            except ValueError:
+                root = b""
+            if len(root) != 32:
+                print("caseline-server: --root-key must be 64 hex digits (32 bytes)", file=sys.stderr)
+                return EXIT_USAGE
+            if not (len(args.country) == 2 and args.country.isalpha() and args.country.isupper()):
+                print(
+                    "caseline-server: --country must be an ISO 3166-1 alpha-2 code such as KE",
+                    file=sys.stderr,
+                )
+                return EXIT_USAGE
+            if await store.get_agency(agency_id) is not None:
+                print(f"caseline-server: agency {agency_id} already exists", file=sys.stderr)
+                return EXIT_FAILED
+            now = int(time.time() * 1000)
+            await store.add_agency(AgencyRow(agency_id, args.name, args.country, root, now))
+            await store.append_audit("agency-added", f"agency={agency_id}", time=now)
+            print(f"added {agency_id} ({args.name}, {args.country})")
+            print(f"fingerprint — read it back to the agency over the phone: {fingerprint(agency_id, root)}")
+            return 0
+        rows = await store.list_agencies()
+        if args.agency_cmd == "show":
+            rows = [r for r in rows if r.agency_id == args.agency_id]
+            if not rows:
+                print(f"caseline-server: no agency {args.agency_id}", file=sys.stderr)
+                return EXIT_FAILED
+        for r in rows:
+            print(f"{r.agency_id}\t{r.country}\t{r.name}\t{fingerprint(r.agency_id, r.root_key)}")
+        return 0
+    finally:
+        await store.close()
+
+
+def cmd_audit(config: ServerConfig, args: argparse.Namespace) -> int:
+    return asyncio.run(_audit(config))
+
+
+async def _audit(config: ServerConfig) -> int:
+    store = SqliteStore(config.db_path)
+    await store.open()
+    try:
+        rows = await store.audit_rows()
+    finally:
+        await store.close()
+    prev = bytes(32)
+    for expected_seq, row in enumerate(rows):
+        if row.seq != expected_seq or row.prev_hash != prev:
+            print(
+                f"audit log BROKEN at row {expected_seq}: a row is missing or reordered",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
+        if audit_hash(prev, row.seq, row.time, row.event, row.detail) != row.hash:
+            print(f"audit log BROKEN at row {row.seq}: the row was altered", file=sys.stderr)
+            return EXIT_FAILED
+        prev = row.hash
+    print(f"audit log intact: {len(rows)} events")
+    return 0
+
+
+def cmd_backup(config: ServerConfig, args: argparse.Namespace) -> int:
+    """An online backup through SQLite's backup API: consistent while the broker serves."""
+    dest = Path(args.dest)
+    if dest.exists():
+        print(f"caseline-server: {dest} exists; refusing to overwrite", file=sys.stderr)
+        return EXIT_FAILED
+    src = sqlite3.connect(config.db_path)
+    try:
+        out = sqlite3.connect(dest)
+        with out:
+            src.backup(out)
+        out.close()
+    finally:
+        src.close()
+    print(f"backup written to {dest}")
+    return 0
+
+
+def cmd_serve(config: ServerConfig, args: argparse.Namespace) -> int:
+    _configure_logging()
+    try:
+        config.check_listen()
+    except ValueError as exc:
+        print(f"caseline-server: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not config.key_path.exists():
+        print("caseline-server: not initialised; run 'caseline-server init' first", file=sys.stderr)
+        return EXIT_FAILED
+    key = load_server_key(config)
+    app = create_app(config, server_key=key)
+    context = None
+    if config.tls_cert is not None and config.tls_key is not None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+    scheme = "https" if context else "http"
+    print(
+        f"caseline broker on {scheme}://{config.host}:{config.port} (data: {config.data_dir})",
+        flush=True,
+    )
+    web.run_app(
+        app,
+        host=config.host,
+        port=config.port,
+        ssl_context=context,
+        print=lambda _message: print("caseline broker ready", flush=True),
+        **runner_options(config),  # type: ignore[arg-type]
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="caseline-server", description="Run and administer a caseline broker."
+    )
+    parser.add_argument("--config", type=Path, help="TOML configuration file")
+    parser.add_argument("--data-dir", type=Path, help="data directory (default .caseline-server)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("init", help="create the data directory, server key and database")
+    agency = sub.add_parser("agency", help="register and list agencies")
+    asub = agency.add_subparsers(dest="agency_cmd", required=True)
+    add = asub.add_parser("add", help="register an agency root key")
+    add.add_argument("agency_id")
+    add.add_argument("--name", required=True)
+    add.add_argument("--country", required=True)
+    add.add_argument("--root-key", required=True, help="the agency root public key, hex")
+    asub.add_parser("list")
+    show = asub.add_parser("show")
+    show.add_argument("agency_id")
+    serve = sub.add_parser("serve", help="run the broker")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--insecure-http", action="store_true", default=None)
+    audit = sub.add_parser("audit", help="verify the hash-chained audit log")
+    audit.add_argument("audit_cmd", choices=["verify"])
+    backup = sub.add_parser("backup", help="online backup of the database")
+    backup.add_argument("dest")
+    return parser
+
+
+COMMANDS = {
+    "init": cmd_init,
+    "agency": cmd_agency,
+    "serve": cmd_serve,
+    "audit": cmd_audit,
+    "backup": cmd_backup,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(
+            args.config,
+            data_dir=args.data_dir,
+            host=getattr(args, "host", None),
+            port=getattr(args, "port", None),
+            insecure_http=getattr(args, "insecure_http", None),
+        )
+        return COMMANDS[args.command](config, args)
+    except (CaselineError, ValueError, OSError) as exc:
+        print(f"caseline-server: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

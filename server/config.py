@@ -1,0 +1,125 @@
+"""Broker configuration: a TOML file, then ``CASELINE_*`` environment overrides.
+
+Example ``caseline-server.toml``::
+
+    [server]
+    host = "127.0.0.1"
+    port = 8443
+    data_dir = "/var/lib/caseline"
+    tls_cert = "/etc/caseline/tls.crt"
+    tls_key = "/etc/caseline/tls.key"
+
+    [limits]
+    max_members = 64
+    updates_per_second = 50
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from caseline.server.core import Limits
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServerConfig:
+    data_dir: Path = Path(".caseline-server")
+    host: str = "127.0.0.1"
+    port: int = 8443
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    insecure_http: bool = False
+    name: str = "caseline broker"
+    #: Close a connection that has not sent a complete request within this many seconds.
+    header_timeout: float = 5.0
+    #: Close a WebSocket with no traffic (pongs included) for this long.
+    idle_timeout: float = 120.0
+    heartbeat: float = 30.0
+    handshake_timeout: float = 10.0
+    session_ttl: int = 3600
+    max_frame_bytes: int = 256 * 1024
+    db_max_bytes: int | None = None
+    retention_interval: float = 3600.0
+    limits: Limits = dataclasses.field(default_factory=Limits)
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "broker.sqlite3"
+
+    @property
+    def key_path(self) -> Path:
+        return self.data_dir / "server.key"
+
+    @property
+    def operator_token_path(self) -> Path:
+        return self.data_dir / "operator.token.sha256"
+
+    @property
+    def audit_path(self) -> Path:
+        return self.data_dir / "audit.log"
+
+    def check_listen(self) -> None:
+        """Refuse plain HTTP beyond loopback unless the operator insisted."""
+        if self.tls_cert is not None and self.tls_key is not None:
+            return
+        if self.insecure_http or _is_loopback(self.host):
+            return
+        raise ValueError(
+            f"refusing plain HTTP on non-loopback address {self.host}: "
+            "configure tls_cert and tls_key, or pass --insecure-http"
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+_ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "CASELINE_HOST": ("host", str),
+    "CASELINE_PORT": ("port", int),
+    "CASELINE_DATA_DIR": ("data_dir", Path),
+    "CASELINE_TLS_CERT": ("tls_cert", Path),
+    "CASELINE_TLS_KEY": ("tls_key", Path),
+    "CASELINE_INSECURE_HTTP": ("insecure_http", lambda v: v.lower() in {"1", "true", "yes"}),
+    "CASELINE_DB_MAX_BYTES": ("db_max_bytes", int),
+}
+
+
+def load_config(
+    path: Path | None = None, env: Mapping[str, str] | None = None, **overrides: Any
+) -> ServerConfig:
+    """Defaults, then the TOML file, then the environment, then explicit overrides."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    limits: dict[str, Any] = {}
+    if path is not None:
+        data = tomllib.loads(path.read_text())
+        server = data.get("server", {})
+        allowed = {f.name for f in dataclasses.fields(ServerConfig)} - {"limits"}
+        unknown = set(server) - allowed
+        if unknown:
+            raise ValueError(f"unknown [server] settings: {sorted(unknown)}")
+        values.update(server)
+        limits.update(data.get("limits", {}))
+        unknown = set(limits) - {f.name for f in dataclasses.fields(Limits)}
+        if unknown:
+            raise ValueError(f"unknown [limits] settings: {sorted(unknown)}")
+    for name, (field, convert) in _ENV.items():
+        if name in env:
+            values[field] = convert(env[name])
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    for field in ("data_dir", "tls_cert", "tls_key"):
+        if isinstance(values.get(field), str):
+            values[field] = Path(values[field])
+    return ServerConfig(**values, limits=Limits(**limits))

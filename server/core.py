@@ -1,0 +1,354 @@
+"""The broker's sans-I/O core: what to accept, in which order, with which receipt.
+
+Theory of operation
+-------------------
+The core holds, per case, the verified membership state of the current epoch,
+the log length and head, and the next counter each sender may use.  It decides
+synchronously, so the order in which the event loop calls it *is* the log
+order: ``accept_*`` assigns the sequence number, computes the new head and signs
+the receipt, and the edge then makes the entry durable before it answers.  If
+the write fails, the edge calls ``reload`` with what storage holds, so the
+in-memory state never runs ahead of the disk.
+
+The broker checks everything it can without keys (structure, signatures,
+membership in the stated epoch, chain continuity, counters) so that a member's
+mistakes and a stranger's junk never reach the log.  Members do not rely on
+these checks: they re-verify everything (PROTOCOL.md §7.3).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Iterable
+
+from caseline.crypto import primitives as P
+from caseline.crypto.caselog import (
+    KIND_COMMIT,
+    KIND_UPDATE,
+    next_head,
+    sign_receipt,
+    signed_entry_hash,
+)
+from caseline.crypto.certs import TrustStore, check_may_read
+from caseline.crypto.commits import CaseState, log_anchor, verify_commit
+from caseline.crypto.keys import SigningKey
+from caseline.crypto.updates import check_envelope
+from caseline.schemas.errors import (
+    CaselineError,
+    ChainError,
+    MalformedError,
+    NotAllowedError,
+    NotMemberError,
+)
+from caseline.schemas.wire import CommitMessage, Envelope, decode_signed
+
+
+class ConflictError(CaselineError):
+    """The request raced another one; the client can rebase or re-seal and retry."""
+
+    status_hint = 409
+    code = "conflict"
+
+
+class NotFoundError(CaselineError):
+    status_hint = 404
+    code = "not-found"
+
+
+class LimitError(CaselineError):
+    """A configured limit was exceeded (members per case, sizes)."""
+
+    status_hint = 413
+    code = "limit"
+
+
+class RateLimitedError(CaselineError):
+    status_hint = 429
+    code = "rate-limited"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Limits:
+    max_members: int = 64
+    max_body_bytes: int = 256 * 1024
+    updates_per_second: float = 50.0
+    update_burst: float = 200.0
+    bytes_per_second: float = 2 * 1024 * 1024
+    bytes_burst: float = 8 * 1024 * 1024
+    connections_per_device: int = 4
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Accepted:
+    """An entry the core has ordered; durable only once the edge has written it."""
+
+    case_id: bytes
+    seq: int
+    kind: str
+    body: bytes
+    entry_hash: bytes
+    head: bytes
+    receipt: bytes
+    sender: bytes
+    slot: tuple[bytes, int, int] | None  # (sender, epoch, counter) for updates
+    state: CaseState  # membership after this entry
+    undo: CaseRuntime | None  # the case as it was before this entry (None: a new case)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Retry:
+    """An update whose slot was already used: the edge compares it with the stored one."""
+
+    case_id: bytes
+    slot: tuple[bytes, int, int]
+    body: bytes
+
+
+@dataclasses.dataclass(slots=True)
+class CaseRuntime:
+    state: CaseState
+    count: int
+    head: bytes
+    commit_seq: int
+    next_counter: dict[bytes, int]
+
+
+def token_hash(token: str) -> bytes:
+    """Session tokens are stored only as this hash; a stolen database holds no login."""
+    return hashlib.sha256(token.encode()).digest()
+
+
+class TokenBucket:
+    """A token bucket on an injected clock (seconds), for per-device rate limits."""
+
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
+    def __init__(self, *, rate: float, burst: float, now: float) -> None:
+        self.rate, self.burst, self.tokens, self.stamp = rate, burst, burst, now
+
+    def take(self, amount: float, *, now: float) -> float:
+        """Take ``amount`` tokens; return 0, or the seconds to wait before retrying."""
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if amount <= self.tokens:
+            self.tokens -= amount
+            return 0.0
+        return (min(amount, self.burst) - self.tokens) / self.rate
+
+
+class BrokerCore:
+    """Per-case ordering and admission; no I/O, no clock, no RNG of its own."""
+
+    def __init__(self, *, server_key: SigningKey, trust: TrustStore, limits: Limits) -> None:
+        self.server_key = server_key
+        self.trust = trust
+        self.limits = limits
+        self.cases: dict[bytes, CaseRuntime] = {}
+        self._buckets: dict[bytes, tuple[TokenBucket, TokenBucket]] = {}
+
+    # ---------------------------------------------------------------- loading
+    def reload(self, case_id: bytes, entries: Iterable[tuple[int, str, bytes]], *, now: int) -> None:
+        """Rebuild one case from durable entries (start-up, or after a failed write)."""
+        self.cases.pop(case_id, None)
+        runtime: CaseRuntime | None = None
+        for seq, kind, body in entries:
+            if kind == KIND_COMMIT:
+                message = CommitMessage.decode(body)
+                # Certificates are checked at each commit's own time, so an old
+                # case reloads even after its members' certificates expired.
+                prev = None if runtime is None else runtime.state
+                state = verify_commit(prev, message, trust=self.trust, now=now)
+                eh = signed_entry_hash(KIND_COMMIT, message.tbs, message.signature)
+                if runtime is None:
+                    runtime = CaseRuntime(
+                        state=state,
+                        count=0,
+                        head=log_anchor(case_id),
+                        commit_seq=0,
+                        next_counter={},
+                    )
+                runtime.state, runtime.commit_seq, runtime.next_counter = state, seq, {}
+            else:
+                if runtime is None:
+                    raise ChainError("stored case does not start with a commit")
+                tbs, sig = decode_signed(body)
+                envelope = Envelope.decode(tbs)
+                eh = signed_entry_hash(KIND_UPDATE, tbs, sig)
+                if envelope.epoch == runtime.state.epoch:
+                    runtime.next_counter[envelope.sender] = envelope.counter + 1
+            if seq != runtime.count:
+                raise ChainError("stored case log has a hole")
+            runtime.head = next_head(runtime.head, seq, eh)
+            runtime.count += 1
+        if runtime is not None:
+            self.cases[case_id] = runtime
+
+    def forget(self, case_id: bytes) -> None:
+        self.cases.pop(case_id, None)
+
+    # ---------------------------------------------------------------- queries
+    def runtime(self, case_id: bytes) -> CaseRuntime:
+        runtime = self.cases.get(case_id)
+        if runtime is None:
+            raise NotFoundError("no such case")
+        return runtime
+
+    def require_reader(self, case_id: bytes, device_id: bytes) -> CaseRuntime:
+        """Only current members read a case; a bot needs its ``read`` scope."""
+        runtime = self.runtime(case_id)
+        _, cert = runtime.state.member(device_id)
+        check_may_read(cert.cert)
+        return runtime
+
+    def cases_of(self, device_id: bytes) -> list[tuple[bytes, CaseRuntime]]:
+        return [(cid, rt) for cid, rt in self.cases.items() if device_id in rt.state.members]
+
+    # ---------------------------------------------------------------- rate limits
+    def charge(self, device_id: bytes, size: int, *, now: float) -> None:
+        """Charge one update of ``size`` bytes to a device's buckets, or raise 429."""
+        buckets = self._buckets.get(device_id)
+        if buckets is None:
+            lim = self.limits
+            buckets = (
+                TokenBucket(rate=lim.updates_per_second, burst=lim.update_burst, now=now),
+                TokenBucket(rate=lim.bytes_per_second, burst=lim.bytes_burst, now=now),
+            )
+            self._buckets[device_id] = buckets
+        wait = max(buckets[0].take(1, now=now), buckets[1].take(size, now=now))
+        if wait > 0:
+            raise RateLimitedError("too many updates from this device", retry_after=wait)
+
+    # ---------------------------------------------------------------- admission
+    def accept_genesis(self, body: bytes, *, device_id: bytes, now: int) -> Accepted:
+        message = CommitMessage.decode(body)
+        state = verify_commit(None, message, trust=self.trust, now=now)
+        if state.case_id in self.cases:
+            raise ConflictError("a case with this id exists")
+        self._check_commit(state, device_id)
+        runtime = CaseRuntime(
+            state=state, count=0, head=log_anchor(state.case_id), commit_seq=0, next_counter={}
+        )
+        accepted = self._append(
+            runtime,
+            kind=KIND_COMMIT,
+            body=body,
+            tbs=message.tbs,
+            sig=message.signature,
+            sender=device_id,
+            slot=None,
+            now=now,
+        )
+        self.cases[state.case_id] = runtime
+        return accepted
+
+    def accept_commit(self, case_id: bytes, body: bytes, *, device_id: bytes, now: int) -> Accepted:
+        runtime = self.runtime(case_id)
+        message = CommitMessage.decode(body)
+        try:
+            state = verify_commit(runtime.state, message, trust=self.trust, now=now)
+        except ChainError as exc:
+            raise ConflictError(f"commit does not continue the case's head: {exc}") from exc
+        if state.commit.log.count > runtime.count or state.commit.log.count <= runtime.commit_seq:
+            raise ConflictError("commit was made against another log position")
+        self._check_commit(state, device_id)
+        accepted = self._append(
+            runtime,
+            kind=KIND_COMMIT,
+            body=body,
+            tbs=message.tbs,
+            sig=message.signature,
+            sender=device_id,
+            slot=None,
+            now=now,
+        )
+        runtime.state, runtime.commit_seq, runtime.next_counter = state, accepted.seq, {}
+        return dataclasses.replace(accepted, state=state)
+
+    def _check_commit(self, state: CaseState, device_id: bytes) -> None:
+        if state.commit.committer != device_id:
+            raise NotAllowedError("a commit must be posted by its committer")
+        if len(state.members) > self.limits.max_members:
+            raise LimitError(f"a case may have at most {self.limits.max_members} member devices")
+        if not P.constant_time_equal(state.policy.receipt_key, self.server_key.public_key):
+            raise MalformedError("the case names another broker's receipt key")
+
+    def accept_update(self, case_id: bytes, body: bytes, *, device_id: bytes, now: int) -> Accepted | Retry:
+        runtime = self.runtime(case_id)
+        tbs, sig = decode_signed(body)
+        envelope = Envelope.decode(tbs)
+        if envelope.case_id != case_id:
+            raise MalformedError("envelope is for another case than the URL names")
+        if envelope.sender != device_id:
+            raise NotAllowedError("an update must be posted by its sender")
+        slot = (envelope.sender, envelope.epoch, envelope.counter)
+        state = runtime.state
+        if envelope.epoch != state.epoch:
+            if envelope.epoch < state.epoch:
+                return Retry(case_id=case_id, slot=slot, body=body)  # a retry, or stale
+            raise ConflictError("update is for an epoch the case has not reached")
+        if envelope.sender not in state.members:
+            raise NotMemberError("sender is not a member of the case in this epoch")
+        check_envelope(envelope, tbs, sig, state)
+        self.trust.check_not_revoked(envelope.sender, at=now)
+        expected = runtime.next_counter.get(envelope.sender, 0)
+        if envelope.counter < expected:
+            return Retry(case_id=case_id, slot=slot, body=body)
+        if envelope.counter > expected:
+            raise ConflictError(f"sender counter skips ahead (expected {expected})")
+        accepted = self._append(
+            runtime, kind=KIND_UPDATE, body=body, tbs=tbs, sig=sig, sender=device_id, slot=slot, now=now
+        )
+        runtime.next_counter[envelope.sender] = expected + 1
+        return accepted
+
+    def _append(
+        self,
+        runtime: CaseRuntime,
+        *,
+        kind: str,
+        body: bytes,
+        tbs: bytes,
+        sig: bytes,
+        sender: bytes,
+        slot: tuple[bytes, int, int] | None,
+        now: int,
+    ) -> Accepted:
+        undo = (
+            None
+            if runtime.count == 0
+            else dataclasses.replace(runtime, next_counter=dict(runtime.next_counter))
+        )
+        seq = runtime.count
+        eh = signed_entry_hash(kind, tbs, sig)
+        head = next_head(runtime.head, seq, eh)
+        case_id = runtime.state.case_id
+        receipt = sign_receipt(self.server_key, case_id=case_id, seq=seq, entry_hash=eh, head=head, time=now)
+        runtime.count, runtime.head = seq + 1, head
+        return Accepted(
+            case_id=case_id,
+            seq=seq,
+            kind=kind,
+            body=body,
+            entry_hash=eh,
+            head=head,
+            receipt=receipt,
+            sender=sender,
+            slot=slot,
+            state=runtime.state,
+            undo=undo,
+        )
+
+    def rollback(self, accepted: Accepted) -> None:
+        """Forget an entry that did not become durable (and everything ordered after it)."""
+        runtime = self.cases.get(accepted.case_id)
+        if runtime is None or runtime.count <= accepted.seq:
+            return  # already rolled back to this point or earlier
+        if accepted.undo is None:
+            del self.cases[accepted.case_id]
+        else:
+            self.cases[accepted.case_id] = accepted.undo

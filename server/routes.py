@@ -1,0 +1,474 @@
+"""HTTP and WebSocket handlers: decode, call the service, encode.  Nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from typing import Final
+
+from aiohttp import WSMsgType, web
+from caseline.crypto import primitives as P
+from caseline.crypto.auth import make_challenge, verify_response
+from caseline.crypto.certs import check_may_read
+from caseline.crypto.keys import fingerprint
+from caseline.schemas.api import (
+    MAX_PAGE,
+    AgencyInfo,
+    AgencyList,
+    CaseList,
+    CaseSummary,
+    ChallengeRequest,
+    Directory,
+    Entry,
+    EntryPage,
+    ServerInfo,
+    Session,
+    Subscribe,
+)
+from caseline.schemas.codec import pack
+from caseline.schemas.errors import CaselineError, MalformedError, NotMemberError, UntrustedError
+from caseline.schemas.wire import (
+    AGENCY_ID,
+    ID_SIZE,
+    USER_ID,
+    AuthChallenge,
+    RevocationList,
+    decode_signed,
+)
+from caseline.server import problems
+from caseline.server.app import (
+    AUDIT,
+    BROKER,
+    CHALLENGES,
+    CLOCK,
+    CONFIG,
+    CORE,
+    HUB,
+    METRICS,
+    SERVER_KEY,
+    STORE,
+)
+from caseline.server.core import Accepted, NotFoundError, token_hash
+from caseline.server.store import AgencyRow, DeviceRow, EntryRow, SessionRow
+from caseline.server.stream import CLOSE_LOGOUT, CLOSE_REVOKED, Connection
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+MSGPACK: Final = "application/msgpack"
+MAX_CHALLENGES: Final = 100_000
+
+
+def setup(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/healthz", healthz)
+    r.add_get("/metrics", metrics)
+    r.add_get("/v1/server", server_info)
+    r.add_get("/v1/agencies", list_agencies)
+    r.add_get("/v1/agencies/{agency_id}", get_agency)
+    r.add_get("/v1/agencies/{agency_id}/revocations", get_revocations)
+    r.add_put("/v1/agencies/{agency_id}/revocations", put_revocations)
+    r.add_post("/v1/devices", register_device)
+    r.add_get("/v1/directory/{agency_id}/{user_id}", directory)
+    r.add_post("/v1/auth/challenge", auth_challenge)
+    r.add_post("/v1/auth/session", auth_session)
+    r.add_post("/v1/auth/logout", auth_logout)
+    r.add_get("/v1/cases", list_cases)
+    r.add_post("/v1/cases", create_case)
+    r.add_post("/v1/cases/{case_id}/commits", post_commit)
+    r.add_post("/v1/cases/{case_id}/updates", post_update)
+    r.add_get("/v1/cases/{case_id}/entries", get_entries)
+    r.add_get("/v1/stream", stream)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def reply(body: bytes, status: int = 200) -> web.Response:
+    return web.Response(body=body, status=status, content_type=MSGPACK)
+
+
+async def read_body(request: web.Request) -> bytes:
+    """Read a msgpack body, counting bytes ourselves (streamed bodies included)."""
+    limit = request.app[CONFIG].limits.max_body_bytes
+    if request.content_type != MSGPACK:
+        raise web.HTTPUnsupportedMediaType(reason=f"send {MSGPACK}")
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise web.HTTPRequestEntityTooLarge(
+            max_size=limit, actual_size=declared, reason="request body too large"
+        )
+    chunks, size = [], 0
+    async for chunk in request.content.iter_chunked(65536):
+        size += len(chunk)
+        if size > limit:
+            raise web.HTTPRequestEntityTooLarge(
+                max_size=limit, actual_size=size, reason="request body too large"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def hex_id(request: web.Request, name: str) -> bytes:
+    text = request.match_info[name]
+    if len(text) != 2 * ID_SIZE:
+        raise MalformedError(f"{name} must be {2 * ID_SIZE} hex digits")
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise MalformedError(f"{name} must be hex") from None
+
+
+async def authenticate(request: web.Request) -> bytes:
+    """The device behind a live session, or 401.  Revoked devices have no sessions."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token or len(token) > 64:
+        raise web.HTTPUnauthorized(
+            reason="a session token is required", headers={"WWW-Authenticate": "Bearer"}
+        )
+    session = await request.app[STORE].get_session(token_hash(token))
+    now = request.app[CLOCK]()
+    if session is None or session.expires_at <= now:
+        raise web.HTTPUnauthorized(
+            reason="session is unknown or expired", headers={"WWW-Authenticate": "Bearer"}
+        )
+    core = request.app[CORE]
+    revoked_at = core.trust.revoked_at(session.device_id)
+    if revoked_at is not None and revoked_at <= now:
+        raise web.HTTPUnauthorized(reason="device is revoked", headers={"WWW-Authenticate": "Bearer"})
+    return session.device_id
+
+
+def require_operator(request: web.Request) -> None:
+    path = request.app[CONFIG].operator_token_path
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    try:
+        expected = path.read_bytes()
+    except OSError:
+        expected = b""
+    if scheme.lower() != "bearer" or not expected or not P.constant_time_equal(token_hash(token), expected):
+        raise web.HTTPUnauthorized(reason="operator token required", headers={"WWW-Authenticate": "Bearer"})
+
+
+# --------------------------------------------------------------------------- operator and public
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    require_operator(request)
+    m, hub = request.app[METRICS], request.app[HUB]
+    m.devices.set(len(hub.by_device))
+    m.connections.set(hub.connections())
+    m.queue_depth.set(max(hub.queue_depths(), default=0))
+    return web.Response(body=generate_latest(m.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def server_info(request: web.Request) -> web.Response:
+    key = request.app[SERVER_KEY].public_key
+    return reply(ServerInfo(server_key=key, name=request.app[CONFIG].name).encode())
+
+
+async def list_agencies(request: web.Request) -> web.Response:
+    rows = await request.app[STORE].list_agencies()
+    return reply(AgencyList(agencies=tuple(_agency_info(row) for row in rows)).encode())
+
+
+def _agency_info(row: AgencyRow) -> AgencyInfo:
+    return AgencyInfo(
+        agency_id=row.agency_id,
+        name=row.name,
+        country=row.country,
+        root_key=row.root_key,
+        fingerprint=fingerprint(row.agency_id, row.root_key),
+    )
+
+
+async def get_agency(request: web.Request) -> web.Response:
+    agency_id = AGENCY_ID.check(request.match_info["agency_id"], "agency_id")
+    row = await request.app[STORE].get_agency(agency_id)
+    if row is None:
+        raise NotFoundError("no such agency")
+    return reply(_agency_info(row).encode())
+
+
+async def get_revocations(request: web.Request) -> web.Response:
+    agency_id = AGENCY_ID.check(request.match_info["agency_id"], "agency_id")
+    data = await request.app[STORE].get_revocation_list(agency_id)
+    if data is None:
+        raise NotFoundError("this agency has published no revocation list")
+    return reply(data)
+
+
+async def put_revocations(request: web.Request) -> web.Response:
+    """Accept an agency-signed revocation list and cut revoked devices off at once."""
+    agency_id = AGENCY_ID.check(request.match_info["agency_id"], "agency_id")
+    body = await read_body(request)
+    tbs, _ = decode_signed(body)
+    crl = RevocationList.decode(tbs)
+    if crl.agency_id != agency_id:
+        raise MalformedError("revocation list is for another agency than the URL names")
+    core, store, hub = request.app[CORE], request.app[STORE], request.app[HUB]
+    held = core.trust.revocation_number(agency_id)
+    if crl.number == held and body == await store.get_revocation_list(agency_id):
+        return web.Response(status=204)  # the same list again: nothing to do
+    core.trust.add_revocation_list(body)  # verifies signature, number and monotonicity
+    await store.put_revocation_list(agency_id, crl.number, body)
+    now = request.app[CLOCK]()
+    for entry in crl.entries:
+        if entry.revoked_at <= now:
+            await store.delete_sessions_of(entry.device_id)
+            hub.close_device(entry.device_id, CLOSE_REVOKED, "device revoked by its agency")
+    await request.app[AUDIT](
+        "revocation", f"agency={agency_id} number={crl.number} entries={len(crl.entries)}"
+    )
+    return web.Response(status=204)
+
+
+async def register_device(request: web.Request) -> web.Response:
+    """Register a device by its agency-signed certificate (a public document)."""
+    body = await read_body(request)
+    core, store = request.app[CORE], request.app[STORE]
+    now = request.app[CLOCK]()
+    vc = core.trust.verify_cert(body, at=now)
+    cert = vc.cert
+    await store.put_device(
+        DeviceRow(
+            device_id=cert.device_id,
+            agency_id=cert.agency_id,
+            user_id=cert.user_id,
+            cert=body,
+            serial=cert.serial,
+            not_after=cert.not_after,
+        )
+    )
+    await request.app[AUDIT]("device-registered", f"agency={cert.agency_id} device={cert.device_id.hex()}")
+    return web.Response(status=204)
+
+
+async def directory(request: web.Request) -> web.Response:
+    agency_id = AGENCY_ID.check(request.match_info["agency_id"], "agency_id")
+    user_id = USER_ID.check(request.match_info["user_id"], "user_id")
+    store = request.app[STORE]
+    rows = await store.devices_of_user(agency_id, user_id)
+    crl = await store.get_revocation_list(agency_id) or b""
+    return reply(
+        Directory(
+            agency_id=agency_id, user_id=user_id, certs=tuple(r.cert for r in rows), revocations=crl
+        ).encode()
+    )
+
+
+# --------------------------------------------------------------------------- authentication
+
+
+async def auth_challenge(request: web.Request) -> web.Response:
+    req = ChallengeRequest.decode(await read_body(request))
+    store = request.app[STORE]
+    if await store.get_device(req.device_id) is None:
+        raise NotFoundError("device is not registered")
+    now = request.app[CLOCK]()
+    challenges = request.app[CHALLENGES]
+    if len(challenges) >= MAX_CHALLENGES:
+        for nonce in [n for n, (_, exp) in challenges.items() if exp < now]:
+            del challenges[nonce]
+        if len(challenges) >= MAX_CHALLENGES:
+            raise web.HTTPServiceUnavailable(reason="too many pending logins")
+    challenge = make_challenge(request.app[SERVER_KEY], req.device_id, now=now, rng=secrets.token_bytes)
+    parsed = AuthChallenge.decode(challenge)
+    challenges[parsed.nonce] = (req.device_id, parsed.expires_at)
+    return reply(challenge)
+
+
+async def auth_session(request: web.Request) -> web.Response:
+    body = await read_body(request)
+    app = request.app
+    metrics = app[METRICS]
+    now = app[CLOCK]()
+    try:
+        tbs, _ = decode_signed(body, max_size=512)
+        challenge = AuthChallenge.decode(tbs)
+        pending = app[CHALLENGES].pop(challenge.nonce, None)  # single use, even if what follows fails
+        if pending is None or pending[0] != challenge.device_id:
+            raise UntrustedError("challenge is unknown or was already used")
+        row = await app[STORE].get_device(challenge.device_id)
+        if row is None:
+            raise NotFoundError("device is not registered")
+        cert = app[CORE].trust.verify_cert(row.cert, at=now).cert
+        verify_response(body, server_key=app[SERVER_KEY].public_key, cert=cert, now=now)
+    except CaselineError as exc:
+        metrics.logins.labels("failure").inc()
+        await app[AUDIT]("login-failed", f"reason={exc.code}")
+        raise
+    token = secrets.token_urlsafe(32)
+    expires = now + app[CONFIG].session_ttl * 1000
+    await app[STORE].add_session(
+        SessionRow(token_hash=token_hash(token), device_id=cert.device_id, expires_at=expires)
+    )
+    metrics.logins.labels("success").inc()
+    await app[AUDIT]("login", f"device={cert.device_id.hex()}")
+    return reply(Session(token=token, expires_at=expires).encode())
+
+
+async def auth_logout(request: web.Request) -> web.Response:
+    device_id = await authenticate(request)
+    token = request.headers["Authorization"].partition(" ")[2]
+    await request.app[STORE].delete_session(token_hash(token))
+    request.app[HUB].close_device(device_id, CLOSE_LOGOUT, "logged out")
+    await request.app[AUDIT]("logout", f"device={device_id.hex()}")
+    return web.Response(status=204)
+
+
+# --------------------------------------------------------------------------- cases
+
+
+async def list_cases(request: web.Request) -> web.Response:
+    device_id = await authenticate(request)
+    cases = tuple(
+        CaseSummary(
+            case_id=cid,
+            epoch=rt.state.epoch,
+            count=rt.count,
+            head=rt.head,
+            role=rt.state.members[device_id].role,
+        )
+        for cid, rt in request.app[CORE].cases_of(device_id)
+    )
+    return reply(CaseList(cases=cases).encode())
+
+
+def _receipt_reply(accepted: Accepted, status: int = 201) -> web.Response:
+    return reply(accepted.receipt, status=status)
+
+
+async def create_case(request: web.Request) -> web.Response:
+    device_id = await authenticate(request)
+    body = await read_body(request)
+    accepted = await request.app[BROKER].post_genesis(body, device_id=device_id)
+    request.app[METRICS].commits.inc()
+    await request.app[AUDIT]("case-created", f"case={accepted.case_id.hex()} by={device_id.hex()}")
+    return _receipt_reply(accepted)
+
+
+async def post_commit(request: web.Request) -> web.Response:
+    device_id = await authenticate(request)
+    case_id = hex_id(request, "case_id")
+    _require_member(request, case_id, device_id)
+    body = await read_body(request)
+    accepted = await request.app[BROKER].post_commit(case_id, body, device_id=device_id)
+    request.app[METRICS].commits.inc()
+    await request.app[AUDIT](
+        "commit", f"case={case_id.hex()} epoch={accepted.state.epoch} by={device_id.hex()}"
+    )
+    return _receipt_reply(accepted)
+
+
+async def post_update(request: web.Request) -> web.Response:
+    device_id = await authenticate(request)
+    case_id = hex_id(request, "case_id")
+    _require_member(request, case_id, device_id)
+    body = await read_body(request)
+    core = request.app[CORE]
+    core.charge(device_id, len(body), now=time.monotonic())
+    receipt = await request.app[BROKER].post_update(case_id, body, device_id=device_id)
+    request.app[METRICS].updates.inc()
+    return reply(receipt, status=201)
+
+
+def _require_member(request: web.Request, case_id: bytes, device_id: bytes) -> None:
+    runtime = request.app[CORE].runtime(case_id)
+    if device_id not in runtime.state.members:
+        raise NotMemberError("this device is not a member of the case")
+
+
+async def get_entries(request: web.Request) -> web.Response:
+    device_id = await authenticate(request)
+    case_id = hex_id(request, "case_id")
+    runtime = request.app[CORE].require_reader(case_id, device_id)
+    after = _int_param(request, "after", 0)
+    limit = min(_int_param(request, "limit", MAX_PAGE), MAX_PAGE)
+    rows = await request.app[STORE].entries(case_id, after=after, limit=limit)
+    page = EntryPage(case_id=case_id, entries=tuple(entry_of(r) for r in rows), count=runtime.count)
+    return reply(page.encode())
+
+
+def entry_of(row: EntryRow) -> Entry:
+    if row.kind == "update" and not row.body and row.slot is not None:
+        sender, epoch, counter = row.slot
+        return Entry(seq=row.seq, kind="purged", body=pack([epoch, sender, counter]), receipt=row.receipt)
+    return Entry(seq=row.seq, kind=row.kind, body=row.body, receipt=row.receipt)
+
+
+def _int_param(request: web.Request, name: str, default: int) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    if not text.isdigit() or len(text) > 18:
+        raise MalformedError(f"{name} must be a non-negative integer")
+    return int(text)
+
+
+# --------------------------------------------------------------------------- live stream
+
+
+async def stream(request: web.Request) -> web.StreamResponse:
+    device_id = await authenticate(request)
+    app = request.app
+    config, hub, core = app[CONFIG], app[HUB], app[CORE]
+    if len(hub.by_device.get(device_id, ())) >= config.limits.connections_per_device:
+        raise web.HTTPTooManyRequests(reason="too many streams for this device", headers={"Retry-After": "5"})
+    ws = web.WebSocketResponse(
+        max_msg_size=config.max_frame_bytes,
+        compress=False,
+        heartbeat=config.heartbeat,
+        receive_timeout=config.idle_timeout,
+    )
+    conn = Connection(
+        ws,
+        device_id,
+        fetch=lambda cid, after, limit: app[STORE].entries(cid, after=after, limit=limit),
+    )
+    hub.attach(conn)  # before any await: the per-device limit cannot be raced past
+    sender: asyncio.Task[None] | None = None
+    try:
+        await ws.prepare(request)
+        sender = asyncio.create_task(conn.run())
+        try:
+            first = await ws.receive(timeout=config.handshake_timeout)
+        except TimeoutError:
+            await ws.close(code=4000, message=b"no subscribe message in time")
+            return ws
+        if first.type != WSMsgType.BINARY:
+            await ws.close(code=1003, message=b"expected a binary Subscribe message")
+            return ws
+        try:
+            sub = Subscribe.decode(first.data)
+        except CaselineError as exc:
+            await ws.close(code=1007, message=str(exc)[:120].encode())
+            return ws
+        cursors = {c.case_id: c.after for c in sub.cursors}
+        for case_id, runtime in core.cases_of(device_id):
+            member_cert = runtime.state.certs[device_id].cert
+            with contextlib.suppress(CaselineError):
+                check_may_read(member_cert)
+                hub.subscribe(conn, case_id, cursors.get(case_id, 0))
+        async for msg in ws:
+            if msg.type in (WSMsgType.ERROR, WSMsgType.CLOSE):
+                break
+            # The stream is one-way after the subscription; anything else is ignored.
+    except asyncio.CancelledError:
+        raise
+    finally:
+        hub.detach(conn)
+        if sender is not None:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sender
+    return ws
+
+
+__all__ = ["problems", "setup"]

@@ -1,0 +1,325 @@
+"""The embedded storage backend: SQLite through aiosqlite, WAL, ``synchronous=FULL``.
+
+Durability: ``append`` writes a batch of entries in one transaction and returns
+only after COMMIT, i.e. after the fsync; if the transaction fails nothing of the
+batch is stored.  Group commit (many posts, one fsync) is the caller's batching,
+see ``server/service.py``.  Start-up refuses a database that is not in WAL mode with full
+synchronisation, and applies numbered migrations from ``migrations/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import importlib.resources
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import aiosqlite
+from caseline.server.store import (
+    AgencyRow,
+    AuditRow,
+    CaseRow,
+    DeviceRow,
+    EntryRow,
+    SessionRow,
+    StorageFullError,
+)
+
+SQLITE_FULL_CODES: Final = {sqlite3.SQLITE_FULL}
+
+
+def _migrations() -> list[tuple[int, str]]:
+    folder = importlib.resources.files("caseline.server") / "migrations"
+    found = []
+    for item in folder.iterdir():
+        name = item.name
+        if name.endswith(".sql") and name[:4].isdigit():
+            found.append((int(name[:4]), item.read_text()))
+    return sorted(found)
+
+
+class SqliteStore:
+    """``Store`` on one SQLite file."""
+
+    def __init__(self, path: Path | str, *, max_bytes: int | None = None) -> None:
+        self.path = str(path)
+        self.max_bytes = max_bytes
+        self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()  # one write transaction at a time on the one connection
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("store is not open")
+        return self._db
+
+    async def open(self) -> None:
+        self._db = await aiosqlite.connect(self.path, isolation_level=None)
+        db = self._db
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA synchronous=FULL")
+        await db.execute("PRAGMA foreign_keys=ON")
+        await db.execute("PRAGMA busy_timeout=5000")
+        if self.max_bytes is not None:
+            page_size = (await (await db.execute("PRAGMA page_size")).fetchone())[0]  # type: ignore[index]
+            await db.execute(f"PRAGMA max_page_count={max(1, self.max_bytes // page_size)}")
+        mode = (await (await db.execute("PRAGMA journal_mode")).fetchone())[0]  # type: ignore[index]
+        sync = (await (await db.execute("PRAGMA synchronous")).fetchone())[0]  # type: ignore[index]
+        if str(mode).lower() != "wal" or int(sync) != 2:  # 2 = FULL
+            raise RuntimeError(f"database must run in WAL mode with synchronous=FULL (got {mode}, {sync})")
+        await self._migrate()
+
+    async def _migrate(self) -> None:
+        db = self.db
+        await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL) STRICT")
+        row = await (await db.execute("SELECT MAX(version) FROM schema_version")).fetchone()
+        current = (row[0] if row else None) or 0
+        for version, sql in _migrations():
+            if version <= current:
+                continue
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in sql.split(";\n"):
+                    if statement.strip():
+                        await db.execute(statement)
+                await db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    # ---------------------------------------------------------------- writes
+    async def _write(self, sql: str, params: tuple[object, ...]) -> None:
+        async with self._lock:
+            try:
+                await self.db.execute("BEGIN IMMEDIATE")
+                await self.db.execute(sql, params)
+                await self.db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                await self._rollback()
+                raise _translate(exc) from exc
+
+    async def _rollback(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            await self.db.execute("ROLLBACK")
+
+    async def append(self, entries: Sequence[EntryRow], cases: Sequence[CaseRow]) -> None:
+        """Write new cases and log entries in one transaction; return once it is durable."""
+        async with self._lock:
+            try:
+                await self.db.execute("BEGIN IMMEDIATE")
+                if cases:
+                    await self.db.executemany(
+                        "INSERT INTO cases (case_id, retention_days, created_at) VALUES (?, ?, ?)",
+                        [(c.case_id, c.retention_days, c.created_at) for c in cases],
+                    )
+                await self.db.executemany(
+                    "INSERT INTO entries (case_id, seq, kind, body, receipt, slot_sender, slot_epoch,"
+                    " slot_counter, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [_entry_params(e) for e in entries],
+                )
+                await self.db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                await self._rollback()
+                raise _translate(exc) from exc
+
+    async def add_agency(self, row: AgencyRow) -> None:
+        await self._write(
+            "INSERT INTO agencies (agency_id, name, country, root_key, created_at) VALUES (?, ?, ?, ?, ?)",
+            (row.agency_id, row.name, row.country, row.root_key, row.created_at),
+        )
+
+    async def put_device(self, row: DeviceRow) -> None:
+        await self._write(
+            "INSERT INTO devices (device_id, agency_id, user_id, cert, serial, not_after)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET"
+            " cert = excluded.cert, serial = excluded.serial, not_after = excluded.not_after"
+            " WHERE excluded.serial > devices.serial",
+            (row.device_id, row.agency_id, row.user_id, row.cert, row.serial, row.not_after),
+        )
+
+    async def put_revocation_list(self, agency_id: str, number: int, data: bytes) -> None:
+        await self._write(
+            "INSERT INTO revocation_lists (agency_id, number, data) VALUES (?, ?, ?)"
+            " ON CONFLICT (agency_id) DO UPDATE SET number = excluded.number, data = excluded.data"
+            " WHERE excluded.number > revocation_lists.number",
+            (agency_id, number, data),
+        )
+
+    async def add_session(self, row: SessionRow) -> None:
+        await self._write(
+            "INSERT INTO sessions (token_hash, device_id, expires_at) VALUES (?, ?, ?)",
+            (row.token_hash, row.device_id, row.expires_at),
+        )
+
+    async def delete_session(self, token_hash: bytes) -> None:
+        await self._write("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
+
+    async def delete_sessions_of(self, device_id: bytes) -> None:
+        await self._write("DELETE FROM sessions WHERE device_id = ?", (device_id,))
+
+    async def purge(self, case_id: bytes, *, before_time: int) -> int:
+        """Drop update bodies older than the cut-off; commits stay (they are membership)."""
+        async with self._lock:
+            try:
+                await self.db.execute("BEGIN IMMEDIATE")
+                cursor = await self.db.execute(
+                    "UPDATE entries SET body = X'' WHERE case_id = ? AND kind = 'update'"
+                    " AND created_at < ? AND length(body) > 0",
+                    (case_id, before_time),
+                )
+                await self.db.execute("COMMIT")
+                return cursor.rowcount
+            except sqlite3.Error as exc:
+                await self._rollback()
+                raise _translate(exc) from exc
+
+    async def append_audit(self, event: str, detail: str, *, time: int) -> AuditRow:
+        async with self._lock:
+            try:
+                await self.db.execute("BEGIN IMMEDIATE")
+                row = await (
+                    await self.db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+                ).fetchone()
+                seq, prev = (0, bytes(32)) if row is None else (row[0] + 1, row[1])
+                digest = audit_hash(prev, seq, time, event, detail)
+                await self.db.execute(
+                    "INSERT INTO audit (seq, time, event, detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?)",
+                    (seq, time, event, detail, prev, digest),
+                )
+                await self.db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                await self._rollback()
+                raise _translate(exc) from exc
+        return AuditRow(seq=seq, time=time, event=event, detail=detail, prev_hash=prev, hash=digest)
+
+    # ---------------------------------------------------------------- reads
+    async def get_agency(self, agency_id: str) -> AgencyRow | None:
+        row = await (
+            await self.db.execute(
+                "SELECT agency_id, name, country, root_key, created_at FROM agencies WHERE agency_id = ?",
+                (agency_id,),
+            )
+        ).fetchone()
+        return None if row is None else AgencyRow(*row)
+
+    async def list_agencies(self) -> list[AgencyRow]:
+        rows = await self.db.execute_fetchall(
+            "SELECT agency_id, name, country, root_key, created_at FROM agencies ORDER BY agency_id"
+        )
+        return [AgencyRow(*r) for r in rows]
+
+    async def get_device(self, device_id: bytes) -> DeviceRow | None:
+        row = await (
+            await self.db.execute(
+                "SELECT device_id, agency_id, user_id, cert, serial, not_after FROM devices"
+                " WHERE device_id = ?",
+                (device_id,),
+            )
+        ).fetchone()
+        return None if row is None else DeviceRow(*row)
+
+    async def devices_of_user(self, agency_id: str, user_id: str) -> list[DeviceRow]:
+        rows = await self.db.execute_fetchall(
+            "SELECT device_id, agency_id, user_id, cert, serial, not_after FROM devices"
+            " WHERE agency_id = ? AND user_id = ? ORDER BY device_id LIMIT 256",
+            (agency_id, user_id),
+        )
+        return [DeviceRow(*r) for r in rows]
+
+    async def get_revocation_list(self, agency_id: str) -> bytes | None:
+        row = await (
+            await self.db.execute("SELECT data FROM revocation_lists WHERE agency_id = ?", (agency_id,))
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    async def all_revocation_lists(self) -> list[bytes]:
+        rows = await self.db.execute_fetchall("SELECT data FROM revocation_lists ORDER BY agency_id")
+        return [bytes(r[0]) for r in rows]
+
+    async def get_session(self, token_hash: bytes) -> SessionRow | None:
+        row = await (
+            await self.db.execute(
+                "SELECT token_hash, device_id, expires_at FROM sessions WHERE token_hash = ?",
+                (token_hash,),
+            )
+        ).fetchone()
+        return None if row is None else SessionRow(*row)
+
+    async def entries(self, case_id: bytes, *, after: int, limit: int) -> list[EntryRow]:
+        rows = await self.db.execute_fetchall(
+            "SELECT case_id, seq, kind, body, receipt, slot_sender, slot_epoch, slot_counter, created_at"
+            " FROM entries WHERE case_id = ? AND seq >= ? ORDER BY seq LIMIT ?",
+            (case_id, after, limit),
+        )
+        return [_entry_row(r) for r in rows]
+
+    async def entry_at_slot(self, case_id: bytes, slot: tuple[bytes, int, int]) -> EntryRow | None:
+        row = await (
+            await self.db.execute(
+                "SELECT case_id, seq, kind, body, receipt, slot_sender, slot_epoch, slot_counter, created_at"
+                " FROM entries WHERE case_id = ? AND slot_sender = ? AND slot_epoch = ? AND slot_counter = ?",
+                (case_id, *slot),
+            )
+        ).fetchone()
+        return None if row is None else _entry_row(row)
+
+    async def case_ids(self) -> list[bytes]:
+        rows = await self.db.execute_fetchall("SELECT case_id FROM cases ORDER BY created_at")
+        return [bytes(r[0]) for r in rows]
+
+    async def cases_with_retention(self) -> list[CaseRow]:
+        rows = await self.db.execute_fetchall("SELECT case_id, retention_days, created_at FROM cases")
+        return [CaseRow(bytes(r[0]), r[1], r[2]) for r in rows]
+
+    async def audit_rows(self) -> list[AuditRow]:
+        rows = await self.db.execute_fetchall(
+            "SELECT seq, time, event, detail, prev_hash, hash FROM audit ORDER BY seq"
+        )
+        return [AuditRow(*r) for r in rows]
+
+    async def set_retention(self, case_id: bytes, retention_days: int) -> None:
+        await self._write("UPDATE cases SET retention_days = ? WHERE case_id = ?", (retention_days, case_id))
+
+
+def audit_hash(prev: bytes, seq: int, time: int, event: str, detail: str) -> bytes:
+    """Each audit row hashes its predecessor: editing or deleting a row breaks the chain."""
+    h = hashlib.sha256(b"caseline/v1 audit")
+    for part in (
+        prev,
+        seq.to_bytes(8, "big"),
+        time.to_bytes(8, "big"),
+        event.encode(),
+        detail.encode(),
+    ):
+        h.update(len(part).to_bytes(4, "big") + part)
+    return h.digest()
+
+
+def _entry_params(e: EntryRow) -> tuple[object, ...]:
+    slot = e.slot or (None, None, None)
+    return (e.case_id, e.seq, e.kind, e.body, e.receipt, slot[0], slot[1], slot[2], e.created_at)
+
+
+def _entry_row(r: Any) -> EntryRow:
+    case_id, seq, kind, body, receipt, s_sender, s_epoch, s_counter, created = r
+    slot = None if s_sender is None else (bytes(s_sender), int(s_epoch), int(s_counter))
+    return EntryRow(bytes(case_id), int(seq), str(kind), bytes(body), bytes(receipt), slot, int(created))
+
+
+def _translate(exc: sqlite3.Error) -> Exception:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code in SQLITE_FULL_CODES or "database or disk is full" in str(exc):
+        return StorageFullError("storage is full")
+    if isinstance(exc, sqlite3.IntegrityError):
+        return exc
+    return exc

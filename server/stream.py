@@ -1,0 +1,195 @@
+"""Live delivery over one WebSocket per device.
+
+Each connection has a bounded queue and its own sender task, so fan-out never
+awaits a client: ``publish`` only does ``put_nowait``, and a connection whose
+queue is full is closed with a reason (the client catches up over HTTP).
+
+The sender keeps, per case, the next sequence number the client expects.  An
+entry below it is skipped (already sent); an entry above it means the queue
+missed something (the client subscribed mid-stream, or joined the case), and the
+gap is filled from storage first.  So a client that resumes from a cursor gets
+exactly the missing entries, in order, and nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from aiohttp import web
+from caseline.schemas.api import Delivery, Entry, Notice
+from caseline.server.core import Accepted
+from caseline.server.store import EntryRow
+
+log = logging.getLogger("caseline.server.stream")
+
+QUEUE_SIZE: Final = 1024
+CLOSE_SLOW: Final = 4008
+CLOSE_REVOKED: Final = 4003
+CLOSE_REMOVED: Final = 4004
+CLOSE_LOGOUT: Final = 4001
+
+Fetch = Callable[[bytes, int, int], Awaitable[list[EntryRow]]]
+
+
+@dataclasses.dataclass(slots=True)
+class _Item:
+    case_id: bytes
+    seq: int
+    entry: Entry | None  # None: "catch up to the present" marker
+
+
+class Connection:
+    """One device's live stream."""
+
+    def __init__(self, ws: web.WebSocketResponse, device_id: bytes, fetch: Fetch) -> None:
+        self.ws = ws
+        self.device_id = device_id
+        self.fetch = fetch
+        self.queue: asyncio.Queue[_Item] = asyncio.Queue(QUEUE_SIZE)
+        self.next_seq: dict[bytes, int] = {}
+        self.closing = False
+        self.sent = 0
+
+    def offer(self, item: _Item) -> bool:
+        """Queue an item without waiting; False if the consumer is too slow."""
+        if self.closing:
+            return True
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            return False
+        return True
+
+    async def run(self) -> None:
+        while True:
+            item = await self.queue.get()
+            expected = self.next_seq.get(item.case_id)
+            if expected is None:
+                continue  # not (or no longer) subscribed
+            target = item.seq if item.entry is not None else None
+            if target is None or target > expected:
+                await self._catch_up(item.case_id, upto=target)
+                expected = self.next_seq.get(item.case_id)
+                if expected is None:
+                    continue
+            if item.entry is not None and item.seq == expected:
+                await self._send(item.case_id, item.entry)
+
+    async def _catch_up(self, case_id: bytes, *, upto: int | None) -> None:
+        while True:
+            start = self.next_seq.get(case_id)
+            if start is None:
+                return
+            limit = 256 if upto is None else min(256, upto - start)
+            if limit <= 0:
+                return
+            rows = await self.fetch(case_id, start, limit)
+            for row in rows:
+                await self._send(
+                    case_id, Entry(seq=row.seq, kind=row.kind, body=row.body, receipt=row.receipt)
+                )
+            if len(rows) < limit:
+                return
+
+    async def _send(self, case_id: bytes, entry: Entry) -> None:
+        if self.next_seq.get(case_id) != entry.seq:
+            return
+        await self.ws.send_bytes(Delivery(case_id=case_id, entry=entry).encode())
+        self.next_seq[case_id] = entry.seq + 1
+        self.sent += 1
+
+
+class Hub:
+    """Who is listening to which case; the fan-out seam (a NATS/Redis one can replace it)."""
+
+    def __init__(self, *, fetch: Fetch) -> None:
+        self.fetch = fetch
+        self.by_device: dict[bytes, set[Connection]] = {}
+        self.by_case: dict[bytes, set[Connection]] = {}
+        self.members: Callable[[bytes], frozenset[bytes]] = lambda _case: frozenset()
+        self.slow_disconnects = 0
+
+    def connections(self) -> int:
+        return sum(len(c) for c in self.by_device.values())
+
+    def queue_depths(self) -> list[int]:
+        return [c.queue.qsize() for conns in self.by_device.values() for c in conns]
+
+    def attach(self, conn: Connection) -> None:
+        self.by_device.setdefault(conn.device_id, set()).add(conn)
+
+    def detach(self, conn: Connection) -> None:
+        self.by_device.get(conn.device_id, set()).discard(conn)
+        if not self.by_device.get(conn.device_id):
+            self.by_device.pop(conn.device_id, None)
+        for case_id in list(conn.next_seq):
+            self._unsubscribe(conn, case_id)
+
+    def subscribe(self, conn: Connection, case_id: bytes, after: int) -> None:
+        conn.next_seq[case_id] = after
+        self.by_case.setdefault(case_id, set()).add(conn)
+        self._offer(conn, _Item(case_id, after, None))
+
+    def _unsubscribe(self, conn: Connection, case_id: bytes) -> None:
+        conn.next_seq.pop(case_id, None)
+        subs = self.by_case.get(case_id)
+        if subs is not None:
+            subs.discard(conn)
+            if not subs:
+                del self.by_case[case_id]
+
+    def publish(self, accepted: Accepted) -> None:
+        """Called once an entry is durable: offer it to every subscribed connection."""
+        entry = Entry(seq=accepted.seq, kind=accepted.kind, body=accepted.body, receipt=accepted.receipt)
+        item = _Item(accepted.case_id, accepted.seq, entry)
+        for conn in list(self.by_case.get(accepted.case_id, ())):
+            self._offer(conn, item)
+        if accepted.kind == "commit":
+            self._membership_changed(accepted, item)
+
+    def _membership_changed(self, accepted: Accepted, item: _Item) -> None:
+        members = accepted.state.members
+        for device_id, conns in list(self.by_device.items()):
+            for conn in list(conns):
+                subscribed = accepted.case_id in conn.next_seq
+                if device_id in members and not subscribed:
+                    # A new member: stream the case from the genesis.
+                    self.subscribe(conn, accepted.case_id, 0)
+                    self._notify(conn, "joined", accepted.case_id)
+                elif device_id not in members and subscribed:
+                    # Removed: it still receives the commit that removed it (queued
+                    # above), then nothing more of this case.
+                    self.by_case.get(accepted.case_id, set()).discard(conn)
+
+    def _notify(self, conn: Connection, kind: str, case_id: bytes) -> None:
+        async def send() -> None:
+            with contextlib.suppress(Exception):
+                await conn.ws.send_bytes(Notice(kind=kind, case_id=case_id, detail="").encode())
+
+        asyncio.get_running_loop().create_task(send())
+
+    def _offer(self, conn: Connection, item: _Item) -> None:
+        if not conn.offer(item):
+            self.slow_disconnects += 1
+            self.close(conn, CLOSE_SLOW, "slow consumer: catch up over HTTP and reconnect")
+
+    def close(self, conn: Connection, code: int, reason: str) -> None:
+        if conn.closing:
+            return
+        conn.closing = True
+        self.detach(conn)
+
+        async def shut() -> None:
+            with contextlib.suppress(Exception):
+                await conn.ws.close(code=code, message=reason.encode())
+
+        asyncio.get_running_loop().create_task(shut())
+
+    def close_device(self, device_id: bytes, code: int, reason: str) -> None:
+        for conn in list(self.by_device.get(device_id, ())):
+            self.close(conn, code, reason)

@@ -1,0 +1,131 @@
+"""One contract suite, run against every storage implementation (SQLite today)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from caseline.server.sqlite_store import SqliteStore, audit_hash
+from caseline.server.store import (
+    AgencyRow,
+    CaseRow,
+    DeviceRow,
+    EntryRow,
+    SessionRow,
+    StorageFullError,
+    Store,
+)
+
+IMPLEMENTATIONS: dict[str, Callable[[Path], Store]] = {
+    "sqlite": lambda p: SqliteStore(p / "store.sqlite3"),
+}
+
+CASE = b"c" * 16
+
+
+def entry(
+    seq: int, *, slot: tuple[bytes, int, int] | None = None, body: bytes = b"body", t: int = 1000
+) -> EntryRow:
+    return EntryRow(CASE, seq, "update" if slot else "commit", body, b"receipt%d" % seq, slot, t)
+
+
+@pytest.fixture(params=sorted(IMPLEMENTATIONS))
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    s = IMPLEMENTATIONS[request.param](tmp_path)
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def test_append_and_page(store: Store) -> None:
+    await store.append([entry(0)], [CaseRow(CASE, 30, 1)])
+    await store.append([entry(i, slot=(b"s" * 16, 0, i - 1)) for i in range(1, 6)], [])
+    assert [e.seq for e in await store.entries(CASE, after=2, limit=2)] == [2, 3]
+    assert (await store.entry_at_slot(CASE, (b"s" * 16, 0, 3))) == entry(4, slot=(b"s" * 16, 0, 3))
+    assert await store.entry_at_slot(CASE, (b"s" * 16, 0, 9)) is None
+    assert await store.case_ids() == [CASE]
+
+
+async def test_a_failed_batch_stores_nothing(store: Store) -> None:
+    await store.append([entry(0)], [CaseRow(CASE, 30, 1)])
+    with pytest.raises(sqlite3.IntegrityError):
+        await store.append([entry(1, slot=(b"s" * 16, 0, 0)), entry(0)], [])  # seq 0 again
+    assert [e.seq for e in await store.entries(CASE, after=0, limit=10)] == [0]
+    with pytest.raises(sqlite3.IntegrityError):  # one sender position, two entries
+        await store.append([entry(1, slot=(b"s" * 16, 0, 0)), entry(2, slot=(b"s" * 16, 0, 0))], [])
+    assert len(await store.entries(CASE, after=0, limit=10)) == 1
+
+
+async def test_agencies_devices_sessions(store: Store) -> None:
+    await store.add_agency(AgencyRow("ke-kra", "KRA", "KE", b"k" * 32, 1))
+    assert await store.get_agency("ke-kra") == AgencyRow("ke-kra", "KRA", "KE", b"k" * 32, 1)
+    await store.put_device(DeviceRow(b"d" * 16, "ke-kra", "alice", b"cert1", 1, 99))
+    await store.put_device(DeviceRow(b"d" * 16, "ke-kra", "alice", b"cert0", 0, 99))  # older serial: ignored
+    assert (await store.get_device(b"d" * 16)).cert == b"cert1"  # type: ignore[union-attr]
+    assert [d.cert for d in await store.devices_of_user("ke-kra", "alice")] == [b"cert1"]
+    await store.add_session(SessionRow(b"h" * 32, b"d" * 16, 50))
+    assert (await store.get_session(b"h" * 32)) == SessionRow(b"h" * 32, b"d" * 16, 50)
+    await store.delete_sessions_of(b"d" * 16)
+    assert await store.get_session(b"h" * 32) is None
+
+
+async def test_revocation_lists_only_move_forward(store: Store) -> None:
+    await store.add_agency(AgencyRow("ke-kra", "KRA", "KE", b"k" * 32, 1))
+    await store.put_revocation_list("ke-kra", 2, b"two")
+    await store.put_revocation_list("ke-kra", 1, b"one")
+    assert await store.get_revocation_list("ke-kra") == b"two"
+    await store.put_revocation_list("ke-kra", 3, b"three")
+    assert await store.all_revocation_lists() == [b"three"]
+
+
+async def test_purge_drops_old_update_bodies_only(store: Store) -> None:
+    await store.append([entry(0, t=10)], [CaseRow(CASE, 1, 1)])
+    await store.append([entry(1, slot=(b"s" * 16, 0, 0), t=10), entry(2, slot=(b"s" * 16, 0, 1), t=5000)], [])
+    assert await store.purge(CASE, before_time=1000) == 1
+    rows = await store.entries(CASE, after=0, limit=10)
+    assert [r.body for r in rows] == [b"body", b"", b"body"]
+    assert rows[1].receipt == b"receipt1"  # the chain stays checkable
+
+
+async def test_audit_log_is_hash_chained(store: Store) -> None:
+    a = await store.append_audit("login", "device=1", time=5)
+    b = await store.append_audit("commit", "case=2", time=6)
+    assert b.prev_hash == a.hash
+    assert b.hash == audit_hash(a.hash, 1, 6, "commit", "case=2")
+    assert [r.event for r in await store.audit_rows()] == ["login", "commit"]
+
+
+async def test_reopening_keeps_data_and_migrations_are_idempotent(tmp_path: Path) -> None:
+    s = SqliteStore(tmp_path / "db.sqlite3")
+    await s.open()
+    await s.append([entry(0)], [CaseRow(CASE, 30, 1)])
+    await s.close()
+    s = SqliteStore(tmp_path / "db.sqlite3")
+    await s.open()
+    assert len(await s.entries(CASE, after=0, limit=5)) == 1
+    versions = await s.db.execute_fetchall("SELECT version FROM schema_version")
+    assert [v[0] for v in versions] == [1]
+    mode = list(await s.db.execute_fetchall("PRAGMA journal_mode"))
+    sync = list(await s.db.execute_fetchall("PRAGMA synchronous"))
+    assert mode[0][0] == "wal"
+    assert sync[0][0] == 2
+    await s.close()
+
+
+async def test_a_full_disk_is_a_clean_error_and_nothing_half_written(tmp_path: Path) -> None:
+    s = SqliteStore(tmp_path / "small.sqlite3", max_bytes=256 * 1024)
+    await s.open()
+    await s.append([entry(0)], [CaseRow(CASE, 30, 1)])
+    seq, full = 1, False
+    while seq < 10_000 and not full:
+        try:
+            await s.append([entry(seq, slot=(b"s" * 16, 0, seq), body=b"x" * 8192)], [])
+            seq += 1
+        except StorageFullError:
+            full = True
+    assert full
+    stored = await s.entries(CASE, after=0, limit=100_000)
+    assert [r.seq for r in stored] == list(range(seq))  # everything acknowledged, nothing more
+    await s.close()
