@@ -1,9 +1,9 @@
 """The epoch key schedule and the per-sender hash ratchet.
 
 From one epoch secret every member derives, for each sender device, a chain:
-``ck_0 = KDF("sender-chain", epoch_secret; epoch, device)``, then
-``mk_n = KDF("message-key", ck_n; n)`` and ``ck_{n+1} = KDF("chain-step", ck_n; n)``.
-Both steps are one-way, so a disclosed ``mk_n`` opens message n only, and a
+``ck_0 = KDF("sender-chain", epoch_secret; epoch, device)``, then one HKDF call
+per step gives 64 bytes, ``mk_n || ck_{n+1} = KDF64("chain-step", ck_n; n)``.
+The step is one-way, so a disclosed ``mk_n`` opens message n only, and a
 chain key that was stepped past and deleted cannot be recomputed from later
 state (forward secrecy inside the epoch).  Receivers keep keys for skipped
 positions only up to ``MAX_SKIP``.
@@ -29,12 +29,12 @@ def sender_chain_key(*, epoch_secret: bytes, case_id: bytes, epoch: int, device_
     return epoch_key("sender-chain", epoch_secret=epoch_secret, case_id=case_id, epoch=epoch, extra=device_id)
 
 
-def message_key(chain_key: bytes, index: int) -> bytes:
-    return P.kdf_labeled("message-key", secret=chain_key, salt=b"", context=(P.u64(index),))
-
-
-def next_chain_key(chain_key: bytes, index: int) -> bytes:
-    return P.kdf_labeled("chain-step", secret=chain_key, salt=b"", context=(P.u64(index),))
+def chain_step(chain_key: bytes, index: int) -> tuple[bytes, bytes]:
+    """``(message key n, chain key n+1)`` from chain key n, in one HKDF call."""
+    out = P.hkdf_sha256(
+        ikm=chain_key, salt=b"", info=P.label("kdf chain-step") + P.lp(P.u64(index)), length=64
+    )
+    return out[:32], out[32:]
 
 
 def epoch_authenticator(*, epoch_secret: bytes, case_id: bytes, epoch: int, commit_hash: bytes) -> str:
@@ -77,15 +77,15 @@ class Chain:
             raise GapError("message is too far ahead of its sender's chain")
         ck = self.chain_key
         for i in range(self.next_index, index):
-            ck = next_chain_key(ck, i)
-        return message_key(ck, index)
+            ck = chain_step(ck, i)[1]
+        return chain_step(ck, index)[0]
 
     def skip_to(self, index: int) -> None:
         """Step a sending chain to ``index`` without keeping the keys it passes."""
         if index < self.next_index:
             raise ReplayError("chain is already past that position")
         for i in range(self.next_index, index):
-            self.chain_key = next_chain_key(self.chain_key, i)
+            self.chain_key = chain_step(self.chain_key, i)[1]
         self.next_index = index
 
     def take(self, index: int) -> bytes:
@@ -98,12 +98,10 @@ class Chain:
             raise GapError("message is too far ahead of its sender's chain")
         ck = self.chain_key
         for i in range(self.next_index, index):
-            self.skipped[i] = message_key(ck, i)
-            ck = next_chain_key(ck, i)
+            self.skipped[i], ck = chain_step(ck, i)
         if len(self.skipped) > MAX_SKIP:
             for old in sorted(self.skipped)[: len(self.skipped) - MAX_SKIP]:
                 del self.skipped[old]
-        key = message_key(ck, index)
-        self.chain_key = next_chain_key(ck, index)
+        key, self.chain_key = chain_step(ck, index)
         self.next_index = index + 1
         return key

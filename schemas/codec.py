@@ -23,6 +23,7 @@ that exists in memory always encodes to a valid message.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Final, Self, TypeVar
@@ -177,7 +178,7 @@ class Text(Kind):
             raise MalformedError(f"{name}: longer than {self.max} characters")
         if self.choices is not None and value not in self.choices:
             raise MalformedError(f"{name}: not one of the allowed values")
-        if self.pattern is not None and re.fullmatch(self.pattern, value) is None:
+        if self.pattern is not None and _compiled(self.pattern).fullmatch(value) is None:
             raise MalformedError(f"{name}: does not match the required form")
         return value
 
@@ -217,6 +218,11 @@ class Nested(Kind):
         return value.to_fields()  # type: ignore[no-any-return]
 
 
+@functools.cache
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
 def wire(kind: Kind) -> Any:
     """Declare a dataclass field together with its wire kind."""
     return dataclasses.field(metadata={"wire": kind})
@@ -237,9 +243,14 @@ class Struct:
     _wire_fields: ClassVar[tuple[tuple[str, Kind], ...]] = ()
 
     def __post_init__(self) -> None:
-        for name, kind in self._fields():
-            checked = kind.check(getattr(self, name), f"{type(self).__name__}.{name}")
-            object.__setattr__(self, name, checked)
+        try:
+            for name, kind in self._fields():
+                value = getattr(self, name)
+                checked = kind.check(value, name)
+                if checked is not value:
+                    object.__setattr__(self, name, checked)
+        except MalformedError as exc:
+            raise MalformedError(f"{type(self).__name__}.{exc}") from None
 
     @classmethod
     def _fields(cls) -> tuple[tuple[str, Kind], ...]:

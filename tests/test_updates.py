@@ -34,7 +34,7 @@ from tests.world import Device, World, note, open_case, post
 ALERT = (
     b'{"lang":"en","markings":{"handling":"H1","information_assessment":"2",'
     b'"source_reliability":"B","tlp":"AMBER"},"reason":"x-ray anomaly",'
-    b'"subject":{"kind":"container","container":"MSCU1234565"},"subject_kind":"container"}'
+    b'"subject":{"container":"MSCU1234565","mode":"sea"},"subject_kind":"container"}'
 )
 
 

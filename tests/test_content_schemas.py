@@ -1,0 +1,219 @@
+"""Case-update content: the schemas, the strict parser, and what they refuse."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.resources
+import json
+from typing import Any
+
+import jsonschema
+import pytest
+from caseline.schemas import content
+from caseline.schemas.errors import ContentError
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from referencing import Registry, Resource
+
+MARK = {"handling": "H2", "tlp": "AMBER"}
+GRADED = {**MARK, "source_reliability": "B", "information_assessment": "2"}
+UID = "ab" * 32
+
+EXAMPLES: dict[str, dict[str, Any]] = {
+    "note": {"markings": MARK, "lang": "sw", "text": "Gari limeonekana Namanga saa nane usiku."},
+    "seizure": {
+        "markings": GRADED,
+        "lang": "en",
+        "occurred_at": "2026-11-20T02:14:00+03:00",
+        "place": {"name": "Namanga OSBP", "country": "KE", "unlocode": "KENAM", "lat": -2.55, "lon": 36.79},
+        "goods": [
+            {
+                "description": "khat",
+                "hs_code": "121190",
+                "quantity": 40,
+                "unit": "kg",
+                "estimated_value": {"amount": 2400, "currency": "USD"},
+            },
+        ],
+        "concealment": "false floor of a truck trailer",
+        "conveyance": {
+            "mode": "road",
+            "plate": "KDA 123X",
+            "vin": "1HGCM82633A004352",
+            "container": "MSCU1234565",
+        },
+        "parties": [
+            {
+                "kind": "person",
+                "role": "driver",
+                "family_name": "Otieno",
+                "given_names": "John",
+                "date_of_birth": "1980-02-03",
+                "nationality": "KE",
+                "document": {"type": "passport", "number": "AK123456", "issuing_country": "KE"},
+            },
+            {"kind": "company", "role": "consignee", "name": "Arusha Traders Ltd", "country": "TZ"},
+        ],
+    },
+    "alert": {
+        "markings": GRADED,
+        "lang": "en",
+        "subject_kind": "vessel",
+        "subject": {"mode": "sea", "vessel_name": "MV Example", "imo": "IMO 9074729"},
+        "reason": "profiled for heroin trafficking",
+        "action_requested": "do_not_alert_subject",
+        "valid_until": "2026-12-31T23:59:59Z",
+    },
+    "request": {
+        "markings": GRADED,
+        "lang": "fr",
+        "subject": "Vérification d'un conteneur",
+        "urgency": "urgent",
+        "deadline": "2026-11-21T10:00:00Z",
+    },
+    "reply": {
+        "markings": MARK,
+        "lang": "en",
+        "in_reply_to": UID,
+        "text": "Container inspected.",
+        "outcome": "answered",
+    },
+    "status": {"markings": MARK, "lang": "en", "status": "referred_to_judicial", "title": "Op Kilimanjaro"},
+    "ack": {"markings": MARK, "lang": "en", "of": UID, "level": "actioned", "refs": [UID]},
+}
+
+
+def enc(obj: object) -> bytes:
+    return json.dumps(obj).encode()
+
+
+@pytest.mark.parametrize("kind", sorted(content.CONTENT_TYPES))
+def test_valid_examples_pass_and_round_trip(kind: str) -> None:
+    data = content.encode_content(kind, EXAMPLES[kind])
+    assert content.validate_content(kind, data) == EXAMPLES[kind]
+    assert content.encode_content(kind, content.validate_content(kind, data)) == data
+
+
+def test_every_content_type_has_an_example() -> None:
+    assert set(EXAMPLES) == content.CONTENT_TYPES
+
+
+def _second_validator(kind: str) -> jsonschema.Draft7Validator:
+    files = {name: content.load_schema(name) for name in content.CONTENT_TYPES}
+    markings = json.loads(
+        (importlib.resources.files("caseline.schemas") / "content_types" / "markings.schema.json").read_text()
+    )
+    registry: Registry = Registry().with_resources(
+        [(s["$id"], Resource.from_contents(s)) for s in [*files.values(), markings]]
+    )
+    jsonschema.Draft7Validator.check_schema(files[kind])
+    return jsonschema.Draft7Validator(files[kind], registry=registry)
+
+
+def mutations(kind: str) -> list[dict[str, Any]]:
+    base = EXAMPLES[kind]
+    return [
+        {k: v for k, v in base.items() if k != "markings"},
+        {**base, "unknown": 1},
+        {**base, "markings": {**base["markings"], "handling": "H9"}},
+        {**base, "markings": {**base["markings"], "handling": "H3"}},
+        {**base, "lang": "english please"},
+        {**base, "refs": ["not-hex"]},
+    ]
+
+
+@pytest.mark.parametrize("kind", sorted(content.CONTENT_TYPES))
+def test_bad_documents_are_refused_and_a_second_validator_agrees(kind: str) -> None:
+    second = _second_validator(kind)
+    assert second.is_valid(EXAMPLES[kind])
+    for bad in mutations(kind):
+        with pytest.raises(ContentError):
+            content.validate_content(kind, enc(bad))
+        assert not second.is_valid(bad)
+
+
+@pytest.mark.parametrize(
+    ("kind", "patch"),
+    [
+        ("seizure", {"goods": [{"description": "x", "hs_code": "12A4"}]}),
+        ("seizure", {"goods": []}),
+        ("seizure", {"conveyance": {"mode": "sea", "container": "MSCU123456"}}),
+        ("seizure", {"conveyance": {"mode": "sea", "imo": "IMO 12345"}}),
+        ("seizure", {"conveyance": {"mode": "road", "vin": "1HGCM82633A00435O"}}),
+        ("seizure", {"parties": [{"kind": "person", "name": "Acme Ltd"}]}),
+        ("seizure", {"markings": MARK}),  # grades are required on a seizure
+        ("alert", {"subject": {"mode": "sea", "container": "bad"}, "subject_kind": "container"}),
+        ("request", {"urgency": "whenever"}),
+        ("reply", {"in_reply_to": "AB" * 32}),
+        ("ack", {"level": "read"}),
+        ("note", {"text": ""}),
+        ("note", {"text": 5}),
+    ],
+)
+def test_specific_fields_are_checked(kind: str, patch: dict[str, Any]) -> None:
+    with pytest.raises(ContentError):
+        content.validate_content(kind, enc({**EXAMPLES[kind], **patch}))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"a": 1, "a": 2}',
+        b'{"markings": {"handling": "H0", "handling": "H1"}}',
+        b'{"x": NaN}',
+        b'{"x": Infinity}',
+        b"\xef\xbb\xbf{}",
+        b'{"text": "\xff"}',
+        b'{"text": "\\ud800"}',
+        b"[]",
+        b"5",
+        b"",
+        b"{" * 40 + b"}" * 40,
+        b"[" * 5000 + b"]" * 5000,
+        b'{"text": "' + b"x" * 70000 + b'"}',
+    ],
+)
+def test_hostile_json_is_refused(data: bytes) -> None:
+    with pytest.raises(ContentError):
+        content.validate_content("note", data)
+
+
+def test_errors_do_not_echo_the_content() -> None:
+    private = "Otieno-passport-AK123456"
+    with pytest.raises(ContentError) as info:
+        content.validate_content("note", enc({"markings": MARK, "lang": "en", "text": 7, "x": private}))
+    assert private not in str(info.value)
+
+
+def test_unknown_content_type() -> None:
+    with pytest.raises(ContentError):
+        content.validate_content("memo", enc(EXAMPLES["note"]))
+
+
+def test_answer_deadlines() -> None:
+    assert content.answer_deadline_seconds("urgent") == 8 * 3600
+    assert content.answer_deadline_seconds("standard") == 3 * 86400
+    assert content.answer_deadline_seconds("non-urgent") == 7 * 86400
+    with pytest.raises(ContentError):
+        content.answer_deadline_seconds("asap")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300) | st.text(max_size=200).map(str.encode))
+def test_arbitrary_bytes_raise_only_content_errors(data: bytes) -> None:
+    for kind in ("note", "seizure"):
+        with contextlib.suppress(ContentError):
+            content.validate_content(kind, data)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=10),
+        lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=5), c, max_size=4),
+        max_leaves=20,
+    )
+)
+def test_arbitrary_json_raises_only_content_errors(value: object) -> None:
+    with contextlib.suppress(ContentError):
+        content.validate_content("alert", json.dumps({"subject_kind": "person", "subject": value}).encode())
