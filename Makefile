@@ -23,9 +23,16 @@ $(STAMP): pyproject.toml
 test: lint
 	$(BIN)/python -m pytest -q
 
-run:
-	@echo "The broker (issue 3) is not built yet; the protocol core is tested by 'make test'." >&2
-	@exit 2
+DATA ?= .caseline-server
+
+run: $(STAMP)
+	@test -f $(DATA)/server.key || $(BIN)/caseline-server --data-dir $(DATA) init
+	@echo
+	@echo "Next: register each partner agency's root key (checked with them by phone):"
+	@echo "  $(BIN)/caseline-server --data-dir $(DATA) agency add ke-kra --name 'Kenya Revenue Authority' --country KE --root-key HEX"
+	@echo "Devices then enrol against http://127.0.0.1:8443 ; Ctrl-C stops the broker."
+	@echo
+	$(BIN)/caseline-server --data-dir $(DATA) serve --host 127.0.0.1 --port 8443
 
 lint: $(STAMP) .mypy-path/caseline
 	$(BIN)/ruff check .

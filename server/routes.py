@@ -213,6 +213,7 @@ async def put_revocations(request: web.Request) -> web.Response:
     if crl.agency_id != agency_id:
         raise MalformedError("revocation list is for another agency than the URL names")
     core, store, hub = request.app[CORE], request.app[STORE], request.app[HUB]
+    await refresh_agencies(request.app)
     held = core.trust.revocation_number(agency_id)
     if crl.number == held and body == await store.get_revocation_list(agency_id):
         return web.Response(status=204)  # the same list again: nothing to do
@@ -229,10 +230,19 @@ async def put_revocations(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def refresh_agencies(app: web.Application) -> None:
+    """Pin agencies the operator added with the CLI while the broker was running."""
+    trust = app[CORE].trust
+    for row in await app[STORE].list_agencies():
+        if row.agency_id not in trust.roots:
+            trust.pin(row.agency_id, row.root_key)
+
+
 async def register_device(request: web.Request) -> web.Response:
     """Register a device by its agency-signed certificate (a public document)."""
     body = await read_body(request)
     core, store = request.app[CORE], request.app[STORE]
+    await refresh_agencies(request.app)
     now = request.app[CLOCK]()
     vc = core.trust.verify_cert(body, at=now)
     cert = vc.cert
