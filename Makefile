@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test run lint typecheck bench vectors clean
+.PHONY: test run lint typecheck bench bench-load vectors clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ typecheck: lint
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.core
+	$(BIN)/python -m bench.load
+
+bench-load: $(STAMP)
+	$(BIN)/python -m bench.load
 
 vectors: $(STAMP)
 	$(BIN)/python -m tests.vectors.generate

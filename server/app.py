@@ -23,7 +23,7 @@ from caseline.server.config import ServerConfig
 from caseline.server.core import BrokerCore, RateLimitedError
 from caseline.server.service import Broker
 from caseline.server.sqlite_store import SqliteStore
-from caseline.server.store import StorageFullError, Store
+from caseline.server.store import SessionRow, StorageFullError, Store
 from caseline.server.stream import Hub
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -70,6 +70,9 @@ METRICS: Final = web.AppKey("metrics", Metrics)
 CLOCK: Final[web.AppKey[Clock]] = web.AppKey("clock")
 SERVER_KEY: Final = web.AppKey("server_key", SigningKey)
 CHALLENGES: Final[web.AppKey[dict[bytes, tuple[bytes, int]]]] = web.AppKey("challenges")
+#: Sessions by token hash, in front of the store: checking a token costs no database round trip.
+#: Logout and revocation remove entries; a multi-instance deployment would share invalidations.
+SESSIONS: Final[web.AppKey[dict[bytes, SessionRow]]] = web.AppKey("sessions")
 AUDIT: Final[web.AppKey[Callable[[str, str], Awaitable[None]]]] = web.AppKey("audit")
 
 
@@ -125,6 +128,7 @@ def create_app(
     app[SERVER_KEY] = server_key
     app[METRICS] = Metrics()
     app[CHALLENGES] = {}
+    app[SESSIONS] = {}
     the_store = store if store is not None else SqliteStore(config.db_path, max_bytes=config.db_max_bytes)
     app[STORE] = the_store
     core = BrokerCore(server_key=server_key, trust=TrustStore(), limits=config.limits)

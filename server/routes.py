@@ -48,6 +48,7 @@ from caseline.server.app import (
     HUB,
     METRICS,
     SERVER_KEY,
+    SESSIONS,
     STORE,
 )
 from caseline.server.core import Accepted, NotFoundError, token_hash
@@ -57,6 +58,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 MSGPACK: Final = "application/msgpack"
 MAX_CHALLENGES: Final = 100_000
+MAX_CACHED_SESSIONS: Final = 100_000
 
 
 def setup(app: web.Application) -> None:
@@ -127,9 +129,18 @@ async def authenticate(request: web.Request) -> bytes:
         raise web.HTTPUnauthorized(
             reason="a session token is required", headers={"WWW-Authenticate": "Bearer"}
         )
-    session = await request.app[STORE].get_session(token_hash(token))
+    digest = token_hash(token)
+    sessions = request.app[SESSIONS]
+    session = sessions.get(digest)
+    if session is None:
+        session = await request.app[STORE].get_session(digest)
+        if session is not None:
+            if len(sessions) >= MAX_CACHED_SESSIONS:
+                sessions.clear()  # a cache: entries come back from the store on demand
+            sessions[digest] = session
     now = request.app[CLOCK]()
     if session is None or session.expires_at <= now:
+        sessions.pop(digest, None)
         raise web.HTTPUnauthorized(
             reason="session is unknown or expired", headers={"WWW-Authenticate": "Bearer"}
         )
@@ -138,6 +149,12 @@ async def authenticate(request: web.Request) -> bytes:
     if revoked_at is not None and revoked_at <= now:
         raise web.HTTPUnauthorized(reason="device is revoked", headers={"WWW-Authenticate": "Bearer"})
     return session.device_id
+
+
+def forget_sessions(app: web.Application, device_id: bytes) -> None:
+    sessions = app[SESSIONS]
+    for digest in [d for d, row in sessions.items() if row.device_id == device_id]:
+        del sessions[digest]
 
 
 def require_operator(request: web.Request) -> None:
@@ -223,6 +240,7 @@ async def put_revocations(request: web.Request) -> web.Response:
     for entry in crl.entries:
         if entry.revoked_at <= now:
             await store.delete_sessions_of(entry.device_id)
+            forget_sessions(request.app, entry.device_id)
             hub.close_device(entry.device_id, CLOSE_REVOKED, "device revoked by its agency")
     await request.app[AUDIT](
         "revocation", f"agency={agency_id} number={crl.number} entries={len(crl.entries)}"
@@ -328,6 +346,7 @@ async def auth_logout(request: web.Request) -> web.Response:
     device_id = await authenticate(request)
     token = request.headers["Authorization"].partition(" ")[2]
     await request.app[STORE].delete_session(token_hash(token))
+    request.app[SESSIONS].pop(token_hash(token), None)
     request.app[HUB].close_device(device_id, CLOSE_LOGOUT, "logged out")
     await request.app[AUDIT]("logout", f"device={device_id.hex()}")
     return web.Response(status=204)

@@ -37,7 +37,8 @@ async def register_agencies(client: TestClient, world: World) -> None:
 
 @dataclasses.dataclass
 class Officer:
-    client: TestClient
+    #: aiohttp's TestClient in most tests; a session bound to a URL against a real process.
+    client: Any
     world: World
     device: Device
     server_key: SigningKey

@@ -119,7 +119,7 @@ async def test_kill_9_loses_nothing_acknowledged(broker_dir: tuple[Path, World])
     async with aiohttp.ClientSession() as session:
         client = UrlClient(session, base)
         officers = [
-            await Officer(client, world, world.device(a, f"u{i}"), server_key).enrol()  # type: ignore[arg-type]
+            await Officer(client, world, world.device(a, f"u{i}"), server_key).enrol()
             for i, a in enumerate(["ke-kra", "tz-tra", "ke-kra", "tz-tra"])
         ]
         case_id = await officers[0].create_case([(o.device, "member") for o in officers[1:]])
@@ -163,7 +163,7 @@ async def test_kill_9_loses_nothing_acknowledged(broker_dir: tuple[Path, World])
                 assert receipt == acked[envelope]
             acked[envelope] = receipt
         fresh = CaseView(trust=world.trust(), me=officers[1].device.keys)
-        reader = Officer(client, world, officers[1].device, server_key, token=officers[1].token)  # type: ignore[arg-type]
+        reader = Officer(client, world, officers[1].device, server_key, token=officers[1].token)
         reader.views[case_id] = fresh
         await reader.sync(case_id)
         server.kill()

@@ -184,3 +184,27 @@ async def test_frame_over_the_limit_closes_the_stream(make_deployment) -> None: 
         msg = await asyncio.wait_for(ws.receive(), timeout=10)
     assert msg.type == aiohttp.WSMsgType.CLOSE
     assert msg.data == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+
+
+async def test_a_peer_that_stops_answering_pings_is_closed(make_deployment) -> None:  # type: ignore[no-untyped-def]
+    d = await make_deployment(heartbeat=0.2)
+    alice = await d.officer("ke-kra", "alice")
+    ws = await alice.client.ws_connect(
+        "/v1/stream", headers={"Authorization": f"Bearer {alice.token}"}, autoping=False
+    )
+    await ws.send_bytes(Subscribe(cursors=()).encode())
+    while True:  # pings arrive and go unanswered; the broker gives up and closes
+        msg = await asyncio.wait_for(ws.receive(), timeout=10)
+        if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+            break
+        assert msg.type in (aiohttp.WSMsgType.PING, aiohttp.WSMsgType.BINARY)
+    assert d.app[HUB].connections() == 0
+
+
+async def test_no_subscribe_message_in_time_closes_the_stream(make_deployment) -> None:  # type: ignore[no-untyped-def]
+    d = await make_deployment(handshake_timeout=0.2)
+    alice = await d.officer("ke-kra", "alice")
+    ws = await alice.client.ws_connect("/v1/stream", headers={"Authorization": f"Bearer {alice.token}"})
+    msg = await asyncio.wait_for(ws.receive(), timeout=10)
+    assert msg.type == aiohttp.WSMsgType.CLOSE
+    assert msg.data == 4000

@@ -1,0 +1,398 @@
+"""Broker load benchmarks: ``make bench-load`` (``python -m bench.load``).
+
+The broker runs as its own process (``caseline-server serve``) on loopback; the
+load comes from separate worker processes.  Every update is a real sealed and
+signed envelope from a real device key, sealed before the clock starts.
+
+Workloads:
+  throughput  50 senders (five 10-member cases), each posting its updates in order
+              as fast as receipts come back: acknowledged durable updates/s.
+  fanout      the same posts while every member follows over WebSocket:
+              deliveries/s (each update counted once per member receiving it).
+  latency     fixed rates (1,000 and 5,000 updates/s offered) with one follower
+              per case: post-to-delivery p50/p95/p99.
+  idle        N idle authenticated WebSockets: server memory per connection.
+
+Results go to ``bench/results/load.json`` and a table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from caseline.crypto.keys import SigningKey
+from caseline.schemas.api import Cursor, Delivery, Subscribe
+from caseline.schemas.codec import unpack
+from caseline.schemas.wire import decode_signed
+
+from tests.broker import Officer
+from tests.test_durability import UrlClient
+from tests.world import World
+
+RESULTS = Path(__file__).with_name("results")
+CASES, MEMBERS = 5, 10
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Broker:
+    def __init__(self, data: Path) -> None:
+        self.data, self.port = data, free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def cli(self, *args: str) -> None:
+        subprocess.run(
+            [sys.executable, "-m", "caseline.server.cli", "--data-dir", str(self.data), *args],
+            check=True,
+            capture_output=True,
+        )
+
+    def start(self) -> None:
+        config = self.data / "bench.toml"
+        config.write_text(
+            "[server]\nheartbeat = 600.0\nidle_timeout = 3600.0\n"
+            "[limits]\nupdates_per_second = 1000000.0\nupdate_burst = 1000000.0\n"
+            "bytes_per_second = 1e12\nbytes_burst = 1e12\nconnections_per_device = 100000\n"
+        )
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "caseline.server.cli",
+                "--config",
+                str(config),
+                "--data-dir",
+                str(self.data),
+                "serve",
+                "--port",
+                str(self.port),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if b"ready" in line:
+                return
+        raise RuntimeError("broker did not start")
+
+    def rss_kib(self) -> int:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+    def cpu_seconds(self) -> float:
+        assert self.proc is not None
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+
+async def prepare(broker: Broker, world: World, per_sender: int) -> dict[str, Any]:
+    """Enrol 50 devices in five 10-member cases and seal every update in advance."""
+    server_key = SigningKey((broker.data / "server.key").read_bytes())
+    world.server_key = server_key
+    base = f"http://127.0.0.1:{broker.port}"
+    senders: list[dict[str, Any]] = []
+    async with aiohttp.ClientSession() as session:
+        client = UrlClient(session, base)
+        for c in range(CASES):
+            officers = [
+                await Officer(
+                    client, world, world.device("ke-kra" if i % 2 else "tz-tra", f"c{c}m{i}"), server_key
+                ).enrol()
+                for i in range(MEMBERS)
+            ]
+            case_id = await officers[0].create_case([(o.device, "member") for o in officers[1:]])
+            for o in officers[1:]:
+                await o.sync(case_id)
+            for o in officers:
+                envelopes = [o.seal(case_id, f"{o.device.user} {'x' * 900} {i}") for i in range(per_sender)]
+                senders.append({"case": case_id, "token": o.token, "envelopes": envelopes})
+    return {"base": base, "senders": senders}
+
+
+# ------------------------------------------------------------------ worker processes
+
+
+async def _post_all(base: str, senders: list[dict[str, Any]], rate: float | None, out: Any) -> None:
+    """Each sender posts its envelopes in order; ``rate`` paces the whole worker (updates/s)."""
+    sent: dict[bytes, float] = {}
+    ack_ms: list[float] = []
+    acked = 0
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        start = time.perf_counter()
+        interval = None if rate is None else len(senders) / rate
+
+        async def one(sender: dict[str, Any]) -> None:
+            nonlocal acked
+            headers = {"Content-Type": "application/msgpack", "Authorization": f"Bearer {sender['token']}"}
+            url = f"{base}/v1/cases/{sender['case'].hex()}/updates"
+            next_at = time.perf_counter()
+            for env in sender["envelopes"]:
+                if interval is not None:
+                    delay = next_at - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    next_at += interval
+                tbs, _ = decode_signed(env)
+                t0 = time.time()
+                sent[tbs[:80]] = t0
+                async with session.post(url, data=env, headers=headers) as r:
+                    await r.read()
+                    if r.status != 201:
+                        raise RuntimeError(f"post failed: {r.status}")
+                ack_ms.append((time.time() - t0) * 1000)
+                acked += 1
+
+        await asyncio.gather(*(one(s) for s in senders))
+        elapsed = time.perf_counter() - start
+    out.put(
+        {"acked": acked, "elapsed": elapsed, "sent": {k.hex(): v for k, v in sent.items()}, "ack_ms": ack_ms}
+    )
+
+
+def poster(base: str, senders: list[dict[str, Any]], rate: float | None, go: Any, out: Any) -> None:
+    go.wait()
+    asyncio.run(_post_all(base, senders, rate, out))
+
+
+async def _follow(base: str, followers: list[dict[str, Any]], expect: int, ready: Any, out: Any) -> None:
+    received: dict[str, float] = {}
+    count = 0
+    done = asyncio.Event()
+    async with aiohttp.ClientSession() as session:
+        sockets = []
+        for f in followers:
+            ws = await session.ws_connect(
+                f"{base}/v1/stream", headers={"Authorization": f"Bearer {f['token']}"}, max_msg_size=1 << 20
+            )
+            await ws.send_bytes(Subscribe(cursors=(Cursor(case_id=f["case"], after=f["after"]),)).encode())
+            sockets.append(ws)
+        ready.set()
+        first = None
+
+        async def read(ws: aiohttp.ClientWebSocketResponse, record: bool) -> None:
+            nonlocal count, first
+            async for msg in ws:
+                if msg.type != aiohttp.WSMsgType.BINARY:
+                    break
+                if unpack(msg.data)[1] != Delivery.TAG:
+                    continue
+                d = Delivery.decode(msg.data)
+                now = time.time()
+                if d.entry.kind == "update":
+                    first = first or time.perf_counter()
+                    count += 1
+                    if record:
+                        tbs, _ = decode_signed(d.entry.body)
+                        received[tbs[:80].hex()] = now
+                    if count >= expect:
+                        done.set()
+
+        tasks = [asyncio.create_task(read(ws, i < CASES)) for i, ws in enumerate(sockets)]
+        await asyncio.wait_for(done.wait(), timeout=600)
+        elapsed = time.perf_counter() - (first or time.perf_counter())
+        for t in tasks:
+            t.cancel()
+    out.put({"delivered": count, "elapsed": elapsed, "received": received})
+
+
+def follower(base: str, followers: list[dict[str, Any]], expect: int, ready: Any, out: Any) -> None:
+    asyncio.run(_follow(base, followers, expect, ready, out))
+
+
+def run_posters(
+    base: str,
+    senders: list[dict[str, Any]],
+    *,
+    rate: float | None,
+    workers: int,
+    followers: list[dict[str, Any]] | None = None,
+    expect: int = 0,
+) -> dict[str, Any]:
+    ctx = multiprocessing.get_context("spawn")
+    out, fout, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+    fproc = None
+    if followers:
+        ready = ctx.Event()
+        fproc = ctx.Process(target=follower, args=(base, followers, expect, ready, fout))
+        fproc.start()
+        ready.wait(120)
+    procs = [
+        ctx.Process(
+            target=poster, args=(base, senders[i::workers], None if rate is None else rate / workers, go, out)
+        )
+        for i in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    go.set()
+    results = [out.get(timeout=900) for _ in procs]
+    for p in procs:
+        p.join()
+    merged: dict[str, Any] = {
+        "acked": sum(r["acked"] for r in results),
+        "elapsed": max(r["elapsed"] for r in results),
+        "sent": {k: v for r in results for k, v in r["sent"].items()},
+        "ack_ms": [x for r in results for x in r["ack_ms"]],
+    }
+    if fproc is not None:
+        merged["follow"] = fout.get(timeout=900)
+        fproc.join()
+    return merged
+
+
+def percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--per-sender", type=int, default=120)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--idle", type=int, default=2000)
+    args = parser.parse_args()
+    report: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = Broker(Path(tmp))
+        broker.cli("init")
+        world = World("load")
+        for agency in ("ke-kra", "tz-tra"):
+            root = world.agency(agency)
+            broker.cli(
+                "agency",
+                "add",
+                agency,
+                "--name",
+                agency,
+                "--country",
+                "KE",
+                "--root-key",
+                root.public_key.hex(),
+            )
+        broker.start()
+        try:
+            runs = []
+            for _ in range(args.repeats):
+                prep = asyncio.run(prepare(broker, world, args.per_sender))
+                cpu0 = broker.cpu_seconds()
+                r = run_posters(prep["base"], prep["senders"], rate=None, workers=1)
+                runs.append(
+                    {
+                        "updates_per_s": r["acked"] / r["elapsed"],
+                        "server_cpu": (broker.cpu_seconds() - cpu0) / r["elapsed"],
+                    }
+                )
+            rates = [x["updates_per_s"] for x in runs]
+            report["throughput"] = {
+                "median": statistics.median(rates),
+                "min": min(rates),
+                "max": max(rates),
+                "server_cpu_cores": statistics.median(x["server_cpu"] for x in runs),
+            }
+
+            fan = []
+            for _ in range(args.repeats):
+                prep = asyncio.run(prepare(broker, world, args.per_sender))
+                followers = [
+                    {"case": s["case"], "token": s["token"], "after": 10**9} for s in prep["senders"]
+                ]
+                for f, s in zip(followers, prep["senders"], strict=True):
+                    f["after"] = 0
+                    f["case"] = s["case"]
+                total = sum(len(s["envelopes"]) for s in prep["senders"]) * MEMBERS
+                r = run_posters(
+                    prep["base"], prep["senders"], rate=None, workers=1, followers=followers, expect=total
+                )
+                fan.append(r["follow"]["delivered"] / r["elapsed"])
+            report["fanout_10_members"] = {
+                "deliveries_per_s_median": statistics.median(fan),
+                "min": min(fan),
+                "max": max(fan),
+            }
+
+            for rate in (1000, 5000):
+                prep = asyncio.run(prepare(broker, world, max(20, rate * 4 // 50)))
+                followers = []
+                for c in range(CASES):
+                    s = prep["senders"][c * MEMBERS]
+                    followers.append({"case": s["case"], "token": s["token"], "after": 0})
+                total = sum(len(s["envelopes"]) for s in prep["senders"])
+                r = run_posters(
+                    prep["base"], prep["senders"], rate=rate, workers=1, followers=followers, expect=total
+                )
+                lat = [
+                    (r["follow"]["received"][k] - t) * 1000
+                    for k, t in r["sent"].items()
+                    if k in r["follow"]["received"]
+                ]
+                report[f"latency_{rate}_per_s"] = {
+                    "achieved_per_s": r["acked"] / r["elapsed"],
+                    "receipt_p50_ms": percentile(r["ack_ms"], 0.5),
+                    "receipt_p99_ms": percentile(r["ack_ms"], 0.99),
+                    "p50_ms": percentile(lat, 0.5),
+                    "p95_ms": percentile(lat, 0.95),
+                    "p99_ms": percentile(lat, 0.99),
+                    "samples": len(lat),
+                }
+            report["idle"] = asyncio.run(idle(broker, world, args.idle))
+        finally:
+            broker.stop()
+    RESULTS.mkdir(exist_ok=True)
+    report["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    (RESULTS / "load.json").write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps(report, indent=1))
+
+
+async def idle(broker: Broker, world: World, n: int) -> dict[str, Any]:
+    prep = await prepare(broker, world, 0)
+    token = prep["senders"][0]["token"]
+    before = broker.rss_kib()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        sockets = []
+        for _ in range(n):
+            ws = await session.ws_connect(
+                f"{prep['base']}/v1/stream", headers={"Authorization": f"Bearer {token}"}
+            )
+            await ws.send_bytes(Subscribe(cursors=()).encode())
+            sockets.append(ws)
+        await asyncio.sleep(1.0)  # a benchmark, not a test: let the server settle before reading RSS
+        after = broker.rss_kib()
+        for ws in sockets:
+            await ws.close()
+    return {
+        "connections": n,
+        "rss_before_kib": before,
+        "rss_after_kib": after,
+        "kib_per_connection": (after - before) / n,
+    }
+
+
+if __name__ == "__main__":
+    main()
