@@ -24,7 +24,6 @@ import json
 import multiprocessing
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,17 +39,11 @@ from caseline.schemas.codec import unpack
 from caseline.schemas.wire import decode_signed
 
 from tests.broker import Officer
-from tests.test_durability import UrlClient
+from tests.test_durability import UrlClient, free_port
 from tests.world import World
 
 RESULTS = Path(__file__).with_name("results")
 CASES, MEMBERS = 5, 10
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Broker:

@@ -76,6 +76,14 @@ SESSIONS: Final[web.AppKey[dict[bytes, SessionRow]]] = web.AppKey("sessions")
 AUDIT: Final[web.AppKey[Callable[[str, str], Awaitable[None]]]] = web.AppKey("audit")
 
 
+#: Rejections that are security events, and so go to the audit log as well as the metrics.
+#: Malformed input and conflicts are only counted: auditing them would let a flood of junk
+#: turn every bad request into a database write.
+AUDITED_REJECTIONS: Final = frozenset(
+    {"bad-signature", "untrusted", "revoked", "expired", "not-member", "not-allowed", "fork"}
+)
+
+
 @web.middleware
 async def problem_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -88,6 +96,8 @@ async def problem_middleware(
         response = await handler(request)
     except CaselineError as exc:
         metrics.rejections.labels(exc.code).inc()
+        if exc.code in AUDITED_REJECTIONS:
+            await request.app[AUDIT]("rejected", f"route={route} reason={exc.code}")
         headers = None
         if isinstance(exc, RateLimitedError):
             headers = {"Retry-After": str(max(1, round(exc.retry_after + 0.5)))}
@@ -97,6 +107,8 @@ async def problem_middleware(
             raise
         code = problems.HTTP_CODES.get(exc.status, "http-error")
         metrics.rejections.labels(code).inc()
+        if exc.status in (401, 403):
+            await request.app[AUDIT]("rejected", f"route={route} reason={code}")
         headers = {k: v for k, v in exc.headers.items() if k in {"Allow", "WWW-Authenticate", "Retry-After"}}
         response = problems.problem(exc.status, code, exc.reason or code, headers=headers)
     except StorageFullError:

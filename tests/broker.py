@@ -73,15 +73,7 @@ class Officer:
         return self
 
     def policy(self, **kw: Any) -> Policy:
-        fields: dict[str, Any] = {
-            "retention_days": 365,
-            "handling": "H2",
-            "tlp": "AMBER",
-            "history": "shared",
-            "receipt_key": self.server_key.public_key,
-        }
-        fields.update(kw)
-        return Policy(**fields)
+        return self.world.policy(receipt_key=self.server_key.public_key, **kw)
 
     async def create_case(self, members: list[tuple[Device, str]], **policy: Any) -> bytes:
         trust = self.world.trust()

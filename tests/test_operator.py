@@ -234,3 +234,22 @@ async def test_serves_tls_with_a_configured_certificate(tmp_path: Path) -> None:
     finally:
         proc.kill()
         await proc.wait()
+
+
+async def test_security_events_reach_the_audit_log(deployment: Deployment) -> None:
+    from caseline.server.app import STORE
+
+    alice = await deployment.officer("ke-kra", "alice")
+    eve = await deployment.officer("ke-kra", "eve")
+    case_id = await alice.create_case([])
+    r = await eve.client.get(f"/v1/cases/{case_id.hex()}/entries", headers=eve.headers())
+    assert r.status == 403
+    r = await eve.client.get("/v1/cases")
+    assert r.status == 401
+    events = [(row.event, row.detail) for row in await deployment.app[STORE].audit_rows()]
+    kinds = [e for e, _ in events]
+    assert kinds.count("device-registered") == 2
+    assert kinds.count("login") == 2
+    assert "case-created" in kinds
+    assert ("rejected", "route=/v1/cases/{case_id}/entries reason=not-member") in events
+    assert ("rejected", "route=/v1/cases reason=unauthorized") in events

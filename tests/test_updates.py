@@ -130,34 +130,44 @@ def test_bot_posts_only_its_scopes(setup: Setup) -> None:
         setup.seal(setup.bot, note(), "note")
 
 
-def test_bot_scope_is_enforced_by_receivers_too(setup: Setup) -> None:
-    """A bot (or a broker holding a stolen bot key) that skips its own check is refused on open."""
+def forge(setup: Setup, device: Device, *, content_type: str, header_counter: int) -> tuple[Envelope, bytes]:
+    """Hand-build an envelope that skips ``seal_update``'s checks, as a rogue sender could.
+
+    The record says counter 0; the visible header says ``header_counter``.
+    """
     w = setup.world
-    mk = setup.chain_key(setup.bot)
+    mk = setup.chain_key(device, header_counter)
     record = UpdateRecord(
         case_id=setup.state.case_id,
         epoch=0,
-        sender=setup.bot.id,
+        sender=device.id,
         counter=0,
         prev_own=b"",
         seen=(),
         log=LogPosition(count=1, head=setup.broker.head),
         commit_hash=setup.state.commit_hash,
-        content_type="note",
+        content_type=content_type,
         content=note(),
         time=w.now,
     )
     tbs = record.encode()
-    plain = encode_signed(tbs, setup.bot.keys.sign("update", tbs))
+    plain = encode_signed(tbs, device.keys.sign("update", tbs))
     nonce = w.rng(24)
+    aad = envelope_aad(record.case_id, 0, device.id, header_counter)
     env = Envelope(
         case_id=record.case_id,
         epoch=0,
-        sender=setup.bot.id,
-        counter=0,
+        sender=device.id,
+        counter=header_counter,
         nonce=nonce,
-        ciphertext=P.xchacha_seal(mk, nonce, plain, envelope_aad(record.case_id, 0, setup.bot.id, 0)),
+        ciphertext=P.xchacha_seal(mk, nonce, plain, aad),
     )
+    return env, mk
+
+
+def test_bot_scope_is_enforced_by_receivers_too(setup: Setup) -> None:
+    """A bot (or a broker holding a stolen bot key) that skips its own check is refused on open."""
+    env, mk = forge(setup, setup.bot, content_type="note", header_counter=0)
     with pytest.raises(NotAllowedError):
         open_update(env, state=setup.state, message_key=mk)
 
@@ -201,32 +211,7 @@ def test_update_signature_is_not_an_envelope_signature(setup: Setup) -> None:
 
 def test_header_that_differs_from_the_signed_record_is_refused(setup: Setup) -> None:
     """A sender who lies in the visible header (counter 5, record says 0) is caught."""
-    w = setup.world
-    mk = setup.chain_key(setup.alice, 5)
-    record = UpdateRecord(
-        case_id=setup.state.case_id,
-        epoch=0,
-        sender=setup.alice.id,
-        counter=0,
-        prev_own=b"",
-        seen=(),
-        log=LogPosition(count=1, head=setup.broker.head),
-        commit_hash=setup.state.commit_hash,
-        content_type="note",
-        content=note(),
-        time=w.now,
-    )
-    tbs = record.encode()
-    plain = encode_signed(tbs, setup.alice.keys.sign("update", tbs))
-    nonce = w.rng(24)
-    env = Envelope(
-        case_id=record.case_id,
-        epoch=0,
-        sender=setup.alice.id,
-        counter=5,
-        nonce=nonce,
-        ciphertext=P.xchacha_seal(mk, nonce, plain, envelope_aad(record.case_id, 0, setup.alice.id, 5)),
-    )
+    env, mk = forge(setup, setup.alice, content_type="note", header_counter=5)
     with pytest.raises(MalformedError):
         open_update(env, state=setup.state, message_key=mk)
 
