@@ -368,13 +368,15 @@ class CaseView:
             mk = chain.peek(envelope.counter)
             opened = open_update(envelope, state=state, message_key=mk)
             self._check_record(opened, last, seq)
-            self.trust.check_not_revoked(envelope.sender, at=max(opened.record.time, receipt_time or 0))
+            self.trust.check_not_revoked(
+                state.certs[envelope.sender].cert, at=max(opened.record.time, receipt_time or 0)
+            )
             if opened.record.content_type == HISTORY_SHARE:
                 unlocked_keys, unlocked = self._unlock(opened, state)
         else:
             mk = None
             if receipt_time is not None:
-                self.trust.check_not_revoked(envelope.sender, at=receipt_time)
+                self.trust.check_not_revoked(state.certs[envelope.sender].cert, at=receipt_time)
 
         # All checks passed: fold the entry in.
         self._append(eh, head)

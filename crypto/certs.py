@@ -117,7 +117,9 @@ class TrustStore:
         self._roots: dict[str, bytes] = dict(roots or {})
         self._crls: dict[str, RevocationList] = {}
         self._crl_bytes: dict[str, bytes] = {}
-        self._revoked: dict[bytes, Revocation] = {}
+        # Keyed by (agency, device): an agency revokes only its own devices, so a
+        # partner's list cannot cut off a device another agency certified.
+        self._revoked: dict[tuple[str, bytes], Revocation] = {}
 
     # -- roots
     def pin(self, agency_id: str, root_key: bytes) -> None:
@@ -156,7 +158,7 @@ class TrustStore:
         self._crls[crl.agency_id] = crl
         self._crl_bytes[crl.agency_id] = signed
         for entry in crl.entries:
-            self._revoked[entry.device_id] = entry
+            self._revoked[(crl.agency_id, entry.device_id)] = entry
         return crl
 
     def revocation_lists(self) -> list[bytes]:
@@ -166,14 +168,14 @@ class TrustStore:
         held = self._crls.get(agency_id)
         return -1 if held is None else held.number
 
-    def revoked_at(self, device_id: bytes) -> int | None:
-        """When ``device_id`` stopped being trustworthy, or None if never revoked."""
-        entry = self._revoked.get(device_id)
+    def revoked_at(self, cert: DeviceCert) -> int | None:
+        """When the certified device stopped being trustworthy, or None if never revoked."""
+        entry = self._revoked.get((cert.agency_id, cert.device_id))
         return None if entry is None else entry.revoked_at
 
-    def check_not_revoked(self, device_id: bytes, *, at: int) -> None:
-        """Raise ``RevokedError`` if the device was revoked at or before ``at``."""
-        revoked_at = self.revoked_at(device_id)
+    def check_not_revoked(self, cert: DeviceCert, *, at: int) -> None:
+        """Raise ``RevokedError`` if its agency revoked the device at or before ``at``."""
+        revoked_at = self.revoked_at(cert)
         if revoked_at is not None and at >= revoked_at:
             raise RevokedError("device was revoked by its agency")
 
@@ -192,7 +194,7 @@ class TrustStore:
         P.check_kem_public(cert.kem_key)
         if not cert.not_before - MAX_SKEW_MS <= at <= cert.not_after:
             raise ExpiredError("certificate is not valid at this time")
-        self.check_not_revoked(cert.device_id, at=at)
+        self.check_not_revoked(cert, at=at)
         return VerifiedCert(cert=cert, signed=signed, hash=cert_hash(signed))
 
 

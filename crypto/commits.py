@@ -214,7 +214,7 @@ def verify_commit(
         if previous_members[commit.committer].role != "owner":
             raise NotAllowedError("committer may not change membership")
         committer_cert = known[commit.committer]
-    trust.check_not_revoked(commit.committer, at=commit.time)
+    trust.check_not_revoked(committer_cert.cert, at=commit.time)
     P.verify_labeled(committer_cert.cert.sign_key, COMMIT_LABEL, message.tbs, message.signature)
 
     # Resolve every roster entry to exactly one verified certificate.
@@ -237,7 +237,7 @@ def verify_commit(
             # Carried over: it still has to be alive at the commit's time.
             if not vc.cert.not_before - MAX_SKEW_MS <= commit.time <= vc.cert.not_after:
                 raise ExpiredError("a member's certificate has expired")
-            trust.check_not_revoked(vc.device_id, at=commit.time)
+            trust.check_not_revoked(vc.cert, at=commit.time)
         if vc.cert.role == "bot" and member.role == "owner":
             raise NotAllowedError("a bot cannot own a case")
         members[member.device_id] = member

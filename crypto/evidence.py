@@ -258,7 +258,7 @@ def _verify_disclosed(
     record = opened.record
     if record.log.count > item.seq or not P.constant_time_equal(heads[record.log.count], record.log.head):
         raise ForkError("update saw a different history than the bundle's log")
-    trust.check_not_revoked(envelope.sender, at=record.time)
+    trust.check_not_revoked(state.certs[envelope.sender].cert, at=record.time)
     if record.time > receipt_time + 5 * 60 * 1000:
         raise MalformedError("update is dated after the receipt that covers it")
     return VerifiedRecord(seq=item.seq, update=opened, author=state.certs[envelope.sender].cert)

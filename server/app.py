@@ -18,6 +18,7 @@ from aiohttp import web
 from caseline.crypto.certs import TrustStore
 from caseline.crypto.keys import SigningKey
 from caseline.schemas.errors import CaselineError
+from caseline.schemas.wire import DeviceCert
 from caseline.server import problems
 from caseline.server.config import ServerConfig
 from caseline.server.core import BrokerCore, RateLimitedError
@@ -72,7 +73,7 @@ SERVER_KEY: Final = web.AppKey("server_key", SigningKey)
 CHALLENGES: Final[web.AppKey[dict[bytes, tuple[bytes, int]]]] = web.AppKey("challenges")
 #: Sessions by token hash, in front of the store: checking a token costs no database round trip.
 #: Logout and revocation remove entries; a multi-instance deployment would share invalidations.
-SESSIONS: Final[web.AppKey[dict[bytes, SessionRow]]] = web.AppKey("sessions")
+SESSIONS: Final[web.AppKey[dict[bytes, tuple[SessionRow, DeviceCert]]]] = web.AppKey("sessions")
 AUDIT: Final[web.AppKey[Callable[[str, str], Awaitable[None]]]] = web.AppKey("audit")
 
 

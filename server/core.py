@@ -294,7 +294,7 @@ class BrokerCore:
         if envelope.sender not in state.members:
             raise NotMemberError("sender is not a member of the case in this epoch")
         check_envelope(envelope, tbs, sig, state)
-        self.trust.check_not_revoked(envelope.sender, at=now)
+        self.trust.check_not_revoked(state.certs[envelope.sender].cert, at=now)
         expected = runtime.next_counter.get(envelope.sender, 0)
         if envelope.counter < expected:
             return Retry(case_id=case_id, slot=slot, body=body)

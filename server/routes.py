@@ -34,6 +34,7 @@ from caseline.schemas.wire import (
     ID_SIZE,
     USER_ID,
     AuthChallenge,
+    DeviceCert,
     RevocationList,
     decode_signed,
 )
@@ -131,21 +132,23 @@ async def authenticate(request: web.Request) -> bytes:
         )
     digest = token_hash(token)
     sessions = request.app[SESSIONS]
-    session = sessions.get(digest)
-    if session is None:
-        session = await request.app[STORE].get_session(digest)
-        if session is not None:
+    cached = sessions.get(digest)
+    if cached is None:
+        store = request.app[STORE]
+        row = await store.get_session(digest)
+        device = None if row is None else await store.get_device(row.device_id)
+        if row is not None and device is not None:
             if len(sessions) >= MAX_CACHED_SESSIONS:
                 sessions.clear()  # a cache: entries come back from the store on demand
-            sessions[digest] = session
+            cached = sessions[digest] = (row, DeviceCert.decode(decode_signed(device.cert)[0]))
     now = request.app[CLOCK]()
-    if session is None or session.expires_at <= now:
+    if cached is None or cached[0].expires_at <= now:
         sessions.pop(digest, None)
         raise web.HTTPUnauthorized(
             reason="session is unknown or expired", headers={"WWW-Authenticate": "Bearer"}
         )
-    core = request.app[CORE]
-    revoked_at = core.trust.revoked_at(session.device_id)
+    session, cert = cached
+    revoked_at = request.app[CORE].trust.revoked_at(cert)
     if revoked_at is not None and revoked_at <= now:
         raise web.HTTPUnauthorized(reason="device is revoked", headers={"WWW-Authenticate": "Bearer"})
     return session.device_id
@@ -153,7 +156,7 @@ async def authenticate(request: web.Request) -> bytes:
 
 def forget_sessions(app: web.Application, device_id: bytes) -> None:
     sessions = app[SESSIONS]
-    for digest in [d for d, row in sessions.items() if row.device_id == device_id]:
+    for digest in [d for d, (row, _) in sessions.items() if row.device_id == device_id]:
         del sessions[digest]
 
 
@@ -238,6 +241,9 @@ async def put_revocations(request: web.Request) -> web.Response:
     await store.put_revocation_list(agency_id, crl.number, body)
     now = request.app[CLOCK]()
     for entry in crl.entries:
+        device = await store.get_device(entry.device_id)
+        if device is None or device.agency_id != agency_id:
+            continue  # an agency revokes only the devices it certified
         if entry.revoked_at <= now:
             await store.delete_sessions_of(entry.device_id)
             forget_sessions(request.app, entry.device_id)

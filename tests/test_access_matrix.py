@@ -153,7 +153,7 @@ def _commit(s: Scene) -> bytes:
         roster=[
             (view.state.certs[d], m.role)
             for d, m in view.state.members.items()
-            if s.d.world.trust().revoked_at(d) is None  # an owner drops revoked devices
+            if s.d.world.trust().revoked_at(view.state.certs[d].cert) is None  # owners drop revoked devices
         ],
         policy=view.state.policy,
         log=view.position(),

@@ -112,7 +112,7 @@ def test_revocation_list_cannot_roll_back_or_unrevoke(world: World) -> None:
     unrevoke = issue_revocation_list(root, number=99, issued_at=world.now, entries=[])
     with pytest.raises(RevokedError):
         trust.add_revocation_list(unrevoke)
-    assert trust.revoked_at(a.id) is not None
+    assert trust.revoked_at(DeviceCert.decode(decode_signed(a.cert)[0])) is not None
     trust.add_revocation_list(second)  # the same list again is harmless
 
 
@@ -231,3 +231,17 @@ def test_trust_store_pin_and_unpin(world: World) -> None:
 def test_revocation_entry_shape(world: World) -> None:
     with pytest.raises(MalformedError):
         Revocation(device_id=b"short", serial=1, revoked_at=1, reason="device-lost")
+
+
+def test_an_agency_cannot_revoke_another_agencys_device(world: World) -> None:
+    """A partner's revocation list naming our device id changes nothing for our device."""
+    ours = world.device("ke-kra", "alice")
+    crl = issue_revocation_list(
+        world.roots["tz-tra"],
+        number=1,
+        issued_at=world.now,
+        entries=[Revocation(device_id=ours.id, serial=0, revoked_at=world.now - 1, reason="key-compromise")],
+    )
+    trust = world.trust()
+    trust.add_revocation_list(crl)
+    trust.verify_cert(ours.cert, at=world.now)

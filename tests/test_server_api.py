@@ -283,3 +283,23 @@ async def test_retention_purges_old_update_bodies_and_the_log_still_verifies(
     ]
     assert applied[2].opened is not None
     assert applied[2].opened.record.content.endswith(b'"fresh"}')
+
+
+async def test_a_partner_agency_cannot_cut_off_our_devices(deployment: Deployment) -> None:
+    from caseline.crypto.certs import issue_revocation_list
+    from caseline.schemas.wire import Revocation
+
+    alice = await deployment.officer("ke-kra", "alice")
+    w = deployment.world
+    crl = issue_revocation_list(
+        w.roots["tz-tra"],
+        number=1,
+        issued_at=w.now,
+        entries=[Revocation(device_id=alice.id, serial=0, revoked_at=w.now - 1, reason="key-compromise")],
+    )
+    r = await alice.client.put(
+        "/v1/agencies/tz-tra/revocations", data=crl, headers={"Content-Type": "application/msgpack"}
+    )
+    assert r.status == 204
+    r = await alice.client.get("/v1/cases", headers=alice.headers())
+    assert r.status == 200
