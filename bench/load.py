@@ -6,7 +6,7 @@ signed envelope from a real device key, sealed before the clock starts.
 
 Workloads:
   throughput  50 senders (five 10-member cases), each posting its updates in order
-              as fast as receipts come back: acknowledged durable updates/s.
+              on its stream with up to 32 in flight: acknowledged durable updates/s.
   fanout      the same posts while every member follows over WebSocket:
               deliveries/s (each update counted once per member receiving it).
   latency     fixed rates (1,000 and 5,000 updates/s offered) with one follower
@@ -34,7 +34,7 @@ from typing import Any
 
 import aiohttp
 from caseline.crypto.keys import SigningKey
-from caseline.schemas.api import Cursor, Delivery, Subscribe
+from caseline.schemas.api import Cursor, Delivery, PostResult, PostUpdate, Subscribe
 from caseline.schemas.codec import unpack
 from caseline.schemas.wire import decode_signed
 
@@ -132,36 +132,70 @@ async def prepare(broker: Broker, world: World, per_sender: int) -> dict[str, An
 # ------------------------------------------------------------------ worker processes
 
 
+WINDOW = 32  # updates a sender keeps in flight on its stream
+
+
 async def _post_all(base: str, senders: list[dict[str, Any]], rate: float | None, out: Any) -> None:
-    """Each sender posts its envelopes in order; ``rate`` paces the whole worker (updates/s)."""
+    """Each sender posts its envelopes in counter order over its own stream, pipelined.
+
+    ``rate`` paces the whole worker (updates/s); None posts as fast as the
+    window of receipts allows.
+    """
     sent: dict[bytes, float] = {}
     ack_ms: list[float] = []
     acked = 0
+    interval = None if rate is None else len(senders) / rate
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-        start = time.perf_counter()
-        interval = None if rate is None else len(senders) / rate
 
         async def one(sender: dict[str, Any]) -> None:
             nonlocal acked
-            headers = {"Content-Type": "application/msgpack", "Authorization": f"Bearer {sender['token']}"}
-            url = f"{base}/v1/cases/{sender['case'].hex()}/updates"
+            ws = await session.ws_connect(
+                f"{base}/v1/stream",
+                headers={"Authorization": f"Bearer {sender['token']}"},
+                max_msg_size=1 << 20,
+            )
+            # A cursor past the head: this connection posts and receives nothing of the case.
+            await ws.send_bytes(Subscribe(cursors=(Cursor(case_id=sender["case"], after=2**62),)).encode())
+            window = asyncio.Semaphore(WINDOW)
+            started: dict[int, float] = {}
+            total = len(sender["envelopes"])
+            done = asyncio.Event()
+
+            async def read() -> None:
+                nonlocal acked
+                count = 0
+                async for msg in ws:
+                    if msg.type != aiohttp.WSMsgType.BINARY or unpack(msg.data)[1] != PostResult.TAG:
+                        continue
+                    result = PostResult.decode(msg.data)
+                    if result.status != 201:
+                        raise RuntimeError(f"post failed: {result.status} {result.problem}")
+                    ack_ms.append((time.time() - started.pop(result.request_id)) * 1000)
+                    acked += 1
+                    count += 1
+                    window.release()
+                    if count == total:
+                        done.set()
+                        return
+
+            reader = asyncio.create_task(read())
             next_at = time.perf_counter()
-            for env in sender["envelopes"]:
+            for i, env in enumerate(sender["envelopes"]):
                 if interval is not None:
                     delay = next_at - time.perf_counter()
                     if delay > 0:
                         await asyncio.sleep(delay)
                     next_at += interval
+                await window.acquire()
                 tbs, _ = decode_signed(env)
-                t0 = time.time()
-                sent[tbs[:80]] = t0
-                async with session.post(url, data=env, headers=headers) as r:
-                    await r.read()
-                    if r.status != 201:
-                        raise RuntimeError(f"post failed: {r.status}")
-                ack_ms.append((time.time() - t0) * 1000)
-                acked += 1
+                started[i] = sent[tbs[:80]] = time.time()
+                await ws.send_bytes(PostUpdate(request_id=i, case_id=sender["case"], envelope=env).encode())
+            if total:
+                await done.wait()
+            reader.cancel()
+            await ws.close()
 
+        start = time.perf_counter()
         await asyncio.gather(*(one(s) for s in senders))
         elapsed = time.perf_counter() - start
     out.put(

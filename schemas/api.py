@@ -143,3 +143,29 @@ class Notice(Struct):
     kind: str = wire(Text(max=32))
     case_id: bytes = wire(Bin(sizes=(0, 16)))
     detail: str = wire(Text(max=200))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PostUpdate(Struct):
+    """WebSocket, client → broker: post a sealed update on the stream, without HTTP per update.
+
+    Posts on one connection are admitted in the order they arrive, so a sender
+    may pipeline its updates (counters in order) and match results by id.
+    """
+
+    TAG = 33
+    request_id: int = wire(UInt())
+    case_id: bytes = wire(ID)
+    envelope: bytes = wire(Bin(max=256 * 1024))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PostResult(Struct):
+    """WebSocket, broker → client: the receipt for a post, or the problem with it."""
+
+    TAG = 34
+    request_id: int = wire(UInt())
+    status: int = wire(UInt(max=599))
+    receipt: bytes = wire(Bin(max=1024))
+    problem: str = wire(Text(max=64))
+    detail: str = wire(Text(max=300))

@@ -148,6 +148,8 @@ def build() -> dict[str, Any]:
         api.Subscribe,
         api.Delivery,
         api.Notice,
+        api.PostUpdate,
+        api.PostResult,
     ]
     schemas: dict[str, Any] = {cls.__name__: struct_schema(cls) for cls in structs}
     for name in ("DeviceCert", "RevocationList", "Envelope", "Receipt", "AuthChallenge"):
@@ -297,7 +299,8 @@ def build() -> dict[str, Any]:
         },
         "/v1/stream": {
             "get": {
-                "summary": "WebSocket: send Subscribe, receive Delivery and Notice frames (binary msgpack)",
+                "summary": "WebSocket (binary msgpack frames): send Subscribe, then PostUpdate at will; "
+                "receive Delivery, Notice and PostResult",
                 "security": AUTH,
                 "responses": {
                     "101": {"description": "switching protocols"},

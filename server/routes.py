@@ -23,6 +23,8 @@ from caseline.schemas.api import (
     Directory,
     Entry,
     EntryPage,
+    PostResult,
+    PostUpdate,
     ServerInfo,
     Session,
     Subscribe,
@@ -53,13 +55,14 @@ from caseline.server.app import (
     STORE,
 )
 from caseline.server.core import Accepted, NotFoundError, token_hash
-from caseline.server.store import AgencyRow, DeviceRow, EntryRow, SessionRow
+from caseline.server.store import AgencyRow, DeviceRow, EntryRow, SessionRow, StorageFullError
 from caseline.server.stream import CLOSE_LOGOUT, CLOSE_REVOKED, Connection
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 MSGPACK: Final = "application/msgpack"
 MAX_CHALLENGES: Final = 100_000
 MAX_CACHED_SESSIONS: Final = 100_000
+MAX_POSTS_IN_FLIGHT: Final = 1024
 
 
 def setup(app: web.Application) -> None:
@@ -450,6 +453,39 @@ def _int_param(request: web.Request, name: str, default: int) -> int:
 # --------------------------------------------------------------------------- live stream
 
 
+async def _post_on_stream(
+    app: web.Application, ws: web.WebSocketResponse, device_id: bytes, post: PostUpdate
+) -> None:
+    """The HTTP post route's checks and effect, answered with a ``PostResult`` frame."""
+    try:
+        runtime = app[CORE].runtime(post.case_id)
+        if device_id not in runtime.state.members:
+            raise NotMemberError("this device is not a member of the case")
+        app[CORE].charge(device_id, len(post.envelope), now=time.monotonic())
+        receipt = await app[BROKER].post_update(post.case_id, post.envelope, device_id=device_id)
+        app[METRICS].updates.inc()
+        result = PostResult(request_id=post.request_id, status=201, receipt=receipt, problem="", detail="")
+    except CaselineError as exc:
+        app[METRICS].rejections.labels(exc.code).inc()
+        result = PostResult(
+            request_id=post.request_id,
+            status=exc.status_hint,
+            receipt=b"",
+            problem=exc.code,
+            detail=str(exc)[:300],
+        )
+    except StorageFullError:
+        result = PostResult(
+            request_id=post.request_id,
+            status=507,
+            receipt=b"",
+            problem="storage-full",
+            detail="storage is full",
+        )
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        await ws.send_bytes(result.encode())
+
+
 async def stream(request: web.Request) -> web.StreamResponse:
     device_id = await authenticate(request)
     app = request.app
@@ -490,11 +526,28 @@ async def stream(request: web.Request) -> web.StreamResponse:
             member_cert = runtime.state.certs[device_id].cert
             with contextlib.suppress(CaselineError):
                 check_may_read(member_cert)
-                hub.subscribe(conn, case_id, cursors.get(case_id, 0))
+                after = cursors.get(case_id, 0)
+                if after <= runtime.count:  # a cursor past the head: post only, stream nothing
+                    hub.subscribe(conn, case_id, after)
+        posts: set[asyncio.Task[None]] = set()
         async for msg in ws:
             if msg.type in (WSMsgType.ERROR, WSMsgType.CLOSE):
                 break
-            # The stream is one-way after the subscription; anything else is ignored.
+            if msg.type != WSMsgType.BINARY:
+                continue
+            if len(posts) >= MAX_POSTS_IN_FLIGHT:
+                await ws.close(code=1008, message=b"too many posts in flight")
+                break
+            try:
+                post = PostUpdate.decode(msg.data)
+            except CaselineError as exc:
+                await ws.close(code=1007, message=str(exc)[:120].encode())
+                break
+            # Admission happens synchronously when the task first runs, and tasks
+            # start in creation order, so posts are admitted in arrival order.
+            task = asyncio.create_task(_post_on_stream(app, ws, device_id, post))
+            posts.add(task)
+            task.add_done_callback(posts.discard)
     except asyncio.CancelledError:
         raise
     finally:

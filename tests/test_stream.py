@@ -208,3 +208,40 @@ async def test_no_subscribe_message_in_time_closes_the_stream(make_deployment) -
     msg = await asyncio.wait_for(ws.receive(), timeout=10)
     assert msg.type == aiohttp.WSMsgType.CLOSE
     assert msg.data == 4000
+
+
+async def test_posts_on_the_stream_are_pipelined_in_order(deployment: Deployment) -> None:
+    from caseline.crypto.caselog import verify_receipt
+    from caseline.schemas.api import PostResult, PostUpdate
+
+    alice = await deployment.officer("ke-kra", "alice")
+    eve = await deployment.officer("ke-kra", "eve")
+    case_id = await alice.create_case([])
+    ws = await open_stream(alice)
+    envelopes = [alice.seal(case_id, f"pipelined {i}") for i in range(20)]
+    for i, env in enumerate(envelopes):
+        await ws.send_bytes(PostUpdate(request_id=i, case_id=case_id, envelope=env).encode())
+    await ws.send_bytes(PostUpdate(request_id=99, case_id=case_id, envelope=envelopes[3]).encode())  # a retry
+    results: dict[int, PostResult] = {}
+    while len(results) < 21:
+        msg = await asyncio.wait_for(ws.receive(), timeout=10)
+        if unpack(msg.data)[1] == PostResult.TAG:
+            r = PostResult.decode(msg.data)
+            results[r.request_id] = r
+    assert all(r.status == 201 for r in results.values())
+    seqs = [verify_receipt(results[i].receipt, deployment.server_key.public_key).seq for i in range(20)]
+    assert seqs == list(range(1, 21))
+    assert results[99].receipt == results[3].receipt
+    await alice.sync(case_id)
+    assert alice.views[case_id].count == 21
+    await ws.close()
+
+    eve_ws = await open_stream(eve)
+    await eve_ws.send_bytes(PostUpdate(request_id=1, case_id=case_id, envelope=envelopes[0]).encode())
+    msg = await asyncio.wait_for(eve_ws.receive(), timeout=10)
+    refused = PostResult.decode(msg.data)
+    assert (refused.status, refused.problem) == (403, "not-member")
+    await eve_ws.send_bytes(b"\x93\x01\x21")
+    msg = await asyncio.wait_for(eve_ws.receive(), timeout=10)
+    assert msg.type == aiohttp.WSMsgType.CLOSE
+    assert msg.data == 1007
