@@ -64,6 +64,7 @@ class Broker:
             "[server]\nheartbeat = 600.0\nidle_timeout = 3600.0\n"
             "[limits]\nupdates_per_second = 1000000.0\nupdate_burst = 1000000.0\n"
             "bytes_per_second = 1e12\nbytes_burst = 1e12\nconnections_per_device = 100000\n"
+            "anonymous_per_second = 1e6\nanonymous_burst = 1e6\n"
         )
         self.proc = subprocess.Popen(
             [

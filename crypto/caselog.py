@@ -459,7 +459,11 @@ class CaseView:
                 continue  # already readable to this device
             if not P.constant_time_equal(held.entry_hash, key.entry_hash):
                 raise ForkError("history share names another entry than this view holds")
-            result.append(open_update(held.envelope, state=held.state, message_key=key.message_key))
+            unlocked = open_update(held.envelope, state=held.state, message_key=key.message_key)
+            if unlocked.record.log.count > key.seq:
+                raise GapError("a shared update had seen entries that are missing before it here")
+            self.check_position(unlocked.record.log)  # its author saw this same history
+            result.append(unlocked)
             keys.append((key.seq, key.message_key))
         return keys, tuple(result)
 

@@ -216,8 +216,9 @@ def build() -> dict[str, Any]:
         "/v1/directory/{agency_id}/{user_id}": {
             "get": {
                 "summary": "A user's device certificates (claims: clients verify them)",
+                "security": AUTH,
                 "parameters": [AGENCY, USER],
-                "responses": ok("Directory"),
+                "responses": {**ok("Directory"), **problems("401")},
             }
         },
         "/v1/auth/challenge": {

@@ -81,6 +81,9 @@ class Limits:
     bytes_per_second: float = 2 * 1024 * 1024
     bytes_burst: float = 8 * 1024 * 1024
     connections_per_device: int = 4
+    #: Unauthenticated requests (login, registration) per client address.
+    anonymous_per_second: float = 20.0
+    anonymous_burst: float = 100.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -150,6 +153,7 @@ class BrokerCore:
         self.limits = limits
         self.cases: dict[bytes, CaseRuntime] = {}
         self._buckets: dict[bytes, tuple[TokenBucket, TokenBucket]] = {}
+        self._anonymous: dict[str, TokenBucket] = {}
 
     # ---------------------------------------------------------------- loading
     def reload(self, case_id: bytes, entries: Iterable[tuple[int, str, bytes]], *, now: int) -> None:
@@ -222,6 +226,19 @@ class BrokerCore:
         wait = max(buckets[0].take(1, now=now), buckets[1].take(size, now=now))
         if wait > 0:
             raise RateLimitedError("too many updates from this device", retry_after=wait)
+
+    def charge_anonymous(self, address: str, *, now: float) -> None:
+        """Rate-limit requests made before authentication, per client address."""
+        bucket = self._anonymous.get(address)
+        if bucket is None:
+            if len(self._anonymous) >= 100_000:
+                self._anonymous.clear()  # buckets refill anyway; never grow without bound
+            bucket = self._anonymous[address] = TokenBucket(
+                rate=self.limits.anonymous_per_second, burst=self.limits.anonymous_burst, now=now
+            )
+        wait = bucket.take(1, now=now)
+        if wait > 0:
+            raise RateLimitedError("too many requests from this address", retry_after=wait)
 
     # ---------------------------------------------------------------- admission
     def accept_genesis(self, body: bytes, *, device_id: bytes, now: int) -> Accepted:

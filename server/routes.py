@@ -267,6 +267,7 @@ async def refresh_agencies(app: web.Application) -> None:
 
 async def register_device(request: web.Request) -> web.Response:
     """Register a device by its agency-signed certificate (a public document)."""
+    charge_anonymous(request)
     body = await read_body(request)
     core, store = request.app[CORE], request.app[STORE]
     await refresh_agencies(request.app)
@@ -288,6 +289,8 @@ async def register_device(request: web.Request) -> web.Response:
 
 
 async def directory(request: web.Request) -> web.Response:
+    """Who an agency enrolled is sensitive: only enrolled devices may look it up."""
+    await authenticate(request)
     agency_id = AGENCY_ID.check(request.match_info["agency_id"], "agency_id")
     user_id = USER_ID.check(request.match_info["user_id"], "user_id")
     store = request.app[STORE]
@@ -303,7 +306,12 @@ async def directory(request: web.Request) -> web.Response:
 # --------------------------------------------------------------------------- authentication
 
 
+def charge_anonymous(request: web.Request) -> None:
+    request.app[CORE].charge_anonymous(request.remote or "unknown", now=time.monotonic())
+
+
 async def auth_challenge(request: web.Request) -> web.Response:
+    charge_anonymous(request)
     req = ChallengeRequest.decode(await read_body(request))
     store = request.app[STORE]
     if await store.get_device(req.device_id) is None:
@@ -322,6 +330,7 @@ async def auth_challenge(request: web.Request) -> web.Response:
 
 
 async def auth_session(request: web.Request) -> web.Response:
+    charge_anonymous(request)
     body = await read_body(request)
     app = request.app
     metrics = app[METRICS]

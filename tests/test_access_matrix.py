@@ -236,7 +236,7 @@ def matrix() -> dict[tuple[str, str], tuple[Request, dict[str, int], set[str]]]:
         ),
         ("GET", "/v1/directory/{agency_id}/{user_id}"): (
             lambda s, p: call(s, p, "GET", "/v1/directory/ke-kra/owner"),
-            public200,
+            session,
             set(),
         ),
         ("POST", "/v1/auth/challenge"): (

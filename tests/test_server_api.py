@@ -9,6 +9,7 @@ import msgpack
 from caseline.crypto.caselog import verify_receipt
 from caseline.schemas.api import CaseList
 from caseline.server.app import STORE
+from caseline.server.core import Limits
 
 from tests.conftest import Deployment
 
@@ -200,11 +201,13 @@ async def test_directory_serves_certificates_as_claims(deployment: Deployment) -
     from caseline.schemas.api import Directory
 
     alice = await deployment.officer("ke-kra", "alice")
-    r = await alice.client.get("/v1/directory/ke-kra/alice")
+    r = await alice.client.get("/v1/directory/ke-kra/alice", headers=alice.headers())
     d = Directory.decode(await r.read())
     assert d.certs == (alice.device.cert,)
-    r = await alice.client.get("/v1/directory/ke-kra/nobody")
+    r = await alice.client.get("/v1/directory/ke-kra/nobody", headers=alice.headers())
     assert Directory.decode(await r.read()).certs == ()
+    r = await alice.client.get("/v1/directory/ke-kra/alice")
+    assert r.status == 401
 
 
 async def test_certificate_from_an_unregistered_agency_is_refused(deployment: Deployment) -> None:
@@ -303,3 +306,19 @@ async def test_a_partner_agency_cannot_cut_off_our_devices(deployment: Deploymen
     assert r.status == 204
     r = await alice.client.get("/v1/cases", headers=alice.headers())
     assert r.status == 200
+
+
+async def test_logins_and_registrations_are_rate_limited_per_address(make_deployment) -> None:  # type: ignore[no-untyped-def]
+    from caseline.schemas.api import ChallengeRequest
+
+    d = await make_deployment(limits=Limits(anonymous_per_second=1, anonymous_burst=3))
+    body = ChallengeRequest(device_id=bytes(16)).encode()
+    statuses = [
+        (
+            await d.client.post(
+                "/v1/auth/challenge", data=body, headers={"Content-Type": "application/msgpack"}
+            )
+        ).status
+        for _ in range(4)
+    ]
+    assert statuses == [404, 404, 404, 429]
