@@ -10,6 +10,7 @@ from caseline.crypto.caselog import verify_receipt
 from caseline.schemas.api import CaseList
 from caseline.server.app import STORE
 from caseline.server.core import Limits
+from caseline.server.sqlite_store import SqliteStore
 
 from tests.conftest import Deployment
 
@@ -322,3 +323,31 @@ async def test_logins_and_registrations_are_rate_limited_per_address(make_deploy
         for _ in range(4)
     ]
     assert statuses == [404, 404, 404, 429]
+
+
+async def test_full_disk_fails_cleanly_and_the_broker_recovers(make_deployment) -> None:  # type: ignore[no-untyped-def]
+    """A failed write rolls the core back: nothing half-stored, no hole, and a retry works later."""
+    d = await make_deployment(db_max_bytes=192 * 1024)
+    alice = await d.officer("ke-kra", "alice")
+    case_id = await alice.create_case([])
+    status, envelope = 201, b""
+    for i in range(500):
+        envelope = alice.seal(case_id, f"filler {i} " + "x" * 900)
+        r = await alice.post(case_id, envelope)
+        status = r.status
+        if status != 201:
+            problem = json.loads(await r.read())
+            break
+    assert status == 507
+    assert problem["type"].endswith("/storage-full")
+    stored = await stored_count(d, case_id)
+    again = await alice.post(case_id, envelope)  # the same update: still cleanly refused
+    assert again.status == 507
+    assert await stored_count(d, case_id) == stored
+    store = d.app[STORE]
+    assert isinstance(store, SqliteStore)
+    await store.db.execute("PRAGMA max_page_count=1000000")  # space returns
+    ok = await alice.post(case_id, envelope)
+    assert ok.status == 201
+    view = await alice.sync(case_id)
+    assert view.count == stored + 1
