@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 import time
 from typing import Final
@@ -59,6 +60,7 @@ from caseline.server.store import AgencyRow, DeviceRow, EntryRow, SessionRow, St
 from caseline.server.stream import CLOSE_LOGOUT, CLOSE_REVOKED, Connection
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+log = logging.getLogger("caseline.server")
 MSGPACK: Final = "application/msgpack"
 MAX_CHALLENGES: Final = 100_000
 MAX_CACHED_SESSIONS: Final = 100_000
@@ -490,6 +492,11 @@ async def _post_on_stream(
             receipt=b"",
             problem="storage-full",
             detail="storage is full",
+        )
+    except Exception:
+        log.exception("unhandled error posting on a stream")
+        result = PostResult(
+            request_id=post.request_id, status=500, receipt=b"", problem="internal", detail="internal error"
         )
     with contextlib.suppress(ConnectionError, RuntimeError):
         await ws.send_bytes(result.encode())
