@@ -25,8 +25,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Final, Self, TypeVar
+from collections.abc import Sequence
+from typing import Any, ClassVar, Final, Self
 
 import msgpack
 from caseline.schemas.errors import MalformedError, UnsupportedError
@@ -34,8 +34,6 @@ from caseline.schemas.errors import MalformedError, UnsupportedError
 WIRE_VERSION: Final = 1
 MAX_MESSAGE_BYTES: Final = 4 * 1024 * 1024
 MAX_INT: Final = 2**63 - 1
-
-_T = TypeVar("_T")
 
 
 def _reject_ext(code: int, data: bytes) -> object:
@@ -293,8 +291,3 @@ class Struct:
         if type(tag) is not int or tag != cls.TAG:
             raise MalformedError(f"expected a {cls.__name__} message (tag {cls.TAG})")
         return cls.from_fields(obj[2:])
-
-
-def decode_each(items: Sequence[bytes], decoder: Callable[[bytes], _T]) -> list[_T]:
-    """Decode a list of encoded objects with one decoder."""
-    return [decoder(item) for item in items]

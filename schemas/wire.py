@@ -13,7 +13,7 @@ can never name a key other than its own (the CVE-2022-39250 class of confusion).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Final
+from typing import Final
 
 from caseline.schemas.codec import (
     MAX_MESSAGE_BYTES,
@@ -317,16 +317,6 @@ class EvidenceBundle(Struct):
     entry_hashes: tuple[bytes, ...] = wire(Seq(HASH, max=MAX_LOG_ENTRIES_IN_BUNDLE))
     receipt: bytes = wire(Bin(max=1024))
     disclosed: tuple[Disclosed, ...] = wire(Seq(Nested(Disclosed), max=4096))
-
-
-def field_names(cls: type[Struct]) -> list[str]:
-    """Field names of a wire type in wire order (used by PROTOCOL.md's generator and tests)."""
-    return [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-
-
-def as_dict(obj: Struct) -> dict[str, Any]:
-    """A shallow dict view of a struct, for display and JSON output only."""
-    return {name: getattr(obj, name) for name in field_names(type(obj))}
 
 
 # --------------------------------------------------------------------------- broker authentication

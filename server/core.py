@@ -192,9 +192,6 @@ class BrokerCore:
         if runtime is not None:
             self.cases[case_id] = runtime
 
-    def forget(self, case_id: bytes) -> None:
-        self.cases.pop(case_id, None)
-
     # ---------------------------------------------------------------- queries
     def runtime(self, case_id: bytes) -> CaseRuntime:
         runtime = self.cases.get(case_id)

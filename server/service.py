@@ -17,7 +17,6 @@ import logging
 from collections.abc import Callable
 from typing import Final
 
-from caseline.crypto.caselog import KIND_COMMIT
 from caseline.server.core import Accepted, BrokerCore, ConflictError, Retry
 from caseline.server.store import CaseRow, EntryRow, Store
 
@@ -178,7 +177,3 @@ class Broker:
     def _finish(self, pending: _Pending) -> None:
         if pending.accepted.slot is not None:
             self._inflight.pop((pending.accepted.case_id, pending.accepted.slot), None)
-
-    @staticmethod
-    def is_commit(accepted: Accepted) -> bool:
-        return accepted.kind == KIND_COMMIT

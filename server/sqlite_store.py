@@ -287,9 +287,6 @@ class SqliteStore:
         )
         return [AuditRow(*r) for r in rows]
 
-    async def set_retention(self, case_id: bytes, retention_days: int) -> None:
-        await self._write("UPDATE cases SET retention_days = ? WHERE case_id = ?", (retention_days, case_id))
-
 
 def audit_hash(prev: bytes, seq: int, time: int, event: str, detail: str) -> bytes:
     """Each audit row hashes its predecessor: editing or deleting a row breaks the chain."""

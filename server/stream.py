@@ -30,7 +30,6 @@ log = logging.getLogger("caseline.server.stream")
 QUEUE_SIZE: Final = 1024
 CLOSE_SLOW: Final = 4008
 CLOSE_REVOKED: Final = 4003
-CLOSE_REMOVED: Final = 4004
 CLOSE_LOGOUT: Final = 4001
 
 Fetch = Callable[[bytes, int, int], Awaitable[list[EntryRow]]]
