@@ -157,16 +157,20 @@ class BrokerCore:
 
     # ---------------------------------------------------------------- loading
     def reload(self, case_id: bytes, entries: Iterable[tuple[int, str, bytes]], *, now: int) -> None:
-        """Rebuild one case from durable entries (start-up, or after a failed write)."""
+        """Rebuild one case from durable entries at start-up.
+
+        Each commit is verified again, at its own time and without revocation
+        lists: it was accepted once, and an agency revoking a device later (even
+        with a backdated time) must not make an accepted history unloadable.
+        """
         self.cases.pop(case_id, None)
+        history_trust = TrustStore(self.trust.roots)
         runtime: CaseRuntime | None = None
         for seq, kind, body in entries:
             if kind == KIND_COMMIT:
                 message = CommitMessage.decode(body)
-                # Certificates are checked at each commit's own time, so an old
-                # case reloads even after its members' certificates expired.
                 prev = None if runtime is None else runtime.state
-                state = verify_commit(prev, message, trust=self.trust, now=now)
+                state = verify_commit(prev, message, trust=history_trust, now=now)
                 eh = signed_entry_hash(KIND_COMMIT, message.tbs, message.signature)
                 if runtime is None:
                     runtime = CaseRuntime(

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable
 from typing import Final
 
+from caseline.schemas.errors import CaselineError
 from caseline.server.core import Accepted, BrokerCore, ConflictError, Retry
 from caseline.server.store import CaseRow, EntryRow, Store
 
@@ -58,7 +59,13 @@ class Broker:
                 self.core.trust.add_revocation_list(crl)
         for case_id in await self.store.case_ids():
             rows = await self._all_entries(case_id)
-            self.core.reload(case_id, ((r.seq, r.kind, r.body) for r in rows), now=now)
+            try:
+                self.core.reload(case_id, ((r.seq, r.kind, r.body) for r in rows), now=now)
+            except CaselineError as exc:
+                # One damaged case must not take every other case down with it.
+                log.error(
+                    "case %s failed verification at start-up and is unavailable: %s", case_id.hex(), exc.code
+                )
         self._writer = asyncio.create_task(self._write_loop(), name="caseline-group-commit")
 
     async def stop(self) -> None:

@@ -351,3 +351,30 @@ async def test_full_disk_fails_cleanly_and_the_broker_recovers(make_deployment) 
     assert ok.status == 201
     view = await alice.sync(case_id)
     assert view.count == stored + 1
+
+
+async def test_a_backdated_revocation_does_not_stop_the_broker_loading_a_case(
+    make_deployment,  # type: ignore[no-untyped-def]
+    aiohttp_client,  # type: ignore[no-untyped-def]
+    tmp_path,  # type: ignore[no-untyped-def]
+) -> None:
+    from caseline.server.app import create_app
+    from caseline.server.config import ServerConfig
+
+    d = await make_deployment()
+    alice = await d.officer("ke-kra", "alice")
+    bob = await d.officer("tz-tra", "bob")
+    case_id = await alice.create_case([(bob.device, "member")])
+    await alice.say(case_id, "before")
+    crl = d.world.revoke(bob.device, at=d.world.now - 3_600_000)  # before the case existed
+    r = await d.client.put(
+        "/v1/agencies/tz-tra/revocations", data=crl, headers={"Content-Type": "application/msgpack"}
+    )
+    assert r.status == 204
+    await d.client.close()  # the broker stops ...
+    again = await aiohttp_client(  # ... and starts again on the same data
+        create_app(ServerConfig(data_dir=tmp_path), server_key=d.server_key, clock=lambda: d.world.now)
+    )
+    alice.client = again  # agencies and the case come back from storage
+    await alice.login()
+    assert (await alice.entries(case_id)).count == 2
