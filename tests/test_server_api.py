@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import msgpack
 from caseline.crypto.caselog import verify_receipt
@@ -354,9 +356,7 @@ async def test_full_disk_fails_cleanly_and_the_broker_recovers(make_deployment) 
 
 
 async def test_a_backdated_revocation_does_not_stop_the_broker_loading_a_case(
-    make_deployment,  # type: ignore[no-untyped-def]
-    aiohttp_client,  # type: ignore[no-untyped-def]
-    tmp_path,  # type: ignore[no-untyped-def]
+    make_deployment: Any, aiohttp_client: Any, tmp_path: Path
 ) -> None:
     from caseline.server.app import create_app
     from caseline.server.config import ServerConfig
