@@ -148,7 +148,7 @@ async def _post_all(base: str, senders: list[dict[str, Any]], rate: float | None
     interval = None if rate is None else len(senders) / rate
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
 
-        async def one(sender: dict[str, Any]) -> None:
+        async def one(index: int, sender: dict[str, Any]) -> None:
             nonlocal acked
             ws = await session.ws_connect(
                 f"{base}/v1/stream",
@@ -180,7 +180,8 @@ async def _post_all(base: str, senders: list[dict[str, Any]], rate: float | None
                         return
 
             reader = asyncio.create_task(read())
-            next_at = time.perf_counter()
+            # Spread the senders' phases evenly: a fixed-rate load, not synchronised bursts.
+            next_at = time.perf_counter() + (0.0 if interval is None else interval * index / len(senders))
             for i, env in enumerate(sender["envelopes"]):
                 if interval is not None:
                     delay = next_at - time.perf_counter()
@@ -197,7 +198,7 @@ async def _post_all(base: str, senders: list[dict[str, Any]], rate: float | None
             await ws.close()
 
         start = time.perf_counter()
-        await asyncio.gather(*(one(s) for s in senders))
+        await asyncio.gather(*(one(i, s) for i, s in enumerate(senders)))
         elapsed = time.perf_counter() - start
     out.put(
         {"acked": acked, "elapsed": elapsed, "sent": {k.hex(): v for k, v in sent.items()}, "ack_ms": ack_ms}

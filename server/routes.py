@@ -22,7 +22,6 @@ from caseline.schemas.api import (
     CaseSummary,
     ChallengeRequest,
     Directory,
-    Entry,
     EntryPage,
     PostResult,
     PostUpdate,
@@ -30,7 +29,6 @@ from caseline.schemas.api import (
     Session,
     Subscribe,
 )
-from caseline.schemas.codec import pack
 from caseline.schemas.errors import CaselineError, MalformedError, NotMemberError, UntrustedError
 from caseline.schemas.wire import (
     AGENCY_ID,
@@ -56,8 +54,8 @@ from caseline.server.app import (
     STORE,
 )
 from caseline.server.core import Accepted, NotFoundError, token_hash
-from caseline.server.store import AgencyRow, DeviceRow, EntryRow, SessionRow, StorageFullError
-from caseline.server.stream import CLOSE_LOGOUT, CLOSE_REVOKED, Connection
+from caseline.server.store import AgencyRow, DeviceRow, SessionRow, StorageFullError
+from caseline.server.stream import CLOSE_LOGOUT, CLOSE_REVOKED, Connection, entry_of
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 log = logging.getLogger("caseline.server")
@@ -443,13 +441,6 @@ async def get_entries(request: web.Request) -> web.Response:
     rows = await request.app[STORE].entries(case_id, after=after, limit=limit)
     page = EntryPage(case_id=case_id, entries=tuple(entry_of(r) for r in rows), count=runtime.count)
     return reply(page.encode())
-
-
-def entry_of(row: EntryRow) -> Entry:
-    if row.kind == "update" and not row.body and row.slot is not None:
-        sender, epoch, counter = row.slot
-        return Entry(seq=row.seq, kind="purged", body=pack([epoch, sender, counter]), receipt=row.receipt)
-    return Entry(seq=row.seq, kind=row.kind, body=row.body, receipt=row.receipt)
 
 
 def _int_param(request: web.Request, name: str, default: int) -> int:

@@ -22,6 +22,7 @@ from typing import Final
 
 from aiohttp import web
 from caseline.schemas.api import Delivery, Entry, Notice
+from caseline.schemas.codec import pack
 from caseline.server.core import Accepted
 from caseline.server.store import EntryRow
 
@@ -39,7 +40,19 @@ Fetch = Callable[[bytes, int, int], Awaitable[list[EntryRow]]]
 class _Item:
     case_id: bytes
     seq: int
-    entry: Entry | None  # None: "catch up to the present" marker
+    frame: bytes | None  # the encoded Delivery; None: "catch up to the present" marker
+
+
+def delivery_frame(case_id: bytes, entry: Entry) -> bytes:
+    return Delivery(case_id=case_id, entry=entry).encode()
+
+
+def entry_of(row: EntryRow) -> Entry:
+    """A stored row as clients see it: an update whose body retention purged becomes ``purged``."""
+    if row.kind == "update" and not row.body and row.slot is not None:
+        sender, epoch, counter = row.slot
+        return Entry(seq=row.seq, kind="purged", body=pack([epoch, sender, counter]), receipt=row.receipt)
+    return Entry(seq=row.seq, kind=row.kind, body=row.body, receipt=row.receipt)
 
 
 class Connection:
@@ -70,14 +83,14 @@ class Connection:
             expected = self.next_seq.get(item.case_id)
             if expected is None:
                 continue  # not (or no longer) subscribed
-            target = item.seq if item.entry is not None else None
+            target = item.seq if item.frame is not None else None
             if target is None or target > expected:
                 await self._catch_up(item.case_id, upto=target)
                 expected = self.next_seq.get(item.case_id)
                 if expected is None:
                     continue
-            if item.entry is not None and item.seq == expected:
-                await self._send(item.case_id, item.entry)
+            if item.frame is not None and item.seq == expected:
+                await self._send(item.case_id, item.seq, item.frame)
 
     async def _catch_up(self, case_id: bytes, *, upto: int | None) -> None:
         while True:
@@ -89,17 +102,15 @@ class Connection:
                 return
             rows = await self.fetch(case_id, start, limit)
             for row in rows:
-                await self._send(
-                    case_id, Entry(seq=row.seq, kind=row.kind, body=row.body, receipt=row.receipt)
-                )
+                await self._send(case_id, row.seq, delivery_frame(case_id, entry_of(row)))
             if len(rows) < limit:
                 return
 
-    async def _send(self, case_id: bytes, entry: Entry) -> None:
-        if self.next_seq.get(case_id) != entry.seq:
+    async def _send(self, case_id: bytes, seq: int, frame: bytes) -> None:
+        if self.next_seq.get(case_id) != seq:
             return
-        await self.ws.send_bytes(Delivery(case_id=case_id, entry=entry).encode())
-        self.next_seq[case_id] = entry.seq + 1
+        await self.ws.send_bytes(frame)
+        self.next_seq[case_id] = seq + 1
         self.sent += 1
 
 
@@ -144,8 +155,9 @@ class Hub:
 
     def publish(self, accepted: Accepted) -> None:
         """Called once an entry is durable: offer it to every subscribed connection."""
+        # Encoded once, sent to every subscriber as the same bytes.
         entry = Entry(seq=accepted.seq, kind=accepted.kind, body=accepted.body, receipt=accepted.receipt)
-        item = _Item(accepted.case_id, accepted.seq, entry)
+        item = _Item(accepted.case_id, accepted.seq, delivery_frame(accepted.case_id, entry))
         for conn in list(self.by_case.get(accepted.case_id, ())):
             self._offer(conn, item)
         if accepted.kind == "commit":

@@ -98,9 +98,9 @@ async def test_slow_consumer_is_cut_without_blocking_a_fast_one(
     gate = asyncio.Event()
     original = slow_conn._send
 
-    async def stalled(case: bytes, entry: object) -> None:
+    async def stalled(case: bytes, seq: int, frame: bytes) -> None:
         await gate.wait()
-        await original(case, entry)  # type: ignore[arg-type]
+        await original(case, seq, frame)
 
     slow_conn._send = stalled  # type: ignore[method-assign,assignment]
     for i in range(12):
@@ -245,3 +245,26 @@ async def test_posts_on_the_stream_are_pipelined_in_order(deployment: Deployment
     msg = await asyncio.wait_for(eve_ws.receive(), timeout=10)
     assert msg.type == aiohttp.WSMsgType.CLOSE
     assert msg.data == 1007
+
+
+async def test_a_stream_catching_up_delivers_purged_entries_as_purged(deployment: Deployment) -> None:
+    from caseline.crypto.caselog import CaseView
+    from caseline.server.app import purge_expired
+
+    alice = await deployment.officer("ke-kra", "alice")
+    bob = await deployment.officer("tz-tra", "bob")
+    case_id = await alice.create_case([(bob.device, "member")], retention_days=1)
+    await alice.say(case_id, "old news")
+    deployment.world.now += 2 * 86_400_000
+    await alice.login()
+    await bob.login()
+    assert await purge_expired(deployment.app) == 1
+    ws = await open_stream(bob)
+    view = CaseView(trust=deployment.world.trust(), me=bob.device.keys)
+    kinds = []
+    for _ in range(2):
+        e = (await next_delivery(ws)).entry
+        view.apply(seq=e.seq, kind=e.kind, body=e.body, now=deployment.world.now, receipt=e.receipt)
+        kinds.append(e.kind)
+    assert kinds == ["commit", "purged"]
+    await ws.close()
