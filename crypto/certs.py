@@ -36,6 +36,7 @@ CERT_LABEL: Final = "device-cert"
 CRL_LABEL: Final = "revocation-list"
 #: Clock skew tolerated between devices, the broker and agency administrators.
 MAX_SKEW_MS: Final = 5 * 60 * 1000
+MAX_CHECKED_CERTS: Final = 65536
 
 
 def cert_hash(signed_cert: bytes) -> bytes:
@@ -120,15 +121,23 @@ class TrustStore:
         # Keyed by (agency, device): an agency revokes only its own devices, so a
         # partner's list cannot cut off a device another agency certified.
         self._revoked: dict[tuple[str, bytes], Revocation] = {}
+        # Certificates whose signature, shape and KEM key already checked out
+        # under the current pins, by the hash of their exact bytes.  Only the
+        # time-independent checks are remembered; validity and revocation are
+        # checked on every use.  Any change of pins empties it.
+        self._checked: dict[bytes, DeviceCert] = {}
 
     # -- roots
     def pin(self, agency_id: str, root_key: bytes) -> None:
         if len(root_key) != P.SIGN_PUBLIC_SIZE:
             raise MalformedError("an agency root key is 32 bytes")
+        if self._roots.get(agency_id) != root_key:
+            self._checked.clear()
         self._roots[agency_id] = root_key
 
     def unpin(self, agency_id: str) -> None:
         self._roots.pop(agency_id, None)
+        self._checked.clear()
 
     @property
     def roots(self) -> Mapping[str, bytes]:
@@ -187,15 +196,21 @@ class TrustStore:
         """
         if len(signed) > MAX_CERT_BYTES:
             raise MalformedError("certificate too large")
-        tbs, sig = decode_signed(signed)
-        cert = DeviceCert.decode(tbs)
-        P.verify_labeled(self.root(cert.agency_id), CERT_LABEL, tbs, sig)
-        _check_cert_shape(cert)
-        P.check_kem_public(cert.kem_key)
+        digest = cert_hash(signed)
+        cert = self._checked.get(digest)
+        if cert is None:
+            tbs, sig = decode_signed(signed)
+            cert = DeviceCert.decode(tbs)
+            P.verify_labeled(self.root(cert.agency_id), CERT_LABEL, tbs, sig)
+            _check_cert_shape(cert)
+            P.check_kem_public(cert.kem_key)
+            if len(self._checked) >= MAX_CHECKED_CERTS:
+                self._checked.clear()
+            self._checked[digest] = cert
         if not cert.not_before - MAX_SKEW_MS <= at <= cert.not_after:
             raise ExpiredError("certificate is not valid at this time")
         self.check_not_revoked(cert, at=at)
-        return VerifiedCert(cert=cert, signed=signed, hash=cert_hash(signed))
+        return VerifiedCert(cert=cert, signed=signed, hash=digest)
 
 
 def check_may_post(cert: DeviceCert, content_type: str) -> None:

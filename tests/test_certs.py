@@ -245,3 +245,17 @@ def test_an_agency_cannot_revoke_another_agencys_device(world: World) -> None:
     trust = world.trust()
     trust.add_revocation_list(crl)
     trust.verify_cert(ours.cert, at=world.now)
+
+
+def test_remembered_certificates_are_rechecked_when_pins_change(world: World) -> None:
+    """The store remembers checked certificates, but only under the pins they were checked with."""
+    dev = world.device("ke-kra", "alice")
+    store = world.trust()
+    store.verify_cert(dev.cert, at=world.now)  # now remembered
+    store.pin("ke-kra", AgencyRootKey("ke-kra", world.rng(32)).public_key)  # a different root
+    with pytest.raises(BadSignatureError):
+        store.verify_cert(dev.cert, at=world.now)
+    store.pin("ke-kra", world.roots["ke-kra"].public_key)
+    store.verify_cert(dev.cert, at=world.now)
+    with pytest.raises(ExpiredError):  # validity is checked on every use
+        store.verify_cert(dev.cert, at=world.now + 2 * YEAR)
