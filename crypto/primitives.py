@@ -132,7 +132,13 @@ def verify_labeled(public_key: bytes, name: str, tbs: bytes, signature: bytes) -
 
 
 def x25519_shared(private: bytes, public: bytes) -> bytes:
-    """Raw X25519; raises ``DecryptionError`` on an all-zero (low-order) result."""
+    """Raw X25519; raises ``DecryptionError`` on a wrong size or an all-zero (low-order) result.
+
+    libsodium takes pointers, not lengths: a longer input would be cut short and a
+    shorter one read past its end, so the sizes are checked here.
+    """
+    if len(private) != X25519_PUBLIC_SIZE or len(public) != X25519_PUBLIC_SIZE:
+        raise DecryptionError("X25519 key has the wrong size")
     try:
         return nacl.bindings.crypto_scalarmult(private, public)
     except nacl.exceptions.RuntimeError as exc:
@@ -151,6 +157,8 @@ def xchacha_open(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> byt
     """Open XChaCha20-Poly1305; any failure is one ``DecryptionError``."""
     if len(key) != AEAD_KEY_SIZE or len(nonce) != AEAD_NONCE_SIZE:
         raise DecryptionError("AEAD key or nonce has the wrong size")
+    if len(ciphertext) < AEAD_TAG_SIZE:
+        raise DecryptionError("ciphertext is shorter than the AEAD tag")
     try:
         return nacl.bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(ciphertext, aad, nonce, key)
     except (nacl.exceptions.CryptoError, nacl.exceptions.ValueError, TypeError) as exc:
@@ -166,6 +174,8 @@ def chacha_open(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> byte
     """Open IETF ChaCha20-Poly1305; any failure is one ``DecryptionError``."""
     if len(key) != AEAD_KEY_SIZE or len(nonce) != 12:
         raise DecryptionError("AEAD key or nonce has the wrong size")
+    if len(ciphertext) < AEAD_TAG_SIZE:
+        raise DecryptionError("ciphertext is shorter than the AEAD tag")
     try:
         return nacl.bindings.crypto_aead_chacha20poly1305_ietf_decrypt(ciphertext, aad, nonce, key)
     except (nacl.exceptions.CryptoError, nacl.exceptions.ValueError, TypeError) as exc:
