@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import json
+import math
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -78,6 +79,14 @@ def _no_constants(name: str) -> Any:
     raise ContentError("NaN and Infinity are not JSON")
 
 
+def _finite(text: str) -> float:
+    """``1e999`` is valid JSON that Python would read as infinity; refuse it."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ContentError("number out of range")
+    return value
+
+
 def decode_json(data: bytes) -> dict[str, Any]:
     """Parse content strictly, or raise ``ContentError`` (which never quotes the input)."""
     if not isinstance(data, bytes):
@@ -91,7 +100,9 @@ def decode_json(data: bytes) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise ContentError("content is not valid UTF-8") from None
     try:
-        obj = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        obj = json.loads(
+            text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants, parse_float=_finite
+        )
     except ContentError:
         raise
     except (ValueError, RecursionError):

@@ -217,3 +217,10 @@ def test_arbitrary_bytes_raise_only_content_errors(data: bytes) -> None:
 def test_arbitrary_json_raises_only_content_errors(value: object) -> None:
     with contextlib.suppress(ContentError):
         content.validate_content("alert", json.dumps({"subject_kind": "person", "subject": value}).encode())
+
+
+def test_numbers_that_overflow_to_infinity_are_refused() -> None:
+    """``1e999`` is valid JSON that Python would read as infinity."""
+    with pytest.raises(ContentError):
+        content.decode_json(b'{"n": 1e999}')
+    assert content.decode_json(b'{"n": 1e300}') == {"n": 1e300}
