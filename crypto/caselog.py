@@ -39,7 +39,13 @@ from typing import Final
 
 from caseline.crypto import primitives as P
 from caseline.crypto.certs import TrustStore
-from caseline.crypto.commits import CaseState, log_anchor, open_epoch_secret, verify_commit
+from caseline.crypto.commits import (
+    CaseState,
+    log_anchor,
+    open_case_info,
+    open_epoch_secret,
+    verify_commit,
+)
 from caseline.crypto.keys import DeviceKeys, SigningKey
 from caseline.crypto.ratchet import Chain
 from caseline.crypto.updates import (
@@ -63,6 +69,7 @@ from caseline.schemas.errors import (
 )
 from caseline.schemas.wire import (
     MAX_SEEN,
+    CaseInfo,
     CommitMessage,
     Envelope,
     HistoryShare,
@@ -153,8 +160,9 @@ class Applied:
     state: CaseState
     #: For an update this device could decrypt: the verified record.
     opened: OpenedUpdate | None = None
-    #: Earlier updates a history share just made readable.
+    #: Earlier updates a history share just made readable, and their log positions.
     unlocked: tuple[OpenedUpdate, ...] = ()
+    unlocked_seqs: tuple[int, ...] = ()
 
 
 @dataclasses.dataclass(slots=True)
@@ -210,6 +218,12 @@ class CaseView:
             return self._message_keys[seq]
         except KeyError:
             raise NotMemberError("this view never opened the update at that position") from None
+
+    def case_info(self) -> CaseInfo | None:
+        """The title and reference sealed in the current commit, if this device can read them."""
+        if self.state is None or self._epoch_secret is None:
+            return None
+        return open_case_info(self.state, self._epoch_secret)
 
     def check_position(self, position: LogPosition) -> None:
         """Check a log position someone else saw against this view (gossip, commits)."""
@@ -417,6 +431,7 @@ class CaseView:
             state=state,
             opened=opened,
             unlocked=unlocked,
+            unlocked_seqs=tuple(s for s, _ in unlocked_keys),
         )
 
     def _check_record(self, opened: OpenedUpdate, last: Seen | None, seq: int) -> None:
@@ -503,6 +518,14 @@ class CaseView:
         self._own_counter = counter + 1
         self._own_last = sealed.update_id
         return sealed
+
+    def abandon_unsent(self) -> None:
+        """Forget sealed updates the broker refused: the next seal reuses their counter.
+
+        Only safe once the broker has definitively refused them (it never stores
+        a refused update), otherwise two updates could claim one position.
+        """
+        self._send_chain = None
 
     def history_share(self, *, recipients: Iterable[bytes], seqs: Iterable[int]) -> bytes:
         """The content of a history share: message keys of earlier updates this view opened."""

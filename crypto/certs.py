@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Final
 
 from caseline.crypto import primitives as P
-from caseline.crypto.keys import AgencyRootKey, device_id_for
+from caseline.crypto.keys import AgencyRootKey, DeviceKeys, device_id_for
 from caseline.schemas.errors import (
     ExpiredError,
     MalformedError,
@@ -26,6 +26,7 @@ from caseline.schemas.wire import (
     MAX_CERT_BYTES,
     READ_SCOPE,
     DeviceCert,
+    EnrolmentRequest,
     Revocation,
     RevocationList,
     decode_signed,
@@ -34,6 +35,7 @@ from caseline.schemas.wire import (
 
 CERT_LABEL: Final = "device-cert"
 CRL_LABEL: Final = "revocation-list"
+REQUEST_LABEL: Final = "enrolment-request"
 #: Clock skew tolerated between devices, the broker and agency administrators.
 MAX_SKEW_MS: Final = 5 * 60 * 1000
 MAX_CHECKED_CERTS: Final = 65536
@@ -85,6 +87,24 @@ def issue_device_cert(
     _check_cert_shape(cert)
     tbs = cert.encode()
     return encode_signed(tbs, root.sign(CERT_LABEL, tbs))
+
+
+def make_enrolment_request(keys: DeviceKeys, *, agency_id: str, user_id: str, now: int) -> bytes:
+    """What a new device hands its administrator: its public keys, signed by itself."""
+    request = EnrolmentRequest(
+        agency_id=agency_id, user_id=user_id, sign_key=keys.sign_public, kem_key=keys.kem_public, time=now
+    )
+    tbs = request.encode()
+    return encode_signed(tbs, keys.sign(REQUEST_LABEL, tbs))
+
+
+def open_enrolment_request(signed: bytes) -> EnrolmentRequest:
+    """Check a request's proof of possession and its KEM key before anyone certifies it."""
+    tbs, sig = decode_signed(signed, max_size=MAX_CERT_BYTES)
+    request = EnrolmentRequest.decode(tbs)
+    P.verify_labeled(request.sign_key, REQUEST_LABEL, tbs, sig)
+    P.check_kem_public(request.kem_key)
+    return request
 
 
 def issue_revocation_list(

@@ -124,6 +124,22 @@ class RevocationList(Struct):
     entries: tuple[Revocation, ...] = wire(Seq(Nested(Revocation), max=MAX_REVOCATIONS))
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EnrolmentRequest(Struct):
+    """A device asking its agency for a certificate, signed with the key it asks about.
+
+    The signature proves the requester holds the signing key, so an administrator
+    cannot be tricked into certifying someone else's key under an officer's name.
+    """
+
+    TAG = 12
+    agency_id: str = wire(AGENCY_ID)
+    user_id: str = wire(USER_ID)
+    sign_key: bytes = wire(Bin(size=KEY_SIZE))
+    kem_key: bytes = wire(Bin(size=KEM_PUBLIC_SIZE))
+    time: int = wire(TIME)
+
+
 # --------------------------------------------------------------------------- case commits
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from caseline.crypto import primitives as P
 from caseline.crypto.caselog import KIND_COMMIT, CaseView, chain_heads, sign_receipt
-from caseline.crypto.certs import issue_device_cert, issue_revocation_list
+from caseline.crypto.certs import issue_device_cert, issue_revocation_list, make_enrolment_request
 from caseline.crypto.evidence import export_evidence
 from caseline.crypto.keys import AgencyRootKey, DeviceKeys, SigningKey, device_id_for
 from caseline.crypto.ratchet import Chain, epoch_authenticator
@@ -88,6 +88,9 @@ def deterministic() -> dict[str, Any]:
             "device_id": device_id_for(device.sign_public).hex(),
         },
         "device_cert": cert.hex(),
+        "enrolment_request": make_enrolment_request(
+            device, agency_id="ke-kra", user_id="alice.wanjiru", now=T0
+        ).hex(),
         "revocation_list": crl.hex(),
         "key_schedule": {
             "case_id": case_id.hex(),
