@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test run lint typecheck bench bench-load vectors clean
+.PHONY: test run demo lint typecheck bench bench-load vectors clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,9 +16,10 @@ $(STAMP): pyproject.toml
 
 # mypy cannot follow setuptools' editable-install finder, so it gets a tree of
 # symlinks that mirrors the installed ``caseline`` namespace.
-.mypy-path/caseline:
+.mypy-path/caseline: Makefile
 	mkdir -p .mypy-path/caseline
 	for d in schemas crypto server client; do ln -sfn ../../$$d .mypy-path/caseline/$$d; done
+	touch .mypy-path/caseline
 
 test: lint
 	$(BIN)/python -m pytest -q
@@ -34,10 +35,14 @@ run: $(STAMP)
 	@echo
 	$(BIN)/caseline-server --data-dir $(DATA) serve --host 127.0.0.1 --port 8443
 
+# A guided tour: a broker, two agencies, a bot and a case, on loopback; leaves nothing running.
+demo: $(STAMP)
+	$(BIN)/python -m caseline.client.demo
+
 lint: $(STAMP) .mypy-path/caseline
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy -p caseline.schemas -p caseline.crypto -p caseline.server
+	$(BIN)/mypy -p caseline.schemas -p caseline.crypto -p caseline.server -p caseline.client
 	$(BIN)/mypy tests bench
 
 typecheck: lint

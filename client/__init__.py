@@ -1,0 +1,24 @@
+"""caseline's client: the async library (``Client``), agency administration and the CLI."""
+
+from caseline.client.admin import AgencyAdmin
+from caseline.client.client import CaseReport, CaseSummary, Client, Identity, Posted, verify_bundle
+from caseline.client.core import Author, CaseEvent, Member
+from caseline.client.errors import BrokerError, BrokerUnavailable, ProfileError
+from caseline.client.profile import profile_dir
+
+__all__ = [
+    "AgencyAdmin",
+    "Author",
+    "BrokerError",
+    "BrokerUnavailable",
+    "CaseEvent",
+    "CaseReport",
+    "CaseSummary",
+    "Client",
+    "Identity",
+    "Member",
+    "Posted",
+    "ProfileError",
+    "profile_dir",
+    "verify_bundle",
+]

@@ -1,0 +1,802 @@
+"""``caseline``: the command line for officers, agency administrators and scripts.
+
+Read commands print rich tables for people and, with ``--json``, one JSON
+document for scripts.  Expected failures print one line — the reason and a
+hint — and exit with a stable code; a Python traceback means a bug.
+
+Exit codes (stable, for scripts):
+  0  done
+  1  unexpected failure (a bug: please report it)
+  2  usage: the command line or its input is wrong
+  3  untrusted: something received failed verification — do not rely on it
+  4  refused: the broker or the case's rules said no (not a member, not allowed, conflict)
+  5  unavailable: no answer or a temporary refusal; safe to run the same command again
+  6  profile: this device's local state is missing, locked or unsafe
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import getpass
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final, NoReturn
+
+from caseline.client.admin import AgencyAdmin
+from caseline.client.client import Client, parse_member, verify_bundle
+from caseline.client.core import CaseEvent
+from caseline.client.errors import BrokerError, ProfileError
+from caseline.client.profile import home_dir, profile_dir
+from caseline.client.transport import BrokerConnection
+from caseline.crypto.keys import fingerprint
+from caseline.schemas import content as content_schemas
+from caseline.schemas.errors import (
+    CaselineError,
+    ContentError,
+    IntegrityError,
+    MalformedError,
+    NotAllowedError,
+    NotMemberError,
+    VerificationError,
+)
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+EXIT_OK: Final = 0
+EXIT_BUG: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_UNTRUSTED: Final = 3
+EXIT_REFUSED: Final = 4
+EXIT_UNAVAILABLE: Final = 5
+EXIT_PROFILE: Final = 6
+
+
+class UsageError(Exception):
+    """The command line or its input cannot be acted on."""
+
+
+def exit_code(exc: BaseException) -> int:
+    if isinstance(exc, UsageError | ContentError):
+        return EXIT_USAGE
+    if isinstance(exc, ProfileError):
+        return EXIT_PROFILE
+    if isinstance(exc, BrokerError):
+        return EXIT_UNAVAILABLE if exc.transient else EXIT_REFUSED
+    if isinstance(exc, NotMemberError | NotAllowedError):
+        return EXIT_REFUSED
+    if isinstance(exc, VerificationError | IntegrityError | MalformedError | CaselineError):
+        return EXIT_UNTRUSTED
+    return EXIT_BUG
+
+
+HINTS: Final = {
+    EXIT_USAGE: "check the command with --help",
+    EXIT_UNTRUSTED: "do not rely on what was received; compare fingerprints and head codes with partners",
+    EXIT_REFUSED: "the broker or the case's rules refused this; nothing was changed",
+    EXIT_UNAVAILABLE: "temporary: run the same command again (a post resends the very same update)",
+    EXIT_PROFILE: "check --profile, the passphrase, or the key file's permissions",
+}
+
+
+# --------------------------------------------------------------------------- output
+
+
+class Out:
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.console = Console(highlight=False, soft_wrap=True)
+        self.errors = Console(stderr=True, highlight=False)
+
+    def data(self, obj: Any) -> None:
+        print(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False))
+
+    def say(self, text: str) -> None:
+        if not self.as_json:
+            self.console.print(text)
+
+
+def when(ms: int) -> str:
+    if not ms:
+        return "-"
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def summary(event: CaseEvent) -> str:
+    if event.kind == "commit":
+        return "members: " + ", ".join(f"{m.author.name} ({m.role})" for m in event.members)
+    if event.kind == "purged":
+        return "(removed by the case's retention policy)"
+    if not event.readable or event.content is None:
+        return "(sealed: this device holds no key for it)"
+    c = event.content
+    for key in ("text", "reason", "subject", "status"):
+        value = c.get(key)
+        if isinstance(value, str):
+            return value if len(value) <= 120 else value[:117] + "…"
+    if event.content_type == "seizure":
+        goods = "; ".join(g.get("description", "?") for g in c.get("goods", []))
+        return f"{goods} at {c.get('place', {}).get('name', '?')}"
+    if event.content_type == "ack":
+        return f"{c.get('level')} {str(c.get('of', ''))[:12]}"
+    return json.dumps(c, ensure_ascii=False)[:120]
+
+
+def event_json(event: CaseEvent) -> dict[str, Any]:
+    return {
+        "case_id": event.case_id.hex(),
+        "seq": event.seq,
+        "kind": event.kind,
+        "epoch": event.epoch,
+        "author": None
+        if event.author is None
+        else {
+            "agency": event.author.agency_id,
+            "user": event.author.user_id,
+            "device": event.author.device_id.hex(),
+        },
+        "time": when(event.time) if event.time else None,
+        "readable": event.readable,
+        "verified": True,
+        "content_type": event.content_type,
+        "content": event.content,
+        "update_id": event.update_id.hex() if event.update_id else None,
+        "members": [
+            {
+                "agency": m.author.agency_id,
+                "user": m.author.user_id,
+                "device": m.author.device_id.hex(),
+                "role": m.role,
+            }
+            for m in event.members
+        ],
+        "shared": event.shared,
+    }
+
+
+def events_table(events: Sequence[CaseEvent], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in ("#", "time (UTC)", "from", "type", "what"):
+        table.add_column(col, overflow="fold")
+    for e in events:
+        kind = e.content_type or e.kind
+        table.add_row(str(e.seq), when(e.time), e.author.name if e.author else "-", kind, summary(e))
+    return table
+
+
+# --------------------------------------------------------------------------- passphrases
+
+
+def passphrase(args: argparse.Namespace, *, new: bool = False, what: str = "device") -> str | None:
+    if args.passphrase_file:
+        return Path(args.passphrase_file).read_text(encoding="utf-8").rstrip("\n")
+    if os.environ.get("CASELINE_PASSPHRASE"):
+        return os.environ["CASELINE_PASSPHRASE"]
+    if not sys.stdin.isatty():
+        return None
+    first = getpass.getpass(f"Passphrase for this {what}: ")
+    if new and getpass.getpass("Again: ") != first:
+        raise UsageError("the passphrases differ")
+    return first
+
+
+def profile(args: argparse.Namespace) -> Path:
+    return profile_dir(args.profile, home=Path(args.home) if args.home else home_dir())
+
+
+async def open_client(args: argparse.Namespace) -> Client:
+    directory = profile(args)
+    return await Client.open(
+        directory, passphrase=await _maybe_passphrase(directory, args), timeout=args.timeout
+    )
+
+
+async def _maybe_passphrase(directory: Path, args: argparse.Namespace) -> str | None:
+    from caseline.client.store import LocalStore  # noqa: PLC0415 - only to peek at the identity kind
+
+    if not (directory / "state.db").exists():
+        return None
+    store = await LocalStore.open(directory)
+    try:
+        identity = await store.get("identity")
+    finally:
+        await store.close()
+    return None if identity in (None, b"key-file") else passphrase(args)
+
+
+async def open_admin(args: argparse.Namespace) -> AgencyAdmin:
+    return await AgencyAdmin.open(profile(args), passphrase=passphrase(args, what="agency root"))
+
+
+# --------------------------------------------------------------------------- officer commands
+
+
+async def cmd_init(args: argparse.Namespace, out: Out) -> int:
+    directory = profile(args)
+    key_file = Path(args.key_file) if args.key_file else None
+    secret = None if key_file else passphrase(args, new=True)
+    if key_file is None and not secret:
+        raise UsageError("give a passphrase (prompt, --passphrase-file or CASELINE_PASSPHRASE) or --key-file")
+    client = await Client.create(
+        directory,
+        agency_id=args.agency,
+        user_id=args.user,
+        server_url=args.server,
+        passphrase=secret,
+        key_file=key_file,
+        kdf=args.kdf,
+    )
+    async with client:
+        request = await client.enrolment_request()
+        target = Path(args.request_out) if args.request_out else directory / "enrolment-request.bin"
+        target.write_bytes(request)
+        ident = await client.identity()
+    if out.as_json:
+        out.data({"profile": str(directory), "device": ident.device_id.hex(), "request": str(target)})
+    else:
+        out.console.print(
+            Panel(
+                f"device [bold]{ident.device_id.hex()}[/] for {args.agency}:{args.user}\n"
+                f"enrolment request: {target}\n"
+                "Next: give the request to your agency administrator (`caseline agency issue`),\n"
+                "pin your agency (`caseline trust add`), then `caseline login --cert FILE`.",
+                title="new device",
+            )
+        )
+    return EXIT_OK
+
+
+async def cmd_login(args: argparse.Namespace, out: Out) -> int:
+    cert = Path(args.cert).read_bytes() if args.cert else None
+    server_key = bytes.fromhex(args.server_key) if args.server_key else None
+    async with await open_client(args) as client:
+        ident = await client.login(cert=cert, server_url=args.server, server_key=server_key)
+    key_fpr = _server_fpr(ident.server_key)
+    if out.as_json:
+        out.data({"device": ident.device_id.hex(), "server": ident.server_url, "server_key": key_fpr})
+    else:
+        out.say(f"logged in as {ident.agency_id}:{ident.user_id} ({ident.role}) at {ident.server_url}")
+        out.say(f"broker key code: {key_fpr} — compare it with your broker's operator")
+    return EXIT_OK
+
+
+def _server_fpr(key: bytes | None) -> str:
+    return "-" if key is None else fingerprint("broker", key)
+
+
+async def cmd_whoami(args: argparse.Namespace, out: Out) -> int:
+    async with await open_client(args) as client:
+        ident = await client.identity()
+    data = {
+        "agency": ident.agency_id,
+        "user": ident.user_id,
+        "device": ident.device_id.hex(),
+        "role": ident.role or "(not enrolled)",
+        "scopes": list(ident.scopes),
+        "valid_until": when(ident.not_after) if ident.not_after else None,
+        "server": ident.server_url,
+        "server_key": _server_fpr(ident.server_key),
+    }
+    if out.as_json:
+        out.data(data)
+    else:
+        table = Table(show_header=False)
+        for k, v in data.items():
+            table.add_row(k, ", ".join(v) if isinstance(v, list) else str(v))
+        out.console.print(table)
+    return EXIT_OK
+
+
+async def cmd_trust(args: argparse.Namespace, out: Out) -> int:
+    async with await open_client(args) as client:
+        if args.trust_cmd == "add":
+            root = bytes.fromhex(args.root_key) if args.root_key else None
+            fpr = await client.trust_add(args.agency, args.fingerprint, root_key=root)
+            if out.as_json:
+                out.data({"agency": args.agency, "fingerprint": fpr})
+            out.say(f"pinned {args.agency}: {fpr}")
+        elif args.trust_cmd == "remove":
+            if not await client.trust_remove(args.agency):
+                raise UsageError(f"{args.agency} was not pinned")
+            if out.as_json:
+                out.data({"removed": args.agency})
+            out.say(f"unpinned {args.agency}")
+        else:
+            pins = client.trusted()
+            if out.as_json:
+                out.data([{"agency": a, "fingerprint": f} for a, f in pins.items()])
+            else:
+                table = Table(title="pinned agency roots", title_justify="left")
+                table.add_column("agency")
+                table.add_column("fingerprint")
+                for a, f in pins.items():
+                    table.add_row(a, f)
+                out.console.print(table)
+    return EXIT_OK
+
+
+async def cmd_case(args: argparse.Namespace, out: Out) -> int:
+    async with await open_client(args) as client:
+        sub = args.case_cmd
+        if sub == "create":
+            members = [parse_member(m) for m in args.member]
+            case_id = await client.create_case(
+                title=args.title,
+                reference=args.reference,
+                members=members,
+                handling=args.handling,
+                tlp=args.tlp,
+                retention_days=args.retention_days,
+                history=args.history,
+            )
+            if out.as_json:
+                out.data({"case_id": case_id.hex()})
+            out.say(f"opened case [bold]{case_id.hex()}[/] “{args.title}”")
+        elif sub == "list":
+            cases = await client.cases()
+            if out.as_json:
+                out.data(
+                    [
+                        {
+                            "case_id": c.case_id.hex(),
+                            "title": c.title,
+                            "reference": c.reference,
+                            "role": c.role,
+                            "epoch": c.epoch,
+                            "entries": c.count,
+                            "unread": c.unread,
+                            "handling": c.handling,
+                            "tlp": c.tlp,
+                        }
+                        for c in cases
+                    ]
+                )
+            else:
+                table = Table(title="my cases", title_justify="left")
+                for col in ("case", "title", "ref", "role", "marking", "entries", "unread"):
+                    table.add_column(col)
+                for c in cases:
+                    table.add_row(
+                        c.case_id.hex()[:12],
+                        c.title,
+                        c.reference,
+                        c.role,
+                        f"{c.handling} TLP:{c.tlp}",
+                        str(c.count),
+                        f"[bold]{c.unread}[/]" if c.unread else "0",
+                    )
+                out.console.print(table)
+        elif sub == "show":
+            case_id = await client.resolve_case(args.case)
+            await client.sync(case_id)
+            events = await client.history(case_id)
+            view = await client.view(case_id)
+            info = view.case_info()
+            await client.mark_read(case_id)
+            if out.as_json:
+                out.data(
+                    {
+                        "case_id": case_id.hex(),
+                        "title": info.title if info else None,
+                        "reference": info.reference if info else None,
+                        "events": [event_json(e) for e in events[-args.limit :]],
+                    }
+                )
+            else:
+                title = f"{info.title} ({info.reference})" if info else case_id.hex()
+                out.console.print(events_table(events[-args.limit :], f"case {case_id.hex()[:12]} — {title}"))
+        elif sub in ("add", "remove", "role"):
+            case_id = await client.resolve_case(args.case)
+            if sub == "add":
+                users = [parse_member(m, args.role) for m in args.member]
+                devices = await client.add_members(case_id, users, share_history=args.share_history)
+                verb = f"added {len(devices)} device(s)"
+            elif sub == "remove":
+                users2 = [parse_member(m)[:2] for m in args.member]
+                devices = await client.remove_members(case_id, users2)
+                verb = f"removed {len(devices)} device(s)"
+            else:
+                agency, user, _ = parse_member(args.member)
+                await client.set_role(case_id, agency, user, args.new_role)
+                devices, verb = [], f"{agency}:{user} is now {args.new_role}"
+            if out.as_json:
+                out.data({"case_id": case_id.hex(), "devices": [d.hex() for d in devices]})
+            out.say(verb)
+    return EXIT_OK
+
+
+def parse_fields(items: Sequence[str]) -> dict[str, Any]:
+    """``--field a.b=text`` sets a string; ``--field a.b:=JSON`` a number, list or object (as HTTPie does)."""
+    doc: dict[str, Any] = {}
+    for item in items:
+        path, sep, raw = item.partition("=")
+        if not sep or not path:
+            raise UsageError(f"--field {item!r}: expected NAME=TEXT or NAME:=JSON")
+        value: Any = raw
+        if path.endswith(":"):
+            path = path[:-1]
+            try:
+                value = content_schemas.decode_json(b'{"v": ' + raw.encode() + b"}")["v"]
+            except CaselineError:
+                raise UsageError(f"--field {item!r}: the value after := is not valid JSON") from None
+        node = doc
+        *parents, leaf = path.split(".")
+        for name in parents:
+            node = node.setdefault(name, {})
+            if not isinstance(node, dict):
+                raise UsageError(f"--field {item!r}: {name} is not an object")
+        node[leaf] = value
+    return doc
+
+
+async def cmd_post(args: argparse.Namespace, out: Out) -> int:
+    if args.field and args.file:
+        raise UsageError("give --field or --file, not both")
+    if args.file or not args.field:
+        raw = sys.stdin.buffer.read() if args.file in (None, "-") else Path(args.file).read_bytes()
+        try:
+            fields = content_schemas.decode_json(raw)
+        except CaselineError as exc:
+            raise UsageError(f"the update is not valid JSON: {exc}") from None
+    else:
+        fields = parse_fields(args.field)
+    async with await open_client(args) as client:
+        case_id = await client.resolve_case(args.case)
+        posted = await client.post_typed(case_id, args.type, fields, idempotency_key=args.idempotency_key)
+    if out.as_json:
+        out.data(
+            {
+                "case_id": case_id.hex(),
+                "update_id": posted.update_id.hex(),
+                "seq": posted.seq,
+                "receipt_time": when(posted.receipt_time),
+                "retries": posted.retries,
+            }
+        )
+    else:
+        out.say(f"posted {args.type} #{posted.seq} id {posted.update_id.hex()[:16]} (receipt verified)")
+    return EXIT_OK
+
+
+async def cmd_follow(args: argparse.Namespace, out: Out) -> int:
+    async with await open_client(args) as client:
+        cases = [await client.resolve_case(c) for c in args.case] or None
+        seen = 0
+
+        async def run() -> None:
+            nonlocal seen
+            async for event in client.follow(cases):
+                if out.as_json:
+                    print(json.dumps(event_json(event), ensure_ascii=False), flush=True)
+                else:
+                    out.console.print(
+                        f"[dim]{when(event.time)}[/] {event.case_id.hex()[:8]} #{event.seq} "
+                        f"[bold]{event.author.name if event.author else '-'}[/] "
+                        f"{event.content_type or event.kind}: {summary(event)}"
+                    )
+                seen += 1
+                if args.count and seen >= args.count:
+                    return
+
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(run(), timeout=args.for_seconds)
+    return EXIT_OK
+
+
+async def cmd_verify(args: argparse.Namespace, out: Out) -> int:
+    async with await open_client(args) as client:
+        case_id = await client.resolve_case(args.case)
+        report = await client.verify_case(case_id)
+    data = {
+        "case_id": case_id.hex(),
+        "verified": True,
+        "entries": report.count,
+        "epoch": report.epoch,
+        "head": report.head.hex(),
+        "head_code": report.code,
+        "updates": report.updates,
+        "readable": report.readable,
+        "members": [
+            {"member": m.author.name, "device": m.author.device_id.hex(), "role": m.role}
+            for m in report.members
+        ],
+    }
+    if out.as_json:
+        out.data(data)
+    else:
+        out.console.print(
+            Panel(
+                f"{report.count} entries verified from genesis, epoch {report.epoch}, "
+                f"{report.readable}/{report.updates} updates readable here\n"
+                f"members: {', '.join(f'{m.author.name} ({m.role})' for m in report.members)}\n"
+                f"head code: [bold]{report.code}[/] — the same code on your partner's screen "
+                "means you both hold the same history",
+                title=f"case {case_id.hex()[:12]} verified",
+            )
+        )
+    return EXIT_OK
+
+
+async def cmd_evidence(args: argparse.Namespace, out: Out) -> int:
+    if args.evidence_cmd == "export":
+        async with await open_client(args) as client:
+            case_id = await client.resolve_case(args.case)
+            bundle = await client.export_evidence(case_id, args.seq or None)
+        Path(args.output).write_bytes(bundle)
+        if out.as_json:
+            out.data({"case_id": case_id.hex(), "bundle": args.output, "bytes": len(bundle)})
+        out.say(f"wrote evidence bundle {args.output} ({len(bundle)} bytes)")
+        return EXIT_OK
+    pins = {}
+    for item in args.pin:
+        agency, sep, fpr = item.partition("=")
+        if not sep:
+            raise UsageError("--pin AGENCY=FINGERPRINT")
+        pins[agency] = fpr
+    try:
+        data = Path(args.bundle).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.bundle}: {exc.strerror}") from None
+    report = verify_bundle(data, pins)
+    records: list[dict[str, str | int]] = [
+        {
+            "seq": r.seq,
+            "author": f"{r.author.agency_id}:{r.author.user_id}",
+            "device": r.author.device_id.hex(),
+            "time": when(r.update.record.time),
+            "content_type": r.update.record.content_type,
+            "update_id": r.update.update_id.hex(),
+        }
+        for r in report.records
+    ]
+    if out.as_json:
+        out.data(
+            {
+                "verified": True,
+                "case_id": report.case_id.hex(),
+                "exporter": f"{report.exporter.agency_id}:{report.exporter.user_id}",
+                "exported_at": when(report.exported_at),
+                "log_length": report.log_length,
+                "records": records,
+            }
+        )
+    else:
+        table = Table(title=f"evidence for case {report.case_id.hex()[:12]}: VERIFIED", title_justify="left")
+        for col in ("#", "time (UTC)", "author", "type", "update id"):
+            table.add_column(col)
+        for r in records:
+            table.add_row(
+                *(str(r[k]) for k in ("seq", "time", "author", "content_type")), str(r["update_id"])[:16]
+            )
+        out.console.print(table)
+        out.say(
+            f"exported by {report.exporter.agency_id}:{report.exporter.user_id} "
+            f"at {when(report.exported_at)}; log of {report.log_length} entries signed by the broker"
+        )
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- agency administration
+
+
+async def cmd_agency(args: argparse.Namespace, out: Out) -> int:
+    sub = args.agency_cmd
+    if sub == "init":
+        secret = passphrase(args, new=True, what="agency root")
+        if not secret:
+            raise UsageError("an agency root needs a passphrase")
+        admin = await AgencyAdmin.create(profile(args), args.agency, passphrase=secret, kdf=args.kdf)
+    else:
+        admin = await open_admin(args)
+    try:
+        if sub in ("init", "show"):
+            data = {
+                "agency": admin.agency_id,
+                "root_key": admin.root.public_key.hex(),
+                "fingerprint": admin.fingerprint,
+            }
+            if out.as_json:
+                out.data(data)
+            else:
+                out.console.print(
+                    Panel(
+                        f"root key {data['root_key']}\nfingerprint [bold]{admin.fingerprint}[/]\n"
+                        "Read the fingerprint aloud to each partner agency and to the broker's operator.",
+                        title=f"agency {admin.agency_id}",
+                    )
+                )
+        elif sub == "issue":
+            request = Path(args.request).read_bytes()
+            cert = await admin.issue(request, role=args.role, scopes=args.scope, days=args.days)
+            Path(args.output).write_bytes(cert)
+            if out.as_json:
+                out.data({"certificate": args.output})
+            out.say(f"issued a certificate ({args.role}): {args.output}")
+        elif sub == "revoke":
+            crl = await admin.revoke(bytes.fromhex(args.device), reason=args.reason)
+            if out.as_json:
+                out.data({"revoked": args.device, "list_bytes": len(crl)})
+            out.say(f"revoked {args.device}; run `caseline agency publish` to cut it off")
+        elif sub == "publish":
+            broker = BrokerConnection(args.server, keys=None, server_key=None, timeout=args.timeout)
+            try:
+                result = await admin.publish(broker)
+            finally:
+                await broker.close()
+            if out.as_json:
+                out.data({"certificates": result.certificates, "revocation_list": result.revocation_number})
+            out.say(
+                f"published {result.certificates} certificate(s), revocation list #{result.revocation_number}"
+            )
+    finally:
+        await admin.close()
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="caseline", description="End-to-end-encrypted case threads between agencies."
+    )
+    p.add_argument("--profile", help="profile name (default: $CASELINE_PROFILE or 'default')")
+    p.add_argument("--home", help="data directory (default: $CASELINE_HOME or the XDG data directory)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--passphrase-file", help="read the passphrase from this file")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the broker")
+    cmds = p.add_subparsers(dest="cmd", required=True)
+
+    c = cmds.add_parser("init", help="create this device's keys and an enrolment request")
+    c.add_argument("--agency", required=True)
+    c.add_argument("--user", required=True)
+    c.add_argument("--server", required=True, help="broker URL, e.g. https://broker.example:8443")
+    c.add_argument("--key-file", help="bots: keep keys in this owner-only file instead of a passphrase")
+    c.add_argument("--kdf", choices=("moderate", "interactive"), default="moderate")
+    c.add_argument("--request-out", help="where to write the enrolment request")
+
+    c = cmds.add_parser("login", help="install the certificate, pin the broker and log in")
+    c.add_argument("--cert", help="the certificate file from your administrator")
+    c.add_argument("--server", help="change the broker URL")
+    c.add_argument("--server-key", help="the broker key (hex) your operator gave you")
+
+    cmds.add_parser("whoami", help="this device's identity")
+
+    t = cmds.add_parser("trust", help="pin partner agencies' roots").add_subparsers(
+        dest="trust_cmd", required=True
+    )
+    c = t.add_parser("add", help="pin an agency after checking its fingerprint out of band")
+    c.add_argument("agency")
+    c.add_argument("fingerprint", help="30 digits, as read to you")
+    c.add_argument("--root-key", help="the root key (hex) if not taken from the broker's registry")
+    t.add_parser("list")
+    c = t.add_parser("remove")
+    c.add_argument("agency")
+
+    k = cmds.add_parser("case", help="open, list, show and change cases").add_subparsers(
+        dest="case_cmd", required=True
+    )
+    c = k.add_parser("create")
+    c.add_argument("--title", required=True)
+    c.add_argument("--reference", default="")
+    c.add_argument("--member", action="append", default=[], metavar="AGENCY:USER[:ROLE]")
+    c.add_argument("--handling", choices=("H0", "H1", "H2", "H3"), default="H2")
+    c.add_argument("--tlp", choices=("CLEAR", "GREEN", "AMBER", "AMBER+STRICT", "RED"), default="AMBER")
+    c.add_argument("--retention-days", type=int, default=365)
+    c.add_argument("--history", choices=("shared", "none"), default="shared")
+    k.add_parser("list")
+    c = k.add_parser("show")
+    c.add_argument("case")
+    c.add_argument("--limit", type=int, default=50)
+    c = k.add_parser("add")
+    c.add_argument("case")
+    c.add_argument("member", nargs="+", metavar="AGENCY:USER")
+    c.add_argument("--role", choices=("owner", "member", "observer"), default="member")
+    c.add_argument("--share-history", action="store_true", help="give them the keys of the updates so far")
+    c = k.add_parser("remove")
+    c.add_argument("case")
+    c.add_argument("member", nargs="+", metavar="AGENCY:USER")
+    c = k.add_parser("role")
+    c.add_argument("case")
+    c.add_argument("member", metavar="AGENCY:USER")
+    c.add_argument("new_role", choices=("owner", "member", "observer"))
+
+    c = cmds.add_parser("post", help="post an update (fields, a JSON file, or JSON on stdin)")
+    c.add_argument("case")
+    c.add_argument("--type", required=True, choices=sorted(content_schemas.CONTENT_TYPES))
+    c.add_argument("--field", action="append", default=[], metavar="NAME=TEXT|NAME:=JSON")
+    c.add_argument("--file", help="a JSON document ('-' for stdin)")
+    c.add_argument("--idempotency-key", help="scripts: a second post with the same key does nothing")
+
+    c = cmds.add_parser("follow", help="print verified updates as they arrive")
+    c.add_argument("case", nargs="*")
+    c.add_argument("--count", type=int, default=0, help="stop after this many events")
+    c.add_argument("--for", dest="for_seconds", type=float, default=None, help="stop after this many seconds")
+
+    c = cmds.add_parser("verify", help="re-verify a case from genesis and print its head code")
+    c.add_argument("case")
+
+    e = cmds.add_parser("evidence", help="export and verify evidence bundles").add_subparsers(
+        dest="evidence_cmd", required=True
+    )
+    c = e.add_parser("export")
+    c.add_argument("case")
+    c.add_argument("-o", "--output", required=True)
+    c.add_argument("--seq", type=int, action="append", help="disclose only these log positions")
+    c = e.add_parser("verify", help="offline: needs only the pinned fingerprints")
+    c.add_argument("bundle")
+    c.add_argument("--pin", action="append", default=[], metavar="AGENCY=FINGERPRINT", required=True)
+
+    a = cmds.add_parser("agency", help="agency administration").add_subparsers(
+        dest="agency_cmd", required=True
+    )
+    c = a.add_parser("init", help="create the agency root key")
+    c.add_argument("agency")
+    c.add_argument("--kdf", choices=("moderate", "interactive"), default="moderate")
+    a.add_parser("show", help="the root key and its fingerprint")
+    c = a.add_parser("issue", help="certify a device from its enrolment request")
+    c.add_argument("request")
+    c.add_argument("--role", choices=("officer", "bot", "admin"), default="officer")
+    c.add_argument("--scope", action="append", default=[], help="bots: a content type, or 'read'")
+    c.add_argument("--days", type=int, default=365)
+    c.add_argument("-o", "--output", required=True)
+    c = a.add_parser("revoke", help="revoke a device (then publish)")
+    c.add_argument("device", help="device id (hex)")
+    c.add_argument(
+        "--reason",
+        default="unspecified",
+        choices=("unspecified", "key-compromise", "device-lost", "superseded", "left-agency"),
+    )
+    c = a.add_parser("publish", help="push certificates and the revocation list to the broker")
+    c.add_argument("--server", required=True)
+    return p
+
+
+COMMANDS: Final = {
+    "init": cmd_init,
+    "login": cmd_login,
+    "whoami": cmd_whoami,
+    "trust": cmd_trust,
+    "case": cmd_case,
+    "post": cmd_post,
+    "follow": cmd_follow,
+    "verify": cmd_verify,
+    "evidence": cmd_evidence,
+    "agency": cmd_agency,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    out = Out(args.json)
+    try:
+        return asyncio.run(COMMANDS[args.cmd](args, out))
+    except KeyboardInterrupt:
+        return 130
+    except (CaselineError, UsageError, ValueError, OSError) as exc:
+        code = exit_code(exc) if isinstance(exc, CaselineError | UsageError) else EXIT_USAGE
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        if isinstance(exc, OSError) and exc.filename:
+            reason = f"{exc.filename}: {reason}"
+        if args.json:
+            err = {"error": getattr(exc, "code", "usage"), "message": reason, "exit": code}
+            print(json.dumps(err), file=sys.stderr)
+        else:
+            out.errors.print(f"caseline: {reason}", markup=False)
+            out.errors.print(f"hint: {HINTS.get(code, 'see caseline --help')}", markup=False, style="dim")
+        return code
+
+
+def run() -> NoReturn:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

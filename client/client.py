@@ -1,0 +1,939 @@
+"""``Client``: the async library officers' tools and agency scripts are built on.
+
+A script drives a case in a dozen lines::
+
+    async with await Client.open(profile_dir("kra-bot")) as client:
+        case_id = await client.create_case(title="Op. Kilimanjaro", members=[("tz-tra", "juma")])
+        await client.post_note(case_id, "container MSKU 123 released to inspection")
+        async for event in client.follow([case_id]):
+            print(event.author.name, event.content)
+
+Every byte from the broker passes the core's checks before it is stored or
+shown; an attack surfaces as the protocol error that names it (``ForkError``,
+``GapError``, ``UntrustedError``…), never as content.  Posting is exactly-once:
+an update's final bytes are saved in the outbox before the first send, and
+every retry — in this run or after a crash — sends those same bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+import aiohttp
+from caseline.client import keystore
+from caseline.client.core import CaseEvent, Ledger, Member, head_code, members_of
+from caseline.client.errors import BrokerError, BrokerUnavailable, ProfileError
+from caseline.client.store import LocalStore, Pending, StoredEntry
+from caseline.client.transport import BrokerConnection, with_retries
+from caseline.crypto import primitives as P
+from caseline.crypto.caselog import KIND_UPDATE, CaseView, entry_hash, signed_entry_hash, verify_receipt
+from caseline.crypto.certs import TrustStore, make_enrolment_request
+from caseline.crypto.evidence import EvidenceReport, export_evidence, verify_evidence
+from caseline.crypto.keys import DeviceKeys, fingerprint, normalize_fingerprint
+from caseline.crypto.updates import HISTORY_SHARE
+from caseline.schemas import content as content_schemas
+from caseline.schemas.api import Delivery, Notice
+from caseline.schemas.codec import pack, unpack
+from caseline.schemas.errors import (
+    CaselineError,
+    ForkError,
+    MalformedError,
+    NotMemberError,
+    RevokedError,
+    UntrustedError,
+)
+from caseline.schemas.wire import (
+    AGENCY_ID,
+    CASE_ROLES,
+    USER_ID,
+    CaseInfo,
+    DeviceCert,
+    Envelope,
+    Policy,
+    decode_signed,
+)
+
+Clock = Callable[[], int]
+CLOSE_REVOKED: Final = 4003
+CLOSE_LOGOUT: Final = 4001
+#: How long a fetched revocation list is trusted to be current before asking again.
+REVOCATION_REFRESH_MS: Final = 60_000
+#: Content types whose markings carry source and information grades.
+GRADED: Final = frozenset({"seizure", "alert"})
+
+
+def wall_clock() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Identity:
+    agency_id: str
+    user_id: str
+    device_id: bytes
+    role: str
+    scopes: tuple[str, ...]
+    not_after: int
+    server_url: str
+    server_key: bytes | None
+
+    @property
+    def enrolled(self) -> bool:
+        return self.role != ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Posted:
+    """What a successful post returns: where the update sits and the broker's word on it."""
+
+    case_id: bytes
+    update_id: bytes
+    seq: int
+    receipt_time: int
+    retries: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CaseSummary:
+    case_id: bytes
+    title: str
+    reference: str
+    role: str
+    epoch: int
+    count: int
+    unread: int
+    handling: str
+    tlp: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CaseReport:
+    """A case verified end to end from the broker's complete log."""
+
+    case_id: bytes
+    count: int
+    head: bytes
+    code: str
+    epoch: int
+    members: tuple[Member, ...]
+    updates: int
+    readable: int
+
+
+def parse_member(text: str, default_role: str = "member") -> tuple[str, str, str]:
+    """``agency:user[:role]`` as typed on the command line."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3):
+        raise MalformedError(f"{text!r}: expected AGENCY:USER or AGENCY:USER:ROLE")
+    agency, user = AGENCY_ID.check(parts[0], "agency"), USER_ID.check(parts[1], "user")
+    role = parts[2] if len(parts) == 3 else default_role
+    if role not in CASE_ROLES:
+        raise MalformedError(f"role must be one of {', '.join(sorted(CASE_ROLES))}")
+    return agency, user, role
+
+
+class Client:
+    """One device's session with its broker, over its local profile."""
+
+    def __init__(
+        self,
+        store: LocalStore,
+        directory: Path,
+        *,
+        secrets_: keystore.DeviceSecrets,
+        clock: Clock = wall_clock,
+        timeout: float = 30.0,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.store = store
+        self.directory = directory
+        self._secrets = secrets_
+        self.keys: DeviceKeys = secrets_.keys()
+        self.clock = clock
+        self._timeout = timeout
+        self._session = session
+        self.trust = TrustStore()
+        self.cert: bytes = b""
+        self.server_url = ""
+        self.server_key: bytes | None = None
+        self._broker: BrokerConnection | None = None
+        self.ledger: Ledger | None = None
+        self._events: dict[bytes, list[CaseEvent]] = {}
+        self._crl_checked_at: int | None = None
+        self.retries = 0
+
+    # ---------------------------------------------------------------- opening a profile
+    @classmethod
+    async def create(
+        cls,
+        directory: Path,
+        *,
+        agency_id: str,
+        user_id: str,
+        server_url: str,
+        passphrase: str | None = None,
+        key_file: Path | None = None,
+        kdf: str = "moderate",
+        clock: Clock = wall_clock,
+        session: aiohttp.ClientSession | None = None,
+    ) -> Client:
+        """Make a new device: fresh keys, sealed at rest, and an enrolment request."""
+        AGENCY_ID.check(agency_id, "agency")
+        USER_ID.check(user_id, "user")
+        store = await LocalStore.open(directory)
+        try:
+            if await store.get("identity") is not None:
+                raise ProfileError(f"{directory} already holds a device; use another --profile")
+            device = keystore.DeviceSecrets.generate(secrets.token_bytes)
+            if key_file is not None:
+                keystore.write_key_file(key_file, device)
+                await store.put("key-file", str(key_file.resolve()).encode())
+                await store.put("identity", b"key-file")
+            elif passphrase:
+                blob = keystore.seal(
+                    device.encode(), passphrase, purpose="device", rng=secrets.token_bytes, limits=kdf
+                )
+                await store.put("identity", blob)
+            else:
+                raise ProfileError("a new device needs a passphrase, or a key file for a bot")
+            await store.put("agency", agency_id.encode())
+            await store.put("user", user_id.encode())
+            await store.put("server-url", server_url.encode())
+            request = make_enrolment_request(device.keys(), agency_id=agency_id, user_id=user_id, now=clock())
+            await store.put("request", request)
+        except BaseException:
+            await store.close()
+            raise
+        client = cls(store, directory, secrets_=device, clock=clock, session=session)
+        await client._load()
+        return client
+
+    @classmethod
+    async def open(
+        cls,
+        directory: Path,
+        *,
+        passphrase: str | None = None,
+        clock: Clock = wall_clock,
+        timeout: float = 30.0,
+        session: aiohttp.ClientSession | None = None,
+    ) -> Client:
+        if not (directory / "state.db").exists():
+            raise ProfileError(f"no caseline profile at {directory}; run `caseline init` first")
+        store = await LocalStore.open(directory)
+        try:
+            device = await cls._unlock(store, passphrase)
+        except BaseException:
+            await store.close()
+            raise
+        client = cls(store, directory, secrets_=device, clock=clock, timeout=timeout, session=session)
+        await client._load()
+        return client
+
+    @staticmethod
+    async def _unlock(store: LocalStore, passphrase: str | None) -> keystore.DeviceSecrets:
+        identity = await store.get("identity")
+        if identity is None:
+            raise ProfileError("this profile holds no device; run `caseline init`")
+        if identity == b"key-file":
+            path = await store.get("key-file")
+            return keystore.read_key_file(Path((path or b"").decode()))
+        if not passphrase:
+            raise ProfileError("this device's keys are locked: give its passphrase")
+        return keystore.DeviceSecrets.decode(keystore.open_sealed(identity, passphrase, purpose="device"))
+
+    async def _load(self) -> None:
+        for agency_id, root in (await self.store.pins()).items():
+            self.trust.pin(agency_id, root)
+        for crl in await self.store.crls():
+            with contextlib.suppress(CaselineError):  # a list whose root was unpinned since
+                self.trust.add_revocation_list(crl)
+        self.cert = await self.store.get("cert") or b""
+        self.server_url = (await self.store.get("server-url") or b"").decode()
+        self.server_key = await self.store.get("server-key")
+        if self._broker is not None:
+            await self._broker.close()
+        self._broker = BrokerConnection(
+            self.server_url,
+            keys=self.keys if self.cert else None,
+            server_key=self.server_key,
+            timeout=self._timeout,
+            session=self._session,
+        )
+        self.ledger = Ledger(
+            keys=self.keys, cert=self.cert, trust=self.trust, server_key=self.server_key or b""
+        )
+
+    async def close(self) -> None:
+        if self._broker is not None:
+            await self._broker.close()
+        await self.store.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @property
+    def broker(self) -> BrokerConnection:
+        if self._broker is None or not self.server_url:
+            raise ProfileError("this profile names no broker; give --server")
+        return self._broker
+
+    def _ledger(self) -> Ledger:
+        if self.ledger is None or not self.cert or self.server_key is None:
+            raise ProfileError("this device is not enrolled yet: run `caseline login --cert FILE`")
+        return self.ledger
+
+    # ---------------------------------------------------------------- identity
+    async def enrolment_request(self) -> bytes:
+        request = await self.store.get("request")
+        if request is None:
+            raise ProfileError("this profile has no enrolment request")
+        return request
+
+    async def identity(self) -> Identity:
+        agency = (await self.store.get("agency") or b"").decode()
+        user = (await self.store.get("user") or b"").decode()
+        role, not_after = "", 0
+        scopes: tuple[str, ...] = ()
+        if self.cert:
+            cert = DeviceCert.decode(decode_signed(self.cert)[0])
+            role, scopes, not_after = cert.role, cert.scopes, cert.not_after
+        return Identity(
+            agency_id=agency,
+            user_id=user,
+            device_id=self.keys.device_id,
+            role=role,
+            scopes=scopes,
+            not_after=not_after,
+            server_url=self.server_url,
+            server_key=self.server_key,
+        )
+
+    async def login(
+        self, *, cert: bytes | None = None, server_url: str | None = None, server_key: bytes | None = None
+    ) -> Identity:
+        """Install this device's certificate, pin the broker's key, register and log in.
+
+        The broker's key signs every receipt, so it is pinned like an agency
+        root: on first use it is shown for comparison with the operator (or
+        given as ``server_key``); later a different key is refused.
+        """
+        if server_url:
+            self.server_url = server_url.rstrip("/")
+            await self.store.put("server-url", self.server_url.encode())
+            await self._load()
+        agency = (await self.store.get("agency") or b"").decode()
+        if cert is not None:
+            checked = self.trust.verify_cert(cert, at=self.clock())  # our own agency must be pinned
+            if checked.device_id != self.keys.device_id or checked.cert.kem_key != self.keys.kem_public:
+                raise UntrustedError("this certificate is for another device's keys")
+            if checked.cert.agency_id != agency:
+                raise UntrustedError("this certificate was issued by another agency")
+            await self.store.put("cert", cert)
+        if not (cert or self.cert):
+            raise ProfileError("this device has no certificate yet: give --cert FILE from your administrator")
+        info = await self.broker.server_info()
+        if self.server_key is not None and not P.constant_time_equal(self.server_key, info.server_key):
+            raise UntrustedError("the broker's key has changed since this device first met it")
+        if server_key is not None and not P.constant_time_equal(server_key, info.server_key):
+            raise UntrustedError("the broker's key is not the one you were given")
+        await self.store.put("server-key", info.server_key)
+        await self._load()
+        await self.broker.register(self.cert)
+        await self.broker.login()
+        return await self.identity()
+
+    # ---------------------------------------------------------------- trust
+    async def trust_add(self, agency_id: str, fingerprint_text: str, *, root_key: bytes | None = None) -> str:
+        """Pin a partner's root after checking the fingerprint read to you out of band.
+
+        The key may come from anywhere — the broker's registry by default — since
+        only a key whose fingerprint matches is accepted.
+        """
+        AGENCY_ID.check(agency_id, "agency")
+        expected = normalize_fingerprint(fingerprint_text)
+        if root_key is None:
+            info = await self.broker.agency(agency_id)
+            if info.agency_id != agency_id:
+                raise UntrustedError("the broker answered for another agency")
+            root_key = info.root_key
+        actual = fingerprint(agency_id, root_key)
+        if not P.constant_time_equal(actual.encode(), expected.encode()):
+            raise UntrustedError(
+                f"the root key offered for {agency_id!r} does not match that fingerprint — do not pin it"
+            )
+        self.trust.pin(agency_id, root_key)
+        await self.store.pin(agency_id, root_key, self.clock())
+        return actual
+
+    async def trust_remove(self, agency_id: str) -> bool:
+        removed = await self.store.unpin(agency_id)
+        self.trust.unpin(agency_id)
+        return removed
+
+    def trusted(self) -> dict[str, str]:
+        return {a: fingerprint(a, k) for a, k in sorted(self.trust.roots.items())}
+
+    async def refresh_revocations(self, *, force: bool = False) -> None:
+        """Fetch each pinned agency's newest revocation list; refuse any rollback."""
+        now = self.clock()
+        if (
+            not force
+            and self._crl_checked_at is not None
+            and now - self._crl_checked_at < REVOCATION_REFRESH_MS
+        ):
+            return
+        for agency_id in self.trust.roots:
+            crl = await self.broker.revocations(agency_id)
+            if crl is None:
+                continue
+            parsed = self.trust.add_revocation_list(crl)  # verified; an older list raises RevokedError
+            await self.store.put_crl(agency_id, parsed.number, crl)
+        self._crl_checked_at = now
+
+    # ---------------------------------------------------------------- case views
+    async def view(self, case_id: bytes) -> CaseView:
+        """This device's verified view of a case, rebuilt from stored entries on first use."""
+        ledger = self._ledger()
+        if case_id not in ledger.views:
+            events: list[CaseEvent] = []
+            now = self.clock()
+            for e in await self.store.entries(case_id):
+                events += ledger.apply(
+                    case_id, seq=e.seq, kind=e.kind, body=e.body, receipt=e.receipt, now=now
+                )
+            self._events[case_id] = events
+        return ledger.view(case_id)
+
+    async def _accept(self, case_id: bytes, entries: Sequence[StoredEntry]) -> list[CaseEvent]:
+        """Verify entries in log order, store what passed, and describe it."""
+        ledger = self._ledger()
+        view = await self.view(case_id)
+        events: list[CaseEvent] = []
+        accepted: list[StoredEntry] = []
+        now = self.clock()
+        try:
+            for e in entries:
+                if e.seq < view.count:
+                    if not P.constant_time_equal(entry_hash(e.kind, e.body), view.entry_hashes[e.seq]):
+                        raise ForkError(f"the broker now shows a different entry {e.seq} than it did before")
+                    continue  # the same entry again (a reconnect race): nothing new
+                events += ledger.apply(
+                    case_id, seq=e.seq, kind=e.kind, body=e.body, receipt=e.receipt, now=now
+                )
+                accepted.append(e)
+        finally:
+            await self.store.add_entries(case_id, accepted)
+            self._events.setdefault(case_id, []).extend(events)
+        return events
+
+    async def sync(self, case_id: bytes) -> list[CaseEvent]:
+        """Fetch, verify and store everything new in a case; return what it meant."""
+        await self.refresh_revocations()
+        view = await self.view(case_id)
+        events: list[CaseEvent] = []
+        while True:
+            page = await self.broker.entries(case_id, after=view.count)
+            stored = [StoredEntry(e.seq, e.kind, e.body, e.receipt) for e in page.entries]
+            events += await self._accept(case_id, stored)
+            if not page.entries or view.count >= page.count:
+                return events
+
+    async def history(self, case_id: bytes) -> list[CaseEvent]:
+        """Every verified event of a case this device holds, in log order."""
+        await self.view(case_id)
+        return sorted(self._events.get(case_id, []), key=lambda e: (e.seq, e.shared))
+
+    async def cases(self) -> list[CaseSummary]:
+        """The cases this device is in, synced, with what is unread."""
+        out = []
+        me = self.keys.device_id
+        for summary in (await self.broker.cases()).cases:
+            view = await self.view(summary.case_id)
+            if view.count < summary.count:
+                await self.sync(summary.case_id)
+            if view.state is None:
+                continue
+            read_upto = await self.store.read_upto(summary.case_id)
+            unread = sum(
+                1
+                for e in self._events.get(summary.case_id, [])
+                if e.kind == "update"
+                and e.seq >= read_upto
+                and (e.author is None or e.author.device_id != me)
+            )
+            info = view.case_info()
+            out.append(
+                CaseSummary(
+                    case_id=summary.case_id,
+                    title=info.title if info else "",
+                    reference=info.reference if info else "",
+                    role=view.state.members[me].role if me in view.state.members else "removed",
+                    epoch=view.state.epoch,
+                    count=view.count,
+                    unread=unread,
+                    handling=view.state.policy.handling,
+                    tlp=view.state.policy.tlp,
+                )
+            )
+        return out
+
+    async def mark_read(self, case_id: bytes) -> None:
+        view = await self.view(case_id)
+        await self.store.mark_read(case_id, view.count)
+
+    async def resolve_case(self, text: str) -> bytes:
+        """A case id from its hex, or from a unique prefix of one this device holds."""
+        text = text.strip().lower()
+        if len(text) == 32:
+            try:
+                return bytes.fromhex(text)
+            except ValueError:
+                pass
+        if len(text) < 6 or any(ch not in "0123456789abcdef" for ch in text):
+            raise MalformedError("a case id is 32 hex digits (or a unique prefix of at least 6)")
+        matches = [c for c in await self.store.case_ids() if c.hex().startswith(text)]
+        if len(matches) != 1:
+            raise MalformedError(
+                f"{'no' if not matches else 'more than one'} case of this device starts with {text}"
+            )
+        return matches[0]
+
+    # ---------------------------------------------------------------- membership
+    async def _devices(self, agency_id: str, user_id: str) -> list[Any]:
+        directory = await self.broker.directory(agency_id, user_id)
+        return self._ledger().eligible_devices(
+            directory, agency_id=agency_id, user_id=user_id, now=self.clock()
+        )
+
+    async def create_case(
+        self,
+        *,
+        title: str,
+        reference: str = "",
+        members: Iterable[tuple[str, str] | tuple[str, str, str]] = (),
+        handling: str = "H2",
+        tlp: str = "AMBER",
+        retention_days: int = 365,
+        history: str = "shared",
+    ) -> bytes:
+        """Open a case with this device as owner and the given users' devices as members."""
+        ledger = self._ledger()
+        await self.refresh_revocations(force=True)
+        roster = []
+        for m in members:
+            agency, user, role = (*m, "member") if len(m) == 2 else m
+            roster += [(vc, role) for vc in await self._devices(agency, user)]
+        case_id = secrets.token_bytes(16)
+        policy = Policy(
+            retention_days=retention_days,
+            handling=handling,
+            tlp=tlp,
+            history=history,
+            receipt_key=self.server_key or b"",
+        )
+        body = ledger.genesis(
+            case_id=case_id,
+            members=roster,
+            policy=policy,
+            info=CaseInfo(title=title, reference=reference),
+            now=self.clock(),
+            rng=secrets.token_bytes,
+        )
+        await self.broker.create_case(body)
+        await self.sync(case_id)
+        return case_id
+
+    async def _commit(self, case_id: bytes, roster: Sequence[tuple[Any, str]]) -> None:
+        ledger = self._ledger()
+        body = ledger.change(case_id, roster, now=self.clock(), rng=secrets.token_bytes)
+        await self.broker.commit(case_id, body)
+        await self.sync(case_id)
+
+    async def add_members(
+        self, case_id: bytes, users: Iterable[tuple[str, str, str]], *, share_history: bool = False
+    ) -> list[bytes]:
+        """Add users' current devices; optionally give them the keys of the history so far."""
+        await self.sync(case_id)
+        await self.refresh_revocations(force=True)
+        roster = self._ledger().roster(case_id)
+        present = {vc.device_id for vc, _ in roster}
+        added = []
+        for agency, user, role in users:
+            for vc in await self._devices(agency, user):
+                if vc.device_id not in present:
+                    roster.append((vc, role))
+                    present.add(vc.device_id)
+                    added.append(vc.device_id)
+        if not added:
+            raise MalformedError("every device of those users is already in the case")
+        view = await self.view(case_id)
+        readable = [e.seq for e in self._events.get(case_id, []) if e.kind == "update" and e.readable]
+        await self._commit(case_id, roster)
+        if share_history and readable:
+            share = view.history_share(recipients=added, seqs=readable)
+            await self.post(case_id, HISTORY_SHARE, share)
+        return added
+
+    async def remove_members(self, case_id: bytes, users: Iterable[tuple[str, str]]) -> list[bytes]:
+        """Remove every device of the given users; they cannot read what follows."""
+        await self.sync(case_id)
+        gone = set(users)
+        roster = self._ledger().roster(case_id)
+        keep = [(vc, r) for vc, r in roster if (vc.cert.agency_id, vc.cert.user_id) not in gone]
+        removed = [vc.device_id for vc, _ in roster if (vc.cert.agency_id, vc.cert.user_id) in gone]
+        if not removed:
+            raise NotMemberError("none of those users is in the case")
+        await self._commit(case_id, keep)
+        return removed
+
+    async def set_role(self, case_id: bytes, agency_id: str, user_id: str, role: str) -> None:
+        if role not in CASE_ROLES:
+            raise MalformedError(f"role must be one of {', '.join(sorted(CASE_ROLES))}")
+        await self.sync(case_id)
+        roster = self._ledger().roster(case_id)
+        if not any((vc.cert.agency_id, vc.cert.user_id) == (agency_id, user_id) for vc, _ in roster):
+            raise NotMemberError(f"{agency_id}:{user_id} is not in the case")
+        await self._commit(
+            case_id,
+            [
+                (vc, role if (vc.cert.agency_id, vc.cert.user_id) == (agency_id, user_id) else r)
+                for vc, r in roster
+            ],
+        )
+
+    async def members(self, case_id: bytes) -> tuple[Member, ...]:
+        return members_of(await self.view(case_id))
+
+    # ---------------------------------------------------------------- posting
+    def _seal_local(self, update_id: bytes, content_type: str, content: bytes) -> bytes:
+        nonce = secrets.token_bytes(P.AEAD_NONCE_SIZE)
+        aad = P.label("outbox") + update_id
+        return nonce + P.xchacha_seal(self._secrets.local_key, nonce, pack([content_type, content]), aad)
+
+    def _open_local(self, pending: Pending) -> tuple[str, bytes]:
+        nonce, sealed = (
+            pending.sealed_content[: P.AEAD_NONCE_SIZE],
+            pending.sealed_content[P.AEAD_NONCE_SIZE :],
+        )
+        obj = unpack(
+            P.xchacha_open(self._secrets.local_key, nonce, sealed, P.label("outbox") + pending.update_id)
+        )
+        return str(obj[0]), bytes(obj[1])
+
+    async def post(
+        self,
+        case_id: bytes,
+        content_type: str,
+        content: Mapping[str, Any] | bytes,
+        *,
+        tries: int = 5,
+        idempotency_key: str | None = None,
+    ) -> Posted:
+        """Seal, sign and post one update exactly once, however often it must be retried.
+
+        ``idempotency_key`` extends that to whole runs of a script: a second call
+        with the same key returns the first update instead of posting again.
+        """
+        if isinstance(content, Mapping):
+            data = content_schemas.encode_content(content_type, content)
+        else:
+            data = content
+        await self.sync(case_id)
+        # Whatever an earlier run sealed goes first, in order.  If it holds this
+        # very content, this call is that run's retry: it must not post twice.
+        retried = None
+        for pending in await self.store.outbox(case_id):
+            same = self._open_local(pending) == (content_type, data)
+            posted = await self._deliver(pending, tries=tries)
+            retried = posted if same and retried is None else retried
+        if retried is not None:
+            return retried
+        key_name = None
+        if idempotency_key is not None:
+            key_name = "posted:" + P.hash_labeled("idempotency-key", case_id, idempotency_key.encode()).hex()
+            earlier = await self.store.get(key_name)
+            if earlier is not None:
+                return await self._posted_before(case_id, earlier)
+        sealed = self._ledger().seal(
+            case_id, content_type=content_type, content=data, now=self.clock(), nonce=secrets.token_bytes(24)
+        )
+        pending = Pending(
+            update_id=sealed.update_id,
+            case_id=case_id,
+            envelope=sealed.envelope,
+            sealed_content=self._seal_local(sealed.update_id, content_type, data),
+            created_at=self.clock(),
+        )
+        await self.store.add_pending(pending)
+        if key_name is not None:
+            await self.store.put(key_name, sealed.update_id)
+        return await self._deliver(pending, tries=tries)
+
+    async def _posted_before(self, case_id: bytes, update_id: bytes) -> Posted:
+        for event in await self.history(case_id):
+            if event.update_id == update_id:
+                return Posted(
+                    case_id=case_id, update_id=update_id, seq=event.seq, receipt_time=event.time, retries=0
+                )
+        raise MalformedError("an update with this idempotency key was refused earlier; use a new key")
+
+    async def flush(self, case_id: bytes | None = None, *, tries: int = 5) -> list[Posted]:
+        """Send what an earlier run sealed but could not confirm, in order, before anything new."""
+        return [await self._deliver(p, tries=tries) for p in await self.store.outbox(case_id)]
+
+    async def _deliver(self, pending: Pending, *, tries: int) -> Posted:
+        case_id = pending.case_id
+        retries = 0
+
+        def count(_: BrokerError, __: int) -> None:
+            nonlocal retries
+            retries += 1
+            self.retries += 1
+
+        try:
+            receipt = await with_retries(
+                lambda: self.broker.post_update(case_id, pending.envelope), tries=tries, on_retry=count
+            )
+        except BrokerError as exc:
+            if exc.transient:
+                raise  # kept in the outbox: the next run sends the same bytes
+            return await self._refused(pending, exc, tries=tries)
+        tbs, sig = decode_signed(pending.envelope)
+        r = verify_receipt(receipt, self.server_key or b"")
+        if r.case_id != case_id or not P.constant_time_equal(
+            r.entry_hash, signed_entry_hash(KIND_UPDATE, tbs, sig)
+        ):
+            raise ForkError("the broker's receipt is for another entry than the update posted")
+        await self.store.drop_pending(pending.update_id)
+        await self.sync(case_id)
+        view = await self.view(case_id)
+        if r.seq >= view.count or not P.constant_time_equal(view.entry_hashes[r.seq], r.entry_hash):
+            raise ForkError("the broker acknowledged an update its log does not hold")
+        return Posted(
+            case_id=case_id, update_id=pending.update_id, seq=r.seq, receipt_time=r.time, retries=retries
+        )
+
+    async def _refused(self, pending: Pending, exc: BrokerError, *, tries: int) -> Posted:
+        """A definitive no.  If a membership change overtook the update, seal it again."""
+        await self.store.drop_pending(pending.update_id)
+        view = await self.view(pending.case_id)
+        view.abandon_unsent()
+        await self.sync(pending.case_id)
+        envelope = Envelope.decode(decode_signed(pending.envelope)[0])
+        if exc.status == 409 and view.state is not None and view.state.epoch > envelope.epoch:
+            content_type, data = self._open_local(pending)
+            if self.keys.device_id in view.state.members:
+                return await self.post(pending.case_id, content_type, data, tries=tries)
+        raise exc
+
+    # Typed helpers: one per content type, with markings from the case policy by default.
+    async def _markings(
+        self, case_id: bytes, graded: bool, overrides: Mapping[str, str] | None
+    ) -> dict[str, str]:
+        view = await self.view(case_id)
+        if view.state is None:
+            await self.sync(case_id)
+        if view.state is None:
+            raise NotMemberError("this device holds no such case")
+        markings = {"handling": view.state.policy.handling, "tlp": view.state.policy.tlp}
+        if graded:
+            markings |= {"source_reliability": "X", "information_assessment": "4"}
+        markings |= dict(overrides or {})
+        return markings
+
+    async def post_typed(
+        self,
+        case_id: bytes,
+        content_type: str,
+        fields: Mapping[str, Any],
+        *,
+        graded: bool | None = None,
+        idempotency_key: str | None = None,
+    ) -> Posted:
+        """Post ``fields`` as ``content_type``, filling in ``lang`` and the case's markings when absent."""
+        fields = dict(fields)
+        if graded is None:
+            graded = content_type in GRADED
+        markings = fields.pop("markings", None)
+        body = {"markings": await self._markings(case_id, graded, markings), "lang": fields.pop("lang", "en")}
+        body |= {k: v for k, v in fields.items() if v is not None}
+        return await self.post(case_id, content_type, body, idempotency_key=idempotency_key)
+
+    async def post_note(self, case_id: bytes, text: str, **fields: Any) -> Posted:
+        return await self.post_typed(case_id, "note", {"text": text, **fields})
+
+    async def post_seizure(
+        self,
+        case_id: bytes,
+        *,
+        occurred_at: str,
+        place: Mapping[str, Any],
+        goods: Sequence[Mapping[str, Any]],
+        **fields: Any,
+    ) -> Posted:
+        return await self.post_typed(
+            case_id,
+            "seizure",
+            {"occurred_at": occurred_at, "place": place, "goods": list(goods), **fields},
+            graded=True,
+        )
+
+    async def post_alert(
+        self, case_id: bytes, *, subject_kind: str, subject: Mapping[str, Any], reason: str, **fields: Any
+    ) -> Posted:
+        return await self.post_typed(
+            case_id,
+            "alert",
+            {"subject_kind": subject_kind, "subject": subject, "reason": reason, **fields},
+            graded=True,
+        )
+
+    async def post_request(
+        self, case_id: bytes, *, subject: str, urgency: str = "standard", **fields: Any
+    ) -> Posted:
+        return await self.post_typed(case_id, "request", {"subject": subject, "urgency": urgency, **fields})
+
+    async def post_reply(self, case_id: bytes, *, in_reply_to: bytes, text: str, **fields: Any) -> Posted:
+        return await self.post_typed(
+            case_id, "reply", {"in_reply_to": in_reply_to.hex(), "text": text, **fields}
+        )
+
+    async def post_status(self, case_id: bytes, *, status: str, **fields: Any) -> Posted:
+        return await self.post_typed(case_id, "status", {"status": status, **fields})
+
+    async def post_ack(self, case_id: bytes, *, of: bytes, level: str = "received", **fields: Any) -> Posted:
+        return await self.post_typed(case_id, "ack", {"of": of.hex(), "level": level, **fields})
+
+    # ---------------------------------------------------------------- following
+    async def follow(
+        self, case_ids: Iterable[bytes] | None = None, *, reconnect: bool = True, max_backoff: float = 10.0
+    ) -> AsyncIterator[CaseEvent]:
+        """Yield verified events as they arrive; reconnect and resume by cursor when cut off.
+
+        Ends with ``RevokedError`` if this device is revoked, ``BrokerError`` if
+        it is logged out, and the protocol error of any entry that fails to
+        verify — a broker that misbehaves on the stream is reported, not skipped.
+        """
+        wanted = None if case_ids is None else set(case_ids)
+        backoff = 0.05
+        while True:
+            await self.refresh_revocations(force=True)
+            cursors = {}
+            for case_id in await self.store.case_ids():
+                cursors[case_id] = (await self.view(case_id)).count
+            close_code = None
+            try:
+                async with self.broker.stream(cursors) as ws:
+                    backoff = 0.05
+                    async for msg in ws:
+                        if msg.type != aiohttp.WSMsgType.BINARY:
+                            continue
+                        for event in await self._on_frame(msg.data):
+                            if wanted is None or event.case_id in wanted:
+                                yield event
+                    close_code = ws.close_code
+            except BrokerUnavailable:
+                pass
+            except BrokerError as exc:
+                if exc.status != 401:
+                    raise
+            if close_code == CLOSE_REVOKED:
+                raise RevokedError("the broker closed the stream: this device was revoked")
+            if close_code == CLOSE_LOGOUT:
+                raise BrokerError(401, "logged-out", "this device's session was logged out")
+            if not reconnect:
+                return
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, max_backoff)
+
+    async def _on_frame(self, data: bytes) -> list[CaseEvent]:
+        obj = unpack(data)
+        tag = obj[1] if isinstance(obj, list) and len(obj) > 1 else None
+        if tag == Delivery.TAG:
+            d = Delivery.from_message(obj)
+            e = d.entry
+            return await self._accept(d.case_id, [StoredEntry(e.seq, e.kind, e.body, e.receipt)])
+        if tag == Notice.TAG:
+            Notice.from_message(obj)
+            return []
+        raise MalformedError("the broker sent a frame this client does not understand")
+
+    # ---------------------------------------------------------------- verification and evidence
+    async def verify_case(self, case_id: bytes) -> CaseReport:
+        """Re-verify a case from genesis against the broker's complete log.
+
+        The fresh view must extend what this device stored before: a broker that
+        rewrote history since is caught here (``ForkError``).  The report's code
+        lets two officers compare heads by phone.
+        """
+        await self.refresh_revocations(force=True)
+        await self.sync(case_id)
+        fresh = CaseView(trust=self.trust, me=self.keys)
+        after, now = 0, self.clock()
+        events: list[CaseEvent] = []
+        scratch = Ledger(keys=self.keys, cert=self.cert, trust=self.trust, server_key=self.server_key or b"")
+        scratch.views[case_id] = fresh
+        while True:
+            page = await self.broker.entries(case_id, after=after)
+            for e in page.entries:
+                events += scratch.apply(
+                    case_id, seq=e.seq, kind=e.kind, body=e.body, receipt=e.receipt, now=now
+                )
+            after = fresh.count
+            if not page.entries or after >= page.count:
+                break
+        mine = await self.view(case_id)
+        if fresh.count < mine.count or fresh.entry_hashes[: mine.count] != mine.entry_hashes:
+            raise ForkError("the broker's log is not the history this device verified before")
+        if fresh.state is None:
+            raise NotMemberError("the case is empty")
+        updates = [e for e in events if e.kind == "update"]
+        return CaseReport(
+            case_id=case_id,
+            count=fresh.count,
+            head=fresh.head,
+            code=head_code(fresh.count, fresh.head),
+            epoch=fresh.state.epoch,
+            members=members_of(fresh),
+            updates=len(updates),
+            readable=sum(1 for e in updates if e.readable),
+        )
+
+    async def export_evidence(self, case_id: bytes, seqs: Iterable[int] | None = None) -> bytes:
+        """A bundle disclosing the chosen updates (default: every one this device can read)."""
+        await self.sync(case_id)
+        view = await self.view(case_id)
+        stored = {e.seq: e for e in await self.store.entries(case_id)}
+        readable = {e.seq for e in self._events.get(case_id, []) if e.kind == "update" and e.readable}
+        chosen = sorted(readable if seqs is None else set(seqs))
+        for seq in chosen:
+            if seq not in readable:
+                raise NotMemberError(f"entry {seq} is not an update this device can disclose")
+        if not stored:
+            raise NotMemberError("this device holds no entries of that case")
+        return export_evidence(
+            view,
+            exporter=self.keys,
+            envelopes={seq: stored[seq].body for seq in chosen},
+            receipt=stored[view.count - 1].receipt,
+            now=self.clock(),
+        )
+
+
+def verify_bundle(bundle: bytes, pins: Mapping[str, str]) -> EvidenceReport:
+    """Verify an evidence bundle offline, trusting only the fingerprints given."""
+    return verify_evidence(bundle, pinned=pins)

@@ -1,0 +1,277 @@
+"""The client's sans-I/O core: pinned trust, one verified view per case, and the
+commits and updates this device makes.
+
+Nothing here touches the network, the disk, the clock or the RNG; the async
+``Client`` feeds it bytes and time and stores what it accepts.  Everything the
+broker hands over goes through ``CaseView.apply`` before it becomes a
+``CaseEvent``, so an event is by construction something this device verified.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from caseline.crypto import primitives as P
+from caseline.crypto.caselog import KIND_COMMIT, KIND_PURGED, Applied, CaseView
+from caseline.crypto.certs import TrustStore, VerifiedCert
+from caseline.crypto.commits import CaseState, create_commit, log_anchor
+from caseline.crypto.keys import DeviceKeys, Rng
+from caseline.crypto.updates import HISTORY_SHARE, OpenedUpdate, SealedUpdate
+from caseline.schemas.api import Directory
+from caseline.schemas.content import decode_json
+from caseline.schemas.errors import (
+    CaselineError,
+    ChainError,
+    MalformedError,
+    NotAllowedError,
+    NotMemberError,
+    UntrustedError,
+)
+from caseline.schemas.wire import CaseInfo, DeviceCert, LogPosition, Policy
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Author:
+    """Who signed something, as their agency's certificate says."""
+
+    agency_id: str
+    user_id: str
+    device_id: bytes
+    device_role: str
+
+    @classmethod
+    def of(cls, cert: DeviceCert) -> Author:
+        return cls(cert.agency_id, cert.user_id, cert.device_id, cert.role)
+
+    @property
+    def name(self) -> str:
+        return f"{self.agency_id}:{self.user_id}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Member:
+    author: Author
+    role: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CaseEvent:
+    """One verified entry of a case log, as an officer would read it."""
+
+    case_id: bytes
+    seq: int
+    kind: str  # "update", "commit" or "purged"
+    epoch: int
+    author: Author | None
+    time: int
+    #: Updates: False when this device holds no key for it (joined later, history not shared).
+    readable: bool = False
+    content_type: str | None = None
+    content: dict[str, Any] | None = None
+    update_id: bytes | None = None
+    #: Commits: the complete roster the commit set.
+    members: tuple[Member, ...] = ()
+    #: Set for an earlier update that a history share has just made readable.
+    shared: bool = False
+
+
+def _update_event(
+    case_id: bytes, seq: int, opened: OpenedUpdate, cert: DeviceCert, *, shared: bool
+) -> CaseEvent:
+    record = opened.record
+    content = None if record.content_type == HISTORY_SHARE else decode_json(record.content)
+    return CaseEvent(
+        case_id=case_id,
+        seq=seq,
+        kind="update",
+        epoch=record.epoch,
+        author=Author.of(cert),
+        time=record.time,
+        readable=True,
+        content_type=record.content_type,
+        content=content,
+        update_id=opened.update_id,
+        shared=shared,
+    )
+
+
+def members_of(view: CaseView) -> tuple[Member, ...]:
+    state = view.state
+    if state is None:
+        return ()
+    return tuple(Member(Author.of(state.certs[d].cert), m.role) for d, m in state.members.items())
+
+
+def head_code(count: int, head: bytes) -> str:
+    """A short code for a log head that two officers can compare by phone.
+
+    Equal codes mean both devices verified the same history up to ``count``
+    entries (about 66 bits: a broker cannot find a colliding fork in time).
+    """
+    digest = P.hash_labeled("head-code", P.u64(count), head)
+    return " ".join(f"{int.from_bytes(digest[i * 4 : i * 4 + 4], 'big') % 100000:05d}" for i in range(4))
+
+
+class Ledger:
+    """This device's verified knowledge of every case it holds."""
+
+    def __init__(self, *, keys: DeviceKeys, cert: bytes, trust: TrustStore, server_key: bytes) -> None:
+        self.keys = keys
+        self.cert = cert
+        self.trust = trust
+        self.server_key = server_key
+        self.views: dict[bytes, CaseView] = {}
+
+    def view(self, case_id: bytes) -> CaseView:
+        view = self.views.get(case_id)
+        if view is None:
+            view = self.views[case_id] = CaseView(trust=self.trust, me=self.keys)
+        return view
+
+    def forget(self, case_id: bytes) -> None:
+        self.views.pop(case_id, None)
+
+    # ---------------------------------------------------------------- receiving
+    def apply(
+        self, case_id: bytes, *, seq: int, kind: str, body: bytes, receipt: bytes, now: int
+    ) -> list[CaseEvent]:
+        """Verify the next entry of ``case_id`` (or raise, changing nothing) and describe it."""
+        view = self.view(case_id)
+        applied = view.apply(seq=seq, kind=kind, body=body, now=now, receipt=receipt)
+        if view.case_id != case_id:  # the genesis of another case, passed off under this id
+            self.forget(case_id)
+            raise ChainError("the broker delivered another case's log under this case id")
+        return self.describe(case_id, applied)
+
+    def describe(self, case_id: bytes, applied: Applied) -> list[CaseEvent]:
+        state = applied.state
+        if applied.kind == KIND_COMMIT:
+            commit = state.commit
+            events = [
+                CaseEvent(
+                    case_id=case_id,
+                    seq=applied.seq,
+                    kind="commit",
+                    epoch=state.epoch,
+                    author=Author.of(state.certs[commit.committer].cert)
+                    if commit.committer in state.certs
+                    else None,
+                    time=commit.time,
+                    members=members_of(self.views[case_id]),
+                )
+            ]
+        elif applied.kind == KIND_PURGED:
+            events = [
+                CaseEvent(
+                    case_id=case_id, seq=applied.seq, kind="purged", epoch=state.epoch, author=None, time=0
+                )
+            ]
+        elif applied.opened is not None:
+            cert = state.certs[applied.opened.envelope.sender].cert
+            events = [_update_event(case_id, applied.seq, applied.opened, cert, shared=False)]
+        else:
+            events = [
+                CaseEvent(
+                    case_id=case_id, seq=applied.seq, kind="update", epoch=state.epoch, author=None, time=0
+                )
+            ]
+        view = self.views[case_id]
+        for seq, opened in zip(applied.unlocked_seqs, applied.unlocked, strict=True):
+            author = view.states[opened.record.epoch].certs[opened.record.sender].cert
+            events.append(_update_event(case_id, seq, opened, author, shared=True))
+        return events
+
+    # ---------------------------------------------------------------- membership
+    def eligible_devices(
+        self, directory: Directory, *, agency_id: str, user_id: str, now: int
+    ) -> list[VerifiedCert]:
+        """The directory's certificates for one user that verify under our pins, now.
+
+        The broker's answer is only a claim: every certificate must chain to the
+        pinned root of the agency asked about and name the user asked about.
+        """
+        if directory.agency_id != agency_id or directory.user_id != user_id:
+            raise UntrustedError("the broker answered for another user than the one asked about")
+        if directory.revocations:
+            self.trust.add_revocation_list(directory.revocations)
+        found: list[VerifiedCert] = []
+        for signed in directory.certs:
+            try:
+                vc = self.trust.verify_cert(signed, at=now)
+            except CaselineError:
+                continue  # expired, revoked or foreign: never a member, but others may be fine
+            if vc.cert.agency_id != agency_id or vc.cert.user_id != user_id:
+                raise UntrustedError("the directory returned a certificate for someone else")
+            found.append(vc)
+        if not found:
+            raise UntrustedError(
+                f"{agency_id}:{user_id} has no device certified by a pinned root of {agency_id!r}"
+            )
+        return found
+
+    def roster(self, case_id: bytes) -> list[tuple[VerifiedCert, str]]:
+        state = self._state(case_id)
+        return [(state.certs[d], m.role) for d, m in state.members.items()]
+
+    def _state(self, case_id: bytes) -> CaseState:
+        view = self.views.get(case_id)
+        if view is None or view.state is None:
+            raise NotMemberError("this device holds no such case")
+        return view.state
+
+    def genesis(
+        self,
+        *,
+        case_id: bytes,
+        members: Sequence[tuple[VerifiedCert, str]],
+        policy: Policy,
+        info: CaseInfo,
+        now: int,
+        rng: Rng,
+    ) -> bytes:
+        me = self.trust.verify_cert(self.cert, at=now)
+        roster = [(me, "owner"), *[(vc, role) for vc, role in members if vc.device_id != me.device_id]]
+        body, _ = create_commit(
+            prev=None,
+            case_id=case_id,
+            committer=self.keys,
+            roster=roster,
+            policy=policy,
+            log=LogPosition(count=0, head=log_anchor(case_id)),
+            info=info,
+            now=now,
+            rng=rng,
+        )
+        return body
+
+    def change(
+        self, case_id: bytes, roster: Sequence[tuple[VerifiedCert, str]], *, now: int, rng: Rng
+    ) -> bytes:
+        """The next commit of ``case_id`` with a new complete roster (same policy and title)."""
+        state = self._state(case_id)
+        view = self.views[case_id]
+        mine = state.members.get(self.keys.device_id)
+        if mine is None or mine.role != "owner":
+            raise NotAllowedError("only an owner of the case may change its members")
+        if len({vc.device_id for vc, _ in roster}) != len(roster):
+            raise MalformedError("the new roster names a device twice")
+        body, _ = create_commit(
+            prev=state,
+            case_id=case_id,
+            committer=self.keys,
+            roster=list(roster),
+            policy=state.policy,
+            log=view.position(),
+            info=view.case_info(),
+            now=now,
+            rng=rng,
+        )
+        return body
+
+    # ---------------------------------------------------------------- sending
+    def seal(
+        self, case_id: bytes, *, content_type: str, content: bytes, now: int, nonce: bytes
+    ) -> SealedUpdate:
+        return self.view(case_id).seal(content_type=content_type, content=content, now=now, nonce=nonce)

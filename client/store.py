@@ -1,0 +1,221 @@
+"""The device's local state in SQLite: pins, verified log entries, the outbox.
+
+Only verified material is stored: an entry is written after ``CaseView.apply``
+accepted it, so rebuilding a view is a replay of entries that already passed
+every check (and passes them again).  Nothing here is plaintext: envelopes stay
+sealed, and the outbox keeps its re-sealable content under the device's local
+key.  The outbox is what makes posting exactly-once across crashes: an update is
+written here, with its final bytes, before its first send.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Final
+
+import aiosqlite
+from caseline.client.profile import ensure_private_dir
+
+SCHEMA_VERSION: Final = 1
+SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS pins (
+    agency_id TEXT PRIMARY KEY, root_key BLOB NOT NULL, added_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS crls (agency_id TEXT PRIMARY KEY, number INTEGER NOT NULL, body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS entries (
+    case_id BLOB NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, body BLOB NOT NULL,
+    receipt BLOB NOT NULL, PRIMARY KEY (case_id, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS cases (case_id BLOB PRIMARY KEY, read_upto INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS outbox (
+    update_id BLOB PRIMARY KEY, case_id BLOB NOT NULL, envelope BLOB NOT NULL,
+    sealed_content BLOB NOT NULL, created_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS issued (
+    serial INTEGER PRIMARY KEY, device_id BLOB NOT NULL, user_id TEXT NOT NULL, role TEXT NOT NULL,
+    cert BLOB NOT NULL, issued_at INTEGER NOT NULL, published INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS revoked (
+    device_id BLOB PRIMARY KEY, serial INTEGER NOT NULL, revoked_at INTEGER NOT NULL, reason TEXT NOT NULL);
+"""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoredEntry:
+    seq: int
+    kind: str
+    body: bytes
+    receipt: bytes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Pending:
+    """An update sealed and saved but not yet acknowledged by the broker."""
+
+    update_id: bytes
+    case_id: bytes
+    envelope: bytes
+    sealed_content: bytes
+    created_at: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Issued:
+    serial: int
+    device_id: bytes
+    user_id: str
+    role: str
+    cert: bytes
+    issued_at: int
+    published: bool
+
+
+class LocalStore:
+    """One profile's database (``state.db``), owner-only, WAL, fully synchronous."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self.db = db
+
+    @classmethod
+    async def open(cls, directory: Path) -> LocalStore:
+        ensure_private_dir(directory)
+        path = directory / "state.db"
+        db = await aiosqlite.connect(path)
+        path.chmod(0o600)
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA synchronous=FULL")
+        await db.executescript(SCHEMA)
+        await db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        await db.commit()
+        return cls(db)
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    # -- meta
+    async def get(self, key: str) -> bytes | None:
+        async with self.db.execute("SELECT value FROM meta WHERE key=?", (key,)) as cur:
+            row = await cur.fetchone()
+        return None if row is None else bytes(row[0])
+
+    async def put(self, key: str, value: bytes) -> None:
+        await self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+        await self.db.commit()
+
+    # -- trust
+    async def pins(self) -> dict[str, bytes]:
+        async with self.db.execute("SELECT agency_id, root_key FROM pins ORDER BY agency_id") as cur:
+            return {row[0]: bytes(row[1]) async for row in cur}
+
+    async def pin(self, agency_id: str, root_key: bytes, now: int) -> None:
+        await self.db.execute("INSERT OR REPLACE INTO pins VALUES (?, ?, ?)", (agency_id, root_key, now))
+        await self.db.commit()
+
+    async def unpin(self, agency_id: str) -> bool:
+        cur = await self.db.execute("DELETE FROM pins WHERE agency_id=?", (agency_id,))
+        await self.db.execute("DELETE FROM crls WHERE agency_id=?", (agency_id,))
+        await self.db.commit()
+        return cur.rowcount > 0
+
+    async def crls(self) -> list[bytes]:
+        async with self.db.execute("SELECT body FROM crls") as cur:
+            return [bytes(row[0]) async for row in cur]
+
+    async def put_crl(self, agency_id: str, number: int, body: bytes) -> None:
+        await self.db.execute("INSERT OR REPLACE INTO crls VALUES (?, ?, ?)", (agency_id, number, body))
+        await self.db.commit()
+
+    # -- case logs
+    async def case_ids(self) -> list[bytes]:
+        async with self.db.execute("SELECT case_id FROM cases ORDER BY rowid") as cur:
+            return [bytes(row[0]) async for row in cur]
+
+    async def entries(self, case_id: bytes, after: int = 0) -> list[StoredEntry]:
+        async with self.db.execute(
+            "SELECT seq, kind, body, receipt FROM entries WHERE case_id=? AND seq>=? ORDER BY seq",
+            (case_id, after),
+        ) as cur:
+            return [StoredEntry(row[0], row[1], bytes(row[2]), bytes(row[3])) async for row in cur]
+
+    async def add_entries(self, case_id: bytes, entries: list[StoredEntry]) -> None:
+        if not entries:
+            return
+        await self.db.execute("INSERT OR IGNORE INTO cases (case_id) VALUES (?)", (case_id,))
+        await self.db.executemany(
+            "INSERT INTO entries VALUES (?, ?, ?, ?, ?)",
+            [(case_id, e.seq, e.kind, e.body, e.receipt) for e in entries],
+        )
+        await self.db.commit()
+
+    async def read_upto(self, case_id: bytes) -> int:
+        async with self.db.execute("SELECT read_upto FROM cases WHERE case_id=?", (case_id,)) as cur:
+            row = await cur.fetchone()
+        return 0 if row is None else int(row[0])
+
+    async def mark_read(self, case_id: bytes, upto: int) -> None:
+        await self.db.execute("UPDATE cases SET read_upto=max(read_upto, ?) WHERE case_id=?", (upto, case_id))
+        await self.db.commit()
+
+    # -- outbox
+    async def outbox(self, case_id: bytes | None = None) -> list[Pending]:
+        query = "SELECT update_id, case_id, envelope, sealed_content, created_at FROM outbox"
+        args: tuple[bytes, ...] = ()
+        if case_id is not None:
+            query += " WHERE case_id=?"
+            args = (case_id,)
+        async with self.db.execute(query + " ORDER BY rowid", args) as cur:
+            return [Pending(bytes(r[0]), bytes(r[1]), bytes(r[2]), bytes(r[3]), r[4]) async for r in cur]
+
+    async def add_pending(self, pending: Pending) -> None:
+        await self.db.execute(
+            "INSERT INTO outbox VALUES (?, ?, ?, ?, ?)",
+            (
+                pending.update_id,
+                pending.case_id,
+                pending.envelope,
+                pending.sealed_content,
+                pending.created_at,
+            ),
+        )
+        await self.db.commit()
+
+    async def drop_pending(self, update_id: bytes) -> None:
+        await self.db.execute("DELETE FROM outbox WHERE update_id=?", (update_id,))
+        await self.db.commit()
+
+    # -- agency administration
+    async def issued(self) -> list[Issued]:
+        async with self.db.execute("SELECT * FROM issued ORDER BY serial") as cur:
+            return [Issued(r[0], bytes(r[1]), r[2], r[3], bytes(r[4]), r[5], bool(r[6])) async for r in cur]
+
+    async def next_serial(self) -> int:
+        async with self.db.execute("SELECT coalesce(max(serial), 0) + 1 FROM issued") as cur:
+            row = await cur.fetchone()
+        return 1 if row is None else int(row[0])
+
+    async def add_issued(self, issued: Issued) -> None:
+        await self.db.execute(
+            "INSERT INTO issued VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                issued.serial,
+                issued.device_id,
+                issued.user_id,
+                issued.role,
+                issued.cert,
+                issued.issued_at,
+                int(issued.published),
+            ),
+        )
+        await self.db.commit()
+
+    async def mark_published(self, serial: int) -> None:
+        await self.db.execute("UPDATE issued SET published=1 WHERE serial=?", (serial,))
+        await self.db.commit()
+
+    async def revoked(self) -> list[tuple[bytes, int, int, str]]:
+        async with self.db.execute("SELECT * FROM revoked ORDER BY revoked_at, device_id") as cur:
+            return [(bytes(r[0]), r[1], r[2], r[3]) async for r in cur]
+
+    async def add_revoked(self, device_id: bytes, serial: int, revoked_at: int, reason: str) -> None:
+        await self.db.execute(
+            "INSERT OR IGNORE INTO revoked VALUES (?, ?, ?, ?)", (device_id, serial, revoked_at, reason)
+        )
+        await self.db.commit()

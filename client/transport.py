@@ -1,0 +1,235 @@
+"""The aiohttp edge: HTTP requests and the WebSocket stream to one broker.
+
+It speaks the API of PROTOCOL.md §9 and turns every failure into one of three
+things: a ``BrokerError`` carrying the broker's problem+json, a
+``BrokerUnavailable`` when there was no answer, or the protocol's own
+``MalformedError`` when an answer does not decode — a broker is never trusted
+to send well-formed bytes.  Responses are read with a size cap for the same
+reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Final, TypeVar
+
+import aiohttp
+from caseline.client.errors import BrokerError, BrokerUnavailable
+from caseline.crypto.auth import answer_challenge
+from caseline.crypto.keys import DeviceKeys
+from caseline.schemas.api import (
+    AgencyInfo,
+    CaseList,
+    ChallengeRequest,
+    Cursor,
+    Directory,
+    EntryPage,
+    ServerInfo,
+    Session,
+    Subscribe,
+)
+from caseline.schemas.errors import MalformedError
+
+MSGPACK: Final = "application/msgpack"
+MAX_RESPONSE: Final = 64 * 1024 * 1024
+MAX_FRAME: Final = 4 * 1024 * 1024
+T = TypeVar("T")
+
+
+async def _read(resp: aiohttp.ClientResponse, limit: int = MAX_RESPONSE) -> bytes:
+    if resp.content_length is not None and resp.content_length > limit:
+        raise MalformedError("broker response is larger than any valid answer")
+    chunks, size = [], 0
+    async for chunk in resp.content.iter_chunked(65536):
+        size += len(chunk)
+        if size > limit:
+            raise MalformedError("broker response is larger than any valid answer")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _problem(status: int, body: bytes, headers: Mapping[str, str]) -> BrokerError:
+    code, detail = "http-error", f"HTTP {status}"
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        doc = json.loads(body[:16384])
+        code = str(doc.get("type", "")).rsplit("/", 1)[-1][:64] or code
+        detail = str(doc.get("detail", detail))[:300]
+    retry_after = None
+    with contextlib.suppress(ValueError, TypeError, KeyError):
+        retry_after = min(float(headers["Retry-After"]), 60.0)
+    return BrokerError(status, code, detail, retry_after=retry_after)
+
+
+class BrokerConnection:
+    """An authenticated connection to one broker for one device."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        keys: DeviceKeys | None,
+        server_key: bytes | None,
+        timeout: float = 30.0,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.keys = keys
+        self.server_key = server_key
+        self.timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=min(timeout, 10.0))
+        self._session = session
+        self._own_session = session is None
+        self._token: str | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self.timeout)
+        return self._session
+
+    async def close(self) -> None:
+        if self._own_session and self._session is not None:
+            await self._session.close()
+        self._session = None
+
+    # ---------------------------------------------------------------- plumbing
+    async def request(
+        self, method: str, path: str, *, body: bytes | None = None, auth: bool = True, retried: bool = False
+    ) -> tuple[int, bytes]:
+        headers = {"Content-Type": MSGPACK} if body is not None else {}
+        if auth:
+            if self._token is None:
+                await self.login()
+            headers["Authorization"] = f"Bearer {self._token}"
+        try:
+            async with self.session.request(
+                method, self.url + path, data=body, headers=headers, timeout=self.timeout
+            ) as resp:
+                data = await _read(resp)
+                status = resp.status
+                resp_headers = resp.headers
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise BrokerUnavailable(f"no answer from {self.url}: {type(exc).__name__}") from None
+        if status == 401 and auth and not retried:
+            self._token = None  # expired or logged out: log in again once
+            return await self.request(method, path, body=body, auth=auth, retried=True)
+        if status >= 400:
+            raise _problem(status, data, resp_headers)
+        return status, data
+
+    # ---------------------------------------------------------------- public, unauthenticated
+    async def server_info(self) -> ServerInfo:
+        return ServerInfo.decode((await self.request("GET", "/v1/server", auth=False))[1])
+
+    async def agency(self, agency_id: str) -> AgencyInfo:
+        return AgencyInfo.decode((await self.request("GET", f"/v1/agencies/{agency_id}", auth=False))[1])
+
+    async def revocations(self, agency_id: str) -> bytes | None:
+        try:
+            return (await self.request("GET", f"/v1/agencies/{agency_id}/revocations", auth=False))[1]
+        except BrokerError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def put_revocations(self, agency_id: str, crl: bytes) -> None:
+        await self.request("PUT", f"/v1/agencies/{agency_id}/revocations", body=crl, auth=False)
+
+    async def register(self, cert: bytes) -> None:
+        await self.request("POST", "/v1/devices", body=cert, auth=False)
+
+    async def login(self) -> None:
+        """Challenge–response: sign the broker's fresh challenge, get a session token."""
+        if self.keys is None or self.server_key is None:
+            raise BrokerError(401, "unauthorized", "this profile has no enrolled device")
+        request = ChallengeRequest(device_id=self.keys.device_id).encode()
+        _, challenge = await self.request("POST", "/v1/auth/challenge", body=request, auth=False)
+        response = answer_challenge(self.keys, challenge, server_key=self.server_key)
+        _, body = await self.request("POST", "/v1/auth/session", body=response, auth=False)
+        self._token = Session.decode(body).token
+
+    async def logout(self) -> None:
+        if self._token is not None:
+            await self.request("POST", "/v1/auth/logout")
+            self._token = None
+
+    # ---------------------------------------------------------------- authenticated
+    async def directory(self, agency_id: str, user_id: str) -> Directory:
+        return Directory.decode((await self.request("GET", f"/v1/directory/{agency_id}/{user_id}"))[1])
+
+    async def cases(self) -> CaseList:
+        return CaseList.decode((await self.request("GET", "/v1/cases"))[1])
+
+    async def create_case(self, commit: bytes) -> bytes:
+        return (await self.request("POST", "/v1/cases", body=commit))[1]
+
+    async def commit(self, case_id: bytes, commit: bytes) -> bytes:
+        return (await self.request("POST", f"/v1/cases/{case_id.hex()}/commits", body=commit))[1]
+
+    async def post_update(self, case_id: bytes, envelope: bytes) -> bytes:
+        return (await self.request("POST", f"/v1/cases/{case_id.hex()}/updates", body=envelope))[1]
+
+    async def entries(self, case_id: bytes, after: int) -> EntryPage:
+        page = EntryPage.decode(
+            (await self.request("GET", f"/v1/cases/{case_id.hex()}/entries?after={after}"))[1]
+        )
+        if page.case_id != case_id:
+            raise MalformedError("the broker answered with another case's entries")
+        return page
+
+    @contextlib.asynccontextmanager
+    async def stream(self, cursors: dict[bytes, int]) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
+        """Open the device's WebSocket and subscribe from the given cursors."""
+        if self._token is None:
+            await self.login()
+        try:
+            ws = await self.session.ws_connect(
+                self.url + "/v1/stream",
+                headers={"Authorization": f"Bearer {self._token}"},
+                max_msg_size=MAX_FRAME,
+                compress=0,
+                heartbeat=30.0,
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status == 401:
+                self._token = None
+            raise BrokerError(exc.status, "stream-refused", exc.message) from None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise BrokerUnavailable(f"no stream from {self.url}: {type(exc).__name__}") from None
+        try:
+            subscribe = Subscribe(
+                cursors=tuple(Cursor(case_id=c, after=n) for c, n in sorted(cursors.items()))
+            )
+            await ws.send_bytes(subscribe.encode())
+            yield ws
+        finally:
+            await ws.close()
+
+
+async def with_retries(
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    tries: int = 5,
+    base_delay: float = 0.05,
+    max_delay: float = 5.0,
+    on_retry: Callable[[BrokerError, int], None] | None = None,
+) -> T:
+    """Run ``attempt`` again after transient failures, with jittered exponential backoff.
+
+    Only safe for idempotent attempts: posts qualify because a retry sends the
+    very same sealed bytes, which the broker stores at most once.
+    """
+    for n in range(1, tries + 1):
+        try:
+            return await attempt()
+        except BrokerError as exc:
+            if not exc.transient or n == tries:
+                raise
+            if on_retry is not None:
+                on_retry(exc, n)
+            delay = exc.retry_after if exc.retry_after is not None else base_delay * 2 ** (n - 1)
+            await asyncio.sleep(min(delay, max_delay) * (0.5 + random.random() / 2))  # noqa: S311
+    raise AssertionError("unreachable")  # pragma: no cover

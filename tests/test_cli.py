@@ -1,0 +1,156 @@
+"""The ``caseline`` command line as scripts see it: exit codes, ``--json``, stdin.
+
+Commands run as real processes against a real broker on loopback; the demo's
+whole story runs once as ``make demo`` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from caseline.client.cli import (
+    EXIT_OK,
+    EXIT_PROFILE,
+    EXIT_REFUSED,
+    EXIT_UNAVAILABLE,
+    EXIT_UNTRUSTED,
+    EXIT_USAGE,
+)
+
+from tests.agencies import PASSPHRASE, Network, start_network
+
+
+@pytest.fixture
+async def net(aiohttp_server: Any, tmp_path: Path) -> AsyncIterator[Network]:
+    network = await start_network(aiohttp_server, tmp_path)
+    await network.agency("ke-kra", "Kenya Revenue Authority", "KE")
+    yield network
+    await network.close()
+
+
+async def caseline(home: Path, *args: str, stdin: bytes = b"") -> tuple[int, str, str]:
+    """Run the CLI without blocking the loop that serves the broker."""
+    env = {**os.environ, "CASELINE_HOME": str(home), "CASELINE_PASSPHRASE": PASSPHRASE, "NO_COLOR": "1"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "caseline.client.cli",
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(stdin), timeout=120)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def enrolled(net: Network, home: Path) -> bytes:
+    """An officer profile 'alice' made by the CLI, with an open case; returns the case id."""
+    code, out, _ = await caseline(
+        home, "--json", "--profile", "alice", "init", "--agency", "ke-kra", "--user", "alice",
+        "--server", net.url, "--kdf", "interactive", "--request-out", str(home / "alice.req"),
+    )  # fmt: skip
+    assert code == EXIT_OK, out
+    cert = await net.admins["ke-kra"].issue((home / "alice.req").read_bytes(), role="officer")
+    (home / "alice.cert").write_bytes(cert)
+    await net.publish("ke-kra")
+    fpr = net.admins["ke-kra"].fingerprint
+    assert (await caseline(home, "--profile", "alice", "trust", "add", "ke-kra", fpr))[0] == EXIT_OK
+    assert (await caseline(home, "--profile", "alice", "login", "--cert", str(home / "alice.cert")))[
+        0
+    ] == EXIT_OK
+    code, out, err = await caseline(home, "--json", "--profile", "alice", "case", "create", "--title", "Op")
+    assert code == EXIT_OK, err
+    return bytes.fromhex(json.loads(out)["case_id"])
+
+
+async def test_exit_codes_and_json(net: Network, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    code, _, err = await caseline(home, "--json", "--profile", "nobody", "whoami")
+    assert code == EXIT_PROFILE and json.loads(err)["exit"] == EXIT_PROFILE
+
+    case_id = await enrolled(net, home)
+    code, out, _ = await caseline(home, "--json", "--profile", "alice", "whoami")
+    assert code == EXIT_OK and json.loads(out)["role"] == "officer"
+
+    # A script posts JSON on stdin; the same idempotency key twice posts once.
+    doc = json.dumps({"text": "container MSKU1234565 flagged"}).encode()
+    post = (
+        "--json",
+        "--profile",
+        "alice",
+        "post",
+        case_id.hex()[:8],
+        "--type",
+        "note",
+        "--idempotency-key",
+        "k1",
+    )
+    first, second = await caseline(home, *post, stdin=doc), await caseline(home, *post, stdin=doc)
+    assert first[0] == second[0] == EXIT_OK
+    assert json.loads(first[1])["update_id"] == json.loads(second[1])["update_id"]
+
+    code, _, err = await caseline(
+        home, "--profile", "alice", "post", case_id.hex(), "--type", "seizure", stdin=doc
+    )
+    assert code == EXIT_USAGE and "seizure content is invalid" in err and "Traceback" not in err
+    code, _, err = await caseline(
+        home, "--profile", "alice", "post", case_id.hex(), "--type", "note", stdin=b"{"
+    )
+    assert code == EXIT_USAGE
+
+    code, out, _ = await caseline(home, "--json", "--profile", "alice", "case", "show", case_id.hex())
+    shown = json.loads(out)
+    assert code == EXIT_OK and [e["content"]["text"] for e in shown["events"] if e["content"]] == [
+        "container MSKU1234565 flagged"
+    ]
+    code, out, _ = await caseline(home, "--json", "--profile", "alice", "case", "list")
+    assert code == EXIT_OK and json.loads(out)[0]["unread"] == 0
+
+    # Evidence: verified offline with a fingerprint; a changed byte exits 3.
+    bundle = tmp_path / "case.evidence"
+    code, _, err = await caseline(
+        home, "--profile", "alice", "evidence", "export", case_id.hex(), "-o", str(bundle)
+    )
+    assert code == EXIT_OK, err
+    pin = f"ke-kra={net.admins['ke-kra'].fingerprint}"
+    code, out, _ = await caseline(home, "--json", "evidence", "verify", str(bundle), "--pin", pin)
+    assert code == EXIT_OK and json.loads(out)["verified"] is True
+    data = bytearray(bundle.read_bytes())
+    data[-1] ^= 1
+    bundle.write_bytes(bytes(data))
+    code, _, err = await caseline(home, "--json", "evidence", "verify", str(bundle), "--pin", pin)
+    assert code == EXIT_UNTRUSTED and json.loads(err)["error"] == "bad-signature"
+
+    # The broker says no (not a member of a case that does not exist): 4.
+    code, _, _ = await caseline(home, "--profile", "alice", "case", "show", "00" * 16)
+    assert code == EXIT_REFUSED
+
+    # Nobody answers: 5, and the same command may simply be run again.
+    code, _, err = await caseline(home, "--profile", "alice", "login", "--server", "http://127.0.0.1:9")
+    assert code == EXIT_UNAVAILABLE and "run the same command again" in err
+
+
+def test_make_demo_runs_the_whole_story(tmp_path: Path) -> None:
+    """``make demo``: two agencies, a bot, a case, evidence — and nothing left running."""
+    done = subprocess.run(
+        [sys.executable, "-m", "caseline.client.demo", "--keep", str(tmp_path / "demo")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "the same history" in done.stdout
+    assert "VERIFIED" in done.stdout
+    assert "Demo complete" in done.stdout

@@ -1,0 +1,353 @@
+"""The client library against a real broker on loopback: the behaviours issue 4 names."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from caseline.client.client import Client, verify_bundle
+from caseline.client.errors import BrokerError, ProfileError
+from caseline.client.keystore import DeviceSecrets, read_key_file, write_key_file
+from caseline.crypto.certs import make_enrolment_request, open_enrolment_request
+from caseline.crypto.keys import DeviceKeys
+from caseline.schemas.errors import (
+    BadSignatureError,
+    ContentError,
+    NotAllowedError,
+    RevokedError,
+    UntrustedError,
+)
+from caseline.server.app import HUB, STORE
+from caseline.server.stream import CLOSE_SLOW
+
+from tests.agencies import PASSPHRASE, Network, start_network
+
+
+@pytest.fixture
+async def net(aiohttp_server: Any, tmp_path: Path) -> AsyncIterator[Network]:
+    network = await start_network(aiohttp_server, tmp_path)
+    await network.agency("ke-kra", "Kenya Revenue Authority", "KE")
+    await network.agency("tz-tra", "Tanzania Revenue Authority", "TZ")
+    yield network
+    await network.close()
+
+
+async def stored_updates(net: Network, case_id: bytes) -> list[bytes]:
+    rows = await net.app[STORE].entries(case_id, after=0, limit=10_000)
+    return [r.body for r in rows if r.kind == "update"]
+
+
+# --------------------------------------------------------------------------- membership
+
+
+async def test_a_removed_member_cannot_read_later_updates(net: Network) -> None:
+    alice, juma = await net.device("ke-kra", "alice"), await net.device("tz-tra", "juma")
+    case_id = await alice.create_case(title="Op", members=[("tz-tra", "juma")])
+    await alice.post_note(case_id, "before removal")
+    await juma.sync(case_id)
+    await alice.remove_members(case_id, [("tz-tra", "juma")])
+    await alice.post_note(case_id, "after removal")
+
+    with pytest.raises(BrokerError) as refused:  # the broker no longer serves the case to juma
+        await juma.sync(case_id)
+    assert refused.value.status == 403
+    # Even handed the entries directly, juma's keys open nothing after its removal.
+    for row in await net.app[STORE].entries(case_id, after=(await juma.view(case_id)).count, limit=100):
+        events = juma._ledger().apply(
+            case_id, seq=row.seq, kind=row.kind, body=row.body, receipt=row.receipt, now=juma.clock()
+        )
+        assert all(not e.readable for e in events if e.kind == "update")
+    readable = [e.content for e in await juma.history(case_id) if e.readable and e.content]
+    assert [c["text"] for c in readable] == ["before removal"]
+
+
+async def test_members_come_from_pinned_roots_only(net: Network) -> None:
+    alice = await net.device("ke-kra", "alice", pin_all=False)  # has not pinned tz-tra
+    await net.device("tz-tra", "juma")
+    with pytest.raises(UntrustedError):
+        await alice.create_case(title="Op", members=[("tz-tra", "juma")])
+    assert await alice.cases() == []  # nothing was sent
+
+
+async def test_only_owners_change_members_and_roles_change(net: Network) -> None:
+    alice, juma = await net.device("ke-kra", "alice"), await net.device("tz-tra", "juma")
+    await net.device("ke-kra", "bob")
+    case_id = await alice.create_case(title="Op", members=[("tz-tra", "juma")])
+    with pytest.raises(NotAllowedError):
+        await juma.add_members(case_id, [("ke-kra", "bob", "member")])
+    await alice.set_role(case_id, "tz-tra", "juma", "owner")
+    await juma.add_members(case_id, [("ke-kra", "bob", "observer")])
+    await alice.sync(case_id)
+    roles = {m.author.name: m.role for m in await alice.members(case_id)}
+    assert roles == {"ke-kra:alice": "owner", "tz-tra:juma": "owner", "ke-kra:bob": "observer"}
+
+
+async def test_history_is_shared_with_a_new_member_only_when_asked(net: Network) -> None:
+    alice, juma, bob = (
+        await net.device("ke-kra", "alice"),
+        await net.device("tz-tra", "juma"),
+        await net.device("ke-kra", "bob"),
+    )
+    case_id = await alice.create_case(title="Op")
+    await alice.post_note(case_id, "early lead")
+    await alice.add_members(case_id, [("tz-tra", "juma", "member")])
+    await alice.add_members(case_id, [("ke-kra", "bob", "member")], share_history=True)
+    await juma.sync(case_id)
+    await bob.sync(case_id)
+    juma_texts = [e.content["text"] for e in await juma.history(case_id) if e.readable and e.content]
+    bob_texts = [e.content["text"] for e in await bob.history(case_id) if e.readable and e.content]
+    assert juma_texts == []
+    assert bob_texts == ["early lead"]
+
+
+# --------------------------------------------------------------------------- revocation and bots
+
+
+async def test_a_revoked_device_is_refused_and_its_updates_rejected(net: Network) -> None:
+    alice, juma = await net.device("ke-kra", "alice"), await net.device("tz-tra", "juma")
+    case_id = await alice.create_case(title="Op", members=[("tz-tra", "juma")])
+    await juma.post_note(case_id, "posted while trusted")
+    admin = net.admins["tz-tra"]
+    await admin.revoke(juma.keys.device_id, reason="device-lost")
+    # The broker has not heard yet, so it still accepts an update dated after the
+    # revocation; alice must refuse it once she learns of the revocation.
+    await juma.post_note(case_id, "posted after the revocation")
+    await net.publish("tz-tra")
+    fresh = await Client.open(alice.directory, passphrase=PASSPHRASE)
+    try:
+        with pytest.raises(RevokedError):
+            await fresh.sync(case_id)
+        assert [e.content["text"] for e in await fresh.history(case_id) if e.content] == [
+            "posted while trusted"
+        ]
+    finally:
+        await fresh.close()
+    before = await stored_updates(net, case_id)
+    with pytest.raises(BrokerError) as refused:  # now the broker refuses juma outright
+        await juma.post_note(case_id, "and again")
+    assert refused.value.problem == "revoked"  # its session died; a new login is refused
+    assert await stored_updates(net, case_id) == before
+
+
+async def test_a_bot_outside_its_scopes_is_refused(net: Network) -> None:
+    alice = await net.device("ke-kra", "alice")
+    bot = await net.device("ke-kra", "scanner", role="bot", scopes=("alert", "read"))
+    case_id = await alice.create_case(title="Op", members=[("ke-kra", "scanner")])
+    other = await alice.create_case(title="Not for bots")
+    with pytest.raises(NotAllowedError):
+        await bot.post_note(case_id, "bots may not post notes")
+    with pytest.raises(BrokerError) as refused:
+        await bot.post_alert(other, subject_kind="vehicle", subject={"mode": "road"}, reason="x")
+    assert refused.value.status == 403
+    assert await stored_updates(net, case_id) == []
+    assert await stored_updates(net, other) == []
+
+
+# --------------------------------------------------------------------------- exactly once
+
+
+async def test_an_update_retried_after_a_timeout_appears_once(aiohttp_server: Any, net: Network) -> None:
+    alice = await net.device("ke-kra", "alice")
+    case_id = await alice.create_case(title="Op")
+    release, forwarded = asyncio.Event(), []
+    async with aiohttp.ClientSession() as upstream:
+
+        async def proxy(request: web.Request) -> web.StreamResponse:
+            """Forward to the broker; hold the first post's answer until the client gave up."""
+            body = await request.read()
+            headers = {k: v for k, v in request.headers.items() if k in ("Authorization", "Content-Type")}
+            async with upstream.request(
+                request.method, net.url + request.path_qs, data=body or None, headers=headers
+            ) as r:
+                data, status, ctype = await r.read(), r.status, r.headers.get("Content-Type", "")
+            if request.method == "POST" and request.path.endswith("/updates"):
+                forwarded.append(body)
+                if len(forwarded) == 1:
+                    await release.wait()
+            return web.Response(body=data, status=status, headers={"Content-Type": ctype})
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", proxy)
+        server = await aiohttp_server(app)
+        slow = await Client.open(alice.directory, passphrase=PASSPHRASE, timeout=1.0)
+        try:
+            await slow.login(server_url=str(server.make_url("")))
+            posted = await slow.post_note(case_id, "seizure at Namanga")
+        finally:
+            release.set()
+            await slow.close()
+    assert posted.retries == 1
+    assert len(forwarded) == 2 and forwarded[0] == forwarded[1]  # the retry sent the same bytes
+    assert len(await stored_updates(net, case_id)) == 1
+
+
+async def test_an_update_left_by_a_crash_is_sent_once_by_the_next_run(
+    aiohttp_server: Any, net: Network
+) -> None:
+    alice = await net.device("ke-kra", "alice")
+    case_id = await alice.create_case(title="Op")
+    note = {"markings": {"handling": "H2", "tlp": "AMBER"}, "lang": "en", "text": "seizure at Namanga"}
+    async with aiohttp.ClientSession() as upstream:
+
+        async def overloaded(request: web.Request) -> web.StreamResponse:
+            """A broker that serves reads but answers every post with 503."""
+            if request.method == "POST" and request.path.endswith("/updates"):
+                return web.json_response({"type": "about:blank", "detail": "overloaded"}, status=503)
+            headers = {k: v for k, v in request.headers.items() if k in ("Authorization", "Content-Type")}
+            body = await request.read()
+            async with upstream.request(
+                request.method, net.url + request.path_qs, data=body or None, headers=headers
+            ) as r:
+                data, status, ctype = await r.read(), r.status, r.headers.get("Content-Type", "")
+            return web.Response(body=data, status=status, headers={"Content-Type": ctype})
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", overloaded)
+        server = await aiohttp_server(app)
+        cut_off = await Client.open(alice.directory, passphrase=PASSPHRASE)
+        try:
+            await cut_off.login(server_url=str(server.make_url("")))
+            with pytest.raises(BrokerError) as failed:
+                await cut_off.post(case_id, "note", note, tries=2)
+            assert failed.value.transient
+            assert len(await cut_off.store.outbox(case_id)) == 1  # sealed and kept, final bytes and all
+        finally:
+            await cut_off.close()
+    again = await Client.open(alice.directory, passphrase=PASSPHRASE)
+    try:
+        await again.login(server_url=net.url)
+        retried = await again.post(case_id, "note", note)  # the same command, run again
+        nxt = await again.post_note(case_id, "next")
+        assert await again.store.outbox() == []
+    finally:
+        await again.close()
+    assert (retried.seq, nxt.seq) == (1, 2)
+    assert len(await stored_updates(net, case_id)) == 2
+
+
+async def test_an_idempotency_key_makes_a_repeated_post_a_no_op(net: Network) -> None:
+    alice = await net.device("ke-kra", "alice")
+    case_id = await alice.create_case(title="Op")
+    first = await alice.post_typed(
+        case_id, "note", {"text": "hourly scan"}, idempotency_key="scan-2026-11-22T10"
+    )
+    second = await alice.post_typed(
+        case_id, "note", {"text": "hourly scan"}, idempotency_key="scan-2026-11-22T10"
+    )
+    assert first.update_id == second.update_id
+    assert len(await stored_updates(net, case_id)) == 1
+
+
+async def test_invalid_content_is_refused_before_anything_is_sent(net: Network) -> None:
+    alice = await net.device("ke-kra", "alice")
+    case_id = await alice.create_case(title="Op")
+    with pytest.raises(ContentError):
+        await alice.post_typed(case_id, "seizure", {"place": {"name": "Namanga"}})
+    assert await stored_updates(net, case_id) == []
+
+
+# --------------------------------------------------------------------------- following
+
+
+async def test_follow_delivers_in_order_and_resumes_after_a_cut(net: Network) -> None:
+    alice, juma = await net.device("ke-kra", "alice"), await net.device("tz-tra", "juma")
+    case_id = await alice.create_case(title="Op", members=[("tz-tra", "juma")])
+    got: list[str] = []
+    first_seen = asyncio.Event()
+
+    async def follow() -> None:
+        async for event in juma.follow([case_id]):
+            if event.kind == "update" and event.content:
+                got.append(event.content["text"])
+                first_seen.set()
+                if len(got) == 3:
+                    return
+
+    task = asyncio.create_task(follow())
+    await alice.post_note(case_id, "one")
+    await asyncio.wait_for(first_seen.wait(), 10)
+    for conn in list(net.app[HUB].by_device.get(juma.keys.device_id, ())):
+        net.app[HUB].close(conn, CLOSE_SLOW, "test: cut the stream")
+    await alice.post_note(case_id, "two")
+    await alice.post_note(case_id, "three")
+    await asyncio.wait_for(task, 20)
+    assert got == ["one", "two", "three"]
+
+
+# --------------------------------------------------------------------------- evidence and trust
+
+
+async def test_evidence_verifies_offline_and_one_changed_byte_fails(net: Network) -> None:
+    alice = await net.device("ke-kra", "alice")
+    case_id = await alice.create_case(title="Op")
+    await alice.post_note(case_id, "chain of custody starts")
+    bundle = await alice.export_evidence(case_id)
+    pins = {"ke-kra": net.admins["ke-kra"].fingerprint}
+    report = verify_bundle(bundle, pins)
+    assert [r.update.record.content_type for r in report.records] == ["note"]
+    forged = bytearray(bundle)
+    forged[-1] ^= 0x01  # a byte of the exporter's signature
+    with pytest.raises(BadSignatureError):
+        verify_bundle(bytes(forged), pins)
+    with pytest.raises(UntrustedError):
+        verify_bundle(bundle, {"ke-kra": "00000 00000 00000 00000 00000 00000"})
+
+
+async def test_a_wrong_fingerprint_pins_nothing(net: Network) -> None:
+    alice = await net.device("ke-kra", "alice", pin_all=False)
+    with pytest.raises(UntrustedError):
+        await alice.trust_add("tz-tra", net.admins["ke-kra"].fingerprint)
+    assert "tz-tra" not in alice.trusted()
+
+
+async def test_the_broker_key_is_pinned_at_first_login(net: Network, aiohttp_server: Any) -> None:
+    alice = await net.device("ke-kra", "alice")
+    with pytest.raises(UntrustedError):
+        await alice.login(server_key=bytes(32))
+
+
+# --------------------------------------------------------------------------- keys at rest
+
+
+async def test_keys_are_sealed_at_rest_and_reopen_with_the_passphrase(net: Network) -> None:
+    alice = await net.device("ke-kra", "alice")
+    case_id = await alice.create_case(title="Op")
+    await alice.post_note(case_id, "one")
+    db = (alice.directory / "state.db").read_bytes()
+    assert alice._secrets.sign_seed not in db and alice._secrets.kem_seed not in db
+    with pytest.raises(ProfileError):
+        await Client.open(alice.directory, passphrase="wrong")
+    again = await Client.open(alice.directory, passphrase=PASSPHRASE)
+    try:
+        await again.post_note(case_id, "two")  # the replayed view continues the sender chain
+        texts = [e.content["text"] for e in await again.history(case_id) if e.content]
+        assert texts == ["one", "two"]
+    finally:
+        await again.close()
+
+
+def test_a_bot_key_file_must_be_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "bot.key"
+    write_key_file(path, DeviceSecrets.generate(os.urandom))
+    assert read_key_file(path).sign_seed
+    path.chmod(0o640)
+    with pytest.raises(ProfileError, match="open to other users"):
+        read_key_file(path)
+    with pytest.raises(ProfileError, match="refusing to overwrite"):
+        write_key_file(path, DeviceSecrets.generate(os.urandom))
+
+
+def test_an_enrolment_request_proves_possession_of_its_key() -> None:
+    keys = DeviceKeys.generate(os.urandom)
+    request = make_enrolment_request(keys, agency_id="ke-kra", user_id="alice", now=1)
+    assert open_enrolment_request(request).sign_key == keys.sign_public
+    forged = bytearray(request)
+    forged[-1] ^= 1
+    with pytest.raises(BadSignatureError):
+        open_enrolment_request(bytes(forged))
