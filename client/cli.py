@@ -398,8 +398,13 @@ async def cmd_case(args: argparse.Namespace, out: Out) -> int:
                 devices = await client.add_members(case_id, users, share_history=args.share_history)
                 verb = f"added {len(devices)} device(s)"
             elif sub == "remove":
-                users2 = [parse_member(m)[:2] for m in args.member]
-                devices = await client.remove_members(case_id, users2)
+                if bool(args.member) == bool(args.device):
+                    raise UsageError("name members (AGENCY:USER) or --device IDs, not both")
+                if args.device:
+                    devices = await client.remove_devices(case_id, [bytes.fromhex(d) for d in args.device])
+                else:
+                    users2 = [(a, u) for a, u, _ in (parse_member(m) for m in args.member)]
+                    devices = await client.remove_members(case_id, users2)
                 verb = f"removed {len(devices)} device(s)"
             else:
                 agency, user, _ = parse_member(args.member)
@@ -701,7 +706,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--share-history", action="store_true", help="give them the keys of the updates so far")
     c = k.add_parser("remove")
     c.add_argument("case")
-    c.add_argument("member", nargs="+", metavar="AGENCY:USER")
+    c.add_argument("member", nargs="*", metavar="AGENCY:USER")
+    c.add_argument("--device", action="append", default=[], help="remove one device (hex id) only")
     c = k.add_parser("role")
     c.add_argument("case")
     c.add_argument("member", metavar="AGENCY:USER")

@@ -600,6 +600,17 @@ class Client:
         await self._commit(case_id, keep)
         return removed
 
+    async def remove_devices(self, case_id: bytes, device_ids: Iterable[bytes]) -> list[bytes]:
+        """Remove single devices (a lost phone) and keep their users' other devices in the case."""
+        await self.sync(case_id)
+        gone = set(device_ids)
+        roster = self._ledger().roster(case_id)
+        removed = [vc.device_id for vc, _ in roster if vc.device_id in gone]
+        if not removed:
+            raise NotMemberError("none of those devices is in the case")
+        await self._commit(case_id, [(vc, r) for vc, r in roster if vc.device_id not in gone])
+        return removed
+
     async def set_role(self, case_id: bytes, agency_id: str, user_id: str, role: str) -> None:
         if role not in CASE_ROLES:
             raise MalformedError(f"role must be one of {', '.join(sorted(CASE_ROLES))}")

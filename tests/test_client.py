@@ -67,6 +67,23 @@ async def test_a_removed_member_cannot_read_later_updates(net: Network) -> None:
     assert [c["text"] for c in readable] == ["before removal"]
 
 
+async def test_a_lost_device_is_removed_and_its_user_stays(net: Network) -> None:
+    alice = await net.device("ke-kra", "alice")
+    phone, laptop = await net.device("tz-tra", "juma"), await net.device("tz-tra", "juma")
+    case_id = await alice.create_case(title="Op", members=[("tz-tra", "juma")])
+    assert len(await alice.members(case_id)) == 3
+    await alice.remove_devices(case_id, [phone.keys.device_id])
+    await alice.post_note(case_id, "after the phone was lost")
+    await laptop.sync(case_id)
+    assert [e.content["text"] for e in await laptop.history(case_id) if e.content] == [
+        "after the phone was lost"
+    ]
+    assert {m.author.device_id for m in await alice.members(case_id)} == {
+        alice.keys.device_id,
+        laptop.keys.device_id,
+    }
+
+
 async def test_members_come_from_pinned_roots_only(net: Network) -> None:
     alice = await net.device("ke-kra", "alice", pin_all=False)  # has not pinned tz-tra
     await net.device("tz-tra", "juma")
