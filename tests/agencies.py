@@ -28,8 +28,10 @@ PASSPHRASE = "correct horse battery staple"
 class Network:
     """One broker, the agencies registered with it, and the devices enrolled so far."""
 
-    def __init__(self, server: TestServer, app: web.Application, root: Path) -> None:
+    def __init__(self, server: TestServer, app: web.Application, root: Path, server_key: SigningKey) -> None:
         self.server, self.app, self.root = server, app, root
+        #: The broker's receipt key: tests that play a compromised broker sign with it.
+        self.server_key = server_key
         self.admins: dict[str, AgencyAdmin] = {}
         self.clients: list[Client] = []
 
@@ -91,8 +93,7 @@ class Network:
 
 async def start_network(aiohttp_server: Any, root: Path, **config: Any) -> Network:
     (root / "broker").mkdir(mode=0o700)
-    app = create_app(
-        ServerConfig(data_dir=root / "broker", **config), server_key=SigningKey(secrets.token_bytes(32))
-    )
+    key = SigningKey(secrets.token_bytes(32))
+    app = create_app(ServerConfig(data_dir=root / "broker", **config), server_key=key)
     server = await aiohttp_server(app)
-    return Network(server, app, root)
+    return Network(server, app, root, key)

@@ -1,0 +1,83 @@
+"""A compromised broker for tests: the real broker behind a proxy that holds its keys.
+
+The proxy forwards every request to the real broker, and lets a test rewrite
+what a given device is shown: the case log (drop, reorder, duplicate, replay,
+alter, fork per device) and directory answers.  Because it holds the broker's
+receipt key, it re-signs receipts and heads for whatever log it invents, so
+the honest client's only defence is the protocol itself, which is the point.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from caseline.crypto.caselog import entry_hash, next_head, sign_receipt
+from caseline.crypto.commits import log_anchor
+from caseline.schemas.api import Directory, Entry, EntryPage
+from caseline.server.app import STORE
+from caseline.server.core import token_hash
+
+from tests.agencies import Network
+
+Log = list[tuple[str, bytes]]
+#: (asking device, case id, the real log) -> the log that device is shown.
+LogRewrite = Callable[[bytes, bytes, Log], Log]
+DirectoryRewrite = Callable[[Directory], Directory]
+
+
+def signed_page(net: Network, case_id: bytes, log: Log, after: int, *, time: int = 0) -> EntryPage:
+    """What a broker holding the receipt key serves for an invented log."""
+    head, entries = log_anchor(case_id), []
+    for seq, (kind, body) in enumerate(log):
+        eh = entry_hash(kind, body)
+        head = next_head(head, seq, eh)
+        receipt = sign_receipt(net.server_key, case_id=case_id, seq=seq, entry_hash=eh, head=head, time=time)
+        entries.append(Entry(seq=seq, kind=kind, body=body, receipt=receipt))
+    return EntryPage(case_id=case_id, entries=tuple(entries[after:]), count=len(log))
+
+
+class HostileBroker:
+    def __init__(self, net: Network, session: aiohttp.ClientSession) -> None:
+        self.net, self.session = net, session
+        self.rewrite_log: LogRewrite | None = None
+        self.rewrite_directory: DirectoryRewrite | None = None
+
+    async def device_of(self, request: web.Request) -> bytes:
+        token = request.headers.get("Authorization", "").partition(" ")[2]
+        row = await self.net.app[STORE].get_session(token_hash(token)) if token else None
+        return b"" if row is None else row.device_id
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        headers = {k: v for k, v in request.headers.items() if k in ("Authorization", "Content-Type")}
+        async with self.session.request(
+            request.method, self.net.url + request.path_qs, data=body or None, headers=headers
+        ) as r:
+            data, status, ctype = await r.read(), r.status, r.headers.get("Content-Type", "")
+        parts = request.path.strip("/").split("/")
+        if status == 200 and self.rewrite_log and len(parts) == 4 and parts[3] == "entries":
+            case_id = bytes.fromhex(parts[2])
+            rows = await self.net.app[STORE].entries(case_id, after=0, limit=1_000_000)
+            log = self.rewrite_log(await self.device_of(request), case_id, [(r.kind, r.body) for r in rows])
+            after = int(request.query.get("after", "0"))
+            data = signed_page(self.net, case_id, log, after, time=time.time_ns() // 1_000_000).encode()
+        if status == 200 and self.rewrite_directory and parts[:2] == ["v1", "directory"]:
+            data = self.rewrite_directory(Directory.decode(data)).encode()
+        return web.Response(body=data, status=status, headers={"Content-Type": ctype})
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        return app
+
+
+async def start_hostile(
+    aiohttp_server: Any, net: Network, session: aiohttp.ClientSession
+) -> tuple[HostileBroker, str]:
+    hostile = HostileBroker(net, session)
+    server = await aiohttp_server(hostile.app())
+    return hostile, str(server.make_url("")).rstrip("/")
