@@ -447,6 +447,10 @@ class Client:
         events: list[CaseEvent] = []
         while True:
             page = await self.broker.entries(case_id, after=view.count)
+            if page.count < view.count:
+                raise ForkError(
+                    "the broker's log is shorter than the history this device verified: a rollback"
+                )
             stored = [StoredEntry(e.seq, e.kind, e.body, e.receipt) for e in page.entries]
             events += await self._accept(case_id, stored)
             if not page.entries or view.count >= page.count:

@@ -17,6 +17,7 @@ import aiohttp
 from aiohttp import web
 from caseline.crypto.caselog import entry_hash, next_head, sign_receipt
 from caseline.crypto.commits import log_anchor
+from caseline.crypto.keys import SigningKey
 from caseline.schemas.api import Directory, Entry, EntryPage
 from caseline.server.app import STORE
 from caseline.server.core import token_hash
@@ -29,13 +30,13 @@ LogRewrite = Callable[[bytes, bytes, Log], Log]
 DirectoryRewrite = Callable[[Directory], Directory]
 
 
-def signed_page(net: Network, case_id: bytes, log: Log, after: int, *, time: int = 0) -> EntryPage:
+def signed_page(key: SigningKey, case_id: bytes, log: Log, after: int, *, time: int = 0) -> EntryPage:
     """What a broker holding the receipt key serves for an invented log."""
     head, entries = log_anchor(case_id), []
     for seq, (kind, body) in enumerate(log):
         eh = entry_hash(kind, body)
         head = next_head(head, seq, eh)
-        receipt = sign_receipt(net.server_key, case_id=case_id, seq=seq, entry_hash=eh, head=head, time=time)
+        receipt = sign_receipt(key, case_id=case_id, seq=seq, entry_hash=eh, head=head, time=time)
         entries.append(Entry(seq=seq, kind=kind, body=body, receipt=receipt))
     return EntryPage(case_id=case_id, entries=tuple(entries[after:]), count=len(log))
 
@@ -45,6 +46,11 @@ class HostileBroker:
         self.net, self.session = net, session
         self.rewrite_log: LogRewrite | None = None
         self.rewrite_directory: DirectoryRewrite | None = None
+        self.rewrite_challenge: Callable[[bytes], bytes] | None = None
+        #: Serve the (rewritten) log even to a device the real broker refuses.
+        self.serve_anyone = False
+        #: The key receipts are re-signed with (another broker's key, to test pinning).
+        self.receipt_key = net.server_key
 
     async def device_of(self, request: web.Request) -> bytes:
         token = request.headers.get("Authorization", "").partition(" ")[2]
@@ -59,12 +65,21 @@ class HostileBroker:
         ) as r:
             data, status, ctype = await r.read(), r.status, r.headers.get("Content-Type", "")
         parts = request.path.strip("/").split("/")
-        if status == 200 and self.rewrite_log and len(parts) == 4 and parts[3] == "entries":
+        if (
+            (status == 200 or self.serve_anyone)
+            and self.rewrite_log
+            and len(parts) == 4
+            and parts[3] == "entries"
+        ):
+            status, ctype = 200, "application/msgpack"
             case_id = bytes.fromhex(parts[2])
             rows = await self.net.app[STORE].entries(case_id, after=0, limit=1_000_000)
             log = self.rewrite_log(await self.device_of(request), case_id, [(r.kind, r.body) for r in rows])
             after = int(request.query.get("after", "0"))
-            data = signed_page(self.net, case_id, log, after, time=time.time_ns() // 1_000_000).encode()
+            now = time.time_ns() // 1_000_000
+            data = signed_page(self.receipt_key, case_id, log, after, time=now).encode()
+        if status == 200 and self.rewrite_challenge and parts == ["v1", "auth", "challenge"]:
+            data = self.rewrite_challenge(data)
         if status == 200 and self.rewrite_directory and parts[:2] == ["v1", "directory"]:
             data = self.rewrite_directory(Directory.decode(data)).encode()
         return web.Response(body=data, status=status, headers={"Content-Type": ctype})

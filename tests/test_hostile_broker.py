@@ -18,19 +18,33 @@ from typing import Any
 import aiohttp
 import pytest
 from caseline.client.client import Client
+from caseline.crypto import primitives as P
 from caseline.crypto.caselog import KIND_COMMIT, KIND_UPDATE
 from caseline.crypto.commits import create_commit
+from caseline.crypto.keys import SigningKey
+from caseline.crypto.ratchet import Chain
+from caseline.crypto.updates import ENVELOPE_LABEL, UPDATE_LABEL, envelope_aad
 from caseline.schemas.api import Directory
 from caseline.schemas.errors import (
     BadSignatureError,
     CaselineError,
     ChainError,
+    ForkError,
     GapError,
+    MalformedError,
     NotAllowedError,
     ReplayError,
+    RevokedError,
     UntrustedError,
 )
-from caseline.schemas.wire import CommitMessage, decode_signed, encode_signed
+from caseline.schemas.wire import (
+    AuthChallenge,
+    CommitMessage,
+    Envelope,
+    UpdateRecord,
+    decode_signed,
+    encode_signed,
+)
 
 from tests.agencies import Network, start_network
 from tests.hostile import HostileBroker, Log, start_hostile
@@ -217,3 +231,151 @@ async def test_an_update_from_another_case_is_refused(
     broker.rewrite_log = lambda _dev, cid, log: [*log, (KIND_UPDATE, stolen.body)] if cid == case_b else log
     with pytest.raises(ChainError, match="another case"):
         await juma.sync(case_b)
+
+
+async def test_a_rollback_or_a_hidden_commit_is_detected(
+    net: Network, hostile: tuple[HostileBroker, str]
+) -> None:
+    broker, url = hostile
+    alice = await net.device("ke-kra", "alice")
+    juma = await victim(net, url, "tz-tra", "juma")
+    await net.device("ke-kra", "bob")
+    case_id = await alice.create_case(title="Op", members=[("tz-tra", "juma")])
+    await alice.add_members(case_id, [("ke-kra", "bob", "member")])
+    await alice.post_note(case_id, "after bob joined")
+    await juma.sync(case_id)
+    broker.rewrite_log = lambda _dev, _cid, log: log[:1]  # roll the case back to its genesis
+    with pytest.raises(ForkError, match="rollback"):
+        await juma.sync(case_id)
+
+    fresh = await net.device("tz-tra", "juma")  # a second device of juma's, new to the case
+    await fresh.login(server_url=url)
+    await alice.add_members(case_id, [("tz-tra", "juma", "member")])
+    broker.rewrite_log = lambda _dev, _cid, log: [e for i, e in enumerate(log) if i != 1]  # hide bob's commit
+    with pytest.raises(ChainError):
+        await fresh.sync(case_id)
+
+
+async def test_a_revoked_device_keeps_posting_through_a_complicit_broker(
+    net: Network, hostile: tuple[HostileBroker, str]
+) -> None:
+    broker, url = hostile
+    alice = await victim(net, url, "ke-kra", "alice")
+    juma = await net.device("tz-tra", "juma")
+    case_id = await alice.create_case(title="Op", members=[("tz-tra", "juma")])
+    await juma.sync(case_id)
+    await net.admins["tz-tra"].revoke(juma.keys.device_id, reason="key-compromise")
+    await net.publish("tz-tra")  # the real broker now refuses juma; the proxy does not
+    note = b'{"lang":"en","markings":{"handling":"H2","tlp":"AMBER"},"text":"from a stolen key"}'
+    sealed = juma._ledger().seal(
+        case_id, content_type="note", content=note, now=juma.clock(), nonce=os.urandom(24)
+    )
+    broker.rewrite_log = lambda _dev, _cid, log: [*log, (KIND_UPDATE, sealed.envelope)]
+    await alice.refresh_revocations(force=True)
+    with pytest.raises(RevokedError):
+        await alice.sync(case_id)
+    assert texts(await alice.history(case_id)) == []
+
+
+async def test_a_removed_member_sent_later_updates_cannot_read_them(
+    net: Network, hostile: tuple[HostileBroker, str]
+) -> None:
+    broker, url = hostile
+    alice = await net.device("ke-kra", "alice")
+    juma = await victim(net, url, "tz-tra", "juma")
+    case_id = await alice.create_case(title="Op", members=[("tz-tra", "juma")])
+    await alice.post_note(case_id, "while juma is in")
+    await juma.sync(case_id)
+    await alice.remove_members(case_id, [("tz-tra", "juma")])
+    await alice.post_note(case_id, "after juma left")
+    broker.serve_anyone = True
+    broker.rewrite_log = lambda _dev, _cid, log: log  # the broker keeps feeding juma the case
+    events = await juma.sync(case_id)
+    assert [e.readable for e in events if e.kind == "update"] == [False]
+    assert texts(await juma.history(case_id)) == ["while juma is in"]
+
+
+async def test_signatures_and_receipts_cannot_stand_in_for_each_other(
+    net: Network, hostile: tuple[HostileBroker, str]
+) -> None:
+    broker, url = hostile
+    alice = await net.device("ke-kra", "alice")
+    juma = await victim(net, url, "tz-tra", "juma")
+    case_id = await alice.create_case(title="Op", members=[("tz-tra", "juma")])
+    await alice.post_note(case_id, "hello")
+    log = [(e.kind, e.body) for e in await alice.store.entries(case_id)]
+    commit_sig = CommitMessage.decode(log[0][1]).signature
+    tbs, _ = decode_signed(log[1][1])
+    swapped = encode_signed(tbs, commit_sig)  # the genesis commit's signature on the envelope
+    broker.rewrite_log = lambda _dev, _cid, real: [real[0], (KIND_UPDATE, swapped)]
+    with pytest.raises(BadSignatureError):
+        await juma.sync(case_id)
+    broker.rewrite_log = lambda _dev, _cid, real: real
+    broker.receipt_key = SigningKey(os.urandom(32))  # receipts from another broker's key
+    with pytest.raises(BadSignatureError):
+        await juma.sync(case_id)
+
+
+async def test_a_challenge_for_another_broker_is_not_signed(
+    net: Network, hostile: tuple[HostileBroker, str]
+) -> None:
+    broker, url = hostile
+    juma = await victim(net, url, "tz-tra", "juma")
+
+    def other_broker(challenge: bytes) -> bytes:
+        parsed = AuthChallenge.decode(challenge)
+        return dataclasses.replace(parsed, server_key=os.urandom(32)).encode()
+
+    broker.rewrite_challenge = other_broker
+    juma.broker._token = None
+    with pytest.raises(MalformedError, match="not for this device and broker"):
+        await juma.broker.login()
+
+
+async def test_a_bot_bypassing_its_scopes_is_refused_by_readers(net: Network) -> None:
+    alice = await net.device("ke-kra", "alice")
+    bot = await net.device("ke-kra", "scanner", role="bot", scopes=("alert", "read"))
+    case_id = await alice.create_case(title="Op", members=[("ke-kra", "scanner")])
+    view = await bot.view(case_id)
+    await bot.sync(case_id)
+    assert view.state is not None
+    # A tampered bot skips its own scope check and seals a note by hand; the
+    # broker cannot see content types and stores it.
+    note = b'{"lang":"en","markings":{"handling":"H2","tlp":"AMBER"},"text":"not my scope"}'
+    record = UpdateRecord(
+        case_id=case_id,
+        epoch=view.state.epoch,
+        sender=bot.keys.device_id,
+        counter=0,
+        prev_own=b"",
+        seen=(),
+        log=view.position(),
+        commit_hash=view.state.commit_hash,
+        content_type="note",
+        content=note,
+        time=bot.clock(),
+    )
+    rtbs = record.encode()
+    chain = Chain.start(
+        epoch_secret=view._epoch_secret or b"",
+        case_id=case_id,
+        epoch=view.state.epoch,
+        device_id=bot.keys.device_id,
+    )
+    nonce = os.urandom(24)
+    plain = encode_signed(rtbs, bot.keys.sign(UPDATE_LABEL, rtbs))
+    ct = P.xchacha_seal(
+        chain.take(0), nonce, plain, envelope_aad(case_id, view.state.epoch, bot.keys.device_id, 0)
+    )
+    env = Envelope(
+        case_id=case_id,
+        epoch=view.state.epoch,
+        sender=bot.keys.device_id,
+        counter=0,
+        nonce=nonce,
+        ciphertext=ct,
+    )
+    etbs = env.encode()
+    await bot.broker.post_update(case_id, encode_signed(etbs, bot.keys.sign(ENVELOPE_LABEL, etbs)))
+    with pytest.raises(NotAllowedError, match="content type"):
+        await alice.sync(case_id)
