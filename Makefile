@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test run lint typecheck bench bench-load vectors clean
+.PHONY: test run lint typecheck bench bench-load vectors clean fuzz
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,5 +52,21 @@ bench-load: $(STAMP)
 vectors: $(STAMP)
 	$(BIN)/python -m tests.vectors.generate
 
+# Coverage-guided fuzzing (atheris), one harness after another: FUZZ_SECONDS each.
+# Seeds come from a real case (fuzz/seeds.py); new inputs stay in fuzz/corpus/,
+# and an input that makes anything but a CaselineError escape lands in fuzz/findings/.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= codec certs commits envelopes
+
+fuzz: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[fuzz]'
+	$(BIN)/python -m fuzz.seeds fuzz/corpus
+	mkdir -p fuzz/findings
+	for t in $(FUZZ_TARGETS); do \
+	  $(BIN)/python -m fuzz.fuzz_$$t fuzz/corpus/$$t -max_total_time=$(FUZZ_SECONDS) \
+	    -timeout=10 -rss_limit_mb=2048 -max_len=16384 -print_final_stats=1 \
+	    -artifact_prefix=fuzz/findings/$$t- || exit 1; \
+	done
+
 clean:
-	rm -rf $(VENV) .mypy-path .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .mypy-path .pytest_cache .mypy_cache .ruff_cache .hypothesis fuzz/corpus
