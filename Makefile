@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test run lint typecheck bench bench-load vectors clean fuzz
+.PHONY: test run lint typecheck bench bench-load vectors clean fuzz audit
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -67,6 +67,14 @@ fuzz: $(STAMP)
 	    -timeout=10 -rss_limit_mb=2048 -max_len=16384 -print_final_stats=1 \
 	    -artifact_prefix=fuzz/findings/$$t- || exit 1; \
 	done
+
+# Supply chain: bandit over the code, then known vulnerabilities in the installed
+# dependencies.  --strict: a dependency pip-audit could not look up fails the audit
+# instead of counting as clean.
+audit: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[audit]'
+	$(BIN)/bandit -q -c pyproject.toml -r schemas crypto server
+	$(BIN)/pip-audit --strict --skip-editable --progress-spinner off
 
 clean:
 	rm -rf $(VENV) .mypy-path .pytest_cache .mypy_cache .ruff_cache .hypothesis fuzz/corpus
