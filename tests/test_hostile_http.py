@@ -18,17 +18,21 @@ import asyncio
 import dataclasses
 import json
 import string
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 import msgpack
 import pytest
+from aiohttp import web
 from caseline.crypto.auth import answer_challenge
+from caseline.crypto.keys import SigningKey
 from caseline.schemas.api import ChallengeRequest, Cursor, PostResult, PostUpdate, Subscribe
 from caseline.schemas.codec import unpack
-from caseline.server.app import STORE
+from caseline.server.app import STORE, create_app, runner_options
+from caseline.server.config import ServerConfig
 from caseline.server.core import Limits
 from caseline.server.problems import CONTENT_TYPE, TYPE_BASE
 from caseline.server.sqlite_store import SqliteStore
@@ -504,3 +508,44 @@ async def test_hostile_stream_frames_are_closed_or_answered_and_others_keep_work
         if obj[1] == 31 and obj[3][0] == 1:  # the Delivery of entry 1
             break
     await bob_ws.close()
+
+
+# --------------------------------------------------------------------------- below the router
+
+#: Requests aiohttp's HTTP parser refuses before any handler or middleware runs,
+#: each carrying a session-token-like secret in the offending line.
+UNPARSABLE = [
+    b"GET /v1/cases HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer SECRET-TOKEN-1\x7f\r\n\r\n",
+    b"GET /v1/cases?SECRET-TOKEN-2" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"POST /v1/devices HTTP/1.1\r\nHost: x\r\nContent-Length: -1SECRET-TOKEN-3\r\n\r\n",
+]
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[tuple[str, int]]:
+    """The broker as ``caseline-server serve`` runs it: with its runner options."""
+    config = ServerConfig(data_dir=tmp_path)
+    runner = web.AppRunner(create_app(config, server_key=SigningKey(bytes(32))), **runner_options(config))  # type: ignore[arg-type]
+    await runner.setup()
+    tcp = web.TCPSite(runner, "127.0.0.1", 0)
+    await tcp.start()
+    yield "127.0.0.1", tcp._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    await runner.cleanup()
+
+
+async def test_a_request_the_http_parser_refuses_leaves_no_secret_in_the_logs(
+    served: tuple[str, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiohttp logs a refused request with a traceback quoting the offending bytes, a header line
+    with a session token among them; the broker keeps the event and drops the detail."""
+    caplog.set_level("DEBUG")
+    for raw in UNPARSABLE:
+        reader, writer = await asyncio.open_connection(*served)
+        writer.write(raw)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), timeout=10)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.")
+        assert int(answer.split(b" ", 2)[1]) == 400
+    assert "Error handling request" in caplog.text  # the event is still logged ...
+    assert "SECRET-TOKEN" not in caplog.text  # ... without what the request carried
