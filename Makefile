@@ -56,7 +56,7 @@ vectors: $(STAMP)
 # Seeds come from a real case (fuzz/seeds.py); new inputs stay in fuzz/corpus/,
 # and an input that makes anything but a CaselineError escape lands in fuzz/findings/.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= codec certs commits envelopes
+FUZZ_TARGETS ?= codec certs commits envelopes content
 
 fuzz: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[fuzz]'

@@ -8,6 +8,7 @@ format.
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 from pathlib import Path
 
@@ -122,7 +123,11 @@ def seeds(scene: Scenario) -> dict[str, list[bytes]]:
         b"\x04" + pack([1, scene.alice.id, 1]),
         b"\x05" + commit_change(scene.world, scene.bob_view(), scene.alice, [(scene.alice, "owner")]),
     ]
-    return {"codec": codec, "certs": certs, "commits": commits, "envelopes": envelopes}
+    from tests.test_content_schemas import EXAMPLES
+
+    kinds = sorted(EXAMPLES)
+    contents = [bytes([kinds.index(k)]) + json.dumps(obj).encode() for k, obj in EXAMPLES.items()]
+    return {"codec": codec, "certs": certs, "commits": commits, "envelopes": envelopes, "content": contents}
 
 
 def write(root: Path) -> None:
