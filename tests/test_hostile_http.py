@@ -18,6 +18,7 @@ import asyncio
 import dataclasses
 import json
 import string
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,9 @@ from caseline.crypto.auth import answer_challenge
 from caseline.crypto.keys import SigningKey
 from caseline.schemas.api import ChallengeRequest, Cursor, PostResult, PostUpdate, Subscribe
 from caseline.schemas.codec import unpack
-from caseline.server.app import STORE, create_app, runner_options
+from caseline.server.app import CONFIG, STORE, create_app, runner_options
 from caseline.server.config import ServerConfig
-from caseline.server.core import Limits
+from caseline.server.core import Limits, token_hash
 from caseline.server.problems import CONTENT_TYPE, TYPE_BASE
 from caseline.server.sqlite_store import SqliteStore
 from hypothesis import HealthCheck, given, settings
@@ -549,3 +550,65 @@ async def test_a_request_the_http_parser_refuses_leaves_no_secret_in_the_logs(
         assert int(answer.split(b" ", 2)[1]) == 400
     assert "Error handling request" in caplog.text  # the event is still logged ...
     assert "SECRET-TOKEN" not in caplog.text  # ... without what the request carried
+
+
+async def raw_request(d: Deployment, head: bytes) -> tuple[int, bytes, bytes]:
+    """Send exact request bytes (what aiohttp's client will not: headers that are not UTF-8)."""
+    url = d.client.make_url("/")
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    writer.write(head + b"Host: x\r\nConnection: close\r\n\r\n")
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), timeout=10)
+    writer.close()
+    headers, _, body = answer.partition(b"\r\n\r\n")
+    return int(headers.split(b" ", 2)[1]), headers, body
+
+
+async def test_a_session_token_that_is_not_utf8_is_refused(deployment: Deployment) -> None:
+    """aiohttp decodes header bytes with surrogateescape; hashing such a token raised (a 500)."""
+    deployment.app[CONFIG].operator_token_path.write_bytes(token_hash("the operator's token"))
+    for path in (b"/v1/cases", b"/v1/stream", b"/metrics"):
+        status, headers, body = await raw_request(
+            deployment, b"GET " + path + b" HTTP/1.1\r\nAuthorization: Bearer \xff\xfe-not-utf8\r\n"
+        )
+        assert status == 401, (path, status, body)
+        assert b"application/problem+json" in headers
+        assert json.loads(body)["type"] == TYPE_BASE + "unauthorized"
+
+
+@FUZZ
+@given(
+    value=st.builds(
+        bytes.__add__,
+        st.sampled_from([b"Bearer ", b"bearer ", b"Basic ", b""]),
+        st.binary(min_size=1, max_size=64).filter(lambda b: b"\r" not in b and b"\n" not in b),
+    )
+)
+def test_raw_authorization_header_bytes_never_cause_a_5xx(value: bytes) -> None:
+    """Any bytes in the Authorization header: a problem (or the parser's own 400), never a 5xx."""
+    asyncio.run(_raw_authorization(value))
+
+
+async def _raw_authorization(value: bytes) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        config = ServerConfig(data_dir=Path(tmp))
+        config.operator_token_path.write_bytes(token_hash("the operator's token"))
+        app = create_app(config, server_key=SigningKey(bytes(32)))
+        runner = web.AppRunner(app, **runner_options(config))  # type: ignore[arg-type]
+        await runner.setup()
+        tcp = web.TCPSite(runner, "127.0.0.1", 0)
+        await tcp.start()
+        port = tcp._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            for path in (b"/v1/cases", b"/metrics"):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n")
+                writer.write(b"Authorization: " + value + b"\r\n\r\n")
+                await writer.drain()
+                answer = await asyncio.wait_for(reader.read(), timeout=10)
+                writer.close()
+                status = int(answer.split(b" ", 2)[1])
+                assert 400 <= status < 500, (path, value, answer[:200])
+                assert b"Traceback" not in answer
+        finally:
+            await runner.cleanup()
