@@ -453,7 +453,7 @@ def _int_param(request: web.Request, name: str, default: int) -> int:
     text = request.query.get(name)
     if text is None:
         return default
-    if not text.isdigit() or len(text) > 18:
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:  # "²".isdigit(), but int("²") fails
         raise MalformedError(f"{name} must be a non-negative integer")
     return int(text)
 

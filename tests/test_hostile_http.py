@@ -266,8 +266,13 @@ hostile_segment = st.one_of(
     ),
 )
 
+#: Characters Python calls digits (``str.isdigit``) that are not ASCII: "²", "①", "٣", ...
+odd_digits = st.text(
+    alphabet=st.characters(categories=("No", "Nd"), exclude_characters="0123456789"), min_size=1, max_size=4
+)
 queries = st.one_of(
     st.none(),
+    st.dictionaries(st.sampled_from(["after", "limit"]), odd_digits, min_size=1, max_size=2),
     st.dictionaries(
         st.sampled_from(["after", "limit", "x", ""]), printable | st.text(max_size=20), max_size=3
     ),
@@ -574,6 +579,21 @@ async def test_a_session_token_that_is_not_utf8_is_refused(deployment: Deploymen
         assert status == 401, (path, status, body)
         assert b"application/problem+json" in headers
         assert json.loads(body)["type"] == TYPE_BASE + "unauthorized"
+
+
+async def test_a_page_cursor_in_other_digits_is_malformed(deployment: Deployment) -> None:
+    """``"²".isdigit()`` is true but ``int("²")`` raises: the check let a ValueError through (a 500)."""
+    alice = await deployment.officer("ke-kra", "alice")
+    case_id = await alice.create_case([])
+    for query in ("after=²", "limit=¹²", "after=①"):
+        r = await alice.client.get(
+            URL(f"/v1/cases/{case_id.hex()}/entries?{quote(query, safe='=')}", encoded=True),
+            headers=alice.headers(),
+        )
+        assert r.status == 400, (query, r.status)
+        assert json.loads(await r.read())["type"] == TYPE_BASE + "malformed"
+    r = await alice.client.get(f"/v1/cases/{case_id.hex()}/entries?after=٠", headers=alice.headers())
+    assert r.status == 400  # Arabic-Indic zero: a digit to Python, not to a client in another language
 
 
 @FUZZ
