@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
-
-MODES = 256
 
 
 def struct_types() -> list[type[Any]]:
@@ -37,8 +36,20 @@ def split(data: bytes) -> tuple[int, bytes]:
     return data[0], data[1:]
 
 
-def main(test_one_input: Callable[[bytes], None]) -> None:
+def main(test_one_input: Callable[[bytes], None], *, tokens: list[bytes] | None = None) -> None:
+    """Run libFuzzer; ``tokens`` become a dictionary it splices into inputs."""
     import atheris
 
-    atheris.Setup(sys.argv, test_one_input)
+    argv = list(sys.argv)
+    if tokens:
+        folder = Path(__file__).parent / "corpus"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{Path(argv[0]).stem}.dict"
+        path.write_text("".join(f'"{_escape(t)}"\n' for t in sorted(set(tokens))))
+        argv.append(f"-dict={path}")
+    atheris.Setup(argv, test_one_input)
     atheris.Fuzz()
+
+
+def _escape(token: bytes) -> str:
+    return "".join(chr(b) if 0x20 <= b < 0x7F and b not in b'"\\' else f"\\x{b:02x}" for b in token)
