@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test run lint typecheck bench bench-load vectors clean fuzz audit
+.PHONY: test run lint typecheck bench bench-load vectors clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,8 @@ vectors: $(STAMP)
 # and an input that makes anything but a CaselineError escape lands in fuzz/findings/.
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?= codec certs commits envelopes content
+
+.PHONY: fuzz audit
 
 fuzz: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[fuzz]'
