@@ -91,8 +91,8 @@ def _objects(scene: Scenario) -> list[Struct]:
         api.PostResult(request_id=7, status=201, receipt=scene.broker.receipts[-1], problem="", detail=""),
     ]
     missing = {cls.__name__ for cls in struct_types()} - {type(o).__name__ for o in found}
-    if missing:
-        raise SystemExit(f"no seed for {sorted(missing)}")
+    if missing:  # a struct added since: still fuzzed through its selector, only unseeded
+        print(f"warning: no seed for {sorted(missing)}: add one in fuzz/seeds.py", file=sys.stderr)
     return found
 
 
