@@ -168,6 +168,28 @@ def create_app(
     return app
 
 
+class _WithoutExceptionDetail(logging.Filter):
+    """Keep aiohttp's connection-level events, drop the exception text attached to them.
+
+    When its HTTP parser refuses a request, aiohttp logs a traceback whose message
+    quotes the offending bytes, and a malformed header line may hold a session
+    token.  The event stays ("Error handling request from ADDRESS: BadHttpMessage").
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info:
+            exc = record.exc_info[1]
+            record.msg = f"{record.msg}: {type(exc).__name__}"
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+#: aiohttp's own request handler logs here instead of ``aiohttp.server``.
+HTTP_LOG: Final = logging.getLogger("caseline.server.http")
+HTTP_LOG.addFilter(_WithoutExceptionDetail())
+
+
 def runner_options(config: ServerConfig) -> dict[str, object]:
     """Server settings that belong to the connection, not the app.
 
@@ -178,6 +200,7 @@ def runner_options(config: ServerConfig) -> dict[str, object]:
     return {
         "keepalive_timeout": config.header_timeout,
         "access_log": None,
+        "logger": HTTP_LOG,
         "max_line_size": 8190,
         "max_field_size": 8190,
         "max_headers": 64,

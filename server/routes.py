@@ -129,7 +129,8 @@ async def authenticate(request: web.Request) -> bytes:
     """The device behind a live session, or 401.  Revoked devices have no sessions."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token or len(token) > 64:
+    # Tokens are base64url; a header that was not even UTF-8 reaches us with surrogates.
+    if scheme.lower() != "bearer" or not token or len(token) > 64 or not token.isascii():
         raise web.HTTPUnauthorized(
             reason="a session token is required", headers={"WWW-Authenticate": "Bearer"}
         )
@@ -171,7 +172,12 @@ def require_operator(request: web.Request) -> None:
         expected = path.read_bytes()
     except OSError:
         expected = b""
-    if scheme.lower() != "bearer" or not expected or not P.constant_time_equal(token_hash(token), expected):
+    if (
+        scheme.lower() != "bearer"
+        or not expected
+        or not token.isascii()
+        or not P.constant_time_equal(token_hash(token), expected)
+    ):
         raise web.HTTPUnauthorized(reason="operator token required", headers={"WWW-Authenticate": "Bearer"})
 
 
@@ -447,7 +453,7 @@ def _int_param(request: web.Request, name: str, default: int) -> int:
     text = request.query.get(name)
     if text is None:
         return default
-    if not text.isdigit() or len(text) > 18:
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:  # "²".isdigit(), but int("²") fails
         raise MalformedError(f"{name} must be a non-negative integer")
     return int(text)
 
