@@ -514,6 +514,9 @@ async def stream(request: web.Request) -> web.StreamResponse:
     sender: asyncio.Task[None] | None = None
     try:
         await ws.prepare(request)
+        transport = request.transport
+        if isinstance(transport, asyncio.Transport):
+            conn.transport = transport
         sender = asyncio.create_task(conn.run())
         try:
             first = await ws.receive(timeout=config.handshake_timeout)
