@@ -94,6 +94,7 @@ class Connection:
         self.closing = False
         self.sent = 0
         self._out: list[bytes] = []  # Delivery frames accepted by ``_send``, not yet written
+        self._replies: list[bytes] = []  # answers to posts, written together at the end of a loop turn
 
     def offer(self, item: _Item) -> bool:
         """Queue an item without waiting; False if the consumer is too slow."""
@@ -157,12 +158,37 @@ class Connection:
             for frame in frames:
                 await self.ws.send_bytes(frame)
             return
+        self._write(transport, frames)
+        await self._drain(transport)
+
+    async def reply(self, frame: bytes) -> None:
+        """Send an answer to a post; the answers of one loop turn (one group commit) share a write."""
+        transport = self.transport
+        if transport is None:
+            await self.ws.send_bytes(frame)
+            return
+        if self.ws.closed or transport.is_closing():
+            raise ConnectionResetError("stream is closing")
+        self._replies.append(frame)
+        if len(self._replies) == 1:
+            asyncio.get_running_loop().call_soon(self._write_replies, transport)
+        await self._drain(transport)
+
+    def _write_replies(self, transport: asyncio.Transport) -> None:
+        frames, self._replies = self._replies, []
+        with contextlib.suppress(ConnectionResetError):
+            self._write(transport, frames)
+
+    def _write(self, transport: asyncio.Transport, frames: list[bytes]) -> None:
         if self.ws.closed or transport.is_closing():
             raise ConnectionResetError("stream is closing")
         parts: list[bytes] = []
         for frame in frames:
             parts += (ws_header(len(frame)), frame)
         transport.write(b"".join(parts))
+
+    @staticmethod
+    async def _drain(transport: asyncio.Transport) -> None:
         while transport.get_write_buffer_size() > HIGH_WATER and not transport.is_closing():
             await asyncio.sleep(DRAIN_POLL)
 
