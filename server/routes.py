@@ -461,9 +461,7 @@ def _int_param(request: web.Request, name: str, default: int) -> int:
 # --------------------------------------------------------------------------- live stream
 
 
-async def _post_on_stream(
-    app: web.Application, ws: web.WebSocketResponse, device_id: bytes, post: PostUpdate
-) -> None:
+async def _post_on_stream(app: web.Application, conn: Connection, device_id: bytes, post: PostUpdate) -> None:
     """The HTTP post route's checks and effect, answered with a ``PostResult`` frame."""
     try:
         runtime = app[CORE].runtime(post.case_id)
@@ -496,7 +494,7 @@ async def _post_on_stream(
             request_id=post.request_id, status=500, receipt=b"", problem="internal", detail="internal error"
         )
     with contextlib.suppress(ConnectionError, RuntimeError):
-        await ws.send_bytes(result.encode())
+        await conn.reply(result.encode())
 
 
 async def stream(request: web.Request) -> web.StreamResponse:
@@ -520,6 +518,9 @@ async def stream(request: web.Request) -> web.StreamResponse:
     sender: asyncio.Task[None] | None = None
     try:
         await ws.prepare(request)
+        transport = request.transport
+        if isinstance(transport, asyncio.Transport):
+            conn.transport = transport
         sender = asyncio.create_task(conn.run())
         try:
             first = await ws.receive(timeout=config.handshake_timeout)
@@ -558,7 +559,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
                 break
             # Admission happens synchronously when the task first runs, and tasks
             # start in creation order, so posts are admitted in arrival order.
-            task = asyncio.create_task(_post_on_stream(app, ws, device_id, post))
+            task = asyncio.create_task(_post_on_stream(app, conn, device_id, post))
             posts.add(task)
             task.add_done_callback(posts.discard)
     except asyncio.CancelledError:

@@ -135,6 +135,7 @@ class Broker:
             batch = [await self._queue.get()]
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            created_at = self.clock()  # one transaction, one time
             rows = [
                 EntryRow(
                     case_id=p.accepted.case_id,
@@ -143,7 +144,7 @@ class Broker:
                     body=p.accepted.body,
                     receipt=p.accepted.receipt,
                     slot=p.accepted.slot,
-                    created_at=self.clock(),
+                    created_at=created_at,
                 )
                 for p in batch
             ]
