@@ -43,7 +43,7 @@ lint: $(STAMP) .mypy-path/caseline
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy -p caseline.schemas -p caseline.crypto -p caseline.server -p caseline.client
-	$(BIN)/mypy tests bench
+	$(BIN)/mypy tests bench fuzz
 
 typecheck: lint
 

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from caseline.crypto.auth import make_challenge
+from caseline.crypto.certs import make_enrolment_request
 from caseline.schemas import api, wire
 from caseline.schemas.codec import Struct, pack, unpack
 
@@ -43,6 +44,8 @@ def _objects(scene: Scenario) -> list[Struct]:
     share = wire.HistoryShare.decode(share_record.content)
     found += [record, *record.seen, share_record, share, *share.keys]
     found.append(wire.CaseInfo(title="Operation Kilimanjaro", reference="KE-2026-0042"))
+    request = make_enrolment_request(scene.alice.keys, agency_id="ke-kra", user_id="alice", now=w.now)
+    found.append(wire.EnrolmentRequest.decode(wire.decode_signed(request)[0]))
     found.append(
         wire.AuthChallenge.decode(make_challenge(w.server_key, scene.alice.id, now=w.now, rng=w.rng))
     )
