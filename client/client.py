@@ -35,7 +35,7 @@ from caseline.client.store import LocalStore, Pending, StoredEntry
 from caseline.client.transport import BrokerConnection, with_retries
 from caseline.crypto import primitives as P
 from caseline.crypto.caselog import KIND_UPDATE, CaseView, entry_hash, signed_entry_hash, verify_receipt
-from caseline.crypto.certs import TrustStore, make_enrolment_request
+from caseline.crypto.certs import TrustStore, VerifiedCert, make_enrolment_request
 from caseline.crypto.evidence import EvidenceReport, export_evidence, verify_evidence
 from caseline.crypto.keys import DeviceKeys, fingerprint, normalize_fingerprint
 from caseline.crypto.updates import HISTORY_SHARE
@@ -517,7 +517,7 @@ class Client:
         return matches[0]
 
     # ---------------------------------------------------------------- membership
-    async def _devices(self, agency_id: str, user_id: str) -> list[Any]:
+    async def _devices(self, agency_id: str, user_id: str) -> list[VerifiedCert]:
         directory = await self.broker.directory(agency_id, user_id)
         return self._ledger().eligible_devices(
             directory, agency_id=agency_id, user_id=user_id, now=self.clock()
@@ -561,7 +561,7 @@ class Client:
         await self.sync(case_id)
         return case_id
 
-    async def _commit(self, case_id: bytes, roster: Sequence[tuple[Any, str]]) -> None:
+    async def _commit(self, case_id: bytes, roster: Sequence[tuple[VerifiedCert, str]]) -> None:
         ledger = self._ledger()
         body = ledger.change(case_id, roster, now=self.clock(), rng=secrets.token_bytes)
         await self.broker.commit(case_id, body)
@@ -897,11 +897,10 @@ class Client:
         """
         await self.refresh_revocations(force=True)
         await self.sync(case_id)
-        fresh = CaseView(trust=self.trust, me=self.keys)
         after, now = 0, self.clock()
         events: list[CaseEvent] = []
         scratch = Ledger(keys=self.keys, cert=self.cert, trust=self.trust, server_key=self.server_key or b"")
-        scratch.views[case_id] = fresh
+        fresh = scratch.view(case_id)
         while True:
             page = await self.broker.entries(case_id, after=after)
             for e in page.entries:

@@ -41,6 +41,17 @@ def signed_page(key: SigningKey, case_id: bytes, log: Log, after: int, *, time: 
     return EntryPage(case_id=case_id, entries=tuple(entries[after:]), count=len(log))
 
 
+async def forward(
+    session: aiohttp.ClientSession, upstream: str, request: web.Request, body: bytes
+) -> tuple[bytes, int, str]:
+    """Pass one request on to the real broker: its body, status and content type."""
+    headers = {k: v for k, v in request.headers.items() if k in ("Authorization", "Content-Type")}
+    async with session.request(
+        request.method, upstream + request.path_qs, data=body or None, headers=headers
+    ) as r:
+        return await r.read(), r.status, r.headers.get("Content-Type", "")
+
+
 class HostileBroker:
     def __init__(self, net: Network, session: aiohttp.ClientSession) -> None:
         self.net, self.session = net, session
@@ -58,12 +69,7 @@ class HostileBroker:
         return b"" if row is None else row.device_id
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        body = await request.read()
-        headers = {k: v for k, v in request.headers.items() if k in ("Authorization", "Content-Type")}
-        async with self.session.request(
-            request.method, self.net.url + request.path_qs, data=body or None, headers=headers
-        ) as r:
-            data, status, ctype = await r.read(), r.status, r.headers.get("Content-Type", "")
+        data, status, ctype = await forward(self.session, self.net.url, request, await request.read())
         parts = request.path.strip("/").split("/")
         if (
             (status == 200 or self.serve_anyone)

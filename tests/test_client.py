@@ -27,6 +27,7 @@ from caseline.server.app import HUB, STORE
 from caseline.server.stream import CLOSE_SLOW
 
 from tests.agencies import PASSPHRASE, Network, start_network
+from tests.hostile import forward
 
 
 @pytest.fixture
@@ -178,11 +179,7 @@ async def test_an_update_retried_after_a_timeout_appears_once(aiohttp_server: An
         async def proxy(request: web.Request) -> web.StreamResponse:
             """Forward to the broker; hold the first post's answer until the client gave up."""
             body = await request.read()
-            headers = {k: v for k, v in request.headers.items() if k in ("Authorization", "Content-Type")}
-            async with upstream.request(
-                request.method, net.url + request.path_qs, data=body or None, headers=headers
-            ) as r:
-                data, status, ctype = await r.read(), r.status, r.headers.get("Content-Type", "")
+            data, status, ctype = await forward(upstream, net.url, request, body)
             if request.method == "POST" and request.path.endswith("/updates"):
                 forwarded.append(body)
                 if len(forwarded) == 1:
@@ -216,12 +213,7 @@ async def test_an_update_left_by_a_crash_is_sent_once_by_the_next_run(
             """A broker that serves reads but answers every post with 503."""
             if request.method == "POST" and request.path.endswith("/updates"):
                 return web.json_response({"type": "about:blank", "detail": "overloaded"}, status=503)
-            headers = {k: v for k, v in request.headers.items() if k in ("Authorization", "Content-Type")}
-            body = await request.read()
-            async with upstream.request(
-                request.method, net.url + request.path_qs, data=body or None, headers=headers
-            ) as r:
-                data, status, ctype = await r.read(), r.status, r.headers.get("Content-Type", "")
+            data, status, ctype = await forward(upstream, net.url, request, await request.read())
             return web.Response(body=data, status=status, headers={"Content-Type": ctype})
 
         app = web.Application()
