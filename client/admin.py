@@ -3,8 +3,11 @@
 An agency root signs two things: certificates binding an officer's (or bot's)
 keys to a user id, and the agency's complete revocation list.  The root's seed
 is sealed under the administrator's passphrase in its own profile and is never
-needed by an officer's device; keep that profile on an offline machine and
-carry certificates and lists to the broker with ``agency publish``.
+needed by an officer's device.  Nothing the root signs is secret, so the root
+can stay on a machine that never touches a network: ``export`` writes what it
+signed to a folder, and ``publish_folder`` sends that folder to the broker from
+any machine, without the root.  The broker and every client verify each object
+against the pinned root, so the machine in between is trusted with nothing.
 """
 
 from __future__ import annotations
@@ -29,7 +32,10 @@ from caseline.schemas.wire import (
     DEVICE_ROLES,
     READ_SCOPE,
     REVOCATION_REASONS,
+    DeviceCert,
     Revocation,
+    RevocationList,
+    decode_signed,
 )
 
 DAY_MS: Final = 86_400_000
@@ -40,6 +46,10 @@ MAX_CERT_DAYS: Final = 3 * 365
 class Published:
     certificates: int
     revocation_number: int | None
+
+
+CERT_SUFFIX: Final = ".cert"
+CRL_SUFFIX: Final = ".crl"
 
 
 class AgencyAdmin:
@@ -135,14 +145,24 @@ class AgencyAdmin:
     async def issued(self) -> list[Issued]:
         return await self.store.issued()
 
-    async def revoke(self, device_id: bytes, *, reason: str = "unspecified") -> bytes:
-        """Add a device to the agency's list and sign the next complete list."""
+    async def revoke(
+        self, device_id: bytes, *, reason: str = "unspecified", since: int | None = None
+    ) -> bytes:
+        """Add a device to the agency's list and sign the next complete list.
+
+        ``since`` backdates the revocation to the last moment the key was known
+        to be safe: clients then refuse what the key signed after it, even
+        updates a broker accepted before the list was published.
+        """
         if reason not in REVOCATION_REASONS:
             raise MalformedError(f"reason must be one of {', '.join(sorted(REVOCATION_REASONS))}")
         known = {i.device_id: i for i in await self.store.issued()}
         if device_id not in known:
             raise MalformedError("this agency never issued a certificate for that device")
-        await self.store.add_revoked(device_id, known[device_id].serial, self.clock(), reason)
+        at = self.clock() if since is None else since
+        if at > self.clock():
+            raise MalformedError("a revocation cannot start in the future")
+        await self.store.add_revoked(device_id, known[device_id].serial, at, reason)
         return await self._sign_list()
 
     async def _sign_list(self) -> bytes:
@@ -166,12 +186,67 @@ class AgencyAdmin:
             await broker.register(item.cert)
             await self.store.mark_published(item.serial)
             count += 1
-        crl = await self.store.get("crl")
-        if crl is None:
-            crl = await self._sign_list()  # an empty list still tells partners "nothing revoked"
-        try:
-            await broker.put_revocations(self.agency_id, crl)
-        except BrokerError as exc:
-            raise BrokerError(exc.status, exc.problem, f"revocation list refused: {exc.detail}") from None
+        await _put_revocations(broker, self.agency_id, await self._current_list())
         number = int((await self.store.get("crl-number") or b"0").decode())
         return Published(certificates=count, revocation_number=number)
+
+    async def export(self, folder: Path) -> Published:
+        """Write every live certificate and the current revocation list to a new, empty folder.
+
+        Every unrevoked, unexpired certificate goes out, not only new ones: the
+        offline root cannot know what reached the broker, and registering a
+        certificate twice is harmless.
+        """
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if any(folder.iterdir()):
+            raise ProfileError(f"{folder} is not empty; export into a new folder")
+        revoked, now, count = {d for d, *_ in await self.store.revoked()}, self.clock(), 0
+        for item in await self.store.issued():
+            if item.device_id in revoked or DeviceCert.decode(decode_signed(item.cert)[0]).not_after <= now:
+                continue
+            (folder / f"{item.serial:06d}-{item.user_id}{CERT_SUFFIX}").write_bytes(item.cert)
+            count += 1
+        crl = await self._current_list()
+        number = int((await self.store.get("crl-number") or b"0").decode())
+        (folder / f"revocations-{number:06d}{CRL_SUFFIX}").write_bytes(crl)
+        return Published(certificates=count, revocation_number=number)
+
+    async def _current_list(self) -> bytes:
+        crl = await self.store.get("crl")
+        # An empty list still tells partners "nothing revoked", and gives a number to hold.
+        return crl if crl is not None else await self._sign_list()
+
+
+async def publish_folder(broker: BrokerConnection, folder: Path) -> Published:
+    """Publish what ``AgencyAdmin.export`` wrote, from a machine that holds no root key.
+
+    Each file is decoded first, so a wrong or damaged file is named before
+    anything is sent; its signature is for the broker (and every client) to check.
+    """
+    certs = sorted(folder.glob(f"*{CERT_SUFFIX}"))
+    lists = sorted(folder.glob(f"*{CRL_SUFFIX}"))
+    if len(lists) != 1:
+        raise MalformedError(f"{folder} must hold exactly one revocation list, found {len(lists)}")
+    for path in certs:
+        try:
+            DeviceCert.decode(decode_signed(path.read_bytes())[0])
+        except MalformedError as exc:
+            raise MalformedError(f"{path.name}: not a device certificate ({exc})") from None
+    try:
+        crl = RevocationList.decode(decode_signed(lists[0].read_bytes())[0])
+    except MalformedError as exc:
+        raise MalformedError(f"{lists[0].name}: not a revocation list ({exc})") from None
+    for path in certs:
+        try:
+            await broker.register(path.read_bytes())
+        except BrokerError as exc:
+            raise BrokerError(exc.status, exc.problem, f"{path.name} refused: {exc.detail}") from None
+    await _put_revocations(broker, crl.agency_id, lists[0].read_bytes())
+    return Published(certificates=len(certs), revocation_number=crl.number)
+
+
+async def _put_revocations(broker: BrokerConnection, agency_id: str, crl: bytes) -> None:
+    try:
+        await broker.put_revocations(agency_id, crl)
+    except BrokerError as exc:
+        raise BrokerError(exc.status, exc.problem, f"revocation list refused: {exc.detail}") from None

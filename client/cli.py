@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final, NoReturn
 
-from caseline.client.admin import AgencyAdmin
+from caseline.client.admin import AgencyAdmin, Published, publish_folder
 from caseline.client.client import Client, parse_member, verify_bundle
 from caseline.client.core import CaseEvent
 from caseline.client.errors import BrokerError, ProfileError
@@ -106,6 +106,17 @@ def when(ms: int) -> str:
     if not ms:
         return "-"
     return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def parse_instant(text: str) -> int:
+    """An ISO 8601 instant with its zone stated, as protocol milliseconds."""
+    try:
+        instant = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"{text!r} is not an ISO 8601 time (e.g. 2026-11-20T06:00Z)") from None
+    if instant.tzinfo is None:
+        raise UsageError(f"{text!r} needs a time zone (Z for UTC): a revocation time must not be guessed")
+    return int(instant.timestamp() * 1000)
 
 
 def summary(event: CaseEvent) -> str:
@@ -597,6 +608,8 @@ async def cmd_agency(args: argparse.Namespace, out: Out) -> int:
         if not secret:
             raise UsageError("an agency root needs a passphrase")
         admin = await AgencyAdmin.create(profile(args), args.agency, passphrase=secret, kdf=args.kdf)
+    elif sub == "publish" and args.from_folder:
+        return await publish_from_folder(args, out)
     else:
         admin = await open_admin(args)
     try:
@@ -624,24 +637,46 @@ async def cmd_agency(args: argparse.Namespace, out: Out) -> int:
                 out.data({"certificate": args.output})
             out.say(f"issued a certificate ({args.role}): {args.output}")
         elif sub == "revoke":
-            crl = await admin.revoke(bytes.fromhex(args.device), reason=args.reason)
+            since = parse_instant(args.since) if args.since else None
+            crl = await admin.revoke(bytes.fromhex(args.device), reason=args.reason, since=since)
             if out.as_json:
-                out.data({"revoked": args.device, "list_bytes": len(crl)})
+                out.data({"revoked": args.device, "since": args.since, "list_bytes": len(crl)})
             out.say(f"revoked {args.device}; run `caseline agency publish` to cut it off")
+        elif sub == "export":
+            result = await admin.export(Path(args.folder))
+            if out.as_json:
+                out.data({"certificates": result.certificates, "revocation_list": result.revocation_number})
+            out.say(
+                f"wrote {result.certificates} certificate(s) and revocation list #{result.revocation_number}"
+                f" to {args.folder}; on a networked machine run"
+                f" `caseline agency publish --from {args.folder} --server URL`"
+            )
         elif sub == "publish":
             broker = BrokerConnection(args.server, keys=None, server_key=None, timeout=args.timeout)
             try:
                 result = await admin.publish(broker)
             finally:
                 await broker.close()
-            if out.as_json:
-                out.data({"certificates": result.certificates, "revocation_list": result.revocation_number})
-            out.say(
-                f"published {result.certificates} certificate(s), revocation list #{result.revocation_number}"
-            )
+            report_published(result, out)
     finally:
         await admin.close()
     return EXIT_OK
+
+
+async def publish_from_folder(args: argparse.Namespace, out: Out) -> int:
+    """The networked half of an offline root: no profile, no passphrase, nothing secret."""
+    broker = BrokerConnection(args.server, keys=None, server_key=None, timeout=args.timeout)
+    try:
+        report_published(await publish_folder(broker, Path(args.from_folder)), out)
+    finally:
+        await broker.close()
+    return EXIT_OK
+
+
+def report_published(result: Published, out: Out) -> None:
+    if out.as_json:
+        out.data({"certificates": result.certificates, "revocation_list": result.revocation_number})
+    out.say(f"published {result.certificates} certificate(s), revocation list #{result.revocation_number}")
 
 
 # --------------------------------------------------------------------------- parser
@@ -759,8 +794,21 @@ def build_parser() -> argparse.ArgumentParser:
         default="unspecified",
         choices=("unspecified", "key-compromise", "device-lost", "superseded", "left-agency"),
     )
+    c.add_argument(
+        "--since",
+        metavar="TIME",
+        help="backdate to the last moment the key was known safe (ISO 8601, e.g. 2026-11-20T06:00Z)",
+    )
+    c = a.add_parser("export", help="offline root: write certificates and the revocation list to a folder")
+    c.add_argument("folder", help="a new or empty folder (e.g. on removable media)")
     c = a.add_parser("publish", help="push certificates and the revocation list to the broker")
     c.add_argument("--server", required=True)
+    c.add_argument(
+        "--from",
+        dest="from_folder",
+        metavar="FOLDER",
+        help="publish what `agency export` wrote; needs no root key or passphrase",
+    )
     return p
 
 

@@ -43,10 +43,14 @@ class Network:
         admin = await AgencyAdmin.create(
             self.root / f"admin-{agency_id}", agency_id, passphrase=PASSPHRASE, kdf="interactive"
         )
-        await self.app[STORE].add_agency(AgencyRow(agency_id, name, country, admin.root.public_key, 0))
-        self.app[CORE].trust.pin(agency_id, admin.root.public_key)
+        await self.register_agency(agency_id, name, country, admin.root.public_key)
         self.admins[agency_id] = admin
         return admin
+
+    async def register_agency(self, agency_id: str, name: str, country: str, root_key: bytes) -> None:
+        """The operator's step, after checking the fingerprint with the agency."""
+        await self.app[STORE].add_agency(AgencyRow(agency_id, name, country, root_key, 0))
+        self.app[CORE].trust.pin(agency_id, root_key)
 
     async def device(
         self,

@@ -141,6 +141,68 @@ async def test_exit_codes_and_json(net: Network, tmp_path: Path) -> None:
     assert code == EXIT_UNAVAILABLE and "run the same command again" in err
 
 
+async def test_an_offline_root_reaches_the_broker_only_through_a_folder(net: Network, tmp_path: Path) -> None:
+    """SECURITY.md's key handling: the root never meets a network, the relay holds no secret."""
+    offline, desk, relay = tmp_path / "offline", tmp_path / "desk", tmp_path / "relay"
+    root = ("--profile", "root")
+    assert (await caseline(offline, *root, "agency", "init", "ug-ura", "--kdf", "interactive"))[0] == EXIT_OK
+    code, out, _ = await caseline(offline, "--json", *root, "agency", "show")
+    shown = json.loads(out)
+    await net.register_agency("ug-ura", "Uganda Revenue Authority", "UG", bytes.fromhex(shown["root_key"]))
+
+    # Alice's request travels to the offline root; certificate and list travel back in a folder.
+    request, cert = tmp_path / "alice.req", tmp_path / "alice.cert"
+    code, _, err = await caseline(
+        desk, "init", "--agency", "ug-ura", "--user", "alice", "--server", net.url,
+        "--kdf", "interactive", "--request-out", str(request),
+    )  # fmt: skip
+    assert code == EXIT_OK, err
+    assert (await caseline(offline, *root, "agency", "issue", str(request), "-o", str(cert)))[0] == EXIT_OK
+
+    async def carry(folder: str) -> tuple[int, str, str]:
+        assert (await caseline(offline, *root, "agency", "export", str(tmp_path / folder)))[0] == EXIT_OK
+        # The relay has no profile and no passphrase: it only forwards signed objects.
+        return await caseline(
+            relay, "--json", "agency", "publish", "--from", str(tmp_path / folder), "--server", net.url
+        )
+
+    code, out, err = await carry("usb-1")
+    assert code == EXIT_OK, err
+    assert json.loads(out) == {"certificates": 1, "revocation_list": 1}
+    assert not (relay / "profiles").exists()
+    assert (await caseline(desk, "trust", "add", "ug-ura", shown["fingerprint"]))[0] == EXIT_OK
+    assert (await caseline(desk, "login", "--cert", str(cert)))[0] == EXIT_OK
+    code, out, _ = await caseline(desk, "--json", "whoami")
+    device = json.loads(out)["device"]
+    assert (await caseline(desk, "case", "list"))[0] == EXIT_OK
+
+    # A damaged list is refused by the broker and changes nothing it holds.
+    assert (await caseline(offline, *root, "agency", "revoke", device, "--reason", "device-lost"))[0] == 0
+    assert (await caseline(offline, *root, "agency", "export", str(tmp_path / "usb-2")))[0] == EXIT_OK
+    (crl,) = (tmp_path / "usb-2").glob("*.crl")
+    damaged = bytearray(crl.read_bytes())
+    damaged[-1] ^= 1
+    crl.write_bytes(bytes(damaged))
+    args = ("--json", "agency", "publish", "--from", str(tmp_path / "usb-2"), "--server", net.url)
+    code, _, err = await caseline(relay, *args)
+    assert code == EXIT_REFUSED and "revocation list refused" in json.loads(err)["message"]
+    assert (await caseline(desk, "case", "list"))[0] == EXIT_OK
+
+    # The revocation drill: the next folder cuts the device off, and a stale folder cannot undo it.
+    code, out, err = await carry("usb-3")
+    assert code == EXIT_OK and json.loads(out) == {"certificates": 0, "revocation_list": 2}, err
+    code, _, err = await caseline(desk, "case", "list")
+    assert code == EXIT_REFUSED, err
+    stale = ("--json", "agency", "publish", "--from", str(tmp_path / "usb-1"), "--server", net.url)
+    code, _, err = await caseline(relay, *stale)
+    assert code == EXIT_REFUSED and "alice.cert refused" in json.loads(err)["message"]
+    (old_cert,) = (tmp_path / "usb-1").glob("*.cert")
+    old_cert.unlink()
+    code, _, err = await caseline(relay, *stale)
+    assert code == EXIT_REFUSED and "older than the one" in json.loads(err)["message"]
+    assert (await caseline(desk, "case", "list"))[0] == EXIT_REFUSED
+
+
 def test_make_demo_runs_the_whole_story(tmp_path: Path) -> None:
     """``make demo``: two agencies, a bot, a case, evidence — and nothing left running."""
     done = subprocess.run(

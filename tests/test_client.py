@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from caseline.client.client import Client, verify_bundle
+from caseline.client.client import Client, verify_bundle, wall_clock
 from caseline.client.errors import BrokerError, ProfileError
 from caseline.client.keystore import DeviceSecrets, read_key_file, write_key_file
 from caseline.crypto.certs import make_enrolment_request, open_enrolment_request
@@ -19,6 +19,7 @@ from caseline.crypto.keys import DeviceKeys
 from caseline.schemas.errors import (
     BadSignatureError,
     ContentError,
+    MalformedError,
     NotAllowedError,
     RevokedError,
     UntrustedError,
@@ -151,6 +152,27 @@ async def test_a_revoked_device_is_refused_and_its_updates_rejected(net: Network
         await juma.post_note(case_id, "and again")
     assert refused.value.problem == "revoked"  # its session died; a new login is refused
     assert await stored_updates(net, case_id) == before
+
+
+async def test_a_backdated_revocation_voids_what_a_stolen_key_signed_since(net: Network) -> None:
+    """The drill's last step: revoke from when the key was last known safe, not from now."""
+    alice, juma = await net.device("ke-kra", "alice"), await net.device("tz-tra", "juma")
+    case_id = await alice.create_case(title="Op", members=[("tz-tra", "juma")])
+    safe = await juma.post_note(case_id, "posted while safe")
+    # Receivers date an update by the later of its record's time and the broker's receipt,
+    # so a thief cannot backdate below the revocation.  Wait for the clock to pass `since`.
+    since = safe.receipt_time + 1
+    while wall_clock() <= since:
+        await asyncio.sleep(0)
+    await juma.post_note(case_id, "posted by the thief")  # the broker, not yet told, accepts it
+    await net.admins["tz-tra"].revoke(juma.keys.device_id, reason="key-compromise", since=since)
+    await net.publish("tz-tra")
+    await alice.refresh_revocations(force=True)  # a running client asks at least once a minute
+    with pytest.raises(RevokedError):
+        await alice.sync(case_id)
+    assert [e.content["text"] for e in await alice.history(case_id) if e.content] == ["posted while safe"]
+    with pytest.raises(MalformedError):
+        await net.admins["tz-tra"].revoke(juma.keys.device_id, since=wall_clock() + 60_000)
 
 
 async def test_a_bot_outside_its_scopes_is_refused(net: Network) -> None:
