@@ -124,6 +124,8 @@ def summary(event: CaseEvent) -> str:
         return "members: " + ", ".join(f"{m.author.name} ({m.role})" for m in event.members)
     if event.kind == "purged":
         return "(removed by the case's retention policy)"
+    if event.kind == "voided":
+        return "(withheld: sent after its device was revoked by its agency)"
     if not event.readable or event.content is None:
         return "(sealed: this device holds no key for it)"
     c = event.content
@@ -518,6 +520,7 @@ async def cmd_verify(args: argparse.Namespace, out: Out) -> int:
         "head_code": report.code,
         "updates": report.updates,
         "readable": report.readable,
+        "voided": report.voided,
         "members": [
             {"member": m.author.name, "device": m.author.device_id.hex(), "role": m.role}
             for m in report.members
@@ -529,7 +532,9 @@ async def cmd_verify(args: argparse.Namespace, out: Out) -> int:
         out.console.print(
             Panel(
                 f"{report.count} entries verified from genesis, epoch {report.epoch}, "
-                f"{report.readable}/{report.updates} updates readable here\n"
+                f"{report.readable}/{report.updates} updates readable here"
+                + (f", {report.voided} withheld (sent by revoked devices)" if report.voided else "")
+                + "\n"
                 f"members: {', '.join(f'{m.author.name} ({m.role})' for m in report.members)}\n"
                 f"head code: [bold]{report.code}[/] — the same code on your partner's screen "
                 "means you both hold the same history",
@@ -642,6 +647,35 @@ async def cmd_agency(args: argparse.Namespace, out: Out) -> int:
             if out.as_json:
                 out.data({"revoked": args.device, "since": args.since, "list_bytes": len(crl)})
             out.say(f"revoked {args.device}; run `caseline agency publish` to cut it off")
+        elif sub == "list":
+            revoked = {d: (t, r) for d, _, t, r in await admin.store.revoked()}
+            rows = [
+                {
+                    "serial": i.serial,
+                    "user": i.user_id,
+                    "role": i.role,
+                    "device": i.device_id.hex(),
+                    "issued": when(i.issued_at),
+                    "published": i.published,
+                    "revoked": when(revoked[i.device_id][0]) if i.device_id in revoked else None,
+                    "reason": revoked[i.device_id][1] if i.device_id in revoked else None,
+                }
+                for i in await admin.issued()
+            ]
+            if out.as_json:
+                out.data(rows)
+            else:
+                table = Table(title=f"certificates issued by {admin.agency_id}", title_justify="left")
+                for column in ("serial", "user", "role", "device", "issued", "published", "revoked"):
+                    table.add_column(column)
+                for row in rows:
+                    revoked_text = f"{row['revoked']} ({row['reason']})" if row["revoked"] else "-"
+                    published = "yes" if row["published"] else "no"
+                    table.add_row(
+                        str(row["serial"]), str(row["user"]), str(row["role"]), str(row["device"]),
+                        str(row["issued"]), published, revoked_text,
+                    )  # fmt: skip
+                out.console.print(table)
         elif sub == "export":
             result = await admin.export(Path(args.folder))
             if out.as_json:
@@ -799,6 +833,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TIME",
         help="backdate to the last moment the key was known safe (ISO 8601, e.g. 2026-11-20T06:00Z)",
     )
+    a.add_parser("list", help="the register of certificates this root issued and revoked")
     c = a.add_parser("export", help="offline root: write certificates and the revocation list to a folder")
     c.add_argument("folder", help="a new or empty folder (e.g. on removable media)")
     c = a.add_parser("publish", help="push certificates and the revocation list to the broker")

@@ -126,6 +126,8 @@ class CaseReport:
     members: tuple[Member, ...]
     updates: int
     readable: int
+    #: Updates withheld because their sender's agency revoked it before they were sent.
+    voided: int
 
 
 def parse_member(text: str, default_role: str = "member") -> tuple[str, str, str]:
@@ -925,6 +927,7 @@ class Client:
             members=members_of(fresh),
             updates=len(updates),
             readable=sum(1 for e in updates if e.readable),
+            voided=sum(1 for e in events if e.kind == "voided"),
         )
 
     async def export_evidence(self, case_id: bytes, seqs: Iterable[int] | None = None) -> bytes:

@@ -62,7 +62,7 @@ class CaseEvent:
 
     case_id: bytes
     seq: int
-    kind: str  # "update", "commit" or "purged"
+    kind: str  # "update", "commit", "purged" or "voided" (an update its sender's agency revoked)
     epoch: int
     author: Author | None
     time: int
@@ -166,6 +166,17 @@ class Ledger:
             events = [
                 CaseEvent(
                     case_id=case_id, seq=applied.seq, kind="purged", epoch=state.epoch, author=None, time=0
+                )
+            ]
+        elif applied.voided_by is not None:
+            events = [
+                CaseEvent(
+                    case_id=case_id,
+                    seq=applied.seq,
+                    kind="voided",
+                    epoch=state.epoch,
+                    author=Author.of(state.certs[applied.voided_by].cert),
+                    time=0,
                 )
             ]
         elif applied.opened is not None:

@@ -215,7 +215,11 @@ class LocalStore:
             return [(bytes(r[0]), r[1], r[2], r[3]) async for r in cur]
 
     async def add_revoked(self, device_id: bytes, serial: int, revoked_at: int, reason: str) -> None:
+        """Revoke, or move an existing revocation earlier; never later (that would un-revoke a window)."""
         await self.db.execute(
-            "INSERT OR IGNORE INTO revoked VALUES (?, ?, ?, ?)", (device_id, serial, revoked_at, reason)
+            "INSERT INTO revoked VALUES (?, ?, ?, ?) ON CONFLICT(device_id) DO UPDATE SET"
+            " reason = excluded.reason, revoked_at = excluded.revoked_at"
+            " WHERE excluded.revoked_at < revoked.revoked_at",
+            (device_id, serial, revoked_at, reason),
         )
         await self.db.commit()

@@ -163,6 +163,8 @@ class Applied:
     #: Earlier updates a history share just made readable, and their log positions.
     unlocked: tuple[OpenedUpdate, ...] = ()
     unlocked_seqs: tuple[int, ...] = ()
+    #: For a voided update (its sender was revoked when it was sent): that sender.
+    voided_by: bytes | None = None
 
 
 @dataclasses.dataclass(slots=True)
@@ -172,6 +174,7 @@ class _Held:
     envelope: Envelope
     state: CaseState
     entry_hash: bytes
+    receipt_time: int | None
 
 
 class CaseView:
@@ -371,6 +374,7 @@ class CaseView:
         unlocked: tuple[OpenedUpdate, ...] = ()
         unlocked_keys: list[tuple[int, bytes]] = []
         chain = self._chains.get(envelope.sender)
+        sender_cert = state.certs[envelope.sender].cert
         if self._epoch_secret is not None:
             if chain is None:
                 chain = Chain.start(
@@ -382,22 +386,24 @@ class CaseView:
             mk = chain.peek(envelope.counter)
             opened = open_update(envelope, state=state, message_key=mk)
             self._check_record(opened, last, seq)
-            self.trust.check_not_revoked(
-                state.certs[envelope.sender].cert, at=max(opened.record.time, receipt_time or 0)
-            )
-            if opened.record.content_type == HISTORY_SHARE:
+            # Dated by the later of the sender's and the broker's clocks: a thief
+            # cannot backdate below the revocation without the broker's help.
+            voided = self.trust.is_revoked(sender_cert, at=max(opened.record.time, receipt_time or 0))
+            if opened.record.content_type == HISTORY_SHARE and not voided:
                 unlocked_keys, unlocked = self._unlock(opened, state)
         else:
             mk = None
-            if receipt_time is not None:
-                self.trust.check_not_revoked(state.certs[envelope.sender].cert, at=receipt_time)
+            voided = receipt_time is not None and self.trust.is_revoked(sender_cert, at=receipt_time)
 
-        # All checks passed: fold the entry in.
+        # All checks passed: fold the entry in.  A voided update is authentic and
+        # keeps its place in the chain and in its sender's sequence, so the case
+        # goes on past it; only its content is withheld (PROTOCOL.md §6.4).
         self._append(eh, head)
         if chain is not None and mk is not None:
             chain.take(envelope.counter)
             self._chains[envelope.sender] = chain
-            self._message_keys[seq] = mk
+            if not voided:
+                self._message_keys[seq] = mk
         if opened is not None:
             seen = Seen(
                 device_id=envelope.sender,
@@ -419,7 +425,8 @@ class CaseView:
                 counter=envelope.counter,
                 update_id=bytes(32),
             )
-            self._held[seq] = _Held(envelope=envelope, state=state, entry_hash=eh)
+            if not voided:
+                self._held[seq] = _Held(envelope, state, eh, receipt_time)
         for old_seq, key in unlocked_keys:
             self._held.pop(old_seq, None)
             self._message_keys[old_seq] = key
@@ -429,9 +436,10 @@ class CaseView:
             entry_hash=eh,
             head=head,
             state=state,
-            opened=opened,
+            opened=None if voided else opened,
             unlocked=unlocked,
             unlocked_seqs=tuple(s for s, _ in unlocked_keys),
+            voided_by=envelope.sender if voided else None,
         )
 
     def _check_record(self, opened: OpenedUpdate, last: Seen | None, seq: int) -> None:
@@ -478,6 +486,9 @@ class CaseView:
             if unlocked.record.log.count > key.seq:
                 raise GapError("a shared update had seen entries that are missing before it here")
             self.check_position(unlocked.record.log)  # its author saw this same history
+            sender_cert = held.state.certs[unlocked.record.sender].cert
+            if self.trust.is_revoked(sender_cert, at=max(unlocked.record.time, held.receipt_time or 0)):
+                continue  # voided: sharing cannot revive what a revoked key wrote
             result.append(unlocked)
             keys.append((key.seq, key.message_key))
         return keys, tuple(result)

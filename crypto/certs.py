@@ -181,8 +181,9 @@ class TrustStore:
                 crl.number == held.number and signed != self._crl_bytes[crl.agency_id]
             ):
                 raise RevokedError("revocation list is older than the one already held")
-            dropped = {r.device_id for r in held.entries} - {r.device_id for r in crl.entries}
-            if dropped:
+            now_at = {r.device_id: r.revoked_at for r in crl.entries}
+            if any(now_at.get(r.device_id, r.revoked_at + 1) > r.revoked_at for r in held.entries):
+                # Dropping a device, or dating its revocation later, would revive what it signed.
                 raise RevokedError("a newer revocation list may not un-revoke a device")
         self._crls[crl.agency_id] = crl
         self._crl_bytes[crl.agency_id] = signed
@@ -202,10 +203,13 @@ class TrustStore:
         entry = self._revoked.get((cert.agency_id, cert.device_id))
         return None if entry is None else entry.revoked_at
 
-    def check_not_revoked(self, cert: DeviceCert, *, at: int) -> None:
-        """Raise ``RevokedError`` if its agency revoked the device at or before ``at``."""
+    def is_revoked(self, cert: DeviceCert, *, at: int) -> bool:
+        """Whether its agency revoked the device at or before ``at``."""
         revoked_at = self.revoked_at(cert)
-        if revoked_at is not None and at >= revoked_at:
+        return revoked_at is not None and at >= revoked_at
+
+    def check_not_revoked(self, cert: DeviceCert, *, at: int) -> None:
+        if self.is_revoked(cert, at=at):
             raise RevokedError("device was revoked by its agency")
 
     # -- certificates

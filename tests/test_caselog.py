@@ -18,7 +18,6 @@ from caseline.schemas.errors import (
     NotAllowedError,
     NotMemberError,
     ReplayError,
-    RevokedError,
 )
 
 from tests.world import Broker, Device, World, commit_change, note, open_case, post
@@ -281,14 +280,43 @@ def test_removed_member_cannot_read_later_updates(case: Case) -> None:
         carol_view.message_key(carol_view.count - 1)
 
 
-def test_revoked_device_updates_are_refused_by_clients(case: Case) -> None:
+def test_updates_from_a_revoked_device_are_voided_and_the_case_goes_on(case: Case) -> None:
+    case.post("bob", "while trusted")
+    case.world.now += 60_000  # the phone is stolen a minute later
     case.world.revoke(case.bob, at=case.world.now - 1)
     trust = case.world.trust()
     case.views["bob"].trust.add_revocation_list(case.world.crls[-1])
     post(case.world, case.views["bob"], case.broker, note("stolen phone"))  # a broker that accepts it anyway
+    post(case.world, case.views["bob"], case.broker, note("and again"))
     fresh = CaseView(trust=trust, me=case.alice.keys)
-    with pytest.raises(RevokedError):
-        case.broker.feed(fresh)
+    applied = case.broker.feed(fresh)
+    # Authentic, so it stays in the chain and its sender's sequence; never shown or disclosable.
+    assert [a.voided_by for a in applied[-2:]] == [case.bob.id, case.bob.id]
+    assert [a.opened for a in applied[-2:]] == [None, None]
+    assert applied[-3].opened is not None and applied[-3].voided_by is None
+    with pytest.raises(NotMemberError):
+        fresh.message_key(len(applied) - 1)
+    # Alice's next update, which saw the voided ones, verifies for every member.
+    case.views["alice"] = fresh
+    case.post("alice", "after the theft")
+    assert case.views["carol"].head == fresh.head
+
+
+def test_a_revoked_device_cannot_have_altered_or_replayed_updates_voided(case: Case) -> None:
+    """Voiding comes after every other check: it never excuses a forgery or a replay."""
+    case.world.now += 60_000
+    case.world.revoke(case.bob, at=case.world.now - 1)
+    trust = case.world.trust()
+    case.views["bob"].trust.add_revocation_list(case.world.crls[-1])
+    env = post(case.world, case.views["bob"], case.broker, note("stolen phone"))
+    forged = bytearray(env)
+    forged[-1] ^= 1
+    for entries, error in (
+        ([*case.broker.entries[:-1], ("update", bytes(forged))], BadSignatureError),
+        ([*case.broker.entries, ("update", env)], ReplayError),
+    ):
+        with pytest.raises(error):
+            relog(case.world, case.broker.case_id, entries).feed(CaseView(trust=trust, me=case.alice.keys))
 
 
 def test_new_member_reads_history_through_a_share(case: Case) -> None:

@@ -114,6 +114,18 @@ def test_revocation_list_cannot_roll_back_or_unrevoke(world: World) -> None:
         trust.add_revocation_list(unrevoke)
     assert trust.revoked_at(DeviceCert.decode(decode_signed(a.cert)[0])) is not None
     trust.add_revocation_list(second)  # the same list again is harmless
+    for shift, accepted in ((+1, False), (-1, True)):  # later would revive a window; earlier is stricter
+        entries = [
+            Revocation(device_id=d.id, serial=0, revoked_at=world.now + shift, reason="device-lost")
+            for d in (a, b)
+        ]
+        moved = issue_revocation_list(root, number=100 + shift, issued_at=world.now, entries=entries)
+        if accepted:
+            trust.add_revocation_list(moved)
+            assert trust.revoked_at(DeviceCert.decode(decode_signed(a.cert)[0])) == world.now - 1
+        else:
+            with pytest.raises(RevokedError):
+                trust.add_revocation_list(moved)
 
 
 def test_revocation_list_signed_by_wrong_root_is_rejected(world: World) -> None:

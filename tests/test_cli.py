@@ -7,6 +7,7 @@ whole story runs once as ``make demo`` does.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 import subprocess
@@ -172,12 +173,20 @@ async def test_an_offline_root_reaches_the_broker_only_through_a_folder(net: Net
     assert not (relay / "profiles").exists()
     assert (await caseline(desk, "trust", "add", "ug-ura", shown["fingerprint"]))[0] == EXIT_OK
     assert (await caseline(desk, "login", "--cert", str(cert)))[0] == EXIT_OK
-    code, out, _ = await caseline(desk, "--json", "whoami")
-    device = json.loads(out)["device"]
     assert (await caseline(desk, "case", "list"))[0] == EXIT_OK
 
+    # The drill: find the device in the root's register, revoke it from when it was last safe.
+    code, out, _ = await caseline(offline, "--json", *root, "agency", "list")
+    (issued,) = json.loads(out)
+    assert (issued["user"], issued["published"], issued["revoked"]) == ("alice", False, None)
+    revoke = (*root, "agency", "revoke", issued["device"], "--reason", "device-lost", "--since")
+    safe = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=1)
+    assert (await caseline(offline, *revoke, f"{safe:%Y-%m-%dT%H:%M}"))[0] == EXIT_USAGE  # no zone
+    assert (await caseline(offline, *revoke, f"{safe:%Y-%m-%dT%H:%M:%S}Z"))[0] == EXIT_OK
+    code, out, _ = await caseline(offline, "--json", *root, "agency", "list")
+    assert json.loads(out)[0]["revoked"] == f"{safe:%Y-%m-%d %H:%M:%S}Z"
+
     # A damaged list is refused by the broker and changes nothing it holds.
-    assert (await caseline(offline, *root, "agency", "revoke", device, "--reason", "device-lost"))[0] == 0
     assert (await caseline(offline, *root, "agency", "export", str(tmp_path / "usb-2")))[0] == EXIT_OK
     (crl,) = (tmp_path / "usb-2").glob("*.crl")
     damaged = bytearray(crl.read_bytes())

@@ -41,3 +41,28 @@ def test_stored_case_still_verifies_and_opens(vectors: dict[str, Any]) -> None:
     assert view.message_key(1).hex() == v["message_key_1"]
     report = verify_evidence(bytes.fromhex(v["evidence_bundle"]), pinned=v["fingerprints"])
     assert report.records[0].update.update_id.hex() == v["update_id_1"]
+
+
+@pytest.mark.parametrize("revocations", [False, True])
+def test_an_update_sent_after_its_senders_revocation_is_voided(
+    vectors: dict[str, Any], revocations: bool
+) -> None:
+    v = vectors["voided"]
+    trust = TrustStore({a: bytes.fromhex(k) for a, k in v["roots"].items()})
+    if revocations:
+        trust.add_revocation_list(bytes.fromhex(v["revocation_list"]))
+    alice = DeviceKeys(
+        sign_seed=bytes.fromhex(v["sign_seeds"]["alice"]),
+        kem_seed=bytes.fromhex(v["kem_seeds"]["alice"]),
+    )
+    view = CaseView(trust=trust, me=alice)
+    applied = [
+        view.apply(seq=i, kind=kind, body=bytes.fromhex(body), now=v["now"], receipt=bytes.fromhex(r))
+        for i, ((kind, body), r) in enumerate(zip(v["entries"], v["receipts"], strict=True))
+    ]
+    voided = [a.seq for a in applied if a.voided_by is not None]
+    opened = [a.seq for a in applied if a.opened is not None]
+    assert voided == (v["voided_seqs"] if revocations else [])
+    assert opened == (v["opened_seqs"] if revocations else v["opened_seqs"] + v["voided_seqs"])
+    assert all(a.voided_by == bytes.fromhex(v["bob_device_id"]) for a in applied if a.voided_by)
+    assert view.head.hex() == v["head"]  # voided or not, the chain is the same

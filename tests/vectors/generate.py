@@ -27,7 +27,7 @@ from caseline.crypto.ratchet import Chain, epoch_authenticator
 from caseline.crypto.updates import seal_update
 from caseline.schemas.wire import LogPosition, Revocation
 
-from tests.world import T0, YEAR, World, note, open_case
+from tests.world import T0, YEAR, World, note, open_case, post
 
 PATH = Path(__file__).with_name("caseline_v1.json")
 
@@ -161,6 +161,41 @@ def verify_only() -> dict[str, Any]:
     }
 
 
+def voided() -> dict[str, Any]:
+    """PROTOCOL.md §6.4: an update sent after its device's revocation is voided, not refused.
+
+    Bob posts at T; his agency revokes him from T + 59 s; his stolen key posts at
+    T + 60 s.  With the list applied, entry 2 must be voided (kept in the chain,
+    content withheld) and entry 1 must still open; without it, both open.
+    """
+    w = World("vectors-voided")
+    w.agency("ke-kra")
+    w.agency("tz-tra")
+    alice = w.device("ke-kra", "alice")
+    bob = w.device("tz-tra", "bob")
+    broker, _, _ = open_case(w, alice, [(bob, "member")])
+    bob_view = CaseView(trust=w.trust(), me=bob.keys)
+    broker.feed(bob_view)
+    post(w, bob_view, broker, note("Convoy left Malaba at 06:00"))
+    broker.feed(bob_view)
+    w.now += 60_000
+    crl = w.revoke(bob, at=w.now - 1_000)
+    post(w, bob_view, broker, note("Convoy cancelled, stand down"))
+    return {
+        "roots": {a: r.public_key.hex() for a, r in w.roots.items()},
+        "now": w.now,
+        "entries": [[kind, body.hex()] for kind, body in broker.entries],
+        "receipts": [r.hex() for r in broker.receipts],
+        "kem_seeds": {"alice": alice.keys.kem_seed.hex()},
+        "sign_seeds": {"alice": alice.keys.signing.seed.hex()},
+        "revocation_list": crl.hex(),
+        "bob_device_id": bob.id.hex(),
+        "opened_seqs": [1],
+        "voided_seqs": [2],
+        "head": broker.head.hex(),
+    }
+
+
 def _secret(view: CaseView) -> bytes:
     secret = view._epoch_secret
     assert secret is not None
@@ -172,6 +207,7 @@ def main() -> None:
         "about": "caseline/v1 known-answer vectors; see PROTOCOL.md and tests/vectors/generate.py",
         "deterministic": deterministic(),
         "verify_only": verify_only(),
+        "voided": voided(),
     }
     PATH.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     print(f"wrote {PATH}")
