@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from caseline.crypto.caselog import CaseView
+from caseline.crypto.caselog import Applied, CaseView
 from caseline.crypto.certs import TrustStore
 from caseline.crypto.evidence import verify_evidence
 from caseline.crypto.keys import DeviceKeys
@@ -19,22 +19,26 @@ def vectors() -> dict[str, Any]:
     return json.loads(PATH.read_text())
 
 
+def replay(v: dict[str, Any], user: str, trust: TrustStore) -> tuple[CaseView, list[Applied]]:
+    """Feed a stored case log, entry by entry, to ``user``'s view."""
+    me = DeviceKeys(
+        sign_seed=bytes.fromhex(v["sign_seeds"][user]), kem_seed=bytes.fromhex(v["kem_seeds"][user])
+    )
+    view = CaseView(trust=trust, me=me)
+    applied = [
+        view.apply(seq=i, kind=kind, body=bytes.fromhex(body), now=v["now"], receipt=bytes.fromhex(r))
+        for i, ((kind, body), r) in enumerate(zip(v["entries"], v["receipts"], strict=True))
+    ]
+    return view, applied
+
+
 def test_deterministic_values_are_reproduced(vectors: dict[str, Any]) -> None:
     assert deterministic() == vectors["deterministic"]
 
 
 def test_stored_case_still_verifies_and_opens(vectors: dict[str, Any]) -> None:
     v = vectors["verify_only"]
-    trust = TrustStore({a: bytes.fromhex(k) for a, k in v["roots"].items()})
-    bob = DeviceKeys(
-        sign_seed=bytes.fromhex(v["sign_seeds"]["bob"]),
-        kem_seed=bytes.fromhex(v["kem_seeds"]["bob"]),
-    )
-    view = CaseView(trust=trust, me=bob)
-    applied = [
-        view.apply(seq=i, kind=kind, body=bytes.fromhex(body), now=v["now"], receipt=bytes.fromhex(r))
-        for i, ((kind, body), r) in enumerate(zip(v["entries"], v["receipts"], strict=True))
-    ]
+    view, applied = replay(v, "bob", TrustStore({a: bytes.fromhex(k) for a, k in v["roots"].items()}))
     opened = applied[1].opened
     assert opened is not None
     assert opened.update_id.hex() == v["update_id_1"]
@@ -51,15 +55,7 @@ def test_an_update_sent_after_its_senders_revocation_is_voided(
     trust = TrustStore({a: bytes.fromhex(k) for a, k in v["roots"].items()})
     if revocations:
         trust.add_revocation_list(bytes.fromhex(v["revocation_list"]))
-    alice = DeviceKeys(
-        sign_seed=bytes.fromhex(v["sign_seeds"]["alice"]),
-        kem_seed=bytes.fromhex(v["kem_seeds"]["alice"]),
-    )
-    view = CaseView(trust=trust, me=alice)
-    applied = [
-        view.apply(seq=i, kind=kind, body=bytes.fromhex(body), now=v["now"], receipt=bytes.fromhex(r))
-        for i, ((kind, body), r) in enumerate(zip(v["entries"], v["receipts"], strict=True))
-    ]
+    view, applied = replay(v, "alice", trust)
     voided = [a.seq for a in applied if a.voided_by is not None]
     opened = [a.seq for a in applied if a.opened is not None]
     assert voided == (v["voided_seqs"] if revocations else [])

@@ -27,7 +27,7 @@ from caseline.crypto.ratchet import Chain, epoch_authenticator
 from caseline.crypto.updates import seal_update
 from caseline.schemas.wire import LogPosition, Revocation
 
-from tests.world import T0, YEAR, World, note, open_case, post
+from tests.world import T0, YEAR, Broker, Device, World, note, open_case, post
 
 PATH = Path(__file__).with_name("caseline_v1.json")
 
@@ -113,14 +113,19 @@ def deterministic() -> dict[str, Any]:
     }
 
 
-def verify_only() -> dict[str, Any]:
-    """A small real case (genesis, updates, a member change) and its evidence bundle."""
-    w = World("vectors")
+def _two_agency_case(name: str) -> tuple[World, Device, Device, Broker]:
+    """Alice (ke-kra, owner) opens a case with Bob (tz-tra)."""
+    w = World(name)
     w.agency("ke-kra")
     w.agency("tz-tra")
-    alice = w.device("ke-kra", "alice")
-    bob = w.device("tz-tra", "bob")
+    alice, bob = w.device("ke-kra", "alice"), w.device("tz-tra", "bob")
     broker, _, _ = open_case(w, alice, [(bob, "member")])
+    return w, alice, bob, broker
+
+
+def verify_only() -> dict[str, Any]:
+    """A small real case (genesis, updates, a member change) and its evidence bundle."""
+    w, alice, bob, broker = _two_agency_case("vectors")
     view = CaseView(trust=w.trust(), me=alice.keys)
     broker.feed(view)
     mk = Chain.start(epoch_secret=_secret(view), case_id=broker.case_id, epoch=0, device_id=alice.id).peek(0)
@@ -168,12 +173,7 @@ def voided() -> dict[str, Any]:
     T + 60 s.  With the list applied, entry 2 must be voided (kept in the chain,
     content withheld) and entry 1 must still open; without it, both open.
     """
-    w = World("vectors-voided")
-    w.agency("ke-kra")
-    w.agency("tz-tra")
-    alice = w.device("ke-kra", "alice")
-    bob = w.device("tz-tra", "bob")
-    broker, _, _ = open_case(w, alice, [(bob, "member")])
+    w, alice, bob, broker = _two_agency_case("vectors-voided")
     bob_view = CaseView(trust=w.trust(), me=bob.keys)
     broker.feed(bob_view)
     post(w, bob_view, broker, note("Convoy left Malaba at 06:00"))
