@@ -63,7 +63,15 @@ vectors: $(STAMP)
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?= codec certs commits envelopes content
 
-.PHONY: fuzz audit
+.PHONY: fuzz audit chaos
+
+# Fault injection: kill -9 the broker CHAOS_KILLS times under load (plus a backup
+# under load and a full disk), then check that nothing acknowledged was lost.
+CHAOS_KILLS ?= 25
+CHAOS_ARGS ?=
+
+chaos: $(STAMP)
+	$(BIN)/python -m bench.chaos --kills $(CHAOS_KILLS) $(CHAOS_ARGS)
 
 fuzz: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[fuzz]'

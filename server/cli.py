@@ -28,7 +28,7 @@ from aiohttp import web
 from caseline.crypto.keys import SigningKey, fingerprint
 from caseline.schemas.errors import CaselineError
 from caseline.schemas.wire import AGENCY_ID
-from caseline.server.app import create_app, runner_options
+from caseline.server.app import BROKER, create_app, runner_options
 from caseline.server.config import ServerConfig, load_config
 from caseline.server.core import token_hash
 from caseline.server.sqlite_store import SqliteStore, audit_hash
@@ -36,6 +36,8 @@ from caseline.server.store import AgencyRow
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
+#: The chaos checker's fault switch (``Broker.ack_before_commit``); for its test only.
+ACK_BEFORE_COMMIT_ENV = "CASELINE_TEST_ACK_BEFORE_COMMIT"
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -199,6 +201,13 @@ def cmd_serve(config: ServerConfig, args: argparse.Namespace) -> int:
         return EXIT_FAILED
     key = load_server_key(config)
     app = create_app(config, server_key=key)
+    if os.environ.get(ACK_BEFORE_COMMIT_ENV) == "1":
+        logging.getLogger("caseline.server").warning(
+            "TEST FAULT ON (%s): updates are acknowledged before they are on disk; never use this"
+            " outside the chaos checker's own test",
+            ACK_BEFORE_COMMIT_ENV,
+        )
+        app[BROKER].ack_before_commit = True
     context = None
     if config.tls_cert is not None and config.tls_key is not None:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

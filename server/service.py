@@ -24,6 +24,8 @@ from caseline.server.store import CaseRow, EntryRow, Store
 log = logging.getLogger("caseline.server")
 
 MAX_BATCH: Final = 512
+#: How long the test-only fault holds each commit back (see ``Broker.ack_before_commit``).
+FAULT_COMMIT_DELAY: Final = 0.05
 
 
 @dataclasses.dataclass(slots=True)
@@ -47,7 +49,10 @@ class Broker:
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._inflight: dict[tuple[bytes, tuple[bytes, int, int]], _Pending] = {}
-        #: Test-only fault switch: acknowledge before the commit (proves the chaos checker can fail).
+        #: Test-only fault switch: acknowledge before the commit, and hold each commit back a
+        #: little so that a kill finds acknowledged updates not yet on disk.  It exists to
+        #: prove that the chaos checker (bench/chaos.py) can fail; ``serve`` turns it on only
+        #: under CASELINE_TEST_ACK_BEFORE_COMMIT=1, with a warning.
         self.ack_before_commit = False
         self.batches = 0
         self.batched_entries = 0
@@ -135,6 +140,8 @@ class Broker:
             batch = [await self._queue.get()]
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            if self.ack_before_commit:
+                await asyncio.sleep(FAULT_COMMIT_DELAY)
             created_at = self.clock()  # one transaction, one time
             rows = [
                 EntryRow(
