@@ -118,6 +118,23 @@ AGENCY = {
 USER = {"name": "user_id", "in": "path", "required": True, "schema": kind_schema(wire.USER_ID)}
 
 
+def case_links() -> dict[str, Any]:
+    """Where a listed case leads (OpenAPI links): read it, post to it, change it.
+
+    The case id is bytes in the msgpack answer and hex in a path; a client
+    follows the link by hex-encoding it (PROTOCOL.md §9).
+    """
+    first_case_id = "$response.body#/2/0/0"
+    return {
+        name: {"operationRef": f"#/paths/{path}/{method}", "parameters": {"case_id": first_case_id}}
+        for name, path, method in (
+            ("ReadTheCase", "~1v1~1cases~1{case_id}~1entries", "get"),
+            ("PostAnUpdate", "~1v1~1cases~1{case_id}~1updates", "post"),
+            ("ChangeTheMembers", "~1v1~1cases~1{case_id}~1commits", "post"),
+        )
+    }
+
+
 def build() -> dict[str, Any]:
     structs = [
         wire.DeviceCert,
@@ -184,14 +201,14 @@ def build() -> dict[str, Any]:
             "get": {
                 "summary": "One agency",
                 "parameters": [AGENCY],
-                "responses": {**ok("AgencyInfo"), **problems("404")},
+                "responses": {**ok("AgencyInfo"), **problems("400", "404")},
             }
         },
         "/v1/agencies/{agency_id}/revocations": {
             "get": {
                 "summary": "The agency's latest revocation list",
                 "parameters": [AGENCY],
-                "responses": {**ok("SignedRevocationList"), **problems("404")},
+                "responses": {**ok("SignedRevocationList"), **problems("400", "404")},
             },
             "put": {
                 "summary": "Publish a revocation list (authorised by the agency's signature)",
@@ -246,7 +263,10 @@ def build() -> dict[str, Any]:
             "get": {
                 "summary": "Cases this device is a member of",
                 "security": AUTH,
-                "responses": {**ok("CaseList"), **problems("401")},
+                "responses": {
+                    "200": {**ok("CaseList")["200"], "links": case_links()},
+                    **problems("401"),
+                },
             },
             "post": {
                 "summary": "Create a case from a signed genesis commit",
