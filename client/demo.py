@@ -16,7 +16,7 @@ import json
 import os
 import shlex
 import socket
-import subprocess
+import subprocess  # runs our own CLI and broker (SECURITY.md, Supply chain)  # nosec B404
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -25,7 +25,7 @@ from typing import Any
 
 KRA = ("ke-kra", "Kenya Revenue Authority", "KE")
 TRA = ("tz-tra", "Tanzania Revenue Authority", "TZ")
-PASSPHRASE = "demo passphrase — use a real one"  # noqa: S105 - a throwaway demo
+PASSPHRASE = "demo passphrase — use a real one"  # noqa: S105 - a throwaway demo  # nosec B105
 
 
 class Demo:
@@ -55,7 +55,7 @@ class Demo:
         ]
         if not self.quiet:
             print("$ " + " ".join(shlex.quote(a) for a in shown), flush=True)
-        done = subprocess.run(  # noqa: S603 - our own CLI, arguments from this script
+        done = subprocess.run(  # noqa: S603 - our own CLI, arguments from this script  # nosec B603
             [*command, *argv[1:]],
             env=self.env,
             input=stdin,
@@ -89,7 +89,7 @@ class Demo:
         self.url = f"http://127.0.0.1:{port}"
         if not self.quiet:
             print(f"$ caseline-server --data-dir {data} serve --port {port} &", flush=True)
-        self.broker = subprocess.Popen(  # noqa: S603
+        self.broker = subprocess.Popen(  # noqa: S603 - our own broker  # nosec B603
             [
                 sys.executable,
                 "-m",

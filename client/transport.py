@@ -231,5 +231,5 @@ async def with_retries(
             if on_retry is not None:
                 on_retry(exc, n)
             delay = exc.retry_after if exc.retry_after is not None else base_delay * 2 ** (n - 1)
-            await asyncio.sleep(min(delay, max_delay) * (0.5 + random.random() / 2))  # noqa: S311
+            await asyncio.sleep(min(delay, max_delay) * (0.5 + random.random() / 2))  # noqa: S311 - jitter  # nosec B311
     raise AssertionError("unreachable")  # pragma: no cover
