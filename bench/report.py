@@ -300,9 +300,11 @@ def summary(out: dict[str, Any], core: dict[str, Any] | None) -> str:
                 if re.search(r"\((server|crypto|schemas)/", f) and "server/cli.py" not in f
             ][:10]
             listed = "; ".join(f"{f} {v}%" for f, v in project)
+            achieved = ", ".join(f"{_n(v)} {k.removesuffix('_per_s')}/s" for k, v in p["achieved"].items())
             lines.append(
-                f"- {workload} ({p['achieved']}, broker {p['cpu']['server_cores']} cores, "
-                f"load generator {p['cpu']['loadgen_cores']} cores): {listed}"
+                f"- {workload} ({achieved}; broker {p['cpu']['server_cores']} cores, "
+                f"load generator {p['cpu']['loadgen_cores']} cores); share of the event loop's samples "
+                f"with each function on the stack: {listed}"
             )
     return "\n".join(lines) + "\n"
 
