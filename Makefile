@@ -48,9 +48,19 @@ lint: $(STAMP) .mypy-path/caseline
 
 typecheck: lint
 
-bench: $(STAMP)
+# caseline side by side with Mosquitto and Synapse, which the bench installs itself into
+# bench/.peers/ (apt for Mosquitto when root; a venv for Synapse) and stops by PID.  Results:
+# bench/results/{core,compare}.json, summary.md, *.png, and the table in README.md.
+# BENCH_ARGS: e.g. --repeats 1, --skip synapse, --no-readme; --profile py-spies any missed target.
+BENCH_ARGS ?= --profile
+
+$(VENV)/.bench-installed: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	touch $@
+
+bench: $(VENV)/.bench-installed
 	$(BIN)/python -m bench.core
-	$(BIN)/python -m bench.load
+	$(BIN)/python -m bench.compare $(BENCH_ARGS)
 
 bench-load: $(STAMP)
 	$(BIN)/python -m bench.load

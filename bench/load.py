@@ -2,18 +2,27 @@
 
 The broker runs as its own process (``caseline-server serve``) on loopback; the
 load comes from separate worker processes.  Every update is a real sealed and
-signed envelope from a real device key, sealed before the clock starts.
+signed envelope from a real device key, sealed before the clock starts; the
+broker verifies each one's signature, orders it in its case's hash chain,
+commits it to SQLite (``synchronous=FULL``) and only then answers with a signed
+receipt and delivers it.
 
-Workloads:
+Workloads (the shapes of ``bench/peers/common.py``, shared with the peers):
+  idle        10,000 idle authenticated WebSockets: server memory per connection
+              (measured first, on a fresh broker, so no earlier run's heap muddles it).
   throughput  50 senders (five 10-member cases), each posting its updates in order
               on its stream with up to 32 in flight: acknowledged durable updates/s.
-  fanout      the same posts while every member follows over WebSocket:
-              deliveries/s (each update counted once per member receiving it).
+  fanout      the same posts while every member follows over WebSocket, in five
+              10-member cases and then in one 50-member case: deliveries/s (each
+              update counted once per member receiving it).
   latency     fixed rates (1,000 and 5,000 updates/s offered) with one follower
               per case: post-to-delivery p50/p95/p99.
-  idle        N idle authenticated WebSockets: server memory per connection.
 
-Results go to ``bench/results/load.json`` and a table on stdout.
+``Caseline`` is one of the ``System`` s that ``bench.measure`` runs; ``make bench``
+(``bench.compare``) runs it interleaved with the peers.  Alone, results go to
+``bench/results/load.json``; every figure carries the CPU use of the broker, of
+the load generator and of the rest of the (shared) machine while it ran, and
+the load average.
 """
 
 from __future__ import annotations
@@ -24,11 +33,11 @@ import json
 import multiprocessing
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +47,27 @@ from caseline.schemas.api import Cursor, Delivery, PostResult, PostUpdate, Subsc
 from caseline.schemas.codec import unpack
 from caseline.schemas.wire import decode_signed
 
+from bench.peers.common import (
+    GROUP,
+    IDLE_CONNECTIONS,
+    LATENCY_SECONDS,
+    RATES,
+    SENDERS,
+    WINDOW,
+    Window,
+    cpu_seconds,
+    loadavg,
+)
 from tests.broker import Officer
 from tests.test_durability import UrlClient, free_port
 from tests.world import World
 
 RESULTS = Path(__file__).with_name("results")
-CASES, MEMBERS = 5, 10
 DELIVERY_PREFIX = bytes([0x94, 0x01, Delivery.TAG])  # msgpack [1, 31, case, entry]
+#: Updates each sender posts in the saturating runs (fan-out: per update, members times more work).
+PER_SENDER = {"throughput": 120, 10: 120, 50: 40}
+#: A note of this many characters makes a sealed envelope of about 1.2 KiB: 1 KiB of content.
+NOTE_FILLER = 900
 
 
 class Broker:
@@ -89,44 +112,60 @@ class Broker:
                 return
         raise RuntimeError("broker did not start")
 
-    def rss_kib(self) -> int:
+    @property
+    def pid(self) -> int:
         assert self.proc is not None
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+        return self.proc.pid
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
         return 0
 
     def cpu_seconds(self) -> float:
-        assert self.proc is not None
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.pid)
 
     def stop(self) -> None:
-        if self.proc is not None:
+        if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
 
 
-async def prepare(broker: Broker, world: World, per_sender: int) -> dict[str, Any]:
-    """Enrol 50 devices in five 10-member cases and seal every update in advance."""
+def new_broker(tmp: Path) -> tuple[Broker, World]:
+    """An initialised broker with two agencies registered (not yet started)."""
+    broker = Broker(tmp)
+    broker.cli("init")
+    world = World("load")
+    for agency in ("ke-kra", "tz-tra"):
+        root = world.agency(agency)
+        broker.cli(
+            "agency", "add", agency, "--name", agency, "--country", "KE", "--root-key", root.public_key.hex()
+        )
+    return broker, world
+
+
+async def prepare(broker: Broker, world: World, per_sender: int, members: int = GROUP) -> dict[str, Any]:
+    """Enrol 50 devices in ``50 / members`` cases and seal every update in advance."""
     server_key = SigningKey((broker.data / "server.key").read_bytes())
     world.server_key = server_key
     base = f"http://127.0.0.1:{broker.port}"
     senders: list[dict[str, Any]] = []
     async with aiohttp.ClientSession() as session:
         client = UrlClient(session, base)
-        for c in range(CASES):
+        for c in range(SENDERS // members):
             officers = [
                 await Officer(
                     client, world, world.device("ke-kra" if i % 2 else "tz-tra", f"c{c}m{i}"), server_key
                 ).enrol()
-                for i in range(MEMBERS)
+                for i in range(members)
             ]
             case_id = await officers[0].create_case([(o.device, "member") for o in officers[1:]])
             for o in officers[1:]:
                 await o.sync(case_id)
             for o in officers:
-                envelopes = [o.seal(case_id, f"{o.device.user} {'x' * 900} {i}") for i in range(per_sender)]
+                filler = "x" * NOTE_FILLER
+                envelopes = [o.seal(case_id, f"{o.device.user} {filler} {i}") for i in range(per_sender)]
                 senders.append({"case": case_id, "token": o.token, "envelopes": envelopes})
     return {"base": base, "senders": senders}
 
@@ -134,23 +173,20 @@ async def prepare(broker: Broker, world: World, per_sender: int) -> dict[str, An
 # ------------------------------------------------------------------ worker processes
 
 
-WINDOW = 32  # updates a sender keeps in flight on its stream
-
-
 async def _post_all(base: str, senders: list[dict[str, Any]], rate: float | None, out: Any) -> None:
     """Each sender posts its envelopes in counter order over its own stream, pipelined.
 
     ``rate`` paces the whole worker (updates/s); None posts as fast as the
-    window of receipts allows.
+    window of receipts allows.  The clock starts once every stream is open, as
+    it does for the peers' load generators.
     """
     sent: dict[bytes, float] = {}
     ack_ms: list[float] = []
     acked = 0
     interval = None if rate is None else len(senders) / rate
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-
-        async def one(index: int, sender: dict[str, Any]) -> None:
-            nonlocal acked
+        sockets = []
+        for sender in senders:
             ws = await session.ws_connect(
                 f"{base}/v1/stream",
                 headers={"Authorization": f"Bearer {sender['token']}"},
@@ -158,6 +194,9 @@ async def _post_all(base: str, senders: list[dict[str, Any]], rate: float | None
             )
             # A cursor past the head: this connection posts and receives nothing of the case.
             await ws.send_bytes(Subscribe(cursors=(Cursor(case_id=sender["case"], after=2**62),)).encode())
+            sockets.append(ws)
+
+        async def one(index: int, sender: dict[str, Any], ws: aiohttp.ClientWebSocketResponse) -> None:
             window = asyncio.Semaphore(WINDOW)
             started: dict[int, float] = {}
             total = len(sender["envelopes"])
@@ -199,14 +238,17 @@ async def _post_all(base: str, senders: list[dict[str, Any]], rate: float | None
             await ws.close()
 
         start = time.perf_counter()
-        await asyncio.gather(*(one(i, s) for i, s in enumerate(senders)))
+        await asyncio.gather(*(one(i, s, ws) for i, (s, ws) in enumerate(zip(senders, sockets, strict=True))))
         elapsed = time.perf_counter() - start
     out.put(
         {"acked": acked, "elapsed": elapsed, "sent": {k.hex(): v for k, v in sent.items()}, "ack_ms": ack_ms}
     )
 
 
-def poster(base: str, senders: list[dict[str, Any]], rate: float | None, go: Any, out: Any) -> None:
+def poster(
+    base: str, senders: list[dict[str, Any]], rate: float | None, *, started: Any, go: Any, out: Any
+) -> None:
+    started.put(os.getpid())  # imported and unpickled: the CPU it uses from here on is load
     go.wait()
     asyncio.run(_post_all(base, senders, rate, out))
 
@@ -215,7 +257,7 @@ async def _follow(base: str, followers: list[dict[str, Any]], expect: int, ready
     received: dict[str, float] = {}
     count = 0
     done = asyncio.Event()
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         sockets = []
         for f in followers:
             ws = await session.ws_connect(
@@ -246,7 +288,7 @@ async def _follow(base: str, followers: list[dict[str, Any]], expect: int, ready
                 if count >= expect:
                     done.set()
 
-        tasks = [asyncio.create_task(read(ws, i < CASES)) for i, ws in enumerate(sockets)]
+        tasks = [asyncio.create_task(read(ws, f["record"])) for f, ws in zip(followers, sockets, strict=True)]
         await asyncio.wait_for(done.wait(), timeout=600)
         elapsed = time.perf_counter() - (first or time.perf_counter())
         for t in tasks:
@@ -264,11 +306,15 @@ def run_posters(
     *,
     rate: float | None,
     workers: int,
+    server_pid: int,
     followers: list[dict[str, Any]] | None = None,
     expect: int = 0,
+    on_go: Callable[[], object] | None = None,
 ) -> dict[str, Any]:
+    """Posting processes and a following one; also the CPU the broker and the load used, to show
+    which side was the bottleneck (both over the same window, from the start signal to the results)."""
     ctx = multiprocessing.get_context("spawn")
-    out, fout, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+    out, fout, go, started = ctx.Queue(), ctx.Queue(), ctx.Event(), ctx.Queue()
     fproc = None
     if followers:
         ready = ctx.Event()
@@ -277,16 +323,20 @@ def run_posters(
         ready.wait(120)
     procs = [
         ctx.Process(
-            target=poster, args=(base, senders[i::workers], None if rate is None else rate / workers, go, out)
+            target=poster,
+            args=(base, senders[i::workers], None if rate is None else rate / workers),
+            kwargs={"started": started, "go": go, "out": out},
         )
         for i in range(workers)
     ]
     for p in procs:
         p.start()
+    watched = [started.get(timeout=120) for _ in procs] + ([fproc.pid] if fproc and fproc.pid else [])
+    cpu0, window = sum(cpu_seconds(pid) for pid in watched), Window(server_pid)
+    if on_go is not None:
+        on_go()
     go.set()
     results = [out.get(timeout=900) for _ in procs]
-    for p in procs:
-        p.join()
     merged: dict[str, Any] = {
         "acked": sum(r["acked"] for r in results),
         "elapsed": max(r["elapsed"] for r in results),
@@ -295,119 +345,95 @@ def run_posters(
     }
     if fproc is not None:
         merged["follow"] = fout.get(timeout=900)
+    # Read the workers' CPU time before they exit (they wait for nothing once their result is out).
+    merged["cpu"] = window.close(sum(cpu_seconds(pid) for pid in watched) - cpu0)
+    for p in procs:
+        p.join()
+    if fproc is not None:
         fproc.join()
     return merged
 
 
-def percentile(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))]
+# ------------------------------------------------------------------ workloads
 
 
-def throughput(broker: Broker, world: World, args: argparse.Namespace) -> dict[str, float]:
-    runs = []
-    for _ in range(args.repeats):
-        prep = asyncio.run(prepare(broker, world, args.per_sender))
-        cpu0 = broker.cpu_seconds()
-        r = run_posters(prep["base"], prep["senders"], rate=None, workers=1)
-        runs.append((r["acked"] / r["elapsed"], (broker.cpu_seconds() - cpu0) / r["elapsed"]))
-    rates = [rate for rate, _ in runs]
-    return {
-        "median": statistics.median(rates),
-        "min": min(rates),
-        "max": max(rates),
-        "server_cpu_cores": statistics.median(cpu for _, cpu in runs),
-    }
+def _latencies(r: dict[str, Any]) -> list[float]:
+    received = r["follow"]["received"]
+    return [(received[k] - t) * 1000 for k, t in r["sent"].items() if k in received]
 
 
-def fanout(broker: Broker, world: World, args: argparse.Namespace) -> dict[str, float]:
-    """Every member follows its case from the genesis while all members post."""
-    fan = []
-    for _ in range(args.repeats):
-        prep = asyncio.run(prepare(broker, world, args.per_sender))
-        followers = [{"case": s["case"], "token": s["token"], "after": 0} for s in prep["senders"]]
-        total = sum(len(s["envelopes"]) for s in prep["senders"]) * MEMBERS + len(followers)
-        r = run_posters(
-            prep["base"], prep["senders"], rate=None, workers=1, followers=followers, expect=total
-        )
-        fan.append(r["follow"]["delivered"] / r["follow"]["elapsed"])
-    return {"deliveries_per_s_median": statistics.median(fan), "min": min(fan), "max": max(fan)}
+class Caseline:
+    """A fresh broker in a temporary directory, and the shapes of ``bench.peers.common`` against it."""
 
+    name = "caseline"
+    latency_rates: tuple[int, ...] = RATES
 
-def latency(broker: Broker, world: World, rate: int) -> dict[str, float]:
-    """A fixed offered rate, one follower per case: post-to-delivery percentiles."""
-    prep = asyncio.run(prepare(broker, world, max(20, rate * 4 // 50)))
-    followers = []
-    for c in range(CASES):
-        s = prep["senders"][c * MEMBERS]
-        followers.append({"case": s["case"], "token": s["token"], "after": 0})
-    total = sum(len(s["envelopes"]) for s in prep["senders"]) + len(followers)
-    r = run_posters(prep["base"], prep["senders"], rate=rate, workers=1, followers=followers, expect=total)
-    lat = [
-        (r["follow"]["received"][k] - t) * 1000 for k, t in r["sent"].items() if k in r["follow"]["received"]
-    ]
-    return {
-        "achieved_per_s": r["acked"] / r["elapsed"],
-        "receipt_p50_ms": percentile(r["ack_ms"], 0.5),
-        "receipt_p99_ms": percentile(r["ack_ms"], 0.99),
-        "p50_ms": percentile(lat, 0.5),
-        "p95_ms": percentile(lat, 0.95),
-        "p99_ms": percentile(lat, 0.99),
-        "samples": len(lat),
-    }
+    def __init__(self) -> None:
+        self.tmp = tempfile.TemporaryDirectory(prefix="caseline-bench-")
+        self.broker, self.world = new_broker(Path(self.tmp.name))
+        self.broker.start()
+        self.version = "this checkout"
 
+    @property
+    def pid(self) -> int:
+        return self.broker.pid
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--per-sender", type=int, default=120)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--idle", type=int, default=2000)
-    parser.add_argument(
-        "--only", choices=["throughput", "fanout", "latency", "idle"], help="run one workload"
-    )
-    args = parser.parse_args()
-    report: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        broker = Broker(Path(tmp))
-        broker.cli("init")
-        world = World("load")
-        for agency in ("ke-kra", "tz-tra"):
-            root = world.agency(agency)
-            broker.cli(
-                "agency",
-                "add",
-                agency,
-                "--name",
-                agency,
-                "--country",
-                "KE",
-                "--root-key",
-                root.public_key.hex(),
-            )
-        broker.start()
-        try:
-            wanted = {args.only} if args.only else {"throughput", "fanout", "latency", "idle"}
-            if "throughput" in wanted:
-                report["throughput"] = throughput(broker, world, args)
-            if "fanout" in wanted:
-                report["fanout_10_members"] = fanout(broker, world, args)
-            if "latency" in wanted:
-                for rate in (1000, 5000):
-                    report[f"latency_{rate}_per_s"] = latency(broker, world, rate)
-            if "idle" in wanted:
-                report["idle"] = asyncio.run(idle(broker, world, args.idle))
-        finally:
-            broker.stop()
-    RESULTS.mkdir(exist_ok=True)
-    report["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
-    name = "load.json" if not args.only else f"load-{args.only}.json"
-    (RESULTS / name).write_text(json.dumps(report, indent=1) + "\n")
-    print(json.dumps(report, indent=1))
+    def stop(self) -> None:
+        self.broker.stop()
+        self.tmp.cleanup()
+
+    def _run(self, prep: dict[str, Any], **kw: Any) -> dict[str, Any]:
+        return run_posters(prep["base"], prep["senders"], workers=1, server_pid=self.broker.pid, **kw)
+
+    def throughput(self) -> dict[str, Any]:
+        """50 senders in five 10-member cases, 32 posts in flight each: receipts/s."""
+        prep = asyncio.run(prepare(self.broker, self.world, PER_SENDER["throughput"]))
+        r = self._run(prep, rate=None)
+        return {"per_s": r["acked"] / r["elapsed"], "cpu": r["cpu"], "ack_latency": r["ack_ms"]}
+
+    def fanout(self, members: int) -> dict[str, Any]:
+        """Every member follows its case from the genesis while all members post: deliveries/s."""
+        prep = asyncio.run(prepare(self.broker, self.world, PER_SENDER[members], members))
+        followers = [
+            {"case": s["case"], "token": s["token"], "after": 0, "record": False} for s in prep["senders"]
+        ]
+        for f in followers[::members]:
+            f["record"] = True  # one timed member per case, as in the latency runs
+        total = sum(len(s["envelopes"]) for s in prep["senders"]) * members + len(followers)
+        r = self._run(prep, rate=None, followers=followers, expect=total)
+        return {
+            "per_s": r["follow"]["delivered"] / r["follow"]["elapsed"],
+            "deliveries": r["follow"]["delivered"],
+            "cpu": r["cpu"],
+            "latency": _latencies(r),
+        }
+
+    def latency(self, rate: int) -> dict[str, Any]:
+        """A fixed offered rate, one follower per case: post-to-delivery percentiles."""
+        prep = asyncio.run(prepare(self.broker, self.world, max(1, int(rate * LATENCY_SECONDS) // SENDERS)))
+        followers = [
+            {"case": s["case"], "token": s["token"], "after": 0, "record": True}
+            for s in prep["senders"][::GROUP]
+        ]
+        total = sum(len(s["envelopes"]) for s in prep["senders"]) + len(followers)
+        r = self._run(prep, rate=rate, followers=followers, expect=total)
+        return {
+            "offered_per_s": rate,
+            "achieved_per_s": round(r["acked"] / r["elapsed"], 1),
+            "cpu": r["cpu"],
+            "latency": _latencies(r),
+            "ack_latency": r["ack_ms"],
+        }
+
+    def idle(self, connections: int) -> dict[str, Any]:
+        return asyncio.run(idle(self.broker, self.world, connections))
 
 
 async def idle(broker: Broker, world: World, n: int) -> dict[str, Any]:
+    """Server memory per idle authenticated WebSocket subscribed to its (empty) stream."""
     prep = await prepare(broker, world, 0)
     token = prep["senders"][0]["token"]
+    await asyncio.sleep(0.5)
     before = broker.rss_kib()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         sockets = []
@@ -425,8 +451,100 @@ async def idle(broker: Broker, world: World, n: int) -> dict[str, Any]:
         "connections": n,
         "rss_before_kib": before,
         "rss_after_kib": after,
-        "kib_per_connection": (after - before) / n,
+        "kib_per_connection": round((after - before) / n, 2),
+        "loadavg": loadavg(),
     }
+
+
+#: Updates per sender when profiling: enough load to outlast the profile's window.
+PROFILE_PER_SENDER = {"throughput": 500, "fanout_10": 500, "fanout_50": 200}
+PROFILE_SECONDS = 6.0
+
+
+def profiled(workload: str) -> dict[str, Any]:
+    """The broker under one saturating workload, sampled by py-spy for ``PROFILE_SECONDS``.
+
+    ``workload`` is a key of the results (``throughput``, ``fanout_10``,
+    ``fanout_50``, ``latency_5000``...); a latency run is profiled at its
+    offered rate.  Returns what the run achieved and ``bench.profile.summarise``.
+    """
+    from bench import profile
+
+    kind, _, arg = workload.partition("_")
+    members = int(arg) if kind == "fanout" else GROUP
+    rate = float(arg) if kind == "latency" else None
+    per_sender = PROFILE_PER_SENDER.get(workload) or int((rate or 4000) * (PROFILE_SECONDS + 1) / SENDERS)
+    with tempfile.TemporaryDirectory() as tmp:
+        broker, world = new_broker(Path(tmp))
+        broker.start()
+        try:
+            prep = asyncio.run(prepare(broker, world, per_sender, members))
+            followers = None
+            if kind == "fanout":
+                followers = [
+                    {"case": s["case"], "token": s["token"], "after": 0, "record": False}
+                    for s in prep["senders"]
+                ]
+            elif kind == "latency":
+                followers = [
+                    {"case": s["case"], "token": s["token"], "after": 0, "record": True}
+                    for s in prep["senders"][::GROUP]
+                ]
+            sent = sum(len(s["envelopes"]) for s in prep["senders"])
+            expect = sent * (members if kind == "fanout" else 1) + len(followers or ())
+            samples = Path(tmp) / "py-spy.txt"
+            spy: list[Any] = []
+            load = loadavg()
+            r = run_posters(
+                prep["base"],
+                prep["senders"],
+                rate=rate,
+                workers=1,
+                server_pid=broker.pid,
+                followers=followers,
+                expect=expect if followers else 0,
+                on_go=lambda: spy.append(profile.record(broker.pid, PROFILE_SECONDS, samples)),
+            )
+            if spy and spy[0] is not None:
+                spy[0].wait(PROFILE_SECONDS + 30)
+        finally:
+            broker.stop()
+        if not samples.exists():
+            return {"skipped": "py-spy wrote no samples (is ptrace allowed here?)"}
+        achieved = {"acked_per_s": round(r["acked"] / r["elapsed"], 1)}
+        if kind == "fanout":
+            achieved["deliveries_per_s"] = round(r["follow"]["delivered"] / r["follow"]["elapsed"], 1)
+        return {
+            "workload": workload,
+            "loadavg": load,
+            "achieved": achieved,
+            "cpu": r["cpu"],
+            "profile": profile.summarise(samples),
+        }
+
+
+def main() -> None:
+    """caseline alone (``make bench-load``): the same runs as ``make bench``, into load.json."""
+    from bench.measure import WORKLOADS, measure
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--idle", type=int, default=IDLE_CONNECTIONS)
+    parser.add_argument("--only", choices=WORKLOADS, help="run one workload")
+    args = parser.parse_args()
+    report = measure([Caseline], args.repeats, args.idle, only=args.only)["caseline"]
+    RESULTS.mkdir(exist_ok=True)
+    report["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0], "loadavg_end": loadavg()}
+    name = "load.json" if not args.only else f"load-{args.only}.json"
+    (RESULTS / name).write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps(_brief(report), indent=1))
+
+
+def _brief(value: Any) -> Any:
+    """The report without its CDFs, for the terminal."""
+    if isinstance(value, dict):
+        return {k: _brief(v) for k, v in value.items() if k != "cdf_ms"}
+    return value
 
 
 if __name__ == "__main__":
