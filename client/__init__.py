@@ -3,13 +3,13 @@
 from caseline.client.admin import AgencyAdmin
 from caseline.client.client import CaseReport, CaseSummary, Client, Identity, Posted, verify_bundle
 from caseline.client.core import Author, CaseEvent, Member
-from caseline.client.errors import BrokerError, BrokerUnavailable, ProfileError
 from caseline.client.profile import profile_dir
+from caseline.schemas.errors import BrokerRefusal, BrokerUnavailable, ProfileError
 
 __all__ = [
     "AgencyAdmin",
     "Author",
-    "BrokerError",
+    "BrokerRefusal",
     "BrokerUnavailable",
     "CaseEvent",
     "CaseReport",

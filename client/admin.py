@@ -20,12 +20,18 @@ from typing import Final
 
 from caseline.client import keystore
 from caseline.client.client import Clock, wall_clock
-from caseline.client.errors import BrokerError, ProfileError
 from caseline.client.store import Issued, LocalStore
 from caseline.client.transport import BrokerConnection
 from caseline.crypto.certs import issue_device_cert, issue_revocation_list, open_enrolment_request
 from caseline.crypto.keys import AgencyRootKey, device_id_for
-from caseline.schemas.errors import MalformedError, NotAllowedError
+from caseline.schemas.errors import (
+    BrokerRefusal,
+    MalformedError,
+    NotPermittedError,
+    ProfileError,
+    UnknownError,
+    UsageError,
+)
 from caseline.schemas.wire import (
     AGENCY_ID,
     CONTENT_TYPE,
@@ -111,22 +117,25 @@ class AgencyAdmin:
 
     async def issue(self, request: bytes, *, role: str, scopes: Iterable[str] = (), days: int = 365) -> bytes:
         """Certify the keys in a device's enrolment request (its proof of possession is checked)."""
-        req = open_enrolment_request(request)
+        try:
+            req = open_enrolment_request(request)
+        except MalformedError as exc:
+            raise UsageError(f"not an enrolment request: {exc}") from None
         if req.agency_id != self.agency_id:
-            raise NotAllowedError(f"the request is addressed to {req.agency_id!r}, not {self.agency_id!r}")
+            raise NotPermittedError(f"the request is addressed to {req.agency_id!r}, not {self.agency_id!r}")
         if role not in DEVICE_ROLES:
-            raise MalformedError(f"role must be one of {', '.join(sorted(DEVICE_ROLES))}")
+            raise UsageError(f"role must be one of {', '.join(sorted(DEVICE_ROLES))}")
         scopes = tuple(scopes)
         if role == "bot" and not scopes:
-            raise MalformedError("a bot needs at least one scope (content types it may post, or 'read')")
+            raise UsageError("a bot needs at least one scope (content types it may post, or 'read')")
         for scope in scopes:
             if scope != READ_SCOPE:
                 CONTENT_TYPE.check(scope, "scope")
         if not 1 <= days <= MAX_CERT_DAYS:
-            raise MalformedError(f"a certificate lives 1 to {MAX_CERT_DAYS} days")
+            raise UsageError(f"a certificate lives 1 to {MAX_CERT_DAYS} days")
         device_id = device_id_for(req.sign_key)
         if device_id in {d for d, *_ in await self.store.revoked()}:
-            raise NotAllowedError("that device was revoked; it needs new keys")
+            raise NotPermittedError("that device was revoked; it needs new keys")
         now, serial = self.clock(), await self.store.next_serial()
         cert = issue_device_cert(
             self.root,
@@ -155,13 +164,15 @@ class AgencyAdmin:
         updates a broker accepted before the list was published.
         """
         if reason not in REVOCATION_REASONS:
-            raise MalformedError(f"reason must be one of {', '.join(sorted(REVOCATION_REASONS))}")
+            raise UsageError(f"reason must be one of {', '.join(sorted(REVOCATION_REASONS))}")
         known = {i.device_id: i for i in await self.store.issued()}
         if device_id not in known:
-            raise MalformedError("this agency never issued a certificate for that device")
+            raise UnknownError(
+                "this agency never issued a certificate for that device (give its full 32-digit id)"
+            )
         at = self.clock() if since is None else since
         if at > self.clock():
-            raise MalformedError("a revocation cannot start in the future")
+            raise UsageError("a revocation cannot start in the future")
         await self.store.add_revoked(device_id, known[device_id].serial, at, reason)
         return await self._sign_list()
 
@@ -223,24 +234,28 @@ async def publish_folder(broker: BrokerConnection, folder: Path) -> Published:
     Each file is decoded first, so a wrong or damaged file is named before
     anything is sent; its signature is for the broker (and every client) to check.
     """
+    if not folder.is_dir():
+        raise UsageError(f"{folder} is not a folder: give the one `caseline agency export` wrote")
     certs = sorted(folder.glob(f"*{CERT_SUFFIX}"))
     lists = sorted(folder.glob(f"*{CRL_SUFFIX}"))
     if len(lists) != 1:
-        raise MalformedError(f"{folder} must hold exactly one revocation list, found {len(lists)}")
+        raise UsageError(f"{folder} must hold exactly one revocation list, found {len(lists)}")
     for path in certs:
         try:
             DeviceCert.decode(decode_signed(path.read_bytes())[0])
         except MalformedError as exc:
-            raise MalformedError(f"{path.name}: not a device certificate ({exc})") from None
+            raise UsageError(f"{path.name}: not a device certificate ({exc})") from None
     try:
         crl = RevocationList.decode(decode_signed(lists[0].read_bytes())[0])
     except MalformedError as exc:
-        raise MalformedError(f"{lists[0].name}: not a revocation list ({exc})") from None
+        raise UsageError(f"{lists[0].name}: not a revocation list ({exc})") from None
     for path in certs:
         try:
             await broker.register(path.read_bytes())
-        except BrokerError as exc:
-            raise BrokerError(exc.status, exc.problem, f"{path.name} refused: {exc.detail}") from None
+        except BrokerRefusal as exc:
+            raise type(exc)(
+                f"{path.name} refused: {exc.detail}", status=exc.status, problem=exc.problem
+            ) from None
     await _put_revocations(broker, crl.agency_id, lists[0].read_bytes())
     return Published(certificates=len(certs), revocation_number=crl.number)
 
@@ -248,5 +263,7 @@ async def publish_folder(broker: BrokerConnection, folder: Path) -> Published:
 async def _put_revocations(broker: BrokerConnection, agency_id: str, crl: bytes) -> None:
     try:
         await broker.put_revocations(agency_id, crl)
-    except BrokerError as exc:
-        raise BrokerError(exc.status, exc.problem, f"revocation list refused: {exc.detail}") from None
+    except BrokerRefusal as exc:
+        raise type(exc)(
+            f"revocation list refused: {exc.detail}", status=exc.status, problem=exc.problem
+        ) from None

@@ -2,16 +2,19 @@
 
 Read commands print rich tables for people and, with ``--json``, one JSON
 document for scripts.  Expected failures print one line — the reason and a
-hint — and exit with a stable code; a Python traceback means a bug.
+hint — and exit with the code of the error's family (``caseline.schemas.errors``);
+no Python traceback reaches a person, not even for a bug.
 
 Exit codes (stable, for scripts):
-  0  done
-  1  unexpected failure (a bug: please report it)
-  2  usage: the command line or its input is wrong
-  3  untrusted: something received failed verification — do not rely on it
-  4  refused: the broker or the case's rules said no (not a member, not allowed, conflict)
-  5  unavailable: no answer or a temporary refusal; safe to run the same command again
-  6  profile: this device's local state is missing, locked or unsafe
+  0    done
+  1    unexpected failure (a bug: please report it)
+  2    your mistake: the command line, the content, an unknown case or member, or an
+       act the case's rules or your certificate do not allow; nothing was sent
+  3    untrusted: something received failed verification — do not rely on it
+  4    refused by the broker (not a member, conflict, revoked…); nothing was changed
+  5    temporary: no answer or a temporary refusal; run the same command again
+  6    profile: this device's local state is missing, locked, unsafe or busy
+  130  interrupted (Ctrl-C); an update already sealed is sent by the next run
 """
 
 from __future__ import annotations
@@ -31,59 +34,23 @@ from typing import Any, Final, NoReturn
 from caseline.client.admin import AgencyAdmin, Published, publish_folder
 from caseline.client.client import Client, parse_member, verify_bundle
 from caseline.client.core import CaseEvent
-from caseline.client.errors import BrokerError, ProfileError
 from caseline.client.profile import home_dir, profile_dir
 from caseline.client.transport import BrokerConnection
 from caseline.crypto.keys import fingerprint
 from caseline.schemas import content as content_schemas
 from caseline.schemas.errors import (
+    EXIT_BUG,
+    EXIT_OK,
+    BrokerRefusal,
     CaselineError,
-    ContentError,
-    IntegrityError,
-    MalformedError,
-    NotAllowedError,
-    NotMemberError,
-    VerificationError,
+    UsageError,
 )
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-EXIT_OK: Final = 0
-EXIT_BUG: Final = 1
-EXIT_USAGE: Final = 2
-EXIT_UNTRUSTED: Final = 3
-EXIT_REFUSED: Final = 4
-EXIT_UNAVAILABLE: Final = 5
-EXIT_PROFILE: Final = 6
-
-
-class UsageError(Exception):
-    """The command line or its input cannot be acted on."""
-
-
-def exit_code(exc: BaseException) -> int:
-    if isinstance(exc, UsageError | ContentError):
-        return EXIT_USAGE
-    if isinstance(exc, ProfileError):
-        return EXIT_PROFILE
-    if isinstance(exc, BrokerError):
-        return EXIT_UNAVAILABLE if exc.transient else EXIT_REFUSED
-    if isinstance(exc, NotMemberError | NotAllowedError):
-        return EXIT_REFUSED
-    if isinstance(exc, VerificationError | IntegrityError | MalformedError | CaselineError):
-        return EXIT_UNTRUSTED
-    return EXIT_BUG
-
-
-HINTS: Final = {
-    EXIT_USAGE: "check the command with --help",
-    EXIT_UNTRUSTED: "do not rely on what was received; compare fingerprints and head codes with partners",
-    EXIT_REFUSED: "the broker or the case's rules refused this; nothing was changed",
-    EXIT_UNAVAILABLE: "temporary: run the same command again (a post resends the very same update)",
-    EXIT_PROFILE: "check --profile, the passphrase, or the key file's permissions",
-}
-
+#: What a shell expects of a program stopped by Ctrl-C (128 + SIGINT).
+EXIT_INTERRUPTED: Final = 130
 
 # --------------------------------------------------------------------------- output
 
@@ -868,19 +835,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return asyncio.run(COMMANDS[args.cmd](args, out))
     except KeyboardInterrupt:
-        return 130
-    except (CaselineError, UsageError, ValueError, OSError) as exc:
-        code = exit_code(exc) if isinstance(exc, CaselineError | UsageError) else EXIT_USAGE
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        if isinstance(exc, OSError) and exc.filename:
-            reason = f"{exc.filename}: {reason}"
-        if args.json:
-            err = {"error": getattr(exc, "code", "usage"), "message": reason, "exit": code}
-            print(json.dumps(err), file=sys.stderr)
-        else:
-            out.errors.print(f"caseline: {reason}", markup=False)
-            out.errors.print(f"hint: {HINTS.get(code, 'see caseline --help')}", markup=False, style="dim")
-        return code
+        return EXIT_INTERRUPTED
+    except CaselineError as exc:
+        return report(out, exc, str(exc))
+    except OSError as exc:  # a file named on the command line
+        reason = exc.strerror or str(exc)
+        return report(out, UsageError(reason), f"{exc.filename}: {reason}" if exc.filename else reason)
+    except Exception as exc:  # a bug: one line for the officer, the traceback only on request
+        if os.environ.get("CASELINE_DEBUG"):
+            raise
+        return report(
+            out, exc, f"unexpected {type(exc).__name__} (a bug; run with CASELINE_DEBUG=1 and report it)"
+        )
+
+
+def report(out: Out, exc: BaseException, reason: str) -> int:
+    """One line for a person (the reason and what to do), or one JSON object for a script."""
+    if isinstance(exc, CaselineError):
+        code, hint, name = exc.exit_code, exc.hint, exc.code
+    else:
+        code, hint, name = EXIT_BUG, "please report this with the command you ran", "bug"
+    if isinstance(exc, BrokerRefusal) and exc.status:
+        reason = f"the broker refused ({exc.status} {exc.problem}): {reason}"
+    if out.as_json:
+        print(json.dumps({"error": name, "message": reason, "exit": code}), file=sys.stderr)
+    else:
+        out.errors.print(f"caseline: {reason}", markup=False)
+        out.errors.print(f"hint: {hint}", markup=False, style="dim")
+    return code
 
 
 def run() -> NoReturn:

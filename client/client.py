@@ -30,7 +30,6 @@ from typing import Any, Final
 import aiohttp
 from caseline.client import keystore
 from caseline.client.core import CaseEvent, Ledger, Member, head_code, members_of
-from caseline.client.errors import BrokerError, BrokerUnavailable, ProfileError
 from caseline.client.store import LocalStore, Pending, StoredEntry
 from caseline.client.transport import BrokerConnection, with_retries
 from caseline.crypto import primitives as P
@@ -43,12 +42,19 @@ from caseline.schemas import content as content_schemas
 from caseline.schemas.api import Delivery, Notice
 from caseline.schemas.codec import pack, unpack
 from caseline.schemas.errors import (
+    BrokerRefusal,
+    BrokerUnauthorized,
+    BrokerUnavailable,
     CaselineError,
+    ContentError,
     ForkError,
+    InvalidContentError,
     MalformedError,
-    NotMemberError,
+    ProfileError,
     RevokedError,
+    UnknownError,
     UntrustedError,
+    UsageError,
 )
 from caseline.schemas.wire import (
     AGENCY_ID,
@@ -134,11 +140,14 @@ def parse_member(text: str, default_role: str = "member") -> tuple[str, str, str
     """``agency:user[:role]`` as typed on the command line."""
     parts = text.split(":")
     if len(parts) not in (2, 3):
-        raise MalformedError(f"{text!r}: expected AGENCY:USER or AGENCY:USER:ROLE")
-    agency, user = AGENCY_ID.check(parts[0], "agency"), USER_ID.check(parts[1], "user")
+        raise UsageError(f"{text!r}: expected AGENCY:USER or AGENCY:USER:ROLE, e.g. tz-tra:juma.mussa")
+    try:
+        agency, user = AGENCY_ID.check(parts[0], "agency"), USER_ID.check(parts[1], "user")
+    except MalformedError as exc:
+        raise UsageError(f"{text!r}: {exc}") from None
     role = parts[2] if len(parts) == 3 else default_role
     if role not in CASE_ROLES:
-        raise MalformedError(f"role must be one of {', '.join(sorted(CASE_ROLES))}")
+        raise UsageError(f"role must be one of {', '.join(sorted(CASE_ROLES))}")
     return agency, user, role
 
 
@@ -341,9 +350,11 @@ class Client:
         if cert is not None:
             checked = self.trust.verify_cert(cert, at=self.clock())  # our own agency must be pinned
             if checked.device_id != self.keys.device_id or checked.cert.kem_key != self.keys.kem_public:
-                raise UntrustedError("this certificate is for another device's keys")
+                raise UsageError(
+                    "this certificate is for another device's keys: give the one issued for this device"
+                )
             if checked.cert.agency_id != agency:
-                raise UntrustedError("this certificate was issued by another agency")
+                raise UsageError("this certificate was issued by another agency than this device's")
             await self.store.put("cert", cert)
         if not (cert or self.cert):
             raise ProfileError("this device has no certificate yet: give --cert FILE from your administrator")
@@ -510,10 +521,13 @@ class Client:
             except ValueError:
                 pass
         if len(text) < 6 or any(ch not in "0123456789abcdef" for ch in text):
-            raise MalformedError("a case id is 32 hex digits (or a unique prefix of at least 6)")
+            raise UsageError(
+                f"{text!r} is not a case id: give its 32 hex digits or a unique prefix of at least 6"
+                " (`caseline case list` shows them)"
+            )
         matches = [c for c in await self.store.case_ids() if c.hex().startswith(text)]
         if len(matches) != 1:
-            raise MalformedError(
+            raise UnknownError(
                 f"{'no' if not matches else 'more than one'} case of this device starts with {text}"
             )
         return matches[0]
@@ -585,7 +599,7 @@ class Client:
                     present.add(vc.device_id)
                     added.append(vc.device_id)
         if not added:
-            raise MalformedError("every device of those users is already in the case")
+            raise UsageError("every device of those users is already in the case")
         view = await self.view(case_id)
         readable = [e.seq for e in self._events.get(case_id, []) if e.kind == "update" and e.readable]
         await self._commit(case_id, roster)
@@ -602,7 +616,7 @@ class Client:
         keep = [(vc, r) for vc, r in roster if (vc.cert.agency_id, vc.cert.user_id) not in gone]
         removed = [vc.device_id for vc, _ in roster if (vc.cert.agency_id, vc.cert.user_id) in gone]
         if not removed:
-            raise NotMemberError("none of those users is in the case")
+            raise UnknownError("none of those users is in the case")
         await self._commit(case_id, keep)
         return removed
 
@@ -613,17 +627,17 @@ class Client:
         roster = self._ledger().roster(case_id)
         removed = [vc.device_id for vc, _ in roster if vc.device_id in gone]
         if not removed:
-            raise NotMemberError("none of those devices is in the case")
+            raise UnknownError("none of those devices is in the case")
         await self._commit(case_id, [(vc, r) for vc, r in roster if vc.device_id not in gone])
         return removed
 
     async def set_role(self, case_id: bytes, agency_id: str, user_id: str, role: str) -> None:
         if role not in CASE_ROLES:
-            raise MalformedError(f"role must be one of {', '.join(sorted(CASE_ROLES))}")
+            raise UsageError(f"role must be one of {', '.join(sorted(CASE_ROLES))}")
         await self.sync(case_id)
         roster = self._ledger().roster(case_id)
         if not any((vc.cert.agency_id, vc.cert.user_id) == (agency_id, user_id) for vc, _ in roster):
-            raise NotMemberError(f"{agency_id}:{user_id} is not in the case")
+            raise UnknownError(f"{agency_id}:{user_id} is not in the case")
         await self._commit(
             case_id,
             [
@@ -666,7 +680,10 @@ class Client:
         with the same key returns the first update instead of posting again.
         """
         if isinstance(content, Mapping):
-            data = content_schemas.encode_content(content_type, content)
+            try:
+                data = content_schemas.encode_content(content_type, content)
+            except ContentError as exc:
+                raise InvalidContentError(str(exc)) from None
         else:
             data = content
         await self.sync(case_id)
@@ -685,9 +702,11 @@ class Client:
             earlier = await self.store.get(key_name)
             if earlier is not None:
                 return await self._posted_before(case_id, earlier)
-        sealed = self._ledger().seal(
+        ledger = self._ledger()
+        staged = ledger.prepare(
             case_id, content_type=content_type, content=data, now=self.clock(), nonce=secrets.token_bytes(24)
         )
+        sealed = staged.sealed
         pending = Pending(
             update_id=sealed.update_id,
             case_id=case_id,
@@ -696,6 +715,7 @@ class Client:
             created_at=self.clock(),
         )
         await self.store.add_pending(pending)
+        ledger.confirm(case_id, staged)  # only now is the message key used up
         if key_name is not None:
             await self.store.put(key_name, sealed.update_id)
         return await self._deliver(pending, tries=tries)
@@ -706,7 +726,7 @@ class Client:
                 return Posted(
                     case_id=case_id, update_id=update_id, seq=event.seq, receipt_time=event.time, retries=0
                 )
-        raise MalformedError("an update with this idempotency key was refused earlier; use a new key")
+        raise UsageError("an update with this idempotency key was refused earlier; use a new key")
 
     async def flush(self, case_id: bytes | None = None, *, tries: int = 5) -> list[Posted]:
         """Send what an earlier run sealed but could not confirm, in order, before anything new."""
@@ -716,7 +736,7 @@ class Client:
         case_id = pending.case_id
         retries = 0
 
-        def count(_: BrokerError, __: int) -> None:
+        def count(_: BrokerRefusal, __: int) -> None:
             nonlocal retries
             retries += 1
             self.retries += 1
@@ -725,7 +745,7 @@ class Client:
             receipt = await with_retries(
                 lambda: self.broker.post_update(case_id, pending.envelope), tries=tries, on_retry=count
             )
-        except BrokerError as exc:
+        except BrokerRefusal as exc:
             if exc.transient:
                 raise  # kept in the outbox: the next run sends the same bytes
             return await self._refused(pending, exc, tries=tries)
@@ -744,7 +764,7 @@ class Client:
             case_id=case_id, update_id=pending.update_id, seq=r.seq, receipt_time=r.time, retries=retries
         )
 
-    async def _refused(self, pending: Pending, exc: BrokerError, *, tries: int) -> Posted:
+    async def _refused(self, pending: Pending, exc: BrokerRefusal, *, tries: int) -> Posted:
         """A definitive no.  If a membership change overtook the update, seal it again."""
         await self.store.drop_pending(pending.update_id)
         view = await self.view(pending.case_id)
@@ -765,7 +785,7 @@ class Client:
         if view.state is None:
             await self.sync(case_id)
         if view.state is None:
-            raise NotMemberError("this device holds no such case")
+            raise UnknownError("this device holds no such case")
         markings = {"handling": view.state.policy.handling, "tlp": view.state.policy.tlp}
         if graded:
             markings |= {"source_reliability": "X", "information_assessment": "4"}
@@ -841,7 +861,7 @@ class Client:
     ) -> AsyncIterator[CaseEvent]:
         """Yield verified events as they arrive; reconnect and resume by cursor when cut off.
 
-        Ends with ``RevokedError`` if this device is revoked, ``BrokerError`` if
+        Ends with ``RevokedError`` if this device is revoked, ``BrokerRefusal`` if
         it is logged out, and the protocol error of any entry that fails to
         verify — a broker that misbehaves on the stream is reported, not skipped.
         """
@@ -865,13 +885,13 @@ class Client:
                     close_code = ws.close_code
             except BrokerUnavailable:
                 pass
-            except BrokerError as exc:
+            except BrokerRefusal as exc:
                 if exc.status != 401:
                     raise
             if close_code == CLOSE_REVOKED:
                 raise RevokedError("the broker closed the stream: this device was revoked")
             if close_code == CLOSE_LOGOUT:
-                raise BrokerError(401, "logged-out", "this device's session was logged out")
+                raise BrokerUnauthorized("this device's session was logged out", problem="logged-out")
             if not reconnect:
                 return
             await asyncio.sleep(backoff)
@@ -916,7 +936,7 @@ class Client:
         if fresh.count < mine.count or fresh.entry_hashes[: mine.count] != mine.entry_hashes:
             raise ForkError("the broker's log is not the history this device verified before")
         if fresh.state is None:
-            raise NotMemberError("the case is empty")
+            raise UnknownError("the broker holds no entries of that case")
         updates = [e for e in events if e.kind == "update"]
         return CaseReport(
             case_id=case_id,
@@ -939,9 +959,9 @@ class Client:
         chosen = sorted(readable if seqs is None else set(seqs))
         for seq in chosen:
             if seq not in readable:
-                raise NotMemberError(f"entry {seq} is not an update this device can disclose")
+                raise UnknownError(f"entry {seq} is not an update this device can disclose")
         if not stored:
-            raise NotMemberError("this device holds no entries of that case")
+            raise UnknownError("this device holds no entries of that case")
         return export_evidence(
             view,
             exporter=self.keys,

@@ -14,20 +14,20 @@ from collections.abc import Sequence
 from typing import Any
 
 from caseline.crypto import primitives as P
-from caseline.crypto.caselog import KIND_COMMIT, KIND_PURGED, Applied, CaseView
+from caseline.crypto.caselog import KIND_COMMIT, KIND_PURGED, Applied, CaseView, Staged
 from caseline.crypto.certs import TrustStore, VerifiedCert
 from caseline.crypto.commits import CaseState, create_commit, log_anchor
 from caseline.crypto.keys import DeviceKeys, Rng
-from caseline.crypto.updates import HISTORY_SHARE, OpenedUpdate, SealedUpdate
+from caseline.crypto.updates import HISTORY_SHARE, OpenedUpdate
 from caseline.schemas.api import Directory
 from caseline.schemas.content import decode_json
 from caseline.schemas.errors import (
     CaselineError,
     ChainError,
-    MalformedError,
-    NotAllowedError,
-    NotMemberError,
+    NotPermittedError,
+    UnknownError,
     UntrustedError,
+    UsageError,
 )
 from caseline.schemas.wire import CaseInfo, DeviceCert, LogPosition, Policy
 
@@ -229,7 +229,7 @@ class Ledger:
     def _state(self, case_id: bytes) -> CaseState:
         view = self.views.get(case_id)
         if view is None or view.state is None:
-            raise NotMemberError("this device holds no such case")
+            raise UnknownError("this device holds no such case")
         return view.state
 
     def genesis(
@@ -265,9 +265,9 @@ class Ledger:
         view = self.views[case_id]
         mine = state.members.get(self.keys.device_id)
         if mine is None or mine.role != "owner":
-            raise NotAllowedError("only an owner of the case may change its members")
+            raise NotPermittedError("only an owner of the case may change its members")
         if len({vc.device_id for vc, _ in roster}) != len(roster):
-            raise MalformedError("the new roster names a device twice")
+            raise UsageError("the new roster names a device twice")
         body, _ = create_commit(
             prev=state,
             case_id=case_id,
@@ -282,7 +282,10 @@ class Ledger:
         return body
 
     # ---------------------------------------------------------------- sending
-    def seal(
-        self, case_id: bytes, *, content_type: str, content: bytes, now: int, nonce: bytes
-    ) -> SealedUpdate:
-        return self.view(case_id).seal(content_type=content_type, content=content, now=now, nonce=nonce)
+    def prepare(self, case_id: bytes, *, content_type: str, content: bytes, now: int, nonce: bytes) -> Staged:
+        """Seal the next update of ``case_id``; nothing moves until ``confirm``."""
+        return self.view(case_id).prepare(content_type=content_type, content=content, now=now, nonce=nonce)
+
+    def confirm(self, case_id: bytes, staged: Staged) -> None:
+        """The staged update is kept safe (in the outbox): its message key is now used up."""
+        self.view(case_id).confirm(staged)

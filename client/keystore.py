@@ -24,12 +24,11 @@ from pathlib import Path
 from typing import Final
 
 import nacl.pwhash
-from caseline.client.errors import ProfileError
 from caseline.client.profile import check_private
 from caseline.crypto import primitives as P
 from caseline.crypto.keys import DeviceKeys, Rng
 from caseline.schemas.codec import pack, unpack
-from caseline.schemas.errors import DecryptionError
+from caseline.schemas.errors import DecryptionError, ProfileError
 
 VERSION: Final = 1
 SALT_SIZE: Final = nacl.pwhash.argon2id.SALTBYTES

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
-from caseline.client.errors import ProfileError
+from caseline.schemas.errors import ProfileError
 
 PROFILE_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 DEFAULT_PROFILE: Final = "default"

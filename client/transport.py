@@ -1,7 +1,7 @@
 """The aiohttp edge: HTTP requests and the WebSocket stream to one broker.
 
 It speaks the API of PROTOCOL.md §9 and turns every failure into one of three
-things: a ``BrokerError`` carrying the broker's problem+json, a
+things: a ``BrokerRefusal`` carrying the broker's problem+json, a
 ``BrokerUnavailable`` when there was no answer, or the protocol's own
 ``MalformedError`` when an answer does not decode — a broker is never trusted
 to send well-formed bytes.  Responses are read with a size cap for the same
@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Final, TypeVar
 
 import aiohttp
-from caseline.client.errors import BrokerError, BrokerUnavailable
 from caseline.crypto.auth import answer_challenge
 from caseline.crypto.keys import DeviceKeys
 from caseline.schemas.api import (
@@ -32,7 +31,13 @@ from caseline.schemas.api import (
     Session,
     Subscribe,
 )
-from caseline.schemas.errors import MalformedError
+from caseline.schemas.errors import (
+    BrokerRefusal,
+    BrokerUnavailable,
+    MalformedError,
+    ProfileError,
+    refusal_for,
+)
 
 MSGPACK: Final = "application/msgpack"
 MAX_RESPONSE: Final = 64 * 1024 * 1024
@@ -52,7 +57,7 @@ async def _read(resp: aiohttp.ClientResponse, limit: int = MAX_RESPONSE) -> byte
     return b"".join(chunks)
 
 
-def _problem(status: int, body: bytes, headers: Mapping[str, str]) -> BrokerError:
+def _problem(status: int, body: bytes, headers: Mapping[str, str]) -> BrokerRefusal:
     code, detail = "http-error", f"HTTP {status}"
     with contextlib.suppress(ValueError, TypeError, AttributeError):
         doc = json.loads(body[:16384])
@@ -61,7 +66,7 @@ def _problem(status: int, body: bytes, headers: Mapping[str, str]) -> BrokerErro
     retry_after = None
     with contextlib.suppress(ValueError, TypeError, KeyError):
         retry_after = min(float(headers["Retry-After"]), 60.0)
-    return BrokerError(status, code, detail, retry_after=retry_after)
+    return refusal_for(status, code)(detail, status=status, problem=code, retry_after=retry_after)
 
 
 class BrokerConnection:
@@ -130,7 +135,7 @@ class BrokerConnection:
     async def revocations(self, agency_id: str) -> bytes | None:
         try:
             return (await self.request("GET", f"/v1/agencies/{agency_id}/revocations", auth=False))[1]
-        except BrokerError as exc:
+        except BrokerRefusal as exc:
             if exc.status == 404:
                 return None
             raise
@@ -144,7 +149,7 @@ class BrokerConnection:
     async def login(self) -> None:
         """Challenge–response: sign the broker's fresh challenge, get a session token."""
         if self.keys is None or self.server_key is None:
-            raise BrokerError(401, "unauthorized", "this profile has no enrolled device")
+            raise ProfileError("this profile has no enrolled device: run `caseline login --cert FILE`")
         request = ChallengeRequest(device_id=self.keys.device_id).encode()
         _, challenge = await self.request("POST", "/v1/auth/challenge", body=request, auth=False)
         response = answer_challenge(self.keys, challenge, server_key=self.server_key)
@@ -196,7 +201,9 @@ class BrokerConnection:
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status == 401:
                 self._token = None
-            raise BrokerError(exc.status, "stream-refused", exc.message) from None
+            raise refusal_for(exc.status, "stream-refused")(
+                exc.message, status=exc.status, problem="stream-refused"
+            ) from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise BrokerUnavailable(f"no stream from {self.url}: {type(exc).__name__}") from None
         try:
@@ -215,7 +222,7 @@ async def with_retries(
     tries: int = 5,
     base_delay: float = 0.05,
     max_delay: float = 5.0,
-    on_retry: Callable[[BrokerError, int], None] | None = None,
+    on_retry: Callable[[BrokerRefusal, int], None] | None = None,
 ) -> T:
     """Run ``attempt`` again after transient failures, with jittered exponential backoff.
 
@@ -225,7 +232,7 @@ async def with_retries(
     for n in range(1, tries + 1):
         try:
             return await attempt()
-        except BrokerError as exc:
+        except BrokerRefusal as exc:
             if not exc.transient or n == tries:
                 raise
             if on_retry is not None:

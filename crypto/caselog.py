@@ -65,6 +65,7 @@ from caseline.schemas.errors import (
     MalformedError,
     NotAllowedError,
     NotMemberError,
+    NotPermittedError,
     ReplayError,
 )
 from caseline.schemas.wire import (
@@ -165,6 +166,15 @@ class Applied:
     unlocked_seqs: tuple[int, ...] = ()
     #: For a voided update (its sender was revoked when it was sent): that sender.
     voided_by: bytes | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Staged:
+    """An update sealed by ``CaseView.prepare`` and not yet confirmed."""
+
+    sealed: SealedUpdate
+    epoch: int
+    counter: int
 
 
 @dataclasses.dataclass(slots=True)
@@ -494,31 +504,24 @@ class CaseView:
         return keys, tuple(result)
 
     # ---------------------------------------------------------------- sending
-    def seal(self, *, content_type: str, content: bytes, now: int, nonce: bytes) -> SealedUpdate:
-        """Seal the next update of this device in the current epoch."""
-        if self.me is None or self.state is None or self._epoch_secret is None:
-            raise NotMemberError("this device cannot post to the case")
-        if self._send_chain is None:
-            last = self._last.get(self.me.device_id)
-            start = last.counter + 1 if last is not None and last.epoch == self.state.epoch else 0
-            chain = Chain.start(
-                epoch_secret=self._epoch_secret,
-                case_id=self.state.case_id,
-                epoch=self.state.epoch,
-                device_id=self.me.device_id,
-            )
-            chain.skip_to(start)
-            self._send_chain = chain
-            self._own_counter = start
-            self._own_last = b"" if last is None else last.update_id
-        counter = self._own_counter
+    def prepare(self, *, content_type: str, content: bytes, now: int, nonce: bytes) -> Staged:
+        """Seal this device's next update without changing the view (vodozemac's rule).
+
+        Every check — membership, role, scopes, content — runs here, and a
+        refusal leaves the sending chain where it was.  Only ``confirm`` moves
+        it on, once the caller has kept the sealed bytes somewhere safe.
+        """
+        me, state, secret = self.me, self.state, self._epoch_secret
+        if me is None or state is None or secret is None:
+            raise NotPermittedError("this device holds no key to post to the case")
+        chain, counter, prev_own = self._send_position(me, state, secret)
         seen = sorted(self._since_own.values(), key=lambda s: (s.epoch, s.counter))[-MAX_SEEN:]
         sealed = seal_update(
-            keys=self.me,
-            state=self.state,
+            keys=me,
+            state=state,
             counter=counter,
-            message_key=self._send_chain.take(counter),
-            prev_own=self._own_last,
+            message_key=chain.peek(counter),
+            prev_own=prev_own,
             seen=seen,
             log=self.position(),
             content_type=content_type,
@@ -526,9 +529,38 @@ class CaseView:
             now=now,
             nonce=nonce,
         )
+        return Staged(sealed=sealed, epoch=state.epoch, counter=counter)
+
+    def confirm(self, staged: Staged) -> None:
+        """Commit a prepared update: its message key is used up and the next one follows it."""
+        me, state, secret = self.me, self.state, self._epoch_secret
+        if me is None or state is None or secret is None or staged.epoch != state.epoch:
+            raise ChainError("the case moved to a new epoch since this update was prepared")
+        chain, counter, _ = self._send_position(me, state, secret)
+        if staged.counter != counter:
+            raise ReplayError("another update was confirmed in this position first")
+        chain.take(counter)
+        self._send_chain = chain
         self._own_counter = counter + 1
-        self._own_last = sealed.update_id
-        return sealed
+        self._own_last = staged.sealed.update_id
+
+    def seal(self, *, content_type: str, content: bytes, now: int, nonce: bytes) -> SealedUpdate:
+        """Prepare and confirm at once, for a caller with nowhere to keep the update first."""
+        staged = self.prepare(content_type=content_type, content=content, now=now, nonce=nonce)
+        self.confirm(staged)
+        return staged.sealed
+
+    def _send_position(self, me: DeviceKeys, state: CaseState, secret: bytes) -> tuple[Chain, int, bytes]:
+        """The sending chain, the next counter and the previous own update id, unchanged."""
+        if self._send_chain is not None:
+            return self._send_chain, self._own_counter, self._own_last
+        last = self._last.get(me.device_id)
+        start = last.counter + 1 if last is not None and last.epoch == state.epoch else 0
+        chain = Chain.start(
+            epoch_secret=secret, case_id=state.case_id, epoch=state.epoch, device_id=me.device_id
+        )
+        chain.skip_to(start)
+        return chain, start, b"" if last is None else last.update_id
 
     def abandon_unsent(self) -> None:
         """Forget sealed updates the broker refused: the next seal reuses their counter.

@@ -32,7 +32,14 @@ from caseline.crypto.commits import CaseState
 from caseline.crypto.keys import DeviceKeys
 from caseline.schemas import content as content_schemas
 from caseline.schemas.codec import pack
-from caseline.schemas.errors import ChainError, MalformedError, NotAllowedError
+from caseline.schemas.errors import (
+    ChainError,
+    ContentError,
+    InvalidContentError,
+    MalformedError,
+    NotAllowedError,
+    NotPermittedError,
+)
 from caseline.schemas.wire import (
     Envelope,
     LogPosition,
@@ -100,10 +107,18 @@ def seal_update(
 ) -> SealedUpdate:
     """Seal one update for ``state``'s epoch with the sender chain's key at ``counter``."""
     member, cert = state.member(keys.device_id)
+    # The sender's own checks: a refusal here is the caller's mistake, not a
+    # verification failure, and nothing has been used up yet.
     if member.role == "observer":
-        raise NotAllowedError("observers do not post")
-    check_may_post(cert.cert, content_type)
-    check_content(content_type, content)
+        raise NotPermittedError("observers of a case do not post to it")
+    try:
+        check_may_post(cert.cert, content_type)
+    except NotAllowedError as exc:
+        raise NotPermittedError(str(exc)) from None
+    try:
+        check_content(content_type, content)
+    except ContentError as exc:
+        raise InvalidContentError(str(exc)) from None
     record = UpdateRecord(
         case_id=state.case_id,
         epoch=state.epoch,

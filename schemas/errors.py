@@ -1,92 +1,213 @@
-"""The exception hierarchy every layer of caseline raises.
+"""The one exception hierarchy of caseline, sorted by what the person should do next.
+
+Every error caseline raises on purpose belongs to one of three families:
+
+* ``LocalError`` — the caller's own mistake: a wrong argument, content that
+  does not fit its form, a case or member this device does not know, or an act
+  the case's rules or this device's certificate do not allow.  Nothing was sent.
+* ``VerificationError`` — data received from the broker or a partner failed a
+  check.  Do not rely on it; compare fingerprints and head codes out of band.
+* ``BrokerRefusal`` — the broker answered with a problem.  Typed from the
+  problem's ``type``, so one class serves both ends: the broker raises
+  ``BrokerConflict`` and the client that receives that answer raises it again.
 
 Verification raises; it never returns a bool (pyca's rule), so a caller cannot
-forget to look at the result.  Each class names *what kind* of check failed so
-that a client can show an officer a precise reason and a test can assert it,
-while messages never carry secrets, plaintext or key material.
+forget to look at the result.  The same check can belong to either side: a
+``ContentError`` is a verification failure when an opened update does not fit
+its schema, and the sender's own ``InvalidContentError`` before sealing.  The
+code that knows where the bytes came from picks the class.
 
-``status_hint`` is read only by the HTTP edge to choose a response code, the way
-h11 carries ``error_status_hint``; the core never thinks about HTTP.
+The classes are the table: each carries its problem ``code``, ``title`` and
+HTTP ``status_hint`` (read only by the broker's edge, the way h11 carries
+``error_status_hint``), and its family's exit code and hint for the CLI.  The
+broker's problem titles, the OpenAPI list of problem types and the CLI's exit
+codes are all derived from ``catalogue()``.  Messages never carry secrets,
+plaintext or key material.
 """
 
 from __future__ import annotations
+
+import enum
+from typing import ClassVar, Final
+
+
+class Family(enum.Enum):
+    LOCAL = "local"
+    VERIFICATION = "verification"
+    REFUSAL = "refusal"
+
+
+#: The CLI's exit codes, stable for scripts.
+EXIT_OK: Final = 0
+EXIT_BUG: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_UNTRUSTED: Final = 3
+EXIT_REFUSED: Final = 4
+EXIT_TEMPORARY: Final = 5
+EXIT_PROFILE: Final = 6
+
+#: Broker answers worth repeating unchanged: overload, rate limits, server-side failures.
+TRANSIENT_STATUSES: Final = frozenset({0, 408, 429, 500, 502, 503, 504, 507})
 
 
 class CaselineError(Exception):
     """Root of every error caseline raises on purpose."""
 
-    status_hint: int = 400
-    #: Stable, machine-readable name; the server's problem ``type`` URI ends in it.
-    code: str = "error"
+    family: ClassVar[Family] = Family.LOCAL
+    status_hint: ClassVar[int] = 400
+    #: Stable, machine-readable name; the broker's problem ``type`` URI ends in it.
+    code: ClassVar[str] = "error"
+    title: ClassVar[str] = "Error"
+    hint: ClassVar[str] = "see caseline --help"
+
+    @property
+    def exit_code(self) -> int:
+        return {
+            Family.LOCAL: EXIT_USAGE,
+            Family.VERIFICATION: EXIT_UNTRUSTED,
+            Family.REFUSAL: EXIT_REFUSED,
+        }[self.family]
 
 
-class MalformedError(CaselineError):
-    """Bytes that do not decode to exactly one canonical, well-formed object."""
-
-    code = "malformed"
+# --------------------------------------------------------------------------- local
 
 
-class ContentError(MalformedError):
-    """Case-update content that does not validate against its JSON Schema."""
+class LocalError(CaselineError):
+    """The caller's own mistake, found before anything was sent."""
+
+    family = Family.LOCAL
+    code = "usage"
+    title = "Invalid request"
+    hint = "check the command with --help; nothing was sent"
+
+
+class UsageError(LocalError):
+    """An argument that cannot be acted on: a malformed id, a bad option, a missing file."""
+
+
+class InvalidContentError(LocalError):
+    """Content this device was asked to send does not fit its content type's form."""
 
     code = "invalid-content"
+    title = "Invalid content"
+    hint = "fix the fields named above (the content type's JSON Schema lists them); nothing was sent"
 
 
-class UnsupportedError(CaselineError):
-    """A protocol version or a required algorithm is not available: fail closed."""
+class UnknownError(LocalError):
+    """A case, member or device this device does not know."""
 
-    code = "unsupported"
+    code = "unknown"
+    title = "Unknown"
+    status_hint = 404
+    hint = "check the name or id (`caseline case list`, `caseline case show CASE`); nothing was sent"
+
+
+class NotPermittedError(LocalError):
+    """The case's rules or this device's certificate do not allow the act asked for."""
+
+    code = "not-permitted"
+    title = "Not permitted"
+    status_hint = 403
+    hint = "the case's rules or your certificate do not allow this; nothing was sent"
+
+
+class ProfileError(LocalError):
+    """This device's local state is missing, locked, unsafe, or busy in another process."""
+
+    code = "profile"
+    title = "Profile problem"
+    hint = "check --profile, the passphrase, or the key file's permissions"
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_PROFILE
+
+
+# --------------------------------------------------------------------------- verification
 
 
 class VerificationError(CaselineError):
-    """An object decoded, but a cryptographic or protocol check on it failed."""
+    """Data received failed a cryptographic, protocol or format check."""
 
+    family = Family.VERIFICATION
     status_hint = 422
     code = "verification-failed"
+    title = "Verification failed"
+    hint = "do not rely on what was received; compare fingerprints and head codes with partners"
+
+
+class MalformedError(VerificationError):
+    """Bytes that do not decode to exactly one canonical, well-formed object."""
+
+    status_hint = 400
+    code = "malformed"
+    title = "Malformed request"
+
+
+class ContentError(MalformedError):
+    """Received case-update content that does not validate against its JSON Schema."""
+
+    code = "invalid-content"
+    title = "Invalid content"
+
+
+class UnsupportedError(VerificationError):
+    """A protocol version or a required algorithm is not available: fail closed."""
+
+    status_hint = 400
+    code = "unsupported"
+    title = "Unsupported"
 
 
 class BadSignatureError(VerificationError):
     """A signature does not verify under the expected key and label."""
 
     code = "bad-signature"
+    title = "Bad signature"
 
 
 class DecryptionError(VerificationError):
     """An AEAD or HPKE open failed: wrong key, wrong context or altered bytes."""
 
     code = "decryption-failed"
+    title = "Decryption failed"
 
 
 class UntrustedError(VerificationError):
     """The object chains to no pinned agency root, or to the wrong one."""
 
     code = "untrusted"
+    title = "Untrusted"
 
 
 class RevokedError(VerificationError):
     """The device that signed was revoked by its agency."""
 
     code = "revoked"
+    title = "Device revoked"
 
 
 class ExpiredError(VerificationError):
     """A certificate or challenge is outside its validity window."""
 
     code = "expired"
+    title = "Expired"
 
 
 class NotMemberError(VerificationError):
-    """The device is not a member of the case in the epoch it claims."""
+    """The device that signed is not a member of the case in the epoch it claims."""
 
     status_hint = 403
     code = "not-member"
+    title = "Not a member"
 
 
 class NotAllowedError(VerificationError):
-    """The device is a member but its role or scopes do not permit the act."""
+    """The device that signed is a member, but its role or scopes do not permit the act."""
 
     status_hint = 403
     code = "not-allowed"
+    title = "Not allowed"
 
 
 class IntegrityError(VerificationError):
@@ -94,27 +215,195 @@ class IntegrityError(VerificationError):
 
     status_hint = 409
     code = "integrity"
+    title = "Integrity check failed"
 
 
 class ChainError(IntegrityError):
     """A commit or update does not continue the chain it claims to continue."""
 
     code = "chain-broken"
+    title = "Chain broken"
 
 
 class GapError(IntegrityError):
     """An entry the history proves to exist is missing from this view (a drop)."""
 
     code = "gap"
+    title = "Gap"
 
 
 class ReplayError(IntegrityError):
     """An entry appears twice, or an old entry appears at a new position."""
 
     code = "replay"
+    title = "Replay"
 
 
 class ForkError(IntegrityError):
     """Two signed, conflicting histories of one case exist: the broker equivocated."""
 
     code = "fork"
+    title = "Fork"
+
+
+# --------------------------------------------------------------------------- broker refusals
+
+
+class BrokerRefusal(CaselineError):
+    """The broker said no, as an ``application/problem+json`` answer.
+
+    On the broker a subclass is raised with a detail alone; on the client the
+    answer's status and problem code are kept, since a broker may refuse with
+    a code this client does not know (a verification failure of what it sent,
+    for one).
+    """
+
+    family = Family.REFUSAL
+    code = "refused"
+    title = "Refused"
+    hint = "the broker refused this; nothing was changed"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        status: int | None = None,
+        problem: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.status = self.status_hint if status is None else status
+        self.problem = problem or self.code
+        self.retry_after = retry_after
+
+    @property
+    def transient(self) -> bool:
+        """Worth repeating unchanged later: overload, rate limits and server-side failures."""
+        return self.status in TRANSIENT_STATUSES
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_TEMPORARY if self.transient else EXIT_REFUSED
+
+
+class BrokerUnauthorized(BrokerRefusal):
+    status_hint = 401
+    code = "unauthorized"
+    title = "Authentication required"
+    hint = "log in again (`caseline login`); if that fails, ask your administrator whether it was revoked"
+
+
+class BrokerForbidden(BrokerRefusal):
+    status_hint = 403
+    code = "forbidden"
+    title = "Forbidden"
+
+
+class BrokerNotFound(BrokerRefusal):
+    status_hint = 404
+    code = "not-found"
+    title = "Not found"
+
+
+class BrokerMethodNotAllowed(BrokerRefusal):
+    status_hint = 405
+    code = "method-not-allowed"
+    title = "Method not allowed"
+
+
+class BrokerConflict(BrokerRefusal):
+    """The request raced another one; the client can rebase or re-seal and retry."""
+
+    status_hint = 409
+    code = "conflict"
+    title = "Conflict"
+
+
+class BrokerLimit(BrokerRefusal):
+    """A configured limit was exceeded (members per case, sizes)."""
+
+    status_hint = 413
+    code = "limit"
+    title = "Limit exceeded"
+
+
+class BrokerTooLarge(BrokerRefusal):
+    status_hint = 413
+    code = "too-large"
+    title = "Request too large"
+
+
+class BrokerUnsupportedMediaType(BrokerRefusal):
+    status_hint = 415
+    code = "unsupported-media-type"
+    title = "Unsupported media type"
+
+
+class BrokerRateLimited(BrokerRefusal):
+    status_hint = 429
+    code = "rate-limited"
+    title = "Too many requests"
+    hint = "temporary: wait a moment and run the same command again"
+
+
+class BrokerInternal(BrokerRefusal):
+    status_hint = 500
+    code = "internal"
+    title = "Internal error"
+    hint = "temporary: run the same command again (a post resends the very same update)"
+
+
+class BrokerStorageFull(BrokerRefusal):
+    """The broker's disk (or its configured size cap) is full: the write did not happen."""
+
+    status_hint = 507
+    code = "storage-full"
+    title = "Storage full"
+    hint = "temporary: the broker's storage is full; run the same command again later"
+
+
+class BrokerUnavailable(BrokerRefusal):
+    """No answer at all (connection refused or reset, a timeout), or a 503."""
+
+    status_hint = 503
+    code = "unavailable"
+    title = "Service unavailable"
+    hint = "temporary: run the same command again (a post resends the very same update)"
+
+    @property
+    def transient(self) -> bool:
+        return True
+
+
+def catalogue() -> list[type[CaselineError]]:
+    """Every error class, root first: the one table titles and exit codes come from."""
+    found: list[type[CaselineError]] = []
+    todo: list[type[CaselineError]] = [CaselineError]
+    while todo:
+        cls = todo.pop(0)
+        found.append(cls)
+        todo.extend(cls.__subclasses__())
+    return found
+
+
+def problem_titles() -> dict[str, str]:
+    """Problem code → title, for every code the broker can answer with."""
+    titles = {"http-error": "HTTP error"}
+    for cls in catalogue():
+        if cls.family is not Family.LOCAL or cls is CaselineError:
+            titles.setdefault(cls.code, cls.title)
+    return titles
+
+
+def refusal_for(status: int, problem: str) -> type[BrokerRefusal]:
+    """The class a client raises for a broker's problem answer: by code, else by status."""
+    by_code: type[BrokerRefusal] | None = None
+    by_status: type[BrokerRefusal] | None = None
+    for cls in catalogue():
+        if issubclass(cls, BrokerRefusal) and cls is not BrokerRefusal:
+            if cls.code == problem and cls.status_hint == status:
+                by_code = by_code or cls
+            if cls.status_hint == status:
+                by_status = by_status or cls
+    return by_code or by_status or BrokerRefusal

@@ -17,14 +17,14 @@ from typing import Final
 from aiohttp import web
 from caseline.crypto.certs import TrustStore
 from caseline.crypto.keys import SigningKey
-from caseline.schemas.errors import CaselineError
+from caseline.schemas.errors import BrokerRateLimited, BrokerStorageFull, CaselineError
 from caseline.schemas.wire import DeviceCert
 from caseline.server import problems
 from caseline.server.config import ServerConfig
-from caseline.server.core import BrokerCore, RateLimitedError
+from caseline.server.core import BrokerCore
 from caseline.server.service import Broker
 from caseline.server.sqlite_store import SqliteStore
-from caseline.server.store import SessionRow, StorageFullError, Store
+from caseline.server.store import SessionRow, Store
 from caseline.server.stream import Hub
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -100,7 +100,7 @@ async def problem_middleware(
         if exc.code in AUDITED_REJECTIONS:
             await request.app[AUDIT]("rejected", f"route={route} reason={exc.code}")
         headers = None
-        if isinstance(exc, RateLimitedError):
+        if isinstance(exc, BrokerRateLimited) and exc.retry_after is not None:
             headers = {"Retry-After": str(max(1, round(exc.retry_after + 0.5)))}
         response = problems.problem(exc.status_hint, exc.code, str(exc), headers=headers)
     except web.HTTPException as exc:
@@ -112,9 +112,6 @@ async def problem_middleware(
             await request.app[AUDIT]("rejected", f"route={route} reason={code}")
         headers = {k: v for k, v in exc.headers.items() if k in {"Allow", "WWW-Authenticate", "Retry-After"}}
         response = problems.problem(exc.status, code, exc.reason or code, headers=headers)
-    except StorageFullError:
-        metrics.rejections.labels("storage-full").inc()
-        response = problems.problem(507, "storage-full", "the broker's storage is full; nothing was stored")
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception:
@@ -157,7 +154,7 @@ def create_app(
     broker.listeners.append(hub.publish)
 
     async def audit(event: str, detail: str) -> None:
-        with contextlib.suppress(StorageFullError):
+        with contextlib.suppress(BrokerStorageFull):
             await the_store.append_audit(event, detail, time=clock())
 
     app[AUDIT] = audit

@@ -35,41 +35,16 @@ from caseline.crypto.commits import CaseState, log_anchor, verify_commit
 from caseline.crypto.keys import SigningKey
 from caseline.crypto.updates import check_envelope
 from caseline.schemas.errors import (
-    CaselineError,
+    BrokerConflict,
+    BrokerLimit,
+    BrokerNotFound,
+    BrokerRateLimited,
     ChainError,
     MalformedError,
     NotAllowedError,
     NotMemberError,
 )
 from caseline.schemas.wire import CommitMessage, Envelope, decode_signed
-
-
-class ConflictError(CaselineError):
-    """The request raced another one; the client can rebase or re-seal and retry."""
-
-    status_hint = 409
-    code = "conflict"
-
-
-class NotFoundError(CaselineError):
-    status_hint = 404
-    code = "not-found"
-
-
-class LimitError(CaselineError):
-    """A configured limit was exceeded (members per case, sizes)."""
-
-    status_hint = 413
-    code = "limit"
-
-
-class RateLimitedError(CaselineError):
-    status_hint = 429
-    code = "rate-limited"
-
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -200,7 +175,7 @@ class BrokerCore:
     def runtime(self, case_id: bytes) -> CaseRuntime:
         runtime = self.cases.get(case_id)
         if runtime is None:
-            raise NotFoundError("no such case")
+            raise BrokerNotFound("no such case")
         return runtime
 
     def require_reader(self, case_id: bytes, device_id: bytes) -> CaseRuntime:
@@ -226,7 +201,7 @@ class BrokerCore:
             self._buckets[device_id] = buckets
         wait = max(buckets[0].take(1, now=now), buckets[1].take(size, now=now))
         if wait > 0:
-            raise RateLimitedError("too many updates from this device", retry_after=wait)
+            raise BrokerRateLimited("too many updates from this device", retry_after=wait)
 
     def charge_anonymous(self, address: str, *, now: float) -> None:
         """Rate-limit requests made before authentication, per client address."""
@@ -239,14 +214,14 @@ class BrokerCore:
             )
         wait = bucket.take(1, now=now)
         if wait > 0:
-            raise RateLimitedError("too many requests from this address", retry_after=wait)
+            raise BrokerRateLimited("too many requests from this address", retry_after=wait)
 
     # ---------------------------------------------------------------- admission
     def accept_genesis(self, body: bytes, *, device_id: bytes, now: int) -> Accepted:
         message = CommitMessage.decode(body)
         state = verify_commit(None, message, trust=self.trust, now=now)
         if state.case_id in self.cases:
-            raise ConflictError("a case with this id exists")
+            raise BrokerConflict("a case with this id exists")
         self._check_commit(state, device_id)
         runtime = CaseRuntime(
             state=state, count=0, head=log_anchor(state.case_id), commit_seq=0, next_counter={}
@@ -270,9 +245,9 @@ class BrokerCore:
         try:
             state = verify_commit(runtime.state, message, trust=self.trust, now=now)
         except ChainError as exc:
-            raise ConflictError(f"commit does not continue the case's head: {exc}") from exc
+            raise BrokerConflict(f"commit does not continue the case's head: {exc}") from exc
         if state.commit.log.count > runtime.count or state.commit.log.count <= runtime.commit_seq:
-            raise ConflictError("commit was made against another log position")
+            raise BrokerConflict("commit was made against another log position")
         self._check_commit(state, device_id)
         accepted = self._append(
             runtime,
@@ -291,7 +266,7 @@ class BrokerCore:
         if state.commit.committer != device_id:
             raise NotAllowedError("a commit must be posted by its committer")
         if len(state.members) > self.limits.max_members:
-            raise LimitError(f"a case may have at most {self.limits.max_members} member devices")
+            raise BrokerLimit(f"a case may have at most {self.limits.max_members} member devices")
         if not P.constant_time_equal(state.policy.receipt_key, self.server_key.public_key):
             raise MalformedError("the case names another broker's receipt key")
 
@@ -308,7 +283,7 @@ class BrokerCore:
         if envelope.epoch != state.epoch:
             if envelope.epoch < state.epoch:
                 return Retry(case_id=case_id, slot=slot, body=body)  # a retry, or stale
-            raise ConflictError("update is for an epoch the case has not reached")
+            raise BrokerConflict("update is for an epoch the case has not reached")
         if envelope.sender not in state.members:
             raise NotMemberError("sender is not a member of the case in this epoch")
         check_envelope(envelope, tbs, sig, state)
@@ -317,7 +292,7 @@ class BrokerCore:
         if envelope.counter < expected:
             return Retry(case_id=case_id, slot=slot, body=body)
         if envelope.counter > expected:
-            raise ConflictError(f"sender counter skips ahead (expected {expected})")
+            raise BrokerConflict(f"sender counter skips ahead (expected {expected})")
         accepted = self._append(
             runtime, kind=KIND_UPDATE, body=body, tbs=tbs, sig=sig, sender=device_id, slot=slot, now=now
         )

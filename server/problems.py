@@ -11,56 +11,20 @@ import json
 from typing import Final
 
 from aiohttp import web
+from caseline.schemas import errors
 
 TYPE_BASE: Final = "https://caseline.example/problems/"
 CONTENT_TYPE: Final = "application/problem+json"
 
-TITLES: Final = {
-    "malformed": "Malformed request",
-    "invalid-content": "Invalid content",
-    "unsupported": "Unsupported",
-    "verification-failed": "Verification failed",
-    "bad-signature": "Bad signature",
-    "decryption-failed": "Decryption failed",
-    "untrusted": "Untrusted",
-    "revoked": "Device revoked",
-    "expired": "Expired",
-    "not-member": "Not a member",
-    "not-allowed": "Not allowed",
-    "integrity": "Integrity check failed",
-    "chain-broken": "Chain broken",
-    "gap": "Gap",
-    "replay": "Replay",
-    "fork": "Fork",
-    "conflict": "Conflict",
-    "not-found": "Not found",
-    "limit": "Limit exceeded",
-    "rate-limited": "Too many requests",
-    "unauthorized": "Authentication required",
-    "forbidden": "Forbidden",
-    "too-large": "Request too large",
-    "unsupported-media-type": "Unsupported media type",
-    "method-not-allowed": "Method not allowed",
-    "storage-full": "Storage full",
-    "unavailable": "Service unavailable",
-    "internal": "Internal error",
-    "http-error": "HTTP error",
-}
+#: Every problem code the broker answers with, and its title: from the error classes.
+TITLES: Final = errors.problem_titles()
 
+#: The code for an aiohttp ``HTTPException`` of each status (routing, methods, sizes).
 HTTP_CODES: Final = {
-    400: "malformed",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not-found",
-    405: "method-not-allowed",
-    409: "conflict",
-    413: "too-large",
-    415: "unsupported-media-type",
-    429: "rate-limited",
-    500: "internal",
-    503: "unavailable",
-    507: "storage-full",
-}
+    cls.status_hint: cls.code
+    for cls in reversed(errors.catalogue())
+    if issubclass(cls, errors.BrokerRefusal) and cls is not errors.BrokerRefusal
+} | {400: "malformed", 413: "too-large"}
 
 
 def problem(status: int, code: str, detail: str, *, headers: dict[str, str] | None = None) -> web.Response:

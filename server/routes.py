@@ -29,7 +29,13 @@ from caseline.schemas.api import (
     Session,
     Subscribe,
 )
-from caseline.schemas.errors import CaselineError, MalformedError, NotMemberError, UntrustedError
+from caseline.schemas.errors import (
+    BrokerNotFound,
+    CaselineError,
+    MalformedError,
+    NotMemberError,
+    UntrustedError,
+)
 from caseline.schemas.wire import (
     AGENCY_ID,
     ID_SIZE,
@@ -53,8 +59,8 @@ from caseline.server.app import (
     SESSIONS,
     STORE,
 )
-from caseline.server.core import Accepted, NotFoundError, token_hash
-from caseline.server.store import AgencyRow, DeviceRow, SessionRow, StorageFullError
+from caseline.server.core import Accepted, token_hash
+from caseline.server.store import AgencyRow, DeviceRow, SessionRow
 from caseline.server.stream import CLOSE_LOGOUT, CLOSE_REVOKED, Connection, entry_of
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -221,7 +227,7 @@ async def get_agency(request: web.Request) -> web.Response:
     agency_id = AGENCY_ID.check(request.match_info["agency_id"], "agency_id")
     row = await request.app[STORE].get_agency(agency_id)
     if row is None:
-        raise NotFoundError("no such agency")
+        raise BrokerNotFound("no such agency")
     return reply(_agency_info(row).encode())
 
 
@@ -229,7 +235,7 @@ async def get_revocations(request: web.Request) -> web.Response:
     agency_id = AGENCY_ID.check(request.match_info["agency_id"], "agency_id")
     data = await request.app[STORE].get_revocation_list(agency_id)
     if data is None:
-        raise NotFoundError("this agency has published no revocation list")
+        raise BrokerNotFound("this agency has published no revocation list")
     return reply(data)
 
 
@@ -321,7 +327,7 @@ async def auth_challenge(request: web.Request) -> web.Response:
     req = ChallengeRequest.decode(await read_body(request))
     store = request.app[STORE]
     if await store.get_device(req.device_id) is None:
-        raise NotFoundError("device is not registered")
+        raise BrokerNotFound("device is not registered")
     now = request.app[CLOCK]()
     challenges = request.app[CHALLENGES]
     if len(challenges) >= MAX_CHALLENGES:
@@ -349,7 +355,7 @@ async def auth_session(request: web.Request) -> web.Response:
             raise UntrustedError("challenge is unknown or was already used")
         row = await app[STORE].get_device(challenge.device_id)
         if row is None:
-            raise NotFoundError("device is not registered")
+            raise BrokerNotFound("device is not registered")
         cert = app[CORE].trust.verify_cert(row.cert, at=now).cert
         verify_response(body, server_key=app[SERVER_KEY].public_key, cert=cert, now=now)
     except CaselineError as exc:
@@ -480,14 +486,7 @@ async def _post_on_stream(app: web.Application, conn: Connection, device_id: byt
             problem=exc.code,
             detail=str(exc)[:300],
         )
-    except StorageFullError:
-        result = PostResult(
-            request_id=post.request_id,
-            status=507,
-            receipt=b"",
-            problem="storage-full",
-            detail="storage is full",
-        )
+
     except Exception:
         log.exception("unhandled error posting on a stream")
         result = PostResult(

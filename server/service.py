@@ -17,8 +17,8 @@ import logging
 from collections.abc import Callable
 from typing import Final
 
-from caseline.schemas.errors import CaselineError
-from caseline.server.core import Accepted, BrokerCore, ConflictError, Retry
+from caseline.schemas.errors import BrokerConflict, CaselineError
+from caseline.server.core import Accepted, BrokerCore, Retry
 from caseline.server.store import CaseRow, EntryRow, Store
 
 log = logging.getLogger("caseline.server")
@@ -118,10 +118,10 @@ class Broker:
         else:
             row = await self.store.entry_at_slot(retry.case_id, retry.slot)
             if row is None:
-                raise ConflictError("update is for an earlier epoch; re-seal it in the current one")
+                raise BrokerConflict("update is for an earlier epoch; re-seal it in the current one")
             stored_body, receipt = row.body, row.receipt
         if stored_body != retry.body:
-            raise ConflictError("another update already holds this sender position")
+            raise BrokerConflict("another update already holds this sender position")
         return receipt
 
     async def _commit(self, accepted: Accepted, case: CaseRow | None) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import aiosqlite
+from caseline.schemas.errors import BrokerStorageFull
 from caseline.server.store import (
     AgencyRow,
     AuditRow,
@@ -26,7 +27,6 @@ from caseline.server.store import (
     DeviceRow,
     EntryRow,
     SessionRow,
-    StorageFullError,
 )
 
 SQLITE_FULL_CODES: Final = {sqlite3.SQLITE_FULL}
@@ -316,7 +316,7 @@ def _entry_row(r: Any) -> EntryRow:
 def _translate(exc: sqlite3.Error) -> Exception:
     code = getattr(exc, "sqlite_errorcode", None)
     if code in SQLITE_FULL_CODES or "database or disk is full" in str(exc):
-        return StorageFullError("storage is full")
+        return BrokerStorageFull("the broker's storage is full; nothing was stored")
     if isinstance(exc, sqlite3.IntegrityError):
         return exc
     return exc

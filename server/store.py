@@ -69,10 +69,6 @@ class AuditRow:
     hash: bytes
 
 
-class StorageFullError(Exception):
-    """The disk (or the configured size cap) is full: the write did not happen."""
-
-
 class Store(Protocol):
     """Everything the broker persists.  Implementations must be safe to call concurrently."""
 

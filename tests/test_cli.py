@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from caseline.client.cli import (
+from caseline.schemas.errors import (
     EXIT_OK,
     EXIT_PROFILE,
     EXIT_REFUSED,
-    EXIT_UNAVAILABLE,
+    EXIT_TEMPORARY,
     EXIT_UNTRUSTED,
     EXIT_USAGE,
 )
@@ -139,7 +139,7 @@ async def test_exit_codes_and_json(net: Network, tmp_path: Path) -> None:
 
     # Nobody answers: 5, and the same command may simply be run again.
     code, _, err = await caseline(home, "--profile", "alice", "login", "--server", "http://127.0.0.1:9")
-    assert code == EXIT_UNAVAILABLE and "run the same command again" in err
+    assert code == EXIT_TEMPORARY and "run the same command again" in err
 
 
 async def test_an_offline_root_reaches_the_broker_only_through_a_folder(net: Network, tmp_path: Path) -> None:

@@ -12,16 +12,18 @@ import aiohttp
 import pytest
 from aiohttp import web
 from caseline.client.client import Client, verify_bundle, wall_clock
-from caseline.client.errors import BrokerError, ProfileError
 from caseline.client.keystore import DeviceSecrets, read_key_file, write_key_file
 from caseline.crypto.certs import make_enrolment_request, open_enrolment_request
 from caseline.crypto.keys import DeviceKeys
 from caseline.schemas.errors import (
     BadSignatureError,
-    ContentError,
-    MalformedError,
-    NotAllowedError,
+    BrokerForbidden,
+    BrokerRefusal,
+    InvalidContentError,
+    NotPermittedError,
+    ProfileError,
     UntrustedError,
+    UsageError,
 )
 from caseline.server.app import HUB, STORE
 from caseline.server.stream import CLOSE_SLOW
@@ -55,7 +57,7 @@ async def test_a_removed_member_cannot_read_later_updates(net: Network) -> None:
     await alice.remove_members(case_id, [("tz-tra", "juma")])
     await alice.post_note(case_id, "after removal")
 
-    with pytest.raises(BrokerError) as refused:  # the broker no longer serves the case to juma
+    with pytest.raises(BrokerRefusal) as refused:  # the broker no longer serves the case to juma
         await juma.sync(case_id)
     assert refused.value.status == 403
     # Even handed the entries directly, juma's keys open nothing after its removal.
@@ -97,7 +99,7 @@ async def test_only_owners_change_members_and_roles_change(net: Network) -> None
     alice, juma = await net.device("ke-kra", "alice"), await net.device("tz-tra", "juma")
     await net.device("ke-kra", "bob")
     case_id = await alice.create_case(title="Op", members=[("tz-tra", "juma")])
-    with pytest.raises(NotAllowedError):
+    with pytest.raises(NotPermittedError):
         await juma.add_members(case_id, [("ke-kra", "bob", "member")])
     await alice.set_role(case_id, "tz-tra", "juma", "owner")
     await juma.add_members(case_id, [("ke-kra", "bob", "observer")])
@@ -151,7 +153,7 @@ async def test_a_revoked_device_is_refused_and_its_updates_rejected(net: Network
     finally:
         await fresh.close()
     before = await stored_updates(net, case_id)
-    with pytest.raises(BrokerError) as refused:  # now the broker refuses juma outright
+    with pytest.raises(BrokerRefusal) as refused:  # now the broker refuses juma outright
         await juma.post_note(case_id, "and again")
     assert refused.value.problem == "revoked"  # its session died; a new login is refused
     assert await stored_updates(net, case_id) == before
@@ -173,7 +175,7 @@ async def test_a_backdated_revocation_voids_what_a_stolen_key_signed_since(net: 
     await alice.refresh_revocations(force=True)  # a running client asks at least once a minute
     assert [e.kind for e in await alice.sync(case_id)] == ["update", "voided"]
     assert [e.content["text"] for e in await alice.history(case_id) if e.content] == ["posted while safe"]
-    with pytest.raises(MalformedError):
+    with pytest.raises(UsageError):
         await net.admins["tz-tra"].revoke(juma.keys.device_id, since=wall_clock() + 60_000)
 
 
@@ -182,13 +184,16 @@ async def test_a_bot_outside_its_scopes_is_refused(net: Network) -> None:
     bot = await net.device("ke-kra", "scanner", role="bot", scopes=("alert", "read"))
     case_id = await alice.create_case(title="Op", members=[("ke-kra", "scanner")])
     other = await alice.create_case(title="Not for bots")
-    with pytest.raises(NotAllowedError):
+    with pytest.raises(NotPermittedError):
         await bot.post_note(case_id, "bots may not post notes")
-    with pytest.raises(BrokerError) as refused:
+    assert await stored_updates(net, case_id) == []
+    with pytest.raises(BrokerForbidden) as refused:
         await bot.post_alert(other, subject_kind="vehicle", subject={"mode": "road"}, reason="x")
     assert refused.value.status == 403
-    assert await stored_updates(net, case_id) == []
     assert await stored_updates(net, other) == []
+    # The refusal used up nothing: the bot's next allowed post takes the very position.
+    posted = await bot.post_alert(case_id, subject_kind="vehicle", subject={"mode": "road"}, reason="x")
+    assert posted.seq == 1 and [e.content_type for e in await alice.sync(case_id)] == ["alert"]
 
 
 # --------------------------------------------------------------------------- exactly once
@@ -246,7 +251,7 @@ async def test_an_update_left_by_a_crash_is_sent_once_by_the_next_run(
         cut_off = await Client.open(alice.directory, passphrase=PASSPHRASE)
         try:
             await cut_off.login(server_url=str(server.make_url("")))
-            with pytest.raises(BrokerError) as failed:
+            with pytest.raises(BrokerRefusal) as failed:
                 await cut_off.post(case_id, "note", note, tries=2)
             assert failed.value.transient
             assert len(await cut_off.store.outbox(case_id)) == 1  # sealed and kept, final bytes and all
@@ -280,9 +285,11 @@ async def test_an_idempotency_key_makes_a_repeated_post_a_no_op(net: Network) ->
 async def test_invalid_content_is_refused_before_anything_is_sent(net: Network) -> None:
     alice = await net.device("ke-kra", "alice")
     case_id = await alice.create_case(title="Op")
-    with pytest.raises(ContentError):
+    with pytest.raises(InvalidContentError):
         await alice.post_typed(case_id, "seizure", {"place": {"name": "Namanga"}})
+    assert await alice.store.outbox(case_id) == []
     assert await stored_updates(net, case_id) == []
+    await alice.post_note(case_id, "the view is as it was: this takes the first position")
 
 
 # --------------------------------------------------------------------------- following

@@ -21,6 +21,7 @@ from caseline.schemas.errors import (
     MalformedError,
     NotAllowedError,
     NotMemberError,
+    NotPermittedError,
     RevokedError,
 )
 from caseline.schemas.wire import CommitMessage, LogPosition, Wrap, decode_signed
@@ -227,7 +228,7 @@ def test_removed_member_cannot_derive_the_next_epoch(world: World) -> None:
     assert view_b.state is not None and view_b.state.epoch == 1
     with pytest.raises(NotMemberError):
         open_epoch_secret(view_b.state, message, bob.keys)
-    with pytest.raises(NotMemberError):
+    with pytest.raises(NotPermittedError):
         view_b.seal(content_type="note", content=b"{}", now=world.now, nonce=bytes(24))
 
 

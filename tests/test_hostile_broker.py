@@ -266,8 +266,10 @@ async def test_a_revoked_device_keeps_posting_through_a_complicit_broker(
     await net.admins["tz-tra"].revoke(juma.keys.device_id, reason="key-compromise")
     await net.publish("tz-tra")  # the real broker now refuses juma; the proxy does not
     note = b'{"lang":"en","markings":{"handling":"H2","tlp":"AMBER"},"text":"from a stolen key"}'
-    sealed = juma._ledger().seal(
-        case_id, content_type="note", content=note, now=juma.clock(), nonce=os.urandom(24)
+    sealed = (
+        juma._ledger()
+        .view(case_id)
+        .seal(content_type="note", content=note, now=juma.clock(), nonce=os.urandom(24))
     )
     broker.rewrite_log = lambda _dev, _cid, log: [*log, (KIND_UPDATE, sealed.envelope)]
     await alice.refresh_revocations(force=True)

@@ -18,8 +18,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 from caseline.client.client import Client
-from caseline.client.errors import BrokerError
-from caseline.schemas.errors import CaselineError
+from caseline.schemas.errors import BrokerRefusal, CaselineError
 from caseline.server.app import STORE
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -178,10 +177,10 @@ class CaseModel(RuleBasedStateMachine):
             return
         for user, client in self.clients.items():
             if user in self.revoked:
-                with pytest.raises(BrokerError):
+                with pytest.raises(BrokerRefusal):
                     self.run(client.broker.login())
             elif user not in self.members:
-                with pytest.raises(BrokerError) as refused:
+                with pytest.raises(BrokerRefusal) as refused:
                     self.run(client.broker.entries(self.case_id, after=0))
                 assert refused.value.status == 403
 

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from caseline.schemas.errors import BrokerStorageFull
 from caseline.server.sqlite_store import SqliteStore, audit_hash
 from caseline.server.store import (
     AgencyRow,
@@ -14,7 +15,6 @@ from caseline.server.store import (
     DeviceRow,
     EntryRow,
     SessionRow,
-    StorageFullError,
     Store,
 )
 
@@ -123,7 +123,7 @@ async def test_a_full_disk_is_a_clean_error_and_nothing_half_written(tmp_path: P
         try:
             await s.append([entry(seq, slot=(b"s" * 16, 0, seq), body=b"x" * 8192)], [])
             seq += 1
-        except StorageFullError:
+        except BrokerStorageFull:
             full = True
     assert full
     stored = await s.entries(CASE, after=0, limit=100_000)

@@ -21,9 +21,11 @@ from caseline.schemas.errors import (
     CaselineError,
     ChainError,
     DecryptionError,
+    InvalidContentError,
     MalformedError,
     NotAllowedError,
     NotMemberError,
+    NotPermittedError,
 )
 from caseline.schemas.wire import Envelope, LogPosition, UpdateRecord, decode_signed, encode_signed
 from hypothesis import HealthCheck, given, settings
@@ -120,13 +122,13 @@ def test_non_member_envelope_is_refused(setup: Setup) -> None:
 
 
 def test_observer_cannot_post(setup: Setup) -> None:
-    with pytest.raises(NotAllowedError):
+    with pytest.raises(NotPermittedError):  # the sender's own check: its mistake, not a verification
         setup.seal(setup.watcher)
 
 
 def test_bot_posts_only_its_scopes(setup: Setup) -> None:
     setup.seal(setup.bot, ALERT, "alert")
-    with pytest.raises(NotAllowedError):
+    with pytest.raises(NotPermittedError):
         setup.seal(setup.bot, note(), "note")
 
 
@@ -232,7 +234,7 @@ def test_envelope_from_a_stale_epoch_is_refused(setup: Setup) -> None:
 
 
 def test_invalid_content_is_refused_before_sealing(setup: Setup) -> None:
-    with pytest.raises(MalformedError):
+    with pytest.raises(InvalidContentError):
         setup.seal(setup.alice, b'{"text": "no markings"}')
 
 
