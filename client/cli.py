@@ -25,6 +25,7 @@ import contextlib
 import datetime as dt
 import getpass
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -35,6 +36,7 @@ from caseline.client.admin import AgencyAdmin, Published, publish_folder
 from caseline.client.client import Client, parse_member, verify_bundle
 from caseline.client.core import CaseEvent
 from caseline.client.profile import home_dir, profile_dir
+from caseline.client.store import LocalStore
 from caseline.client.transport import BrokerConnection
 from caseline.crypto.keys import fingerprint
 from caseline.schemas import content as content_schemas
@@ -170,28 +172,29 @@ def profile(args: argparse.Namespace) -> Path:
     return profile_dir(args.profile, home=Path(args.home) if args.home else home_dir())
 
 
-async def open_client(args: argparse.Namespace) -> Client:
-    directory = profile(args)
-    return await Client.open(
-        directory, passphrase=await _maybe_passphrase(directory, args), timeout=args.timeout
-    )
+def ask_secret(args: argparse.Namespace) -> str | None:
+    """Ask for the passphrase the command needs, before the event loop starts.
 
-
-async def _maybe_passphrase(directory: Path, args: argparse.Namespace) -> str | None:
-    from caseline.client.store import LocalStore  # noqa: PLC0415 - only to peek at the identity kind
-
-    if not (directory / "state.db").exists():
+    A prompt inside the loop blocks it, and Ctrl-C there does nothing until
+    Enter: asyncio only notes the signal for a loop that is not running code.
+    """
+    if args.cmd == "init":
+        return None if args.key_file else passphrase(args, new=True)
+    if args.cmd == "evidence" and args.evidence_cmd == "verify":
         return None
-    store = await LocalStore.open(directory)
-    try:
-        identity = await store.get("identity")
-    finally:
-        await store.close()
-    return None if identity in (None, b"key-file") else passphrase(args)
+    if args.cmd == "agency":
+        if args.agency_cmd == "publish" and args.from_folder:
+            return None
+        return passphrase(args, new=args.agency_cmd == "init", what="agency root")
+    return passphrase(args) if LocalStore.locked(profile(args)) else None
+
+
+async def open_client(args: argparse.Namespace) -> Client:
+    return await Client.open(profile(args), passphrase=args.secret, timeout=args.timeout)
 
 
 async def open_admin(args: argparse.Namespace) -> AgencyAdmin:
-    return await AgencyAdmin.open(profile(args), passphrase=passphrase(args, what="agency root"))
+    return await AgencyAdmin.open(profile(args), passphrase=args.secret)
 
 
 # --------------------------------------------------------------------------- officer commands
@@ -200,7 +203,7 @@ async def open_admin(args: argparse.Namespace) -> AgencyAdmin:
 async def cmd_init(args: argparse.Namespace, out: Out) -> int:
     directory = profile(args)
     key_file = Path(args.key_file) if args.key_file else None
-    secret = None if key_file else passphrase(args, new=True)
+    secret = args.secret
     if key_file is None and not secret:
         raise UsageError("give a passphrase (prompt, --passphrase-file or CASELINE_PASSPHRASE) or --key-file")
     client = await Client.create(
@@ -576,7 +579,7 @@ async def cmd_evidence(args: argparse.Namespace, out: Out) -> int:
 async def cmd_agency(args: argparse.Namespace, out: Out) -> int:
     sub = args.agency_cmd
     if sub == "init":
-        secret = passphrase(args, new=True, what="agency root")
+        secret = args.secret
         if not secret:
             raise UsageError("an agency root needs a passphrase")
         admin = await AgencyAdmin.create(profile(args), args.agency, passphrase=secret, kdf=args.kdf)
@@ -832,7 +835,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     out = Out(args.json)
+    notices = logging.StreamHandler(sys.stderr)
+    notices.setFormatter(logging.Formatter("caseline: %(message)s"))
+    logging.getLogger("caseline.client").addHandler(notices)
+    logging.getLogger("caseline.client").setLevel(logging.INFO)
     try:
+        args.secret = ask_secret(args)
         return asyncio.run(COMMANDS[args.cmd](args, out))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

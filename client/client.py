@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
+import random
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -30,6 +32,7 @@ from typing import Any, Final
 import aiohttp
 from caseline.client import keystore
 from caseline.client.core import CaseEvent, Ledger, Member, head_code, members_of
+from caseline.client.profile import PostingLock
 from caseline.client.store import LocalStore, Pending, StoredEntry
 from caseline.client.transport import BrokerConnection, with_retries
 from caseline.crypto import primitives as P
@@ -44,7 +47,6 @@ from caseline.schemas.codec import pack, unpack
 from caseline.schemas.errors import (
     BrokerRefusal,
     BrokerUnauthorized,
-    BrokerUnavailable,
     CaselineError,
     ContentError,
     ForkError,
@@ -68,12 +70,13 @@ from caseline.schemas.wire import (
 )
 
 Clock = Callable[[], int]
+log = logging.getLogger("caseline.client")
+#: How long a post waits for another process posting from the same profile.
+POSTING_LOCK_WAIT_S: Final = 120.0
 CLOSE_REVOKED: Final = 4003
 CLOSE_LOGOUT: Final = 4001
 #: How long a fetched revocation list is trusted to be current before asking again.
 REVOCATION_REFRESH_MS: Final = 60_000
-#: Content types whose markings carry source and information grades.
-GRADED: Final = frozenset({"seizure", "alert"})
 
 
 def wall_clock() -> int:
@@ -136,6 +139,11 @@ class CaseReport:
     voided: int
 
 
+def backoff_delay(failures: int, cap: float) -> float:
+    """Full-jitter exponential backoff: many followers cut off at once do not return at once."""
+    return random.uniform(0, min(cap, 0.1 * 2**failures))  # noqa: S311 - jitter, not a secret  # nosec B311
+
+
 def parse_member(text: str, default_role: str = "member") -> tuple[str, str, str]:
     """``agency:user[:role]`` as typed on the command line."""
     parts = text.split(":")
@@ -180,6 +188,8 @@ class Client:
         self._events: dict[bytes, list[CaseEvent]] = {}
         self._crl_checked_at: int | None = None
         self.retries = 0
+        self._post_lock = asyncio.Lock()
+        self._profile_lock = PostingLock(directory)
 
     # ---------------------------------------------------------------- opening a profile
     @classmethod
@@ -449,8 +459,10 @@ class Client:
                 )
                 accepted.append(e)
         finally:
-            await self.store.add_entries(case_id, accepted)
+            others = await self.store.add_entries(case_id, accepted)
             self._events.setdefault(case_id, []).extend(events)
+        if others:  # another process of this profile stored a different entry at that seq
+            raise ForkError(f"the broker showed this profile two different entries at {others[0].seq}")
         return events
 
     async def sync(self, case_id: bytes) -> list[CaseEvent]:
@@ -686,6 +698,37 @@ class Client:
                 raise InvalidContentError(str(exc)) from None
         else:
             data = content
+        async with self._posting():
+            return await self._post_locked(case_id, content_type, data, tries, idempotency_key)
+
+    @contextlib.asynccontextmanager
+    async def _posting(self) -> AsyncIterator[None]:
+        """Hold this profile's posting lock: in this process, then across processes."""
+        async with self._post_lock:
+            if not self._profile_lock.try_acquire():
+                log.warning(
+                    "waiting for another caseline process (pid %s) that is posting from this profile",
+                    self._profile_lock.holder(),
+                )
+                deadline, pause = time.monotonic() + POSTING_LOCK_WAIT_S, 0.02
+                while not self._profile_lock.try_acquire():
+                    if time.monotonic() > deadline:
+                        raise ProfileError(
+                            f"another caseline process (pid {self._profile_lock.holder()}) has been"
+                            f" posting from this profile for over {POSTING_LOCK_WAIT_S:.0f} s"
+                        )
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, 0.5)
+            try:
+                yield
+            finally:
+                self._profile_lock.release()
+
+    async def _post_locked(
+        self, case_id: bytes, content_type: str, data: bytes, tries: int, idempotency_key: str | None
+    ) -> Posted:
+        # Another process of this profile may have posted since: sync first, so
+        # the next position is sealed from the log, not from a stale memory.
         await self.sync(case_id)
         # Whatever an earlier run sealed goes first, in order.  If it holds this
         # very content, this call is that run's retry: it must not post twice.
@@ -730,7 +773,8 @@ class Client:
 
     async def flush(self, case_id: bytes | None = None, *, tries: int = 5) -> list[Posted]:
         """Send what an earlier run sealed but could not confirm, in order, before anything new."""
-        return [await self._deliver(p, tries=tries) for p in await self.store.outbox(case_id)]
+        async with self._posting():
+            return [await self._deliver(p, tries=tries) for p in await self.store.outbox(case_id)]
 
     async def _deliver(self, pending: Pending, *, tries: int) -> Posted:
         case_id = pending.case_id
@@ -774,7 +818,7 @@ class Client:
         if exc.status == 409 and view.state is not None and view.state.epoch > envelope.epoch:
             content_type, data = self._open_local(pending)
             if self.keys.device_id in view.state.members:
-                return await self.post(pending.case_id, content_type, data, tries=tries)
+                return await self._post_locked(pending.case_id, content_type, data, tries, None)
         raise exc
 
     # Typed helpers: one per content type, with markings from the case policy by default.
@@ -798,13 +842,14 @@ class Client:
         content_type: str,
         fields: Mapping[str, Any],
         *,
-        graded: bool | None = None,
         idempotency_key: str | None = None,
     ) -> Posted:
         """Post ``fields`` as ``content_type``, filling in ``lang`` and the case's markings when absent."""
         fields = dict(fields)
-        if graded is None:
-            graded = content_type in GRADED
+        if content_type not in content_schemas.CONTENT_TYPES:
+            known = ", ".join(sorted(content_schemas.CONTENT_TYPES))
+            raise UsageError(f"{content_type!r} is not a content type: one of {known}")
+        graded = content_schemas.graded(content_type)
         markings = fields.pop("markings", None)
         body = {"markings": await self._markings(case_id, graded, markings), "lang": fields.pop("lang", "en")}
         body |= {k: v for k, v in fields.items() if v is not None}
@@ -826,7 +871,6 @@ class Client:
             case_id,
             "seizure",
             {"occurred_at": occurred_at, "place": place, "goods": list(goods), **fields},
-            graded=True,
         )
 
     async def post_alert(
@@ -836,7 +880,6 @@ class Client:
             case_id,
             "alert",
             {"subject_kind": subject_kind, "subject": subject, "reason": reason, **fields},
-            graded=True,
         )
 
     async def post_request(
@@ -866,16 +909,17 @@ class Client:
         verify — a broker that misbehaves on the stream is reported, not skipped.
         """
         wanted = None if case_ids is None else set(case_ids)
-        backoff = 0.05
+        failures = 0
         while True:
-            await self.refresh_revocations(force=True)
-            cursors = {}
-            for case_id in await self.store.case_ids():
-                cursors[case_id] = (await self.view(case_id)).count
             close_code = None
+            cause = "the stream ended"
             try:
+                # Inside the ``try``: a broker that is restarting refuses these too.
+                await self.refresh_revocations(force=True)
+                cursors = {c: (await self.view(c)).count for c in await self.store.case_ids()}
                 async with self.broker.stream(cursors) as ws:
-                    backoff = 0.05
+                    log.info("following %d case(s) from the last verified entry of each", len(cursors))
+                    failures = 0
                     async for msg in ws:
                         if msg.type != aiohttp.WSMsgType.BINARY:
                             continue
@@ -883,19 +927,20 @@ class Client:
                             if wanted is None or event.case_id in wanted:
                                 yield event
                     close_code = ws.close_code
-            except BrokerUnavailable:
-                pass
             except BrokerRefusal as exc:
-                if exc.status != 401:
+                if not exc.transient and exc.status != 401:
                     raise
+                cause = str(exc)
             if close_code == CLOSE_REVOKED:
                 raise RevokedError("the broker closed the stream: this device was revoked")
             if close_code == CLOSE_LOGOUT:
                 raise BrokerUnauthorized("this device's session was logged out", problem="logged-out")
             if not reconnect:
                 return
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, max_backoff)
+            delay = backoff_delay(failures, max_backoff)
+            failures += 1
+            log.warning("lost the broker (%s); reconnecting in %.1f s", cause, delay)
+            await asyncio.sleep(delay)
 
     async def _on_frame(self, data: bytes) -> list[CaseEvent]:
         obj = unpack(data)

@@ -9,6 +9,7 @@ others can enter is refused rather than silently used.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import stat
@@ -51,3 +52,44 @@ def check_private(path: Path) -> None:
         raise ProfileError(f"{path} belongs to another user")
     if stat.S_IMODE(info.st_mode) & 0o077:
         raise ProfileError(f"{path} is open to other users; run: chmod go-rwx {path}")
+
+
+class PostingLock:
+    """One process at a time seals and sends new updates from a profile.
+
+    Two processes of one device (a ``follow`` window, a ``post`` from another
+    terminal, a cron job) would otherwise both seal the device's next update at
+    the same position, and the broker would refuse one of them.  Reading needs
+    no lock: storing a verified entry twice is a no-op.  The lock is an
+    advisory ``flock`` on a file in the profile, released by the kernel if the
+    holder dies, so a crash never leaves it stuck.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / "posting.lock"
+        self._fd: int | None = None
+
+    def try_acquire(self) -> bool:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return True
+
+    def holder(self) -> str:
+        """The process id the holder wrote, for the one line that says who we wait for."""
+        try:
+            return self.path.read_text(encoding="ascii").strip() or "?"
+        except OSError:
+            return "?"
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

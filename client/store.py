@@ -11,6 +11,7 @@ written here, with its final bytes, before its first send.
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 from pathlib import Path
 from typing import Final
 
@@ -18,6 +19,8 @@ import aiosqlite
 from caseline.client.profile import ensure_private_dir
 
 SCHEMA_VERSION: Final = 1
+#: How long a write waits for another process's write to the same profile.
+BUSY_TIMEOUT_S: Final = 30.0
 SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS pins (
@@ -78,7 +81,10 @@ class LocalStore:
     async def open(cls, directory: Path) -> LocalStore:
         ensure_private_dir(directory)
         path = directory / "state.db"
-        db = await aiosqlite.connect(path)
+        # Several processes may hold one profile (a ``follow`` window and a ``post``):
+        # WAL lets readers go on beside a writer, and the busy timeout makes a
+        # writer wait its turn instead of failing at once.
+        db = await aiosqlite.connect(path, timeout=BUSY_TIMEOUT_S)
         path.chmod(0o600)
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute("PRAGMA synchronous=FULL")
@@ -89,6 +95,22 @@ class LocalStore:
 
     async def close(self) -> None:
         await self.db.close()
+
+    @staticmethod
+    def locked(directory: Path) -> bool:
+        """Whether the profile's keys are sealed under a passphrase (a peek, read-only, no loop)."""
+        path = directory / "state.db"
+        if not path.exists():
+            return False
+        try:
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+            try:
+                row = db.execute("SELECT value FROM meta WHERE key='identity'").fetchone()
+            finally:
+                db.close()
+        except sqlite3.Error:
+            return False  # Client.open says what is wrong with it
+        return row is not None and bytes(row[0]) != b"key-file"
 
     # -- meta
     async def get(self, key: str) -> bytes | None:
@@ -120,7 +142,12 @@ class LocalStore:
             return [bytes(row[0]) async for row in cur]
 
     async def put_crl(self, agency_id: str, number: int, body: bytes) -> None:
-        await self.db.execute("INSERT OR REPLACE INTO crls VALUES (?, ?, ?)", (agency_id, number, body))
+        """Keep the newest list: another process of this profile may have stored a later one."""
+        await self.db.execute(
+            "INSERT INTO crls VALUES (?, ?, ?) ON CONFLICT (agency_id) DO UPDATE SET"
+            " number = excluded.number, body = excluded.body WHERE excluded.number > crls.number",
+            (agency_id, number, body),
+        )
         await self.db.commit()
 
     # -- case logs
@@ -135,15 +162,24 @@ class LocalStore:
         ) as cur:
             return [StoredEntry(row[0], row[1], bytes(row[2]), bytes(row[3])) async for row in cur]
 
-    async def add_entries(self, case_id: bytes, entries: list[StoredEntry]) -> None:
+    async def add_entries(self, case_id: bytes, entries: list[StoredEntry]) -> list[StoredEntry]:
+        """Store verified entries; return those another process had stored first at the same seqs.
+
+        Storing an entry twice is a no-op, since two processes of one profile
+        verify the same log.  The caller compares what it got back with what it
+        verified: a different entry at the same seq means the broker showed the
+        two processes two histories.
+        """
         if not entries:
-            return
+            return []
         await self.db.execute("INSERT OR IGNORE INTO cases (case_id) VALUES (?)", (case_id,))
         await self.db.executemany(
-            "INSERT INTO entries VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO entries VALUES (?, ?, ?, ?, ?) ON CONFLICT (case_id, seq) DO NOTHING",
             [(case_id, e.seq, e.kind, e.body, e.receipt) for e in entries],
         )
         await self.db.commit()
+        first, last = entries[0].seq, entries[-1].seq
+        return [e for e in await self.entries(case_id, after=first) if e.seq <= last and e not in entries]
 
     async def read_upto(self, case_id: bytes) -> int:
         async with self.db.execute("SELECT read_upto FROM cases WHERE case_id=?", (case_id,)) as cur:

@@ -102,25 +102,49 @@ class BrokerConnection:
 
     # ---------------------------------------------------------------- plumbing
     async def request(
-        self, method: str, path: str, *, body: bytes | None = None, auth: bool = True, retried: bool = False
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        auth: bool = True,
+        retried: bool = False,
+        idempotent: bool | None = None,
     ) -> tuple[int, bytes]:
+        """One request; ``idempotent`` ones survive a pooled connection the broker closed.
+
+        A broker closes an idle keep-alive connection after a few seconds, and
+        a request written onto it just then fails with ``ServerDisconnectedError``
+        though the broker never read it.  Reads, and writes whose repetition the
+        protocol makes harmless (an update's same bytes, a certificate, a
+        revocation list), are sent once more on a fresh connection.
+        """
         headers = {"Content-Type": MSGPACK} if body is not None else {}
         if auth:
             if self._token is None:
                 await self.login()
             headers["Authorization"] = f"Bearer {self._token}"
-        try:
-            async with self.session.request(
-                method, self.url + path, data=body, headers=headers, timeout=self.timeout
-            ) as resp:
-                data = await _read(resp)
-                status = resp.status
-                resp_headers = resp.headers
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise BrokerUnavailable(f"no answer from {self.url}: {type(exc).__name__}") from None
+        again = method in ("GET", "PUT") if idempotent is None else idempotent
+        while True:
+            try:
+                async with self.session.request(
+                    method, self.url + path, data=body, headers=headers, timeout=self.timeout
+                ) as resp:
+                    data = await _read(resp)
+                    status = resp.status
+                    resp_headers = resp.headers
+                break
+            except aiohttp.ClientConnectorError as exc:  # no connection at all: nothing was sent
+                raise BrokerUnavailable(f"no answer from {self.url}: {type(exc).__name__}") from None
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                if not again:
+                    raise BrokerUnavailable(f"no answer from {self.url}: {type(exc).__name__}") from None
+                again = False
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise BrokerUnavailable(f"no answer from {self.url}: {type(exc).__name__}") from None
         if status == 401 and auth and not retried:
             self._token = None  # expired or logged out: log in again once
-            return await self.request(method, path, body=body, auth=auth, retried=True)
+            return await self.request(method, path, body=body, auth=auth, retried=True, idempotent=idempotent)
         if status >= 400:
             raise _problem(status, data, resp_headers)
         return status, data
@@ -144,7 +168,7 @@ class BrokerConnection:
         await self.request("PUT", f"/v1/agencies/{agency_id}/revocations", body=crl, auth=False)
 
     async def register(self, cert: bytes) -> None:
-        await self.request("POST", "/v1/devices", body=cert, auth=False)
+        await self.request("POST", "/v1/devices", body=cert, auth=False, idempotent=True)
 
     async def login(self) -> None:
         """Challenge–response: sign the broker's fresh challenge, get a session token."""
@@ -175,7 +199,8 @@ class BrokerConnection:
         return (await self.request("POST", f"/v1/cases/{case_id.hex()}/commits", body=commit))[1]
 
     async def post_update(self, case_id: bytes, envelope: bytes) -> bytes:
-        return (await self.request("POST", f"/v1/cases/{case_id.hex()}/updates", body=envelope))[1]
+        path = f"/v1/cases/{case_id.hex()}/updates"
+        return (await self.request("POST", path, body=envelope, idempotent=True))[1]
 
     async def entries(self, case_id: bytes, after: int) -> EntryPage:
         page = EntryPage.decode(

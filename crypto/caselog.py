@@ -425,6 +425,8 @@ class CaseView:
             self._last[envelope.sender] = seen
             if self.me is not None and envelope.sender == self.me.device_id:
                 self._since_own = {}
+                if envelope.counter >= self._own_counter:
+                    self._send_chain = None  # another process of this device posted: start past it
             else:
                 self._since_own[envelope.sender] = seen
         else:

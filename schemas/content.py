@@ -60,6 +60,16 @@ def _validators() -> dict[str, Validator]:
     }
 
 
+def graded(content_type: str) -> bool:
+    """Whether the type's markings must carry source and information grades.
+
+    Read from the schema itself, so that a type made graded there is filled in
+    by every client without a second list to keep in step.
+    """
+    ref = load_schema(content_type)["properties"]["markings"]["$ref"]
+    return str(ref).endswith("/graded_markings")
+
+
 def load_schema(content_type: str) -> Mapping[str, Any]:
     if content_type not in CONTENT_TYPES:
         raise ContentError("unknown content type")
