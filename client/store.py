@@ -16,9 +16,10 @@ from typing import Final
 
 import aiosqlite
 from caseline.client.profile import ensure_private_dir
+from caseline.schemas.errors import ProfileError
 
-SCHEMA_VERSION: Final = 1
-SCHEMA: Final = """
+#: Version 1: the schema every profile had before migrations were read (issue 11).
+SCHEMA_V1: Final = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS pins (
     agency_id TEXT PRIMARY KEY, root_key BLOB NOT NULL, added_at INTEGER NOT NULL);
@@ -36,6 +37,20 @@ CREATE TABLE IF NOT EXISTS issued (
 CREATE TABLE IF NOT EXISTS revoked (
     device_id BLOB PRIMARY KEY, serial INTEGER NOT NULL, revoked_at INTEGER NOT NULL, reason TEXT NOT NULL);
 """
+#: Version 2: sealed snapshots of verified case views and the events they produced,
+#: so that opening a profile does not re-verify every case from its genesis.
+SCHEMA_V2: Final = """
+CREATE TABLE views (
+    case_id BLOB PRIMARY KEY, count INTEGER NOT NULL, version INTEGER NOT NULL, sealed BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE events (
+    case_id BLOB NOT NULL, seq INTEGER NOT NULL, sealed BLOB NOT NULL, PRIMARY KEY (case_id, seq)
+) WITHOUT ROWID;
+"""
+#: ``MIGRATIONS[n]`` takes a database from ``user_version`` n to n + 1.  Append only:
+#: a released migration is never edited, since profiles out there already ran it.
+MIGRATIONS: Final[tuple[str, ...]] = (SCHEMA_V1, SCHEMA_V2)
+SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -68,6 +83,44 @@ class Issued:
     published: bool
 
 
+async def schema_version(db: aiosqlite.Connection) -> int:
+    async with db.execute("PRAGMA user_version") as cur:
+        row = await cur.fetchone()
+    return 0 if row is None else int(row[0])
+
+
+async def migrate(db: aiosqlite.Connection) -> None:
+    """Bring ``db`` to ``SCHEMA_VERSION``, one numbered migration after another.
+
+    Each step runs in one ``BEGIN IMMEDIATE`` transaction together with the new
+    ``user_version``, so a crash leaves the database at a version it really has,
+    and two processes opening one profile at once cannot both migrate it (the
+    second waits for the write lock, then re-reads the version).  A database
+    newer than this code is refused rather than opened: older code would not
+    know which of its rows it may ignore.
+    """
+    version = await schema_version(db)
+    if version > SCHEMA_VERSION:
+        raise ProfileError(
+            f"this profile's database is version {version}; this caseline knows up to"
+            f" {SCHEMA_VERSION}: upgrade caseline to open it"
+        )
+    while version < SCHEMA_VERSION:
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            version = await schema_version(db)  # another process may have migrated meanwhile
+            if version < SCHEMA_VERSION:
+                for statement in MIGRATIONS[version].split(";"):
+                    if statement.strip():
+                        await db.execute(statement)
+                version += 1
+                await db.execute(f"PRAGMA user_version={version}")
+            await db.commit()
+        except BaseException:
+            await db.rollback()
+            raise
+
+
 class LocalStore:
     """One profile's database (``state.db``), owner-only, WAL, fully synchronous."""
 
@@ -80,11 +133,13 @@ class LocalStore:
         path = directory / "state.db"
         db = await aiosqlite.connect(path)
         path.chmod(0o600)
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA synchronous=FULL")
-        await db.executescript(SCHEMA)
-        await db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        await db.commit()
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=FULL")
+            await migrate(db)
+        except BaseException:
+            await db.close()
+            raise
         return cls(db)
 
     async def close(self) -> None:
