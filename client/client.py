@@ -410,9 +410,9 @@ class Client:
         ):
             return
         for agency_id in self.trust.roots:
-            crl = await self.broker.revocations(agency_id)
+            crl = await self.broker.revocations(agency_id, held=self.trust.revocation_list(agency_id))
             if crl is None:
-                continue
+                continue  # none published, or the one held is current (304)
             parsed = self.trust.add_revocation_list(crl)  # verified; an older list raises RevokedError
             await self.store.put_crl(agency_id, parsed.number, crl)
         self._crl_checked_at = now

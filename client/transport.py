@@ -30,6 +30,7 @@ from caseline.schemas.api import (
     ServerInfo,
     Session,
     Subscribe,
+    revocation_etag,
 )
 from caseline.schemas.errors import (
     BrokerRefusal,
@@ -102,9 +103,17 @@ class BrokerConnection:
 
     # ---------------------------------------------------------------- plumbing
     async def request(
-        self, method: str, path: str, *, body: bytes | None = None, auth: bool = True, retried: bool = False
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        auth: bool = True,
+        retried: bool = False,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> tuple[int, bytes]:
         headers = {"Content-Type": MSGPACK} if body is not None else {}
+        headers.update(extra_headers or {})
         if auth:
             if self._token is None:
                 await self.login()
@@ -120,7 +129,9 @@ class BrokerConnection:
             raise BrokerUnavailable(f"no answer from {self.url}: {type(exc).__name__}") from None
         if status == 401 and auth and not retried:
             self._token = None  # expired or logged out: log in again once
-            return await self.request(method, path, body=body, auth=auth, retried=True)
+            return await self.request(
+                method, path, body=body, auth=auth, retried=True, extra_headers=extra_headers
+            )
         if status >= 400:
             raise _problem(status, data, resp_headers)
         return status, data
@@ -132,9 +143,18 @@ class BrokerConnection:
     async def agency(self, agency_id: str) -> AgencyInfo:
         return AgencyInfo.decode((await self.request("GET", f"/v1/agencies/{agency_id}", auth=False))[1])
 
-    async def revocations(self, agency_id: str) -> bytes | None:
+    async def revocations(self, agency_id: str, *, held: bytes | None = None) -> bytes | None:
+        """The agency's list, or None when it has none or it is still ``held`` (a 304).
+
+        ``held`` is the list this client already verified: its ETag is sent as
+        ``If-None-Match``, so an unchanged list costs a header, not a body.
+        """
+        headers = {"If-None-Match": revocation_etag(held)} if held is not None else None
         try:
-            return (await self.request("GET", f"/v1/agencies/{agency_id}/revocations", auth=False))[1]
+            status, body = await self.request(
+                "GET", f"/v1/agencies/{agency_id}/revocations", auth=False, extra_headers=headers
+            )
+            return None if status == 304 else body
         except BrokerRefusal as exc:
             if exc.status == 404:
                 return None
