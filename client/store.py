@@ -278,3 +278,57 @@ class LocalStore:
             (device_id, serial, revoked_at, reason),
         )
         await self.db.commit()
+
+    # -- cold start: sealed view snapshots and events (see client/viewstore.py)
+    async def view_snapshot(self, case_id: bytes) -> tuple[int, int, bytes] | None:
+        """``(count, version, sealed)`` of the stored snapshot of a case, if any."""
+        async with self.db.execute(
+            "SELECT count, version, sealed FROM views WHERE case_id=?", (case_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None else (int(row[0]), int(row[1]), bytes(row[2]))
+
+    async def put_view_snapshot(self, case_id: bytes, count: int, version: int, sealed: bytes) -> bool:
+        """Keep a snapshot unless one at least as far along is stored (another process's).
+
+        Two processes on one profile (a ``follow`` and a ``post``) both save;
+        the one that verified further wins, whichever writes last.
+        """
+        cur = await self.db.execute(
+            "INSERT INTO views VALUES (?, ?, ?, ?) ON CONFLICT(case_id) DO UPDATE SET"
+            " count = excluded.count, version = excluded.version, sealed = excluded.sealed"
+            " WHERE excluded.count > views.count",
+            (case_id, count, version, sealed),
+        )
+        await self.db.commit()
+        return cur.rowcount > 0
+
+    async def drop_view_snapshot(self, case_id: bytes) -> None:
+        await self.db.execute("DELETE FROM views WHERE case_id=?", (case_id,))
+        await self.db.commit()
+
+    async def put_events(self, case_id: bytes, rows: list[tuple[int, bytes]]) -> None:
+        """Sealed events by the log position that produced them (re-verification replaces them)."""
+        if not rows:
+            return
+        await self.db.executemany(
+            "INSERT OR REPLACE INTO events VALUES (?, ?, ?)", [(case_id, seq, sealed) for seq, sealed in rows]
+        )
+        await self.db.commit()
+
+    async def events(self, case_id: bytes, after: int = 0) -> list[tuple[int, bytes]]:
+        async with self.db.execute(
+            "SELECT seq, sealed FROM events WHERE case_id=? AND seq>=? ORDER BY seq", (case_id, after)
+        ) as cur:
+            return [(int(row[0]), bytes(row[1])) async for row in cur]
+
+    async def entry_bodies(self, case_id: bytes, seqs: list[int]) -> dict[int, bytes]:
+        out: dict[int, bytes] = {}
+        for seq in seqs:
+            async with self.db.execute(
+                "SELECT body FROM entries WHERE case_id=? AND seq=?", (case_id, seq)
+            ) as cur:
+                row = await cur.fetchone()
+            if row is not None:
+                out[seq] = bytes(row[0])
+        return out

@@ -89,6 +89,12 @@ class BrokerConnection:
         self._session = session
         self._own_session = session is None
         self._token: str | None = None
+        #: Told of every new session (token, expiry) and of a logout (None), to keep it across runs.
+        self.on_session: Callable[[Session | None], Awaitable[None]] | None = None
+
+    def resume(self, token: str) -> None:
+        """Use a session token kept from an earlier run; a 401 still logs in again once."""
+        self._token = token
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -174,12 +180,17 @@ class BrokerConnection:
         _, challenge = await self.request("POST", "/v1/auth/challenge", body=request, auth=False)
         response = answer_challenge(self.keys, challenge, server_key=self.server_key)
         _, body = await self.request("POST", "/v1/auth/session", body=response, auth=False)
-        self._token = Session.decode(body).token
+        session = Session.decode(body)
+        self._token = session.token
+        if self.on_session is not None:
+            await self.on_session(session)
 
     async def logout(self) -> None:
         if self._token is not None:
             await self.request("POST", "/v1/auth/logout")
             self._token = None
+            if self.on_session is not None:
+                await self.on_session(None)
 
     # ---------------------------------------------------------------- authenticated
     async def directory(self, agency_id: str, user_id: str) -> Directory:
