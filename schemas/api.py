@@ -36,8 +36,8 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
     if not if_none_match:
         return False
     for candidate in if_none_match.split(","):
-        candidate = candidate.strip()
-        if candidate == "*" or candidate.removeprefix("W/") == etag:
+        tag = candidate.strip()
+        if tag == "*" or tag.removeprefix("W/") == etag:
             return True
     return False
 
