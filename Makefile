@@ -60,6 +60,7 @@ $(VENV)/.bench-installed: $(STAMP)
 
 bench: $(VENV)/.bench-installed
 	$(BIN)/python -m bench.core
+	$(BIN)/python -m bench.coldstart
 	$(BIN)/python -m bench.compare $(BENCH_ARGS)
 
 bench-load: $(STAMP)

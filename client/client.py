@@ -35,14 +35,16 @@ from caseline.client.core import CaseEvent, Ledger, Member, head_code, members_o
 from caseline.client.profile import PostingLock
 from caseline.client.store import LocalStore, Pending, StoredEntry
 from caseline.client.transport import BrokerConnection, with_retries
+from caseline.client.viewstore import ViewStore
 from caseline.crypto import primitives as P
 from caseline.crypto.caselog import KIND_UPDATE, CaseView, entry_hash, signed_entry_hash, verify_receipt
 from caseline.crypto.certs import TrustStore, VerifiedCert, make_enrolment_request
 from caseline.crypto.evidence import EvidenceReport, export_evidence, verify_evidence
 from caseline.crypto.keys import DeviceKeys, fingerprint, normalize_fingerprint
+from caseline.crypto.snapshot import trust_binding
 from caseline.crypto.updates import HISTORY_SHARE
 from caseline.schemas import content as content_schemas
-from caseline.schemas.api import Delivery, Notice
+from caseline.schemas.api import Delivery, Notice, Session
 from caseline.schemas.codec import pack, unpack
 from caseline.schemas.errors import (
     BrokerRefusal,
@@ -77,6 +79,10 @@ CLOSE_REVOKED: Final = 4003
 CLOSE_LOGOUT: Final = 4001
 #: How long a fetched revocation list is trusted to be current before asking again.
 REVOCATION_REFRESH_MS: Final = 60_000
+#: A kept session is not reused this close to its expiry (the broker's clock may run ahead).
+SESSION_MARGIN_MS: Final = 60_000
+#: A long-running process (``follow``) saves a case's view after this many new entries.
+SNAPSHOT_EVERY: Final = 1024
 
 
 def wall_clock() -> int:
@@ -185,7 +191,9 @@ class Client:
         self.server_key: bytes | None = None
         self._broker: BrokerConnection | None = None
         self.ledger: Ledger | None = None
-        self._events: dict[bytes, list[CaseEvent]] = {}
+        self._views = ViewStore(
+            store, local_key=secrets_.local_key, device_id=self.keys.device_id, rng=secrets.token_bytes
+        )
         self._crl_checked_at: int | None = None
         self.retries = 0
         self._post_lock = asyncio.Lock()
@@ -292,11 +300,48 @@ class Client:
         self.ledger = Ledger(
             keys=self.keys, cert=self.cert, trust=self.trust, server_key=self.server_key or b""
         )
+        await self._resume_session()
+
+    async def _resume_session(self) -> None:
+        """Reuse the session an earlier command opened, if it is for this broker and still fresh.
+
+        The token is kept sealed under the local key with its broker and expiry,
+        and never logged or shown.  The broker stays the judge: a token it no
+        longer honours (logout, revocation, restart) gets a 401, and the
+        transport logs in once more.
+        """
+        if self._broker is None:
+            return
+        self._broker.on_session = self._keep_session
+        kept = await self._views.get_secret("session")
+        if kept is None or len(kept) != 3:
+            return
+        url, token, expires_at = kept
+        fresh = isinstance(expires_at, int) and expires_at - SESSION_MARGIN_MS > self.clock()
+        if url == self.server_url and isinstance(token, str) and fresh:
+            self._broker.resume(token)
+
+    async def _keep_session(self, session: Session | None) -> None:
+        if session is None:
+            await self._views.put_secret("session", [])
+        else:
+            await self._views.put_secret("session", [self.server_url, session.token, session.expires_at])
+
+    async def save_views(self) -> None:
+        """Seal every loaded view that moved forward, so the next run starts from here."""
+        if self.ledger is None:
+            return
+        for case_id, view in list(self.ledger.views.items()):
+            await self._views.save(case_id, view, self.trust)
 
     async def close(self) -> None:
-        if self._broker is not None:
-            await self._broker.close()
-        await self.store.close()
+        try:
+            with contextlib.suppress(CaselineError):
+                await self.save_views()
+        finally:
+            if self._broker is not None:
+                await self._broker.close()
+            await self.store.close()
 
     async def __aenter__(self) -> Client:
         return self
@@ -398,13 +443,15 @@ class Client:
             raise UntrustedError(
                 f"the root key offered for {agency_id!r} does not match that fingerprint — do not pin it"
             )
-        self.trust.pin(agency_id, root_key)
+        async with self._changing_trust():
+            self.trust.pin(agency_id, root_key)
         await self.store.pin(agency_id, root_key, self.clock())
         return actual
 
     async def trust_remove(self, agency_id: str) -> bool:
         removed = await self.store.unpin(agency_id)
-        self.trust.unpin(agency_id)
+        async with self._changing_trust():
+            self.trust.unpin(agency_id)
         return removed
 
     def trusted(self) -> dict[str, str]:
@@ -420,26 +467,67 @@ class Client:
         ):
             return
         for agency_id in self.trust.roots:
-            crl = await self.broker.revocations(agency_id)
+            crl = await self.broker.revocations(agency_id, held=self.trust.revocation_list(agency_id))
             if crl is None:
-                continue
-            parsed = self.trust.add_revocation_list(crl)  # verified; an older list raises RevokedError
+                continue  # none published, or the one held is current (304)
+            async with self._changing_trust():
+                parsed = self.trust.add_revocation_list(crl)  # verified; an older list raises RevokedError
             await self.store.put_crl(agency_id, parsed.number, crl)
         self._crl_checked_at = now
 
+    @contextlib.asynccontextmanager
+    async def _changing_trust(self) -> AsyncIterator[None]:
+        """Around any change of pins or revocation lists: forget the views it concerns.
+
+        A view verified under the old lists could hold an update that the new
+        ones void; it is dropped with its snapshot, and the next ``view()``
+        re-verifies the case from genesis, as a fresh run would, rewriting its
+        events.  So a loaded view is always one verified under today's trust,
+        which is what its snapshot's binding records.
+        """
+        views = {} if self.ledger is None else dict(self.ledger.views)
+        before = {case_id: trust_binding(view, self.trust) for case_id, view in views.items()}
+        yield
+        for case_id, view in views.items():
+            if trust_binding(view, self.trust) != before[case_id] and self.ledger is not None:
+                self.ledger.forget(case_id)
+                await self._views.drop(case_id)
+
     # ---------------------------------------------------------------- case views
     async def view(self, case_id: bytes) -> CaseView:
-        """This device's verified view of a case, rebuilt from stored entries on first use."""
+        """This device's verified view of a case: its sealed snapshot, then the entries after it.
+
+        Without a usable snapshot (none yet, or one ``ViewStore.load`` discards)
+        every stored entry is verified again from genesis, as before.
+        """
         ledger = self._ledger()
         if case_id not in ledger.views:
-            events: list[CaseEvent] = []
-            now = self.clock()
-            for e in await self.store.entries(case_id):
-                events += ledger.apply(
-                    case_id, seq=e.seq, kind=e.kind, body=e.body, receipt=e.receipt, now=now
+            restored = await self._views.load(case_id, trust=self.trust, me=self.keys)
+            after = 0
+            if restored is not None:
+                ledger.views[case_id] = restored
+                after = restored.count
+            try:
+                await self._replay(case_id, after)
+            except CaselineError:
+                if restored is None:
+                    raise
+                log.warning(
+                    "case %s: entries after the snapshot fail; re-verifying from genesis", case_id.hex()
                 )
-            self._events[case_id] = events
+                ledger.forget(case_id)
+                await self._views.drop(case_id)
+                await self._replay(case_id, 0)
         return ledger.view(case_id)
+
+    async def _replay(self, case_id: bytes, after: int) -> None:
+        """Verify the stored entries from ``after`` on and keep the events they produce."""
+        ledger = self._ledger()
+        events: list[CaseEvent] = []
+        now = self.clock()
+        for e in await self.store.entries(case_id, after):
+            events += ledger.apply(case_id, seq=e.seq, kind=e.kind, body=e.body, receipt=e.receipt, now=now)
+        await self._views.put_events(case_id, events)
 
     async def _accept(self, case_id: bytes, entries: Sequence[StoredEntry]) -> list[CaseEvent]:
         """Verify entries in log order, store what passed, and describe it."""
@@ -460,10 +548,16 @@ class Client:
                 accepted.append(e)
         finally:
             others = await self.store.add_entries(case_id, accepted)
-            self._events.setdefault(case_id, []).extend(events)
+            await self._kept(case_id, view, events)
         if others:  # another process of this profile stored a different entry at that seq
             raise ForkError(f"the broker showed this profile two different entries at {others[0].seq}")
         return events
+
+    async def _kept(self, case_id: bytes, view: CaseView, events: list[CaseEvent]) -> None:
+        """Entries were stored: keep their events, and now and then the view (long-running follow)."""
+        await self._views.put_events(case_id, events)
+        if view.count - self._views.saved.get(case_id, 0) >= SNAPSHOT_EVERY:
+            await self._views.save(case_id, view, self.trust)
 
     async def sync(self, case_id: bytes) -> list[CaseEvent]:
         """Fetch, verify and store everything new in a case; return what it meant."""
@@ -484,7 +578,7 @@ class Client:
     async def history(self, case_id: bytes) -> list[CaseEvent]:
         """Every verified event of a case this device holds, in log order."""
         await self.view(case_id)
-        return sorted(self._events.get(case_id, []), key=lambda e: (e.seq, e.shared))
+        return sorted(await self._views.events(case_id), key=lambda e: (e.seq, e.shared))
 
     async def cases(self) -> list[CaseSummary]:
         """The cases this device is in, synced, with what is unread."""
@@ -499,7 +593,7 @@ class Client:
             read_upto = await self.store.read_upto(summary.case_id)
             unread = sum(
                 1
-                for e in self._events.get(summary.case_id, [])
+                for e in await self._views.events(summary.case_id, read_upto)
                 if e.kind == "update"
                 and e.seq >= read_upto
                 and (e.author is None or e.author.device_id != me)
@@ -547,9 +641,10 @@ class Client:
     # ---------------------------------------------------------------- membership
     async def _devices(self, agency_id: str, user_id: str) -> list[VerifiedCert]:
         directory = await self.broker.directory(agency_id, user_id)
-        return self._ledger().eligible_devices(
-            directory, agency_id=agency_id, user_id=user_id, now=self.clock()
-        )
+        async with self._changing_trust():  # the directory may carry a newer revocation list
+            return self._ledger().eligible_devices(
+                directory, agency_id=agency_id, user_id=user_id, now=self.clock()
+            )
 
     async def create_case(
         self,
@@ -613,7 +708,7 @@ class Client:
         if not added:
             raise UsageError("every device of those users is already in the case")
         view = await self.view(case_id)
-        readable = [e.seq for e in self._events.get(case_id, []) if e.kind == "update" and e.readable]
+        readable = [e.seq for e in await self.history(case_id) if e.kind == "update" and e.readable]
         await self._commit(case_id, roster)
         if share_history and readable:
             share = view.history_share(recipients=added, seqs=readable)
@@ -800,13 +895,27 @@ class Client:
         ):
             raise ForkError("the broker's receipt is for another entry than the update posted")
         await self.store.drop_pending(pending.update_id)
-        await self.sync(case_id)
+        await self._settle(case_id, pending.envelope, receipt)
         view = await self.view(case_id)
         if r.seq >= view.count or not P.constant_time_equal(view.entry_hashes[r.seq], r.entry_hash):
             raise ForkError("the broker acknowledged an update its log does not hold")
         return Posted(
             case_id=case_id, update_id=pending.update_id, seq=r.seq, receipt_time=r.time, retries=retries
         )
+
+    async def _settle(self, case_id: bytes, envelope: bytes, receipt: bytes) -> None:
+        """Take a just-posted update into the view from its receipt, or sync if others came first.
+
+        When the receipt's position is the next one this view expects, the
+        update and its receipt are all the broker would send for it: applying
+        them checks the receipt's head against the chain this view computed,
+        as a sync would, one request sooner.
+        """
+        view = await self.view(case_id)
+        if verify_receipt(receipt, self.server_key or b"").seq == view.count:
+            await self._accept(case_id, [StoredEntry(view.count, KIND_UPDATE, envelope, receipt)])
+        else:
+            await self.sync(case_id)
 
     async def _refused(self, pending: Pending, exc: BrokerRefusal, *, tries: int) -> Posted:
         """A definitive no.  If a membership change overtook the update, seal it again."""
@@ -1000,7 +1109,7 @@ class Client:
         await self.sync(case_id)
         view = await self.view(case_id)
         stored = {e.seq: e for e in await self.store.entries(case_id)}
-        readable = {e.seq for e in self._events.get(case_id, []) if e.kind == "update" and e.readable}
+        readable = {e.seq for e in await self.history(case_id) if e.kind == "update" and e.readable}
         chosen = sorted(readable if seqs is None else set(seqs))
         for seq in chosen:
             if seq not in readable:

@@ -17,11 +17,12 @@ from typing import Final
 
 import aiosqlite
 from caseline.client.profile import ensure_private_dir
+from caseline.schemas.errors import ProfileError
 
-SCHEMA_VERSION: Final = 1
 #: How long a write waits for another process's write to the same profile.
 BUSY_TIMEOUT_S: Final = 30.0
-SCHEMA: Final = """
+#: Version 1: the schema every profile had before migrations were read (issue 11).
+SCHEMA_V1: Final = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS pins (
     agency_id TEXT PRIMARY KEY, root_key BLOB NOT NULL, added_at INTEGER NOT NULL);
@@ -39,6 +40,20 @@ CREATE TABLE IF NOT EXISTS issued (
 CREATE TABLE IF NOT EXISTS revoked (
     device_id BLOB PRIMARY KEY, serial INTEGER NOT NULL, revoked_at INTEGER NOT NULL, reason TEXT NOT NULL);
 """
+#: Version 2: sealed snapshots of verified case views and the events they produced,
+#: so that opening a profile does not re-verify every case from its genesis.
+SCHEMA_V2: Final = """
+CREATE TABLE views (
+    case_id BLOB PRIMARY KEY, count INTEGER NOT NULL, version INTEGER NOT NULL, sealed BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE events (
+    case_id BLOB NOT NULL, seq INTEGER NOT NULL, sealed BLOB NOT NULL, PRIMARY KEY (case_id, seq)
+) WITHOUT ROWID;
+"""
+#: ``MIGRATIONS[n]`` takes a database from ``user_version`` n to n + 1.  Append only:
+#: a released migration is never edited, since profiles out there already ran it.
+MIGRATIONS: Final[tuple[str, ...]] = (SCHEMA_V1, SCHEMA_V2)
+SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -71,6 +86,44 @@ class Issued:
     published: bool
 
 
+async def schema_version(db: aiosqlite.Connection) -> int:
+    async with db.execute("PRAGMA user_version") as cur:
+        row = await cur.fetchone()
+    return 0 if row is None else int(row[0])
+
+
+async def migrate(db: aiosqlite.Connection) -> None:
+    """Bring ``db`` to ``SCHEMA_VERSION``, one numbered migration after another.
+
+    Each step runs in one ``BEGIN IMMEDIATE`` transaction together with the new
+    ``user_version``, so a crash leaves the database at a version it really has,
+    and two processes opening one profile at once cannot both migrate it (the
+    second waits for the write lock, then re-reads the version).  A database
+    newer than this code is refused rather than opened: older code would not
+    know which of its rows it may ignore.
+    """
+    version = await schema_version(db)
+    if version > SCHEMA_VERSION:
+        raise ProfileError(
+            f"this profile's database is version {version}; this caseline knows up to"
+            f" {SCHEMA_VERSION}: upgrade caseline to open it"
+        )
+    while version < SCHEMA_VERSION:
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            version = await schema_version(db)  # another process may have migrated meanwhile
+            if version < SCHEMA_VERSION:
+                for statement in MIGRATIONS[version].split(";"):
+                    if statement.strip():
+                        await db.execute(statement)
+                version += 1
+                await db.execute(f"PRAGMA user_version={version}")
+            await db.commit()
+        except BaseException:
+            await db.rollback()
+            raise
+
+
 class LocalStore:
     """One profile's database (``state.db``), owner-only, WAL, fully synchronous."""
 
@@ -86,11 +139,13 @@ class LocalStore:
         # writer wait its turn instead of failing at once.
         db = await aiosqlite.connect(path, timeout=BUSY_TIMEOUT_S)
         path.chmod(0o600)
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA synchronous=FULL")
-        await db.executescript(SCHEMA)
-        await db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        await db.commit()
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=FULL")
+            await migrate(db)
+        except BaseException:
+            await db.close()
+            raise
         return cls(db)
 
     async def close(self) -> None:
@@ -259,3 +314,57 @@ class LocalStore:
             (device_id, serial, revoked_at, reason),
         )
         await self.db.commit()
+
+    # -- cold start: sealed view snapshots and events (see client/viewstore.py)
+    async def view_snapshot(self, case_id: bytes) -> tuple[int, int, bytes] | None:
+        """``(count, version, sealed)`` of the stored snapshot of a case, if any."""
+        async with self.db.execute(
+            "SELECT count, version, sealed FROM views WHERE case_id=?", (case_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None else (int(row[0]), int(row[1]), bytes(row[2]))
+
+    async def put_view_snapshot(self, case_id: bytes, count: int, version: int, sealed: bytes) -> bool:
+        """Keep a snapshot unless one at least as far along is stored (another process's).
+
+        Two processes on one profile (a ``follow`` and a ``post``) both save;
+        the one that verified further wins, whichever writes last.
+        """
+        cur = await self.db.execute(
+            "INSERT INTO views VALUES (?, ?, ?, ?) ON CONFLICT(case_id) DO UPDATE SET"
+            " count = excluded.count, version = excluded.version, sealed = excluded.sealed"
+            " WHERE excluded.count > views.count",
+            (case_id, count, version, sealed),
+        )
+        await self.db.commit()
+        return cur.rowcount > 0
+
+    async def drop_view_snapshot(self, case_id: bytes) -> None:
+        await self.db.execute("DELETE FROM views WHERE case_id=?", (case_id,))
+        await self.db.commit()
+
+    async def put_events(self, case_id: bytes, rows: list[tuple[int, bytes]]) -> None:
+        """Sealed events by the log position that produced them (re-verification replaces them)."""
+        if not rows:
+            return
+        await self.db.executemany(
+            "INSERT OR REPLACE INTO events VALUES (?, ?, ?)", [(case_id, seq, sealed) for seq, sealed in rows]
+        )
+        await self.db.commit()
+
+    async def events(self, case_id: bytes, after: int = 0) -> list[tuple[int, bytes]]:
+        async with self.db.execute(
+            "SELECT seq, sealed FROM events WHERE case_id=? AND seq>=? ORDER BY seq", (case_id, after)
+        ) as cur:
+            return [(int(row[0]), bytes(row[1])) async for row in cur]
+
+    async def entry_bodies(self, case_id: bytes, seqs: list[int]) -> dict[int, bytes]:
+        out: dict[int, bytes] = {}
+        for seq in seqs:
+            async with self.db.execute(
+                "SELECT body FROM entries WHERE case_id=? AND seq=?", (case_id, seq)
+            ) as cur:
+                row = await cur.fetchone()
+            if row is not None:
+                out[seq] = bytes(row[0])
+        return out

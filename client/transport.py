@@ -30,6 +30,7 @@ from caseline.schemas.api import (
     ServerInfo,
     Session,
     Subscribe,
+    revocation_etag,
 )
 from caseline.schemas.errors import (
     BrokerRefusal,
@@ -88,6 +89,12 @@ class BrokerConnection:
         self._session = session
         self._own_session = session is None
         self._token: str | None = None
+        #: Told of every new session (token, expiry) and of a logout (None), to keep it across runs.
+        self.on_session: Callable[[Session | None], Awaitable[None]] | None = None
+
+    def resume(self, token: str) -> None:
+        """Use a session token kept from an earlier run; a 401 still logs in again once."""
+        self._token = token
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -110,6 +117,7 @@ class BrokerConnection:
         auth: bool = True,
         retried: bool = False,
         idempotent: bool | None = None,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> tuple[int, bytes]:
         """One request; ``idempotent`` ones survive a pooled connection the broker closed.
 
@@ -120,6 +128,7 @@ class BrokerConnection:
         revocation list), are sent once more on a fresh connection.
         """
         headers = {"Content-Type": MSGPACK} if body is not None else {}
+        headers.update(extra_headers or {})
         if auth:
             if self._token is None:
                 await self.login()
@@ -144,7 +153,15 @@ class BrokerConnection:
                 raise BrokerUnavailable(f"no answer from {self.url}: {type(exc).__name__}") from None
         if status == 401 and auth and not retried:
             self._token = None  # expired or logged out: log in again once
-            return await self.request(method, path, body=body, auth=auth, retried=True, idempotent=idempotent)
+            return await self.request(
+                method,
+                path,
+                body=body,
+                auth=auth,
+                retried=True,
+                idempotent=idempotent,
+                extra_headers=extra_headers,
+            )
         if status >= 400:
             raise _problem(status, data, resp_headers)
         return status, data
@@ -156,9 +173,18 @@ class BrokerConnection:
     async def agency(self, agency_id: str) -> AgencyInfo:
         return AgencyInfo.decode((await self.request("GET", f"/v1/agencies/{agency_id}", auth=False))[1])
 
-    async def revocations(self, agency_id: str) -> bytes | None:
+    async def revocations(self, agency_id: str, *, held: bytes | None = None) -> bytes | None:
+        """The agency's list, or None when it has none or it is still ``held`` (a 304).
+
+        ``held`` is the list this client already verified: its ETag is sent as
+        ``If-None-Match``, so an unchanged list costs a header, not a body.
+        """
+        headers = {"If-None-Match": revocation_etag(held)} if held is not None else None
         try:
-            return (await self.request("GET", f"/v1/agencies/{agency_id}/revocations", auth=False))[1]
+            status, body = await self.request(
+                "GET", f"/v1/agencies/{agency_id}/revocations", auth=False, extra_headers=headers
+            )
+            return None if status == 304 else body
         except BrokerRefusal as exc:
             if exc.status == 404:
                 return None
@@ -178,12 +204,17 @@ class BrokerConnection:
         _, challenge = await self.request("POST", "/v1/auth/challenge", body=request, auth=False)
         response = answer_challenge(self.keys, challenge, server_key=self.server_key)
         _, body = await self.request("POST", "/v1/auth/session", body=response, auth=False)
-        self._token = Session.decode(body).token
+        session = Session.decode(body)
+        self._token = session.token
+        if self.on_session is not None:
+            await self.on_session(session)
 
     async def logout(self) -> None:
         if self._token is not None:
             await self.request("POST", "/v1/auth/logout")
             self._token = None
+            if self.on_session is not None:
+                await self.on_session(None)
 
     # ---------------------------------------------------------------- authenticated
     async def directory(self, agency_id: str, user_id: str) -> Directory:

@@ -194,6 +194,10 @@ class TrustStore:
     def revocation_lists(self) -> list[bytes]:
         return list(self._crl_bytes.values())
 
+    def revocation_list(self, agency_id: str) -> bytes | None:
+        """The exact bytes of the list held for ``agency_id`` (to ask the broker whether it changed)."""
+        return self._crl_bytes.get(agency_id)
+
     def revocation_number(self, agency_id: str) -> int:
         held = self._crls.get(agency_id)
         return -1 if held is None else held.number

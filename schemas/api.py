@@ -11,6 +11,7 @@ not wrapped.  Errors are ``application/problem+json`` (RFC 9457); see
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import Final
 
 from caseline.schemas.codec import Bin, Nested, Seq, Struct, Text, UInt, wire
@@ -18,6 +19,27 @@ from caseline.schemas.wire import AGENCY_ID, HASH, ID, MAX_CERT_BYTES, MAX_ROSTE
 
 MAX_PAGE: Final = 512
 MAX_SUBSCRIPTIONS: Final = 4096
+
+
+def revocation_etag(signed_list: bytes) -> str:
+    """The HTTP entity tag of a revocation list: a strong ETag over its exact signed bytes.
+
+    Both sides compute it from bytes they hold, so a client needs to store
+    nothing beyond the list itself to ask ``If-None-Match``.  It is a cache
+    validator only: the client still verifies every list it adopts.
+    """
+    return '"' + hashlib.sha256(signed_list).hexdigest() + '"'
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether an ``If-None-Match`` header names ``etag`` (RFC 9110 §13.1.2, weak comparison)."""
+    if not if_none_match:
+        return False
+    for candidate in if_none_match.split(","):
+        tag = candidate.strip()
+        if tag == "*" or tag.removeprefix("W/") == etag:
+            return True
+    return False
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -103,6 +103,10 @@ def problems(*codes: str) -> dict[str, Any]:
 
 
 AUTH: list[dict[str, list[str]]] = [{"session": []}]
+ETAG: dict[str, Any] = {
+    "description": "quoted lowercase hex SHA-256 of the exact signed list",
+    "schema": {"type": "string", "pattern": '^"[0-9a-f]{64}"$'},
+}
 CASE = {
     "name": "case_id",
     "in": "path",
@@ -207,8 +211,25 @@ def build() -> dict[str, Any]:
         "/v1/agencies/{agency_id}/revocations": {
             "get": {
                 "summary": "The agency's latest revocation list",
-                "parameters": [AGENCY],
-                "responses": {**ok("SignedRevocationList"), **problems("400", "404")},
+                "description": (
+                    "Conditional: the ETag is the quoted hex SHA-256 of the list's exact signed"
+                    " bytes, so a client computes it from the list it holds and sends it as"
+                    " If-None-Match; an unchanged list is answered 304 with no body."
+                ),
+                "parameters": [
+                    AGENCY,
+                    {
+                        "name": "If-None-Match",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string", "maxLength": 1024},
+                    },
+                ],
+                "responses": {
+                    "200": {**ok("SignedRevocationList")["200"], "headers": {"ETag": ETAG}},
+                    "304": {"description": "the list is the one the client holds", "headers": {"ETag": ETAG}},
+                    **problems("400", "404"),
+                },
             },
             "put": {
                 "summary": "Publish a revocation list (authorised by the agency's signature)",

@@ -28,6 +28,8 @@ from caseline.schemas.api import (
     ServerInfo,
     Session,
     Subscribe,
+    etag_matches,
+    revocation_etag,
 )
 from caseline.schemas.errors import (
     BrokerNotFound,
@@ -236,7 +238,12 @@ async def get_revocations(request: web.Request) -> web.Response:
     data = await request.app[STORE].get_revocation_list(agency_id)
     if data is None:
         raise BrokerNotFound("this agency has published no revocation list")
-    return reply(data)
+    etag = revocation_etag(data)
+    if etag_matches(request.headers.get("If-None-Match"), etag):
+        return web.Response(status=304, headers={"ETag": etag})  # the client's list is current
+    response = reply(data)
+    response.headers["ETag"] = etag
+    return response
 
 
 async def put_revocations(request: web.Request) -> web.Response:

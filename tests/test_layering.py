@@ -8,6 +8,8 @@ the RNG themselves; dependencies point one way (schemas ← crypto ← cores).
 from __future__ import annotations
 
 import ast
+import subprocess  # nosec B404 - runs this interpreter on a fixed snippet
+import sys
 from pathlib import Path
 
 import pytest
@@ -60,3 +62,32 @@ def test_dependencies_point_one_way(layer: str) -> None:
             parts = module.split(".")
             if parts[0] == "caseline":
                 assert parts[1] in allowed, f"{layer}/{path.name} imports {module}"
+
+
+#: Modules that must import in a fresh interpreter without pulling in any I/O library.
+IO_FREE_IMPORTS = ("caseline.client.core", "caseline.server.core", "caseline.crypto.caselog")
+
+
+@pytest.mark.parametrize("module", IO_FREE_IMPORTS)
+def test_core_imports_without_io_libraries(module: str) -> None:
+    """The AST check above sees one file; this one sees what importing it really loads.
+
+    A package ``__init__`` that eagerly imports its I/O edge would drag aiohttp
+    in behind a clean core module; this catches that.
+    """
+    code = (
+        f"import sys, {module}\n"
+        "loaded = sorted({m.split('.')[0] for m in sys.modules} & {'aiohttp', 'aiosqlite', 'asyncio'})\n"
+        "assert not loaded, loaded\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def test_client_package_still_exports_its_names() -> None:
+    import caseline.client as package
+
+    for name in package.__all__:
+        assert getattr(package, name) is not None
+    with pytest.raises(AttributeError):
+        _ = package.NoSuchName

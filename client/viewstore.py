@@ -1,0 +1,147 @@
+"""Where a profile keeps its verified case views between runs, sealed under the local key.
+
+Opening a profile used to replay every stored entry of a case through
+``CaseView.apply``: 33 s for a 100,000-entry case, on every command.  Now the
+last verified view is kept as a snapshot (``caseline.crypto.snapshot``) sealed
+with XChaCha20-Poly1305 under ``DeviceSecrets.local_key``; its associated data
+binds the case id, the snapshot's entry count and its format version.  On open
+the snapshot is restored and only the stored entries after its count are
+verified.
+
+A snapshot is all or nothing.  One that fails to open (tampered, another
+device's, moved to another case or count), has a format version this code
+does not know, does not decode, or was verified under other trust than holds
+now (a revocation or pin of one of the case's devices changed) is discarded,
+and the caller rebuilds the view from genesis — it is never trusted in part.
+A stale one is harmless: the entries after it are verified as they would be
+from genesis.
+
+Several processes may use one profile at once (a ``follow`` and a ``post``):
+a snapshot is written only when it is further along than the stored one
+(``LocalStore.put_view_snapshot``).  The events each entry produced are kept
+sealed beside it (``core_state`` says why).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+from caseline.client import core_state
+from caseline.client.core import CaseEvent
+from caseline.client.store import LocalStore
+from caseline.crypto.caselog import CaseView
+from caseline.crypto.certs import TrustStore
+from caseline.crypto.keys import DeviceKeys
+from caseline.crypto.snapshot import SNAPSHOT_VERSION, Snapshot, snapshot, trust_binding
+from caseline.schemas.codec import pack, unpack
+from caseline.schemas.errors import CaselineError
+
+log = logging.getLogger(__name__)
+
+Rng = Callable[[int], bytes]
+
+
+class ViewStore:
+    """Sealed snapshots, events and small secrets of one profile, for one device."""
+
+    def __init__(self, store: LocalStore, *, local_key: bytes, device_id: bytes, rng: Rng) -> None:
+        self.store = store
+        self._key = local_key
+        self._device_id = device_id
+        self._rng = rng
+        #: Loaded or saved counts per case: a save that would not move forward is skipped.
+        self.saved: dict[bytes, int] = {}
+
+    def _seal(self, plaintext: bytes, aad: bytes) -> bytes:
+        return core_state.seal(self._key, self._rng(24), plaintext, aad)
+
+    # ---------------------------------------------------------------- snapshots
+    async def load(self, case_id: bytes, *, trust: TrustStore, me: DeviceKeys) -> CaseView | None:
+        """The stored view of ``case_id`` if it opens, decodes and is bound to today's trust.
+
+        Returns None — the caller rebuilds from genesis — for a missing, foreign,
+        tampered, unknown-version or stale snapshot; a discarded one is deleted.
+        """
+        row = await self.store.view_snapshot(case_id)
+        if row is None:
+            return None
+        count, version, sealed = row
+        try:
+            if version != SNAPSHOT_VERSION:
+                raise LookupError(f"format version {version}")
+            frozen = Snapshot(
+                core_state.open_sealed(self._key, sealed, core_state.snapshot_aad(case_id, count, version))
+            )
+            if frozen.case_id != case_id or frozen.count != count:
+                raise LookupError("snapshot names another case or count than its row")
+            bodies = await self.store.entry_bodies(case_id, list(frozen.held_seqs))
+            view = frozen.restore(trust=trust, me=me, held_bodies=bodies)
+            if trust_binding(view, trust) != frozen.binding:
+                raise LookupError("verified under other pins or revocations than held now")
+        except (CaselineError, LookupError, ValueError, TypeError) as exc:
+            log.info(
+                "case %s: discarding its view snapshot (%s); re-verifying from genesis", case_id.hex(), exc
+            )
+            await self.store.drop_view_snapshot(case_id)
+            return None
+        self.saved[case_id] = count
+        return view
+
+    async def save(self, case_id: bytes, view: CaseView, trust: TrustStore) -> bool:
+        """Seal and keep ``view`` if it is further along than what this process last loaded or saved."""
+        if view.state is None or view.count <= self.saved.get(case_id, 0):
+            return False
+        data = snapshot(view, binding=trust_binding(view, trust))
+        aad = core_state.snapshot_aad(case_id, view.count, SNAPSHOT_VERSION)
+        written = await self.store.put_view_snapshot(
+            case_id, view.count, SNAPSHOT_VERSION, self._seal(data, aad)
+        )
+        self.saved[case_id] = view.count
+        return written
+
+    async def drop(self, case_id: bytes) -> None:
+        self.saved.pop(case_id, None)
+        await self.store.drop_view_snapshot(case_id)
+
+    # ---------------------------------------------------------------- events
+    async def put_events(self, case_id: bytes, events: Sequence[CaseEvent]) -> None:
+        """Keep events grouped by the entry that produced them (a share's unlocked ones ride along)."""
+        groups: list[list[CaseEvent]] = []
+        for event in events:
+            if event.shared and groups:
+                groups[-1].append(event)
+            else:
+                groups.append([event])
+        rows = []
+        for group in groups:
+            seq = group[0].seq
+            rows.append(
+                (seq, self._seal(core_state.encode_events(group), core_state.events_aad(case_id, seq)))
+            )
+        await self.store.put_events(case_id, rows)
+
+    async def events(self, case_id: bytes, after: int = 0) -> list[CaseEvent]:
+        """Stored events of entries from ``after`` on.  One that fails to open is an error, not a gap."""
+        out: list[CaseEvent] = []
+        for seq, sealed in await self.store.events(case_id, after):
+            plain = core_state.open_sealed(self._key, sealed, core_state.events_aad(case_id, seq))
+            out += core_state.decode_events(case_id, plain)
+        return out
+
+    # ---------------------------------------------------------------- small sealed values
+    async def get_secret(self, name: str) -> list[object] | None:
+        """A sealed value kept in ``meta``; None if absent or if it does not open (then forgotten)."""
+        blob = await self.store.get(name)
+        if blob is None:
+            return None
+        try:
+            value = unpack(
+                core_state.open_sealed(self._key, blob, core_state.meta_aad(name, self._device_id))
+            )
+        except CaselineError:
+            return None
+        return value if isinstance(value, list) else None
+
+    async def put_secret(self, name: str, value: list[object]) -> None:
+        await self.store.put(name, self._seal(pack(value), core_state.meta_aad(name, self._device_id)))
