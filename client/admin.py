@@ -122,7 +122,10 @@ class AgencyAdmin:
         except MalformedError as exc:
             raise UsageError(f"not an enrolment request: {exc}") from None
         if req.agency_id != self.agency_id:
-            raise NotPermittedError(f"the request is addressed to {req.agency_id!r}, not {self.agency_id!r}")
+            raise UsageError(
+                f"the request is addressed to {req.agency_id!r}, not {self.agency_id!r}:"
+                f" {req.agency_id}'s administrator must issue it"
+            )
         if role not in DEVICE_ROLES:
             raise UsageError(f"role must be one of {', '.join(sorted(DEVICE_ROLES))}")
         scopes = tuple(scopes)

@@ -30,14 +30,15 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final, NoReturn
+from typing import Any, Final
 
 from caseline.client.admin import AgencyAdmin, Published, publish_folder
-from caseline.client.client import Client, parse_member, verify_bundle
+from caseline.client.client import Client, broker_url, parse_member, verify_bundle
 from caseline.client.core import CaseEvent
 from caseline.client.profile import home_dir, profile_dir
 from caseline.client.store import LocalStore
 from caseline.client.transport import BrokerConnection
+from caseline.crypto.certs import open_enrolment_request
 from caseline.crypto.keys import fingerprint
 from caseline.schemas import content as content_schemas
 from caseline.schemas.errors import (
@@ -47,6 +48,7 @@ from caseline.schemas.errors import (
     CaselineError,
     UsageError,
 )
+from caseline.schemas.wire import DeviceCert, RevocationList, decode_signed
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
@@ -75,6 +77,36 @@ def when(ms: int) -> str:
     if not ms:
         return "-"
     return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def other_object(data: bytes) -> str | None:
+    """Name the caseline object ``data`` is, if it is one of those often mistaken for a bundle.
+
+    A file of the wrong kind is the caller's mistake (exit 2); only what is
+    meant to be a bundle and fails to verify is untrusted data (exit 3).
+    """
+    for name, decode in (
+        ("a device certificate", lambda: DeviceCert.decode(decode_signed(data)[0])),
+        ("a revocation list", lambda: RevocationList.decode(decode_signed(data)[0])),
+        ("an enrolment request", lambda: open_enrolment_request(data)),
+    ):
+        try:
+            decode()
+        except CaselineError:
+            continue
+        return name
+    return None
+
+
+def hex_arg(text: str, name: str, size: int) -> bytes:
+    """An id or key typed in full: a prefix is refused, since it could name the wrong device."""
+    try:
+        value = bytes.fromhex(text.strip())
+    except ValueError:
+        value = b""
+    if len(value) != size:
+        raise UsageError(f"{name} takes {size * 2} hex digits, in full (`caseline agency list` shows them)")
+    return value
 
 
 def parse_instant(text: str) -> int:
@@ -237,7 +269,7 @@ async def cmd_init(args: argparse.Namespace, out: Out) -> int:
 
 async def cmd_login(args: argparse.Namespace, out: Out) -> int:
     cert = Path(args.cert).read_bytes() if args.cert else None
-    server_key = bytes.fromhex(args.server_key) if args.server_key else None
+    server_key = hex_arg(args.server_key, "--server-key", 32) if args.server_key else None
     async with await open_client(args) as client:
         ident = await client.login(cert=cert, server_url=args.server, server_key=server_key)
     key_fpr = _server_fpr(ident.server_key)
@@ -279,7 +311,7 @@ async def cmd_whoami(args: argparse.Namespace, out: Out) -> int:
 async def cmd_trust(args: argparse.Namespace, out: Out) -> int:
     async with await open_client(args) as client:
         if args.trust_cmd == "add":
-            root = bytes.fromhex(args.root_key) if args.root_key else None
+            root = hex_arg(args.root_key, "--root-key", 32) if args.root_key else None
             fpr = await client.trust_add(args.agency, args.fingerprint, root_key=root)
             if out.as_json:
                 out.data({"agency": args.agency, "fingerprint": fpr})
@@ -384,7 +416,9 @@ async def cmd_case(args: argparse.Namespace, out: Out) -> int:
                 if bool(args.member) == bool(args.device):
                     raise UsageError("name members (AGENCY:USER) or --device IDs, not both")
                 if args.device:
-                    devices = await client.remove_devices(case_id, [bytes.fromhex(d) for d in args.device])
+                    devices = await client.remove_devices(
+                        case_id, [hex_arg(d, "--device", 16) for d in args.device]
+                    )
                 else:
                     users2 = [(a, u) for a, u, _ in (parse_member(m) for m in args.member)]
                     devices = await client.remove_members(case_id, users2)
@@ -534,6 +568,9 @@ async def cmd_evidence(args: argparse.Namespace, out: Out) -> int:
         data = Path(args.bundle).read_bytes()
     except OSError as exc:
         raise UsageError(f"cannot read {args.bundle}: {exc.strerror}") from None
+    not_a_bundle = other_object(data)
+    if not_a_bundle:
+        raise UsageError(f"{args.bundle} is {not_a_bundle}, not an evidence bundle")
     report = verify_bundle(data, pins)
     records: list[dict[str, str | int]] = [
         {
@@ -613,7 +650,7 @@ async def cmd_agency(args: argparse.Namespace, out: Out) -> int:
             out.say(f"issued a certificate ({args.role}): {args.output}")
         elif sub == "revoke":
             since = parse_instant(args.since) if args.since else None
-            crl = await admin.revoke(bytes.fromhex(args.device), reason=args.reason, since=since)
+            crl = await admin.revoke(hex_arg(args.device, "DEVICE", 16), reason=args.reason, since=since)
             if out.as_json:
                 out.data({"revoked": args.device, "since": args.since, "list_bytes": len(crl)})
             out.say(f"revoked {args.device}; run `caseline agency publish` to cut it off")
@@ -656,7 +693,9 @@ async def cmd_agency(args: argparse.Namespace, out: Out) -> int:
                 f" `caseline agency publish --from {args.folder} --server URL`"
             )
         elif sub == "publish":
-            broker = BrokerConnection(args.server, keys=None, server_key=None, timeout=args.timeout)
+            broker = BrokerConnection(
+                broker_url(args.server), keys=None, server_key=None, timeout=args.timeout
+            )
             try:
                 result = await admin.publish(broker)
             finally:
@@ -669,7 +708,7 @@ async def cmd_agency(args: argparse.Namespace, out: Out) -> int:
 
 async def publish_from_folder(args: argparse.Namespace, out: Out) -> int:
     """The networked half of an offline root: no profile, no passphrase, nothing secret."""
-    broker = BrokerConnection(args.server, keys=None, server_key=None, timeout=args.timeout)
+    broker = BrokerConnection(broker_url(args.server), keys=None, server_key=None, timeout=args.timeout)
     try:
         report_published(await publish_folder(broker, Path(args.from_folder)), out)
     finally:
@@ -873,9 +912,5 @@ def report(out: Out, exc: BaseException, reason: str) -> int:
     return code
 
 
-def run() -> NoReturn:
-    sys.exit(main())
-
-
 if __name__ == "__main__":
-    run()
+    sys.exit(main())

@@ -24,6 +24,7 @@ import logging
 import random
 import secrets
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -145,6 +146,18 @@ class CaseReport:
     voided: int
 
 
+def broker_url(text: str) -> str:
+    """A broker's base URL as typed: ``https://host[:port]`` (``http://`` for loopback tests)."""
+    url = urllib.parse.urlsplit(text.strip().rstrip("/"))
+    try:
+        url.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        url = url._replace(netloc="")
+    if url.scheme not in ("https", "http") or not url.hostname or url.path or url.query or url.fragment:
+        raise UsageError(f"{text!r} is not a broker URL: give it as https://HOST[:PORT]")
+    return url.geturl()
+
+
 def backoff_delay(failures: int, cap: float) -> float:
     """Full-jitter exponential backoff: many followers cut off at once do not return at once."""
     return random.uniform(0, min(cap, 0.1 * 2**failures))  # noqa: S311 - jitter, not a secret  # nosec B311
@@ -235,14 +248,18 @@ class Client:
                 raise ProfileError("a new device needs a passphrase, or a key file for a bot")
             await store.put("agency", agency_id.encode())
             await store.put("user", user_id.encode())
-            await store.put("server-url", server_url.encode())
+            await store.put("server-url", broker_url(server_url).encode())
             request = make_enrolment_request(device.keys(), agency_id=agency_id, user_id=user_id, now=clock())
             await store.put("request", request)
         except BaseException:
             await store.close()
             raise
         client = cls(store, directory, secrets_=device, clock=clock, session=session)
-        await client._load()
+        try:
+            await client._load()
+        except BaseException:
+            await client.close()
+            raise
         return client
 
     @classmethod
@@ -264,7 +281,11 @@ class Client:
             await store.close()
             raise
         client = cls(store, directory, secrets_=device, clock=clock, timeout=timeout, session=session)
-        await client._load()
+        try:
+            await client._load()
+        except BaseException:  # Ctrl-C included: a store left open outlives the event loop
+            await client.close()
+            raise
         return client
 
     @staticmethod
@@ -398,7 +419,7 @@ class Client:
         given as ``server_key``); later a different key is refused.
         """
         if server_url:
-            self.server_url = server_url.rstrip("/")
+            self.server_url = broker_url(server_url)
             await self.store.put("server-url", self.server_url.encode())
             await self._load()
         agency = (await self.store.get("agency") or b"").decode()

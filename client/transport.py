@@ -43,6 +43,10 @@ from caseline.schemas.errors import (
 MSGPACK: Final = "application/msgpack"
 MAX_RESPONSE: Final = 64 * 1024 * 1024
 MAX_FRAME: Final = 4 * 1024 * 1024
+#: Seconds an idle pooled connection is kept for the next request.
+KEEPALIVE_S: Final = 2.0
+#: Times an idempotent request is sent again after the broker closed its pooled connection.
+STALE_RESENDS: Final = 3
 T = TypeVar("T")
 
 
@@ -99,7 +103,10 @@ class BrokerConnection:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self.timeout)
+            # Idle connections are let go well before a broker's idle timer (5 s by
+            # default) would close them under a request.
+            connector = aiohttp.TCPConnector(keepalive_timeout=KEEPALIVE_S)
+            self._session = aiohttp.ClientSession(timeout=self.timeout, connector=connector)
         return self._session
 
     async def close(self) -> None:
@@ -133,7 +140,8 @@ class BrokerConnection:
             if self._token is None:
                 await self.login()
             headers["Authorization"] = f"Bearer {self._token}"
-        again = method in ("GET", "PUT") if idempotent is None else idempotent
+        # Each stale pooled connection costs one more try; a pool holds few idle ones.
+        resends = STALE_RESENDS if (method in ("GET", "PUT") if idempotent is None else idempotent) else 0
         while True:
             try:
                 async with self.session.request(
@@ -146,9 +154,9 @@ class BrokerConnection:
             except aiohttp.ClientConnectorError as exc:  # no connection at all: nothing was sent
                 raise BrokerUnavailable(f"no answer from {self.url}: {type(exc).__name__}") from None
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-                if not again:
+                if not resends:
                     raise BrokerUnavailable(f"no answer from {self.url}: {type(exc).__name__}") from None
-                again = False
+                resends -= 1
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise BrokerUnavailable(f"no answer from {self.url}: {type(exc).__name__}") from None
         if status == 401 and auth and not retried:
@@ -200,10 +208,14 @@ class BrokerConnection:
         """Challenge–response: sign the broker's fresh challenge, get a session token."""
         if self.keys is None or self.server_key is None:
             raise ProfileError("this profile has no enrolled device: run `caseline login --cert FILE`")
+        # Both steps may be sent again on a fresh connection: a second challenge
+        # costs nothing, and an answer the broker did use is refused, not reused.
         request = ChallengeRequest(device_id=self.keys.device_id).encode()
-        _, challenge = await self.request("POST", "/v1/auth/challenge", body=request, auth=False)
+        path = "/v1/auth/challenge"
+        _, challenge = await self.request("POST", path, body=request, auth=False, idempotent=True)
         response = answer_challenge(self.keys, challenge, server_key=self.server_key)
-        _, body = await self.request("POST", "/v1/auth/session", body=response, auth=False)
+        path = "/v1/auth/session"
+        _, body = await self.request("POST", path, body=response, auth=False, idempotent=True)
         session = Session.decode(body)
         self._token = session.token
         if self.on_session is not None:

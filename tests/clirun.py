@@ -35,7 +35,13 @@ async def start_cli(home: Path, *args: str) -> asyncio.subprocess.Process:
 
 
 async def finish(proc: asyncio.subprocess.Process, timeout: float = 120) -> tuple[int, str, str]:
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=timeout)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=timeout)
+    except BaseException:
+        if proc.returncode is None:
+            proc.kill()  # never leave a stray CLI behind a failed test
+            await proc.wait()
+        raise
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
 
@@ -44,12 +50,14 @@ async def cli(home: Path, *args: str) -> tuple[int, str, str]:
     return await finish(await start_cli(home, *args))
 
 
-def cli_home(client: Client) -> tuple[Path, str]:
-    """A CASELINE_HOME whose profile is the library client's own: two processes, one profile."""
-    home = client.directory.parent / f"cli-home-{client.directory.name}"
-    (home / "profiles").mkdir(parents=True, mode=0o700)
-    (home / "profiles" / client.directory.name).symlink_to(client.directory)
-    return home, client.directory.name
+def cli_home(profile: Client | Path) -> tuple[Path, str]:
+    """A CASELINE_HOME whose profile is a library client's own: two processes, one profile."""
+    directory = profile.directory if isinstance(profile, Client) else profile
+    home = directory.parent / f"cli-home-{directory.name}"
+    if not home.exists():
+        (home / "profiles").mkdir(parents=True, mode=0o700)
+        (home / "profiles" / directory.name).symlink_to(directory)
+    return home, directory.name
 
 
 async def until_following(proc: asyncio.subprocess.Process) -> None:
