@@ -46,6 +46,9 @@ EXIT_REFUSED: Final = 4
 EXIT_TEMPORARY: Final = 5
 EXIT_PROFILE: Final = 6
 
+#: Every problem ``type`` the broker sends is this base and the error's ``code``.
+PROBLEM_TYPE_BASE: Final = "https://caseline.example/problems/"
+
 #: Broker answers worth repeating unchanged: overload, rate limits, server-side failures.
 TRANSIENT_STATUSES: Final = frozenset({0, 408, 429, 500, 502, 503, 504, 507})
 

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from caseline.schemas import api, wire
+from caseline.schemas import api, errors, wire
 from caseline.schemas.codec import WIRE_VERSION, Bin, Bool, Kind, Nested, Seq, Struct, Text, UInt
 
 PATH = Path(__file__).with_name("openapi.json")
@@ -179,7 +179,12 @@ def build() -> dict[str, Any]:
         "type": "object",
         "required": ["type", "title", "status", "detail"],
         "properties": {
-            "type": {"type": "string", "format": "uri"},
+            "type": {
+                "type": "string",
+                "format": "uri",
+                "enum": [errors.PROBLEM_TYPE_BASE + code for code in sorted(errors.problem_titles())],
+                "description": "A stable URI: the base and a code from schemas/errors.py",
+            },
             "title": {"type": "string"},
             "status": {"type": "integer"},
             "detail": {"type": "string"},

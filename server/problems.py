@@ -13,7 +13,7 @@ from typing import Final
 from aiohttp import web
 from caseline.schemas import errors
 
-TYPE_BASE: Final = "https://caseline.example/problems/"
+TYPE_BASE: Final = errors.PROBLEM_TYPE_BASE
 CONTENT_TYPE: Final = "application/problem+json"
 
 #: Every problem code the broker answers with, and its title: from the error classes.
