@@ -18,8 +18,9 @@ from caseline.client.admin import AgencyAdmin
 from caseline.client.client import Client
 from caseline.client.transport import BrokerConnection
 from caseline.crypto.keys import SigningKey
-from caseline.server.app import CORE, STORE, create_app
+from caseline.server.app import create_app
 from caseline.server.config import ServerConfig
+from caseline.server.keys import CORE, STORE
 from caseline.server.store import AgencyRow
 
 PASSPHRASE = "correct horse battery staple"

@@ -18,8 +18,8 @@ from caseline.crypto.certs import issue_revocation_list
 from caseline.crypto.commits import create_commit, log_anchor
 from caseline.schemas.api import ChallengeRequest
 from caseline.schemas.wire import LogPosition
-from caseline.server.app import CONFIG, STORE
 from caseline.server.core import token_hash
+from caseline.server.keys import CONFIG, STORE
 
 from tests.broker import MSGPACK, Officer
 from tests.conftest import Deployment

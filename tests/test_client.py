@@ -25,7 +25,7 @@ from caseline.schemas.errors import (
     UntrustedError,
     UsageError,
 )
-from caseline.server.app import HUB, STORE
+from caseline.server.keys import HUB, STORE
 from caseline.server.stream import CLOSE_SLOW
 
 from tests.agencies import PASSPHRASE, Network, start_network

@@ -19,7 +19,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from caseline.client.client import Client
 from caseline.schemas.errors import BrokerRefusal, CaselineError
-from caseline.server.app import STORE
+from caseline.server.keys import STORE
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
