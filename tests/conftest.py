@@ -12,8 +12,8 @@ from caseline.crypto.keys import SigningKey
 from caseline.server.app import create_app
 from caseline.server.config import ServerConfig
 
-from tests.broker import Officer, register_agencies
-from tests.world import World
+from tests.support.broker import Officer, register_agencies
+from tests.support.world import World
 
 ClientFactory = Callable[[Application], Awaitable[TestClient]]
 

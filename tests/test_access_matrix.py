@@ -21,8 +21,8 @@ from caseline.schemas.wire import LogPosition
 from caseline.server.core import token_hash
 from caseline.server.keys import CONFIG, STORE
 
-from tests.broker import MSGPACK, Officer
 from tests.conftest import Deployment
+from tests.support.broker import MSGPACK, Officer
 from tests.test_updates import ALERT
 
 PRINCIPALS = (

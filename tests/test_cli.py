@@ -26,7 +26,7 @@ from caseline.schemas.errors import (
     EXIT_USAGE,
 )
 
-from tests.agencies import PASSPHRASE, Network, start_network
+from tests.support.agencies import PASSPHRASE, Network, start_network
 
 
 @pytest.fixture

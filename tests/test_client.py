@@ -28,8 +28,8 @@ from caseline.schemas.errors import (
 from caseline.server.keys import HUB, STORE
 from caseline.server.stream import CLOSE_SLOW
 
-from tests.agencies import PASSPHRASE, Network, start_network
-from tests.hostile import forward
+from tests.support.agencies import PASSPHRASE, Network, start_network
+from tests.support.hostile import forward
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from caseline.client.client import verify_bundle
 
-from tests.agencies import Network, start_network
+from tests.support.agencies import Network, start_network
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """A compromised broker attacks honest clients; each attack is detected by name.
 
-The broker here holds the real receipt key (tests/hostile.py), so receipts and
+The broker here holds the real receipt key (tests/support/hostile.py), so receipts and
 heads always check out: only the protocol — signatures, the commit chain, the
 sender chains and the gossip in every update — stands between it and the
 officers.  Each test performs one attack and asserts the specific error, and
@@ -45,8 +45,8 @@ from caseline.schemas.wire import (
     encode_signed,
 )
 
-from tests.agencies import Network, start_network
-from tests.hostile import HostileBroker, Log, start_hostile
+from tests.support.agencies import Network, start_network
+from tests.support.hostile import HostileBroker, Log, start_hostile
 
 
 @pytest.fixture

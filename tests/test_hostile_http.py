@@ -42,8 +42,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from yarl import URL
 
-from tests.broker import MSGPACK, Officer
 from tests.conftest import Deployment
+from tests.support.broker import MSGPACK, Officer
 
 MAX_BODY = 16 * 1024
 MAX_FRAME = 8 * 1024

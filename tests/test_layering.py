@@ -135,3 +135,16 @@ def test_no_import_cycles() -> None:
 
 def test_cycle_finder_finds_a_cycle() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_bench_and_fuzz_use_only_the_shared_test_support() -> None:
+    """Helpers shared with bench/ and fuzz/ live in ``tests.support``, which imports no test module."""
+    graph = module_graph()
+    for name, deps in graph.items():
+        top = name.split(".")[0]
+        if top in {"bench", "fuzz"} or name.startswith("tests.support"):
+            bad = {d for d in deps if d.startswith("tests.") and not d.startswith("tests.support")}
+            assert not bad, f"{name} imports {sorted(bad)}"
+        if name.startswith("tests.support"):
+            bad = {d for d in deps if d.split(".")[0] in {"bench", "fuzz"}}
+            assert not bad, f"{name} imports {sorted(bad)}"

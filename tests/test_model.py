@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from tests.agencies import Network, start_network
+from tests.support.agencies import Network, start_network
 
 PEOPLE = [("tz-tra", "juma"), ("ke-kra", "bob"), ("tz-tra", "neema")]
 

@@ -200,7 +200,7 @@ async def test_serves_tls_with_a_configured_certificate(tmp_path: Path) -> None:
 
     import aiohttp
 
-    from tests.test_durability import free_port
+    from tests.support.process import free_port
 
     run(tmp_path, "init")
     cert, key = _self_signed(tmp_path)

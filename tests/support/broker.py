@@ -21,7 +21,7 @@ from caseline.schemas.wire import LogPosition, Policy
 from caseline.server.keys import CORE, STORE
 from caseline.server.store import AgencyRow
 
-from tests.world import Device, World, note
+from tests.support.world import Device, World, note
 
 MSGPACK = {"Content-Type": "application/msgpack"}
 

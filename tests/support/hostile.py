@@ -22,7 +22,7 @@ from caseline.schemas.api import Directory, Entry, EntryPage
 from caseline.server.core import token_hash
 from caseline.server.keys import STORE
 
-from tests.agencies import Network
+from tests.support.agencies import Network
 
 Log = list[tuple[str, bytes]]
 #: (asking device, case id, the real log) -> the log that device is shown.
