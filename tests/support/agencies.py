@@ -24,6 +24,11 @@ from caseline.server.keys import CORE, STORE
 from caseline.server.store import AgencyRow
 
 PASSPHRASE = "correct horse battery staple"
+#: The two partner agencies most tests need: (id, name, country).
+PARTNERS: tuple[tuple[str, str, str], ...] = (
+    ("ke-kra", "Kenya Revenue Authority", "KE"),
+    ("tz-tra", "Tanzania Revenue Authority", "TZ"),
+)
 
 
 class Network:
