@@ -15,7 +15,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Final
 
 from aiohttp import web
-from caseline.crypto.certs import TrustStore
+from caseline.crypto.caselog import DAY_MS
+from caseline.crypto.certs import MAX_SKEW_MS, TrustStore
 from caseline.crypto.keys import SigningKey
 from caseline.schemas.errors import BrokerRateLimited, BrokerStorageFull, CaselineError
 from caseline.server import problems, routes
@@ -195,12 +196,20 @@ async def _retention_context(app: web.Application) -> AsyncIterator[None]:
 
 
 async def purge_expired(app: web.Application) -> int:
+    """Purge every update older than its case's signed retention, plus the tolerated clock skew.
+
+    Members accept a purged entry only once ``receipt.time + retention`` has
+    passed on *their* clock (PROTOCOL.md §7.4).  Waiting ``MAX_SKEW_MS`` more
+    keeps a member whose clock runs behind the broker's, within the skew the
+    protocol tolerates, from refusing an honest purge; with ``retention_days``
+    0 that margin is the only time a body is kept.
+    """
     store, now = app[STORE], app[CLOCK]()
     purged = 0
     for case in await store.cases_with_retention():
         runtime = app[CORE].cases.get(case.case_id)
         days = runtime.state.policy.retention_days if runtime is not None else case.retention_days
-        purged += await store.purge(case.case_id, before_time=now - days * 86_400_000)
+        purged += await store.purge(case.case_id, before_time=now - days * DAY_MS - MAX_SKEW_MS)
     return purged
 
 

@@ -28,9 +28,9 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 from aiohttp import web
+from caseline.crypto.caselog import KIND_PURGED
 from caseline.schemas.api import Delivery, Entry, Notice
-from caseline.schemas.codec import pack
-from caseline.server.core import Accepted
+from caseline.server.core import Accepted, purged_body
 from caseline.server.store import EntryRow
 
 log = logging.getLogger("caseline.server.stream")
@@ -67,10 +67,9 @@ def ws_header(size: int) -> bytes:
 
 
 def entry_of(row: EntryRow) -> Entry:
-    """A stored row as clients see it: an update whose body retention purged becomes ``purged``."""
-    if row.kind == "update" and not row.body and row.slot is not None:
-        sender, epoch, counter = row.slot
-        return Entry(seq=row.seq, kind="purged", body=pack([epoch, sender, counter]), receipt=row.receipt)
+    """A stored row as clients see it: a purged entry carries its sender slot as its body."""
+    if row.kind == KIND_PURGED:
+        return Entry(seq=row.seq, kind=KIND_PURGED, body=purged_body(row.slot), receipt=row.receipt)
     return Entry(seq=row.seq, kind=row.kind, body=row.body, receipt=row.receipt)
 
 
