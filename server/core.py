@@ -36,6 +36,7 @@ from caseline.crypto.certs import TrustStore, check_may_read
 from caseline.crypto.commits import CaseState, log_anchor, verify_commit
 from caseline.crypto.keys import SigningKey
 from caseline.crypto.updates import check_envelope
+from caseline.schemas.api import Entry
 from caseline.schemas.codec import pack
 from caseline.schemas.errors import (
     BrokerConflict,
@@ -108,6 +109,13 @@ def purged_body(slot: Slot | None) -> bytes:
         raise MalformedError("a purged entry keeps its sender slot")
     sender, epoch, counter = slot
     return pack([epoch, sender, counter])
+
+
+def entry_of(row: EntryRow) -> Entry:
+    """A stored row as members receive it: a purged entry carries its sender slot as its body."""
+    if row.kind == KIND_PURGED:
+        return Entry(seq=row.seq, kind=KIND_PURGED, body=purged_body(row.slot), receipt=row.receipt)
+    return Entry(seq=row.seq, kind=row.kind, body=row.body, receipt=row.receipt)
 
 
 def same_update(stored: EntryRow, body: bytes) -> bool:

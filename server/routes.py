@@ -46,7 +46,7 @@ from caseline.schemas.wire import (
     decode_signed,
 )
 from caseline.server import problems
-from caseline.server.core import Accepted, token_hash
+from caseline.server.core import Accepted, entry_of, token_hash
 from caseline.server.keys import (
     AUDIT,
     BROKER,
@@ -61,7 +61,7 @@ from caseline.server.keys import (
     STORE,
 )
 from caseline.server.store import AgencyRow, DeviceRow, SessionRow
-from caseline.server.stream import CLOSE_LOGOUT, CLOSE_REVOKED, Connection, entry_of
+from caseline.server.stream import CLOSE_LOGOUT, CLOSE_REVOKED, Connection
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 log = logging.getLogger("caseline.server")

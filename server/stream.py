@@ -28,9 +28,8 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 from aiohttp import web
-from caseline.crypto.caselog import KIND_PURGED
 from caseline.schemas.api import Delivery, Entry, Notice
-from caseline.server.core import Accepted, purged_body
+from caseline.server.core import Accepted, entry_of
 from caseline.server.store import EntryRow
 
 log = logging.getLogger("caseline.server.stream")
@@ -64,13 +63,6 @@ def ws_header(size: int) -> bytes:
     if size < 65536:
         return struct.pack("!BBH", 0x82, 126, size)
     return struct.pack("!BBQ", 0x82, 127, size)
-
-
-def entry_of(row: EntryRow) -> Entry:
-    """A stored row as clients see it: a purged entry carries its sender slot as its body."""
-    if row.kind == KIND_PURGED:
-        return Entry(seq=row.seq, kind=KIND_PURGED, body=purged_body(row.slot), receipt=row.receipt)
-    return Entry(seq=row.seq, kind=row.kind, body=row.body, receipt=row.receipt)
 
 
 class Connection:
