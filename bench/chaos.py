@@ -59,9 +59,9 @@ from caseline.schemas.codec import unpack
 from caseline.schemas.errors import CaselineError
 from caseline.server.cli import ACK_BEFORE_COMMIT_ENV
 
-from tests.broker import Officer
-from tests.test_durability import UrlClient, free_port
-from tests.world import World
+from tests.support.broker import Officer
+from tests.support.process import UrlClient, free_port
+from tests.support.world import World
 
 CONFIG = (
     "[server]\nheartbeat = 600.0\nidle_timeout = 3600.0\n"

@@ -50,8 +50,8 @@ from caseline.server.store import EntryRow
 
 from bench.chaos import BrokerProcess, setup
 from bench.core import RESULTS, machine
-from tests.test_durability import free_port
-from tests.world import YEAR, World, note
+from tests.support.process import free_port
+from tests.support.world import YEAR, World, note
 
 BIG: Final = int(os.environ.get("COLDSTART_BIG", "100000"))
 SMALL_CASES: Final = 10

@@ -11,7 +11,7 @@ repeat so that one repeat does not pay for another's garbage.
 
 Everything a real client would already hold — keys, certificates, verified
 rosters, cases, sealed updates, nonces — is built before the clock starts, with
-the deterministic ``tests.world.World``; the timed code is the real core.
+the deterministic ``tests.support.world.World``; the timed code is the real core.
 
 A target that is missed is profiled with cProfile and its top functions by own
 time are printed and stored.  Results go to ``bench/results/core.json`` together
@@ -47,7 +47,7 @@ from caseline.crypto.updates import OpenedUpdate, open_update, verify_envelope
 from caseline.schemas.content import validate_content
 from caseline.schemas.wire import CommitMessage, Envelope, LogPosition, decode_signed
 
-from tests.world import Broker, Device, World, note, open_case, post
+from tests.support.world import Broker, Device, World, note, open_case, post
 
 PROJECT: Final = Path(__file__).resolve().parent.parent
 RESULTS: Final = PROJECT / "bench" / "results"

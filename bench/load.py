@@ -58,9 +58,9 @@ from bench.peers.common import (
     cpu_seconds,
     loadavg,
 )
-from tests.broker import Officer
-from tests.test_durability import UrlClient, free_port
-from tests.world import World
+from tests.support.broker import Officer
+from tests.support.process import UrlClient, free_port
+from tests.support.world import World
 
 RESULTS = Path(__file__).with_name("results")
 DELIVERY_PREFIX = bytes([0x94, 0x01, Delivery.TAG])  # msgpack [1, 31, case, entry]

@@ -290,7 +290,12 @@ class CaseView:
             raise GapError("an earlier update of this sender is missing")
         self._append(r.entry_hash, head)
         self._slots[slot] = b""
-        self._last[sender] = Seen(device_id=sender, epoch=epoch, counter=counter, update_id=bytes(32))
+        # The body is gone, so the update's id is unknown (zeros), unless this device sealed
+        # it as its latest update: then its next ``prev_own`` must name the real id, which
+        # members who read the update before the purge check.
+        own = self.me is not None and sender == self.me.device_id and self._own_counter == counter + 1
+        update_id = self._own_last if own else bytes(32)
+        self._last[sender] = Seen(device_id=sender, epoch=epoch, counter=counter, update_id=update_id)
         if self._epoch_secret is not None:
             chain = self._chains.get(sender) or Chain.start(
                 epoch_secret=self._epoch_secret,

@@ -15,10 +15,10 @@ with atheris.instrument_imports(include=["caseline"]):
     from caseline.schemas import content, errors
 
 from fuzz.harness import main, split
-from tests.test_content_schemas import _second_validator
+from tests.support.content import second_validator
 
 KINDS = sorted(content.CONTENT_TYPES)
-REFERENCE = {kind: _second_validator(kind) for kind in KINDS}
+REFERENCE = {kind: second_validator(kind) for kind in KINDS}
 # fastjsonschema compiles each schema into Python source and execs it, outside the
 # import hook: instrument what exists now so its branches guide the fuzzer too.
 content._validators()

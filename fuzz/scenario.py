@@ -1,6 +1,6 @@
 """One real, deterministic case that every harness fuzzes against, and the seeds it yields.
 
-It is built with the test suite's own world (``tests.world``): two agencies,
+It is built with the test suite's own world (``tests.support.world``): two agencies,
 an owner, a member, a genesis, updates, a membership commit that adds a third
 device, more updates and a history share.  Nothing here stands in for the code
 under test; the harnesses feed mutated bytes to the real parsers and verifiers.
@@ -28,7 +28,7 @@ from caseline.schemas import wire
 from caseline.schemas.codec import pack, unpack
 from caseline.schemas.wire import CommitMessage, UpdateRecord
 
-from tests.world import Broker, Device, World, commit_change, note, open_case, post
+from tests.support.world import Broker, Device, World, commit_change, note, open_case, post
 
 
 @dataclasses.dataclass

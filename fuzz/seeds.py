@@ -19,7 +19,7 @@ from caseline.schemas.codec import Struct, pack, unpack
 
 from fuzz.harness import struct_types
 from fuzz.scenario import Scenario, build
-from tests.world import commit_change
+from tests.support.world import commit_change
 
 
 def _objects(scene: Scenario) -> list[Struct]:
@@ -126,7 +126,7 @@ def seeds(scene: Scenario) -> dict[str, list[bytes]]:
         b"\x04" + pack([1, scene.alice.id, 1]),
         b"\x05" + commit_change(scene.world, scene.bob_view(), scene.alice, [(scene.alice, "owner")]),
     ]
-    from tests.test_content_schemas import EXAMPLES
+    from tests.support.content import EXAMPLES
 
     kinds = sorted(EXAMPLES)
     contents = [bytes([kinds.index(k)]) + json.dumps(obj).encode() for k, obj in EXAMPLES.items()]

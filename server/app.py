@@ -15,66 +15,38 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Final
 
 from aiohttp import web
-from caseline.crypto.certs import TrustStore
+from caseline.crypto.caselog import DAY_MS
+from caseline.crypto.certs import MAX_SKEW_MS, TrustStore
 from caseline.crypto.keys import SigningKey
 from caseline.schemas.errors import BrokerRateLimited, BrokerStorageFull, CaselineError
-from caseline.schemas.wire import DeviceCert
-from caseline.server import problems
+from caseline.server import problems, routes
 from caseline.server.config import ServerConfig
 from caseline.server.core import BrokerCore
+from caseline.server.keys import (
+    AUDIT,
+    BROKER,
+    CHALLENGES,
+    CLOCK,
+    CONFIG,
+    CORE,
+    HUB,
+    METRICS,
+    SERVER_KEY,
+    SESSIONS,
+    STORE,
+    Clock,
+)
+from caseline.server.metrics import Metrics
 from caseline.server.service import Broker
 from caseline.server.sqlite_store import SqliteStore
-from caseline.server.store import SessionRow, Store
+from caseline.server.store import Store
 from caseline.server.stream import Hub
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 log = logging.getLogger("caseline.server")
-
-Clock = Callable[[], int]
 
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-class Metrics:
-    """Prometheus metrics in a registry of the app's own (tests run many apps)."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
-        self.requests = Counter("caseline_requests", "HTTP requests", ["route", "status"], registry=r)
-        self.latency = Histogram(
-            "caseline_request_seconds",
-            "HTTP request latency",
-            ["route"],
-            registry=r,
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
-        )
-        self.rejections = Counter(
-            "caseline_rejections", "Rejected requests by reason", ["reason"], registry=r
-        )
-        self.commits = Counter("caseline_commits", "Membership commits accepted", registry=r)
-        self.updates = Counter("caseline_updates", "Updates accepted", registry=r)
-        self.devices = Gauge("caseline_connected_devices", "Devices with a live stream", registry=r)
-        self.connections = Gauge("caseline_stream_connections", "Live stream connections", registry=r)
-        self.queue_depth = Gauge("caseline_stream_queue_depth_max", "Deepest stream queue", registry=r)
-        self.logins = Counter("caseline_logins", "Logins by outcome", ["outcome"], registry=r)
-
-
-CONFIG: Final = web.AppKey("config", ServerConfig)
-STORE: Final = web.AppKey("store", Store)
-CORE: Final = web.AppKey("core", BrokerCore)
-BROKER: Final = web.AppKey("broker", Broker)
-HUB: Final = web.AppKey("hub", Hub)
-METRICS: Final = web.AppKey("metrics", Metrics)
-CLOCK: Final[web.AppKey[Clock]] = web.AppKey("clock")
-SERVER_KEY: Final = web.AppKey("server_key", SigningKey)
-CHALLENGES: Final[web.AppKey[dict[bytes, tuple[bytes, int]]]] = web.AppKey("challenges")
-#: Sessions by token hash, in front of the store: checking a token costs no database round trip.
-#: Logout and revocation remove entries; a multi-instance deployment would share invalidations.
-SESSIONS: Final[web.AppKey[dict[bytes, tuple[SessionRow, DeviceCert]]]] = web.AppKey("sessions")
-AUDIT: Final[web.AppKey[Callable[[str, str], Awaitable[None]]]] = web.AppKey("audit")
 
 
 #: Rejections that are security events, and so go to the audit log as well as the metrics.
@@ -130,8 +102,6 @@ def create_app(
     clock: Clock = wall_clock_ms,
 ) -> web.Application:
     """Build the broker application; ``store`` defaults to SQLite in the data directory."""
-    from caseline.server import routes  # noqa: PLC0415 - routes import this module's keys
-
     app = web.Application(middlewares=[problem_middleware], client_max_size=config.limits.max_body_bytes)
     app[CONFIG] = config
     app[CLOCK] = clock
@@ -226,12 +196,20 @@ async def _retention_context(app: web.Application) -> AsyncIterator[None]:
 
 
 async def purge_expired(app: web.Application) -> int:
+    """Purge every update older than its case's signed retention, plus the tolerated clock skew.
+
+    Members accept a purged entry only once ``receipt.time + retention`` has
+    passed on *their* clock (PROTOCOL.md §7.4).  Waiting ``MAX_SKEW_MS`` more
+    keeps a member whose clock runs behind the broker's, within the skew the
+    protocol tolerates, from refusing an honest purge; with ``retention_days``
+    0 that margin is the only time a body is kept.
+    """
     store, now = app[STORE], app[CLOCK]()
     purged = 0
     for case in await store.cases_with_retention():
         runtime = app[CORE].cases.get(case.case_id)
         days = runtime.state.policy.retention_days if runtime is not None else case.retention_days
-        purged += await store.purge(case.case_id, before_time=now - days * 86_400_000)
+        purged += await store.purge(case.case_id, before_time=now - days * DAY_MS - MAX_SKEW_MS)
     return purged
 
 

@@ -28,9 +28,10 @@ from aiohttp import web
 from caseline.crypto.keys import SigningKey, fingerprint
 from caseline.schemas.errors import CaselineError
 from caseline.schemas.wire import AGENCY_ID
-from caseline.server.app import BROKER, create_app, runner_options
+from caseline.server.app import create_app, runner_options
 from caseline.server.config import ServerConfig, load_config
 from caseline.server.core import token_hash
+from caseline.server.keys import BROKER
 from caseline.server.sqlite_store import SqliteStore, audit_hash
 from caseline.server.store import AgencyRow
 

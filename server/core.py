@@ -25,15 +25,19 @@ from collections.abc import Iterable
 from caseline.crypto import primitives as P
 from caseline.crypto.caselog import (
     KIND_COMMIT,
+    KIND_PURGED,
     KIND_UPDATE,
     next_head,
     sign_receipt,
     signed_entry_hash,
+    verify_receipt,
 )
 from caseline.crypto.certs import TrustStore, check_may_read
 from caseline.crypto.commits import CaseState, log_anchor, verify_commit
 from caseline.crypto.keys import SigningKey
 from caseline.crypto.updates import check_envelope
+from caseline.schemas.api import Entry
+from caseline.schemas.codec import pack
 from caseline.schemas.errors import (
     BrokerConflict,
     BrokerLimit,
@@ -44,7 +48,10 @@ from caseline.schemas.errors import (
     NotAllowedError,
     NotMemberError,
 )
-from caseline.schemas.wire import CommitMessage, Envelope, decode_signed
+from caseline.schemas.wire import CommitMessage, Envelope, Receipt, decode_signed
+from caseline.server.store import EntryRow
+
+Slot = tuple[bytes, int, int]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -80,7 +87,7 @@ class Accepted:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Retry:
-    """An update whose slot was already used: the edge compares it with the stored one."""
+    """An update whose slot was already used: the edge compares it with the stored one (``same_update``)."""
 
     case_id: bytes
     slot: tuple[bytes, int, int]
@@ -94,6 +101,34 @@ class CaseRuntime:
     head: bytes
     commit_seq: int
     next_counter: dict[bytes, int]
+
+
+def purged_body(slot: Slot | None) -> bytes:
+    """What a member receives for a purged entry: ``[epoch, sender, counter]`` (PROTOCOL.md §7.4)."""
+    if slot is None:
+        raise MalformedError("a purged entry keeps its sender slot")
+    sender, epoch, counter = slot
+    return pack([epoch, sender, counter])
+
+
+def entry_of(row: EntryRow) -> Entry:
+    """A stored row as members receive it: a purged entry carries its sender slot as its body."""
+    if row.kind == KIND_PURGED:
+        return Entry(seq=row.seq, kind=KIND_PURGED, body=purged_body(row.slot), receipt=row.receipt)
+    return Entry(seq=row.seq, kind=row.kind, body=row.body, receipt=row.receipt)
+
+
+def same_update(stored: EntryRow, body: bytes) -> bool:
+    """Is ``body`` the update stored at its slot, so that a retry gets the stored receipt?
+
+    A purged entry has lost its body but not its receipt: the retried update is
+    the stored one if it hashes to the receipt's entry hash.
+    """
+    if stored.kind == KIND_PURGED:
+        tbs, sig = decode_signed(body)
+        stored_hash = Receipt.decode(decode_signed(stored.receipt, max_size=1024)[0]).entry_hash
+        return P.constant_time_equal(signed_entry_hash(KIND_UPDATE, tbs, sig), stored_hash)
+    return stored.body == body
 
 
 def token_hash(token: str) -> bytes:
@@ -131,17 +166,24 @@ class BrokerCore:
         self._anonymous: dict[str, TokenBucket] = {}
 
     # ---------------------------------------------------------------- loading
-    def reload(self, case_id: bytes, entries: Iterable[tuple[int, str, bytes]], *, now: int) -> None:
+    def reload(self, case_id: bytes, entries: Iterable[EntryRow], *, now: int) -> None:
         """Rebuild one case from durable entries at start-up.
 
         Each commit is verified again, at its own time and without revocation
         lists: it was accepted once, and an agency revoking a device later (even
         with a backdated time) must not make an accepted history unloadable.
+
+        A purged entry has no body to hash: its entry hash is the one in its
+        stored receipt, which must be this broker's signature for this case and
+        position and must sign the head the chain reaches, exactly what members
+        check (PROTOCOL.md §7.4).  Its slot restores the sender's next counter.
         """
         self.cases.pop(case_id, None)
         history_trust = TrustStore(self.trust.roots)
         runtime: CaseRuntime | None = None
-        for seq, kind, body in entries:
+        for row in entries:
+            seq, kind, body = row.seq, row.kind, row.body
+            receipt: Receipt | None = None
             if kind == KIND_COMMIT:
                 message = CommitMessage.decode(body)
                 prev = None if runtime is None else runtime.state
@@ -156,18 +198,32 @@ class BrokerCore:
                         next_counter={},
                     )
                 runtime.state, runtime.commit_seq, runtime.next_counter = state, seq, {}
-            else:
-                if runtime is None:
-                    raise ChainError("stored case does not start with a commit")
+            elif runtime is None:
+                raise ChainError("stored case does not start with a commit")
+            elif kind == KIND_UPDATE:
                 tbs, sig = decode_signed(body)
                 envelope = Envelope.decode(tbs)
                 eh = signed_entry_hash(KIND_UPDATE, tbs, sig)
                 if envelope.epoch == runtime.state.epoch:
                     runtime.next_counter[envelope.sender] = envelope.counter + 1
+            elif kind == KIND_PURGED:
+                if row.slot is None:
+                    raise MalformedError("a purged entry keeps its sender slot")
+                receipt = verify_receipt(row.receipt, runtime.state.policy.receipt_key)
+                if receipt.case_id != case_id or receipt.seq != seq:
+                    raise ChainError("a purged entry's receipt is for another entry")
+                eh = receipt.entry_hash
+                sender, epoch, counter = row.slot
+                if epoch == runtime.state.epoch:
+                    runtime.next_counter[sender] = counter + 1
+            else:
+                raise MalformedError("unknown stored entry kind")
             if seq != runtime.count:
                 raise ChainError("stored case log has a hole")
             runtime.head = next_head(runtime.head, seq, eh)
             runtime.count += 1
+            if receipt is not None and not P.constant_time_equal(receipt.head, runtime.head):
+                raise ChainError("a purged entry's receipt signs another history")
         if runtime is not None:
             self.cases[case_id] = runtime
 

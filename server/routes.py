@@ -48,7 +48,8 @@ from caseline.schemas.wire import (
     decode_signed,
 )
 from caseline.server import problems
-from caseline.server.app import (
+from caseline.server.core import Accepted, entry_of, token_hash
+from caseline.server.keys import (
     AUDIT,
     BROKER,
     CHALLENGES,
@@ -61,9 +62,8 @@ from caseline.server.app import (
     SESSIONS,
     STORE,
 )
-from caseline.server.core import Accepted, token_hash
 from caseline.server.store import AgencyRow, DeviceRow, SessionRow
-from caseline.server.stream import CLOSE_LOGOUT, CLOSE_REVOKED, Connection, entry_of
+from caseline.server.stream import CLOSE_LOGOUT, CLOSE_REVOKED, Connection
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 log = logging.getLogger("caseline.server")

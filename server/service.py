@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Final
 
 from caseline.schemas.errors import BrokerConflict, CaselineError
-from caseline.server.core import Accepted, BrokerCore, Retry
+from caseline.server.core import Accepted, BrokerCore, Retry, same_update
 from caseline.server.store import CaseRow, EntryRow, Store
 
 log = logging.getLogger("caseline.server")
@@ -65,7 +65,7 @@ class Broker:
         for case_id in await self.store.case_ids():
             rows = await self._all_entries(case_id)
             try:
-                self.core.reload(case_id, ((r.seq, r.kind, r.body) for r in rows), now=now)
+                self.core.reload(case_id, rows, now=now)
             except CaselineError as exc:
                 # One damaged case must not take every other case down with it.
                 log.error(
@@ -114,13 +114,13 @@ class Broker:
         pending = self._inflight.get((retry.case_id, retry.slot))
         if pending is not None:
             await asyncio.shield(pending.future)
-            stored_body, receipt = pending.accepted.body, pending.accepted.receipt
+            same, receipt = pending.accepted.body == retry.body, pending.accepted.receipt
         else:
             row = await self.store.entry_at_slot(retry.case_id, retry.slot)
             if row is None:
                 raise BrokerConflict("update is for an earlier epoch; re-seal it in the current one")
-            stored_body, receipt = row.body, row.receipt
-        if stored_body != retry.body:
+            same, receipt = same_update(row, retry.body), row.receipt
+        if not same:
             raise BrokerConflict("another update already holds this sender position")
         return receipt
 

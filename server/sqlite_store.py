@@ -168,13 +168,18 @@ class SqliteStore:
         await self._write("DELETE FROM sessions WHERE device_id = ?", (device_id,))
 
     async def purge(self, case_id: bytes, *, before_time: int) -> int:
-        """Drop update bodies older than the cut-off; commits stay (they are membership)."""
+        """Turn updates older than the cut-off into ``purged`` entries; commits stay (they are membership).
+
+        A purged entry keeps its sequence number, its slot and its receipt; only the
+        body goes.  The kind changes with it, so that no reader takes the empty body
+        for a damaged update.
+        """
         async with self._lock:
             try:
                 await self.db.execute("BEGIN IMMEDIATE")
                 cursor = await self.db.execute(
-                    "UPDATE entries SET body = X'' WHERE case_id = ? AND kind = 'update'"
-                    " AND created_at < ? AND length(body) > 0",
+                    "UPDATE entries SET kind = 'purged', body = X'' WHERE case_id = ? AND kind = 'update'"
+                    " AND created_at < ?",
                     (case_id, before_time),
                 )
                 await self.db.execute("COMMIT")

@@ -42,6 +42,9 @@ class SessionRow:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class EntryRow:
+    """One log entry as stored: ``kind`` is ``commit``, ``update``, or ``purged`` (an update
+    whose body retention dropped; its slot and receipt remain)."""
+
     case_id: bytes
     seq: int
     kind: str
@@ -97,6 +100,8 @@ class Store(Protocol):
     async def entries(self, case_id: bytes, *, after: int, limit: int) -> list[EntryRow]: ...
     async def entry_at_slot(self, case_id: bytes, slot: tuple[bytes, int, int]) -> EntryRow | None: ...
     async def case_ids(self) -> list[bytes]: ...
+    #: Make every update stored before ``before_time`` a ``purged`` entry: empty body, same
+    #: seq, slot and receipt.  Returns how many were purged.
     async def purge(self, case_id: bytes, *, before_time: int) -> int: ...
     async def cases_with_retention(self) -> list[CaseRow]: ...
 

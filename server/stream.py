@@ -29,8 +29,7 @@ from typing import Final
 
 from aiohttp import web
 from caseline.schemas.api import Delivery, Entry, Notice
-from caseline.schemas.codec import pack
-from caseline.server.core import Accepted
+from caseline.server.core import Accepted, entry_of
 from caseline.server.store import EntryRow
 
 log = logging.getLogger("caseline.server.stream")
@@ -64,14 +63,6 @@ def ws_header(size: int) -> bytes:
     if size < 65536:
         return struct.pack("!BBH", 0x82, 126, size)
     return struct.pack("!BBQ", 0x82, 127, size)
-
-
-def entry_of(row: EntryRow) -> Entry:
-    """A stored row as clients see it: an update whose body retention purged becomes ``purged``."""
-    if row.kind == "update" and not row.body and row.slot is not None:
-        sender, epoch, counter = row.slot
-        return Entry(seq=row.seq, kind="purged", body=pack([epoch, sender, counter]), receipt=row.receipt)
-    return Entry(seq=row.seq, kind=row.kind, body=row.body, receipt=row.receipt)
 
 
 class Connection:

@@ -1,9 +1,15 @@
-"""Fixtures: a real broker app on loopback (pytest-aiohttp) with a deterministic world."""
+"""Fixtures: a real broker on loopback (pytest-aiohttp), driven by raw devices or by real clients.
+
+``deployment`` is the broker with a deterministic world and protocol-level
+``Officer`` devices; ``net`` is the broker with real agency administrators and
+``Client`` devices (tests.support.agencies).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -12,8 +18,9 @@ from caseline.crypto.keys import SigningKey
 from caseline.server.app import create_app
 from caseline.server.config import ServerConfig
 
-from tests.broker import Officer, register_agencies
-from tests.world import World
+from tests.support.agencies import PARTNERS, Network, start_network
+from tests.support.broker import Officer, register_agencies
+from tests.support.world import World
 
 ClientFactory = Callable[[Application], Awaitable[TestClient]]
 
@@ -56,3 +63,21 @@ def make_deployment(aiohttp_client: ClientFactory, tmp_path: Path) -> Callable[.
 @pytest.fixture
 async def deployment(make_deployment: Callable[..., Awaitable[Deployment]]) -> Deployment:
     return await make_deployment()
+
+
+@pytest.fixture
+def net_agencies() -> tuple[tuple[str, str, str], ...]:
+    """The agencies ``net`` registers as (id, name, country); a test module overrides it to change them."""
+    return PARTNERS
+
+
+@pytest.fixture
+async def net(
+    aiohttp_server: Any, tmp_path: Path, net_agencies: tuple[tuple[str, str, str], ...]
+) -> AsyncIterator[Network]:
+    """A broker on loopback with real agency administrators; ``net.device`` enrols real clients."""
+    network = await start_network(aiohttp_server, tmp_path)
+    for agency_id, name, country in net_agencies:
+        await network.agency(agency_id, name, country)
+    yield network
+    await network.close()

@@ -18,11 +18,11 @@ from caseline.crypto.certs import issue_revocation_list
 from caseline.crypto.commits import create_commit, log_anchor
 from caseline.schemas.api import ChallengeRequest
 from caseline.schemas.wire import LogPosition
-from caseline.server.app import CONFIG, STORE
 from caseline.server.core import token_hash
+from caseline.server.keys import CONFIG, STORE
 
-from tests.broker import MSGPACK, Officer
 from tests.conftest import Deployment
+from tests.support.broker import MSGPACK, Officer
 from tests.test_updates import ALERT
 
 PRINCIPALS = (

@@ -20,7 +20,7 @@ from caseline.schemas.errors import (
     ReplayError,
 )
 
-from tests.world import Broker, Device, World, commit_change, note, open_case, post
+from tests.support.world import Broker, Device, World, commit_change, note, open_case, post
 
 
 def relog(world: World, case_id: bytes, entries: list[tuple[str, bytes]]) -> Broker:

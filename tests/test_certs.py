@@ -22,7 +22,7 @@ from caseline.schemas.errors import (
 )
 from caseline.schemas.wire import DeviceCert, Revocation, decode_signed, encode_signed
 
-from tests.world import YEAR, World
+from tests.support.world import YEAR, World
 
 
 @pytest.fixture

@@ -12,9 +12,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from caseline.schemas.errors import (
@@ -26,15 +24,13 @@ from caseline.schemas.errors import (
     EXIT_USAGE,
 )
 
-from tests.agencies import PASSPHRASE, Network, start_network
+from tests.support.agencies import PARTNERS, PASSPHRASE, Network
 
 
 @pytest.fixture
-async def net(aiohttp_server: Any, tmp_path: Path) -> AsyncIterator[Network]:
-    network = await start_network(aiohttp_server, tmp_path)
-    await network.agency("ke-kra", "Kenya Revenue Authority", "KE")
-    yield network
-    await network.close()
+def net_agencies() -> tuple[tuple[str, str, str], ...]:
+    """The CLI tests enrol everyone in one agency; other agencies arrive through the CLI."""
+    return PARTNERS[:1]
 
 
 async def caseline(home: Path, *args: str, stdin: bytes = b"") -> tuple[int, str, str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +24,11 @@ from caseline.schemas.errors import (
     UntrustedError,
     UsageError,
 )
-from caseline.server.app import HUB, STORE
+from caseline.server.keys import HUB, STORE
 from caseline.server.stream import CLOSE_SLOW
 
-from tests.agencies import PASSPHRASE, Network, start_network
-from tests.hostile import forward
-
-
-@pytest.fixture
-async def net(aiohttp_server: Any, tmp_path: Path) -> AsyncIterator[Network]:
-    network = await start_network(aiohttp_server, tmp_path)
-    await network.agency("ke-kra", "Kenya Revenue Authority", "KE")
-    await network.agency("tz-tra", "Tanzania Revenue Authority", "TZ")
-    yield network
-    await network.close()
+from tests.support.agencies import PASSPHRASE, Network
+from tests.support.hostile import forward
 
 
 async def stored_updates(net: Network, case_id: bytes) -> list[bytes]:

@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from caseline.client.client import verify_bundle
 
-from tests.agencies import Network, start_network
-
-
-@pytest.fixture
-async def net(aiohttp_server: Any, tmp_path: Path) -> AsyncIterator[Network]:
-    network = await start_network(aiohttp_server, tmp_path)
-    await network.agency("ke-kra", "Kenya Revenue Authority", "KE")
-    await network.agency("tz-tra", "Tanzania Revenue Authority", "TZ")
-    yield network
-    await network.close()
-
+from tests.support.agencies import Network
 
 SEIZURE: dict[str, Any] = {
     "occurred_at": "2026-11-20T06:40:00Z",

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import collections
 import os
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,18 +16,9 @@ from caseline.client import core_state
 from caseline.client.client import Client, verify_bundle, wall_clock
 from caseline.client.transport import BrokerConnection
 from caseline.crypto.caselog import CaseView
-from caseline.server.app import METRICS
+from caseline.server.keys import METRICS
 
-from tests.agencies import PASSPHRASE, Network, start_network
-
-
-@pytest.fixture
-async def net(aiohttp_server: Any, tmp_path: Path) -> AsyncIterator[Network]:
-    network = await start_network(aiohttp_server, tmp_path)
-    await network.agency("ke-kra", "Kenya Revenue Authority", "KE")
-    await network.agency("tz-tra", "Tanzania Revenue Authority", "TZ")
-    yield network
-    await network.close()
+from tests.support.agencies import PASSPHRASE, Network
 
 
 def served(net: Network) -> collections.Counter[tuple[str, str]]:

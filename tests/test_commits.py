@@ -26,7 +26,7 @@ from caseline.schemas.errors import (
 )
 from caseline.schemas.wire import CommitMessage, LogPosition, Wrap, decode_signed
 
-from tests.world import Broker, Device, World, commit_change, open_case
+from tests.support.world import Broker, Device, World, commit_change, open_case
 
 
 @pytest.fixture

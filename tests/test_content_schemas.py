@@ -3,84 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.resources
 import json
 from typing import Any
 
-import jsonschema
 import pytest
 from caseline.schemas import content
 from caseline.schemas.errors import ContentError
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from referencing import Registry, Resource
 
-MARK = {"handling": "H2", "tlp": "AMBER"}
-GRADED = {**MARK, "source_reliability": "B", "information_assessment": "2"}
-UID = "ab" * 32
-
-EXAMPLES: dict[str, dict[str, Any]] = {
-    "note": {"markings": MARK, "lang": "sw", "text": "Gari limeonekana Namanga saa nane usiku."},
-    "seizure": {
-        "markings": GRADED,
-        "lang": "en",
-        "occurred_at": "2026-11-20T02:14:00+03:00",
-        "place": {"name": "Namanga OSBP", "country": "KE", "unlocode": "KENAM", "lat": -2.55, "lon": 36.79},
-        "goods": [
-            {
-                "description": "khat",
-                "hs_code": "121190",
-                "quantity": 40,
-                "unit": "kg",
-                "estimated_value": {"amount": 2400, "currency": "USD"},
-            },
-        ],
-        "concealment": "false floor of a truck trailer",
-        "conveyance": {
-            "mode": "road",
-            "plate": "KDA 123X",
-            "vin": "1HGCM82633A004352",
-            "container": "MSCU1234565",
-        },
-        "parties": [
-            {
-                "kind": "person",
-                "role": "driver",
-                "family_name": "Otieno",
-                "given_names": "John",
-                "date_of_birth": "1980-02-03",
-                "nationality": "KE",
-                "document": {"type": "passport", "number": "AK123456", "issuing_country": "KE"},
-            },
-            {"kind": "company", "role": "consignee", "name": "Arusha Traders Ltd", "country": "TZ"},
-        ],
-    },
-    "alert": {
-        "markings": GRADED,
-        "lang": "en",
-        "subject_kind": "vessel",
-        "subject": {"mode": "sea", "vessel_name": "MV Example", "imo": "IMO 9074729"},
-        "reason": "profiled for heroin trafficking",
-        "action_requested": "do_not_alert_subject",
-        "valid_until": "2026-12-31T23:59:59Z",
-    },
-    "request": {
-        "markings": GRADED,
-        "lang": "fr",
-        "subject": "Vérification d'un conteneur",
-        "urgency": "urgent",
-        "deadline": "2026-11-21T10:00:00Z",
-    },
-    "reply": {
-        "markings": MARK,
-        "lang": "en",
-        "in_reply_to": UID,
-        "text": "Container inspected.",
-        "outcome": "answered",
-    },
-    "status": {"markings": MARK, "lang": "en", "status": "referred_to_judicial", "title": "Op Kilimanjaro"},
-    "ack": {"markings": MARK, "lang": "en", "of": UID, "level": "actioned", "refs": [UID]},
-}
+from tests.support.content import EXAMPLES, MARK, second_validator
 
 
 def enc(obj: object) -> bytes:
@@ -98,18 +30,6 @@ def test_every_content_type_has_an_example() -> None:
     assert set(EXAMPLES) == content.CONTENT_TYPES
 
 
-def _second_validator(kind: str) -> jsonschema.Draft7Validator:
-    files = {name: content.load_schema(name) for name in content.CONTENT_TYPES}
-    markings = json.loads(
-        (importlib.resources.files("caseline.schemas") / "content_types" / "markings.schema.json").read_text()
-    )
-    registry: Registry = Registry().with_resources(
-        [(s["$id"], Resource.from_contents(s)) for s in [*files.values(), markings]]
-    )
-    jsonschema.Draft7Validator.check_schema(files[kind])
-    return jsonschema.Draft7Validator(files[kind], registry=registry)
-
-
 def mutations(kind: str) -> list[dict[str, Any]]:
     base = EXAMPLES[kind]
     return [
@@ -124,7 +44,7 @@ def mutations(kind: str) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("kind", sorted(content.CONTENT_TYPES))
 def test_bad_documents_are_refused_and_a_second_validator_agrees(kind: str) -> None:
-    second = _second_validator(kind)
+    second = second_validator(kind)
     assert second.is_valid(EXAMPLES[kind])
     for bad in mutations(kind):
         with pytest.raises(ContentError):

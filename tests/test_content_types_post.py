@@ -10,8 +10,6 @@ shows up here by name.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,8 +17,8 @@ from caseline.client.client import Client
 from caseline.schemas import content as content_schemas
 from caseline.schemas.errors import EXIT_OK, EXIT_USAGE, UsageError
 
-from tests.agencies import Network, start_network
-from tests.clirun import cli, cli_home
+from tests.support.agencies import Network
+from tests.support.clirun import cli, cli_home
 
 #: The fewest fields each type needs; ``{ID}`` stands for an earlier update's id.
 MINIMAL: dict[str, dict[str, Any]] = {
@@ -52,14 +50,6 @@ def test_graded_types_come_from_the_schemas() -> None:
 
 def fields_for(content_type: str, earlier: bytes) -> dict[str, Any]:
     return {k: earlier.hex() if v == "{ID}" else v for k, v in MINIMAL[content_type].items()}
-
-
-@pytest.fixture
-async def net(aiohttp_server: Any, tmp_path: Path) -> AsyncIterator[Network]:
-    network = await start_network(aiohttp_server, tmp_path)
-    await network.agency("ke-kra", "Kenya Revenue Authority", "KE")
-    yield network
-    await network.close()
 
 
 async def open_case(net: Network) -> tuple[Client, bytes, bytes]:

@@ -3,86 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 from caseline.crypto.caselog import CaseView, verify_receipt
 from caseline.crypto.keys import SigningKey
 
-from tests.broker import Officer
-from tests.world import World
-
-
-class UrlClient:
-    """The subset of TestClient that ``Officer`` uses, over a real socket."""
-
-    def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
-        self.session, self.base = session, base
-
-    def post(self, path: str, **kw: Any) -> Any:
-        return self.session.post(self.base + path, **kw)
-
-    def get(self, path: str, **kw: Any) -> Any:
-        return self.session.get(self.base + path, **kw)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def cli(data_dir: Path, *args: str) -> str:
-    out = subprocess.run(
-        [sys.executable, "-m", "caseline.server.cli", "--data-dir", str(data_dir), *args],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return out.stdout
-
-
-class Server:
-    def __init__(self, data_dir: Path, port: int) -> None:
-        self.data_dir, self.port = data_dir, port
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "caseline.server.cli",
-            "--data-dir",
-            str(self.data_dir),
-            "serve",
-            "--port",
-            str(self.port),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        assert self.proc.stdout is not None
-        while True:  # wait for the event: the broker says it is listening
-            line = await asyncio.wait_for(self.proc.stdout.readline(), timeout=30)
-            if not line:
-                raise RuntimeError("broker exited during start-up")
-            if b"caseline broker ready" in line:
-                return
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-
-    async def wait(self) -> None:
-        assert self.proc is not None
-        await self.proc.wait()
+from tests.support.broker import Officer
+from tests.support.process import Server, UrlClient, cli, free_port
+from tests.support.world import World
 
 
 @pytest.fixture

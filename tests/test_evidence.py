@@ -11,7 +11,7 @@ from caseline.schemas.wire import Disclosed, EvidenceBundle, decode_signed, enco
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.world import World, commit_change, note, open_case, post
+from tests.support.world import World, commit_change, note, open_case, post
 
 
 class Scene:

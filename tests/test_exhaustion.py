@@ -13,8 +13,8 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp
 import pytest
-from caseline.server.app import STORE
 from caseline.server.core import Limits
+from caseline.server.keys import STORE
 
 from tests.conftest import Deployment
 from tests.test_stream import next_delivery, open_stream

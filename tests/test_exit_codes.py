@@ -30,9 +30,9 @@ from caseline.schemas.errors import (
 )
 from caseline.schemas.wire import EvidenceBundle, decode_signed, encode_signed
 
-from tests.agencies import Network, start_network
-from tests.clirun import cli, cli_home
-from tests.hostile import HostileBroker, start_hostile
+from tests.support.agencies import Network, start_network
+from tests.support.clirun import cli, cli_home
+from tests.support.hostile import HostileBroker, start_hostile
 
 MISTAKE = "nothing was sent"
 UNTRUSTED = "do not rely on what was received"

@@ -1,6 +1,6 @@
 """A compromised broker attacks honest clients; each attack is detected by name.
 
-The broker here holds the real receipt key (tests/hostile.py), so receipts and
+The broker here holds the real receipt key (tests/support/hostile.py), so receipts and
 heads always check out: only the protocol — signatures, the commit chain, the
 sender chains and the gossip in every update — stands between it and the
 officers.  Each test performs one attack and asserts the specific error, and
@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -45,17 +44,8 @@ from caseline.schemas.wire import (
     encode_signed,
 )
 
-from tests.agencies import Network, start_network
-from tests.hostile import HostileBroker, Log, start_hostile
-
-
-@pytest.fixture
-async def net(aiohttp_server: Any, tmp_path: Path) -> AsyncIterator[Network]:
-    network = await start_network(aiohttp_server, tmp_path)
-    await network.agency("ke-kra", "Kenya Revenue Authority", "KE")
-    await network.agency("tz-tra", "Tanzania Revenue Authority", "TZ")
-    yield network
-    await network.close()
+from tests.support.agencies import Network
+from tests.support.hostile import HostileBroker, Log, start_hostile
 
 
 @pytest.fixture

@@ -32,17 +32,18 @@ from caseline.crypto.auth import answer_challenge
 from caseline.crypto.keys import SigningKey
 from caseline.schemas.api import ChallengeRequest, Cursor, PostResult, PostUpdate, Subscribe
 from caseline.schemas.codec import unpack
-from caseline.server.app import CONFIG, STORE, create_app, runner_options
+from caseline.server.app import create_app, runner_options
 from caseline.server.config import ServerConfig
 from caseline.server.core import Limits, token_hash
+from caseline.server.keys import CONFIG, STORE
 from caseline.server.problems import CONTENT_TYPE, TYPE_BASE
 from caseline.server.sqlite_store import SqliteStore
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from yarl import URL
 
-from tests.broker import MSGPACK, Officer
 from tests.conftest import Deployment
+from tests.support.broker import MSGPACK, Officer
 
 MAX_BODY = 16 * 1024
 MAX_FRAME = 8 * 1024

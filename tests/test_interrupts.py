@@ -23,11 +23,11 @@ import pytest
 from aiohttp import web
 from caseline.client.client import Client
 from caseline.schemas.errors import EXIT_OK
-from caseline.server.app import STORE
+from caseline.server.keys import STORE
 
-from tests.agencies import Network, start_network
-from tests.clirun import cli, cli_env, cli_home, finish, start_cli
-from tests.hostile import forward
+from tests.support.agencies import Network
+from tests.support.clirun import cli, cli_env, cli_home, finish, start_cli
+from tests.support.hostile import forward
 
 EXIT_INTERRUPTED = 130
 
@@ -48,14 +48,6 @@ class Front:
             await self.release.wait()
         data, status, ctype = await forward(self.session, self.net.url, request, body)
         return web.Response(body=data, status=status, headers={"Content-Type": ctype} if ctype else {})
-
-
-@pytest.fixture
-async def net(aiohttp_server: Any, tmp_path: Path) -> AsyncIterator[Network]:
-    network = await start_network(aiohttp_server, tmp_path)
-    await network.agency("ke-kra", "Kenya Revenue Authority", "KE")
-    yield network
-    await network.close()
 
 
 @pytest.fixture

@@ -91,3 +91,91 @@ def test_client_package_still_exports_its_names() -> None:
         assert getattr(package, name) is not None
     with pytest.raises(AttributeError):
         _ = package.NoSuchName
+
+
+def module_graph() -> dict[str, set[str]]:
+    """Every first-party module (package code, tests, bench, fuzz) and what it imports.
+
+    ``from package import submodule`` counts as importing the submodule, and
+    imports inside functions count too: a deferred import hides a cycle from
+    the interpreter, not from the design.
+    """
+    files: dict[str, Path] = {}
+    for top in ("schemas", "crypto", "server", "client", "tests", "bench", "fuzz"):
+        prefix = ("caseline",) if top in {"schemas", "crypto", "server", "client"} else ()
+        for path in sorted((ROOT / top).rglob("*.py")):
+            parts = (*prefix, *path.relative_to(ROOT).with_suffix("").parts)
+            files[".".join(parts).removesuffix(".__init__")] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                deps.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                subs = {f"{node.module}.{alias.name}" for alias in node.names} & files.keys()
+                deps.update(subs or {node.module})
+        graph[name] = {d for d in deps if d in files and d != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan, iteratively)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is None:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == index[node]:
+                    component = []
+                    while True:
+                        top = stack.pop()
+                        on_stack.discard(top)
+                        component.append(top)
+                        if top == node:
+                            break
+                    if len(component) > 1:
+                        found.append(sorted(component))
+            elif child not in index:
+                index[child] = low[child] = len(index)
+                stack.append(child)
+                on_stack.add(child)
+                work.append((child, iter(sorted(graph[child]))))
+            elif child in on_stack:
+                low[node] = min(low[node], index[child])
+    return found
+
+
+def test_no_import_cycles() -> None:
+    assert cycles(module_graph()) == []
+
+
+def test_cycle_finder_finds_a_cycle() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_bench_and_fuzz_use_only_the_shared_test_support() -> None:
+    """Helpers shared with bench/ and fuzz/ live in ``tests.support``, which imports no test module."""
+    graph = module_graph()
+    for name, deps in graph.items():
+        top = name.split(".")[0]
+        if top in {"bench", "fuzz"} or name.startswith("tests.support"):
+            bad = {d for d in deps if d.startswith("tests.") and not d.startswith("tests.support")}
+            assert not bad, f"{name} imports {sorted(bad)}"
+        if name.startswith("tests.support"):
+            bad = {d for d in deps if d.split(".")[0] in {"bench", "fuzz"}}
+            assert not bad, f"{name} imports {sorted(bad)}"

@@ -19,12 +19,12 @@ import pytest
 from aiohttp.test_utils import TestServer
 from caseline.client.client import Client
 from caseline.schemas.errors import BrokerRefusal, CaselineError
-from caseline.server.app import STORE
+from caseline.server.keys import STORE
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from tests.agencies import Network, start_network
+from tests.support.agencies import Network, start_network
 
 PEOPLE = [("tz-tra", "juma"), ("ke-kra", "bob"), ("tz-tra", "neema")]
 

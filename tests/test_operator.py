@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 from caseline.crypto.keys import AgencyRootKey, fingerprint
-from caseline.server.app import CONFIG
 from caseline.server.cli import main
 from caseline.server.config import ServerConfig, load_config
 from caseline.server.core import token_hash
+from caseline.server.keys import CONFIG
 
 from tests.conftest import Deployment
 
@@ -200,7 +200,7 @@ async def test_serves_tls_with_a_configured_certificate(tmp_path: Path) -> None:
 
     import aiohttp
 
-    from tests.test_durability import free_port
+    from tests.support.process import free_port
 
     run(tmp_path, "init")
     cert, key = _self_signed(tmp_path)
@@ -237,7 +237,7 @@ async def test_serves_tls_with_a_configured_certificate(tmp_path: Path) -> None:
 
 
 async def test_security_events_reach_the_audit_log(deployment: Deployment) -> None:
-    from caseline.server.app import STORE
+    from caseline.server.keys import STORE
 
     alice = await deployment.officer("ke-kra", "alice")
     eve = await deployment.officer("ke-kra", "eve")

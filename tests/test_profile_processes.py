@@ -11,25 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from caseline.client.client import Client
 from caseline.client.store import LocalStore, StoredEntry
 from caseline.schemas.errors import EXIT_OK, ForkError
 
-from tests.agencies import Network, start_network
-from tests.clirun import cli, cli_home, finish, start_cli, until_following
-
-
-@pytest.fixture
-async def net(aiohttp_server: Any, tmp_path: Path) -> AsyncIterator[Network]:
-    network = await start_network(aiohttp_server, tmp_path)
-    await network.agency("ke-kra", "Kenya Revenue Authority", "KE")
-    yield network
-    await network.close()
+from tests.support.agencies import Network
+from tests.support.clirun import cli, cli_home, finish, start_cli, until_following
 
 
 async def officer_with_case(net: Network) -> tuple[Client, bytes, Path, str]:

@@ -13,26 +13,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 from aiohttp import web
 from caseline.client.client import Client
 from caseline.client.core import CaseEvent
 
-from tests.agencies import Network, start_network
-from tests.hostile import forward
-
-
-@pytest.fixture
-async def net(aiohttp_server: Any, tmp_path: Path) -> AsyncIterator[Network]:
-    network = await start_network(aiohttp_server, tmp_path)
-    await network.agency("ke-kra", "Kenya Revenue Authority", "KE")
-    yield network
-    await network.close()
+from tests.support.agencies import Network
+from tests.support.hostile import forward
 
 
 class Relay:

@@ -40,9 +40,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from bench.load import Broker
-from tests.broker import Officer
-from tests.test_durability import UrlClient
-from tests.world import World
+from tests.support.broker import Officer
+from tests.support.process import UrlClient
+from tests.support.world import World
 
 SPEC = Path(__file__).parents[1] / "schemas" / "openapi.json"
 BIN = "b:"

@@ -10,8 +10,8 @@ from typing import Any
 import msgpack
 from caseline.crypto.caselog import verify_receipt
 from caseline.schemas.api import CaseList
-from caseline.server.app import STORE
 from caseline.server.core import Limits
+from caseline.server.keys import STORE
 from caseline.server.sqlite_store import SqliteStore
 
 from tests.conftest import Deployment

@@ -10,7 +10,7 @@ from caseline.crypto.snapshot import SNAPSHOT_VERSION, Snapshot, snapshot, trust
 from caseline.schemas.codec import pack, unpack
 from caseline.schemas.errors import MalformedError
 
-from tests.world import Broker, Device, World, commit_change, note, open_case, post
+from tests.support.world import Broker, Device, World, commit_change, note, open_case, post
 
 
 def fields(view: CaseView) -> dict[str, Any]:

@@ -85,8 +85,11 @@ async def test_purge_drops_old_update_bodies_only(store: Store) -> None:
     await store.append([entry(1, slot=(b"s" * 16, 0, 0), t=10), entry(2, slot=(b"s" * 16, 0, 1), t=5000)], [])
     assert await store.purge(CASE, before_time=1000) == 1
     rows = await store.entries(CASE, after=0, limit=10)
-    assert [r.body for r in rows] == [b"body", b"", b"body"]
+    assert [(r.kind, r.body) for r in rows] == [("commit", b"body"), ("purged", b""), ("update", b"body")]
     assert rows[1].receipt == b"receipt1"  # the chain stays checkable
+    assert rows[1].slot == (b"s" * 16, 0, 0)  # and a retry still finds its slot
+    assert await store.entry_at_slot(CASE, (b"s" * 16, 0, 0)) == rows[1]
+    assert await store.purge(CASE, before_time=1000) == 0  # purging twice changes nothing
 
 
 async def test_audit_log_is_hash_chained(store: Store) -> None:
@@ -106,7 +109,7 @@ async def test_reopening_keeps_data_and_migrations_are_idempotent(tmp_path: Path
     await s.open()
     assert len(await s.entries(CASE, after=0, limit=5)) == 1
     versions = await s.db.execute_fetchall("SELECT version FROM schema_version")
-    assert [v[0] for v in versions] == [1]
+    assert [v[0] for v in versions] == [1, 2]
     mode = list(await s.db.execute_fetchall("PRAGMA journal_mode"))
     sync = list(await s.db.execute_fetchall("PRAGMA synchronous"))
     assert mode[0][0] == "wal"
@@ -128,4 +131,21 @@ async def test_a_full_disk_is_a_clean_error_and_nothing_half_written(tmp_path: P
     assert full
     stored = await s.entries(CASE, after=0, limit=100_000)
     assert [r.seq for r in stored] == list(range(seq))  # everything acknowledged, nothing more
+    await s.close()
+
+
+async def test_migration_2_turns_version_1_purged_rows_into_purged_entries(tmp_path: Path) -> None:
+    """Version 1 marked a purged update only by its empty body; start-up then took it for a damaged one."""
+    s = SqliteStore(tmp_path / "db.sqlite3")
+    await s.open()
+    await s.append(
+        [entry(0), entry(1, slot=(b"s" * 16, 0, 0)), entry(2, slot=(b"s" * 16, 0, 1))], [CaseRow(CASE, 0, 1)]
+    )
+    await s.db.execute("UPDATE entries SET body = X'' WHERE seq = 1")  # what version 1's purge did
+    await s.db.execute("DELETE FROM schema_version WHERE version = 2")
+    await s.close()
+    s = SqliteStore(tmp_path / "db.sqlite3")
+    await s.open()
+    rows = await s.entries(CASE, after=0, limit=5)
+    assert [r.kind for r in rows] == ["commit", "purged", "update"]
     await s.close()

@@ -8,11 +8,11 @@ import aiohttp
 import pytest
 from caseline.schemas.api import Cursor, Delivery, Notice, Subscribe
 from caseline.schemas.codec import unpack
-from caseline.server.app import HUB
+from caseline.server.keys import HUB
 from caseline.server.stream import CLOSE_REVOKED, CLOSE_SLOW
 
-from tests.broker import Officer
 from tests.conftest import Deployment
+from tests.support.broker import Officer
 
 
 async def open_stream(

@@ -18,7 +18,7 @@ from caseline.schemas.wire import CommitMessage
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.world import World, open_case, post
+from tests.support.world import World, open_case, post
 
 
 def build() -> dict[str, tuple[bytes, Callable[[bytes], object]]]:

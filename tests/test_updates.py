@@ -31,7 +31,7 @@ from caseline.schemas.wire import Envelope, LogPosition, UpdateRecord, decode_si
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.world import Device, World, note, open_case, post
+from tests.support.world import Device, World, note, open_case, post
 
 ALERT = (
     b'{"lang":"en","markings":{"handling":"H1","information_assessment":"2",'

@@ -27,7 +27,7 @@ from caseline.crypto.ratchet import Chain, epoch_authenticator
 from caseline.crypto.updates import seal_update
 from caseline.schemas.wire import LogPosition, Revocation
 
-from tests.world import T0, YEAR, Broker, Device, World, note, open_case, post
+from tests.support.world import T0, YEAR, Broker, Device, World, note, open_case, post
 
 PATH = Path(__file__).with_name("caseline_v1.json")
 

@@ -18,11 +18,17 @@ from caseline.client.admin import AgencyAdmin
 from caseline.client.client import Client
 from caseline.client.transport import BrokerConnection
 from caseline.crypto.keys import SigningKey
-from caseline.server.app import CORE, STORE, create_app
+from caseline.server.app import create_app
 from caseline.server.config import ServerConfig
+from caseline.server.keys import CORE, STORE
 from caseline.server.store import AgencyRow
 
 PASSPHRASE = "correct horse battery staple"
+#: The two partner agencies most tests need: (id, name, country).
+PARTNERS: tuple[tuple[str, str, str], ...] = (
+    ("ke-kra", "Kenya Revenue Authority", "KE"),
+    ("tz-tra", "Tanzania Revenue Authority", "TZ"),
+)
 
 
 class Network:

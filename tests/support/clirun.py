@@ -14,7 +14,7 @@ from pathlib import Path
 
 from caseline.client.client import Client
 
-from tests.agencies import PASSPHRASE
+from tests.support.agencies import PASSPHRASE
 
 
 def cli_env(home: Path) -> dict[str, str]:

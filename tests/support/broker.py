@@ -18,10 +18,10 @@ from caseline.crypto.commits import create_commit, log_anchor
 from caseline.crypto.keys import SigningKey
 from caseline.schemas.api import ChallengeRequest, EntryPage, Session
 from caseline.schemas.wire import LogPosition, Policy
-from caseline.server.app import CORE, STORE
+from caseline.server.keys import CORE, STORE
 from caseline.server.store import AgencyRow
 
-from tests.world import Device, World, note
+from tests.support.world import Device, World, note
 
 MSGPACK = {"Content-Type": "application/msgpack"}
 

@@ -19,10 +19,10 @@ from caseline.crypto.caselog import entry_hash, next_head, sign_receipt
 from caseline.crypto.commits import log_anchor
 from caseline.crypto.keys import SigningKey
 from caseline.schemas.api import Directory, Entry, EntryPage
-from caseline.server.app import STORE
 from caseline.server.core import token_hash
+from caseline.server.keys import STORE
 
-from tests.agencies import Network
+from tests.support.agencies import Network
 
 Log = list[tuple[str, bytes]]
 #: (asking device, case id, the real log) -> the log that device is shown.

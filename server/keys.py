@@ -1,0 +1,38 @@
+"""The typed keys under which the broker application keeps what it shares.
+
+They live apart from ``app.py`` (the factory and middleware) and ``routes.py``
+(the handlers) so that both import them and neither imports the other's
+module: the factory wires the routes in, the routes only read the keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from aiohttp import web
+from caseline.crypto.keys import SigningKey
+from caseline.schemas.wire import DeviceCert
+from caseline.server.config import ServerConfig
+from caseline.server.core import BrokerCore
+from caseline.server.metrics import Metrics
+from caseline.server.service import Broker
+from caseline.server.store import SessionRow, Store
+from caseline.server.stream import Hub
+
+#: Milliseconds since the epoch; injected so that tests own time.
+Clock = Callable[[], int]
+
+CONFIG: Final = web.AppKey("config", ServerConfig)
+STORE: Final = web.AppKey("store", Store)
+CORE: Final = web.AppKey("core", BrokerCore)
+BROKER: Final = web.AppKey("broker", Broker)
+HUB: Final = web.AppKey("hub", Hub)
+METRICS: Final = web.AppKey("metrics", Metrics)
+CLOCK: Final[web.AppKey[Clock]] = web.AppKey("clock")
+SERVER_KEY: Final = web.AppKey("server_key", SigningKey)
+CHALLENGES: Final[web.AppKey[dict[bytes, tuple[bytes, int]]]] = web.AppKey("challenges")
+#: Sessions by token hash, in front of the store: checking a token costs no database round trip.
+#: Logout and revocation remove entries; a multi-instance deployment would share invalidations.
+SESSIONS: Final[web.AppKey[dict[bytes, tuple[SessionRow, DeviceCert]]]] = web.AppKey("sessions")
+AUDIT: Final[web.AppKey[Callable[[str, str], Awaitable[None]]]] = web.AppKey("audit")

@@ -1,0 +1,30 @@
+"""The broker's Prometheus metrics, in a registry of the app's own (tests run many apps)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    """Every counter the operator's ``/metrics`` exports; one instance per application."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("caseline_requests", "HTTP requests", ["route", "status"], registry=r)
+        self.latency = Histogram(
+            "caseline_request_seconds",
+            "HTTP request latency",
+            ["route"],
+            registry=r,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+        )
+        self.rejections = Counter(
+            "caseline_rejections", "Rejected requests by reason", ["reason"], registry=r
+        )
+        self.commits = Counter("caseline_commits", "Membership commits accepted", registry=r)
+        self.updates = Counter("caseline_updates", "Updates accepted", registry=r)
+        self.devices = Gauge("caseline_connected_devices", "Devices with a live stream", registry=r)
+        self.connections = Gauge("caseline_stream_connections", "Live stream connections", registry=r)
+        self.queue_depth = Gauge("caseline_stream_queue_depth_max", "Deepest stream queue", registry=r)
+        self.logins = Counter("caseline_logins", "Logins by outcome", ["outcome"], registry=r)
