@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from caseline.client.admin import AgencyAdmin
-    from caseline.client.client import CaseReport, CaseSummary, Client, Identity, Posted, verify_bundle
+    from caseline.client.client import CaseReport, CaseSummary, Client, Identity, verify_bundle
+    from caseline.client.content import Posted
     from caseline.client.core import Author, CaseEvent, Member
     from caseline.client.profile import profile_dir
     from caseline.schemas.errors import BrokerRefusal, BrokerUnavailable, ProfileError
@@ -25,7 +26,7 @@ _LAZY: dict[str, str] = {
     "CaseSummary": "caseline.client.client",
     "Client": "caseline.client.client",
     "Identity": "caseline.client.client",
-    "Posted": "caseline.client.client",
+    "Posted": "caseline.client.content",
     "verify_bundle": "caseline.client.client",
     "Author": "caseline.client.core",
     "CaseEvent": "caseline.client.core",

@@ -21,42 +21,37 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import random
 import secrets
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
+from typing import Final
 
 import aiohttp
 from caseline.client import keystore
+from caseline.client.content import ContentHelpers
 from caseline.client.core import CaseEvent, Ledger, Member, head_code, members_of
+from caseline.client.follow import Following
+from caseline.client.outbox import Outbox
 from caseline.client.profile import PostingLock
-from caseline.client.store import LocalStore, Pending, StoredEntry
-from caseline.client.transport import BrokerConnection, with_retries
+from caseline.client.store import LocalStore, StoredEntry
+from caseline.client.transport import BrokerConnection
 from caseline.client.viewstore import ViewStore
 from caseline.crypto import primitives as P
-from caseline.crypto.caselog import KIND_UPDATE, CaseView, entry_hash, signed_entry_hash, verify_receipt
+from caseline.crypto.caselog import CaseView
 from caseline.crypto.certs import TrustStore, VerifiedCert, make_enrolment_request
 from caseline.crypto.evidence import EvidenceReport, export_evidence, verify_evidence
 from caseline.crypto.keys import DeviceKeys, fingerprint, normalize_fingerprint
 from caseline.crypto.snapshot import trust_binding
 from caseline.crypto.updates import HISTORY_SHARE
-from caseline.schemas import content as content_schemas
-from caseline.schemas.api import Delivery, Notice, Session
-from caseline.schemas.codec import pack, unpack
+from caseline.schemas.api import Session
 from caseline.schemas.errors import (
-    BrokerRefusal,
-    BrokerUnauthorized,
     CaselineError,
-    ContentError,
     ForkError,
-    InvalidContentError,
     MalformedError,
     ProfileError,
-    RevokedError,
     UnknownError,
     UntrustedError,
     UsageError,
@@ -67,17 +62,12 @@ from caseline.schemas.wire import (
     USER_ID,
     CaseInfo,
     DeviceCert,
-    Envelope,
     Policy,
     decode_signed,
 )
 
 Clock = Callable[[], int]
 log = logging.getLogger("caseline.client")
-#: How long a post waits for another process posting from the same profile.
-POSTING_LOCK_WAIT_S: Final = 120.0
-CLOSE_REVOKED: Final = 4003
-CLOSE_LOGOUT: Final = 4001
 #: How long a fetched revocation list is trusted to be current before asking again.
 REVOCATION_REFRESH_MS: Final = 60_000
 #: A kept session is not reused this close to its expiry (the broker's clock may run ahead).
@@ -104,17 +94,6 @@ class Identity:
     @property
     def enrolled(self) -> bool:
         return self.role != ""
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Posted:
-    """What a successful post returns: where the update sits and the broker's word on it."""
-
-    case_id: bytes
-    update_id: bytes
-    seq: int
-    receipt_time: int
-    retries: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -158,11 +137,6 @@ def broker_url(text: str) -> str:
     return url.geturl()
 
 
-def backoff_delay(failures: int, cap: float) -> float:
-    """Full-jitter exponential backoff: many followers cut off at once do not return at once."""
-    return random.uniform(0, min(cap, 0.1 * 2**failures))  # noqa: S311 - jitter, not a secret  # nosec B311
-
-
 def parse_member(text: str, default_role: str = "member") -> tuple[str, str, str]:
     """``agency:user[:role]`` as typed on the command line."""
     parts = text.split(":")
@@ -178,7 +152,7 @@ def parse_member(text: str, default_role: str = "member") -> tuple[str, str, str
     return agency, user, role
 
 
-class Client:
+class Client(Outbox, ContentHelpers, Following):
     """One device's session with its broker, over its local profile."""
 
     def __init__(
@@ -552,27 +526,15 @@ class Client:
 
     async def _accept(self, case_id: bytes, entries: Sequence[StoredEntry]) -> list[CaseEvent]:
         """Verify entries in log order, store what passed, and describe it."""
-        ledger = self._ledger()
         view = await self.view(case_id)
-        events: list[CaseEvent] = []
-        accepted: list[StoredEntry] = []
-        now = self.clock()
-        try:
-            for e in entries:
-                if e.seq < view.count:
-                    if not P.constant_time_equal(entry_hash(e.kind, e.body), view.entry_hashes[e.seq]):
-                        raise ForkError(f"the broker now shows a different entry {e.seq} than it did before")
-                    continue  # the same entry again (a reconnect race): nothing new
-                events += ledger.apply(
-                    case_id, seq=e.seq, kind=e.kind, body=e.body, receipt=e.receipt, now=now
-                )
-                accepted.append(e)
-        finally:
-            others = await self.store.add_entries(case_id, accepted)
-            await self._kept(case_id, view, events)
+        taken = self._ledger().take(case_id, entries, now=self.clock())
+        others = await self.store.add_entries(case_id, taken.accepted)  # what passed, even before an error
+        await self._kept(case_id, view, taken.events)
+        if taken.error is not None:
+            raise taken.error
         if others:  # another process of this profile stored a different entry at that seq
             raise ForkError(f"the broker showed this profile two different entries at {others[0].seq}")
-        return events
+        return taken.events
 
     async def _kept(self, case_id: bytes, view: CaseView, events: list[CaseEvent]) -> None:
         """Entries were stored: keep their events, and now and then the view (long-running follow)."""
@@ -583,18 +545,14 @@ class Client:
     async def sync(self, case_id: bytes) -> list[CaseEvent]:
         """Fetch, verify and store everything new in a case; return what it meant."""
         await self.refresh_revocations()
-        view = await self.view(case_id)
+        after: int | None = (await self.view(case_id)).count
         events: list[CaseEvent] = []
-        while True:
-            page = await self.broker.entries(case_id, after=view.count)
-            if page.count < view.count:
-                raise ForkError(
-                    "the broker's log is shorter than the history this device verified: a rollback"
-                )
+        while after is not None:
+            page = await self.broker.entries(case_id, after=after)
             stored = [StoredEntry(e.seq, e.kind, e.body, e.receipt) for e in page.entries]
             events += await self._accept(case_id, stored)
-            if not page.entries or view.count >= page.count:
-                return events
+            after = self._ledger().next_page(case_id, served=page.count, got=len(stored))
+        return events
 
     async def history(self, case_id: bytes) -> list[CaseEvent]:
         """Every verified event of a case this device holds, in log order."""
@@ -776,313 +734,6 @@ class Client:
 
     async def members(self, case_id: bytes) -> tuple[Member, ...]:
         return members_of(await self.view(case_id))
-
-    # ---------------------------------------------------------------- posting
-    def _seal_local(self, update_id: bytes, content_type: str, content: bytes) -> bytes:
-        nonce = secrets.token_bytes(P.AEAD_NONCE_SIZE)
-        aad = P.label("outbox") + update_id
-        return nonce + P.xchacha_seal(self._secrets.local_key, nonce, pack([content_type, content]), aad)
-
-    def _open_local(self, pending: Pending) -> tuple[str, bytes]:
-        nonce, sealed = (
-            pending.sealed_content[: P.AEAD_NONCE_SIZE],
-            pending.sealed_content[P.AEAD_NONCE_SIZE :],
-        )
-        obj = unpack(
-            P.xchacha_open(self._secrets.local_key, nonce, sealed, P.label("outbox") + pending.update_id)
-        )
-        return str(obj[0]), bytes(obj[1])
-
-    async def post(
-        self,
-        case_id: bytes,
-        content_type: str,
-        content: Mapping[str, Any] | bytes,
-        *,
-        tries: int = 5,
-        idempotency_key: str | None = None,
-    ) -> Posted:
-        """Seal, sign and post one update exactly once, however often it must be retried.
-
-        ``idempotency_key`` extends that to whole runs of a script: a second call
-        with the same key returns the first update instead of posting again.
-        """
-        if isinstance(content, Mapping):
-            try:
-                data = content_schemas.encode_content(content_type, content)
-            except ContentError as exc:
-                raise InvalidContentError(str(exc)) from None
-        else:
-            data = content
-        async with self._posting():
-            return await self._post_locked(case_id, content_type, data, tries, idempotency_key)
-
-    @contextlib.asynccontextmanager
-    async def _posting(self) -> AsyncIterator[None]:
-        """Hold this profile's posting lock: in this process, then across processes."""
-        async with self._post_lock:
-            if not self._profile_lock.try_acquire():
-                log.warning(
-                    "waiting for another caseline process (pid %s) that is posting from this profile",
-                    self._profile_lock.holder(),
-                )
-                deadline, pause = time.monotonic() + POSTING_LOCK_WAIT_S, 0.02
-                while not self._profile_lock.try_acquire():
-                    if time.monotonic() > deadline:
-                        raise ProfileError(
-                            f"another caseline process (pid {self._profile_lock.holder()}) has been"
-                            f" posting from this profile for over {POSTING_LOCK_WAIT_S:.0f} s"
-                        )
-                    await asyncio.sleep(pause)
-                    pause = min(pause * 2, 0.5)
-            try:
-                yield
-            finally:
-                self._profile_lock.release()
-
-    async def _post_locked(
-        self, case_id: bytes, content_type: str, data: bytes, tries: int, idempotency_key: str | None
-    ) -> Posted:
-        # Another process of this profile may have posted since: sync first, so
-        # the next position is sealed from the log, not from a stale memory.
-        await self.sync(case_id)
-        # Whatever an earlier run sealed goes first, in order.  If it holds this
-        # very content, this call is that run's retry: it must not post twice.
-        retried = None
-        for pending in await self.store.outbox(case_id):
-            same = self._open_local(pending) == (content_type, data)
-            posted = await self._deliver(pending, tries=tries)
-            retried = posted if same and retried is None else retried
-        if retried is not None:
-            return retried
-        key_name = None
-        if idempotency_key is not None:
-            key_name = "posted:" + P.hash_labeled("idempotency-key", case_id, idempotency_key.encode()).hex()
-            earlier = await self.store.get(key_name)
-            if earlier is not None:
-                return await self._posted_before(case_id, earlier)
-        ledger = self._ledger()
-        staged = ledger.prepare(
-            case_id, content_type=content_type, content=data, now=self.clock(), nonce=secrets.token_bytes(24)
-        )
-        sealed = staged.sealed
-        pending = Pending(
-            update_id=sealed.update_id,
-            case_id=case_id,
-            envelope=sealed.envelope,
-            sealed_content=self._seal_local(sealed.update_id, content_type, data),
-            created_at=self.clock(),
-        )
-        await self.store.add_pending(pending)
-        ledger.confirm(case_id, staged)  # only now is the message key used up
-        if key_name is not None:
-            await self.store.put(key_name, sealed.update_id)
-        return await self._deliver(pending, tries=tries)
-
-    async def _posted_before(self, case_id: bytes, update_id: bytes) -> Posted:
-        for event in await self.history(case_id):
-            if event.update_id == update_id:
-                return Posted(
-                    case_id=case_id, update_id=update_id, seq=event.seq, receipt_time=event.time, retries=0
-                )
-        raise UsageError("an update with this idempotency key was refused earlier; use a new key")
-
-    async def flush(self, case_id: bytes | None = None, *, tries: int = 5) -> list[Posted]:
-        """Send what an earlier run sealed but could not confirm, in order, before anything new."""
-        async with self._posting():
-            return [await self._deliver(p, tries=tries) for p in await self.store.outbox(case_id)]
-
-    async def _deliver(self, pending: Pending, *, tries: int) -> Posted:
-        case_id = pending.case_id
-        retries = 0
-
-        def count(_: BrokerRefusal, __: int) -> None:
-            nonlocal retries
-            retries += 1
-            self.retries += 1
-
-        try:
-            receipt = await with_retries(
-                lambda: self.broker.post_update(case_id, pending.envelope), tries=tries, on_retry=count
-            )
-        except BrokerRefusal as exc:
-            if exc.transient:
-                raise  # kept in the outbox: the next run sends the same bytes
-            return await self._refused(pending, exc, tries=tries)
-        tbs, sig = decode_signed(pending.envelope)
-        r = verify_receipt(receipt, self.server_key or b"")
-        if r.case_id != case_id or not P.constant_time_equal(
-            r.entry_hash, signed_entry_hash(KIND_UPDATE, tbs, sig)
-        ):
-            raise ForkError("the broker's receipt is for another entry than the update posted")
-        await self.store.drop_pending(pending.update_id)
-        await self._settle(case_id, pending.envelope, receipt)
-        view = await self.view(case_id)
-        if r.seq >= view.count or not P.constant_time_equal(view.entry_hashes[r.seq], r.entry_hash):
-            raise ForkError("the broker acknowledged an update its log does not hold")
-        return Posted(
-            case_id=case_id, update_id=pending.update_id, seq=r.seq, receipt_time=r.time, retries=retries
-        )
-
-    async def _settle(self, case_id: bytes, envelope: bytes, receipt: bytes) -> None:
-        """Take a just-posted update into the view from its receipt, or sync if others came first.
-
-        When the receipt's position is the next one this view expects, the
-        update and its receipt are all the broker would send for it: applying
-        them checks the receipt's head against the chain this view computed,
-        as a sync would, one request sooner.
-        """
-        view = await self.view(case_id)
-        if verify_receipt(receipt, self.server_key or b"").seq == view.count:
-            await self._accept(case_id, [StoredEntry(view.count, KIND_UPDATE, envelope, receipt)])
-        else:
-            await self.sync(case_id)
-
-    async def _refused(self, pending: Pending, exc: BrokerRefusal, *, tries: int) -> Posted:
-        """A definitive no.  If a membership change overtook the update, seal it again."""
-        await self.store.drop_pending(pending.update_id)
-        view = await self.view(pending.case_id)
-        view.abandon_unsent()
-        await self.sync(pending.case_id)
-        envelope = Envelope.decode(decode_signed(pending.envelope)[0])
-        if exc.status == 409 and view.state is not None and view.state.epoch > envelope.epoch:
-            content_type, data = self._open_local(pending)
-            if self.keys.device_id in view.state.members:
-                return await self._post_locked(pending.case_id, content_type, data, tries, None)
-        raise exc
-
-    # Typed helpers: one per content type, with markings from the case policy by default.
-    async def _markings(
-        self, case_id: bytes, graded: bool, overrides: Mapping[str, str] | None
-    ) -> dict[str, str]:
-        view = await self.view(case_id)
-        if view.state is None:
-            await self.sync(case_id)
-        if view.state is None:
-            raise UnknownError("this device holds no such case")
-        markings = {"handling": view.state.policy.handling, "tlp": view.state.policy.tlp}
-        if graded:
-            markings |= {"source_reliability": "X", "information_assessment": "4"}
-        markings |= dict(overrides or {})
-        return markings
-
-    async def post_typed(
-        self,
-        case_id: bytes,
-        content_type: str,
-        fields: Mapping[str, Any],
-        *,
-        idempotency_key: str | None = None,
-    ) -> Posted:
-        """Post ``fields`` as ``content_type``, filling in ``lang`` and the case's markings when absent."""
-        fields = dict(fields)
-        if content_type not in content_schemas.CONTENT_TYPES:
-            known = ", ".join(sorted(content_schemas.CONTENT_TYPES))
-            raise UsageError(f"{content_type!r} is not a content type: one of {known}")
-        graded = content_schemas.graded(content_type)
-        markings = fields.pop("markings", None)
-        body = {"markings": await self._markings(case_id, graded, markings), "lang": fields.pop("lang", "en")}
-        body |= {k: v for k, v in fields.items() if v is not None}
-        return await self.post(case_id, content_type, body, idempotency_key=idempotency_key)
-
-    async def post_note(self, case_id: bytes, text: str, **fields: Any) -> Posted:
-        return await self.post_typed(case_id, "note", {"text": text, **fields})
-
-    async def post_seizure(
-        self,
-        case_id: bytes,
-        *,
-        occurred_at: str,
-        place: Mapping[str, Any],
-        goods: Sequence[Mapping[str, Any]],
-        **fields: Any,
-    ) -> Posted:
-        return await self.post_typed(
-            case_id,
-            "seizure",
-            {"occurred_at": occurred_at, "place": place, "goods": list(goods), **fields},
-        )
-
-    async def post_alert(
-        self, case_id: bytes, *, subject_kind: str, subject: Mapping[str, Any], reason: str, **fields: Any
-    ) -> Posted:
-        return await self.post_typed(
-            case_id,
-            "alert",
-            {"subject_kind": subject_kind, "subject": subject, "reason": reason, **fields},
-        )
-
-    async def post_request(
-        self, case_id: bytes, *, subject: str, urgency: str = "standard", **fields: Any
-    ) -> Posted:
-        return await self.post_typed(case_id, "request", {"subject": subject, "urgency": urgency, **fields})
-
-    async def post_reply(self, case_id: bytes, *, in_reply_to: bytes, text: str, **fields: Any) -> Posted:
-        return await self.post_typed(
-            case_id, "reply", {"in_reply_to": in_reply_to.hex(), "text": text, **fields}
-        )
-
-    async def post_status(self, case_id: bytes, *, status: str, **fields: Any) -> Posted:
-        return await self.post_typed(case_id, "status", {"status": status, **fields})
-
-    async def post_ack(self, case_id: bytes, *, of: bytes, level: str = "received", **fields: Any) -> Posted:
-        return await self.post_typed(case_id, "ack", {"of": of.hex(), "level": level, **fields})
-
-    # ---------------------------------------------------------------- following
-    async def follow(
-        self, case_ids: Iterable[bytes] | None = None, *, reconnect: bool = True, max_backoff: float = 10.0
-    ) -> AsyncIterator[CaseEvent]:
-        """Yield verified events as they arrive; reconnect and resume by cursor when cut off.
-
-        Ends with ``RevokedError`` if this device is revoked, ``BrokerRefusal`` if
-        it is logged out, and the protocol error of any entry that fails to
-        verify — a broker that misbehaves on the stream is reported, not skipped.
-        """
-        wanted = None if case_ids is None else set(case_ids)
-        failures = 0
-        while True:
-            close_code = None
-            cause = "the stream ended"
-            try:
-                # Inside the ``try``: a broker that is restarting refuses these too.
-                await self.refresh_revocations(force=True)
-                cursors = {c: (await self.view(c)).count for c in await self.store.case_ids()}
-                async with self.broker.stream(cursors) as ws:
-                    log.info("following %d case(s) from the last verified entry of each", len(cursors))
-                    failures = 0
-                    async for msg in ws:
-                        if msg.type != aiohttp.WSMsgType.BINARY:
-                            continue
-                        for event in await self._on_frame(msg.data):
-                            if wanted is None or event.case_id in wanted:
-                                yield event
-                    close_code = ws.close_code
-            except BrokerRefusal as exc:
-                if not exc.transient and exc.status != 401:
-                    raise
-                cause = str(exc)
-            if close_code == CLOSE_REVOKED:
-                raise RevokedError("the broker closed the stream: this device was revoked")
-            if close_code == CLOSE_LOGOUT:
-                raise BrokerUnauthorized("this device's session was logged out", problem="logged-out")
-            if not reconnect:
-                return
-            delay = backoff_delay(failures, max_backoff)
-            failures += 1
-            log.warning("lost the broker (%s); reconnecting in %.1f s", cause, delay)
-            await asyncio.sleep(delay)
-
-    async def _on_frame(self, data: bytes) -> list[CaseEvent]:
-        obj = unpack(data)
-        tag = obj[1] if isinstance(obj, list) and len(obj) > 1 else None
-        if tag == Delivery.TAG:
-            d = Delivery.from_message(obj)
-            e = d.entry
-            return await self._accept(d.case_id, [StoredEntry(e.seq, e.kind, e.body, e.receipt)])
-        if tag == Notice.TAG:
-            Notice.from_message(obj)
-            return []
-        raise MalformedError("the broker sent a frame this client does not understand")
 
     # ---------------------------------------------------------------- verification and evidence
     async def verify_case(self, case_id: bytes) -> CaseReport:

@@ -11,10 +11,20 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 from caseline.crypto import primitives as P
-from caseline.crypto.caselog import KIND_COMMIT, KIND_PURGED, Applied, CaseView, Staged
+from caseline.crypto.caselog import (
+    KIND_COMMIT,
+    KIND_PURGED,
+    KIND_UPDATE,
+    Applied,
+    CaseView,
+    Staged,
+    entry_hash,
+    signed_entry_hash,
+    verify_receipt,
+)
 from caseline.crypto.certs import TrustStore, VerifiedCert
 from caseline.crypto.commits import CaseState, create_commit, log_anchor
 from caseline.crypto.keys import DeviceKeys, Rng
@@ -24,12 +34,13 @@ from caseline.schemas.content import decode_json
 from caseline.schemas.errors import (
     CaselineError,
     ChainError,
+    ForkError,
     NotPermittedError,
     UnknownError,
     UntrustedError,
     UsageError,
 )
-from caseline.schemas.wire import CaseInfo, DeviceCert, LogPosition, Policy
+from caseline.schemas.wire import CaseInfo, DeviceCert, Envelope, LogPosition, Policy, Receipt, decode_signed
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -114,8 +125,43 @@ def head_code(count: int, head: bytes) -> str:
     return " ".join(f"{int.from_bytes(digest[i * 4 : i * 4 + 4], 'big') % 100000:05d}" for i in range(4))
 
 
+class LogEntry(Protocol):
+    """An entry as the broker serves it or the profile stores it."""
+
+    @property
+    def seq(self) -> int: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def body(self) -> bytes: ...
+    @property
+    def receipt(self) -> bytes: ...
+
+
+E = TypeVar("E", bound=LogEntry)
+
+
+@dataclasses.dataclass(slots=True)
+class Taken(Generic[E]):
+    """What a batch of entries from the broker meant, h11-style: the shell acts on it.
+
+    ``accepted`` must be stored even when ``error`` is set: they passed every
+    check before the one that failed, and the view already holds them.
+    """
+
+    events: list[CaseEvent]
+    accepted: list[E]
+    error: CaselineError | None = None
+
+
 class Ledger:
-    """This device's verified knowledge of every case it holds."""
+    """This device's verified knowledge of every case it holds.
+
+    Besides verifying, it makes the client's decisions — which entries of a
+    page are new, whether the log was rolled back, whether a receipt is for the
+    update sent, whether a refused update should be sealed again — so that any
+    shell (the CLI's ``Client``, a web app, a test link) decides the same way.
+    """
 
     def __init__(self, *, keys: DeviceKeys, cert: bytes, trust: TrustStore, server_key: bytes) -> None:
         self.keys = keys
@@ -280,6 +326,80 @@ class Ledger:
             rng=rng,
         )
         return body
+
+    def take(self, case_id: bytes, entries: Sequence[E], *, now: int) -> Taken[E]:
+        """Verify a batch in log order, skipping entries this view already holds.
+
+        An entry at a position already held must be the very same entry (a
+        reconnect race delivers some twice); a different one is a fork.  The
+        first failure stops the batch and is returned, not raised, with what
+        passed before it.
+        """
+        view = self.view(case_id)
+        taken: Taken[E] = Taken(events=[], accepted=[])
+        try:
+            for e in entries:
+                if e.seq < view.count:
+                    if not P.constant_time_equal(entry_hash(e.kind, e.body), view.entry_hashes[e.seq]):
+                        raise ForkError(f"the broker now shows a different entry {e.seq} than it did before")
+                    continue
+                taken.events += self.apply(
+                    case_id, seq=e.seq, kind=e.kind, body=e.body, receipt=e.receipt, now=now
+                )
+                taken.accepted.append(e)
+        except CaselineError as exc:
+            taken.error = exc
+        return taken
+
+    def next_page(self, case_id: bytes, *, served: int, got: int) -> int | None:
+        """Where to ask next after a page (``None``: up to date), or ``ForkError`` on a rollback.
+
+        ``served`` is the log length the broker claims, ``got`` how many entries
+        the page held: a broker that serves an empty page below its own count
+        is not asked forever.
+        """
+        view = self.view(case_id)
+        if served < view.count:
+            raise ForkError("the broker's log is shorter than the history this device verified: a rollback")
+        return view.count if got and view.count < served else None
+
+    # ---------------------------------------------------------------- receipts
+    def check_receipt(self, case_id: bytes, envelope: bytes, receipt: bytes) -> Receipt:
+        """The broker's receipt for an update this device posted: signed, and for that very update."""
+        r = verify_receipt(receipt, self.server_key)
+        tbs, sig = decode_signed(envelope)
+        if r.case_id != case_id or not P.constant_time_equal(
+            r.entry_hash, signed_entry_hash(KIND_UPDATE, tbs, sig)
+        ):
+            raise ForkError("the broker's receipt is for another entry than the update posted")
+        return r
+
+    def receipt_is_next(self, case_id: bytes, receipt: Receipt) -> bool:
+        """Whether the posted update is the next entry: then it and its receipt can be applied as is."""
+        return receipt.seq == self.view(case_id).count
+
+    def check_acknowledged(self, case_id: bytes, receipt: Receipt) -> None:
+        """After the update was taken in, the log must hold it where the receipt says."""
+        view = self.view(case_id)
+        if receipt.seq >= view.count or not P.constant_time_equal(
+            view.entry_hashes[receipt.seq], receipt.entry_hash
+        ):
+            raise ForkError("the broker acknowledged an update its log does not hold")
+
+    def reseal_after_refusal(self, case_id: bytes, envelope: bytes, status: int) -> bool:
+        """Whether a refused update should be sealed again: a membership change overtook it.
+
+        Only a conflict over an epoch the case has since left qualifies, and
+        only while this device is still a member; anything else is final.
+        """
+        state = self.view(case_id).state
+        sent = Envelope.decode(decode_signed(envelope)[0])
+        return (
+            status == 409
+            and state is not None
+            and state.epoch > sent.epoch
+            and self.keys.device_id in state.members
+        )
 
     # ---------------------------------------------------------------- sending
     def prepare(self, case_id: bytes, *, content_type: str, content: bytes, now: int, nonce: bytes) -> Staged:

@@ -6,10 +6,8 @@ whole story runs once as ``make demo`` does.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +22,8 @@ from caseline.schemas.errors import (
     EXIT_USAGE,
 )
 
-from tests.support.agencies import PARTNERS, PASSPHRASE, Network
+from tests.support.agencies import PARTNERS, Network
+from tests.support.clirun import cli
 
 
 @pytest.fixture
@@ -34,21 +33,7 @@ def net_agencies() -> tuple[tuple[str, str, str], ...]:
 
 
 async def caseline(home: Path, *args: str, stdin: bytes = b"") -> tuple[int, str, str]:
-    """Run the CLI without blocking the loop that serves the broker."""
-    env = {**os.environ, "CASELINE_HOME": str(home), "CASELINE_PASSPHRASE": PASSPHRASE, "NO_COLOR": "1"}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "caseline.client.cli",
-        *args,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(stdin), timeout=120)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    return await cli(home, *args, stdin=stdin)
 
 
 async def enrolled(net: Network, home: Path) -> bytes:

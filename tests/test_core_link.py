@@ -252,7 +252,9 @@ def test_a_sender_whose_own_update_was_purged_unseen_still_names_it_as_predecess
     )
     case_id = link.create_case(alice, [bob], retention_days=0)
     link.sync(bob, case_id)
-    link.post(bob, case_id, "seen by Alice, never synced back by Bob")
+    link.post(bob, case_id, "seen by Alice, never synced back by Bob", deliver=False)
+    _, envelope = bob.outbox.pop(0)
+    link.broker.post_update(case_id, envelope, device_id=bob.id)  # accepted; its receipt is lost
     link.change(alice, case_id, [bob, juma])  # Alice syncs Bob's update first
     world.now += MAX_SKEW_MS + 1
     assert link.broker.purge(before_time=world.now - MAX_SKEW_MS) == 1

@@ -21,22 +21,24 @@ def cli_env(home: Path) -> dict[str, str]:
     return {**os.environ, "CASELINE_HOME": str(home), "CASELINE_PASSPHRASE": PASSPHRASE, "NO_COLOR": "1"}
 
 
-async def start_cli(home: Path, *args: str) -> asyncio.subprocess.Process:
+async def start_cli(home: Path, *args: str, stdin: bool = False) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "caseline.client.cli",
         *args,
-        stdin=asyncio.subprocess.DEVNULL,
+        stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=cli_env(home),
     )
 
 
-async def finish(proc: asyncio.subprocess.Process, timeout: float = 120) -> tuple[int, str, str]:
+async def finish(
+    proc: asyncio.subprocess.Process, timeout: float = 120, stdin: bytes | None = None
+) -> tuple[int, str, str]:
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout=timeout)
+        out, err = await asyncio.wait_for(proc.communicate(stdin), timeout=timeout)
     except BaseException:
         if proc.returncode is None:
             proc.kill()  # never leave a stray CLI behind a failed test
@@ -46,8 +48,9 @@ async def finish(proc: asyncio.subprocess.Process, timeout: float = 120) -> tupl
     return proc.returncode, out.decode(), err.decode()
 
 
-async def cli(home: Path, *args: str) -> tuple[int, str, str]:
-    return await finish(await start_cli(home, *args))
+async def cli(home: Path, *args: str, stdin: bytes | None = None) -> tuple[int, str, str]:
+    """Run the CLI to its end without blocking the loop that serves the broker."""
+    return await finish(await start_cli(home, *args, stdin=stdin is not None), stdin=stdin)
 
 
 def cli_home(profile: Client | Path) -> tuple[Path, str]:

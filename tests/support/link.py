@@ -167,14 +167,17 @@ class Link:
 
     # ---------------------------------------------------------------- reading
     def sync(self, endpoint: Endpoint, case_id: bytes) -> list[CaseEvent]:
-        """Fetch and verify everything new with the device's own core."""
-        view = endpoint.ledger.view(case_id)
-        entries, _ = self.broker.entries(case_id, device_id=endpoint.id, after=view.count)
+        """Fetch and verify everything new with the device's own core, as ``Client.sync`` decides."""
+        ledger = endpoint.ledger
+        after: int | None = ledger.view(case_id).count
         events: list[CaseEvent] = []
-        for e in entries:
-            events += endpoint.ledger.apply(
-                case_id, seq=e.seq, kind=e.kind, body=e.body, receipt=e.receipt, now=self.world.now
-            )
+        while after is not None:
+            entries, served = self.broker.entries(case_id, device_id=endpoint.id, after=after)
+            taken = ledger.take(case_id, entries, now=self.world.now)
+            events += taken.events
+            if taken.error is not None:
+                raise taken.error
+            after = ledger.next_page(case_id, served=served, got=len(entries))
         return events
 
     # ---------------------------------------------------------------- sending
@@ -206,6 +209,9 @@ class Link:
             self.refused(endpoint)
             raise
         endpoint.outbox.pop(0)
+        r = endpoint.ledger.check_receipt(case_id, envelope, receipt)  # as Client._deliver does
+        self.sync(endpoint, case_id)
+        endpoint.ledger.check_acknowledged(case_id, r)
         return receipt
 
     def refused(self, endpoint: Endpoint) -> None:

@@ -1,0 +1,126 @@
+"""Posting by content type: one helper per form, with the case's markings filled in.
+
+A helper fills in what an officer should not have to type — the language, and
+the markings the case's signed policy sets (handling code and TLP), with
+default grades where the content type's schema asks for graded markings — and
+leaves every other field to the caller.  What the schema still refuses is the
+caller's mistake (``InvalidContentError``), found before anything is sealed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from caseline.schemas import content as content_schemas
+from caseline.schemas.errors import UnknownError, UsageError
+
+if TYPE_CHECKING:
+    from caseline.client.core import CaseEvent
+    from caseline.crypto.caselog import CaseView
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Posted:
+    """What a successful post returns: where the update sits and the broker's word on it."""
+
+    case_id: bytes
+    update_id: bytes
+    seq: int
+    receipt_time: int
+    retries: int
+
+
+class ContentHelpers:
+    """``Client``'s typed posting helpers (a mixin: ``Client`` supplies ``post``, ``view`` and ``sync``)."""
+
+    if TYPE_CHECKING:
+
+        async def view(self, case_id: bytes) -> CaseView: ...
+        async def sync(self, case_id: bytes) -> list[CaseEvent]: ...
+        async def post(
+            self,
+            case_id: bytes,
+            content_type: str,
+            content: Mapping[str, Any] | bytes,
+            *,
+            tries: int = 5,
+            idempotency_key: str | None = None,
+        ) -> Posted: ...
+
+    async def _markings(
+        self, case_id: bytes, graded: bool, overrides: Mapping[str, str] | None
+    ) -> dict[str, str]:
+        view = await self.view(case_id)
+        if view.state is None:
+            await self.sync(case_id)
+        if view.state is None:
+            raise UnknownError("this device holds no such case")
+        markings = {"handling": view.state.policy.handling, "tlp": view.state.policy.tlp}
+        if graded:
+            markings |= {"source_reliability": "X", "information_assessment": "4"}
+        markings |= dict(overrides or {})
+        return markings
+
+    async def post_typed(
+        self,
+        case_id: bytes,
+        content_type: str,
+        fields: Mapping[str, Any],
+        *,
+        idempotency_key: str | None = None,
+    ) -> Posted:
+        """Post ``fields`` as ``content_type``, filling in ``lang`` and the case's markings when absent."""
+        fields = dict(fields)
+        if content_type not in content_schemas.CONTENT_TYPES:
+            known = ", ".join(sorted(content_schemas.CONTENT_TYPES))
+            raise UsageError(f"{content_type!r} is not a content type: one of {known}")
+        graded = content_schemas.graded(content_type)
+        markings = fields.pop("markings", None)
+        body = {"markings": await self._markings(case_id, graded, markings), "lang": fields.pop("lang", "en")}
+        body |= {k: v for k, v in fields.items() if v is not None}
+        return await self.post(case_id, content_type, body, idempotency_key=idempotency_key)
+
+    async def post_note(self, case_id: bytes, text: str, **fields: Any) -> Posted:
+        return await self.post_typed(case_id, "note", {"text": text, **fields})
+
+    async def post_seizure(
+        self,
+        case_id: bytes,
+        *,
+        occurred_at: str,
+        place: Mapping[str, Any],
+        goods: Sequence[Mapping[str, Any]],
+        **fields: Any,
+    ) -> Posted:
+        return await self.post_typed(
+            case_id,
+            "seizure",
+            {"occurred_at": occurred_at, "place": place, "goods": list(goods), **fields},
+        )
+
+    async def post_alert(
+        self, case_id: bytes, *, subject_kind: str, subject: Mapping[str, Any], reason: str, **fields: Any
+    ) -> Posted:
+        return await self.post_typed(
+            case_id,
+            "alert",
+            {"subject_kind": subject_kind, "subject": subject, "reason": reason, **fields},
+        )
+
+    async def post_request(
+        self, case_id: bytes, *, subject: str, urgency: str = "standard", **fields: Any
+    ) -> Posted:
+        return await self.post_typed(case_id, "request", {"subject": subject, "urgency": urgency, **fields})
+
+    async def post_reply(self, case_id: bytes, *, in_reply_to: bytes, text: str, **fields: Any) -> Posted:
+        return await self.post_typed(
+            case_id, "reply", {"in_reply_to": in_reply_to.hex(), "text": text, **fields}
+        )
+
+    async def post_status(self, case_id: bytes, *, status: str, **fields: Any) -> Posted:
+        return await self.post_typed(case_id, "status", {"status": status, **fields})
+
+    async def post_ack(self, case_id: bytes, *, of: bytes, level: str = "received", **fields: Any) -> Posted:
+        return await self.post_typed(case_id, "ack", {"of": of.hex(), "level": level, **fields})

@@ -1,0 +1,226 @@
+"""Posting exactly once: the outbox, the profile's posting lock, receipts and refusals.
+
+An update's final bytes are kept in the outbox (its content sealed under the
+device's local key) before its message key is used up and before its first
+send, so every retry — in this run, or in the next after a crash or Ctrl-C —
+sends those same bytes, and the broker stores them at most once.  One process
+at a time seals new updates from a profile (``PostingLock``); the decisions —
+is this receipt for my update, should a refused one be sealed again — are the
+pure core's (``Ledger``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from caseline.client import keystore
+from caseline.client.content import Posted
+from caseline.client.profile import PostingLock
+from caseline.client.store import LocalStore, Pending, StoredEntry
+from caseline.client.transport import with_retries
+from caseline.crypto import primitives as P
+from caseline.crypto.caselog import KIND_UPDATE
+from caseline.schemas import content as content_schemas
+from caseline.schemas.codec import pack, unpack
+from caseline.schemas.errors import BrokerRefusal, ContentError, InvalidContentError, ProfileError, UsageError
+
+if TYPE_CHECKING:
+    from caseline.client.core import CaseEvent, Ledger
+    from caseline.client.transport import BrokerConnection
+    from caseline.crypto.caselog import CaseView
+
+log = logging.getLogger("caseline.client")
+#: How long a post waits for another process posting from the same profile.
+POSTING_LOCK_WAIT_S: Final = 120.0
+
+
+class Outbox:
+    """``Client.post`` and ``Client.flush`` (a mixin: ``Client`` supplies the rest)."""
+
+    if TYPE_CHECKING:
+        store: LocalStore
+        clock: Callable[[], int]
+        retries: int
+        _secrets: keystore.DeviceSecrets
+        _post_lock: asyncio.Lock
+        _profile_lock: PostingLock
+
+        @property
+        def broker(self) -> BrokerConnection: ...
+        def _ledger(self) -> Ledger: ...
+        async def view(self, case_id: bytes) -> CaseView: ...
+        async def sync(self, case_id: bytes) -> list[CaseEvent]: ...
+        async def history(self, case_id: bytes) -> list[CaseEvent]: ...
+        async def _accept(self, case_id: bytes, entries: Sequence[StoredEntry]) -> list[CaseEvent]: ...
+
+    def _seal_local(self, update_id: bytes, content_type: str, content: bytes) -> bytes:
+        nonce = secrets.token_bytes(P.AEAD_NONCE_SIZE)
+        aad = P.label("outbox") + update_id
+        return nonce + P.xchacha_seal(self._secrets.local_key, nonce, pack([content_type, content]), aad)
+
+    def _open_local(self, pending: Pending) -> tuple[str, bytes]:
+        nonce, sealed = (
+            pending.sealed_content[: P.AEAD_NONCE_SIZE],
+            pending.sealed_content[P.AEAD_NONCE_SIZE :],
+        )
+        obj = unpack(
+            P.xchacha_open(self._secrets.local_key, nonce, sealed, P.label("outbox") + pending.update_id)
+        )
+        return str(obj[0]), bytes(obj[1])
+
+    async def post(
+        self,
+        case_id: bytes,
+        content_type: str,
+        content: Mapping[str, Any] | bytes,
+        *,
+        tries: int = 5,
+        idempotency_key: str | None = None,
+    ) -> Posted:
+        """Seal, sign and post one update exactly once, however often it must be retried.
+
+        ``idempotency_key`` extends that to whole runs of a script: a second call
+        with the same key returns the first update instead of posting again.
+        """
+        if isinstance(content, Mapping):
+            try:
+                data = content_schemas.encode_content(content_type, content)
+            except ContentError as exc:
+                raise InvalidContentError(str(exc)) from None
+        else:
+            data = content
+        async with self._posting():
+            return await self._post_locked(case_id, content_type, data, tries, idempotency_key)
+
+    @contextlib.asynccontextmanager
+    async def _posting(self) -> AsyncIterator[None]:
+        """Hold this profile's posting lock: in this process, then across processes."""
+        async with self._post_lock:
+            if not self._profile_lock.try_acquire():
+                log.warning(
+                    "waiting for another caseline process (pid %s) that is posting from this profile",
+                    self._profile_lock.holder(),
+                )
+                deadline, pause = time.monotonic() + POSTING_LOCK_WAIT_S, 0.02
+                while not self._profile_lock.try_acquire():
+                    if time.monotonic() > deadline:
+                        raise ProfileError(
+                            f"another caseline process (pid {self._profile_lock.holder()}) has been"
+                            f" posting from this profile for over {POSTING_LOCK_WAIT_S:.0f} s"
+                        )
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, 0.5)
+            try:
+                yield
+            finally:
+                self._profile_lock.release()
+
+    async def _post_locked(
+        self, case_id: bytes, content_type: str, data: bytes, tries: int, idempotency_key: str | None
+    ) -> Posted:
+        # Another process of this profile may have posted since: sync first, so
+        # the next position is sealed from the log, not from a stale memory.
+        await self.sync(case_id)
+        # Whatever an earlier run sealed goes first, in order.  If it holds this
+        # very content, this call is that run's retry: it must not post twice.
+        retried = None
+        for pending in await self.store.outbox(case_id):
+            same = self._open_local(pending) == (content_type, data)
+            posted = await self._deliver(pending, tries=tries)
+            retried = posted if same and retried is None else retried
+        if retried is not None:
+            return retried
+        key_name = None
+        if idempotency_key is not None:
+            key_name = "posted:" + P.hash_labeled("idempotency-key", case_id, idempotency_key.encode()).hex()
+            earlier = await self.store.get(key_name)
+            if earlier is not None:
+                return await self._posted_before(case_id, earlier)
+        ledger = self._ledger()
+        staged = ledger.prepare(
+            case_id, content_type=content_type, content=data, now=self.clock(), nonce=secrets.token_bytes(24)
+        )
+        sealed = staged.sealed
+        pending = Pending(
+            update_id=sealed.update_id,
+            case_id=case_id,
+            envelope=sealed.envelope,
+            sealed_content=self._seal_local(sealed.update_id, content_type, data),
+            created_at=self.clock(),
+        )
+        await self.store.add_pending(pending)
+        ledger.confirm(case_id, staged)  # only now is the message key used up
+        if key_name is not None:
+            await self.store.put(key_name, sealed.update_id)
+        return await self._deliver(pending, tries=tries)
+
+    async def _posted_before(self, case_id: bytes, update_id: bytes) -> Posted:
+        for event in await self.history(case_id):
+            if event.update_id == update_id:
+                return Posted(
+                    case_id=case_id, update_id=update_id, seq=event.seq, receipt_time=event.time, retries=0
+                )
+        raise UsageError("an update with this idempotency key was refused earlier; use a new key")
+
+    async def flush(self, case_id: bytes | None = None, *, tries: int = 5) -> list[Posted]:
+        """Send what an earlier run sealed but could not confirm, in order, before anything new."""
+        async with self._posting():
+            return [await self._deliver(p, tries=tries) for p in await self.store.outbox(case_id)]
+
+    async def _deliver(self, pending: Pending, *, tries: int) -> Posted:
+        case_id = pending.case_id
+        retries = 0
+
+        def count(_: BrokerRefusal, __: int) -> None:
+            nonlocal retries
+            retries += 1
+            self.retries += 1
+
+        try:
+            receipt = await with_retries(
+                lambda: self.broker.post_update(case_id, pending.envelope), tries=tries, on_retry=count
+            )
+        except BrokerRefusal as exc:
+            if exc.transient:
+                raise  # kept in the outbox: the next run sends the same bytes
+            return await self._refused(pending, exc, tries=tries)
+        ledger = self._ledger()
+        r = ledger.check_receipt(case_id, pending.envelope, receipt)
+        await self.store.drop_pending(pending.update_id)
+        await self._settle(case_id, pending.envelope, receipt)
+        ledger.check_acknowledged(case_id, r)
+        return Posted(
+            case_id=case_id, update_id=pending.update_id, seq=r.seq, receipt_time=r.time, retries=retries
+        )
+
+    async def _settle(self, case_id: bytes, envelope: bytes, receipt: bytes) -> None:
+        """Take a just-posted update into the view from its receipt, or sync if others came first.
+
+        When the receipt's position is the next one this view expects, the
+        update and its receipt are all the broker would send for it: applying
+        them checks the receipt's head against the chain this view computed,
+        as a sync would, one request sooner.
+        """
+        view = await self.view(case_id)
+        ledger = self._ledger()
+        if ledger.receipt_is_next(case_id, ledger.check_receipt(case_id, envelope, receipt)):
+            await self._accept(case_id, [StoredEntry(view.count, KIND_UPDATE, envelope, receipt)])
+        else:
+            await self.sync(case_id)
+
+    async def _refused(self, pending: Pending, exc: BrokerRefusal, *, tries: int) -> Posted:
+        """A definitive no.  If a membership change overtook the update, seal it again."""
+        await self.store.drop_pending(pending.update_id)
+        view = await self.view(pending.case_id)
+        view.abandon_unsent()
+        await self.sync(pending.case_id)
+        if self._ledger().reseal_after_refusal(pending.case_id, pending.envelope, exc.status):
+            content_type, data = self._open_local(pending)
+            return await self._post_locked(pending.case_id, content_type, data, tries, None)
+        raise exc
