@@ -16,6 +16,8 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell expects
 def main() -> NoReturn:
     try:
         from caseline.client.cli import main as cli_main  # noqa: PLC0415 - after Ctrl-C is handled
+
+        code = cli_main()
     except KeyboardInterrupt:
-        sys.exit(EXIT_INTERRUPTED)
-    sys.exit(cli_main())
+        code = EXIT_INTERRUPTED
+    sys.exit(code)

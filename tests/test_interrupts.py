@@ -129,3 +129,23 @@ async def test_ctrl_c_at_the_passphrase_prompt_ends_at_once(net: Network, tmp_pa
     code = await asyncio.wait_for(proc.wait(), timeout=30)
     os.close(main)
     assert code == EXIT_INTERRUPTED
+
+
+async def test_ctrl_c_while_the_command_is_still_loading(tmp_path: Path) -> None:
+    """The console script's entry point: Ctrl-C among the imports is a clean 130 too."""
+    script = "import sys; from caseline.client.entry import main; sys.argv[0] = 'caseline'; main()"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-X", "importtime", "-c", script, "whoami",
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "CASELINE_HOME": str(tmp_path)},
+    )  # fmt: skip
+    assert proc.stderr is not None
+    seen = []
+    while not any("| rich" in line for line in seen):  # the CLI's own imports are under way
+        line = (await asyncio.wait_for(proc.stderr.readline(), timeout=60)).decode()
+        assert line, "the command ended before it loaded its display library"
+        seen.append(line)
+    proc.send_signal(signal.SIGINT)
+    code, _, err = await finish(proc, timeout=60)
+    assert code == EXIT_INTERRUPTED
+    assert_clean(err)
