@@ -771,7 +771,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--member", action="append", default=[], metavar="AGENCY:USER[:ROLE]")
     c.add_argument("--handling", choices=("H0", "H1", "H2", "H3"), default="H2")
     c.add_argument("--tlp", choices=("CLEAR", "GREEN", "AMBER", "AMBER+STRICT", "RED"), default="AMBER")
-    c.add_argument("--retention-days", type=int, default=365)
+    c.add_argument(
+        "--retention-days",
+        type=int,
+        default=365,
+        help="days the broker keeps update bodies (0: relay only, bodies go at its next retention pass)",
+    )
     c.add_argument("--history", choices=("shared", "none"), default="shared")
     k.add_parser("list")
     c = k.add_parser("show")
