@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import ipaddress
 import logging
 import secrets
 import time
@@ -126,7 +127,11 @@ class CaseReport:
 
 
 def broker_url(text: str) -> str:
-    """A broker's base URL as typed: ``https://host[:port]`` (``http://`` for loopback tests)."""
+    """A broker's base URL as typed: ``https://host[:port]``, or ``http://`` on loopback only.
+
+    Session tokens travel in the clear over plain HTTP; the broker refuses it
+    beyond loopback, and so does the client.
+    """
     url = urllib.parse.urlsplit(text.strip().rstrip("/"))
     try:
         url.port  # noqa: B018 - raises on a port that is not a number
@@ -134,7 +139,18 @@ def broker_url(text: str) -> str:
         url = url._replace(netloc="")
     if url.scheme not in ("https", "http") or not url.hostname or url.path or url.query or url.fragment:
         raise UsageError(f"{text!r} is not a broker URL: give it as https://HOST[:PORT]")
+    if url.scheme == "http" and not _loopback(url.hostname):
+        raise UsageError(f"{text!r}: a broker beyond this machine is reached over https:// only")
     return url.geturl()
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def parse_member(text: str, default_role: str = "member") -> tuple[str, str, str]:

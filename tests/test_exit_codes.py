@@ -123,6 +123,10 @@ async def url_without_scheme(s: Scene) -> tuple[int, str]:
     return await s.run("login", "--server", "broker.example:8443")
 
 
+async def plain_http_beyond_loopback(s: Scene) -> tuple[int, str]:
+    return await s.run("login", "--server", "http://broker.example:8443")
+
+
 async def missing_profile(s: Scene) -> tuple[int, str]:
     return await s.run("--profile", "nobody", "whoami")
 
@@ -186,6 +190,7 @@ TABLE: list[tuple[Case, int, str]] = [
     (issue_another_agencys_request, EXIT_USAGE, MISTAKE),
     (publish_a_missing_folder, EXIT_USAGE, MISTAKE),
     (url_without_scheme, EXIT_USAGE, MISTAKE),
+    (plain_http_beyond_loopback, EXIT_USAGE, MISTAKE),
     (missing_profile, EXIT_PROFILE, "--profile"),
     (commit_by_a_plain_member, EXIT_UNTRUSTED, UNTRUSTED),
     (flipped_sender_in_a_log_page, EXIT_UNTRUSTED, UNTRUSTED),
