@@ -140,7 +140,7 @@ async def test_ctrl_c_while_the_command_is_still_loading(tmp_path: Path) -> None
         env={**os.environ, "CASELINE_HOME": str(tmp_path)},
     )  # fmt: skip
     assert proc.stderr is not None
-    seen = []
+    seen: list[str] = []
     while not any("| rich" in line for line in seen):  # the CLI's own imports are under way
         line = (await asyncio.wait_for(proc.stderr.readline(), timeout=60)).decode()
         assert line, "the command ended before it loaded its display library"
