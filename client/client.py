@@ -47,7 +47,7 @@ from caseline.crypto.evidence import EvidenceReport, export_evidence, verify_evi
 from caseline.crypto.keys import DeviceKeys, fingerprint, normalize_fingerprint
 from caseline.crypto.snapshot import trust_binding
 from caseline.crypto.updates import HISTORY_SHARE
-from caseline.schemas.api import Session
+from caseline.schemas.api import EntryPage, Session
 from caseline.schemas.errors import (
     CaselineError,
     ForkError,
@@ -71,6 +71,8 @@ Clock = Callable[[], int]
 log = logging.getLogger("caseline.client")
 #: How long a fetched revocation list is trusted to be current before asking again.
 REVOCATION_REFRESH_MS: Final = 60_000
+#: Sealed meta entry: the broker's revocations digest when this profile last fetched its pins' lists.
+REVOCATIONS_SEEN: Final = "revocations-seen"
 #: A kept session is not reused this close to its expiry (the broker's clock may run ahead).
 SESSION_MARGIN_MS: Final = 60_000
 #: A long-running process (``follow``) saves a case's view after this many new entries.
@@ -469,22 +471,40 @@ class Client(Outbox, ContentHelpers, Following):
         return {a: fingerprint(a, k) for a, k in sorted(self.trust.roots.items())}
 
     async def refresh_revocations(self, *, force: bool = False) -> None:
-        """Fetch each pinned agency's newest revocation list; refuse any rollback."""
+        """Fetch each pinned agency's newest revocation list; refuse any rollback.
+
+        Unforced, the lists are fetched only when they may have changed: when
+        the broker's ``Caseline-Revocations`` digest (sent on every answer,
+        PROTOCOL.md §9) differs from the one stored when this profile last
+        fetched the lists of the agencies it pins now.  A fresh process thus
+        still sees a list published a moment ago, at no request while none
+        was.  From a broker that sends no digest, they are fetched unless this
+        process did so in the last ``REVOCATION_REFRESH_MS``.  The digest is
+        only a hint: every list adopted is verified and rollback-checked.
+        """
         now = self.clock()
-        if (
-            not force
-            and self._crl_checked_at is not None
-            and now - self._crl_checked_at < REVOCATION_REFRESH_MS
-        ):
-            return
+        hint = None if self._broker is None else self._broker.revocations_hint
+        pins: list[object] = [*sorted(self.trust.roots)]
+        if not force:
+            if hint is not None:
+                if await self._views.get_secret(REVOCATIONS_SEEN) == [hint, *pins]:
+                    return
+            elif self._crl_checked_at is not None and now - self._crl_checked_at < REVOCATION_REFRESH_MS:
+                return
+        # The digest to keep is one from before the lists were read: if another list
+        # lands meanwhile, the next command sees a digest that differs and asks again.
+        seen = hint
         for agency_id in self.trust.roots:
             crl = await self.broker.revocations(agency_id, held=self.trust.revocation_list(agency_id))
+            seen = seen or self.broker.revocations_hint
             if crl is None:
                 continue  # none published, or the one held is current (304)
             async with self._changing_trust():
                 parsed = self.trust.add_revocation_list(crl)  # verified; an older list raises RevokedError
             await self.store.put_crl(agency_id, parsed.number, crl)
         self._crl_checked_at = now
+        if seen is not None:
+            await self._views.put_secret(REVOCATIONS_SEEN, [seen, *pins])
 
     @contextlib.asynccontextmanager
     async def _changing_trust(self) -> AsyncIterator[None]:
@@ -559,12 +579,25 @@ class Client(Outbox, ContentHelpers, Following):
             await self._views.save(case_id, view, self.trust)
 
     async def sync(self, case_id: bytes) -> list[CaseEvent]:
-        """Fetch, verify and store everything new in a case; return what it meant."""
+        """Fetch, verify and store everything new in a case; return what it meant.
+
+        Revocation lists are checked after the first page is fetched and before
+        any of it is verified: the page's ``Caseline-Revocations`` digest tells
+        whether they changed, so unchanged lists cost no request.
+        """
+        asked = (await self.view(case_id)).count
+        first: EntryPage | None = await self.broker.entries(case_id, after=asked)
         await self.refresh_revocations()
+        # A new list may have sent the view back to genesis: then ask again from there.
         after: int | None = (await self.view(case_id)).count
         events: list[CaseEvent] = []
         while after is not None:
-            page = await self.broker.entries(case_id, after=after)
+            page = (
+                first
+                if first is not None and after == asked
+                else await self.broker.entries(case_id, after=after)
+            )
+            first = None
             stored = [StoredEntry(e.seq, e.kind, e.body, e.receipt) for e in page.entries]
             events += await self._accept(case_id, stored)
             after = self._ledger().next_page(case_id, served=page.count, got=len(stored))

@@ -21,6 +21,7 @@ import aiohttp
 from caseline.crypto.auth import answer_challenge
 from caseline.crypto.keys import DeviceKeys
 from caseline.schemas.api import (
+    REVOCATIONS_HEADER,
     AgencyInfo,
     CaseList,
     ChallengeRequest,
@@ -95,6 +96,8 @@ class BrokerConnection:
         self._token: str | None = None
         #: Told of every new session (token, expiry) and of a logout (None), to keep it across runs.
         self.on_session: Callable[[Session | None], Awaitable[None]] | None = None
+        #: The broker's ``Caseline-Revocations`` digest from its latest answer, if it sent one.
+        self.revocations_hint: str | None = None
 
     def resume(self, token: str) -> None:
         """Use a session token kept from an earlier run; a 401 still logs in again once."""
@@ -150,6 +153,7 @@ class BrokerConnection:
                     data = await _read(resp)
                     status = resp.status
                     resp_headers = resp.headers
+                    self._note_hint(resp_headers.get(REVOCATIONS_HEADER))
                 break
             except aiohttp.ClientConnectorError as exc:  # no connection at all: nothing was sent
                 raise BrokerUnavailable(f"no answer from {self.url}: {type(exc).__name__}") from None
@@ -173,6 +177,11 @@ class BrokerConnection:
         if status >= 400:
             raise _problem(status, data, resp_headers)
         return status, data
+
+    def _note_hint(self, value: str | None) -> None:
+        """Keep a well-formed ``Caseline-Revocations`` value; anything else counts as none sent."""
+        ok = value is not None and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+        self.revocations_hint = value if ok else None
 
     # ---------------------------------------------------------------- public, unauthenticated
     async def server_info(self) -> ServerInfo:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Iterable
 from typing import Final
 
 from caseline.schemas.codec import Bin, Nested, Seq, Struct, Text, UInt, wire
@@ -19,6 +20,28 @@ from caseline.schemas.wire import AGENCY_ID, HASH, ID, MAX_CERT_BYTES, MAX_ROSTE
 
 MAX_PAGE: Final = 512
 MAX_SUBSCRIPTIONS: Final = 4096
+
+
+#: Response header: a digest of every revocation list the broker holds (PROTOCOL.md §9).
+REVOCATIONS_HEADER: Final = "Caseline-Revocations"
+
+
+def revocations_digest(lists: Iterable[tuple[str, bytes]]) -> str:
+    """The ``Caseline-Revocations`` value: lowercase hex SHA-256 over every (agency, list) pair.
+
+    ``lists`` holds each agency's current revocation list as its exact signed
+    bytes.  The digest changes whenever any agency publishes a new list, so a
+    client that stored the digest it saw when it last fetched its pinned
+    agencies' lists knows from any one response whether it must fetch again.
+    It is a hint, not a proof: the lists themselves stay signed and
+    rollback-checked, and a broker that lies in it could as well serve an old
+    list (SECURITY.md).
+    """
+    h = hashlib.sha256(b"caseline/v1 revocations-digest")
+    for agency_id, data in sorted(lists):
+        name = agency_id.encode()
+        h.update(len(name).to_bytes(2, "big") + name + hashlib.sha256(data).digest())
+    return h.hexdigest()
 
 
 def revocation_etag(signed_list: bytes) -> str:

@@ -107,6 +107,11 @@ ETAG: dict[str, Any] = {
     "description": "quoted lowercase hex SHA-256 of the exact signed list",
     "schema": {"type": "string", "pattern": '^"[0-9a-f]{64}"$'},
 }
+REVOCATIONS: dict[str, Any] = {
+    "description": "hint: digest over every agency's current revocation list (PROTOCOL.md §9);"
+    " a client fetches lists only when it differs from the one it kept",
+    "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+}
 CASE = {
     "name": "case_id",
     "in": "path",
@@ -356,16 +361,24 @@ def build() -> dict[str, Any]:
             }
         },
     }
+    hint = {api.REVOCATIONS_HEADER: {"$ref": "#/components/headers/CaselineRevocations"}}
+    for operations in paths.values():
+        for operation in operations.values():
+            for status, response in operation["responses"].items():
+                if status != "101" and "$ref" not in response:  # every answer but the WebSocket upgrade
+                    response["headers"] = {**response.get("headers", {}), **hint}
     return {
         "openapi": "3.1.0",
         "info": {"title": "caseline broker API", "version": "1"},
         "paths": paths,
         "components": {
             "schemas": schemas,
+            "headers": {"CaselineRevocations": REVOCATIONS},
             "responses": {
                 "Problem": {
                     "description": "RFC 9457 problem",
                     "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+                    "headers": hint,
                 }
             },
             "securitySchemes": {

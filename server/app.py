@@ -18,6 +18,7 @@ from aiohttp import web
 from caseline.crypto.caselog import DAY_MS
 from caseline.crypto.certs import MAX_SKEW_MS, TrustStore
 from caseline.crypto.keys import SigningKey
+from caseline.schemas.api import REVOCATIONS_HEADER
 from caseline.schemas.errors import BrokerRateLimited, BrokerStorageFull, CaselineError
 from caseline.server import problems, routes
 from caseline.server.config import ServerConfig
@@ -31,12 +32,14 @@ from caseline.server.keys import (
     CORE,
     HUB,
     METRICS,
+    REVOCATIONS,
     SERVER_KEY,
     SESSIONS,
     STORE,
     Clock,
 )
 from caseline.server.metrics import Metrics
+from caseline.server.revocations import RevocationsDigest
 from caseline.server.service import Broker
 from caseline.server.sqlite_store import SqliteStore
 from caseline.server.store import Store
@@ -89,6 +92,9 @@ async def problem_middleware(
     except Exception:
         log.exception("unhandled error on %s", route)
         response = problems.problem(500, "internal", "the broker hit an internal error")
+    if not response.prepared:  # a WebSocket has sent its headers already
+        with contextlib.suppress(CaselineError):  # a hint: never worth failing the answer over
+            response.headers[REVOCATIONS_HEADER] = await request.app[REVOCATIONS].value()
     metrics.requests.labels(route, str(response.status)).inc()
     metrics.latency.labels(route).observe(time.perf_counter() - start)
     return response
@@ -111,6 +117,7 @@ def create_app(
     app[SESSIONS] = {}
     the_store = store if store is not None else SqliteStore(config.db_path, max_bytes=config.db_max_bytes)
     app[STORE] = the_store
+    app[REVOCATIONS] = RevocationsDigest(the_store)
     core = BrokerCore(server_key=server_key, trust=TrustStore(), limits=config.limits)
     app[CORE] = core
     broker = Broker(core=core, store=the_store, clock=clock)

@@ -16,6 +16,7 @@ from caseline.schemas.wire import DeviceCert
 from caseline.server.config import ServerConfig
 from caseline.server.core import BrokerCore
 from caseline.server.metrics import Metrics
+from caseline.server.revocations import RevocationsDigest
 from caseline.server.service import Broker
 from caseline.server.store import SessionRow, Store
 from caseline.server.stream import Hub
@@ -36,3 +37,4 @@ CHALLENGES: Final[web.AppKey[dict[bytes, tuple[bytes, int]]]] = web.AppKey("chal
 #: Logout and revocation remove entries; a multi-instance deployment would share invalidations.
 SESSIONS: Final[web.AppKey[dict[bytes, tuple[SessionRow, DeviceCert]]]] = web.AppKey("sessions")
 AUDIT: Final[web.AppKey[Callable[[str, str], Awaitable[None]]]] = web.AppKey("audit")
+REVOCATIONS: Final = web.AppKey("revocations", RevocationsDigest)

@@ -58,6 +58,7 @@ from caseline.server.keys import (
     CORE,
     HUB,
     METRICS,
+    REVOCATIONS,
     SERVER_KEY,
     SESSIONS,
     STORE,
@@ -261,6 +262,7 @@ async def put_revocations(request: web.Request) -> web.Response:
         return web.Response(status=204)  # the same list again: nothing to do
     core.trust.add_revocation_list(body)  # verifies signature, number and monotonicity
     await store.put_revocation_list(agency_id, crl.number, body)
+    request.app[REVOCATIONS].invalidate()
     now = request.app[CLOCK]()
     for entry in crl.entries:
         device = await store.get_device(entry.device_id)

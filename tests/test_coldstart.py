@@ -66,6 +66,49 @@ async def test_an_unchanged_revocation_list_is_answered_304(net: Network) -> Non
     assert alice.trust.revocation_number("tz-tra") > number
 
 
+async def test_a_warm_post_makes_two_requests_and_checks_no_unchanged_list(net: Network) -> None:
+    """Issue 11 (b): the entries page's revocations digest stands in for a 304 per pinned agency."""
+    alice, _, case_id = await a_case(net, notes=1)
+    await net.publish("tz-tra")  # both agencies have a list now: each would cost a request
+    await alice.refresh_revocations(force=True)
+    await alice.close()
+    net.clients.remove(alice)
+    again = await reopen(alice)
+    net.clients.append(again)
+    before = served(net)
+    await again.post_note(case_id, "two requests")
+    made = since(net, before)
+    assert made == {("/v1/cases/{case_id}/entries", "200"): 1, ("/v1/cases/{case_id}/updates", "201"): 1}
+    assert again.broker.revocations_hint is not None
+
+
+async def test_a_revocation_published_between_two_commands_is_seen_by_the_second(net: Network) -> None:
+    alice, juma = await net.device("ke-kra", "alice"), await net.device("tz-tra", "juma")
+    case_id = await alice.create_case(title="Op. Cold", members=[("tz-tra", "juma")])
+    safe_until = wall_clock()
+    await juma.post_note(case_id, "written with a stolen key")
+    await alice.sync(case_id)
+    await alice.close()
+    net.clients.remove(alice)
+    first = await reopen(alice)  # one command: nothing revoked yet, no list fetched
+    before = served(net)
+    await first.post_note(case_id, "before the revocation")
+    assert not [r for r, _ in since(net, before) if r == CRL_ROUTE]
+    await first.close()
+    # Between the two commands the agency revokes juma's key from before his note.
+    number = first.trust.revocation_number("tz-tra")
+    await net.admins["tz-tra"].revoke(juma.keys.device_id, reason="device-lost", since=safe_until)
+    await net.publish("tz-tra")
+    second = await reopen(alice)
+    net.clients.append(second)
+    before = served(net)
+    await second.sync(case_id)
+    assert since(net, before)[(CRL_ROUTE, "200")] == 1  # the new list, fetched at once
+    assert second.trust.revocation_number("tz-tra") > number
+    events = await second.history(case_id)
+    assert [e.kind for e in events if e.author and e.author.user_id == "juma"] == ["voided"]
+
+
 # --------------------------------------------------------------------------- snapshots
 
 
