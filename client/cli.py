@@ -30,9 +30,8 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from caseline.client.admin import AgencyAdmin, Published, publish_folder
 from caseline.client.client import Client, broker_url, parse_member, verify_bundle
 from caseline.client.core import CaseEvent
 from caseline.client.profile import home_dir, profile_dir
@@ -49,9 +48,11 @@ from caseline.schemas.errors import (
     UsageError,
 )
 from caseline.schemas.wire import DeviceCert, RevocationList, decode_signed
-from rich.console import Console
-from rich.panel import Panel
-from rich.table import Table
+
+if TYPE_CHECKING:
+    from caseline.client.admin import AgencyAdmin, Published
+    from rich.console import Console
+    from rich.table import Table
 
 #: What a shell expects of a program stopped by Ctrl-C (128 + SIGINT).
 EXIT_INTERRUPTED: Final = 130
@@ -60,10 +61,33 @@ EXIT_INTERRUPTED: Final = 130
 
 
 class Out:
+    """Where a command prints.  rich is imported only when something is printed for a person.
+
+    Importing rich costs tens of milliseconds of a command's start, and a
+    script's ``--json`` post prints none of it (issue 11), so the consoles,
+    and the tables and panels in the commands, are made on first use.
+    """
+
     def __init__(self, as_json: bool) -> None:
         self.as_json = as_json
-        self.console = Console(highlight=False, soft_wrap=True)
-        self.errors = Console(stderr=True, highlight=False)
+        self._console: Console | None = None
+        self._errors: Console | None = None
+
+    @property
+    def console(self) -> Console:
+        if self._console is None:
+            from rich.console import Console  # noqa: PLC0415 - see the class docstring
+
+            self._console = Console(highlight=False, soft_wrap=True)
+        return self._console
+
+    @property
+    def errors(self) -> Console:
+        if self._errors is None:
+            from rich.console import Console  # noqa: PLC0415 - see the class docstring
+
+            self._errors = Console(stderr=True, highlight=False)
+        return self._errors
 
     def data(self, obj: Any) -> None:
         print(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False))
@@ -175,6 +199,8 @@ def event_json(event: CaseEvent) -> dict[str, Any]:
 
 
 def events_table(events: Sequence[CaseEvent], title: str) -> Table:
+    from rich.table import Table  # noqa: PLC0415 - rich only when printing for a person
+
     table = Table(title=title, title_justify="left")
     for col in ("#", "time (UTC)", "from", "type", "what"):
         table.add_column(col, overflow="fold")
@@ -226,6 +252,8 @@ async def open_client(args: argparse.Namespace) -> Client:
 
 
 async def open_admin(args: argparse.Namespace) -> AgencyAdmin:
+    from caseline.client.admin import AgencyAdmin  # noqa: PLC0415 - administrators only
+
     return await AgencyAdmin.open(profile(args), passphrase=args.secret)
 
 
@@ -233,6 +261,8 @@ async def open_admin(args: argparse.Namespace) -> AgencyAdmin:
 
 
 async def cmd_init(args: argparse.Namespace, out: Out) -> int:
+    from rich.panel import Panel  # noqa: PLC0415 - rich only when printing for a person
+
     directory = profile(args)
     key_file = Path(args.key_file) if args.key_file else None
     secret = args.secret
@@ -286,6 +316,8 @@ def _server_fpr(key: bytes | None) -> str:
 
 
 async def cmd_whoami(args: argparse.Namespace, out: Out) -> int:
+    from rich.table import Table  # noqa: PLC0415 - rich only when printing for a person
+
     async with await open_client(args) as client:
         ident = await client.identity()
     data = {
@@ -309,6 +341,8 @@ async def cmd_whoami(args: argparse.Namespace, out: Out) -> int:
 
 
 async def cmd_trust(args: argparse.Namespace, out: Out) -> int:
+    from rich.table import Table  # noqa: PLC0415 - rich only when printing for a person
+
     async with await open_client(args) as client:
         if args.trust_cmd == "add":
             root = hex_arg(args.root_key, "--root-key", 32) if args.root_key else None
@@ -337,6 +371,8 @@ async def cmd_trust(args: argparse.Namespace, out: Out) -> int:
 
 
 async def cmd_case(args: argparse.Namespace, out: Out) -> int:
+    from rich.table import Table  # noqa: PLC0415 - rich only when printing for a person
+
     async with await open_client(args) as client:
         sub = args.case_cmd
         if sub == "create":
@@ -512,6 +548,8 @@ async def cmd_follow(args: argparse.Namespace, out: Out) -> int:
 
 
 async def cmd_verify(args: argparse.Namespace, out: Out) -> int:
+    from rich.panel import Panel  # noqa: PLC0415 - rich only when printing for a person
+
     async with await open_client(args) as client:
         case_id = await client.resolve_case(args.case)
         report = await client.verify_case(case_id)
@@ -549,6 +587,8 @@ async def cmd_verify(args: argparse.Namespace, out: Out) -> int:
 
 
 async def cmd_evidence(args: argparse.Namespace, out: Out) -> int:
+    from rich.table import Table  # noqa: PLC0415 - rich only when printing for a person
+
     if args.evidence_cmd == "export":
         async with await open_client(args) as client:
             case_id = await client.resolve_case(args.case)
@@ -614,6 +654,10 @@ async def cmd_evidence(args: argparse.Namespace, out: Out) -> int:
 
 
 async def cmd_agency(args: argparse.Namespace, out: Out) -> int:
+    from caseline.client.admin import AgencyAdmin  # noqa: PLC0415 - administrators only
+    from rich.panel import Panel  # noqa: PLC0415 - rich only when printing for a person
+    from rich.table import Table  # noqa: PLC0415 - rich only when printing for a person
+
     sub = args.agency_cmd
     if sub == "init":
         secret = args.secret
@@ -708,6 +752,8 @@ async def cmd_agency(args: argparse.Namespace, out: Out) -> int:
 
 async def publish_from_folder(args: argparse.Namespace, out: Out) -> int:
     """The networked half of an offline root: no profile, no passphrase, nothing secret."""
+    from caseline.client.admin import publish_folder  # noqa: PLC0415 - administrators only
+
     broker = BrokerConnection(broker_url(args.server), keys=None, server_key=None, timeout=args.timeout)
     try:
         report_published(await publish_folder(broker, Path(args.from_folder)), out)

@@ -16,6 +16,19 @@ and the caller rebuilds the view from genesis — it is never trusted in part.
 A stale one is harmless: the entries after it are verified as they would be
 from genesis.
 
+Base plus delta
+---------------
+Rewriting the whole snapshot costs about as much as loading it (0.2 s for a
+100,000-entry case), and a ``caseline post`` moves a view by one or two
+entries.  So a stored snapshot is rewritten only once the view has moved
+``REWRITE_AFTER`` entries past it; until then the snapshot is the base and
+the delta is the entries after it in the profile's own log, which the next
+open verifies again (about a third of a millisecond each: at most
+``REWRITE_AFTER`` of them, ~10 ms).  That delta needs no seal of its own: it
+is re-verified, never believed.  A case with no snapshot yet is always
+written.  At this threshold a post pays on average ~5 ms of replay and ~8 ms
+of amortised rewrite instead of 0.2 s every time.
+
 Several processes may use one profile at once (a ``follow`` and a ``post``):
 a snapshot is written only when it is further along than the stored one
 (``LocalStore.put_view_snapshot``).  The events each entry produced are kept
@@ -26,6 +39,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from typing import Final
 
 from caseline.client import core_state
 from caseline.client.core import CaseEvent
@@ -40,6 +54,8 @@ from caseline.schemas.errors import CaselineError
 log = logging.getLogger(__name__)
 
 Rng = Callable[[int], bytes]
+#: A stored snapshot is rewritten once the view is this many entries past it (see above).
+REWRITE_AFTER: Final = 32
 
 
 class ViewStore:
@@ -88,10 +104,18 @@ class ViewStore:
         self.saved[case_id] = count
         return view
 
-    async def save(self, case_id: bytes, view: CaseView, trust: TrustStore) -> bool:
-        """Seal and keep ``view`` if it is further along than what this process last loaded or saved."""
-        if view.state is None or view.count <= self.saved.get(case_id, 0):
+    async def save(self, case_id: bytes, view: CaseView, trust: TrustStore, *, force: bool = False) -> bool:
+        """Seal and keep ``view`` if it is far enough past what this process last loaded or saved.
+
+        With a snapshot already stored (loaded or saved by this process), only
+        once the view is ``REWRITE_AFTER`` entries further; ``force`` writes it
+        whenever it is further at all.
+        """
+        base = self.saved.get(case_id, 0)
+        if view.state is None or view.count <= base:
             return False
+        if base and not force and view.count - base < REWRITE_AFTER:
+            return False  # the entries since the base are the delta: the next open re-verifies them
         data = snapshot(view, binding=trust_binding(view, trust))
         aad = core_state.snapshot_aad(case_id, view.count, SNAPSHOT_VERSION)
         written = await self.store.put_view_snapshot(

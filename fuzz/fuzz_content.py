@@ -21,7 +21,8 @@ KINDS = sorted(content.CONTENT_TYPES)
 REFERENCE = {kind: second_validator(kind) for kind in KINDS}
 # fastjsonschema compiles each schema into Python source and execs it, outside the
 # import hook: instrument what exists now so its branches guide the fuzzer too.
-content._validators()
+for _kind in KINDS:
+    content._validator(_kind)
 atheris.instrument_all()
 
 

@@ -6,9 +6,10 @@ opening, with a strict parser first (no duplicate keys, no NaN or Infinity, no
 byte-order mark, bounded size and depth), because two JSON parsers that
 disagree about one document are a classic way to show a court one thing and an
 officer another.  The schemas (JSON Schema draft-07) live in ``schemas/content_types/*.schema.json`` so
-a client in any language validates the same way.  They are compiled once with
-fastjsonschema, about thirty times faster than an interpreting validator: the
-check runs twice for every update, so it sits on the hot path.
+a client in any language validates the same way.  Each is compiled with
+fastjsonschema, once per process and only when first used, about thirty times
+faster than an interpreting validator: the check runs twice for every update,
+so it sits on the hot path.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ MAX_DEPTH: Final = 32
 DEADLINES: Final = {"urgent": 8 * 3600, "standard": 3 * 86400, "non-urgent": 7 * 86400}
 
 
+@functools.cache
 def _files() -> dict[str, dict[str, Any]]:
+    """The schema documents, read once per process (callers must not change them)."""
     folder = importlib.resources.files("caseline.schemas") / "content_types"
     return {
         item.name.removesuffix(".schema.json"): json.loads(item.read_text(encoding="utf-8"))
@@ -43,7 +46,13 @@ Validator = Any  # fastjsonschema's compiled callable
 
 
 @functools.cache
-def _validators() -> dict[str, Validator]:
+def _validator(content_type: str) -> Validator:
+    """The compiled validator of one content type, compiled on first use.
+
+    Compiling costs about 15 ms a type (fastjsonschema generates and compiles
+    Python source); a CLI command that posts one note should not pay for all
+    seven, so each is compiled when first needed and kept for the process.
+    """
     schemas = _files()
     by_id = {schema["$id"]: schema for schema in schemas.values()}
 
@@ -54,10 +63,7 @@ def _validators() -> dict[str, Validator]:
         except KeyError:
             raise ContentError("schema refers to an unknown document") from None
 
-    return {
-        name: fastjsonschema.compile(schemas[name], handlers={"https": local, "http": local})
-        for name in CONTENT_TYPES
-    }
+    return fastjsonschema.compile(schemas[content_type], handlers={"https": local, "http": local})
 
 
 def graded(content_type: str) -> bool:
@@ -146,9 +152,9 @@ def _check_tree(obj: Any) -> None:
 
 def validate_content(content_type: str, data: bytes) -> dict[str, Any]:
     """Decode and validate one content document of ``content_type``; return the object."""
-    validator = _validators().get(content_type)
-    if validator is None:
+    if content_type not in CONTENT_TYPES:
         raise ContentError("unknown content type")
+    validator = _validator(content_type)
     obj = decode_json(data)
     try:
         validator(obj)

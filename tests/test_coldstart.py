@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 import pytest
-from caseline.client import core_state
+from caseline.client import core_state, viewstore
 from caseline.client.client import Client, verify_bundle, wall_clock
 from caseline.client.transport import BrokerConnection
 from caseline.crypto.caselog import CaseView
@@ -178,6 +178,43 @@ async def test_a_reopened_profile_restores_its_view_without_reapplying_old_entri
     assert juma_texts[-2:] == ["after the restore", "juma answers"]
     assert posted.seq == view.count - 2
     assert (await again.verify_case(case_id)).count == view.count  # from genesis, and matches
+
+
+async def test_a_post_keeps_the_snapshot_as_base_and_the_next_open_verifies_only_the_delta(
+    net: Network, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice, juma, case_id = await a_case(net)
+    await alice.close()
+    net.clients.remove(alice)
+    first = await reopen(alice)
+    base = (await first.store.view_snapshot(case_id) or (0,))[0]
+    await first.post_note(case_id, "one more")
+    await first.close()  # one entry past the base: no rewrite
+    second = await reopen(alice)
+    net.clients.append(second)
+    assert (await second.store.view_snapshot(case_id) or (0,))[0] == base
+    counting = CountingApply(monkeypatch)
+    view = await second.view(case_id)
+    assert view.count == base + 1 and counting.on(second) == 1  # only the delta is verified again
+    scratch = await from_genesis(second, case_id)
+    assert (view.heads, view.state, view._message_keys) == (
+        scratch.heads,
+        scratch.state,
+        scratch._message_keys,
+    )
+    assert view._last == scratch._last and view._slots == scratch._slots  # where the send chain resumes
+    await second.post_note(case_id, "and another")  # the send chain goes on from the replayed delta
+    await juma.sync(case_id)
+    assert [e.content["text"] for e in await juma.history(case_id) if e.content][-2:] == [
+        "one more",
+        "and another",
+    ]
+    # Once the view is REWRITE_AFTER entries past the base, closing writes a new one.
+    for i in range(viewstore.REWRITE_AFTER):
+        await juma.post_note(case_id, f"juma {i}")
+    await second.sync(case_id)
+    await second.save_views()
+    assert (await second.store.view_snapshot(case_id) or (0,))[0] == (await second.view(case_id)).count
 
 
 def bundle_ok(bundle: bytes, net: Network) -> bool:
