@@ -92,14 +92,27 @@ class AgencyRootKey(SigningKey):
 class DeviceKeys:
     """A device's Ed25519 signing key and X-Wing (ML-KEM-768 + X25519) KEM key."""
 
-    __slots__ = ("device_id", "kem_public", "kem_seed", "signing")
+    __slots__ = ("_kem_public", "device_id", "kem_seed", "signing")
 
     def __init__(self, *, sign_seed: bytes, kem_seed: bytes) -> None:
         P.require_hybrid_hpke()
+        if len(kem_seed) != P.SEED_SIZE:
+            raise ValueError("X-Wing seed must be 32 bytes")
         self.signing = SigningKey(sign_seed)
         self.kem_seed = kem_seed
-        self.kem_public = P.xwing_public_from_seed(kem_seed)
+        self._kem_public: bytes | None = None
         self.device_id = device_id_for(self.signing.public_key)
+
+    @property
+    def kem_public(self) -> bytes:
+        """Derived on first use: an ML-KEM key expansion a command that only posts never needs.
+
+        (About 25 ms of a ``caseline post``'s CPU, issue 11; posting uses the
+        epoch secret, and the KEM key serves only commits and enrolment.)
+        """
+        if self._kem_public is None:
+            self._kem_public = P.xwing_public_from_seed(self.kem_seed)
+        return self._kem_public
 
     @classmethod
     def generate(cls, rng: Rng) -> DeviceKeys:
