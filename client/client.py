@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import ipaddress
 import logging
 import secrets
 import time
@@ -47,7 +46,7 @@ from caseline.crypto.evidence import EvidenceReport, export_evidence, verify_evi
 from caseline.crypto.keys import DeviceKeys, fingerprint, normalize_fingerprint
 from caseline.crypto.snapshot import trust_binding
 from caseline.crypto.updates import HISTORY_SHARE
-from caseline.schemas.api import EntryPage, Session
+from caseline.schemas.api import EntryPage, Session, is_loopback_host
 from caseline.schemas.errors import (
     CaselineError,
     ForkError,
@@ -141,18 +140,9 @@ def broker_url(text: str) -> str:
         url = url._replace(netloc="")
     if url.scheme not in ("https", "http") or not url.hostname or url.path or url.query or url.fragment:
         raise UsageError(f"{text!r} is not a broker URL: give it as https://HOST[:PORT]")
-    if url.scheme == "http" and not _loopback(url.hostname):
+    if url.scheme == "http" and not is_loopback_host(url.hostname):
         raise UsageError(f"{text!r}: a broker beyond this machine is reached over https:// only")
     return url.geturl()
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def parse_member(text: str, default_role: str = "member") -> tuple[str, str, str]:

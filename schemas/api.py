@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import ipaddress
 from collections.abc import Iterable
 from typing import Final
 
@@ -24,6 +25,16 @@ MAX_SUBSCRIPTIONS: Final = 4096
 
 #: Response header: a digest of every revocation list the broker holds (PROTOCOL.md §9).
 REVOCATIONS_HEADER: Final = "Caseline-Revocations"
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` is this machine: the only place plain HTTP is allowed (§9)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def revocations_digest(lists: Iterable[tuple[str, bytes]]) -> str:

@@ -17,13 +17,13 @@ Example ``caseline-server.toml``::
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import os
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from caseline.schemas.api import is_loopback_host
 from caseline.server.core import Limits
 
 
@@ -68,21 +68,12 @@ class ServerConfig:
         """Refuse plain HTTP beyond loopback unless the operator insisted."""
         if self.tls_cert is not None and self.tls_key is not None:
             return
-        if self.insecure_http or _is_loopback(self.host):
+        if self.insecure_http or is_loopback_host(self.host):
             return
         raise ValueError(
             f"refusing plain HTTP on non-loopback address {self.host}: "
             "configure tls_cert and tls_key, or pass --insecure-http"
         )
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
