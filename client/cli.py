@@ -42,6 +42,7 @@ from caseline.crypto.keys import fingerprint
 from caseline.schemas import content as content_schemas
 from caseline.schemas.errors import (
     EXIT_BUG,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     BrokerRefusal,
     CaselineError,
@@ -53,9 +54,6 @@ if TYPE_CHECKING:
     from caseline.client.admin import AgencyAdmin, Published
     from rich.console import Console
     from rich.table import Table
-
-#: What a shell expects of a program stopped by Ctrl-C (128 + SIGINT).
-EXIT_INTERRUPTED: Final = 130
 
 # --------------------------------------------------------------------------- output
 

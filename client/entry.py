@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from typing import NoReturn
 
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell expects
+from caseline.schemas.errors import EXIT_INTERRUPTED  # light: no I/O library behind it
 
 
 def main() -> NoReturn:

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from caseline.client.core import CaseEvent, Ledger
     from caseline.client.transport import BrokerConnection
     from caseline.crypto.caselog import CaseView
+    from caseline.schemas.wire import Receipt
 
 log = logging.getLogger("caseline.client")
 #: How long a post waits for another process posting from the same profile.
@@ -193,13 +194,13 @@ class Outbox:
         ledger = self._ledger()
         r = ledger.check_receipt(case_id, pending.envelope, receipt)
         await self.store.drop_pending(pending.update_id)
-        await self._settle(case_id, pending.envelope, receipt)
+        await self._settle(case_id, pending.envelope, receipt, r)
         ledger.check_acknowledged(case_id, r)
         return Posted(
             case_id=case_id, update_id=pending.update_id, seq=r.seq, receipt_time=r.time, retries=retries
         )
 
-    async def _settle(self, case_id: bytes, envelope: bytes, receipt: bytes) -> None:
+    async def _settle(self, case_id: bytes, envelope: bytes, receipt: bytes, checked: Receipt) -> None:
         """Take a just-posted update into the view from its receipt, or sync if others came first.
 
         When the receipt's position is the next one this view expects, the
@@ -208,8 +209,7 @@ class Outbox:
         as a sync would, one request sooner.
         """
         view = await self.view(case_id)
-        ledger = self._ledger()
-        if ledger.receipt_is_next(case_id, ledger.check_receipt(case_id, envelope, receipt)):
+        if self._ledger().receipt_is_next(case_id, checked):
             await self._accept(case_id, [StoredEntry(view.count, KIND_UPDATE, envelope, receipt)])
         else:
             await self.sync(case_id)

@@ -228,13 +228,16 @@ class LocalStore:
         if not entries:
             return []
         await self.db.execute("INSERT OR IGNORE INTO cases (case_id) VALUES (?)", (case_id,))
-        await self.db.executemany(
+        cur = await self.db.executemany(
             "INSERT INTO entries VALUES (?, ?, ?, ?, ?) ON CONFLICT (case_id, seq) DO NOTHING",
             [(case_id, e.seq, e.kind, e.body, e.receipt) for e in entries],
         )
         await self.db.commit()
-        first, last = entries[0].seq, entries[-1].seq
-        return [e for e in await self.entries(case_id, after=first) if e.seq <= last and e not in entries]
+        if cur.rowcount == len(entries):  # every one was new: nothing to compare
+            return []
+        ours = {e.seq: e for e in entries}
+        stored = await self.entries(case_id, after=entries[0].seq)
+        return [e for e in stored if e.seq in ours and e != ours[e.seq]]
 
     async def read_upto(self, case_id: bytes) -> int:
         async with self.db.execute("SELECT read_upto FROM cases WHERE case_id=?", (case_id,)) as cur:

@@ -155,14 +155,12 @@ class BrokerConnection:
                     resp_headers = resp.headers
                     self._note_hint(resp_headers.get(REVOCATIONS_HEADER))
                 break
-            except aiohttp.ClientConnectorError as exc:  # no connection at all: nothing was sent
-                raise BrokerUnavailable(f"no answer from {self.url}: {type(exc).__name__}") from None
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-                if not resends:
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                # A pooled connection closed under the request; no connection at all sent nothing.
+                stale = isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError)
+                if not (stale and resends) or isinstance(exc, aiohttp.ClientConnectorError):
                     raise BrokerUnavailable(f"no answer from {self.url}: {type(exc).__name__}") from None
                 resends -= 1
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise BrokerUnavailable(f"no answer from {self.url}: {type(exc).__name__}") from None
         if status == 401 and auth and not retried:
             self._token = None  # expired or logged out: log in again once
             return await self.request(

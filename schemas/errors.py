@@ -45,6 +45,8 @@ EXIT_UNTRUSTED: Final = 3
 EXIT_REFUSED: Final = 4
 EXIT_TEMPORARY: Final = 5
 EXIT_PROFILE: Final = 6
+#: What a shell expects of a program stopped by Ctrl-C (128 + SIGINT).
+EXIT_INTERRUPTED: Final = 130
 
 #: Every problem ``type`` the broker sends is this base and the error's ``code``.
 PROBLEM_TYPE_BASE: Final = "https://caseline.example/problems/"

@@ -22,14 +22,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 from caseline.client.client import Client
-from caseline.schemas.errors import EXIT_OK
+from caseline.schemas.errors import EXIT_INTERRUPTED, EXIT_OK
 from caseline.server.keys import STORE
 
 from tests.support.agencies import Network
 from tests.support.clirun import cli, cli_env, cli_home, finish, start_cli
 from tests.support.hostile import forward
-
-EXIT_INTERRUPTED = 130
 
 
 class Front:
