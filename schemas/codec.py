@@ -32,6 +32,9 @@ import msgpack
 from caseline.schemas.errors import MalformedError, UnsupportedError
 
 WIRE_VERSION: Final = 1
+#: The newest object version this codec reads.  An object is encoded with the
+#: lowest version that can carry its fields (PROTOCOL.md §12).
+MAX_WIRE_VERSION: Final = 2
 MAX_MESSAGE_BYTES: Final = 4 * 1024 * 1024
 MAX_INT: Final = 2**63 - 1
 
@@ -139,15 +142,16 @@ class Bin(Kind):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class UInt(Kind):
-    """A non-negative integer up to ``max``."""
+    """A non-negative integer from ``min`` up to ``max``."""
 
     max: int = MAX_INT
+    min: int = 0
 
     def check(self, value: Any, name: str) -> int:
         if type(value) is not int:
             raise MalformedError(f"{name}: expected an integer")
-        if not 0 <= value <= self.max:
-            raise MalformedError(f"{name}: integer outside 0..{self.max}")
+        if not self.min <= value <= self.max:
+            raise MalformedError(f"{name}: integer outside {self.min}..{self.max}")
         return value
 
 
@@ -221,9 +225,18 @@ def _compiled(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
 
 
-def wire(kind: Kind) -> Any:
-    """Declare a dataclass field together with its wire kind."""
-    return dataclasses.field(metadata={"wire": kind})
+def wire(kind: Kind, *, since: int = 1) -> Any:
+    """Declare a dataclass field together with its wire kind.
+
+    A field ``since=2`` exists only in the version-2 form of its object: it
+    comes after every version-1 field, it is ``None`` in an object decoded from
+    version-1 bytes, and setting it makes the object encode as version 2.  So
+    a version-1 object still decodes and re-encodes to its exact bytes, and
+    its signatures still verify.
+    """
+    if since == 1:
+        return dataclasses.field(metadata={"wire": kind})
+    return dataclasses.field(default=None, metadata={"wire": kind, "since": since})
 
 
 # --------------------------------------------------------------------------- structs
@@ -239,11 +252,19 @@ class Struct:
 
     TAG: ClassVar[int] = 0
     _wire_fields: ClassVar[tuple[tuple[str, Kind], ...]] = ()
+    #: How many leading fields the version-1 form has (the rest are ``since=2``).
+    _v1_count: ClassVar[int] = 0
 
     def __post_init__(self) -> None:
+        fields = self._fields()
+        present = [getattr(self, name) is not None for name, _ in fields[self._v1_count :]]
+        if any(present) and not all(present):
+            raise MalformedError(f"{type(self).__name__}: version-2 fields are all set or none")
         try:
-            for name, kind in self._fields():
+            for i, (name, kind) in enumerate(fields):
                 value = getattr(self, name)
+                if i >= self._v1_count and value is None:
+                    continue
                 checked = kind.check(value, name)
                 if checked is not value:
                     object.__setattr__(self, name, checked)
@@ -255,16 +276,36 @@ class Struct:
         cached = cls.__dict__.get("_wire_fields")
         if cached:
             return cached  # type: ignore[no-any-return]
-        fields = tuple((f.name, f.metadata["wire"]) for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+        declared = dataclasses.fields(cls)  # type: ignore[arg-type]
+        fields = tuple((f.name, f.metadata["wire"]) for f in declared)
+        since = [f.metadata.get("since", 1) for f in declared]
+        if since != sorted(since):
+            raise TypeError(f"{cls.__name__}: version-2 fields must come last")
         cls._wire_fields = fields
+        cls._v1_count = since.count(1)
         return fields
 
+    @property
+    def version(self) -> int:
+        """The object's wire version: 2 when it carries its version-2 fields."""
+        fields = self._fields()
+        if len(fields) > self._v1_count and getattr(self, fields[-1][0]) is not None:
+            return 2
+        return WIRE_VERSION
+
     def to_fields(self) -> list[Any]:
-        return [kind.to_wire(getattr(self, name)) for name, kind in self._fields()]
+        fields = self._fields()
+        if self.version == 1:
+            fields = fields[: self._v1_count]
+        return [kind.to_wire(getattr(self, name)) for name, kind in fields]
 
     @classmethod
-    def from_fields(cls, items: Sequence[Any], *, where: str = "") -> Self:
+    def from_fields(cls, items: Sequence[Any], *, where: str = "", version: int = WIRE_VERSION) -> Self:
         fields = cls._fields()
+        if version == 1:
+            fields = fields[: cls._v1_count]
+        elif len(fields) == cls._v1_count:
+            raise UnsupportedError(f"{where or cls.__name__}: has no version {version}")
         if len(items) != len(fields):
             raise MalformedError(f"{where or cls.__name__}: expected {len(fields)} fields, got {len(items)}")
         return cls(**{name: value for (name, _), value in zip(fields, items, strict=True)})
@@ -273,7 +314,7 @@ class Struct:
         """The canonical bytes of this object: ``[version, tag, *fields]``."""
         if not self.TAG:
             raise TypeError(f"{type(self).__name__} is not a top-level message")
-        return pack([WIRE_VERSION, self.TAG, *self.to_fields()])
+        return pack([self.version, self.TAG, *self.to_fields()])
 
     @classmethod
     def decode(cls, data: bytes, *, max_size: int = MAX_MESSAGE_BYTES) -> Self:
@@ -286,8 +327,8 @@ class Struct:
         if not isinstance(obj, list) or len(obj) < 2:
             raise MalformedError(f"{cls.__name__}: expected a [version, tag, ...] array")
         version, tag = obj[0], obj[1]
-        if type(version) is not int or version != WIRE_VERSION:
+        if type(version) is not int or not WIRE_VERSION <= version <= MAX_WIRE_VERSION:
             raise UnsupportedError(f"{cls.__name__}: unsupported wire version")
         if type(tag) is not int or tag != cls.TAG:
             raise MalformedError(f"expected a {cls.__name__} message (tag {cls.TAG})")
-        return cls.from_fields(obj[2:])
+        return cls.from_fields(obj[2:], version=version)

@@ -171,6 +171,26 @@ class LogPosition(Struct):
     head: bytes = wire(HASH)
 
 
+WITNESS_RULES: Final = frozenset({"each-agency", "none"})
+#: A case's bound on how long its log may stay unwitnessed (ms): from a second to an hour.
+MIN_ALARM_AFTER: Final = 1_000
+MAX_ALARM_AFTER: Final = 3_600_000
+DEFAULT_ALARM_AFTER: Final = 60_000
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Witnessing(Struct):
+    """Which witnesses must cosign a checkpoint before members treat entries as final.
+
+    ``each-agency``: at least one witness listed by every agency with a device in
+    the roster in force.  ``none``: the case is unwitnessed, and says so.  A log
+    position left unwitnessed for ``alarm_after`` ms raises the split-view alarm.
+    """
+
+    rule: str = wire(Text(max=16, choices=WITNESS_RULES))
+    alarm_after: int = wire(UInt(min=MIN_ALARM_AFTER, max=MAX_ALARM_AFTER))
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Commit(Struct):
     """The signed body of a membership commit: the complete next state of a case."""
@@ -187,6 +207,8 @@ class Commit(Struct):
     log: LogPosition = wire(Nested(LogPosition))
     wraps_hash: bytes = wire(HASH)
     sealed_info: bytes = wire(Bin(max=4096))
+    #: Version 2 only; a version-1 commit leaves its case unwitnessed.
+    witnessing: Witnessing | None = wire(Nested(Witnessing), since=2)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -270,6 +292,72 @@ class Receipt(Struct):
     entry_hash: bytes = wire(HASH)
     head: bytes = wire(HASH)
     time: int = wire(TIME)
+
+
+# --------------------------------------------------------------------------- the witnessed log
+
+MAX_PROOF: Final = 63
+MAX_NOTE_BYTES: Final = 16384
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EntryLeaf(Struct):
+    """The broker log's leaf for one case-log entry: where it sits and what the case head became."""
+
+    TAG = 14
+    case_id: bytes = wire(ID)
+    seq: int = wire(UInt())
+    entry_hash: bytes = wire(HASH)
+    head: bytes = wire(HASH)
+    time: int = wire(TIME)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AuditLeaf(Struct):
+    """The broker log's leaf for one row of the broker's own audit log."""
+
+    TAG = 15
+    audit_seq: int = wire(UInt())
+    audit_hash: bytes = wire(HASH)
+    time: int = wire(TIME)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LogReceipt(Struct):
+    """A checkpoint of the broker log and the proof that an entry's leaf is in it.
+
+    Its authority is the checkpoint's signature (a C2SP signed note), so one
+    signature serves every entry of a group commit.
+    """
+
+    TAG = 16
+    leaf: bytes = wire(Bin(max=256))
+    index: int = wire(UInt())
+    checkpoint: bytes = wire(Bin(max=MAX_NOTE_BYTES))
+    proof: tuple[bytes, ...] = wire(Seq(HASH, max=MAX_PROOF))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Witness(Struct):
+    """One witness an agency runs: its note key name, Ed25519 key and submission URL."""
+
+    name: str = wire(Text(max=128, pattern=r"[!-*,-~]{1,128}"))
+    public_key: bytes = wire(Bin(size=KEY_SIZE))
+    url: str = wire(Text(max=512, pattern=r"https?://[!-~]{1,500}"))
+
+
+MAX_WITNESSES: Final = 8
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class WitnessList(Struct):
+    """An agency root's list of its witnesses; ``number`` only ever grows."""
+
+    TAG = 13
+    agency_id: str = wire(AGENCY_ID)
+    number: int = wire(UInt())
+    issued_at: int = wire(TIME)
+    witnesses: tuple[Witness, ...] = wire(Seq(Nested(Witness), max=MAX_WITNESSES))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
