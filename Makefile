@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 # symlinks that mirrors the installed ``caseline`` namespace.
 .mypy-path/caseline: Makefile
 	mkdir -p .mypy-path/caseline
-	for d in schemas crypto server client; do ln -sfn ../../$$d .mypy-path/caseline/$$d; done
+	for d in schemas crypto server client witness; do ln -sfn ../../$$d .mypy-path/caseline/$$d; done
 	touch .mypy-path/caseline
 
 test: lint
@@ -42,9 +42,9 @@ demo: $(STAMP)
 lint: $(STAMP) .mypy-path/caseline
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy -p caseline.schemas -p caseline.crypto -p caseline.server -p caseline.client
+	$(BIN)/mypy -p caseline.schemas -p caseline.crypto -p caseline.server -p caseline.client -p caseline.witness
 	$(BIN)/mypy tests bench fuzz
-	$(BIN)/bandit -q -c pyproject.toml -r schemas crypto server client
+	$(BIN)/bandit -q -c pyproject.toml -r schemas crypto server client witness
 
 typecheck: lint
 
