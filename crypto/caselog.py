@@ -37,6 +37,7 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Final
 
+from caseline.crypto import note, tlog
 from caseline.crypto import primitives as P
 from caseline.crypto.certs import TrustStore
 from caseline.crypto.commits import (
@@ -142,9 +143,17 @@ def sign_receipt(
     return encode_signed(tbs, server_key.sign(RECEIPT_LABEL, tbs))
 
 
-def verify_receipt(signed: bytes, receipt_key: bytes) -> Receipt:
-    """Verify a receipt under the case's pinned receipt key (from its signed policy)."""
-    tbs, sig = decode_signed(signed, max_size=1024)
+def verify_receipt(data: bytes, receipt_key: bytes) -> Receipt | tlog.VerifiedReceipt:
+    """Verify a receipt under the case's pinned receipt key (from its signed policy).
+
+    Brokers speaking protocol 2 issue log receipts (a checkpoint and an
+    inclusion proof).  Version-1 receipts, signed per entry, still verify so
+    that histories recorded before an upgrade stay checkable; what they cannot
+    do is vouch for time in a witnessed case (``_apply_purged``).
+    """
+    if tlog.is_log_receipt(data):
+        return tlog.verify_log_receipt(data, receipt_key)
+    tbs, sig = decode_signed(data, max_size=1024)
     receipt = Receipt.decode(tbs)
     P.verify_labeled(receipt_key, RECEIPT_LABEL, tbs, sig)
     return receipt
@@ -274,7 +283,7 @@ class CaseView:
         r = verify_receipt(receipt, state.policy.receipt_key)
         if r.case_id != state.case_id or r.seq != seq:
             raise ForkError("receipt is for another entry than the one delivered")
-        if r.time + state.policy.retention_days * DAY_MS > now:
+        if self._vouched_time(r, state) + state.policy.retention_days * DAY_MS > now:
             raise IntegrityError("update was purged before its retention period ended")
         if epoch != state.epoch or sender not in state.members:
             raise ChainError("purged update does not fit the epoch in force")
@@ -308,6 +317,29 @@ class CaseView:
             self._chains[sender] = chain
         return Applied(seq=seq, kind=KIND_PURGED, entry_hash=r.entry_hash, head=head, state=state)
 
+    def _vouched_time(self, r: Receipt | tlog.VerifiedReceipt, state: CaseState) -> int:
+        """When the entry is known to have been in the log, by someone other than the broker if
+        the case is witnessed: the witnessed time of the receipt's checkpoint.
+
+        In a witnessed case the broker's own time is worth nothing here: it
+        could backdate a receipt and pass a fresh update off as purged.  The
+        checkpoint must carry the case's witness quorum, whose timestamps the
+        broker cannot choose.
+        """
+        rule = state.witnessing
+        if rule.rule == "none":
+            return r.time
+        if not isinstance(r, tlog.VerifiedReceipt):
+            raise IntegrityError("a purged entry in a witnessed case needs a witnessed receipt")
+        parsed = note.Note.parse(r.note)
+        lists = {a: self.trust.witnesses(a) for a in state.agencies}
+        at = tlog.witnessed_time(
+            tlog.collect_cosignatures(parsed.text, parsed.signatures, lists), state.agencies, rule
+        )
+        if at is None:
+            raise IntegrityError("a purged entry's receipt lacks the case's witness quorum")
+        return at
+
     def _new_head(self, case_id: bytes, seq: int, eh: bytes) -> bytes:
         prev = self.heads[-1] if self.heads else log_anchor(case_id)
         return next_head(prev, seq, eh)
@@ -315,6 +347,7 @@ class CaseView:
     def _check_receipt(
         self, receipt: bytes | None, state: CaseState, seq: int, eh: bytes, head: bytes
     ) -> int | None:
+        """The receipt must be for this entry under this view's head; returns the broker's time."""
         if receipt is None:
             return None
         r = verify_receipt(receipt, state.policy.receipt_key)

@@ -10,7 +10,7 @@ checked at an MoU).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
 from caseline.crypto import primitives as P
@@ -29,6 +29,8 @@ from caseline.schemas.wire import (
     EnrolmentRequest,
     Revocation,
     RevocationList,
+    Witness,
+    WitnessList,
     decode_signed,
     encode_signed,
 )
@@ -36,6 +38,7 @@ from caseline.schemas.wire import (
 CERT_LABEL: Final = "device-cert"
 CRL_LABEL: Final = "revocation-list"
 REQUEST_LABEL: Final = "enrolment-request"
+WITNESS_LIST_LABEL: Final = "witness-list"
 #: Clock skew tolerated between devices, the broker and agency administrators.
 MAX_SKEW_MS: Final = 5 * 60 * 1000
 MAX_CHECKED_CERTS: Final = 65536
@@ -116,6 +119,15 @@ def issue_revocation_list(
     return encode_signed(tbs, root.sign(CRL_LABEL, tbs))
 
 
+def issue_witness_list(
+    root: AgencyRootKey, *, number: int, issued_at: int, witnesses: Sequence[Witness]
+) -> bytes:
+    """An agency root's signed list of the witnesses its agency runs (PROTOCOL.md §7.6)."""
+    body = WitnessList(agency_id=root.agency_id, number=number, issued_at=issued_at, witnesses=tuple(witnesses))
+    tbs = body.encode()
+    return encode_signed(tbs, root.sign(WITNESS_LIST_LABEL, tbs))
+
+
 def _check_cert_shape(cert: DeviceCert) -> None:
     if cert.not_after <= cert.not_before:
         raise MalformedError("certificate validity window is empty")
@@ -146,6 +158,7 @@ class TrustStore:
         # time-independent checks are remembered; validity and revocation are
         # checked on every use.  Any change of pins empties it.
         self._checked: dict[bytes, DeviceCert] = {}
+        self._witness_lists: dict[str, tuple[WitnessList, bytes]] = {}
 
     # -- roots
     def pin(self, agency_id: str, root_key: bytes) -> None:
@@ -191,6 +204,35 @@ class TrustStore:
             self._revoked[(crl.agency_id, entry.device_id)] = entry
         return crl
 
+    # -- witness lists
+    def add_witness_list(self, signed: bytes) -> WitnessList:
+        """Verify and adopt an agency's witness list under its pinned root; never go back."""
+        tbs, sig = decode_signed(signed)
+        body = WitnessList.decode(tbs)
+        P.verify_labeled(self.root(body.agency_id), WITNESS_LIST_LABEL, tbs, sig)
+        names = [w.name for w in body.witnesses]
+        if len(set(names)) != len(names):
+            raise MalformedError("a witness list names one witness twice")
+        held = self._witness_lists.get(body.agency_id)
+        if held is not None and (
+            body.number < held[0].number or (body.number == held[0].number and signed != held[1])
+        ):
+            raise RevokedError("witness list is older than the one already held")
+        self._witness_lists[body.agency_id] = (body, signed)
+        return body
+
+    def witnesses(self, agency_id: str) -> tuple[Witness, ...]:
+        held = self._witness_lists.get(agency_id)
+        return () if held is None or agency_id not in self._roots else held[0].witnesses
+
+    def witness_list(self, agency_id: str) -> bytes | None:
+        held = self._witness_lists.get(agency_id)
+        return None if held is None else held[1]
+
+    def witness_lists(self) -> list[bytes]:
+        return [signed for _, signed in self._witness_lists.values()]
+
+    # -- revocation lists
     def revocation_lists(self) -> list[bytes]:
         return list(self._crl_bytes.values())
 

@@ -38,6 +38,7 @@ from caseline.schemas.errors import (
 )
 from caseline.schemas.wire import (
     ID_SIZE,
+    UNWITNESSED,
     CaseInfo,
     Commit,
     CommitMessage,
@@ -45,6 +46,7 @@ from caseline.schemas.wire import (
     LogPosition,
     Member,
     Policy,
+    Witnessing,
     Wrap,
     decode_signed,
     encode_signed,
@@ -96,6 +98,16 @@ class CaseState:
     def policy(self) -> Policy:
         return self.commit.policy
 
+    @property
+    def witnessing(self) -> Witnessing:
+        """The case's witness rule; a version-1 commit leaves the case unwitnessed."""
+        return self.commit.witnessing or UNWITNESSED
+
+    @property
+    def agencies(self) -> frozenset[str]:
+        """The agencies with a device in the roster: whose witnesses the default rule needs."""
+        return frozenset(vc.cert.agency_id for vc in self.certs.values())
+
     def member(self, device_id: bytes) -> tuple[Member, VerifiedCert]:
         """The roster entry and certificate of ``device_id``, or ``NotMemberError``."""
         member = self.members.get(device_id)
@@ -120,8 +132,12 @@ def create_commit(
     info: CaseInfo | None,
     now: int,
     rng: Rng,
+    witnessing: Witnessing | None = None,
 ) -> tuple[bytes, bytes]:
     """Build and sign the next commit; return ``(CommitMessage bytes, epoch secret)``.
+
+    ``witnessing`` is set only in a genesis (or to turn witnessing on in a case
+    made before it existed); a later commit carries its predecessor's rule.
 
     The caller has verified every certificate against its trust store; the
     result is re-verified by the caller with ``verify_commit`` before use.
@@ -149,6 +165,7 @@ def create_commit(
         log=log,
         wraps_hash=bytes(32),
         sealed_info=sealed_info,
+        witnessing=witnessing if prev is None or prev.commit.witnessing is None else prev.commit.witnessing,
     )
     wraps = tuple(
         Wrap(
@@ -201,6 +218,10 @@ def verify_commit(
             raise ChainError("commit is older than its predecessor")
         if commit.log.count <= prev.commit.log.count:
             raise ChainError("commit does not follow its predecessor in the case log")
+        if prev.commit.witnessing is not None and commit.witnessing != prev.commit.witnessing:
+            # Otherwise one owner, or a broker replaying an old-format commit, could
+            # quietly switch a witnessed case to unwitnessed.
+            raise NotAllowedError("a case's witness rule cannot change once set")
         known = prev.certs
         previous_members = prev.members
     if commit.time > now + MAX_SKEW_MS:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
+from caseline.crypto import note
 from caseline.crypto import primitives as P
 from caseline.schemas.wire import ID_SIZE
 
@@ -63,6 +64,11 @@ class SigningKey:
 
     def sign(self, name: str, tbs: bytes) -> bytes:
         return P.sign_labeled(self._secret, name, tbs)
+
+    def sign_note(self, text: bytes, *, name: str) -> note.NoteSignature:
+        """A C2SP signed-note signature: raw Ed25519 over a note text (see ``note.py`` for
+        why that cannot be mistaken for any of caseline's labelled signatures)."""
+        return note.sign_note(text, name=name, secret_key=self._secret)
 
     def __repr__(self) -> str:
         return f"<SigningKey public={self.public_key.hex()[:16]}…>"

@@ -17,9 +17,21 @@ from collections.abc import Iterable
 from typing import Final
 
 from caseline.schemas.codec import Bin, Nested, Seq, Struct, Text, UInt, wire
-from caseline.schemas.wire import AGENCY_ID, HASH, ID, MAX_CERT_BYTES, MAX_ROSTER, TIME, USER_ID
+from caseline.schemas.wire import (
+    AGENCY_ID,
+    HASH,
+    ID,
+    MAX_CERT_BYTES,
+    MAX_NOTE_BYTES,
+    MAX_PROOF,
+    MAX_ROSTER,
+    TIME,
+    USER_ID,
+)
 
 MAX_PAGE: Final = 512
+#: A log receipt: its leaf, a checkpoint note with cosignatures, and up to 63 proof hashes.
+MAX_RECEIPT: Final = 20480
 MAX_SUBSCRIPTIONS: Final = 4096
 
 
@@ -100,7 +112,7 @@ class Entry(Struct):
     seq: int = wire(UInt())
     kind: str = wire(Text(max=8, choices=frozenset({"commit", "update", "purged"})))
     body: bytes = wire(Bin(max=2 * 1024 * 1024))
-    receipt: bytes = wire(Bin(max=1024))
+    receipt: bytes = wire(Bin(max=MAX_RECEIPT))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -222,6 +234,28 @@ class PostResult(Struct):
     TAG = 34
     request_id: int = wire(UInt())
     status: int = wire(UInt(max=599))
-    receipt: bytes = wire(Bin(max=1024))
+    receipt: bytes = wire(Bin(max=MAX_RECEIPT))
     problem: str = wire(Text(max=64))
     detail: str = wire(Text(max=300))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class WitnessedAnswer(Struct):
+    """``GET /v1/log/witnessed``: where the broker log stands, with the proofs a member checks.
+
+    ``latest`` is the newest checkpoint the broker signed, with ``since_proof``
+    the consistency proof from the size the member asked about (``since``) to
+    it.  ``witnessed`` is the newest checkpoint that carries cosignatures (with
+    them; empty if none yet), with ``witnessed_proof`` from it to ``latest``.
+    When a case was named, ``leaf`` is that case's last entry within
+    ``witnessed`` and ``inclusion`` its proof at ``index`` (empty otherwise).
+    """
+
+    TAG = 39
+    latest: bytes = wire(Bin(max=MAX_NOTE_BYTES))
+    since_proof: tuple[bytes, ...] = wire(Seq(HASH, max=MAX_PROOF))
+    witnessed: bytes = wire(Bin(max=MAX_NOTE_BYTES))
+    witnessed_proof: tuple[bytes, ...] = wire(Seq(HASH, max=MAX_PROOF))
+    leaf: bytes = wire(Bin(max=256))
+    index: int = wire(UInt())
+    inclusion: tuple[bytes, ...] = wire(Seq(HASH, max=MAX_PROOF))

@@ -251,6 +251,23 @@ class ForkError(IntegrityError):
     title = "Fork"
 
 
+class SplitViewError(ForkError):
+    """The broker log shows this device another history than the witnesses saw, or keeps it
+    from them: an inconsistent or smaller checkpoint, a witness's proof of equivocation,
+    or entries left unwitnessed past the case's bound.
+
+    ``proof`` holds the signed notes that show it (two checkpoints, as a rule):
+    the client saves them in the profile for the agency to hand on.
+    """
+
+    code = "split-view"
+    title = "Split view"
+
+    def __init__(self, detail: str, *, proof: tuple[bytes, ...] = ()) -> None:
+        super().__init__(detail)
+        self.proof = proof
+
+
 # --------------------------------------------------------------------------- broker refusals
 
 

@@ -191,6 +191,10 @@ class Witnessing(Struct):
     alarm_after: int = wire(UInt(min=MIN_ALARM_AFTER, max=MAX_ALARM_AFTER))
 
 
+#: What a version-1 commit means: the case is not witnessed.
+UNWITNESSED: Final = Witnessing(rule="none", alarm_after=DEFAULT_ALARM_AFTER)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Commit(Struct):
     """The signed body of a membership commit: the complete next state of a case."""
