@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Final
 
 from caseline.crypto import merkle, note
 from caseline.crypto import primitives as P
@@ -45,6 +44,7 @@ from caseline.schemas.wire import (
     Witness,
     Witnessing,
 )
+
 
 def log_origin(receipt_key: bytes) -> str:
     """The broker log's origin line: fixed by its key, so no configuration can disagree."""
@@ -87,7 +87,9 @@ def check_consistent(
     and the caller has both signed notes as proof.
     """
     if new.size < old.size:
-        raise ForkError(f"the broker's {what} ({new.size} entries) is older than one already seen ({old.size})")
+        raise ForkError(
+            f"the broker's {what} ({new.size} entries) is older than one already seen ({old.size})"
+        )
     try:
         merkle.verify_consistency(old.size, new.size, old.root, new.root, proof)
     except Exception as exc:
@@ -142,7 +144,9 @@ def verify_log_receipt(data: bytes, receipt_key: bytes) -> VerifiedReceipt:
     receipt = LogReceipt.decode(data)
     leaf = EntryLeaf.decode(receipt.leaf)
     checkpoint, _ = verify_checkpoint(receipt.checkpoint, receipt_key)
-    merkle.verify_inclusion(merkle.leaf_hash(receipt.leaf), receipt.index, checkpoint.size, receipt.proof, checkpoint.root)
+    merkle.verify_inclusion(
+        merkle.leaf_hash(receipt.leaf), receipt.index, checkpoint.size, receipt.proof, checkpoint.root
+    )
     return VerifiedReceipt(leaf=leaf, index=receipt.index, checkpoint=checkpoint, note=receipt.checkpoint)
 
 
@@ -164,7 +168,9 @@ class Cosigned:
 
 
 def collect_cosignatures(
-    checkpoint_text: bytes, signatures: Iterable[note.NoteSignature], witnesses: Mapping[str, Sequence[Witness]]
+    checkpoint_text: bytes,
+    signatures: Iterable[note.NoteSignature],
+    witnesses: Mapping[str, Sequence[Witness]],
 ) -> list[Cosigned]:
     """Keep the cosignatures that verify under a listed witness key; ignore every other line.
 
@@ -231,7 +237,9 @@ class LogWatch:
     after that the broker cannot take back what it showed.
     """
 
-    def __init__(self, receipt_key: bytes, *, latest: bytes | None = None, witnessed: bytes | None = None) -> None:
+    def __init__(
+        self, receipt_key: bytes, *, latest: bytes | None = None, witnessed: bytes | None = None
+    ) -> None:
         self.receipt_key = receipt_key
         self.latest = latest
         self.witnessed = witnessed
@@ -313,7 +321,9 @@ class LogWatch:
                 f"the witnesses were shown another entry {entry.seq} of this case than this device holds",
                 proof=(self.witnessed,),
             )
-        at = witnessed_time(collect_cosignatures(parsed.text, parsed.signatures, witnesses), agencies, state_rule)
+        at = witnessed_time(
+            collect_cosignatures(parsed.text, parsed.signatures, witnesses), agencies, state_rule
+        )
         if at is None:
             return None
         return Finality(final=entry.seq + 1, witnessed_at=at)
