@@ -18,6 +18,7 @@ from caseline.crypto.caselog import (
     KIND_COMMIT,
     KIND_PURGED,
     KIND_UPDATE,
+    AnyReceipt,
     Applied,
     CaseView,
     Staged,
@@ -40,7 +41,15 @@ from caseline.schemas.errors import (
     UntrustedError,
     UsageError,
 )
-from caseline.schemas.wire import CaseInfo, DeviceCert, Envelope, LogPosition, Policy, Receipt, decode_signed
+from caseline.schemas.wire import (
+    CaseInfo,
+    DeviceCert,
+    Envelope,
+    LogPosition,
+    Policy,
+    Witnessing,
+    decode_signed,
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -287,6 +296,7 @@ class Ledger:
         info: CaseInfo,
         now: int,
         rng: Rng,
+        witnessing: Witnessing | None = None,
     ) -> bytes:
         me = self.trust.verify_cert(self.cert, at=now)
         roster = [(me, "owner"), *[(vc, role) for vc, role in members if vc.device_id != me.device_id]]
@@ -300,6 +310,7 @@ class Ledger:
             info=info,
             now=now,
             rng=rng,
+            witnessing=witnessing,
         )
         return body
 
@@ -364,7 +375,7 @@ class Ledger:
         return view.count if got and view.count < served else None
 
     # ---------------------------------------------------------------- receipts
-    def check_receipt(self, case_id: bytes, envelope: bytes, receipt: bytes) -> Receipt:
+    def check_receipt(self, case_id: bytes, envelope: bytes, receipt: bytes) -> AnyReceipt:
         """The broker's receipt for an update this device posted: signed, and for that very update."""
         r = verify_receipt(receipt, self.server_key)
         tbs, sig = decode_signed(envelope)
@@ -374,11 +385,11 @@ class Ledger:
             raise ForkError("the broker's receipt is for another entry than the update posted")
         return r
 
-    def receipt_is_next(self, case_id: bytes, receipt: Receipt) -> bool:
+    def receipt_is_next(self, case_id: bytes, receipt: AnyReceipt) -> bool:
         """Whether the posted update is the next entry: then it and its receipt can be applied as is."""
         return receipt.seq == self.view(case_id).count
 
-    def check_acknowledged(self, case_id: bytes, receipt: Receipt) -> None:
+    def check_acknowledged(self, case_id: bytes, receipt: AnyReceipt) -> None:
         """After the update was taken in, the log must hold it where the receipt says."""
         view = self.view(case_id)
         if receipt.seq >= view.count or not P.constant_time_equal(

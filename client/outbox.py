@@ -33,8 +33,7 @@ from caseline.schemas.errors import BrokerRefusal, ContentError, InvalidContentE
 if TYPE_CHECKING:
     from caseline.client.core import CaseEvent, Ledger
     from caseline.client.transport import BrokerConnection
-    from caseline.crypto.caselog import CaseView
-    from caseline.schemas.wire import Receipt
+    from caseline.crypto.caselog import AnyReceipt, CaseView
 
 log = logging.getLogger("caseline.client")
 #: How long a post waits for another process posting from the same profile.
@@ -200,7 +199,7 @@ class Outbox:
             case_id=case_id, update_id=pending.update_id, seq=r.seq, receipt_time=r.time, retries=retries
         )
 
-    async def _settle(self, case_id: bytes, envelope: bytes, receipt: bytes, checked: Receipt) -> None:
+    async def _settle(self, case_id: bytes, envelope: bytes, receipt: bytes, checked: AnyReceipt) -> None:
         """Take a just-posted update into the view from its receipt, or sync if others came first.
 
         When the receipt's position is the next one this view expects, the

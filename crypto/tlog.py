@@ -244,6 +244,11 @@ class LogWatch:
         self.latest = latest
         self.witnessed = witnessed
 
+    def held_size(self) -> int:
+        """The size of the newest checkpoint held: what the next answer must prove it extends."""
+        held = self._held(self.latest)
+        return 0 if held is None else held.size
+
     def _held(self, note_bytes: bytes | None) -> note.Checkpoint | None:
         return None if note_bytes is None else verify_checkpoint(note_bytes, self.receipt_key)[0]
 
