@@ -55,7 +55,8 @@ CREATE TABLE events (
 SCHEMA_V3: Final = """
 CREATE TABLE witness_lists (agency_id TEXT PRIMARY KEY, number INTEGER NOT NULL, body BLOB NOT NULL);
 CREATE TABLE finality (
-    case_id BLOB PRIMARY KEY, final INTEGER NOT NULL, witnessed_at INTEGER, pending_since INTEGER
+    case_id BLOB PRIMARY KEY, final INTEGER NOT NULL, witnessed_at INTEGER, pending_since INTEGER,
+    receipt BLOB
 ) WITHOUT ROWID;
 """
 #: ``MIGRATIONS[n]`` takes a database from ``user_version`` n to n + 1.  Append only:
@@ -235,18 +236,34 @@ class LocalStore:
         return (0, None, None) if row is None else (int(row[0]), row[1], row[2])
 
     async def put_finality(
-        self, case_id: bytes, final: int, witnessed_at: int | None, pending_since: int | None
+        self,
+        case_id: bytes,
+        final: int,
+        witnessed_at: int | None,
+        pending_since: int | None,
+        receipt: bytes | None = None,
     ) -> None:
-        """Finality only grows, whichever process of the profile learns more first."""
+        """Finality only grows, whichever process of the profile learns more first.
+
+        ``receipt`` is the log receipt of entry ``final - 1`` into the witnessed
+        checkpoint, cosignatures included: what an evidence bundle carries.
+        """
         await self.db.execute(
-            "INSERT INTO finality VALUES (?, ?, ?, ?) ON CONFLICT (case_id) DO UPDATE SET"
-            " final = max(final, excluded.final),"
+            "INSERT INTO finality VALUES (?, ?, ?, ?, ?) ON CONFLICT (case_id) DO UPDATE SET"
             " witnessed_at = CASE WHEN excluded.final >= final"
             " THEN excluded.witnessed_at ELSE witnessed_at END,"
+            " receipt = CASE WHEN excluded.final >= final AND excluded.receipt IS NOT NULL"
+            " THEN excluded.receipt ELSE receipt END,"
+            " final = max(final, excluded.final),"
             " pending_since = excluded.pending_since",
-            (case_id, final, witnessed_at, pending_since),
+            (case_id, final, witnessed_at, pending_since, receipt),
         )
         await self.db.commit()
+
+    async def finality_receipt(self, case_id: bytes) -> bytes | None:
+        async with self.db.execute("SELECT receipt FROM finality WHERE case_id=?", (case_id,)) as cur:
+            row = await cur.fetchone()
+        return None if row is None or row[0] is None else bytes(row[0])
 
     # -- case logs
     async def case_ids(self) -> list[bytes]:

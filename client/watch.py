@@ -31,7 +31,7 @@ from caseline.crypto import tlog
 from caseline.crypto.certs import TrustStore
 from caseline.schemas.api import WitnessedAnswer
 from caseline.schemas.errors import CaselineError, SplitViewError
-from caseline.schemas.wire import UNWITNESSED
+from caseline.schemas.wire import UNWITNESSED, EntryLeaf
 
 if TYPE_CHECKING:
     from caseline.client.core import Ledger
@@ -155,16 +155,23 @@ class LogWatching:
             return None
         rule = state.witnessing
         final, witnessed_at, pending_since = await self.store.finality(case_id)
+        receipt = None
         if rule.rule != "none":
             found = self._finality(watch, view, answer)
             if found is None and not state.agencies <= self._lists_fetched:
                 await self.refresh_witness_lists(state.agencies)
                 found = self._finality(watch, view, answer)
-            if found is not None and found.final >= final:
+            if found is not None and found.final >= final and watch.witnessed is not None:
                 final, witnessed_at = found.final, found.witnessed_at
+                receipt = tlog.make_receipt(
+                    EntryLeaf.decode(answer.leaf),
+                    index=answer.index,
+                    checkpoint=watch.witnessed,
+                    proof=answer.inclusion,
+                )
         now = self.clock()
         pending_since = None if final >= view.count else (pending_since or now)
-        await self.store.put_finality(case_id, final, witnessed_at, pending_since)
+        await self.store.put_finality(case_id, final, witnessed_at, pending_since, receipt)
         status = WitnessStatus(
             rule=rule.rule,
             count=view.count,
