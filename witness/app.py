@@ -51,7 +51,7 @@ class WitnessIdentity:
 
 IDENTITY = web.AppKey("identity", WitnessIdentity)
 STORE = web.AppKey("store", WitnessStore)
-CLOCK = web.AppKey("clock", Callable[[], int])
+CLOCK: web.AppKey[Callable[[], int]] = web.AppKey("clock")
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 _ORIGIN_HASH = "{origin_hash:[0-9a-f]{64}}"
