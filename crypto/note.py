@@ -107,7 +107,7 @@ def vkey(name: str, alg: int, public_key: bytes) -> str:
 
 def parse_vkey(text: str) -> tuple[str, int, bytes]:
     """``(name, alg, public_key)`` of an Ed25519 (0x01) or cosignature/v1 (0x04) vkey."""
-    parts = text.split("+")
+    parts = text.split("+", 2)  # the base64 key may hold plus signs; name and id may not
     if len(parts) != 3 or not re.fullmatch(r"[0-9a-f]{8}", parts[1]):
         raise MalformedError("a vkey is name+keyid+key with an 8-digit lowercase hex key id")
     name = check_key_name(parts[0])
