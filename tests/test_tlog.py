@@ -28,6 +28,7 @@ from caseline.schemas.wire import (
     CommitMessage,
     EntryLeaf,
     Envelope,
+    LogRef,
     Witness,
     Witnessing,
     decode_signed,
@@ -317,3 +318,24 @@ def test_a_witnessed_case_cannot_be_switched_back_to_unwitnessed(world: World) -
     )
     with pytest.raises(NotAllowedError):
         verify_commit(state, CommitMessage.decode(body), trust=world.trust(), now=world.now)
+
+
+def test_updates_carry_the_senders_witnessed_checkpoint_signed_into_the_record(world: World) -> None:
+    """Gossip (PROTOCOL.md §7.9): a version-2 record names the newest witnessed checkpoint."""
+    alice = world.device("ke-kra", "alice")
+    bob = world.device("tz-tra", "bob")
+    broker, _, _ = open_case(world, alice, [(bob, "member")])
+    sender = CaseView(trust=world.trust(), me=alice.keys)
+    broker.feed(sender)
+    ref = LogRef(size=7, root=bytes(range(32)))
+    staged = sender.prepare(
+        content_type="note", content=note_content("gossip"), now=world.now, nonce=world.rng(24), witnessed=ref
+    )
+    sender.confirm(staged)
+    broker.append(KIND_UPDATE, staged.sealed.envelope)
+    reader = CaseView(trust=world.trust(), me=bob.keys)
+    applied = broker.feed(reader)
+    opened = applied[-1].opened
+    assert opened is not None
+    assert opened.record.witnessed == ref
+    assert opened.record.version == 2
