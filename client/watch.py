@@ -249,12 +249,19 @@ class LogWatching:
         agency = self._ledger().trust.verify_cert(self.cert, at=self.clock()).cert.agency_id
         origin = tlog.log_origin(self.server_key)
         for w in self.trust.witnesses(agency):
-            proof = await self.broker.witness_equivocation(w.url, origin)
-            if proof is not None:
-                raise SplitViewError(
-                    f"witness {w.name} of {agency} holds two different checkpoints the broker signed",
-                    proof=(proof,),
-                )
+            body = await self.broker.witness_equivocation(w.url, origin)
+            if body is None:
+                continue
+            try:
+                first, second = tlog.verify_equivocation(body, self.server_key)
+            except CaselineError as exc:
+                log.warning("witness %s sent an equivocation report that does not verify: %s", w.name, exc)
+                continue
+            raise SplitViewError(
+                f"witness {w.name} of {agency} holds two different checkpoints of one size, both"
+                " signed by the broker: it showed two histories",
+                proof=(first, second),
+            )
 
     async def witness_status(self, case_id: bytes) -> WitnessStatus:
         """The case's finality as last checked, without asking anyone."""

@@ -339,3 +339,21 @@ def test_updates_carry_the_senders_witnessed_checkpoint_signed_into_the_record(w
     assert opened is not None
     assert opened.record.witnessed == ref
     assert opened.record.version == 2
+
+
+def test_a_witness_equivocation_report_counts_only_with_the_brokers_own_signatures(world: World) -> None:
+    ours = tree_of(leaves(4))
+    theirs = tree_of(leaves(3) + leaves(2, seed=b"other")[1:])
+    a, b = checkpoint(world.server_key, ours), checkpoint(world.server_key, theirs)
+
+    def report(*notes: bytes) -> bytes:
+        return tlog.EQUIVOCATION_HEADER + b"".join(b"note %d\n" % len(n) + n for n in notes)
+
+    assert tlog.verify_equivocation(report(a, b), world.server_key.public_key) == (a, b)
+    with pytest.raises(MalformedError):  # the same checkpoint twice is no conflict
+        tlog.verify_equivocation(report(a, a), world.server_key.public_key)
+    forged = tlog.sign_checkpoint(SigningKey(world.rng(32)), size=4, root=theirs.root(4))
+    with pytest.raises((MalformedError, BadSignatureError)):  # not the broker's signature
+        tlog.verify_equivocation(report(a, forged), world.server_key.public_key)
+    with pytest.raises(MalformedError):
+        tlog.verify_equivocation(report(a, b) + b"x", world.server_key.public_key)
