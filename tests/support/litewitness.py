@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import http.client
 import os
 import re
 import shutil
@@ -30,8 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from pathlib import Path
 
 from caseline.crypto import merkle, note
 from caseline.crypto.primitives import ed25519_keypair_from_seed
+from caseline.schemas.errors import MalformedError
 
 WITNESS_NAME = "witness.caseline.test/litewitness"
 READY_TIMEOUT = 15.0
@@ -86,9 +86,19 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], deadline: float) -> 
                 return
         except OSError:
             if time.monotonic() > deadline:
-                raise InteropError(f"litewitness did not accept connections within {READY_TIMEOUT} s") from None
+                raise InteropError(
+                    f"litewitness did not accept connections within {READY_TIMEOUT} s"
+                ) from None
         # Retry at most 50 times a second; the loop ends on the event or the deadline.
         time.sleep(0.02)
+
+
+def tool(name: str) -> str:
+    """The absolute path of an OpenSSH tool (Debian package openssh-client)."""
+    found = shutil.which(name)
+    if found is None:
+        raise InteropError(f"{name} is missing: install openssh-client")
+    return found
 
 
 def ssh_public_key(pub_line: str) -> bytes:
@@ -134,23 +144,27 @@ class LiteWitness:
     def start(self) -> None:
         key = self.dir / "witness_ed25519"
         subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "caseline-interop", "-f", str(key)],
+            [tool("ssh-keygen"), "-q", "-t", "ed25519", "-N", "", "-C", "caseline-interop", "-f", str(key)],
             check=True,
             timeout=30,
         )
         self.public_key = ssh_public_key((self.dir / "witness_ed25519.pub").read_text())
         # ``-D``: the agent stays in the foreground, so this process owns it and stops it.
         self._agent = subprocess.Popen(
-            ["ssh-agent", "-D", "-a", str(self.sock)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            [tool("ssh-agent"), "-D", "-a", str(self.sock)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         env = {**os.environ, "SSH_AUTH_SOCK": str(self.sock)}
         deadline = time.monotonic() + READY_TIMEOUT
-        while subprocess.run(["ssh-add", "-q", str(key)], env=env, capture_output=True, timeout=30).returncode:
+        while subprocess.run(
+            [tool("ssh-add"), "-q", str(key)], check=False, env=env, capture_output=True, timeout=30
+        ).returncode:
             if self._agent.poll() is not None or time.monotonic() > deadline:
                 raise InteropError("ssh-agent did not take the witness key")
             time.sleep(0.02)  # bounded retry until the agent's socket exists
         fingerprint = subprocess.run(
-            ["ssh-keygen", "-l", "-E", "sha256", "-f", str(key) + ".pub"],
+            [tool("ssh-keygen"), "-l", "-E", "sha256", "-f", str(key) + ".pub"],
             check=True,
             capture_output=True,
             text=True,
@@ -190,14 +204,13 @@ class LiteWitness:
                     proc.wait(timeout=10)
 
     def add_checkpoint(self, body: bytes) -> Answer:
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}/add-checkpoint", data=body, method="POST"
-        )
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=REQUEST_TIMEOUT)
         try:
-            with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT) as resp:  # loopback only
-                return Answer(resp.status, resp.headers.get("Content-Type", ""), resp.read())
-        except urllib.error.HTTPError as exc:
-            return Answer(exc.code, exc.headers.get("Content-Type", ""), exc.read())
+            conn.request("POST", "/add-checkpoint", body=body)
+            resp = conn.getresponse()
+            return Answer(resp.status, resp.getheader("Content-Type", ""), resp.read())
+        finally:
+            conn.close()
 
 
 @contextmanager
@@ -277,7 +290,12 @@ def check_cosigned(
     # The cosignature appended to the log's note: one signed note that both verify.
     cosigned = note.Note.parse(signed_note + answer.body)
     note.verify_note(cosigned, name=note.Checkpoint.parse(text).origin, public_key=_log_key(signed_note))
-    if note.verify_cosignature(cosigned.text, cosigned.signatures[-1], name=WITNESS_NAME, public_key=witness.public_key) != stamp:
+    if (
+        note.verify_cosignature(
+            cosigned.text, cosigned.signatures[-1], name=WITNESS_NAME, public_key=witness.public_key
+        )
+        != stamp
+    ):
         raise InteropError(f"{step}: the cosigned note does not carry the same cosignature")
     if abs(stamp - time.time()) > 300:
         raise InteropError(f"{step}: cosignature timestamp {stamp} is not now")
@@ -293,7 +311,9 @@ def _log_key(signed_note: bytes) -> bytes:
 
 def expect_refusal(answer: Answer, statuses: tuple[int, ...], report: Report, step: str) -> None:
     if answer.status not in statuses:
-        raise InteropError(f"{step}: expected {statuses}, litewitness answered {answer.status}: {answer.body!r}")
+        raise InteropError(
+            f"{step}: expected {statuses}, litewitness answered {answer.status}: {answer.body!r}"
+        )
     report.add(step, answer.status, "refused: " + answer.body.decode(errors="replace").strip())
 
 
@@ -303,12 +323,14 @@ def run(litewitness: Path, witnessctl: Path) -> Report:
     with running_witness(litewitness, witnessctl) as witness:
         ours = note.vkey(WITNESS_NAME, note.ALG_COSIGNATURE_V1, witness.public_key)
         if witness.started_vkey != ours:
-            raise InteropError(f"witness vkey: litewitness says {witness.started_vkey!r}, caseline makes {ours}")
+            raise InteropError(
+                f"witness vkey: litewitness says {witness.started_vkey!r}, caseline makes {ours}"
+            )
         print(f"witness vkey (litewitness = caseline): {ours}", flush=True)
         for vk in (ours, log.vkey):
             try:
                 note.parse_vkey(vk)
-            except note.MalformedError as exc:
+            except MalformedError as exc:
                 report.disagree(f"caseline's parse_vkey refuses the vkey {vk} that it made: {exc}")
 
         witness.ctl("add-log", "-origin", log.origin)
@@ -316,7 +338,13 @@ def run(litewitness: Path, witnessctl: Path) -> Report:
         print(f"log registered: {log.vkey}", flush=True)
 
         first = log.checkpoint(5)
-        check_cosigned(witness, witness.add_checkpoint(add_checkpoint_body(0, [], first)), first, report, "old 0 -> size 5")
+        check_cosigned(
+            witness,
+            witness.add_checkpoint(add_checkpoint_body(0, [], first)),
+            first,
+            report,
+            "old 0 -> size 5",
+        )
 
         log.grow(range(5, 12))
         second = log.checkpoint(12)
@@ -330,7 +358,9 @@ def run(litewitness: Path, witnessctl: Path) -> Report:
         stale = witness.add_checkpoint(add_checkpoint_body(5, proof, second))
         expect_refusal(stale, (409,), report, "old 5 again (stale old size)")
         if stale.body != b"12\n" or stale.content_type != "text/x.tlog.size":
-            raise InteropError(f"409 should carry text/x.tlog.size 12, got {stale.content_type} {stale.body!r}")
+            raise InteropError(
+                f"409 should carry text/x.tlog.size 12, got {stale.content_type} {stale.body!r}"
+            )
 
         # A fork: same key and origin, different history, so no honest proof exists.
         fork = Log(log.public_key, log.secret_key, merkle.Tree())
@@ -365,7 +395,9 @@ def find_binary(name: str, given: str | None) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--litewitness", default=os.environ.get("CASELINE_LITEWITNESS"))
     parser.add_argument("--witnessctl", default=os.environ.get("CASELINE_WITNESSCTL"))
     args = parser.parse_args(argv)
