@@ -384,6 +384,66 @@ def run(litewitness: Path, witnessctl: Path) -> Report:
         third = log.checkpoint(20)
         answer = witness.add_checkpoint(add_checkpoint_body(12, log.tree.consistency_proof(12, 20), third))
         check_cosigned(witness, answer, third, report, "old 12 -> size 20 (after the refusals)")
+
+        # A note that already carries another witness's cosignature (as the broker
+        # serves it): litewitness must ignore the key it does not know.
+        other_pk, other_sk = ed25519_keypair_from_seed(os.urandom(32))
+        log.grow(range(20, 33))
+        text = note.Note.parse(log.checkpoint(33)).text
+        other = note.cosign(
+            text, name="other.example/witness", secret_key=other_sk, timestamp=int(time.time())
+        )
+        note.verify_cosignature(text, other, name="other.example/witness", public_key=other_pk)
+        carried = note.Note(text, (*note.Note.parse(log.checkpoint(33)).signatures, other)).encode()
+        answer = witness.add_checkpoint(add_checkpoint_body(20, log.tree.consistency_proof(20, 33), carried))
+        check_cosigned(witness, answer, carried, report, "old 20 -> size 33 (note already cosigned)")
+
+        # Proof shapes: every consistency proof on this walk is checked by Go's tlog.
+        sweep = Log.fresh(range(0))
+        witness.ctl("add-log", "-origin", sweep.origin)
+        witness.ctl("add-key", "-origin", sweep.origin, "-key", sweep.vkey)
+        old, checked = 0, 0
+        for size in (
+            1,
+            2,
+            3,
+            4,
+            5,
+            7,
+            8,
+            9,
+            13,
+            16,
+            17,
+            31,
+            32,
+            33,
+            63,
+            64,
+            65,
+            100,
+            127,
+            128,
+            129,
+            1000,
+            1024,
+            1025,
+            4097,
+        ):
+            sweep.grow(range(sweep.tree.size, size))
+            signed = sweep.checkpoint(size)
+            proof = sweep.tree.consistency_proof(old, size)
+            answer = witness.add_checkpoint(add_checkpoint_body(old, proof, signed))
+            if answer.status != 200:
+                report.disagree(
+                    f"consistency {old} -> {size}: litewitness answered {answer.status} {answer.body!r}"
+                )
+                break
+            text = note.Note.parse(signed).text
+            sig = note.parse_signature_lines(answer.body)[0]
+            note.verify_cosignature(text, sig, name=WITNESS_NAME, public_key=witness.public_key)
+            old, checked = size, checked + 1
+        report.add(f"sweep 0 -> 4097 ({checked} proofs)", 200, "all accepted; every cosignature verified")
     return report
 
 
