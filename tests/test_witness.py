@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -241,3 +242,17 @@ async def test_healthz_and_unknown_monitoring_paths(witness: Witness) -> None:
         assert resp.status == 404
     async with witness.client.get("/not-a-hash/checkpoint") as resp:
         assert resp.status == 404
+
+
+def test_core_never_cosigns_against_its_history(log: Log) -> None:
+    """Pure core: even a view whose history disagrees with its latest root cannot get a cosignature."""
+    request = core.parse_request(log.request(5, 5))
+    view = core.LogView(log.public_key, 5, log.tree.root(5), (bytes(32), log.note(5, bytes(32))))
+    outcome = core.decide(request, view, name=WITNESS_NAME, secret_key=WIT_SK, now=NOW)
+    assert (outcome.status, outcome.cosigned) == (422, None)
+    assert outcome.equivocation == (log.note(5, bytes(32)), log.note(5))
+    fine = core.decide(
+        request, dataclasses.replace(view, earlier=None), name=WITNESS_NAME, secret_key=WIT_SK, now=NOW
+    )
+    assert fine.status == 200 and fine.cosigned is not None
+    assert core.decide(request, None, name=WITNESS_NAME, secret_key=WIT_SK, now=NOW).status == 404
