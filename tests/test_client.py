@@ -321,6 +321,8 @@ async def test_evidence_verifies_offline_and_one_changed_byte_fails(net: Network
     pins = {"ke-kra": net.admins["ke-kra"].fingerprint}
     report = verify_bundle(bundle, pins)
     assert [r.update.record.content_type for r in report.records] == ["note"]
+    # An unwitnessed case: the bundle says only the broker vouches for its order and time.
+    assert not report.witnessed and report.witnesses == () and report.witnessed_at is None
     forged = bytearray(bundle)
     forged[-1] ^= 0x01  # a byte of the exporter's signature
     with pytest.raises(BadSignatureError):
