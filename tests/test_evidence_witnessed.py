@@ -7,6 +7,11 @@ test plays each agency's witness by cosigning checkpoints with its key.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -324,3 +329,37 @@ def test_a_witness_list_of_an_unpinned_agency_is_ignored(scene: Scene) -> None:
     values["witness_lists"] = (*values["witness_lists"], other.lists["zz-other"])
     report = verify_evidence(resign(values, scene.alice), pinned=scene.pins)
     assert {v.agency_id for v in report.witnesses} == {"ke-kra", "tz-tra"}
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def test_evidence_verify_prints_the_checkpoint_and_its_witnesses(scene: Scene, tmp_path: Path) -> None:
+    bundle = tmp_path / "case.evidence"
+    bundle.write_bytes(scene.bundle([1, 2]))
+    pins = [f"--pin={a}={fp}" for a, fp in scene.pins.items()]
+    env = {**os.environ, "CASELINE_HOME": str(tmp_path / "home"), "NO_COLOR": "1", "COLUMNS": "200"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "caseline.client.cli", *args, "evidence", "verify", str(bundle), *pins],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+
+    root = scene.broker.tree.root(6).hex()
+    text = run()
+    assert text.returncode == 0, text.stderr
+    assert f"size 6  root {root}" in text.stdout
+    assert (
+        "witness.ke-kra.example (ke-kra)" in text.stdout and "witness.tz-tra.example (tz-tra)" in text.stdout
+    )
+    assert "UNWITNESSED" not in text.stdout
+    shown = json.loads(run("--json").stdout)
+    assert shown["witnessed"] is True and shown["checkpoint"]["root"] == root
+    assert shown["checkpoint"]["origin"] == tlog.log_origin(scene.world.server_key.public_key)
+    assert [w["agency"] for w in shown["witnesses"]] == ["ke-kra", "tz-tra"]
+    assert shown["witnessed_at"]
