@@ -62,6 +62,7 @@ from caseline.schemas.wire import (
     EvidenceBundle,
     LoggedCommit,
     RootKey,
+    WitnessList,
     decode_signed,
     encode_signed,
 )
@@ -290,16 +291,18 @@ def _verify_receipt(
     else:
         if bundle.receipt:
             raise MalformedError("a version-2 bundle carries its receipt in log_receipt only")
+        listed: set[str] = set()
         for signed in bundle.witness_lists or ():
+            agency_id = WitnessList.decode(decode_signed(signed)[0]).agency_id
+            if agency_id in listed:
+                raise MalformedError("a bundle carries one witness list per agency")
+            listed.add(agency_id)
             try:
                 trust.add_witness_list(signed)
             except UntrustedError:
                 continue  # an agency the verifier did not pin vouches for nothing
-        verified = tlog.verify_log_receipt(bundle.log_receipt, receipt_key)
-        receipt = verified
-        vouched = _Vouched(checkpoint=verified.checkpoint, witnesses=(), witnessed_at=None)
-        if witnessed_case:
-            vouched = _quorum(verified, trust, state)
+        receipt = tlog.verify_log_receipt(bundle.log_receipt, receipt_key)
+        vouched = _Vouched(checkpoint=receipt.checkpoint, witnesses=(), witnessed_at=None)
     if (receipt.case_id, receipt.seq, receipt.entry_hash) != (
         bundle.case_id,
         last,
@@ -308,6 +311,8 @@ def _verify_receipt(
         raise ForkError("receipt does not cover the bundle's last entry")
     if not P.constant_time_equal(receipt.head, heads[-1]):
         raise ForkError("receipt signs another history than the bundle's")
+    if witnessed_case and isinstance(receipt, tlog.VerifiedReceipt):
+        vouched = _quorum(receipt, trust, state)
     return receipt, vouched
 
 

@@ -23,6 +23,7 @@ from caseline.schemas.errors import (
     BadSignatureError,
     CaselineError,
     IntegrityError,
+    MalformedError,
     NotMemberError,
     NotPermittedError,
 )
@@ -171,6 +172,13 @@ def test_a_witness_list_dropped_from_the_bundle_fails(scene: Scene) -> None:
     values = fields(scene.bundle([1]))
     values["witness_lists"] = values["witness_lists"][:1]
     with pytest.raises(IntegrityError, match="witness quorum"):
+        verify_evidence(resign(values, scene.alice), pinned=scene.pins)
+
+
+def test_two_witness_lists_of_one_agency_are_refused(scene: Scene) -> None:
+    values = fields(scene.bundle([1]))
+    values["witness_lists"] = (*values["witness_lists"], values["witness_lists"][0])
+    with pytest.raises(MalformedError):
         verify_evidence(resign(values, scene.alice), pinned=scene.pins)
 
 
