@@ -371,3 +371,21 @@ def test_evidence_verify_prints_the_checkpoint_and_its_witnesses(scene: Scene, t
     assert shown["checkpoint"]["origin"] == tlog.log_origin(scene.world.server_key.public_key)
     assert [w["agency"] for w in shown["witnesses"]] == ["ke-kra", "tz-tra"]
     assert shown["witnessed_at"]
+
+
+def test_the_watch_counts_an_honest_witnessed_entry_as_final(scene: Scene) -> None:
+    """Where finality receipts come from: a leaf binds the head *after* its entry."""
+    receipt = LogReceipt.decode(scene.receipt(5))
+    watch = tlog.LogWatch(scene.world.server_key.public_key, witnessed=receipt.checkpoint)
+    found = watch.finality(
+        state_rule=RULE,
+        agencies=frozenset({"ke-kra", "tz-tra"}),
+        witnesses={a: (w,) for a, w in scene.ws.listed.items()},
+        heads=scene.va.heads,
+        entry_hashes=scene.va.entry_hashes,
+        case_id=scene.broker.case_id,
+        leaf=receipt.leaf,
+        index=receipt.index,
+        inclusion=receipt.proof,
+    )
+    assert found is not None and found.final == 6
