@@ -34,6 +34,8 @@ from caseline.schemas.wire import (
     decode_signed,
     encode_signed,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.support.world import Broker, Device, World, commit_change, open_case, post
 from tests.support.world import note as note_content
@@ -389,3 +391,19 @@ def test_the_watch_counts_an_honest_witnessed_entry_as_final(scene: Scene) -> No
         inclusion=receipt.proof,
     )
     assert found is not None and found.final == 6
+
+
+_SIGNED: dict[str, Any] = {}
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_flipping_any_byte_of_a_witnessed_bundle_breaks_it(data: st.DataObject) -> None:
+    if "bundle" not in _SIGNED:
+        _SIGNED["scene"] = Scene("flip")
+        _SIGNED["bundle"] = _SIGNED["scene"].bundle([1, 2])
+    blob = bytearray(_SIGNED["bundle"])
+    i = data.draw(st.integers(0, len(blob) - 1))
+    blob[i] ^= data.draw(st.integers(1, 255))
+    with pytest.raises(CaselineError):
+        verify_evidence(bytes(blob), pinned=_SIGNED["scene"].pins)
