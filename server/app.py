@@ -133,6 +133,7 @@ def create_app(
     async def audit(event: str, detail: str) -> None:
         with contextlib.suppress(BrokerStorageFull):
             await the_store.append_audit(event, detail, time=clock())
+            broker.audit_appended()  # its leaf goes into the broker log with the next batch
 
     app[AUDIT] = audit
     app.cleanup_ctx.append(_storage_context)
