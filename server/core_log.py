@@ -41,11 +41,8 @@ from caseline.server.store import AuditRow
 MAX_LEAVES = 1024
 
 
-class LogDamaged(IntegrityError):
+class LogDamaged(RuntimeError):
     """The stored log does not match its newest checkpoint: the broker must not serve."""
-
-    code = "log-damaged"
-    title = "Broker log damaged"
 
 
 class EntryRef(Protocol):
