@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -22,7 +22,12 @@ from caseline.client import keystore
 from caseline.client.client import Clock, wall_clock
 from caseline.client.store import Issued, LocalStore
 from caseline.client.transport import BrokerConnection
-from caseline.crypto.certs import issue_device_cert, issue_revocation_list, open_enrolment_request
+from caseline.crypto.certs import (
+    issue_device_cert,
+    issue_revocation_list,
+    issue_witness_list,
+    open_enrolment_request,
+)
 from caseline.crypto.keys import AgencyRootKey, device_id_for
 from caseline.schemas.errors import (
     BrokerRefusal,
@@ -41,6 +46,7 @@ from caseline.schemas.wire import (
     DeviceCert,
     Revocation,
     RevocationList,
+    Witness,
     decode_signed,
 )
 
@@ -190,6 +196,19 @@ class AgencyAdmin:
         await self.store.put("crl", crl)
         return crl
 
+    async def set_witnesses(self, witnesses: Sequence[Witness]) -> bytes:
+        """Sign the agency's next complete witness list (it replaces the last one)."""
+        if len({w.name for w in witnesses}) != len(witnesses):
+            raise UsageError("a witness list names each witness once")
+        number = int((await self.store.get("witness-list-number") or b"0").decode()) + 1
+        signed = issue_witness_list(self.root, number=number, issued_at=self.clock(), witnesses=witnesses)
+        await self.store.put("witness-list-number", str(number).encode())
+        await self.store.put("witness-list", signed)
+        return signed
+
+    async def witness_list(self) -> bytes | None:
+        return await self.store.get("witness-list")
+
     async def publish(self, broker: BrokerConnection) -> Published:
         """Register issued certificates with the broker and upload the newest revocation list."""
         count = 0
@@ -201,6 +220,9 @@ class AgencyAdmin:
             await self.store.mark_published(item.serial)
             count += 1
         await _put_revocations(broker, self.agency_id, await self._current_list())
+        witnesses = await self.store.get("witness-list")
+        if witnesses is not None:
+            await broker.put_witnesses(self.agency_id, witnesses)
         number = int((await self.store.get("crl-number") or b"0").decode())
         return Published(certificates=count, revocation_number=number)
 

@@ -37,8 +37,10 @@ from caseline.client.core import CaseEvent
 from caseline.client.profile import home_dir, profile_dir
 from caseline.client.store import LocalStore
 from caseline.client.transport import BrokerConnection
+from caseline.client.watch import WitnessStatus
+from caseline.crypto import note
 from caseline.crypto.certs import open_enrolment_request
-from caseline.crypto.keys import fingerprint
+from caseline.crypto.keys import fingerprint, witness_fingerprint
 from caseline.schemas import content as content_schemas
 from caseline.schemas.errors import (
     EXIT_BUG,
@@ -46,9 +48,10 @@ from caseline.schemas.errors import (
     EXIT_OK,
     BrokerRefusal,
     CaselineError,
+    MalformedError,
     UsageError,
 )
-from caseline.schemas.wire import DeviceCert, RevocationList, decode_signed
+from caseline.schemas.wire import DeviceCert, RevocationList, Witness, WitnessList, decode_signed
 
 if TYPE_CHECKING:
     from caseline.client.admin import AgencyAdmin, Published
@@ -383,10 +386,16 @@ async def cmd_case(args: argparse.Namespace, out: Out) -> int:
                 tlp=args.tlp,
                 retention_days=args.retention_days,
                 history=args.history,
+                witnessed=args.witnessed,
+                alarm_after_ms=int(args.alarm_after * 1000),
             )
+            status = await client.witness_status(case_id)
             if out.as_json:
-                out.data({"case_id": case_id.hex()})
+                out.data({"case_id": case_id.hex(), "witnessed": status.witnessed})
             out.say(f"opened case [bold]{case_id.hex()}[/] “{args.title}”")
+            out.say(
+                status.describe() if not status.witnessed else "witnessed: one witness of every agency in it"
+            )
         elif sub == "list":
             cases = await client.cases()
             if out.as_json:
@@ -427,6 +436,7 @@ async def cmd_case(args: argparse.Namespace, out: Out) -> int:
             events = await client.history(case_id)
             view = await client.view(case_id)
             info = view.case_info()
+            status = await client.witness_status(case_id)
             await client.mark_read(case_id)
             if out.as_json:
                 out.data(
@@ -435,11 +445,13 @@ async def cmd_case(args: argparse.Namespace, out: Out) -> int:
                         "title": info.title if info else None,
                         "reference": info.reference if info else None,
                         "events": [event_json(e) for e in events[-args.limit :]],
+                        "witness": witness_json(status),
                     }
                 )
             else:
                 title = f"{info.title} ({info.reference})" if info else case_id.hex()
                 out.console.print(events_table(events[-args.limit :], f"case {case_id.hex()[:12]} — {title}"))
+                out.say(witness_line(status))
         elif sub in ("add", "remove", "role"):
             case_id = await client.resolve_case(args.case)
             if sub == "add":
@@ -465,6 +477,25 @@ async def cmd_case(args: argparse.Namespace, out: Out) -> int:
                 out.data({"case_id": case_id.hex(), "devices": [d.hex() for d in devices]})
             out.say(verb)
     return EXIT_OK
+
+
+def witness_line(status: WitnessStatus) -> str:
+    if not status.witnessed:
+        return "[yellow]UNWITNESSED[/]: only the broker vouches for this history's order and time"
+    if status.pending:
+        return f"[yellow]{status.pending} pending witness[/]; {status.final} of {status.count} entries final"
+    return f"[green]final[/]: all {status.count} entries witnessed" + (
+        f", last at {when(status.witnessed_at)}" if status.witnessed_at else ""
+    )
+
+
+def witness_json(status: WitnessStatus) -> dict[str, Any]:
+    return {
+        "witnessed": status.witnessed,
+        "final": status.final,
+        "pending": status.pending,
+        "witnessed_at": when(status.witnessed_at) if status.witnessed_at else None,
+    }
 
 
 def parse_fields(items: Sequence[str]) -> dict[str, Any]:
@@ -505,6 +536,8 @@ async def cmd_post(args: argparse.Namespace, out: Out) -> int:
     async with await open_client(args) as client:
         case_id = await client.resolve_case(args.case)
         posted = await client.post_typed(case_id, args.type, fields, idempotency_key=args.idempotency_key)
+        status = await client.witness_status(case_id)
+    final = not status.witnessed or status.final > posted.seq
     if out.as_json:
         out.data(
             {
@@ -513,10 +546,15 @@ async def cmd_post(args: argparse.Namespace, out: Out) -> int:
                 "seq": posted.seq,
                 "receipt_time": when(posted.receipt_time),
                 "retries": posted.retries,
+                "witnessed": status.witnessed,
+                "final": final,
             }
         )
     else:
-        out.say(f"posted {args.type} #{posted.seq} id {posted.update_id.hex()[:16]} (receipt verified)")
+        state = "unwitnessed" if not status.witnessed else "final" if final else "pending witness"
+        out.say(
+            f"posted {args.type} #{posted.seq} id {posted.update_id.hex()[:16]} (receipt verified; {state})"
+        )
     return EXIT_OK
 
 
@@ -551,6 +589,7 @@ async def cmd_verify(args: argparse.Namespace, out: Out) -> int:
     async with await open_client(args) as client:
         case_id = await client.resolve_case(args.case)
         report = await client.verify_case(case_id)
+        status = await client.witness_status(case_id)
     data = {
         "case_id": case_id.hex(),
         "verified": True,
@@ -561,6 +600,7 @@ async def cmd_verify(args: argparse.Namespace, out: Out) -> int:
         "updates": report.updates,
         "readable": report.readable,
         "voided": report.voided,
+        "witness": witness_json(status),
         "members": [
             {"member": m.author.name, "device": m.author.device_id.hex(), "role": m.role}
             for m in report.members
@@ -577,10 +617,23 @@ async def cmd_verify(args: argparse.Namespace, out: Out) -> int:
                 + "\n"
                 f"members: {', '.join(f'{m.author.name} ({m.role})' for m in report.members)}\n"
                 f"head code: [bold]{report.code}[/] — the same code on your partner's screen "
-                "means you both hold the same history",
+                "means you both hold the same history\n" + witness_line(status),
                 title=f"case {case_id.hex()[:12]} verified",
             )
         )
+    return EXIT_OK
+
+
+async def cmd_log(args: argparse.Namespace, out: Out) -> int:
+    """``caseline log submit``: take the broker's newest checkpoint to our own witnesses."""
+    async with await open_client(args) as client:
+        outcomes = await client.submit_to_witnesses()
+    if out.as_json:
+        out.data([{"witness": name, "outcome": what} for name, what in outcomes])
+    elif not outcomes:
+        out.say("your agency lists no witnesses")
+    for name, what in outcomes:
+        out.say(f"{name}: {what}")
     return EXIT_OK
 
 
@@ -734,6 +787,31 @@ async def cmd_agency(args: argparse.Namespace, out: Out) -> int:
                 f" to {args.folder}; on a networked machine run"
                 f" `caseline agency publish --from {args.folder} --server URL`"
             )
+        elif sub == "witnesses":
+            if args.witness:
+                await admin.set_witnesses([parse_witness(w) for w in args.witness])
+            signed = await admin.witness_list()
+            listed = [] if signed is None else list(WitnessList.decode(decode_signed(signed)[0]).witnesses)
+            rows = [
+                {
+                    "name": w.name,
+                    "key": w.public_key.hex(),
+                    "url": w.url,
+                    "fingerprint": witness_fingerprint(w.name, w.public_key),
+                }
+                for w in listed
+            ]
+            if out.as_json:
+                out.data(rows)
+            elif not rows:
+                out.say("no witnesses listed: cases with this agency's members stay unwitnessed")
+            else:
+                for row in rows:
+                    out.say(f"{row['name']}  {row['url']}\n  fingerprint [bold]{row['fingerprint']}[/]")
+                if args.witness:
+                    out.say(
+                        "signed a new witness list; run `caseline agency publish` to send it to the broker"
+                    )
         elif sub == "publish":
             broker = BrokerConnection(
                 broker_url(args.server), keys=None, server_key=None, timeout=args.timeout
@@ -746,6 +824,20 @@ async def cmd_agency(args: argparse.Namespace, out: Out) -> int:
     finally:
         await admin.close()
     return EXIT_OK
+
+
+def parse_witness(text: str) -> Witness:
+    """``VKEY@URL``: the vkey ``caseline-witness vkey`` prints, and where the witness listens."""
+    vkey, sep, url = text.partition("@")
+    if not sep:
+        raise UsageError(f"--witness {text!r}: expected VKEY@URL (VKEY as `caseline-witness vkey` prints it)")
+    try:
+        name, alg, key = note.parse_vkey(vkey)
+        if alg != note.ALG_COSIGNATURE_V1:
+            raise MalformedError("not a cosignature/v1 key (algorithm 0x04)")
+        return Witness(name=name, public_key=key, url=url)
+    except MalformedError as exc:
+        raise UsageError(f"--witness {text!r}: {exc}") from None
 
 
 async def publish_from_folder(args: argparse.Namespace, out: Out) -> int:
@@ -822,6 +914,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="days the broker keeps update bodies (0: relay only, bodies go at its next retention pass)",
     )
     c.add_argument("--history", choices=("shared", "none"), default="shared")
+    w = c.add_mutually_exclusive_group()
+    w.add_argument(
+        "--witnessed",
+        dest="witnessed",
+        action="store_const",
+        const=True,
+        default=None,
+        help="require a witness of every agency in the case (default: when every agency lists one)",
+    )
+    w.add_argument(
+        "--unwitnessed",
+        dest="witnessed",
+        action="store_const",
+        const=False,
+        help="a trial or single-agency case: only the broker vouches for its order and time",
+    )
+    c.add_argument(
+        "--alarm-after",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="raise the split-view alarm when entries wait longer than this for the witnesses (1..3600)",
+    )
     k.add_parser("list")
     c = k.add_parser("show")
     c.add_argument("case")
@@ -855,6 +970,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = cmds.add_parser("verify", help="re-verify a case from genesis and print its head code")
     c.add_argument("case")
 
+    c = cmds.add_parser("log", help="the broker log: hand its newest checkpoint to your agency's witnesses")
+    c.add_argument("log_cmd", choices=["submit"])
     e = cmds.add_parser("evidence", help="export and verify evidence bundles").add_subparsers(
         dest="evidence_cmd", required=True
     )
@@ -894,6 +1011,14 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_parser("list", help="the register of certificates this root issued and revoked")
     c = a.add_parser("export", help="offline root: write certificates and the revocation list to a folder")
     c.add_argument("folder", help="a new or empty folder (e.g. on removable media)")
+    c = a.add_parser("witnesses", help="list, or set with --witness, the agency's witnesses (then publish)")
+    c.add_argument(
+        "--witness",
+        action="append",
+        default=[],
+        metavar="VKEY@URL",
+        help="a witness this agency runs: its vkey (`caseline-witness vkey`) and URL; repeat for more",
+    )
     c = a.add_parser("publish", help="push certificates and the revocation list to the broker")
     c.add_argument("--server", required=True)
     c.add_argument(
@@ -915,6 +1040,7 @@ COMMANDS: Final = {
     "follow": cmd_follow,
     "verify": cmd_verify,
     "evidence": cmd_evidence,
+    "log": cmd_log,
     "agency": cmd_agency,
 }
 

@@ -39,6 +39,7 @@ from caseline.client.profile import PostingLock
 from caseline.client.store import LocalStore, StoredEntry
 from caseline.client.transport import BrokerConnection
 from caseline.client.viewstore import ViewStore
+from caseline.client.watch import LogWatching
 from caseline.crypto import primitives as P
 from caseline.crypto.caselog import CaseView
 from caseline.crypto.certs import TrustStore, VerifiedCert, make_enrolment_request
@@ -51,6 +52,7 @@ from caseline.schemas.errors import (
     CaselineError,
     ForkError,
     MalformedError,
+    NotPermittedError,
     ProfileError,
     UnknownError,
     UntrustedError,
@@ -59,10 +61,12 @@ from caseline.schemas.errors import (
 from caseline.schemas.wire import (
     AGENCY_ID,
     CASE_ROLES,
+    DEFAULT_ALARM_AFTER,
     USER_ID,
     CaseInfo,
     DeviceCert,
     Policy,
+    Witnessing,
     decode_signed,
 )
 
@@ -160,7 +164,7 @@ def parse_member(text: str, default_role: str = "member") -> tuple[str, str, str
     return agency, user, role
 
 
-class Client(Outbox, ContentHelpers, Following):
+class Client(Outbox, ContentHelpers, Following, LogWatching):
     """One device's session with its broker, over its local profile."""
 
     def __init__(
@@ -288,6 +292,7 @@ class Client(Outbox, ContentHelpers, Following):
         for crl in await self.store.crls():
             with contextlib.suppress(CaselineError):  # a list whose root was unpinned since
                 self.trust.add_revocation_list(crl)
+        await self._load_witness_lists()
         self.cert = await self.store.get("cert") or b""
         self.server_url = (await self.store.get("server-url") or b"").decode()
         self.server_key = await self.store.get("server-key")
@@ -591,6 +596,7 @@ class Client(Outbox, ContentHelpers, Following):
             stored = [StoredEntry(e.seq, e.kind, e.body, e.receipt) for e in page.entries]
             events += await self._accept(case_id, stored)
             after = self._ledger().next_page(case_id, served=page.count, got=len(stored))
+        await self.check_log(case_id)
         return events
 
     async def history(self, case_id: bytes) -> list[CaseEvent]:
@@ -602,6 +608,7 @@ class Client(Outbox, ContentHelpers, Following):
         """The cases this device is in, synced, with what is unread."""
         out = []
         me = self.keys.device_id
+        await self.check_log()
         for summary in (await self.broker.cases()).cases:
             view = await self.view(summary.case_id)
             if view.count < summary.count:
@@ -674,14 +681,40 @@ class Client(Outbox, ContentHelpers, Following):
         tlp: str = "AMBER",
         retention_days: int = 365,
         history: str = "shared",
+        witnessed: bool | None = None,
+        alarm_after_ms: int = DEFAULT_ALARM_AFTER,
     ) -> bytes:
-        """Open a case with this device as owner and the given users' devices as members."""
+        """Open a case with this device as owner and the given users' devices as members.
+
+        ``witnessed``: True requires a witness of every agency in the case to
+        cosign its history (refused if one of them lists none), False leaves it
+        unwitnessed, and None (the default) witnesses it when every agency in it
+        lists witnesses.  The rule is signed into the case and cannot change.
+        """
         ledger = self._ledger()
         await self.refresh_revocations(force=True)
         roster = []
         for m in members:
             agency, user, role = (*m, "member") if len(m) == 2 else m
             roster += [(vc, role) for vc in await self._devices(agency, user)]
+        agencies = {vc.cert.agency_id for vc, _ in roster} | {self._my_agency()}
+        rule = None
+        if witnessed is not False:
+            await self.refresh_witness_lists(agencies)
+            missing = sorted(a for a in agencies if not self.trust.witnesses(a))
+            if missing and witnessed:
+                raise NotPermittedError(
+                    f"{', '.join(missing)} list no witnesses: a witnessed case needs one of every"
+                    " agency in it (or create it with --unwitnessed)"
+                )
+            if not missing:
+                rule = Witnessing(rule="each-agency", alarm_after=alarm_after_ms)
+            else:
+                log.warning(
+                    "this case is unwitnessed: %s list no witnesses, so only the broker vouches for"
+                    " its order and time",
+                    ", ".join(missing),
+                )
         case_id = secrets.token_bytes(16)
         policy = Policy(
             retention_days=retention_days,
@@ -697,10 +730,14 @@ class Client(Outbox, ContentHelpers, Following):
             info=CaseInfo(title=title, reference=reference),
             now=self.clock(),
             rng=secrets.token_bytes,
+            witnessing=rule,
         )
         await self.broker.create_case(body)
         await self.sync(case_id)
         return case_id
+
+    def _my_agency(self) -> str:
+        return self.trust.verify_cert(self.cert, at=self.clock()).cert.agency_id
 
     async def _commit(self, case_id: bytes, roster: Sequence[tuple[VerifiedCert, str]]) -> None:
         ledger = self._ledger()

@@ -18,6 +18,7 @@ from caseline.crypto.caselog import (
     KIND_COMMIT,
     KIND_PURGED,
     KIND_UPDATE,
+    AnyReceipt,
     Applied,
     CaseView,
     Staged,
@@ -40,7 +41,16 @@ from caseline.schemas.errors import (
     UntrustedError,
     UsageError,
 )
-from caseline.schemas.wire import CaseInfo, DeviceCert, Envelope, LogPosition, Policy, Receipt, decode_signed
+from caseline.schemas.wire import (
+    CaseInfo,
+    DeviceCert,
+    Envelope,
+    LogPosition,
+    LogRef,
+    Policy,
+    Witnessing,
+    decode_signed,
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -169,6 +179,8 @@ class Ledger:
         self.trust = trust
         self.server_key = server_key
         self.views: dict[bytes, CaseView] = {}
+        #: Other members' gossip since the shell last checked it: (case, seq, their witnessed checkpoint).
+        self.gossip: list[tuple[bytes, int, LogRef]] = []
 
     def view(self, case_id: bytes) -> CaseView:
         view = self.views.get(case_id)
@@ -189,6 +201,9 @@ class Ledger:
         if view.case_id != case_id:  # the genesis of another case, passed off under this id
             self.forget(case_id)
             raise ChainError("the broker delivered another case's log under this case id")
+        record = applied.opened.record if applied.opened is not None else None
+        if record is not None and record.witnessed is not None and record.sender != self.keys.device_id:
+            self.gossip.append((case_id, seq, record.witnessed))
         return self.describe(case_id, applied)
 
     def describe(self, case_id: bytes, applied: Applied) -> list[CaseEvent]:
@@ -287,6 +302,7 @@ class Ledger:
         info: CaseInfo,
         now: int,
         rng: Rng,
+        witnessing: Witnessing | None = None,
     ) -> bytes:
         me = self.trust.verify_cert(self.cert, at=now)
         roster = [(me, "owner"), *[(vc, role) for vc, role in members if vc.device_id != me.device_id]]
@@ -300,6 +316,7 @@ class Ledger:
             info=info,
             now=now,
             rng=rng,
+            witnessing=witnessing,
         )
         return body
 
@@ -364,7 +381,7 @@ class Ledger:
         return view.count if got and view.count < served else None
 
     # ---------------------------------------------------------------- receipts
-    def check_receipt(self, case_id: bytes, envelope: bytes, receipt: bytes) -> Receipt:
+    def check_receipt(self, case_id: bytes, envelope: bytes, receipt: bytes) -> AnyReceipt:
         """The broker's receipt for an update this device posted: signed, and for that very update."""
         r = verify_receipt(receipt, self.server_key)
         tbs, sig = decode_signed(envelope)
@@ -374,11 +391,11 @@ class Ledger:
             raise ForkError("the broker's receipt is for another entry than the update posted")
         return r
 
-    def receipt_is_next(self, case_id: bytes, receipt: Receipt) -> bool:
+    def receipt_is_next(self, case_id: bytes, receipt: AnyReceipt) -> bool:
         """Whether the posted update is the next entry: then it and its receipt can be applied as is."""
         return receipt.seq == self.view(case_id).count
 
-    def check_acknowledged(self, case_id: bytes, receipt: Receipt) -> None:
+    def check_acknowledged(self, case_id: bytes, receipt: AnyReceipt) -> None:
         """After the update was taken in, the log must hold it where the receipt says."""
         view = self.view(case_id)
         if receipt.seq >= view.count or not P.constant_time_equal(
@@ -402,9 +419,20 @@ class Ledger:
         )
 
     # ---------------------------------------------------------------- sending
-    def prepare(self, case_id: bytes, *, content_type: str, content: bytes, now: int, nonce: bytes) -> Staged:
+    def prepare(
+        self,
+        case_id: bytes,
+        *,
+        content_type: str,
+        content: bytes,
+        now: int,
+        nonce: bytes,
+        witnessed: LogRef | None = None,
+    ) -> Staged:
         """Seal the next update of ``case_id``; nothing moves until ``confirm``."""
-        return self.view(case_id).prepare(content_type=content_type, content=content, now=now, nonce=nonce)
+        return self.view(case_id).prepare(
+            content_type=content_type, content=content, now=now, nonce=nonce, witnessed=witnessed
+        )
 
     def confirm(self, case_id: bytes, staged: Staged) -> None:
         """The staged update is kept safe (in the outbox): its message key is now used up."""

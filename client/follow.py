@@ -11,6 +11,7 @@ verification, ends the stream with the error that says so.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -20,16 +21,25 @@ import aiohttp
 from caseline.client.store import LocalStore, StoredEntry
 from caseline.schemas.api import Delivery, Notice
 from caseline.schemas.codec import unpack
-from caseline.schemas.errors import BrokerRefusal, BrokerUnauthorized, MalformedError, RevokedError
+from caseline.schemas.errors import (
+    BrokerRefusal,
+    BrokerUnauthorized,
+    MalformedError,
+    RevokedError,
+    SplitViewError,
+)
 
 if TYPE_CHECKING:
     from caseline.client.core import CaseEvent
     from caseline.client.transport import BrokerConnection
+    from caseline.client.watch import WitnessStatus
     from caseline.crypto.caselog import CaseView
 
 log = logging.getLogger("caseline.client")
 CLOSE_REVOKED: Final = 4003
 CLOSE_LOGOUT: Final = 4001
+#: How often a ``follow`` checks the witnesses when no case asks for sooner (ms).
+WATCH_EVERY_MS: Final = 5000
 
 
 def backoff_delay(failures: int, cap: float) -> float:
@@ -47,6 +57,7 @@ class Following:
         def broker(self) -> BrokerConnection: ...
         async def refresh_revocations(self, *, force: bool = False) -> None: ...
         async def view(self, case_id: bytes) -> CaseView: ...
+        async def check_log(self, case_id: bytes | None = None) -> WitnessStatus | None: ...
         async def _accept(self, case_id: bytes, entries: Sequence[StoredEntry]) -> list[CaseEvent]: ...
 
     async def follow(
@@ -70,12 +81,20 @@ class Following:
                 async with self.broker.stream(cursors) as ws:
                     log.info("following %d case(s) from the last verified entry of each", len(cursors))
                     failures = 0
-                    async for msg in ws:
-                        if msg.type != aiohttp.WSMsgType.BINARY:
-                            continue
-                        for event in await self._on_frame(msg.data):
-                            if wanted is None or event.case_id in wanted:
-                                yield event
+                    watcher = asyncio.create_task(self._watch_witnesses(wanted or set(cursors), ws))
+                    try:
+                        async for msg in ws:
+                            if msg.type != aiohttp.WSMsgType.BINARY:
+                                continue
+                            for event in await self._on_frame(msg.data):
+                                if wanted is None or event.case_id in wanted:
+                                    yield event
+                    finally:
+                        watcher.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await watcher
+                    if watcher.done() and not watcher.cancelled() and watcher.exception() is not None:
+                        raise watcher.exception()  # type: ignore[misc]
                     close_code = ws.close_code
             except BrokerRefusal as exc:
                 if not exc.transient and exc.status != 401:
@@ -91,6 +110,30 @@ class Following:
             failures += 1
             log.warning("lost the broker (%s); reconnecting in %.1f s", cause, delay)
             await asyncio.sleep(delay)
+
+    async def _watch_witnesses(self, case_ids: set[bytes], ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Check the witnesses on a clock while following: an alarm must not wait for a post.
+
+        A split view shows as entries that stay pending, or as a report from
+        our own agency's witness; neither arrives on the stream, so the check
+        runs every half of the shortest bound of the cases followed (at most
+        every 5 s).  An alarm closes the stream and ends ``follow`` with it.
+        """
+        while True:
+            bounds = []
+            for case_id in case_ids:
+                view = await self.view(case_id)
+                if view.state is not None and view.state.witnessing.rule != "none":
+                    bounds.append(view.state.witnessing.alarm_after)
+            await asyncio.sleep(min([*bounds, WATCH_EVERY_MS * 2]) / 2000)
+            for case_id in case_ids:
+                try:
+                    await self.check_log(case_id)
+                except SplitViewError:
+                    await ws.close()
+                    raise
+                except (BrokerRefusal, aiohttp.ClientError) as exc:
+                    log.warning("could not check the witnesses just now: %s", exc)
 
     async def _on_frame(self, data: bytes) -> list[CaseEvent]:
         obj = unpack(data)

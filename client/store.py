@@ -50,9 +50,18 @@ CREATE TABLE events (
     case_id BLOB NOT NULL, seq INTEGER NOT NULL, sealed BLOB NOT NULL, PRIMARY KEY (case_id, seq)
 ) WITHOUT ROWID;
 """
+#: Version 3: the witnessed log (issue 12).  Agencies' signed witness lists, and per case
+#: how far a witness quorum vouches for this device's view and since when entries wait.
+SCHEMA_V3: Final = """
+CREATE TABLE witness_lists (agency_id TEXT PRIMARY KEY, number INTEGER NOT NULL, body BLOB NOT NULL);
+CREATE TABLE finality (
+    case_id BLOB PRIMARY KEY, final INTEGER NOT NULL, witnessed_at INTEGER, pending_since INTEGER,
+    receipt BLOB
+) WITHOUT ROWID;
+"""
 #: ``MIGRATIONS[n]`` takes a database from ``user_version`` n to n + 1.  Append only:
 #: a released migration is never edited, since profiles out there already ran it.
-MIGRATIONS: Final[tuple[str, ...]] = (SCHEMA_V1, SCHEMA_V2)
+MIGRATIONS: Final[tuple[str, ...]] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
@@ -204,6 +213,57 @@ class LocalStore:
             (agency_id, number, body),
         )
         await self.db.commit()
+
+    # -- the witnessed log
+    async def witness_lists(self) -> list[bytes]:
+        async with self.db.execute("SELECT body FROM witness_lists") as cur:
+            return [bytes(row[0]) async for row in cur]
+
+    async def put_witness_list(self, agency_id: str, number: int, body: bytes) -> None:
+        await self.db.execute(
+            "INSERT INTO witness_lists VALUES (?, ?, ?) ON CONFLICT (agency_id) DO UPDATE SET"
+            " number = excluded.number, body = excluded.body WHERE excluded.number > witness_lists.number",
+            (agency_id, number, body),
+        )
+        await self.db.commit()
+
+    async def finality(self, case_id: bytes) -> tuple[int, int | None, int | None]:
+        """``(final, witnessed_at, pending_since)`` of a case: nothing vouched for, by default."""
+        async with self.db.execute(
+            "SELECT final, witnessed_at, pending_since FROM finality WHERE case_id=?", (case_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        return (0, None, None) if row is None else (int(row[0]), row[1], row[2])
+
+    async def put_finality(
+        self,
+        case_id: bytes,
+        final: int,
+        witnessed_at: int | None,
+        pending_since: int | None,
+        receipt: bytes | None = None,
+    ) -> None:
+        """Finality only grows, whichever process of the profile learns more first.
+
+        ``receipt`` is the log receipt of entry ``final - 1`` into the witnessed
+        checkpoint, cosignatures included: what an evidence bundle carries.
+        """
+        await self.db.execute(
+            "INSERT INTO finality VALUES (?, ?, ?, ?, ?) ON CONFLICT (case_id) DO UPDATE SET"
+            " witnessed_at = CASE WHEN excluded.final >= final"
+            " THEN excluded.witnessed_at ELSE witnessed_at END,"
+            " receipt = CASE WHEN excluded.final >= final AND excluded.receipt IS NOT NULL"
+            " THEN excluded.receipt ELSE receipt END,"
+            " final = max(final, excluded.final),"
+            " pending_since = excluded.pending_since",
+            (case_id, final, witnessed_at, pending_since, receipt),
+        )
+        await self.db.commit()
+
+    async def finality_receipt(self, case_id: bytes) -> bytes | None:
+        async with self.db.execute("SELECT receipt FROM finality WHERE case_id=?", (case_id,)) as cur:
+            row = await cur.fetchone()
+        return None if row is None or row[0] is None else bytes(row[0])
 
     # -- case logs
     async def case_ids(self) -> list[bytes]:

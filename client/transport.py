@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -31,6 +32,7 @@ from caseline.schemas.api import (
     ServerInfo,
     Session,
     Subscribe,
+    WitnessedAnswer,
     revocation_etag,
 )
 from caseline.schemas.errors import (
@@ -207,6 +209,64 @@ class BrokerConnection:
 
     async def put_revocations(self, agency_id: str, crl: bytes) -> None:
         await self.request("PUT", f"/v1/agencies/{agency_id}/revocations", body=crl, auth=False)
+
+    async def witnesses(self, agency_id: str) -> bytes | None:
+        """The agency's signed witness list as the broker holds it, or None if it has none."""
+        try:
+            return (await self.request("GET", f"/v1/agencies/{agency_id}/witnesses", auth=False))[1]
+        except BrokerRefusal as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def put_witnesses(self, agency_id: str, signed: bytes) -> None:
+        await self.request("PUT", f"/v1/agencies/{agency_id}/witnesses", body=signed, auth=False)
+
+    async def log_witnessed(self, *, since: int, case_id: bytes | None = None) -> WitnessedAnswer | None:
+        """Where the broker log stands, with proofs from ``since`` (None: a broker without a log)."""
+        path = f"/v1/log/witnessed?since={since}"
+        if case_id is not None:
+            path += f"&case={case_id.hex()}"
+        try:
+            return WitnessedAnswer.decode((await self.request("GET", path))[1])
+        except BrokerRefusal as exc:
+            if exc.status == 404:
+                return None  # a broker from before the witnessed log (the caller knows if it had one)
+            raise
+
+    async def witness_checkpoint(self, url: str, origin: str) -> bytes | None:
+        """The newest checkpoint of this log that one witness cosigned (C2SP monitoring), or None."""
+        target = url.rstrip("/") + "/" + hashlib.sha256(origin.encode()).hexdigest() + "/checkpoint"
+        try:
+            async with self.session.get(target, timeout=self.timeout) as resp:
+                data = await _read(resp)
+        except (aiohttp.ClientError, TimeoutError):
+            raise BrokerUnavailable(f"no answer from the witness at {url}") from None
+        return data if resp.status == 200 else None
+
+    async def witness_add_checkpoint(self, url: str, body: bytes) -> tuple[int, bytes]:
+        """C2SP tlog-witness ``add-checkpoint``: the status and body, as the witness answered."""
+        try:
+            async with self.session.post(
+                url.rstrip("/") + "/add-checkpoint", data=body, timeout=self.timeout
+            ) as resp:
+                return resp.status, await _read(resp)
+        except (aiohttp.ClientError, TimeoutError):
+            raise BrokerUnavailable(f"no answer from the witness at {url}") from None
+
+    async def witness_equivocation(self, url: str, origin: str) -> bytes | None:
+        """Ask one of our agency's witnesses, directly, whether the broker showed it two trees.
+
+        The witness is the agency's own machine, not the broker: the one party a
+        broker cannot keep a member from hearing about a split view it tried.
+        """
+        target = url.rstrip("/") + "/" + hashlib.sha256(origin.encode()).hexdigest() + "/equivocation"
+        try:
+            async with self.session.get(target, timeout=self.timeout) as resp:
+                data = await _read(resp)
+                return data if resp.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError):
+            return None  # an unreachable witness is not evidence of anything
 
     async def register(self, cert: bytes) -> None:
         await self.request("POST", "/v1/devices", body=cert, auth=False, idempotent=True)

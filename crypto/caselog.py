@@ -76,6 +76,7 @@ from caseline.schemas.wire import (
     Envelope,
     HistoryShare,
     LogPosition,
+    LogRef,
     Receipt,
     Seen,
     SharedKey,
@@ -143,7 +144,11 @@ def sign_receipt(
     return encode_signed(tbs, server_key.sign(RECEIPT_LABEL, tbs))
 
 
-def verify_receipt(data: bytes, receipt_key: bytes) -> Receipt | tlog.VerifiedReceipt:
+#: A verified receipt of either protocol version: both say case, seq, entry hash, head, time.
+AnyReceipt = Receipt | tlog.VerifiedReceipt
+
+
+def verify_receipt(data: bytes, receipt_key: bytes) -> AnyReceipt:
     """Verify a receipt under the case's pinned receipt key (from its signed policy).
 
     Brokers speaking protocol 2 issue log receipts (a checkpoint and an
@@ -317,7 +322,7 @@ class CaseView:
             self._chains[sender] = chain
         return Applied(seq=seq, kind=KIND_PURGED, entry_hash=r.entry_hash, head=head, state=state)
 
-    def _vouched_time(self, r: Receipt | tlog.VerifiedReceipt, state: CaseState) -> int:
+    def _vouched_time(self, r: AnyReceipt, state: CaseState) -> int:
         """When the entry is known to have been in the log, by someone other than the broker if
         the case is witnessed: the witnessed time of the receipt's checkpoint.
 
@@ -544,7 +549,9 @@ class CaseView:
         return keys, tuple(result)
 
     # ---------------------------------------------------------------- sending
-    def prepare(self, *, content_type: str, content: bytes, now: int, nonce: bytes) -> Staged:
+    def prepare(
+        self, *, content_type: str, content: bytes, now: int, nonce: bytes, witnessed: LogRef | None = None
+    ) -> Staged:
         """Seal this device's next update without changing the view (vodozemac's rule).
 
         Every check — membership, role, scopes, content — runs here, and a
@@ -568,6 +575,7 @@ class CaseView:
             content=content,
             now=now,
             nonce=nonce,
+            witnessed=witnessed,
         )
         return Staged(sealed=sealed, epoch=state.epoch, counter=counter)
 

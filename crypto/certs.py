@@ -123,7 +123,9 @@ def issue_witness_list(
     root: AgencyRootKey, *, number: int, issued_at: int, witnesses: Sequence[Witness]
 ) -> bytes:
     """An agency root's signed list of the witnesses its agency runs (PROTOCOL.md §7.6)."""
-    body = WitnessList(agency_id=root.agency_id, number=number, issued_at=issued_at, witnesses=tuple(witnesses))
+    body = WitnessList(
+        agency_id=root.agency_id, number=number, issued_at=issued_at, witnesses=tuple(witnesses)
+    )
     tbs = body.encode()
     return encode_signed(tbs, root.sign(WITNESS_LIST_LABEL, tbs))
 

@@ -34,7 +34,19 @@ def fingerprint(agency_id: str, root_key: bytes) -> str:
     search.  The agency id is bound in, so a root cannot be passed off under
     another agency's name.
     """
-    digest = P.hash_labeled("agency-fingerprint", agency_id.encode(), root_key)
+    return _digit_groups(P.hash_labeled("agency-fingerprint", agency_id.encode(), root_key))
+
+
+def witness_fingerprint(name: str, public_key: bytes) -> str:
+    """A witness key's 30-digit code, read aloud like an agency root's (``fingerprint``).
+
+    Its own label keeps it from ever matching an agency fingerprint; the key name is
+    bound in because a cosignature/v1 does not commit to it.
+    """
+    return _digit_groups(P.hash_labeled("witness-fingerprint", name.encode(), public_key))
+
+
+def _digit_groups(digest: bytes) -> str:
     groups = [
         f"{int.from_bytes(digest[i * 5 : i * 5 + 5], 'big') % 100000:05d}" for i in range(FINGERPRINT_GROUPS)
     ]

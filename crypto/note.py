@@ -73,7 +73,7 @@ def check_key_name(name: str) -> str:
     return name
 
 
-def decode_text(data: bytes) -> str:
+def _decode_text(data: bytes) -> str:
     """Note bytes as text: valid UTF-8 with no control character but newline."""
     try:
         text = data.decode("utf-8")
@@ -84,8 +84,8 @@ def decode_text(data: bytes) -> str:
     return text
 
 
-def check_note_text(text: bytes) -> str:
-    decoded = decode_text(text)
+def _check_note_text(text: bytes) -> str:
+    decoded = _decode_text(text)
     if not decoded.endswith("\n"):
         raise MalformedError("a note text must end in a newline")
     return decoded
@@ -107,7 +107,7 @@ def vkey(name: str, alg: int, public_key: bytes) -> str:
 
 def parse_vkey(text: str) -> tuple[str, int, bytes]:
     """``(name, alg, public_key)`` of an Ed25519 (0x01) or cosignature/v1 (0x04) vkey."""
-    parts = text.split("+")
+    parts = text.split("+", 2)  # the base64 key may hold plus signs; name and id may not
     if len(parts) != 3 or not re.fullmatch(r"[0-9a-f]{8}", parts[1]):
         raise MalformedError("a vkey is name+keyid+key with an 8-digit lowercase hex key id")
     name = check_key_name(parts[0])
@@ -150,7 +150,7 @@ class Checkpoint:
 
     @classmethod
     def parse(cls, text: bytes) -> Checkpoint:
-        lines = check_note_text(text)[:-1].split("\n")
+        lines = _check_note_text(text)[:-1].split("\n")
         if len(lines) < 3 or not all(lines):
             raise MalformedError("a checkpoint is at least three non-empty lines")
         size = parse_decimal(lines[1], "checkpoint size")
@@ -188,7 +188,7 @@ class NoteSignature:
 
 def parse_signature_lines(data: bytes) -> tuple[NoteSignature, ...]:
     """Newline-terminated signature lines (a note's tail, or a witness's answer)."""
-    text = decode_text(data)
+    text = _decode_text(data)
     if not text.endswith("\n"):
         raise MalformedError("signature lines end in a newline")
     lines = text[:-1].split("\n")
@@ -211,7 +211,7 @@ class Note:
     def parse(cls, data: bytes, *, max_size: int = MAX_NOTE_SIZE) -> Note:
         if len(data) > max_size:
             raise MalformedError(f"a note is at most {max_size} bytes")
-        decode_text(data)
+        _decode_text(data)
         split = data.rfind(b"\n\n")
         if split < 0:
             raise MalformedError("a note has a blank line before its signatures")
@@ -220,7 +220,7 @@ class Note:
 
 def sign_note(text: bytes, *, name: str, secret_key: bytes) -> NoteSignature:
     """An Ed25519 note signature; ``secret_key`` is libsodium's 64 bytes (seed || public)."""
-    check_note_text(text)
+    _check_note_text(text)
     public_key = secret_key[32:]
     return NoteSignature(
         check_key_name(name), key_id(name, ALG_ED25519, public_key), ed25519_sign(secret_key, text)

@@ -46,6 +46,7 @@ from caseline.schemas.wire import (
     Witnessing,
 )
 
+
 def log_origin(receipt_key: bytes) -> str:
     """The broker log's origin line: fixed by its key, so no configuration can disagree."""
     return note.log_origin(receipt_key)
@@ -87,7 +88,9 @@ def check_consistent(
     and the caller has both signed notes as proof.
     """
     if new.size < old.size:
-        raise ForkError(f"the broker's {what} ({new.size} entries) is older than one already seen ({old.size})")
+        raise ForkError(
+            f"the broker's {what} ({new.size} entries) is older than one already seen ({old.size})"
+        )
     try:
         merkle.verify_consistency(old.size, new.size, old.root, new.root, proof)
     except Exception as exc:
@@ -142,13 +145,48 @@ def verify_log_receipt(data: bytes, receipt_key: bytes) -> VerifiedReceipt:
     receipt = LogReceipt.decode(data)
     leaf = EntryLeaf.decode(receipt.leaf)
     checkpoint, _ = verify_checkpoint(receipt.checkpoint, receipt_key)
-    merkle.verify_inclusion(merkle.leaf_hash(receipt.leaf), receipt.index, checkpoint.size, receipt.proof, checkpoint.root)
+    merkle.verify_inclusion(
+        merkle.leaf_hash(receipt.leaf), receipt.index, checkpoint.size, receipt.proof, checkpoint.root
+    )
     return VerifiedReceipt(leaf=leaf, index=receipt.index, checkpoint=checkpoint, note=receipt.checkpoint)
 
 
 def is_log_receipt(data: bytes) -> bool:
     """Whether stored receipt bytes are a version-2 log receipt (not a v1 signed one)."""
     return data[:1] != b"\x92"  # a v1 receipt is the 2-array [tbs, signature]
+
+
+# --------------------------------------------------------------------------- equivocation proofs
+
+EQUIVOCATION_HEADER: Final = b"caseline-witness/equivocation\n"
+
+
+def verify_equivocation(body: bytes, receipt_key: bytes) -> tuple[bytes, bytes]:
+    """Check a witness's equivocation proof: two notes the broker signed, one size, two roots.
+
+    A witness's word alone is not proof: the member raises the alarm only if
+    the broker's own signatures show it, so a faulty witness (or a tampered
+    answer) cannot make every member cry fork.
+    """
+    if not body.startswith(EQUIVOCATION_HEADER):
+        raise MalformedError("not an equivocation proof")
+    rest, notes = body[len(EQUIVOCATION_HEADER) :], []
+    for _ in range(2):
+        line, sep, rest = rest.partition(b"\n")
+        if not sep or not line.startswith(b"note ") or not line[5:].isdigit():
+            raise MalformedError("an equivocation proof holds two notes, each with its length")
+        size = int(line[5:])
+        if size > MAX_NOTE_BYTES or size > len(rest):
+            raise MalformedError("an equivocation proof's note is cut short")
+        notes.append(rest[:size])
+        rest = rest[size:]
+    if rest:
+        raise MalformedError("trailing bytes after an equivocation proof")
+    a, _ = verify_checkpoint(notes[0], receipt_key)
+    b, _ = verify_checkpoint(notes[1], receipt_key)
+    if a.size != b.size or a.root == b.root:
+        raise MalformedError("the two checkpoints do not conflict")
+    return notes[0], notes[1]
 
 
 # --------------------------------------------------------------------------- cosignatures and quorum
@@ -164,7 +202,9 @@ class Cosigned:
 
 
 def collect_cosignatures(
-    checkpoint_text: bytes, signatures: Iterable[note.NoteSignature], witnesses: Mapping[str, Sequence[Witness]]
+    checkpoint_text: bytes,
+    signatures: Iterable[note.NoteSignature],
+    witnesses: Mapping[str, Sequence[Witness]],
 ) -> list[Cosigned]:
     """Keep the cosignatures that verify under a listed witness key; ignore every other line.
 
@@ -231,10 +271,17 @@ class LogWatch:
     after that the broker cannot take back what it showed.
     """
 
-    def __init__(self, receipt_key: bytes, *, latest: bytes | None = None, witnessed: bytes | None = None) -> None:
+    def __init__(
+        self, receipt_key: bytes, *, latest: bytes | None = None, witnessed: bytes | None = None
+    ) -> None:
         self.receipt_key = receipt_key
         self.latest = latest
         self.witnessed = witnessed
+
+    def held_size(self) -> int:
+        """The size of the newest checkpoint held: what the next answer must prove it extends."""
+        held = self._held(self.latest)
+        return 0 if held is None else held.size
 
     def _held(self, note_bytes: bytes | None) -> note.Checkpoint | None:
         return None if note_bytes is None else verify_checkpoint(note_bytes, self.receipt_key)[0]
@@ -313,7 +360,9 @@ class LogWatch:
                 f"the witnesses were shown another entry {entry.seq} of this case than this device holds",
                 proof=(self.witnessed,),
             )
-        at = witnessed_time(collect_cosignatures(parsed.text, parsed.signatures, witnesses), agencies, state_rule)
+        at = witnessed_time(
+            collect_cosignatures(parsed.text, parsed.signatures, witnesses), agencies, state_rule
+        )
         if at is None:
             return None
         return Finality(final=entry.seq + 1, witnessed_at=at)

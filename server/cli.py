@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from aiohttp import web
+from caseline.crypto import note, tlog
 from caseline.crypto.keys import SigningKey, fingerprint
 from caseline.schemas.errors import CaselineError
 from caseline.schemas.wire import AGENCY_ID
@@ -91,6 +92,19 @@ def cmd_init(config: ServerConfig, args: argparse.Namespace) -> int:
         print(f"operator token (for /metrics; shown once): {token}")
     asyncio.run(_touch_db(config))
     print(f"server receipt key: {key.public_key.hex()}")
+    print(f"log key for witnesses: {_log_vkey(key)}")
+    return 0
+
+
+def _log_vkey(key: SigningKey) -> str:
+    return note.vkey(tlog.log_origin(key.public_key), note.ALG_ED25519, key.public_key)
+
+
+def cmd_log(config: ServerConfig, args: argparse.Namespace) -> int:
+    """What a witness operator needs: ``caseline-witness log add`` takes this vkey."""
+    key = load_server_key(config)
+    print(f"origin: {tlog.log_origin(key.public_key)}")
+    print(f"vkey: {_log_vkey(key)}")
     return 0
 
 
@@ -253,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--insecure-http", action="store_true", default=None)
     audit = sub.add_parser("audit", help="verify the hash-chained audit log")
     audit.add_argument("audit_cmd", choices=["verify"])
+    log = sub.add_parser("log", help="the broker log's origin and key, for agencies' witnesses")
+    log.add_argument("log_cmd", choices=["vkey"])
     backup = sub.add_parser("backup", help="online backup of the database")
     backup.add_argument("dest")
     return parser
@@ -264,6 +280,7 @@ COMMANDS = {
     "serve": cmd_serve,
     "audit": cmd_audit,
     "backup": cmd_backup,
+    "log": cmd_log,
 }
 
 

@@ -24,7 +24,7 @@ from caseline.schemas.errors import (
     NotPermittedError,
     RevokedError,
 )
-from caseline.schemas.wire import CommitMessage, LogPosition, Wrap, decode_signed
+from caseline.schemas.wire import CommitMessage, LogPosition, Wrap
 
 from tests.support.world import Broker, Device, World, commit_change, open_case
 
@@ -285,5 +285,4 @@ def test_commit_does_not_leak_the_case_title_to_the_broker(world: World) -> None
     alice = world.device("ke-kra", "alice")
     broker, _, _ = open_case(world, alice, [])
     assert b"Kilimanjaro" not in broker.entries[0][1]
-    tbs, _ = decode_signed(broker.receipts[0])
-    assert tbs
+    assert b"Kilimanjaro" not in broker.receipts[0]

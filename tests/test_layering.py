@@ -32,7 +32,7 @@ LAYERS = {"schemas": {"schemas"}, "crypto": {"schemas", "crypto"}}
 
 def core_files() -> list[Path]:
     files = [*sorted((ROOT / "schemas").glob("*.py")), *sorted((ROOT / "crypto").glob("*.py"))]
-    for edge in ("server", "client"):
+    for edge in ("server", "client", "witness"):
         files += sorted((ROOT / edge).glob("core*.py")) + sorted((ROOT / edge / "core").glob("*.py"))
     return files
 

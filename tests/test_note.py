@@ -257,6 +257,8 @@ def test_vkey_round_trip_and_unknown_type() -> None:
         assert N.parse_vkey(N.vkey("w.example/1", alg, WIT_PK)) == ("w.example/1", alg, WIT_PK)
     with pytest.raises(UnsupportedError):
         N.parse_vkey(N.vkey("w.example/1", 0x02, WIT_PK))
+    plus = next(k for k in (bytes([i]) * 32 for i in range(256)) if "+" in N.b64(b"\x04" + k))
+    assert N.parse_vkey(N.vkey("w.example/1", 4, plus)) == ("w.example/1", 4, plus)  # '+' in the base64
 
 
 def test_log_origin_is_fixed_by_the_key() -> None:

@@ -12,6 +12,7 @@ import hashlib
 import json
 from typing import Any
 
+from caseline.crypto import merkle, tlog
 from caseline.crypto.caselog import (
     KIND_COMMIT,
     KIND_UPDATE,
@@ -19,12 +20,19 @@ from caseline.crypto.caselog import (
     CaseView,
     entry_hash,
     next_head,
-    sign_receipt,
 )
 from caseline.crypto.certs import TrustStore, VerifiedCert, issue_device_cert, issue_revocation_list
 from caseline.crypto.commits import CaseState, create_commit, log_anchor, verify_commit
 from caseline.crypto.keys import AgencyRootKey, DeviceKeys, SigningKey
-from caseline.schemas.wire import CaseInfo, CommitMessage, LogPosition, Policy, Revocation
+from caseline.schemas.wire import (
+    CaseInfo,
+    CommitMessage,
+    EntryLeaf,
+    LogPosition,
+    Policy,
+    Revocation,
+    Witnessing,
+)
 
 T0 = 1_790_000_000_000  # 2026-09 in ms
 YEAR = 365 * 24 * 3600 * 1000
@@ -147,26 +155,30 @@ class Broker:
         self.entries: list[tuple[str, bytes]] = []
         self.receipts: list[bytes] = []
         self.head = log_anchor(case_id)
+        self.tree = merkle.Tree()
 
     def append(self, kind: str, body: bytes) -> bytes:
+        """Order an entry and give it a log receipt: a checkpoint of one entry's batch."""
         seq = len(self.entries)
         eh = entry_hash(kind, body)
         self.head = next_head(self.head, seq, eh)
-        receipt = sign_receipt(
-            self.world.server_key,
-            case_id=self.case_id,
-            seq=seq,
-            entry_hash=eh,
-            head=self.head,
-            time=self.world.now,
+        leaf = EntryLeaf(case_id=self.case_id, seq=seq, entry_hash=eh, head=self.head, time=self.world.now)
+        index = self.tree.append(merkle.leaf_hash(leaf.encode()))
+        size = self.tree.size
+        checkpoint = tlog.sign_checkpoint(self.world.server_key, size=size, root=self.tree.root(size))
+        receipt = tlog.make_receipt(
+            leaf, index=index, checkpoint=checkpoint, proof=self.tree.inclusion_proof(index, size)
         )
         self.entries.append((kind, body))
         self.receipts.append(receipt)
         return receipt
 
-    def feed(self, view: CaseView, start: int | None = None) -> list[Applied]:
+    def receipt_leaf(self, seq: int) -> EntryLeaf:
+        return tlog.receipt_leaf(self.receipts[seq])
+
+    def feed(self, view: CaseView, start: int | None = None, stop: int | None = None) -> list[Applied]:
         out = []
-        for seq in range(view.count if start is None else start, len(self.entries)):
+        for seq in range(view.count if start is None else start, len(self.entries) if stop is None else stop):
             kind, body = self.entries[seq]
             out.append(
                 view.apply(seq=seq, kind=kind, body=body, now=self.world.now, receipt=self.receipts[seq])
@@ -181,6 +193,7 @@ def open_case(
     *,
     policy: Policy | None = None,
     title: str = "Operation Kilimanjaro",
+    witnessing: Witnessing | None = None,
 ) -> tuple[Broker, CaseState, bytes]:
     """Create a genesis commit and post it to a fresh broker log."""
     case_id = world.rng(16)
@@ -197,6 +210,7 @@ def open_case(
         info=CaseInfo(title=title, reference="KE-2026-0042"),
         now=world.now,
         rng=world.rng,
+        witnessing=witnessing,
     )
     state = verify_commit(None, CommitMessage.decode(body), trust=trust, now=world.now)
     broker = Broker(world, case_id)

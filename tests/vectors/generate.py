@@ -18,18 +18,28 @@ import json
 from pathlib import Path
 from typing import Any
 
+from caseline.crypto import merkle, tlog
+from caseline.crypto import note as signed_note
 from caseline.crypto import primitives as P
 from caseline.crypto.caselog import KIND_COMMIT, CaseView, chain_heads, sign_receipt
-from caseline.crypto.certs import issue_device_cert, issue_revocation_list, make_enrolment_request
+from caseline.crypto.certs import (
+    issue_device_cert,
+    issue_revocation_list,
+    issue_witness_list,
+    make_enrolment_request,
+)
 from caseline.crypto.evidence import export_evidence
 from caseline.crypto.keys import AgencyRootKey, DeviceKeys, SigningKey, device_id_for
 from caseline.crypto.ratchet import Chain, epoch_authenticator
 from caseline.crypto.updates import seal_update
-from caseline.schemas.wire import LogPosition, Revocation
+from caseline.schemas.wire import EntryLeaf, LogPosition, Revocation, Witness
 
 from tests.support.world import T0, YEAR, Broker, Device, World, note, open_case, post
 
-PATH = Path(__file__).with_name("caseline_v1.json")
+#: Protocol 2's vectors (``make vectors`` rewrites this file).  ``caseline_v1.json`` is
+#: frozen as protocol 1 wrote it: histories recorded then must still verify.
+PATH = Path(__file__).with_name("caseline_v2.json")
+V1_PATH = Path(__file__).with_name("caseline_v1.json")
 
 
 def seed(name: str) -> bytes:
@@ -110,6 +120,45 @@ def deterministic() -> dict[str, Any]:
             "receipt_key": server.public_key.hex(),
             "receipt": receipt.hex(),
         },
+    }
+
+
+def broker_log() -> dict[str, Any]:
+    """PROTOCOL.md §4.7, §7.2, §7.5–7.7: leaves, tree, checkpoint, log receipt, witness list, cosignature."""
+    server = SigningKey(seed("broker"))
+    root = AgencyRootKey("ke-kra", seed("root ke-kra"))
+    witness = SigningKey(seed("witness ke-kra"))
+    case_id = seed("case")[:16]
+    leaves = [
+        EntryLeaf(case_id=case_id, seq=i, entry_hash=seed(f"entry {i}"), head=seed(f"head {i}"), time=T0 + i)
+        for i in range(5)
+    ]
+    tree = merkle.Tree()
+    for leaf in leaves:
+        tree.append(merkle.leaf_hash(leaf.encode()))
+    checkpoint = tlog.sign_checkpoint(server, size=5, root=tree.root(5))
+    parsed = signed_note.Note.parse(checkpoint)
+    witness_name = "witness.ke-kra.example"
+    cosigned = signed_note.cosign(
+        parsed.text, name=witness_name, secret_key=witness._secret, timestamp=T0 // 1000
+    )
+    listed = Witness(name=witness_name, public_key=witness.public_key, url="https://witness.kra.example")
+    return {
+        "receipt_key": server.public_key.hex(),
+        "origin": tlog.log_origin(server.public_key),
+        "leaves": [leaf.encode().hex() for leaf in leaves],
+        "leaf_hashes": [merkle.leaf_hash(leaf.encode()).hex() for leaf in leaves],
+        "roots": [tree.root(n).hex() for n in range(6)],
+        "inclusion_3_in_5": [h.hex() for h in tree.inclusion_proof(3, 5)],
+        "consistency_2_to_5": [h.hex() for h in tree.consistency_proof(2, 5)],
+        "checkpoint": checkpoint.decode(),
+        "log_receipt_3": tlog.make_receipt(
+            leaves[3], index=3, checkpoint=checkpoint, proof=tree.inclusion_proof(3, 5)
+        ).hex(),
+        "witness_seed": seed("witness ke-kra").hex(),
+        "witness_vkey": signed_note.vkey(witness_name, signed_note.ALG_COSIGNATURE_V1, witness.public_key),
+        "cosignature_line": cosigned.line().decode(),
+        "witness_list": issue_witness_list(root, number=1, issued_at=T0, witnesses=[listed]).hex(),
     }
 
 
@@ -204,8 +253,8 @@ def _secret(view: CaseView) -> bytes:
 
 def main() -> None:
     data = {
-        "about": "caseline/v1 known-answer vectors; see PROTOCOL.md and tests/vectors/generate.py",
-        "deterministic": deterministic(),
+        "about": "caseline protocol 2 known-answer vectors; see PROTOCOL.md and tests/vectors/generate.py",
+        "deterministic": {**deterministic(), "broker_log": broker_log()},
         "verify_only": verify_only(),
         "voided": voided(),
     }
