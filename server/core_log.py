@@ -26,15 +26,15 @@ leaf (``legacy_leaf``), then seals them all under one checkpoint.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 from caseline.crypto import merkle, tlog
 from caseline.crypto import primitives as P
 from caseline.crypto.caselog import RECEIPT_LABEL
 from caseline.crypto.keys import SigningKey
-from caseline.schemas.errors import IntegrityError
-from caseline.schemas.wire import AuditLeaf, EntryLeaf, LogReceipt, Receipt, decode_signed
+from caseline.schemas.errors import CaselineError, IntegrityError
+from caseline.schemas.wire import AuditLeaf, EntryLeaf, LogReceipt, Receipt, Witness, decode_signed
 from caseline.server.store import AuditRow
 
 #: The most leaves ``GET /v1/log/leaves`` returns at once.
@@ -193,3 +193,113 @@ class BrokerLog:
     def root(self, size: int) -> bytes:
         self.check_size(size)
         return self.tree.root(size)
+
+
+# --------------------------------------------------------------------------- audit verification
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AuditReport:
+    """What ``caseline-server audit verify`` found: ``broken`` lines fail it, ``notes`` do not."""
+
+    broken: list[str]
+    notes: list[str]
+
+
+def check_audit_log(
+    rows: Sequence[AuditRow],
+    leaves: Sequence[bytes],
+    checkpoint: tuple[int, bytes] | None,
+    *,
+    receipt_key: bytes,
+    witnessed: tuple[int, bytes] | None = None,
+    witnesses: Mapping[str, Sequence[Witness]] | None = None,
+) -> AuditReport:
+    """Check the audit rows against their leaves, and the leaves against the signed checkpoints.
+
+    The hash chain alone proves nothing against whoever holds the database: a
+    row can be rewritten and the chain recomputed, or the last row dropped.
+    So every row sealed into the broker log must equal its ``AuditLeaf``,
+    every ``AuditLeaf`` must still have its row, the tree over the stored
+    leaves must give the newest checkpoint's root, and, when agencies have
+    listed witnesses, the newest witnessed checkpoint must carry a valid
+    cosignature and agree with the stored leaves.  Rows after the newest
+    witnessed checkpoint rest on the broker's own signature only; the report
+    says so.  Rows appended after the last group commit have no leaf yet.
+    """
+    broken: list[str] = []
+    notes: list[str] = []
+    by_seq = {r.seq: r for r in rows}
+    tree = merkle.Tree()
+    audit_leaves: dict[int, int] = {}
+    for index, leaf in enumerate(leaves):
+        tree.append(merkle.leaf_hash(leaf))
+        if _is_audit_leaf(leaf):
+            parsed = AuditLeaf.decode(leaf)
+            audit_leaves[parsed.audit_seq] = index
+            row = by_seq.get(parsed.audit_seq)
+            if row is None:
+                broken.append(
+                    f"audit row {parsed.audit_seq} is in the broker log (leaf {index}) but was deleted"
+                )
+            elif row.hash != parsed.audit_hash or row.time != parsed.time or row.leaf_index != index:
+                broken.append(f"audit row {parsed.audit_seq} differs from its leaf {index} in the broker log")
+    unsealed = [r.seq for r in rows if r.seq not in audit_leaves]
+    if unsealed:
+        sealed_after = [s for s in audit_leaves if s > unsealed[0]]
+        if sealed_after:
+            broken.append(f"audit row {unsealed[0]} has no leaf although later rows do")
+        else:
+            notes.append(f"{len(unsealed)} audit rows from {unsealed[0]} on are not in the broker log yet")
+    if checkpoint is None:
+        if leaves:
+            broken.append("the broker log has leaves but no checkpoint")
+        return AuditReport(broken, notes)
+    size, note_bytes = checkpoint
+    try:
+        parsed_cp, _ = tlog.verify_checkpoint(note_bytes, receipt_key)
+    except IntegrityError as exc:
+        broken.append(f"the newest checkpoint does not verify under the server key: {exc}")
+        return AuditReport(broken, notes)
+    if parsed_cp.size != tree.size or size != tree.size:
+        broken.append(f"the broker log holds {tree.size} leaves, its newest checkpoint {parsed_cp.size}")
+    elif tree.root() != parsed_cp.root:
+        broken.append("the stored leaves do not give the newest checkpoint's root")
+    if not witnesses or not any(witnesses.values()):
+        notes.append("no agency lists witnesses: only the broker's own signature vouches for this log")
+        return AuditReport(broken, notes)
+    if witnessed is None:
+        broken.append("witnesses are listed but no checkpoint of this log carries a cosignature")
+        return AuditReport(broken, notes)
+    w_size, w_note = witnessed
+    try:
+        w_cp, w_parsed = tlog.verify_checkpoint(w_note, receipt_key)
+        cosigned = tlog.collect_cosignatures(w_parsed.text, w_parsed.signatures, witnesses)
+    except IntegrityError as exc:
+        broken.append(f"the newest witnessed checkpoint does not verify: {exc}")
+        return AuditReport(broken, notes)
+    if not cosigned:
+        broken.append(f"the checkpoint of size {w_size} carries no valid cosignature of a listed witness")
+    elif w_cp.size > tree.size or tree.root(w_cp.size) != w_cp.root:
+        broken.append(
+            f"the stored leaves disagree with the checkpoint of size {w_cp.size} the witnesses cosigned"
+        )
+    names = ", ".join(sorted({c.witness.name for c in cosigned}))
+    if cosigned and w_cp.size == tree.size:
+        notes.append(f"the newest checkpoint (size {w_cp.size}) is witnessed by {names}")
+    elif cosigned:
+        late = [s for s, i in audit_leaves.items() if i >= w_cp.size]
+        notes.append(
+            f"UNWITNESSED: leaves {w_cp.size}..{tree.size - 1} (audit rows {min(late) if late else '-'} on)"
+            f" are after the newest witnessed checkpoint (size {w_cp.size}, by {names});"
+            " only the broker's own signature vouches for them"
+        )
+    return AuditReport(broken, notes)
+
+
+def _is_audit_leaf(leaf: bytes) -> bool:
+    try:
+        AuditLeaf.decode(leaf)
+    except CaselineError:
+        return False  # an EntryLeaf
+    return True
