@@ -46,6 +46,7 @@ from caseline.schemas.wire import (
     DeviceCert,
     Envelope,
     LogPosition,
+    LogRef,
     Policy,
     Witnessing,
     decode_signed,
@@ -178,6 +179,8 @@ class Ledger:
         self.trust = trust
         self.server_key = server_key
         self.views: dict[bytes, CaseView] = {}
+        #: Other members' gossip since the shell last checked it: (case, seq, their witnessed checkpoint).
+        self.gossip: list[tuple[bytes, int, LogRef]] = []
 
     def view(self, case_id: bytes) -> CaseView:
         view = self.views.get(case_id)
@@ -198,6 +201,9 @@ class Ledger:
         if view.case_id != case_id:  # the genesis of another case, passed off under this id
             self.forget(case_id)
             raise ChainError("the broker delivered another case's log under this case id")
+        record = applied.opened.record if applied.opened is not None else None
+        if record is not None and record.witnessed is not None and record.sender != self.keys.device_id:
+            self.gossip.append((case_id, seq, record.witnessed))
         return self.describe(case_id, applied)
 
     def describe(self, case_id: bytes, applied: Applied) -> list[CaseEvent]:
@@ -413,9 +419,20 @@ class Ledger:
         )
 
     # ---------------------------------------------------------------- sending
-    def prepare(self, case_id: bytes, *, content_type: str, content: bytes, now: int, nonce: bytes) -> Staged:
+    def prepare(
+        self,
+        case_id: bytes,
+        *,
+        content_type: str,
+        content: bytes,
+        now: int,
+        nonce: bytes,
+        witnessed: LogRef | None = None,
+    ) -> Staged:
         """Seal the next update of ``case_id``; nothing moves until ``confirm``."""
-        return self.view(case_id).prepare(content_type=content_type, content=content, now=now, nonce=nonce)
+        return self.view(case_id).prepare(
+            content_type=content_type, content=content, now=now, nonce=nonce, witnessed=witnessed
+        )
 
     def confirm(self, case_id: bytes, staged: Staged) -> None:
         """The staged update is kept safe (in the outbox): its message key is now used up."""

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from caseline.client.core import CaseEvent, Ledger
     from caseline.client.transport import BrokerConnection
     from caseline.crypto.caselog import AnyReceipt, CaseView
+    from caseline.schemas.wire import LogRef
 
 log = logging.getLogger("caseline.client")
 #: How long a post waits for another process posting from the same profile.
@@ -58,6 +59,7 @@ class Outbox:
         async def sync(self, case_id: bytes) -> list[CaseEvent]: ...
         async def history(self, case_id: bytes) -> list[CaseEvent]: ...
         async def _accept(self, case_id: bytes, entries: Sequence[StoredEntry]) -> list[CaseEvent]: ...
+        async def gossip_ref(self) -> LogRef | None: ...
 
     def _seal_local(self, update_id: bytes, content_type: str, content: bytes) -> bytes:
         nonce = secrets.token_bytes(P.AEAD_NONCE_SIZE)
@@ -144,7 +146,12 @@ class Outbox:
                 return await self._posted_before(case_id, earlier)
         ledger = self._ledger()
         staged = ledger.prepare(
-            case_id, content_type=content_type, content=data, now=self.clock(), nonce=secrets.token_bytes(24)
+            case_id,
+            content_type=content_type,
+            content=data,
+            now=self.clock(),
+            nonce=secrets.token_bytes(24),
+            witnessed=await self.gossip_ref(),
         )
         sealed = staged.sealed
         pending = Pending(

@@ -27,11 +27,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from caseline.crypto import tlog
+from caseline.crypto import note, tlog
 from caseline.crypto.certs import TrustStore
 from caseline.schemas.api import WitnessedAnswer
-from caseline.schemas.errors import CaselineError, SplitViewError
-from caseline.schemas.wire import UNWITNESSED, EntryLeaf
+from caseline.schemas.errors import CaselineError, ForkError, SplitViewError
+from caseline.schemas.wire import UNWITNESSED, EntryLeaf, LogRef
 
 if TYPE_CHECKING:
     from caseline.client.core import Ledger
@@ -147,6 +147,7 @@ class LogWatching:
         if watch.witnessed != witnessed and watch.witnessed is not None:
             await self.store.put(WITNESSED, watch.witnessed)
         await self._ask_own_witnesses()
+        await self._check_gossip()
         if case_id is None:
             return None
         view = await self.view(case_id)
@@ -208,6 +209,39 @@ class LogWatching:
             inclusion=answer.inclusion,
         )
 
+    async def gossip_ref(self) -> LogRef | None:
+        """The newest witnessed checkpoint this profile holds, as an update carries it (gossip)."""
+        held = await self.store.get(WITNESSED)
+        if held is None or self.server_key is None:
+            return None
+        checkpoint, _ = tlog.verify_checkpoint(held, self.server_key)
+        return LogRef(size=checkpoint.size, root=checkpoint.root)
+
+    async def _check_gossip(self) -> None:
+        """Each checkpoint another member signed into an update must be part of the log we see.
+
+        The broker proves it with a consistency proof from the gossiped size to
+        its newest checkpoint; a member who saw a larger tree, or another root
+        at that size, was shown another history than this device is.
+        """
+        ledger = self._ledger()
+        while ledger.gossip:
+            case_id, seq, ref = ledger.gossip[0]
+            answer = await self.broker.log_witnessed(since=ref.size)
+            if answer is None:
+                raise SplitViewError("the broker stopped serving its log while members gossip about it")
+            latest, _ = tlog.verify_checkpoint(answer.latest, self.server_key or b"")
+            seen = note.Checkpoint(origin=latest.origin, size=ref.size, root=ref.root)
+            try:
+                tlog.check_consistent(seen, latest, answer.since_proof, what="log")
+            except ForkError as exc:
+                raise SplitViewError(
+                    f"entry {seq} of case {case_id.hex()[:12]}: its author had seen a checkpoint of"
+                    f" {ref.size} entries that this broker's log does not extend ({exc})",
+                    proof=(answer.latest,),
+                ) from None
+            ledger.gossip.pop(0)
+
     async def _ask_own_witnesses(self) -> None:
         """Our agency's witnesses say whether the broker tried to show them two trees."""
         if not self.cert or self.server_key is None:
@@ -215,12 +249,19 @@ class LogWatching:
         agency = self._ledger().trust.verify_cert(self.cert, at=self.clock()).cert.agency_id
         origin = tlog.log_origin(self.server_key)
         for w in self.trust.witnesses(agency):
-            proof = await self.broker.witness_equivocation(w.url, origin)
-            if proof is not None:
-                raise SplitViewError(
-                    f"witness {w.name} of {agency} holds two different checkpoints the broker signed",
-                    proof=(proof,),
-                )
+            body = await self.broker.witness_equivocation(w.url, origin)
+            if body is None:
+                continue
+            try:
+                first, second = tlog.verify_equivocation(body, self.server_key)
+            except CaselineError as exc:
+                log.warning("witness %s sent an equivocation report that does not verify: %s", w.name, exc)
+                continue
+            raise SplitViewError(
+                f"witness {w.name} of {agency} holds two different checkpoints of one size, both"
+                " signed by the broker: it showed two histories",
+                proof=(first, second),
+            )
 
     async def witness_status(self, case_id: bytes) -> WitnessStatus:
         """The case's finality as last checked, without asking anyone."""

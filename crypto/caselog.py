@@ -76,6 +76,7 @@ from caseline.schemas.wire import (
     Envelope,
     HistoryShare,
     LogPosition,
+    LogRef,
     Receipt,
     Seen,
     SharedKey,
@@ -548,7 +549,9 @@ class CaseView:
         return keys, tuple(result)
 
     # ---------------------------------------------------------------- sending
-    def prepare(self, *, content_type: str, content: bytes, now: int, nonce: bytes) -> Staged:
+    def prepare(
+        self, *, content_type: str, content: bytes, now: int, nonce: bytes, witnessed: LogRef | None = None
+    ) -> Staged:
         """Seal this device's next update without changing the view (vodozemac's rule).
 
         Every check — membership, role, scopes, content — runs here, and a
@@ -572,6 +575,7 @@ class CaseView:
             content=content,
             now=now,
             nonce=nonce,
+            witnessed=witnessed,
         )
         return Staged(sealed=sealed, epoch=state.epoch, counter=counter)
 

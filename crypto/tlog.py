@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Final
 
 from caseline.crypto import merkle, note
 from caseline.crypto import primitives as P
@@ -153,6 +154,39 @@ def verify_log_receipt(data: bytes, receipt_key: bytes) -> VerifiedReceipt:
 def is_log_receipt(data: bytes) -> bool:
     """Whether stored receipt bytes are a version-2 log receipt (not a v1 signed one)."""
     return data[:1] != b"\x92"  # a v1 receipt is the 2-array [tbs, signature]
+
+
+# --------------------------------------------------------------------------- equivocation proofs
+
+EQUIVOCATION_HEADER: Final = b"caseline-witness/equivocation\n"
+
+
+def verify_equivocation(body: bytes, receipt_key: bytes) -> tuple[bytes, bytes]:
+    """Check a witness's equivocation proof: two notes the broker signed, one size, two roots.
+
+    A witness's word alone is not proof: the member raises the alarm only if
+    the broker's own signatures show it, so a faulty witness (or a tampered
+    answer) cannot make every member cry fork.
+    """
+    if not body.startswith(EQUIVOCATION_HEADER):
+        raise MalformedError("not an equivocation proof")
+    rest, notes = body[len(EQUIVOCATION_HEADER) :], []
+    for _ in range(2):
+        line, sep, rest = rest.partition(b"\n")
+        if not sep or not line.startswith(b"note ") or not line[5:].isdigit():
+            raise MalformedError("an equivocation proof holds two notes, each with its length")
+        size = int(line[5:])
+        if size > MAX_NOTE_BYTES or size > len(rest):
+            raise MalformedError("an equivocation proof's note is cut short")
+        notes.append(rest[:size])
+        rest = rest[size:]
+    if rest:
+        raise MalformedError("trailing bytes after an equivocation proof")
+    a, _ = verify_checkpoint(notes[0], receipt_key)
+    b, _ = verify_checkpoint(notes[1], receipt_key)
+    if a.size != b.size or a.root == b.root:
+        raise MalformedError("the two checkpoints do not conflict")
+    return notes[0], notes[1]
 
 
 # --------------------------------------------------------------------------- cosignatures and quorum

@@ -43,6 +43,7 @@ from caseline.schemas.errors import (
 from caseline.schemas.wire import (
     Envelope,
     LogPosition,
+    LogRef,
     Seen,
     UpdateRecord,
     decode_signed,
@@ -104,8 +105,14 @@ def seal_update(
     content: bytes,
     now: int,
     nonce: bytes,
+    witnessed: LogRef | None = None,
 ) -> SealedUpdate:
-    """Seal one update for ``state``'s epoch with the sender chain's key at ``counter``."""
+    """Seal one update for ``state``'s epoch with the sender chain's key at ``counter``.
+
+    ``witnessed`` is the newest witnessed checkpoint the sender holds: signed
+    into the record, it lets every reader check that the broker shows them the
+    same log (gossip).
+    """
     member, cert = state.member(keys.device_id)
     # The sender's own checks: a refusal here is the caller's mistake, not a
     # verification failure, and nothing has been used up yet.
@@ -131,6 +138,7 @@ def seal_update(
         content_type=content_type,
         content=content,
         time=now,
+        witnessed=witnessed,
     )
     tbs = record.encode()
     plaintext = encode_signed(tbs, keys.sign(UPDATE_LABEL, tbs))

@@ -256,6 +256,14 @@ class Seen(Struct):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class LogRef(Struct):
+    """A checkpoint of the broker log as a member saw it: its tree size and root (gossip)."""
+
+    size: int = wire(UInt())
+    root: bytes = wire(HASH)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class UpdateRecord(Struct):
     """The signed plaintext of a case update: what officers rely on and courts see."""
 
@@ -271,6 +279,8 @@ class UpdateRecord(Struct):
     content_type: str = wire(CONTENT_TYPE)
     content: bytes = wire(Bin(max=MAX_CONTENT))
     time: int = wire(TIME)
+    #: Version 2: the newest witnessed checkpoint the sender held (gossip, PROTOCOL.md §7.9).
+    witnessed: LogRef | None = wire(Nested(LogRef), since=2)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

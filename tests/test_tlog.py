@@ -28,6 +28,7 @@ from caseline.schemas.wire import (
     CommitMessage,
     EntryLeaf,
     Envelope,
+    LogRef,
     Witness,
     Witnessing,
     decode_signed,
@@ -317,3 +318,42 @@ def test_a_witnessed_case_cannot_be_switched_back_to_unwitnessed(world: World) -
     )
     with pytest.raises(NotAllowedError):
         verify_commit(state, CommitMessage.decode(body), trust=world.trust(), now=world.now)
+
+
+def test_updates_carry_the_senders_witnessed_checkpoint_signed_into_the_record(world: World) -> None:
+    """Gossip (PROTOCOL.md §7.9): a version-2 record names the newest witnessed checkpoint."""
+    alice = world.device("ke-kra", "alice")
+    bob = world.device("tz-tra", "bob")
+    broker, _, _ = open_case(world, alice, [(bob, "member")])
+    sender = CaseView(trust=world.trust(), me=alice.keys)
+    broker.feed(sender)
+    ref = LogRef(size=7, root=bytes(range(32)))
+    staged = sender.prepare(
+        content_type="note", content=note_content("gossip"), now=world.now, nonce=world.rng(24), witnessed=ref
+    )
+    sender.confirm(staged)
+    broker.append(KIND_UPDATE, staged.sealed.envelope)
+    reader = CaseView(trust=world.trust(), me=bob.keys)
+    applied = broker.feed(reader)
+    opened = applied[-1].opened
+    assert opened is not None
+    assert opened.record.witnessed == ref
+    assert opened.record.version == 2
+
+
+def test_a_witness_equivocation_report_counts_only_with_the_brokers_own_signatures(world: World) -> None:
+    ours = tree_of(leaves(4))
+    theirs = tree_of(leaves(3) + leaves(2, seed=b"other")[1:])
+    a, b = checkpoint(world.server_key, ours), checkpoint(world.server_key, theirs)
+
+    def report(*notes: bytes) -> bytes:
+        return tlog.EQUIVOCATION_HEADER + b"".join(b"note %d\n" % len(n) + n for n in notes)
+
+    assert tlog.verify_equivocation(report(a, b), world.server_key.public_key) == (a, b)
+    with pytest.raises(MalformedError):  # the same checkpoint twice is no conflict
+        tlog.verify_equivocation(report(a, a), world.server_key.public_key)
+    forged = tlog.sign_checkpoint(SigningKey(world.rng(32)), size=4, root=theirs.root(4))
+    with pytest.raises((MalformedError, BadSignatureError)):  # not the broker's signature
+        tlog.verify_equivocation(report(a, forged), world.server_key.public_key)
+    with pytest.raises(MalformedError):
+        tlog.verify_equivocation(report(a, b) + b"x", world.server_key.public_key)
