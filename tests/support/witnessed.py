@@ -224,6 +224,7 @@ class WitnessedNetwork:
 
     # ------------------------------------------------------------------ set-up
     async def start(self, *, witnessed: bool = True) -> None:
+        """Build everything from nothing and leave the broker and witnesses running."""
         server_cli(self.broker_dir, "init")
         self.server_key = SigningKey((self.broker_dir / "server.key").read_bytes())
         vkey = log_vkey(self.broker_dir)
@@ -244,9 +245,8 @@ class WitnessedNetwork:
                 "--root-key",
                 admin.root.public_key.hex(),
             )
-        for w in self.witnesses.values():
-            w.init(vkey)
-        await asyncio.gather(self.broker.start(), *(w.start() for w in self.witnesses.values()))
+        await asyncio.gather(*(asyncio.to_thread(w.init, vkey) for w in self.witnesses.values()))
+        await self.resume()
         for agency_id, admin in self.admins.items():
             await admin.set_witnesses([self.witnesses[agency_id].listed()])
         users = {"ke-kra": "alice", "tz-tra": "juma"}
@@ -265,16 +265,48 @@ class WitnessedNetwork:
             for c in clients.values():
                 await c.close()
 
+    async def resume(self) -> None:
+        """Start the broker and the witnesses on their data (each readiness an event)."""
+        await asyncio.gather(self.broker.start(), *(w.start() for w in self.witnesses.values()))
+
+    def clone(self, root: Path) -> WitnessedNetwork:
+        """A copy of this (stopped) network's every directory under ``root``, on the same ports.
+
+        Building a network costs a dozen process starts; each test starts from a copy of
+        one built once.  The copy keeps the ports, which every profile and witness list
+        names; the processes it starts are its own.
+        """
+        shutil.copytree(self.root, root, ignore=shutil.ignore_patterns("cli-home-*"))
+        twin = WitnessedNetwork(root)
+        twin.broker = Server(twin.broker_dir, self.broker.port)
+        twin.brokers = [twin.broker]
+        for agency_id, w in self.witnesses.items():
+            mine = twin.witnesses[agency_id]
+            mine.port, mine.vkey, mine.fingerprint = w.port, w.vkey, w.fingerprint
+        twin.members = {
+            a: Member(m.agency_id, m.user, root / m.directory.relative_to(self.root))
+            for a, m in self.members.items()
+        }
+        twin.case_id, twin.server_key = self.case_id, self.server_key
+        return twin
+
+    async def admin(self, agency_id: str) -> AgencyAdmin:
+        if agency_id not in self.admins:
+            self.admins[agency_id] = await AgencyAdmin.open(
+                self.root / f"admin-{agency_id}", passphrase=PASSPHRASE
+            )
+        return self.admins[agency_id]
+
     async def publish(self, agency_id: str, url: str | None = None) -> None:
         broker = BrokerConnection(url or self.url, keys=None, server_key=None)
         try:
-            await self.admins[agency_id].publish(broker)
+            await (await self.admin(agency_id)).publish(broker)
         finally:
             await broker.close()
 
     async def set_witness_url(self, agency_id: str, url: str) -> None:
         """The agency lists its witness at another URL (a dead port, in the withholding test)."""
-        await self.admins[agency_id].set_witnesses([self.witnesses[agency_id].listed(url)])
+        await (await self.admin(agency_id)).set_witnesses([self.witnesses[agency_id].listed(url)])
         await self.publish(agency_id)
 
     async def _enrol(self, agency_id: str, user: str) -> Client:
@@ -324,19 +356,47 @@ class WitnessedNetwork:
         assert code == 0, out + err
 
     async def close(self) -> None:
+        """Stop every process this network started, and close the administrators' stores."""
         for b in self.brokers:
             await b.stop()
         for w in self.witnesses.values():
             await w.stop()
         for admin in self.admins.values():
             await admin.close()
+        self.admins = {}
 
 
 @asynccontextmanager
 async def witnessed_network(root: Path, *, witnessed: bool = True) -> AsyncIterator[WitnessedNetwork]:
+    """A network built from nothing, running; stopped on the way out."""
     net = WitnessedNetwork(root)
     try:
         await net.start(witnessed=witnessed)
+        yield net
+    finally:
+        await net.close()
+
+
+def build_template(root: Path) -> WitnessedNetwork:
+    """Build a network once, stop it, and return it for ``clone`` (synchronous: for fixtures)."""
+
+    async def build() -> WitnessedNetwork:
+        net = WitnessedNetwork(root)
+        try:
+            await net.start()
+        finally:
+            await net.close()
+        return net
+
+    return asyncio.run(build())
+
+
+@asynccontextmanager
+async def running_copy(template: WitnessedNetwork, root: Path) -> AsyncIterator[WitnessedNetwork]:
+    """A running copy of a built network; every process it started is stopped on the way out."""
+    net = template.clone(root)
+    try:
+        await net.resume()
         yield net
     finally:
         await net.close()
