@@ -624,6 +624,19 @@ async def cmd_verify(args: argparse.Namespace, out: Out) -> int:
     return EXIT_OK
 
 
+async def cmd_log(args: argparse.Namespace, out: Out) -> int:
+    """``caseline log submit``: take the broker's newest checkpoint to our own witnesses."""
+    async with await open_client(args) as client:
+        outcomes = await client.submit_to_witnesses()
+    if out.as_json:
+        out.data([{"witness": name, "outcome": what} for name, what in outcomes])
+    elif not outcomes:
+        out.say("your agency lists no witnesses")
+    for name, what in outcomes:
+        out.say(f"{name}: {what}")
+    return EXIT_OK
+
+
 async def cmd_evidence(args: argparse.Namespace, out: Out) -> int:
     from rich.table import Table  # noqa: PLC0415 - rich only when printing for a person
 
@@ -957,6 +970,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = cmds.add_parser("verify", help="re-verify a case from genesis and print its head code")
     c.add_argument("case")
 
+    c = cmds.add_parser("log", help="the broker log: hand its newest checkpoint to your agency's witnesses")
+    c.add_argument("log_cmd", choices=["submit"])
     e = cmds.add_parser("evidence", help="export and verify evidence bundles").add_subparsers(
         dest="evidence_cmd", required=True
     )
@@ -1025,6 +1040,7 @@ COMMANDS: Final = {
     "follow": cmd_follow,
     "verify": cmd_verify,
     "evidence": cmd_evidence,
+    "log": cmd_log,
     "agency": cmd_agency,
 }
 

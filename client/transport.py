@@ -234,6 +234,26 @@ class BrokerConnection:
                 return None  # a broker from before the witnessed log (the caller knows if it had one)
             raise
 
+    async def witness_checkpoint(self, url: str, origin: str) -> bytes | None:
+        """The newest checkpoint of this log that one witness cosigned (C2SP monitoring), or None."""
+        target = url.rstrip("/") + "/" + hashlib.sha256(origin.encode()).hexdigest() + "/checkpoint"
+        try:
+            async with self.session.get(target, timeout=self.timeout) as resp:
+                data = await _read(resp)
+        except (aiohttp.ClientError, TimeoutError):
+            raise BrokerUnavailable(f"no answer from the witness at {url}") from None
+        return data if resp.status == 200 else None
+
+    async def witness_add_checkpoint(self, url: str, body: bytes) -> tuple[int, bytes]:
+        """C2SP tlog-witness ``add-checkpoint``: the status and body, as the witness answered."""
+        try:
+            async with self.session.post(
+                url.rstrip("/") + "/add-checkpoint", data=body, timeout=self.timeout
+            ) as resp:
+                return resp.status, await _read(resp)
+        except (aiohttp.ClientError, TimeoutError):
+            raise BrokerUnavailable(f"no answer from the witness at {url}") from None
+
     async def witness_equivocation(self, url: str, origin: str) -> bytes | None:
         """Ask one of our agency's witnesses, directly, whether the broker showed it two trees.
 

@@ -246,7 +246,7 @@ class LogWatching:
         """Our agency's witnesses say whether the broker tried to show them two trees."""
         if not self.cert or self.server_key is None:
             return
-        agency = self._ledger().trust.verify_cert(self.cert, at=self.clock()).cert.agency_id
+        agency = self._agency()
         origin = tlog.log_origin(self.server_key)
         for w in self.trust.witnesses(agency):
             body = await self.broker.witness_equivocation(w.url, origin)
@@ -262,6 +262,56 @@ class LogWatching:
                 " signed by the broker: it showed two histories",
                 proof=(first, second),
             )
+
+    async def submit_to_witnesses(self) -> list[tuple[str, str]]:
+        """Hand the broker's newest checkpoint to this device's own agency's witnesses.
+
+        For a broker that keeps its checkpoints from the witnesses: a member can
+        take them there itself (C2SP tlog-witness ``add-checkpoint``, with the
+        consistency proof from the size the witness last cosigned, which the
+        broker must supply). A witness that refuses it as inconsistent with what
+        it cosigned before has caught a split view: that is the alarm.
+        """
+        await self.check_log()
+        key = self.server_key or b""
+        origin = tlog.log_origin(key)
+        outcomes: list[tuple[str, str]] = []
+        for w in self.trust.witnesses(self._agency()):
+            held = await self.broker.witness_checkpoint(w.url, origin)
+            old_note = None
+            old = 0
+            if held is not None:
+                cp, _ = tlog.verify_checkpoint(held, key)
+                old, old_note = cp.size, held
+            answer = await self.broker.log_witnessed(since=old)
+            if answer is None:
+                raise SplitViewError("the broker does not serve its log", proof=())
+            new, _ = tlog.verify_checkpoint(answer.latest, key)
+            if new.size <= old:
+                outcomes.append((w.name, f"already holds {old} entries"))
+                continue
+            text = note.Note.parse(answer.latest).text
+            proof_lines = b"".join(note.b64(h).encode() + b"\n" for h in answer.since_proof)
+            body = f"old {old}\n".encode() + proof_lines + b"\n" + answer.latest
+            status, reply = await self.broker.witness_add_checkpoint(w.url, body)
+            if status == 200:
+                sigs = note.parse_signature_lines(reply)
+                mine = [s for s in sigs if s.name == w.name]
+                at = [note.verify_cosignature(text, s, name=w.name, public_key=w.public_key) for s in mine]
+                outcomes.append((w.name, f"cosigned {new.size} entries at {max(at, default=0)}"))
+            elif status == 422 and old_note is not None:
+                raise self._alarm(
+                    SplitViewError(
+                        f"witness {w.name} refused the broker's log as inconsistent with what it cosigned",
+                        proof=(old_note, answer.latest),
+                    )
+                )
+            else:
+                outcomes.append((w.name, f"refused ({status}): {reply[:200].decode('utf-8', 'replace')}"))
+        return outcomes
+
+    def _agency(self) -> str:
+        return self._ledger().trust.verify_cert(self.cert, at=self.clock()).cert.agency_id
 
     async def witness_status(self, case_id: bytes) -> WitnessStatus:
         """The case's finality as last checked, without asking anyone."""
