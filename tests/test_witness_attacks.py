@@ -184,10 +184,11 @@ async def test_two_brokers_from_one_copy_each_member_raises_the_alarm(
 
     Checks that stop it (client/watch.py ``LogWatching``): a member asks its own agency's
     witness for an equivocation (§7.8 case 4) — each witness is shown two roots for one
-    size — and an entry pending past ``alarm_after`` is an alarm (case 5), since a witness
-    refuses the branch it did not cosign first.  Mutations: ``_ask_own_witnesses`` disabled
-    alone → still red-free (the bound catches it); with the pending bound also disabled →
-    both members' commands exit 0 (red).  See the report for the runs.
+    size by the two brokers' pushers — and an entry pending past ``alarm_after`` is an
+    alarm (case 5) on a branch a witness refused.  Mutation: ``_ask_own_witnesses``
+    returning at once → the member whose branch both witnesses happened to cosign first
+    sees no alarm (red); which member that is depends on the race, so the pending bound
+    alone does not cover the fork.
     """
     async with running_copy(template, tmp_path / "net") as net:
         kra, tra = net.kra, net.tra
@@ -239,10 +240,13 @@ async def test_a_restored_backup_is_an_alarm_on_every_commands_first_contact(
     """The documented backup, more posts, then the old copy restored: every command's first
     contact exits 3, not only ``verify``.
 
-    Check that stops it: ``tlog.LogWatch.observe`` / ``check_consistent`` (crypto/tlog.py) —
-    the broker's newest checkpoint must extend the largest this profile holds, and
-    ``LogWatching.check_log`` runs it on every command's first contact.  Mutation:
-    ``check_consistent`` accepting a smaller tree → ``case list`` exits 0 (red).
+    Checks that stop it (crypto/tlog.py ``LogWatch.observe``, run by
+    ``LogWatching.check_log`` on every command's first contact): the newest checkpoint
+    must extend the largest one held (``check_consistent``), and the witnessed one may
+    not go back (the size test after it).  They back each other up: with either one
+    removed the test stays green; with both removed ``case list`` exits 0 (red).  The
+    per-case rollback test in ``Ledger.next_page`` (client/core.py) also catches ``case
+    show``/``post``/``verify`` first; removing it alone leaves the test green.
     """
     async with running_copy(template, tmp_path / "net") as net:
         kra, tra = net.kra, net.tra
