@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test run demo demo-fork lint typecheck bench bench-load vectors clean
+.PHONY: test run demo demo-fork lint typecheck bench bench-load vectors interop clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -73,6 +73,12 @@ bench-load: $(STAMP)
 
 vectors: $(STAMP)
 	$(BIN)/python -m tests.vectors.generate
+
+# caseline's checkpoints cosigned by litewitness (C2SP tlog-witness, filippo.io/torchwood):
+# builds it into ~/.cache/caseline-interop when missing (Go and the Go module proxy), or
+# takes CASELINE_LITEWITNESS=/path/to/litewitness; not part of make test.
+interop: $(STAMP)
+	PYTHON=$(BIN)/python bash bench/interop.sh
 
 # Coverage-guided fuzzing (atheris), one harness after another: FUZZ_SECONDS each.
 # Seeds come from a real case (fuzz/seeds.py); new inputs stay in fuzz/corpus/,

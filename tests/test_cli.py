@@ -108,6 +108,9 @@ async def test_exit_codes_and_json(net: Network, tmp_path: Path) -> None:
     pin = f"ke-kra={net.admins['ke-kra'].fingerprint}"
     code, out, _ = await caseline(home, "--json", "evidence", "verify", str(bundle), "--pin", pin)
     assert code == EXIT_OK and json.loads(out)["verified"] is True
+    assert json.loads(out)["witnessed"] is False and json.loads(out)["witnesses"] == []
+    code, out, _ = await caseline(home, "evidence", "verify", str(bundle), "--pin", pin)
+    assert code == EXIT_OK and "UNWITNESSED: only the broker vouches" in out
     data = bytearray(bundle.read_bytes())
     data[-1] ^= 1
     bundle.write_bytes(bytes(data))
