@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -462,11 +463,15 @@ class Demo:
                 codes[profile] = self.last_code
             if set(codes.values()) != {EXIT_SPLIT_VIEW}:
                 raise SystemExit(f"demo: the fork went unnoticed: {codes}")
+            origin = re.compile(r"^(caseline\.log/[0-9a-f]{64})\n(\d+)\n(\S{44})$", re.M)
             for profile in ("alice", "juma"):
                 proofs = sorted((self.root / "home" / "profiles" / profile / "alarms").glob("*"))
-                self.say(f"\n  {profile}'s proof, {proofs[0].name}:" if proofs else f"  {profile}: no proof?")
-                for line in (proofs[0].read_text().splitlines() if proofs else [])[:14]:
-                    self.say("    " + line)
+                if not proofs:
+                    raise SystemExit(f"demo: {profile} kept no proof")
+                shown = sorted({(int(m[2]), m[3]) for m in origin.finditer(proofs[0].read_text())})
+                self.say(f"\n  {profile}'s proof ({proofs[0].name}): the broker signed")
+                for size, root_hash in shown:
+                    self.say(f"    a tree of {size} entries with root {root_hash}")
         return {"case_id": case, "alarms": codes}
 
 
