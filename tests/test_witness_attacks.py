@@ -12,20 +12,25 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import hashlib
 import json
 import re
 import sqlite3
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 from caseline.crypto import merkle, tlog
+from caseline.crypto.evidence import EVIDENCE_LABEL
 from caseline.crypto.keys import SigningKey
 from caseline.crypto.note import Note, log_origin
-from caseline.schemas.wire import EntryLeaf
+from caseline.schemas.wire import EntryLeaf, EvidenceBundle, decode_signed, encode_signed
 
 from tests.support.witnessed import (
     ALARM_AFTER_MS,
@@ -82,8 +87,14 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> WitnessedNetwork:
     return build_template(tmp_path_factory.mktemp("witnessed") / "template")
 
 
-def broker_db(data_dir: Path) -> sqlite3.Connection:
-    return sqlite3.connect(data_dir / "broker.sqlite3", isolation_level=None)
+@contextlib.contextmanager
+def broker_db(data_dir: Path) -> Iterator[sqlite3.Connection]:
+    """The broker's database as its operator can open it (autocommit), closed afterwards."""
+    db = sqlite3.connect(data_dir / "broker.sqlite3", isolation_level=None)
+    try:
+        yield db
+    finally:
+        db.close()
 
 
 # --------------------------------------------------------------------------- a. hidden update
@@ -141,8 +152,7 @@ async def test_an_update_hidden_as_purged_with_a_backdated_time_is_refused(
 
         await net.stop_broker()
         key = SigningKey((net.broker_dir / "server.key").read_bytes())
-        db = broker_db(net.broker_dir)
-        try:
+        with broker_db(net.broker_dir) as db:
             (stored,) = db.execute(
                 "SELECT receipt FROM entries WHERE case_id = ? AND seq = 1", (bytes.fromhex(net.case),)
             ).fetchone()
@@ -158,8 +168,6 @@ async def test_an_update_hidden_as_purged_with_a_backdated_time_is_refused(
                     " WHERE case_id = ? AND seq = 1",
                     (receipt, bytes.fromhex(case)),
                 )
-        finally:
-            db.close()
         await net.start_broker()
 
         code, data, err = await show(tra, relay)  # the honest purge: accepted, shown as purged
@@ -416,3 +424,103 @@ async def test_a_restarted_witness_never_cosigns_a_checkpoint_inconsistent_with_
         (witness.data_dir / "state.sqlite3").unlink()
         with pytest.raises(RuntimeError, match="exited"):
             await witness.start()
+
+
+# --------------------------------------------------------------------------- f. outsider as exporter
+
+
+async def test_a_bundle_re_signed_by_a_device_outside_the_case_is_refused(
+    template: WitnessedNetwork, tmp_path: Path
+) -> None:
+    """A genuine KRA device that was never in the case re-signs a real bundle as its exporter
+    (and adds its own valid certificate): ``evidence verify`` exits 3.
+
+    Check that stops it: ``verify_evidence`` (crypto/evidence.py) requires the exporter to
+    be a member of the case at the bundle's last entry.  Mutation: that membership test
+    removed → the outsider's bundle verifies (exit 0) (red).
+    """
+    async with running_copy(template, tmp_path / "net") as net:
+        kra = net.kra
+        code, _, err = await post(kra, net.case, "evidence follows")
+        assert code == 0, err
+        await until_final(kra, net.case)
+        bundle = tmp_path / "case.evidence"
+        code, _, err = await kra.run("evidence", "export", net.case, "-o", str(bundle))
+        assert code == 0, err
+        admins = [await net.admin(a) for a in ("ke-kra", "tz-tra")]
+        pins = [a for admin in admins for a in ("--pin", f"{admin.agency_id}={admin.fingerprint}")]
+        code, out, err = await kra.run("evidence", "verify", str(bundle), *pins)
+        assert code == 0, err
+        assert "WITNESSED" in out
+
+        _, outsider = await net.enrol("ke-kra", "mallory")
+        try:
+            tbs, _ = decode_signed(bundle.read_bytes(), max_size=1 << 24)
+            original = EvidenceBundle.decode(tbs)
+            forged = dataclasses.replace(
+                original, exporter=outsider.keys.device_id, certs=(*original.certs, outsider.cert)
+            ).encode()
+            re_signed = tmp_path / "outsider.evidence"
+            re_signed.write_bytes(encode_signed(forged, outsider.keys.sign(EVIDENCE_LABEL, forged)))
+        finally:
+            await outsider.close()
+        code, _, err = await kra.run("evidence", "verify", str(re_signed), *pins)
+        assert code == EXIT_SPLIT_VIEW, err
+        assert "not a member" in err, err
+
+
+# --------------------------------------------------------------------------- g. audit rows
+
+
+async def test_audit_rows_deleted_or_rewritten_are_found_by_audit_verify(
+    template: WitnessedNetwork, tmp_path: Path
+) -> None:
+    """The operator deletes the newest audit row, or rewrites row 0 and recomputes the whole
+    hash chain: ``caseline-server audit verify`` fails either way, because every audit row
+    is also a leaf of the broker log whose checkpoints the witnesses cosigned.
+
+    Check that stops it: ``core_log.check_audit_log`` (server, via ``audit verify``) — each
+    row against its leaf, the leaves against the newest checkpoint.  Mutation: the
+    row-against-leaf comparison removed → the rewritten chain reads "intact" (red).
+    """
+    from caseline.server.sqlite_store import audit_hash
+
+    from tests.support.process import cli as server_cli
+
+    async with running_copy(template, tmp_path / "net") as net:
+        code, _, err = await post(net.kra, net.case, "an audited day")
+        assert code == 0, err
+        await until_final(net.kra, net.case)
+        await net.stop_broker()
+    assert "intact" in server_cli(net.broker_dir, "audit", "verify")
+
+    def audit_verify(data_dir: Path) -> tuple[int, str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "caseline.server.cli", "--data-dir", str(data_dir), "audit", "verify"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        return done.returncode, done.stdout + done.stderr
+
+    deleted = copy_broker(net.broker_dir, tmp_path / "deleted")
+    with broker_db(deleted) as db:
+        db.execute("DELETE FROM audit WHERE seq = (SELECT MAX(seq) FROM audit)")
+    code, out = audit_verify(deleted)
+    assert code != 0 and "BROKEN" in out, out
+
+    rewritten = copy_broker(net.broker_dir, tmp_path / "rewritten")
+    with broker_db(rewritten) as db:
+        prev = bytes(32)
+        rows = db.execute("SELECT seq, time, event, detail FROM audit ORDER BY seq").fetchall()
+        for seq, at, event, original in rows:
+            detail = "agency=innocent" if seq == 0 else original
+            digest = audit_hash(prev, seq, at, event, detail)
+            db.execute(
+                "UPDATE audit SET detail = ?, prev_hash = ?, hash = ? WHERE seq = ?",
+                (detail, prev, digest, seq),
+            )
+            prev = digest
+    code, out = audit_verify(rewritten)
+    assert code != 0 and "BROKEN" in out, out

@@ -309,8 +309,13 @@ class WitnessedNetwork:
         await (await self.admin(agency_id)).set_witnesses([self.witnesses[agency_id].listed(url)])
         await self.publish(agency_id)
 
-    async def _enrol(self, agency_id: str, user: str) -> Client:
-        admin = self.admins[agency_id]
+    async def enrol(self, agency_id: str, user: str) -> tuple[Member, Client]:
+        """Enrol one more device (not in any case), as its agency's administrator does."""
+        client = await self._enrol(agency_id, user, register=False)
+        return Member(agency_id, user, client.directory), client
+
+    async def _enrol(self, agency_id: str, user: str, *, register: bool = True) -> Client:
+        admin = await self.admin(agency_id)
         directory = self.root / f"{agency_id}-{user}-{secrets.token_hex(2)}"
         client = await Client.create(
             directory,
@@ -331,7 +336,8 @@ class WitnessedNetwork:
         except BaseException:
             await client.close()
             raise
-        self.members[agency_id] = Member(agency_id, user, directory)
+        if register:
+            self.members[agency_id] = Member(agency_id, user, directory)
         return client
 
     # ------------------------------------------------------------------ the operator's moves
