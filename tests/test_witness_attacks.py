@@ -134,8 +134,7 @@ async def test_an_update_hidden_as_purged_with_a_backdated_time_is_refused(
         for case in (net.case, relay):
             code, _, err = await post(kra, case, "seized at Namanga")
             assert code == 0, err
-        for case in (net.case, relay):
-            await until_final(kra, case)
+        await asyncio.gather(*(until_final(kra, case) for case in (net.case, relay)))
 
         # The honest purge of the relay-only case: what the broker's retention pass writes —
         # the update's receipt into a checkpoint the witnesses cosigned (PROTOCOL.md §7.4).
@@ -265,8 +264,7 @@ async def test_a_restored_backup_is_an_alarm_on_every_commands_first_contact(
         for i in range(2):
             code, _, err = await post(kra, net.case, f"after the backup #{i}")
             assert code == 0, err
-        await until_final(kra, net.case)
-        await until_final(tra, net.case)
+        await asyncio.gather(until_final(kra, net.case), until_final(tra, net.case))
 
         await net.stop_broker()
         for suffix in ("", "-wal", "-shm"):
@@ -281,11 +279,13 @@ async def test_a_restored_backup_is_an_alarm_on_every_commands_first_contact(
             ("follow", net.case, "--for", "10"),
             ("verify", net.case),
         ]
+        # Every command of one member, and the other member's first command, each a first contact.
+        runs = [(kra, c) for c in commands] + [(tra, commands[0])]
+        results = await asyncio.gather(*(member.run(*c) for member, c in runs))
+        for (member, command), (code, _, err) in zip(runs, results, strict=True):
+            assert code == EXIT_SPLIT_VIEW, f"{member.agency_id}: {' '.join(command)} → {code}: {err}"
+            assert "rollback" in err or "older" in err or "consistent" in err, err
         for member in (kra, tra):
-            results = await asyncio.gather(*(member.run(*c) for c in commands))
-            for command, (code, _, err) in zip(commands, results, strict=True):
-                assert code == EXIT_SPLIT_VIEW, f"{member.agency_id}: {' '.join(command)} → {code}: {err}"
-                assert "rollback" in err or "older" in err or "consistent" in err, err
             assert alarm_proofs(member)
 
 
