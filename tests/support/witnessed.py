@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import secrets
 import shutil
 import signal
@@ -304,11 +303,6 @@ class WitnessedNetwork:
         finally:
             await broker.close()
 
-    async def set_witness_url(self, agency_id: str, url: str) -> None:
-        """The agency lists its witness at another URL (a dead port, in the withholding test)."""
-        await (await self.admin(agency_id)).set_witnesses([self.witnesses[agency_id].listed(url)])
-        await self.publish(agency_id)
-
     async def enrol(self, agency_id: str, user: str) -> tuple[Member, Client]:
         """Enrol one more device (not in any case), as its agency's administrator does."""
         client = await self._enrol(agency_id, user, register=False)
@@ -406,15 +400,3 @@ async def running_copy(template: WitnessedNetwork, root: Path) -> AsyncIterator[
         yield net
     finally:
         await net.close()
-
-
-def pids_alive(pids: list[int]) -> list[int]:
-    """Which of these process ids still run (for 'leaves nothing running' checks)."""
-    alive = []
-    for pid in pids:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            continue
-        alive.append(pid)
-    return alive
