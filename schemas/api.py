@@ -259,3 +259,37 @@ class WitnessedAnswer(Struct):
     leaf: bytes = wire(Bin(max=256))
     index: int = wire(UInt())
     inclusion: tuple[bytes, ...] = wire(Seq(HASH, max=MAX_PROOF))
+
+
+#: The most leaves one ``GET /v1/log/leaves`` returns.
+MAX_LEAVES: Final = 1024
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class InclusionProof(Struct):
+    """``GET /v1/log/proof/inclusion``: leaf ``index``'s audit path in the tree of ``size`` leaves."""
+
+    TAG = 35
+    index: int = wire(UInt())
+    size: int = wire(UInt())
+    proof: tuple[bytes, ...] = wire(Seq(HASH, max=MAX_PROOF))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ConsistencyProof(Struct):
+    """``GET /v1/log/proof/consistency``: the tree of ``old`` leaves is a prefix of the tree of ``new``."""
+
+    TAG = 36
+    old: int = wire(UInt())
+    new: int = wire(UInt())
+    proof: tuple[bytes, ...] = wire(Seq(HASH, max=MAX_PROOF))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LeafPage(Struct):
+    """``GET /v1/log/leaves``: the exact bytes of leaves ``start`` to ``start + len(leaves) - 1``
+    (each an ``EntryLeaf`` or an ``AuditLeaf``)."""
+
+    TAG = 37
+    start: int = wire(UInt())
+    leaves: tuple[bytes, ...] = wire(Seq(Bin(max=256), max=MAX_LEAVES))

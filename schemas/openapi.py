@@ -114,6 +114,23 @@ def problems(*codes: str) -> dict[str, Any]:
 
 
 AUTH: list[dict[str, list[str]]] = [{"session": []}]
+#: Either a session or none (then the anonymous rate limit applies).
+OPTIONAL_AUTH: list[dict[str, list[str]]] = [{"session": []}, {}]
+TEXT = "text/plain"
+LOG_READERS = (
+    "Public: checkpoints and proofs are hashes only, and witnesses and monitors read them without"
+    " an account (rate-limited per address); a session token, if sent, must be valid."
+)
+
+
+def note_ok() -> dict[str, Any]:
+    return {"200": {"description": "a C2SP signed note", "content": {TEXT: {"schema": {"type": "string"}}}}}
+
+
+def size_param(name: str, minimum: int) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": True, "schema": {"type": "integer", "minimum": minimum}}
+
+
 ETAG: dict[str, Any] = {
     "description": "quoted lowercase hex SHA-256 of the exact signed list",
     "schema": {"type": "string", "pattern": '^"[0-9a-f]{64}"$'},
@@ -177,7 +194,6 @@ def build() -> dict[str, Any]:
         wire.LogReceipt,
         wire.Witness,
         wire.WitnessList,
-        api.WitnessedAnswer,
         wire.AuthChallenge,
         api.ChallengeRequest,
         api.Session,
@@ -195,9 +211,13 @@ def build() -> dict[str, Any]:
         api.Notice,
         api.PostUpdate,
         api.PostResult,
+        api.WitnessedAnswer,
+        api.InclusionProof,
+        api.ConsistencyProof,
+        api.LeafPage,
     ]
     schemas: dict[str, Any] = {cls.__name__: struct_schema(cls) for cls in structs}
-    for name in ("DeviceCert", "RevocationList", "Envelope", "Receipt", "AuthChallenge"):
+    for name in ("DeviceCert", "RevocationList", "Envelope", "Receipt", "AuthChallenge", "WitnessList"):
         schemas[f"Signed{name}"] = signed(name)
     schemas["Problem"] = {
         "type": "object",
@@ -270,6 +290,22 @@ def build() -> dict[str, Any]:
                 },
             },
         },
+        "/v1/agencies/{agency_id}/witnesses": {
+            "get": {
+                "summary": "The agency's current witness list (signed by its root)",
+                "parameters": [AGENCY],
+                "responses": {**ok("SignedWitnessList"), **problems("400", "404")},
+            },
+            "put": {
+                "summary": "Publish a witness list (signed by the agency root; its number must grow)",
+                "parameters": [AGENCY],
+                "requestBody": body("SignedWitnessList"),
+                "responses": {
+                    "204": {"description": "adopted; the broker pushes checkpoints to these witnesses"},
+                    **problems("400", "413", "415", "422"),
+                },
+            },
+        },
         "/v1/devices": {
             "post": {
                 "summary": "Register a device by its agency-signed certificate",
@@ -323,7 +359,7 @@ def build() -> dict[str, Any]:
                 "security": AUTH,
                 "requestBody": body("CommitMessage"),
                 "responses": {
-                    **ok("SignedReceipt", "201", "created"),
+                    **ok("LogReceipt", "201", "created"),
                     **problems("400", "401", "403", "409", "413", "415", "422", "507"),
                 },
             },
@@ -335,7 +371,7 @@ def build() -> dict[str, Any]:
                 "parameters": [CASE],
                 "requestBody": body("CommitMessage"),
                 "responses": {
-                    **ok("SignedReceipt", "201", "appended"),
+                    **ok("LogReceipt", "201", "appended"),
                     **problems("400", "401", "403", "404", "409", "413", "415", "422", "507"),
                 },
             }
@@ -347,7 +383,7 @@ def build() -> dict[str, Any]:
                 "parameters": [CASE],
                 "requestBody": body("SignedEnvelope"),
                 "responses": {
-                    **ok("SignedReceipt", "201", "durably appended"),
+                    **ok("LogReceipt", "201", "durably appended"),
                     **problems("400", "401", "403", "404", "409", "413", "415", "422", "429", "507"),
                 },
             }
@@ -379,6 +415,67 @@ def build() -> dict[str, Any]:
                 },
             }
         },
+        "/v1/log/checkpoint": {
+            "get": {
+                "summary": "The newest checkpoint (C2SP signed note) with its cosignatures so far",
+                "description": LOG_READERS,
+                "security": OPTIONAL_AUTH,
+                "responses": {**note_ok(), **problems("401", "404", "429")},
+            }
+        },
+        "/v1/log/witnessed": {
+            "get": {
+                "summary": "Newest checkpoint, newest witnessed checkpoint, and the proofs between them",
+                "description": LOG_READERS
+                + " With Accept: text/plain, only the newest witnessed note. Naming a case needs a session"
+                " and read access to it.",
+                "security": OPTIONAL_AUTH,
+                "parameters": [
+                    {"name": "since", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                    {
+                        "name": "case",
+                        "in": "query",
+                        "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "content": {
+                            MSGPACK: {"schema": {"$ref": "#/components/schemas/WitnessedAnswer"}},
+                            TEXT: {"schema": {"type": "string"}},
+                        },
+                    },
+                    **problems("400", "401", "403", "404", "429"),
+                },
+            }
+        },
+        "/v1/log/proof/inclusion": {
+            "get": {
+                "summary": "Inclusion proof of leaf index in the tree of size leaves",
+                "description": LOG_READERS,
+                "security": OPTIONAL_AUTH,
+                "parameters": [size_param("index", 0), size_param("size", 1)],
+                "responses": {**ok("InclusionProof"), **problems("400", "401", "404", "429")},
+            }
+        },
+        "/v1/log/proof/consistency": {
+            "get": {
+                "summary": "Consistency proof from the tree of old leaves to the tree of new leaves",
+                "description": LOG_READERS,
+                "security": OPTIONAL_AUTH,
+                "parameters": [size_param("old", 0), size_param("new", 0)],
+                "responses": {**ok("ConsistencyProof"), **problems("400", "401", "404", "429")},
+            }
+        },
+        "/v1/log/leaves": {
+            "get": {
+                "summary": "Leaves start to end - 1 of the broker log (at most 1024; enrolled devices only)",
+                "security": AUTH,
+                "parameters": [size_param("start", 0), size_param("end", 1)],
+                "responses": {**ok("LeafPage"), **problems("400", "401", "404")},
+            }
+        },
     }
     hint = {api.REVOCATIONS_HEADER: {"$ref": "#/components/headers/CaselineRevocations"}}
     for operations in paths.values():
@@ -388,7 +485,7 @@ def build() -> dict[str, Any]:
                     response["headers"] = {**response.get("headers", {}), **hint}
     return {
         "openapi": "3.1.0",
-        "info": {"title": "caseline broker API", "version": "1"},
+        "info": {"title": "caseline broker API", "version": "2"},
         "paths": paths,
         "components": {
             "schemas": schemas,

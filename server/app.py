@@ -36,6 +36,7 @@ from caseline.server.keys import (
     SERVER_KEY,
     SESSIONS,
     STORE,
+    WITNESSING,
     Clock,
 )
 from caseline.server.metrics import Metrics
@@ -44,6 +45,7 @@ from caseline.server.service import Broker
 from caseline.server.sqlite_store import SqliteStore
 from caseline.server.store import Store
 from caseline.server.stream import Hub
+from caseline.server.witnessing import WitnessPusher, seconds_since_witnessed
 
 log = logging.getLogger("caseline.server")
 
@@ -133,9 +135,26 @@ def create_app(
     async def audit(event: str, detail: str) -> None:
         with contextlib.suppress(BrokerStorageFull):
             await the_store.append_audit(event, detail, time=clock())
+            broker.audit_appended()  # its leaf goes into the broker log with the next batch
 
     app[AUDIT] = audit
+    metrics = app[METRICS]
+
+    def checkpoint_signed(size: int) -> None:
+        metrics.checkpoints.inc()
+        metrics.log_size.set(size)
+
+    broker.checkpoint_listeners.append(checkpoint_signed)
+    pusher: WitnessPusher | None = None
+    if config.push_to_witnesses:
+        pusher = WitnessPusher(
+            broker=broker, store=the_store, metrics=metrics, timeout=config.witness_timeout, clock=clock
+        )
+        app[WITNESSING] = pusher
+        broker.checkpoint_listeners.append(pusher.wake)
+    metrics.witnessed_age.set_function(lambda: seconds_since_witnessed(pusher))
     app.cleanup_ctx.append(_storage_context)
+    app.cleanup_ctx.append(_witness_context)
     app.cleanup_ctx.append(_retention_context)
     app.on_shutdown.append(_close_streams)
     routes.setup(app)
@@ -191,6 +210,17 @@ async def _storage_context(app: web.Application) -> AsyncIterator[None]:
     yield
     await app[BROKER].stop()
     await store.close()
+
+
+async def _witness_context(app: web.Application) -> AsyncIterator[None]:
+    """Push checkpoints to witnesses in the background, after storage is open (and before it closes)."""
+    pusher = app.get(WITNESSING)
+    if pusher is None:
+        yield
+        return
+    await pusher.start()
+    yield
+    await pusher.stop()
 
 
 async def _retention_context(app: web.Application) -> AsyncIterator[None]:

@@ -26,12 +26,14 @@ from pathlib import Path
 
 from aiohttp import web
 from caseline.crypto import note, tlog
+from caseline.crypto.certs import TrustStore
 from caseline.crypto.keys import SigningKey, fingerprint
 from caseline.schemas.errors import CaselineError
 from caseline.schemas.wire import AGENCY_ID
 from caseline.server.app import create_app, runner_options
 from caseline.server.config import ServerConfig, load_config
 from caseline.server.core import token_hash
+from caseline.server.core_log import check_audit_log
 from caseline.server.keys import BROKER
 from caseline.server.sqlite_store import SqliteStore, audit_hash
 from caseline.server.store import AgencyRow
@@ -164,10 +166,26 @@ def cmd_audit(config: ServerConfig, args: argparse.Namespace) -> int:
 
 
 async def _audit(config: ServerConfig) -> int:
+    """The hash chain, then each row against its leaf in the broker log, and that log against
+    its newest checkpoint and the witnesses' cosignatures (``core_log.check_audit_log``)."""
+    key = load_server_key(config)
     store = SqliteStore(config.db_path)
     await store.open()
     try:
         rows = await store.audit_rows()
+        checkpoint = await store.latest_checkpoint()
+        size = 0 if checkpoint is None else checkpoint[0]
+        leaves = await store.log_leaves(0, size + 1)
+        witnessed = await store.latest_witnessed()
+        if witnessed is not None:
+            cosigs = await store.cosignatures(witnessed[0])
+            witnessed = (witnessed[0], witnessed[1] + "".join(c.line for c in cosigs).encode())
+        trust = TrustStore()
+        for agency in await store.list_agencies():
+            trust.pin(agency.agency_id, agency.root_key)
+        for signed in await store.all_witness_lists():
+            trust.add_witness_list(signed)
+        witnesses = {a: list(trust.witnesses(a)) for a in trust.roots}
     finally:
         await store.close()
     prev = bytes(32)
@@ -182,7 +200,16 @@ async def _audit(config: ServerConfig) -> int:
             print(f"audit log BROKEN at row {row.seq}: the row was altered", file=sys.stderr)
             return EXIT_FAILED
         prev = row.hash
-    print(f"audit log intact: {len(rows)} events")
+    report = check_audit_log(
+        rows, leaves, checkpoint, receipt_key=key.public_key, witnessed=witnessed, witnesses=witnesses
+    )
+    for line in report.broken:
+        print(f"audit log BROKEN: {line}", file=sys.stderr)
+    for line in report.notes:
+        print(f"note: {line}")
+    if report.broken:
+        return EXIT_FAILED
+    print(f"audit log intact: {len(rows)} events; broker log of {size} leaves matches its checkpoint")
     return 0
 
 

@@ -9,6 +9,9 @@ Example ``caseline-server.toml``::
     tls_cert = "/etc/caseline/tls.crt"
     tls_key = "/etc/caseline/tls.key"
 
+    push_to_witnesses = true
+    witness_timeout = 5.0
+
     [limits]
     max_members = 64
     updates_per_second = 50
@@ -46,6 +49,10 @@ class ServerConfig:
     max_frame_bytes: int = 256 * 1024
     db_max_bytes: int | None = None
     retention_interval: float = 3600.0
+    #: Push each new checkpoint to the agencies' witnesses (C2SP tlog-witness) and keep their cosignatures.
+    push_to_witnesses: bool = True
+    #: Seconds a witness may take to answer one add-checkpoint request.
+    witness_timeout: float = 5.0
     limits: Limits = dataclasses.field(default_factory=Limits)
 
     @property
@@ -84,6 +91,8 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CASELINE_TLS_KEY": ("tls_key", Path),
     "CASELINE_INSECURE_HTTP": ("insecure_http", lambda v: v.lower() in {"1", "true", "yes"}),
     "CASELINE_DB_MAX_BYTES": ("db_max_bytes", int),
+    "CASELINE_PUSH_TO_WITNESSES": ("push_to_witnesses", lambda v: v.lower() in {"1", "true", "yes"}),
+    "CASELINE_WITNESS_TIMEOUT": ("witness_timeout", float),
 }
 
 

@@ -23,12 +23,12 @@ import hashlib
 from collections.abc import Iterable
 
 from caseline.crypto import primitives as P
+from caseline.crypto import tlog
 from caseline.crypto.caselog import (
     KIND_COMMIT,
     KIND_PURGED,
     KIND_UPDATE,
     next_head,
-    sign_receipt,
     signed_entry_hash,
     verify_receipt,
 )
@@ -48,7 +48,7 @@ from caseline.schemas.errors import (
     NotAllowedError,
     NotMemberError,
 )
-from caseline.schemas.wire import CommitMessage, Envelope, Receipt, decode_signed
+from caseline.schemas.wire import CommitMessage, EntryLeaf, Envelope, Receipt, decode_signed
 from caseline.server.store import EntryRow
 
 Slot = tuple[bytes, int, int]
@@ -68,9 +68,14 @@ class Limits:
     anonymous_burst: float = 100.0
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class Accepted:
-    """An entry the core has ordered; durable only once the edge has written it."""
+    """An entry the core has ordered; durable only once the edge has written it.
+
+    ``receipt`` is empty until the group commit that writes the entry has sealed
+    it into the broker log (``core_log.BrokerLog.seal``): one checkpoint per
+    batch, so the receipt cannot exist before the batch does.
+    """
 
     case_id: bytes
     seq: int
@@ -118,6 +123,13 @@ def entry_of(row: EntryRow) -> Entry:
     return Entry(seq=row.seq, kind=row.kind, body=row.body, receipt=row.receipt)
 
 
+def stored_entry_hash(receipt: bytes) -> bytes:
+    """The entry hash the broker's own stored receipt names (a log receipt, or a v1 one)."""
+    if tlog.is_log_receipt(receipt):
+        return tlog.receipt_leaf(receipt).entry_hash
+    return Receipt.decode(decode_signed(receipt, max_size=1024)[0]).entry_hash
+
+
 def same_update(stored: EntryRow, body: bytes) -> bool:
     """Is ``body`` the update stored at its slot, so that a retry gets the stored receipt?
 
@@ -126,8 +138,9 @@ def same_update(stored: EntryRow, body: bytes) -> bool:
     """
     if stored.kind == KIND_PURGED:
         tbs, sig = decode_signed(body)
-        stored_hash = Receipt.decode(decode_signed(stored.receipt, max_size=1024)[0]).entry_hash
-        return P.constant_time_equal(signed_entry_hash(KIND_UPDATE, tbs, sig), stored_hash)
+        return P.constant_time_equal(
+            signed_entry_hash(KIND_UPDATE, tbs, sig), stored_entry_hash(stored.receipt)
+        )
     return stored.body == body
 
 
@@ -174,16 +187,18 @@ class BrokerCore:
         with a backdated time) must not make an accepted history unloadable.
 
         A purged entry has no body to hash: its entry hash is the one in its
-        stored receipt, which must be this broker's signature for this case and
-        position and must sign the head the chain reaches, exactly what members
+        stored receipt, which must be this broker's receipt for this case and
+        position and must name the head the chain reaches, exactly what members
         check (PROTOCOL.md §7.4).  Its slot restores the sender's next counter.
+        A log receipt's leaf is read without re-checking its checkpoint: the
+        whole tree was checked against the newest checkpoint at start-up.
         """
         self.cases.pop(case_id, None)
         history_trust = TrustStore(self.trust.roots)
         runtime: CaseRuntime | None = None
         for row in entries:
             seq, kind, body = row.seq, row.kind, row.body
-            receipt: Receipt | None = None
+            receipt: Receipt | tlog.VerifiedReceipt | EntryLeaf | None = None
             if kind == KIND_COMMIT:
                 message = CommitMessage.decode(body)
                 prev = None if runtime is None else runtime.state
@@ -209,7 +224,10 @@ class BrokerCore:
             elif kind == KIND_PURGED:
                 if row.slot is None:
                     raise MalformedError("a purged entry keeps its sender slot")
-                receipt = verify_receipt(row.receipt, runtime.state.policy.receipt_key)
+                if tlog.is_log_receipt(row.receipt):
+                    receipt = tlog.receipt_leaf(row.receipt)
+                else:
+                    receipt = verify_receipt(row.receipt, runtime.state.policy.receipt_key)
                 if receipt.case_id != case_id or receipt.seq != seq:
                     raise ChainError("a purged entry's receipt is for another entry")
                 eh = receipt.entry_hash
@@ -383,7 +401,6 @@ class BrokerCore:
         eh = signed_entry_hash(kind, tbs, sig)
         head = next_head(runtime.head, seq, eh)
         case_id = runtime.state.case_id
-        receipt = sign_receipt(self.server_key, case_id=case_id, seq=seq, entry_hash=eh, head=head, time=now)
         runtime.count, runtime.head = seq + 1, head
         return Accepted(
             case_id=case_id,
@@ -392,7 +409,7 @@ class BrokerCore:
             body=body,
             entry_hash=eh,
             head=head,
-            receipt=receipt,
+            receipt=b"",
             sender=sender,
             slot=slot,
             state=runtime.state,

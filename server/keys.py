@@ -20,6 +20,7 @@ from caseline.server.revocations import RevocationsDigest
 from caseline.server.service import Broker
 from caseline.server.store import SessionRow, Store
 from caseline.server.stream import Hub
+from caseline.server.witnessing import WitnessPusher
 
 #: Milliseconds since the epoch; injected so that tests own time.
 Clock = Callable[[], int]
@@ -38,3 +39,5 @@ CHALLENGES: Final[web.AppKey[dict[bytes, tuple[bytes, int]]]] = web.AppKey("chal
 SESSIONS: Final[web.AppKey[dict[bytes, tuple[SessionRow, DeviceCert]]]] = web.AppKey("sessions")
 AUDIT: Final[web.AppKey[Callable[[str, str], Awaitable[None]]]] = web.AppKey("audit")
 REVOCATIONS: Final = web.AppKey("revocations", RevocationsDigest)
+#: The witness pusher; absent when ``push_to_witnesses`` is off.
+WITNESSING: Final = web.AppKey("witnessing", WitnessPusher)

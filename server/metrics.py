@@ -28,3 +28,22 @@ class Metrics:
         self.connections = Gauge("caseline_stream_connections", "Live stream connections", registry=r)
         self.queue_depth = Gauge("caseline_stream_queue_depth_max", "Deepest stream queue", registry=r)
         self.logins = Counter("caseline_logins", "Logins by outcome", ["outcome"], registry=r)
+        # The witnessed broker log.
+        self.checkpoints = Counter(
+            "caseline_log_checkpoints_signed", "Checkpoints signed (one per group commit)", registry=r
+        )
+        self.log_size = Gauge("caseline_log_size", "Leaves in the broker log's newest checkpoint", registry=r)
+        self.cosignatures = Counter(
+            "caseline_witness_cosignatures", "Cosignatures collected, by witness", ["witness"], registry=r
+        )
+        self.witness_failures = Counter(
+            "caseline_witness_failures",
+            "Checkpoints a witness did not cosign, by reason",
+            ["witness", "reason"],
+            registry=r,
+        )
+        self.witnessed_age = Gauge(
+            "caseline_log_seconds_since_witnessed",
+            "Seconds since a checkpoint last gained a cosignature (-1: never)",
+            registry=r,
+        )

@@ -15,19 +15,24 @@ from caseline.crypto.auth import make_challenge, verify_response
 from caseline.crypto.certs import check_may_read
 from caseline.crypto.keys import fingerprint
 from caseline.schemas.api import (
+    MAX_LEAVES,
     MAX_PAGE,
     AgencyInfo,
     AgencyList,
     CaseList,
     CaseSummary,
     ChallengeRequest,
+    ConsistencyProof,
     Directory,
     EntryPage,
+    InclusionProof,
+    LeafPage,
     PostResult,
     PostUpdate,
     ServerInfo,
     Session,
     Subscribe,
+    WitnessedAnswer,
     etag_matches,
     revocation_etag,
 )
@@ -45,6 +50,7 @@ from caseline.schemas.wire import (
     AuthChallenge,
     DeviceCert,
     RevocationList,
+    WitnessList,
     decode_signed,
 )
 from caseline.server import problems
@@ -62,6 +68,7 @@ from caseline.server.keys import (
     SERVER_KEY,
     SESSIONS,
     STORE,
+    WITNESSING,
 )
 from caseline.server.store import AgencyRow, DeviceRow, SessionRow
 from caseline.server.stream import CLOSE_LOGOUT, CLOSE_REVOKED, Connection
@@ -83,6 +90,8 @@ def setup(app: web.Application) -> None:
     r.add_get("/v1/agencies/{agency_id}", get_agency)
     r.add_get("/v1/agencies/{agency_id}/revocations", get_revocations)
     r.add_put("/v1/agencies/{agency_id}/revocations", put_revocations)
+    r.add_get("/v1/agencies/{agency_id}/witnesses", get_witnesses)
+    r.add_put("/v1/agencies/{agency_id}/witnesses", put_witnesses)
     r.add_post("/v1/devices", register_device)
     r.add_get("/v1/directory/{agency_id}/{user_id}", directory)
     r.add_post("/v1/auth/challenge", auth_challenge)
@@ -94,6 +103,11 @@ def setup(app: web.Application) -> None:
     r.add_post("/v1/cases/{case_id}/updates", post_update)
     r.add_get("/v1/cases/{case_id}/entries", get_entries)
     r.add_get("/v1/stream", stream)
+    r.add_get("/v1/log/checkpoint", log_checkpoint)
+    r.add_get("/v1/log/witnessed", log_witnessed)
+    r.add_get("/v1/log/proof/inclusion", log_inclusion)
+    r.add_get("/v1/log/proof/consistency", log_consistency)
+    r.add_get("/v1/log/leaves", log_leaves)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -275,6 +289,42 @@ async def put_revocations(request: web.Request) -> web.Response:
     await request.app[AUDIT](
         "revocation", f"agency={agency_id} number={crl.number} entries={len(crl.entries)}"
     )
+    return web.Response(status=204)
+
+
+async def get_witnesses(request: web.Request) -> web.Response:
+    """An agency's root-signed witness list (public, like its revocation list)."""
+    agency_id = AGENCY_ID.check(request.match_info["agency_id"], "agency_id")
+    data = await request.app[STORE].get_witness_list(agency_id)
+    if data is None:
+        raise BrokerNotFound("this agency has published no witness list")
+    return reply(data)
+
+
+async def put_witnesses(request: web.Request) -> web.Response:
+    """Adopt an agency's witness list, authorised by its root's signature; its number must grow.
+
+    The broker pushes every new checkpoint to the witnesses listed; members
+    trust a witness through the same list, verified under the root they pinned.
+    """
+    agency_id = AGENCY_ID.check(request.match_info["agency_id"], "agency_id")
+    body = await read_body(request)
+    tbs, _ = decode_signed(body)
+    listed = WitnessList.decode(tbs)
+    if listed.agency_id != agency_id:
+        raise MalformedError("witness list is for another agency than the URL names")
+    core, store = request.app[CORE], request.app[STORE]
+    await refresh_agencies(request.app)
+    if body == core.trust.witness_list(agency_id):
+        return web.Response(status=204)  # the same list again: nothing to do
+    core.trust.add_witness_list(body)  # verifies signature under the root; refuses a rollback
+    await store.put_witness_list(agency_id, listed.number, body)
+    await request.app[AUDIT](
+        "witness-list", f"agency={agency_id} number={listed.number} witnesses={len(listed.witnesses)}"
+    )
+    pusher = request.app.get(WITNESSING)
+    if pusher is not None:
+        pusher.wake()  # new witnesses get the newest checkpoint now, not at the next post
     return web.Response(status=204)
 
 
@@ -471,6 +521,156 @@ def _int_param(request: web.Request, name: str, default: int) -> int:
     if not (text.isascii() and text.isdigit()) or len(text) > 18:  # "²".isdigit(), but int("²") fails
         raise MalformedError(f"{name} must be a non-negative integer")
     return int(text)
+
+
+# --------------------------------------------------------------------------- the broker log
+
+TEXT: Final = "text/plain"
+
+
+async def log_reader(request: web.Request) -> bytes | None:
+    """Who may read the broker log: anyone, within the anonymous rate limit; a device with a session.
+
+    Checkpoints and proofs are hashes of the log's shape and nothing else:
+    witnesses must read them without an account, and monitors should be able
+    to.  A request that presents a session token is checked like any other
+    (a bad token is a 401, not a silent downgrade) and is not charged to the
+    anonymous bucket; every other request is, per address.  Leaves are not
+    anonymous (``log_leaves``).
+    """
+    if "Authorization" in request.headers:
+        return await authenticate(request)
+    charge_anonymous(request)
+    return None
+
+
+def _query_int(request: web.Request, name: str, *, default: int | None = None) -> int:
+    if name not in request.query and default is not None:
+        return default
+    if name not in request.query:
+        raise MalformedError(f"query parameter {name} is required")
+    return _int_param(request, name, 0)
+
+
+def _latest(request: web.Request) -> tuple[bytes, int]:
+    blog = request.app[BROKER].log
+    if blog.checkpoint is None:
+        raise BrokerNotFound("the broker log is empty: no checkpoint yet")
+    return blog.checkpoint, blog.size
+
+
+async def _with_cosignatures(request: web.Request, size: int, checkpoint: bytes) -> bytes:
+    """A stored checkpoint with every cosignature collected for it appended (one note)."""
+    rows = await request.app[STORE].cosignatures(size)
+    return checkpoint + "".join(r.line for r in rows).encode()
+
+
+async def log_checkpoint(request: web.Request) -> web.Response:
+    """The newest checkpoint (C2SP signed note), with the cosignatures collected for it so far."""
+    await log_reader(request)
+    checkpoint, size = _latest(request)
+    note_bytes = await _with_cosignatures(request, size, checkpoint)
+    return web.Response(body=note_bytes, content_type=TEXT, charset="utf-8")
+
+
+async def log_witnessed(request: web.Request) -> web.Response:
+    """Where the log stands for a member: newest checkpoint, newest witnessed one, proofs between.
+
+    ``since`` (default 0) is the size of the checkpoint the member holds:
+    ``since_proof`` proves the newest extends it (empty when ``since`` is
+    larger than the log: the member sees the smaller size and raises the alarm).
+    ``case`` (hex; a session and read access to the case required) adds that
+    case's last leaf within the witnessed checkpoint and its inclusion proof.
+    ``Accept: text/plain`` returns only the witnessed note (404 if none).
+    """
+    device_id = await log_reader(request)
+    checkpoint, size = _latest(request)
+    witnessed = await request.app[STORE].latest_witnessed()
+    blog = request.app[BROKER].log
+    accept = request.headers.get("Accept", "")
+    if TEXT in accept and MSGPACK not in accept:
+        if witnessed is None:
+            raise BrokerNotFound("no checkpoint of this log has been witnessed yet")
+        w_note = await _with_cosignatures(request, *witnessed)
+        return web.Response(body=w_note, content_type=TEXT, charset="utf-8")
+    since = _query_int(request, "since", default=0)
+    case_text = request.query.get("case")
+    leaf, index = b"", 0
+    inclusion: tuple[bytes, ...] = ()
+    w_size, w_note = 0, b""
+    if witnessed is not None:
+        w_size = witnessed[0]
+        w_note = await _with_cosignatures(request, *witnessed)
+    if case_text is not None:
+        if device_id is None:
+            raise web.HTTPUnauthorized(
+                reason="naming a case needs a session", headers={"WWW-Authenticate": "Bearer"}
+            )
+        case_id = _hex_param(case_text, "case")
+        request.app[CORE].require_reader(case_id, device_id)
+        found = await request.app[STORE].case_leaf_before(case_id, w_size) if w_size else None
+        if found is not None:
+            index, leaf = found
+            inclusion = tuple(blog.inclusion_proof(index, w_size))
+    answer = WitnessedAnswer(
+        latest=await _with_cosignatures(request, size, checkpoint),
+        since_proof=tuple(blog.consistency_proof(since, size)) if since <= size else (),
+        witnessed=w_note,
+        witnessed_proof=tuple(blog.consistency_proof(w_size, size)) if w_note else (),
+        leaf=leaf,
+        index=index,
+        inclusion=inclusion,
+    )
+    return reply(answer.encode())
+
+
+def _hex_param(text: str, name: str) -> bytes:
+    if len(text) != 2 * ID_SIZE:
+        raise MalformedError(f"{name} must be {2 * ID_SIZE} hex digits")
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise MalformedError(f"{name} must be hex") from None
+
+
+async def log_inclusion(request: web.Request) -> web.Response:
+    """The inclusion proof of leaf ``index`` in the tree of ``size`` leaves (size ≤ the newest checkpoint)."""
+    await log_reader(request)
+    _, latest = _latest(request)
+    index, size = _query_int(request, "index"), _query_int(request, "size")
+    if not 0 < size <= latest:
+        raise MalformedError(f"size must be between 1 and the log's size ({latest})")
+    if index >= size:
+        raise MalformedError("index must be below size")
+    proof = request.app[BROKER].log.inclusion_proof(index, size)
+    return reply(InclusionProof(index=index, size=size, proof=tuple(proof)).encode())
+
+
+async def log_consistency(request: web.Request) -> web.Response:
+    """The consistency proof from the tree of ``old`` leaves to the tree of ``new`` (≤ the newest)."""
+    await log_reader(request)
+    _, latest = _latest(request)
+    old, new = _query_int(request, "old"), _query_int(request, "new")
+    if not 0 <= old <= new <= latest:
+        raise MalformedError(f"need 0 <= old <= new <= the log's size ({latest})")
+    proof = request.app[BROKER].log.consistency_proof(old, new)
+    return reply(ConsistencyProof(old=old, new=new, proof=tuple(proof)).encode())
+
+
+async def log_leaves(request: web.Request) -> web.Response:
+    """Leaves ``start`` to ``end - 1`` (at most 1024), for enrolled devices only.
+
+    Unlike checkpoints and proofs, a leaf names a case id, a position and a
+    time: who posts how much, when, in which case.  That metadata stays with
+    enrolled devices (an agency's monitor is one), never with anonymous readers.
+    """
+    await authenticate(request)
+    _, latest = _latest(request)
+    start, end = _query_int(request, "start"), _query_int(request, "end")
+    if not start < end <= latest or end - start > MAX_LEAVES:
+        raise MalformedError(f"need start < end <= the log's size ({latest}) and at most {MAX_LEAVES} leaves")
+    leaves = await request.app[STORE].log_leaves(start, end)
+    return reply(LeafPage(start=start, leaves=tuple(leaves)).encode())
 
 
 # --------------------------------------------------------------------------- live stream

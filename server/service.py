@@ -6,6 +6,14 @@ posts.  A handler answers only after its entry's transaction committed.  If a
 transaction fails, the writer — before anything else can run — fails every entry
 in it and every entry still queued behind it, and rolls the core back to the
 last durable state, so no later entry can be written on top of a hole.
+
+The broker log (``core_log.py``): each batch is also one step of the Merkle
+log.  The writer seals the batch (its entries' leaves, plus a leaf for every
+audit row appended since the last batch), signs one checkpoint, hands every
+entry its log receipt, and writes entries, leaves and checkpoint in the same
+transaction.  A failed write truncates the tree back with the core.  Audit rows
+wake the writer through the queue itself (a ``None`` marker), so a broker with
+audit rows but no posts still seals them promptly, without a timer.
 """
 
 from __future__ import annotations
@@ -19,7 +27,8 @@ from typing import Final
 
 from caseline.schemas.errors import BrokerConflict, CaselineError
 from caseline.server.core import Accepted, BrokerCore, Retry, same_update
-from caseline.server.store import CaseRow, EntryRow, Store
+from caseline.server.core_log import BrokerLog, LogDamaged, Sealed, legacy_leaf
+from caseline.server.store import AuditRow, CaseRow, EntryRow, LogWrite, Store
 
 log = logging.getLogger("caseline.server")
 
@@ -36,6 +45,8 @@ class _Pending:
 
 
 Listener = Callable[[Accepted], None]
+#: Called with the new log size after every durable checkpoint.
+CheckpointListener = Callable[[int], None]
 
 
 class Broker:
@@ -46,7 +57,12 @@ class Broker:
         self.store = store
         self.clock = clock
         self.listeners: list[Listener] = []
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self.log = BrokerLog(core.server_key)
+        self.checkpoint_listeners: list[CheckpointListener] = []
+        self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
+        #: Audit rows from this seq on have no leaf yet; ``_audit_dirty`` says some may be waiting.
+        self._audit_next = 0
+        self._audit_dirty = False
         self._writer: asyncio.Task[None] | None = None
         self._inflight: dict[tuple[bytes, tuple[bytes, int, int]], _Pending] = {}
         #: Test-only fault switch: acknowledge before the commit, and hold each commit back a
@@ -62,6 +78,10 @@ class Broker:
         for crl in await self.store.all_revocation_lists():
             with contextlib.suppress(Exception):
                 self.core.trust.add_revocation_list(crl)
+        for signed in await self.store.all_witness_lists():
+            with contextlib.suppress(Exception):
+                self.core.trust.add_witness_list(signed)
+        await self._load_log()
         for case_id in await self.store.case_ids():
             rows = await self._all_entries(case_id)
             try:
@@ -72,6 +92,7 @@ class Broker:
                     "case %s failed verification at start-up and is unavailable: %s", case_id.hex(), exc.code
                 )
         self._writer = asyncio.create_task(self._write_loop(), name="caseline-group-commit")
+        self.audit_appended()  # rows the CLI wrote while the broker was down
 
     async def stop(self) -> None:
         if self._writer is not None:
@@ -79,7 +100,97 @@ class Broker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
             self._writer = None
-        self._fail_queued(RuntimeError("broker is shutting down"))
+            self._fail_queued(RuntimeError("broker is shutting down"))
+            # Seal the audit rows of the last moments (logouts, rejections), so that
+            # ``audit verify`` on a stopped broker covers every row it wrote.
+            with contextlib.suppress(Exception):
+                await self._seal_and_write([], await self._take_audit())
+        else:
+            self._fail_queued(RuntimeError("broker is shutting down"))
+
+    # ---------------------------------------------------------------- the log at start-up
+    async def _load_log(self) -> None:
+        """Rebuild the tree from stored leaves (refusing to serve if it does not match the
+        newest checkpoint), then give entries stored before schema 3 their leaves."""
+        store = self.store
+        checkpoint = await store.latest_checkpoint()
+        size = 0 if checkpoint is None else checkpoint[0]
+        leaves: list[bytes] = []
+        while len(leaves) < size:
+            page = await store.log_leaves(len(leaves), min(size, len(leaves) + 65536))
+            if not page:
+                break
+            leaves += page
+        if checkpoint is not None:
+            leaves += await store.log_leaves(size, size + 1)  # a leaf past the checkpoint is damage too
+        try:
+            self.log.load(leaves, checkpoint)
+        except LogDamaged as exc:
+            log.error("REFUSING TO SERVE: the broker log in the database is damaged: %s", exc)
+            raise
+        rows = await store.audit_rows()
+        sealed = [r.seq for r in rows if r.leaf_index is not None]
+        self._audit_next = sealed[-1] + 1 if sealed else 0
+        await self._upgrade_log()
+
+    async def _upgrade_log(self) -> None:
+        """In-place upgrade: entries stored before schema 3 become leaves under one checkpoint.
+
+        Order: by ``created_at``, then case id, then seq (``Store.legacy_entries``),
+        then every audit row without a leaf.  Each v1 receipt (verified) gives its
+        entry's leaf, its time the leaf's time; every stored receipt is then
+        rewritten as a log receipt into the one checkpoint, in one transaction.
+        """
+        legacy = await self.store.legacy_entries()
+        if not legacy:
+            return
+        key = self.core.server_key.public_key
+        leaves = [legacy_leaf(e.receipt, key, case_id=e.case_id, seq=e.seq) for e in legacy]
+        audit = await self._take_audit()
+        sealed = self.log.seal_leaves(leaves, audit)
+        receipts = [
+            (e.case_id, e.seq, receipt, sealed.start + i)
+            for i, (e, receipt) in enumerate(zip(legacy, sealed.receipts, strict=True))
+        ]
+        try:
+            await self.store.write_upgrade(self._log_write(sealed, self.clock()), receipts)
+        except BaseException:
+            self.log.abort(sealed)
+            raise
+        self._sealed(sealed)
+        log.info(
+            "broker log built for %d existing entries and %d audit rows: checkpoint of size %d",
+            len(legacy),
+            len(audit),
+            sealed.size,
+        )
+
+    # ---------------------------------------------------------------- audit rows
+    def audit_appended(self) -> None:
+        """An audit row was stored: make sure the writer seals it in its next batch."""
+        if not self._audit_dirty:
+            self._audit_dirty = True
+            self._queue.put_nowait(None)
+
+    async def _take_audit(self) -> list[AuditRow]:
+        self._audit_dirty = False
+        return [r for r in await self.store.audit_rows(after=self._audit_next) if r.leaf_index is None]
+
+    def _log_write(self, sealed: Sealed, created_at: int) -> LogWrite:
+        return LogWrite(
+            leaves=sealed.leaves,
+            size=sealed.size,
+            checkpoint=sealed.checkpoint,
+            created_at=created_at,
+            audit=sealed.audit,
+        )
+
+    def _sealed(self, sealed: Sealed) -> None:
+        self.log.commit(sealed)
+        if sealed.audit:
+            self._audit_next = sealed.audit[-1][0] + 1
+        for listener in self.checkpoint_listeners:
+            listener(sealed.size)
 
     async def _all_entries(self, case_id: bytes) -> list[EntryRow]:
         rows: list[EntryRow] = []
@@ -130,36 +241,32 @@ class Broker:
         if accepted.slot is not None:
             self._inflight[(accepted.case_id, accepted.slot)] = pending
         self._queue.put_nowait(pending)
-        if self.ack_before_commit:
-            return
         # Shielded: a client that hangs up must not cancel a write that others share.
         await asyncio.shield(future)
 
     async def _write_loop(self) -> None:
         while True:
-            batch = [await self._queue.get()]
+            first = await self._queue.get()
+            batch = [] if first is None else [first]
             while len(batch) < MAX_BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            if self.ack_before_commit:
-                await asyncio.sleep(FAULT_COMMIT_DELAY)
-            created_at = self.clock()  # one transaction, one time
-            rows = [
-                EntryRow(
-                    case_id=p.accepted.case_id,
-                    seq=p.accepted.seq,
-                    kind=p.accepted.kind,
-                    body=p.accepted.body,
-                    receipt=p.accepted.receipt,
-                    slot=p.accepted.slot,
-                    created_at=created_at,
-                )
-                for p in batch
-            ]
-            cases = [p.new_case for p in batch if p.new_case is not None]
+                item = self._queue.get_nowait()
+                if item is not None:
+                    batch.append(item)
+            audit: list[AuditRow] = []
+            if self._audit_dirty:
+                try:
+                    audit = await self._take_audit()
+                except Exception as exc:
+                    log.error("reading audit rows failed: %s", type(exc).__name__)
+                    self._audit_dirty = False
+            if not batch and not audit:
+                continue
             try:
-                await self.store.append(rows, cases)
+                await self._seal_and_write(batch, audit)
             except Exception as exc:
                 log.error("append failed; %d entries rolled back: %s", len(batch), type(exc).__name__)
+                if audit:
+                    self.audit_appended()  # the rows are still there: try them again
                 self._fail(batch + self._drain(), exc)
                 continue
             self.batches += 1
@@ -171,10 +278,49 @@ class Broker:
                 for listener in self.listeners:
                     listener(p.accepted)
 
+    async def _seal_and_write(self, batch: list[_Pending], audit: list[AuditRow]) -> None:
+        """One group commit: seal the batch into the log, write it all in one transaction."""
+        if not batch and not audit:
+            return
+        created_at = self.clock()  # one transaction, one time
+        sealed = self.log.seal([p.accepted for p in batch], audit, time=created_at)
+        rows = []
+        for i, (p, receipt) in enumerate(zip(batch, sealed.receipts, strict=True)):
+            a = p.accepted
+            a.receipt = receipt
+            rows.append(
+                EntryRow(
+                    case_id=a.case_id,
+                    seq=a.seq,
+                    kind=a.kind,
+                    body=a.body,
+                    receipt=receipt,
+                    slot=a.slot,
+                    created_at=created_at,
+                    leaf_index=sealed.start + i,
+                )
+            )
+        cases = [p.new_case for p in batch if p.new_case is not None]
+        if self.ack_before_commit:  # the test-only fault: answer with receipts not yet on disk
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_result(None)
+            await asyncio.sleep(FAULT_COMMIT_DELAY)
+        try:
+            await self.store.append(rows, cases, self._log_write(sealed, created_at))
+        except BaseException:
+            self.log.abort(sealed)
+            raise
+        self._sealed(sealed)
+
     def _drain(self) -> list[_Pending]:
         items = []
         while not self._queue.empty():
-            items.append(self._queue.get_nowait())
+            item = self._queue.get_nowait()
+            if item is not None:
+                items.append(item)
+        if self._audit_dirty:
+            self._queue.put_nowait(None)  # the audit marker drained with them still has work to do
         return items
 
     def _fail(self, items: list[_Pending], exc: BaseException) -> None:

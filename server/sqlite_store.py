@@ -24,8 +24,11 @@ from caseline.server.store import (
     AgencyRow,
     AuditRow,
     CaseRow,
+    CosignatureRow,
     DeviceRow,
     EntryRow,
+    LegacyEntry,
+    LogWrite,
     SessionRow,
 )
 
@@ -112,8 +115,11 @@ class SqliteStore:
         with contextlib.suppress(sqlite3.Error):
             await self.db.execute("ROLLBACK")
 
-    async def append(self, entries: Sequence[EntryRow], cases: Sequence[CaseRow]) -> None:
-        """Write new cases and log entries in one transaction; return once it is durable."""
+    async def append(
+        self, entries: Sequence[EntryRow], cases: Sequence[CaseRow], log: LogWrite | None = None
+    ) -> None:
+        """Write new cases, log entries and the broker log's leaves and checkpoint in one
+        transaction; return once it is durable."""
         async with self._lock:
             try:
                 await self.db.execute("BEGIN IMMEDIATE")
@@ -122,15 +128,68 @@ class SqliteStore:
                         "INSERT INTO cases (case_id, retention_days, created_at) VALUES (?, ?, ?)",
                         [(c.case_id, c.retention_days, c.created_at) for c in cases],
                     )
+                if entries:
+                    await self.db.executemany(
+                        "INSERT INTO entries (case_id, seq, kind, body, receipt, slot_sender, slot_epoch,"
+                        " slot_counter, created_at, leaf_index) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        [_entry_params(e) for e in entries],
+                    )
+                if log is not None:
+                    await self._write_log(log)
+                await self.db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                await self._rollback()
+                raise _translate(exc) from exc
+
+    async def _write_log(self, log: LogWrite) -> None:
+        db = self.db
+        await db.executemany("INSERT INTO log_leaves (idx, leaf) VALUES (?, ?)", log.leaves)
+        await db.execute(
+            "INSERT INTO checkpoints (size, note, created_at) VALUES (?, ?, ?)",
+            (log.size, log.checkpoint, log.created_at),
+        )
+        if log.audit:
+            await db.executemany(
+                "UPDATE audit SET leaf_index = ? WHERE seq = ? AND leaf_index IS NULL",
+                [(index, seq) for seq, index in log.audit],
+            )
+
+    async def write_upgrade(self, log: LogWrite, receipts: Sequence[tuple[bytes, int, bytes, int]]) -> None:
+        """The in-place upgrade's one transaction: leaves, checkpoint, every receipt rewritten."""
+        async with self._lock:
+            try:
+                await self.db.execute("BEGIN IMMEDIATE")
+                await self._write_log(log)
                 await self.db.executemany(
-                    "INSERT INTO entries (case_id, seq, kind, body, receipt, slot_sender, slot_epoch,"
-                    " slot_counter, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [_entry_params(e) for e in entries],
+                    "UPDATE entries SET receipt = ?, leaf_index = ? WHERE case_id = ? AND seq = ?",
+                    [(receipt, index, case_id, seq) for case_id, seq, receipt, index in receipts],
                 )
                 await self.db.execute("COMMIT")
             except sqlite3.Error as exc:
                 await self._rollback()
                 raise _translate(exc) from exc
+
+    async def add_cosignatures(self, rows: Sequence[CosignatureRow]) -> None:
+        async with self._lock:
+            try:
+                await self.db.execute("BEGIN IMMEDIATE")
+                await self.db.executemany(
+                    "INSERT INTO cosignatures (size, witness, line, time) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (size, witness) DO UPDATE SET line = excluded.line, time = excluded.time",
+                    [(r.size, r.witness, r.line, r.time) for r in rows],
+                )
+                await self.db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                await self._rollback()
+                raise _translate(exc) from exc
+
+    async def put_witness_list(self, agency_id: str, number: int, data: bytes) -> None:
+        await self._write(
+            "INSERT INTO witness_lists (agency_id, number, data) VALUES (?, ?, ?)"
+            " ON CONFLICT (agency_id) DO UPDATE SET number = excluded.number, data = excluded.data"
+            " WHERE excluded.number > witness_lists.number",
+            (agency_id, number, data),
+        )
 
     async def add_agency(self, row: AgencyRow) -> None:
         await self._write(
@@ -286,11 +345,87 @@ class SqliteStore:
         rows = await self.db.execute_fetchall("SELECT case_id, retention_days, created_at FROM cases")
         return [CaseRow(bytes(r[0]), r[1], r[2]) for r in rows]
 
-    async def audit_rows(self) -> list[AuditRow]:
+    async def audit_rows(self, *, after: int = 0) -> list[AuditRow]:
+        """Audit rows from seq ``after`` on, in order."""
         rows = await self.db.execute_fetchall(
-            "SELECT seq, time, event, detail, prev_hash, hash FROM audit ORDER BY seq"
+            "SELECT seq, time, event, detail, prev_hash, hash, leaf_index FROM audit WHERE seq >= ?"
+            " ORDER BY seq",
+            (after,),
         )
         return [AuditRow(*r) for r in rows]
+
+    # ---------------------------------------------------------------- the broker log
+    async def log_leaves(self, start: int, end: int) -> list[bytes]:
+        rows = await self.db.execute_fetchall(
+            "SELECT leaf FROM log_leaves WHERE idx >= ? AND idx < ? ORDER BY idx", (start, end)
+        )
+        return [bytes(r[0]) for r in rows]
+
+    async def latest_checkpoint(self) -> tuple[int, bytes] | None:
+        row = await (
+            await self.db.execute("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1")
+        ).fetchone()
+        return None if row is None else (int(row[0]), bytes(row[1]))
+
+    async def get_checkpoint(self, size: int) -> bytes | None:
+        row = await (await self.db.execute("SELECT note FROM checkpoints WHERE size = ?", (size,))).fetchone()
+        return None if row is None else bytes(row[0])
+
+    async def latest_witnessed(self) -> tuple[int, bytes] | None:
+        row = await (
+            await self.db.execute(
+                "SELECT c.size, c.note FROM checkpoints c WHERE c.size = (SELECT MAX(size) FROM cosignatures)"
+            )
+        ).fetchone()
+        return None if row is None else (int(row[0]), bytes(row[1]))
+
+    async def cosignatures(self, size: int) -> list[CosignatureRow]:
+        rows = await self.db.execute_fetchall(
+            "SELECT size, witness, line, time FROM cosignatures WHERE size = ? ORDER BY witness", (size,)
+        )
+        return [CosignatureRow(int(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in rows]
+
+    async def last_cosigned_sizes(self) -> dict[str, int]:
+        rows = await self.db.execute_fetchall("SELECT witness, MAX(size) FROM cosignatures GROUP BY witness")
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    async def case_leaf_before(self, case_id: bytes, size: int) -> tuple[int, bytes] | None:
+        """The case's last entry whose leaf is in the first ``size`` leaves: (index, leaf).
+
+        Leaf indexes grow with seq within a case, so this walks back from the
+        case's newest entry and stops at the first hit.
+        """
+        row = await (
+            await self.db.execute(
+                "SELECT l.idx, l.leaf FROM entries e JOIN log_leaves l ON l.idx = e.leaf_index"
+                " WHERE e.case_id = ? AND e.leaf_index < ? ORDER BY e.seq DESC LIMIT 1",
+                (case_id, size),
+            )
+        ).fetchone()
+        return None if row is None else (int(row[0]), bytes(row[1]))
+
+    async def get_witness_list(self, agency_id: str) -> bytes | None:
+        row = await (
+            await self.db.execute("SELECT data FROM witness_lists WHERE agency_id = ?", (agency_id,))
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    async def all_witness_lists(self) -> list[bytes]:
+        rows = await self.db.execute_fetchall("SELECT data FROM witness_lists ORDER BY agency_id")
+        return [bytes(r[0]) for r in rows]
+
+    async def legacy_entries(self) -> list[LegacyEntry]:
+        """Entries written before schema 3, in the order the upgrade makes their leaves.
+
+        Order: by ``created_at`` (the group commit that wrote them), then case id,
+        then seq.  Within one case that is seq order, because a case's entries
+        are written in seq order, so the tree's order agrees with every case's.
+        """
+        rows = await self.db.execute_fetchall(
+            "SELECT case_id, seq, receipt, created_at FROM entries WHERE leaf_index IS NULL"
+            " ORDER BY created_at, case_id, seq"
+        )
+        return [LegacyEntry(bytes(r[0]), int(r[1]), bytes(r[2]), int(r[3])) for r in rows]
 
 
 def audit_hash(prev: bytes, seq: int, time: int, event: str, detail: str) -> bytes:
@@ -309,7 +444,18 @@ def audit_hash(prev: bytes, seq: int, time: int, event: str, detail: str) -> byt
 
 def _entry_params(e: EntryRow) -> tuple[object, ...]:
     slot = e.slot or (None, None, None)
-    return (e.case_id, e.seq, e.kind, e.body, e.receipt, slot[0], slot[1], slot[2], e.created_at)
+    return (
+        e.case_id,
+        e.seq,
+        e.kind,
+        e.body,
+        e.receipt,
+        slot[0],
+        slot[1],
+        slot[2],
+        e.created_at,
+        e.leaf_index,
+    )
 
 
 def _entry_row(r: Any) -> EntryRow:

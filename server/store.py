@@ -53,6 +53,8 @@ class EntryRow:
     #: ``(sender, epoch, counter)`` for updates: the idempotency key of a post.
     slot: tuple[bytes, int, int] | None
     created_at: int
+    #: Where the entry's leaf sits in the broker log (None only before it is written).
+    leaf_index: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -70,6 +72,44 @@ class AuditRow:
     detail: str
     prev_hash: bytes
     hash: bytes
+    #: Where the row's ``AuditLeaf`` sits in the broker log; None until a group commit seals it.
+    leaf_index: int | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LogWrite:
+    """What one group commit adds to the broker log, written with its entries in one transaction.
+
+    ``leaves`` are ``(index, leaf bytes)`` in order; ``audit`` maps audit rows
+    (by seq) to the index of their leaf; ``checkpoint`` is the signed note of
+    the tree after the batch, of ``size`` leaves.
+    """
+
+    leaves: Sequence[tuple[int, bytes]]
+    size: int
+    checkpoint: bytes
+    created_at: int
+    audit: Sequence[tuple[int, int]] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CosignatureRow:
+    size: int
+    witness: str
+    #: The signature line exactly as the witness returned it (``— name base64\n``).
+    line: str
+    #: The witness's timestamp, in seconds.
+    time: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LegacyEntry:
+    """A version-2-schema entry that has no leaf yet: what the in-place upgrade reads."""
+
+    case_id: bytes
+    seq: int
+    receipt: bytes
+    created_at: int
 
 
 class Store(Protocol):
@@ -96,7 +136,9 @@ class Store(Protocol):
     async def delete_sessions_of(self, device_id: bytes) -> None: ...
 
     # cases and their logs
-    async def append(self, entries: Sequence[EntryRow], cases: Sequence[CaseRow]) -> None: ...
+    async def append(
+        self, entries: Sequence[EntryRow], cases: Sequence[CaseRow], log: LogWrite | None = None
+    ) -> None: ...
     async def entries(self, case_id: bytes, *, after: int, limit: int) -> list[EntryRow]: ...
     async def entry_at_slot(self, case_id: bytes, slot: tuple[bytes, int, int]) -> EntryRow | None: ...
     async def case_ids(self) -> list[bytes]: ...
@@ -107,4 +149,22 @@ class Store(Protocol):
 
     # audit log
     async def append_audit(self, event: str, detail: str, *, time: int) -> AuditRow: ...
-    async def audit_rows(self) -> list[AuditRow]: ...
+    async def audit_rows(self, *, after: int = 0) -> list[AuditRow]: ...
+
+    # the broker log
+    async def log_leaves(self, start: int, end: int) -> list[bytes]: ...
+    async def latest_checkpoint(self) -> tuple[int, bytes] | None: ...
+    async def get_checkpoint(self, size: int) -> bytes | None: ...
+    async def latest_witnessed(self) -> tuple[int, bytes] | None: ...
+    async def add_cosignatures(self, rows: Sequence[CosignatureRow]) -> None: ...
+    async def cosignatures(self, size: int) -> list[CosignatureRow]: ...
+    async def last_cosigned_sizes(self) -> dict[str, int]: ...
+    async def case_leaf_before(self, case_id: bytes, size: int) -> tuple[int, bytes] | None: ...
+    async def put_witness_list(self, agency_id: str, number: int, data: bytes) -> None: ...
+    async def get_witness_list(self, agency_id: str) -> bytes | None: ...
+    async def all_witness_lists(self) -> list[bytes]: ...
+    #: The in-place upgrade (schema 3): entries without a leaf, oldest first (created_at, case, seq).
+    async def legacy_entries(self) -> list[LegacyEntry]: ...
+    async def write_upgrade(
+        self, log: LogWrite, receipts: Sequence[tuple[bytes, int, bytes, int]]
+    ) -> None: ...

@@ -18,6 +18,8 @@ from caseline.server.store import (
     Store,
 )
 
+from tests.support.olddb import make_old_db
+
 IMPLEMENTATIONS: dict[str, Callable[[Path], Store]] = {
     "sqlite": lambda p: SqliteStore(p / "store.sqlite3"),
 }
@@ -109,7 +111,7 @@ async def test_reopening_keeps_data_and_migrations_are_idempotent(tmp_path: Path
     await s.open()
     assert len(await s.entries(CASE, after=0, limit=5)) == 1
     versions = await s.db.execute_fetchall("SELECT version FROM schema_version")
-    assert [v[0] for v in versions] == [1, 2]
+    assert [v[0] for v in versions] == [1, 2, 3]
     mode = list(await s.db.execute_fetchall("PRAGMA journal_mode"))
     sync = list(await s.db.execute_fetchall("PRAGMA synchronous"))
     assert mode[0][0] == "wal"
@@ -136,14 +138,17 @@ async def test_a_full_disk_is_a_clean_error_and_nothing_half_written(tmp_path: P
 
 async def test_migration_2_turns_version_1_purged_rows_into_purged_entries(tmp_path: Path) -> None:
     """Version 1 marked a purged update only by its empty body; start-up then took it for a damaged one."""
-    s = SqliteStore(tmp_path / "db.sqlite3")
-    await s.open()
-    await s.append(
-        [entry(0), entry(1, slot=(b"s" * 16, 0, 0)), entry(2, slot=(b"s" * 16, 0, 1))], [CaseRow(CASE, 0, 1)]
-    )
-    await s.db.execute("UPDATE entries SET body = X'' WHERE seq = 1")  # what version 1's purge did
-    await s.db.execute("DELETE FROM schema_version WHERE version = 2")
-    await s.close()
+    db = make_old_db(tmp_path / "db.sqlite3", upto=1)
+    db.execute("INSERT INTO cases (case_id, retention_days, created_at) VALUES (?, 0, 1)", (CASE,))
+    for e in [entry(0), entry(1, slot=(b"s" * 16, 0, 0)), entry(2, slot=(b"s" * 16, 0, 1))]:
+        slot = e.slot or (None, None, None)
+        db.execute(
+            "INSERT INTO entries (case_id, seq, kind, body, receipt, slot_sender, slot_epoch, slot_counter,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (e.case_id, e.seq, e.kind, e.body, e.receipt, *slot, e.created_at),
+        )
+    db.execute("UPDATE entries SET body = X'' WHERE seq = 1")  # what version 1's purge did
+    db.close()
     s = SqliteStore(tmp_path / "db.sqlite3")
     await s.open()
     rows = await s.entries(CASE, after=0, limit=5)
