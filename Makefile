@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test run demo lint typecheck bench bench-load vectors interop clean
+.PHONY: test run demo demo-fork lint typecheck bench bench-load vectors interop clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ run: $(STAMP)
 # A guided tour: a broker, two agencies, a bot and a case, on loopback; leaves nothing running.
 demo: $(STAMP)
 	$(BIN)/python -m caseline.client.demo
+
+# The attack the witnesses are for: a second broker on a copy of the data, the same key,
+# one officer on each copy; both officers' next commands raise the split-view alarm.
+demo-fork: $(STAMP)
+	$(BIN)/python -m caseline.client.demo --fork
 
 lint: $(STAMP) .mypy-path/caseline
 	$(BIN)/ruff check .

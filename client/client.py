@@ -50,11 +50,13 @@ from caseline.crypto.snapshot import trust_binding
 from caseline.crypto.updates import HISTORY_SHARE
 from caseline.schemas.api import EntryPage, Session, is_loopback_host
 from caseline.schemas.errors import (
+    BrokerRefusal,
     CaselineError,
     ForkError,
     MalformedError,
     NotPermittedError,
     ProfileError,
+    SplitViewError,
     UnknownError,
     UntrustedError,
     UsageError,
@@ -587,16 +589,25 @@ class Client(Outbox, ContentHelpers, Following, LogWatching):
         # A new list may have sent the view back to genesis: then ask again from there.
         after: int | None = (await self.view(case_id)).count
         events: list[CaseEvent] = []
-        while after is not None:
-            page = (
-                first
-                if first is not None and after == asked
-                else await self.broker.entries(case_id, after=after)
-            )
-            first = None
-            stored = [StoredEntry(e.seq, e.kind, e.body, e.receipt) for e in page.entries]
-            events += await self._accept(case_id, stored)
-            after = self._ledger().next_page(case_id, served=page.count, got=len(stored))
+        try:
+            while after is not None:
+                page = (
+                    first
+                    if first is not None and after == asked
+                    else await self.broker.entries(case_id, after=after)
+                )
+                first = None
+                stored = [StoredEntry(e.seq, e.kind, e.body, e.receipt) for e in page.entries]
+                events += await self._accept(case_id, stored)
+                after = self._ledger().next_page(case_id, served=page.count, got=len(stored))
+        except ForkError as exc:
+            if not isinstance(exc, SplitViewError):
+                # The case's own chain saw a rollback or a fork first.  The broker log's check
+                # names it as the split-view alarm and keeps the signed checkpoints as proof
+                # (§7.8); if the log shows nothing, the case's own error stands.
+                with contextlib.suppress(BrokerRefusal):
+                    await self.check_log()
+            raise
         await self.check_log(case_id)
         return events
 
