@@ -125,7 +125,7 @@ class BrokerLog:
         size, note_bytes = checkpoint
         try:
             parsed, _ = tlog.verify_checkpoint(note_bytes, self.server_key.public_key)
-        except IntegrityError as exc:
+        except CaselineError as exc:
             raise LogDamaged(f"the newest stored checkpoint does not verify under this key: {exc}") from exc
         if parsed.size != size or tree.size != size:
             raise LogDamaged(f"the log holds {tree.size} leaves but its newest checkpoint has {parsed.size}")
@@ -258,7 +258,7 @@ def check_audit_log(
     size, note_bytes = checkpoint
     try:
         parsed_cp, _ = tlog.verify_checkpoint(note_bytes, receipt_key)
-    except IntegrityError as exc:
+    except CaselineError as exc:
         broken.append(f"the newest checkpoint does not verify under the server key: {exc}")
         return AuditReport(broken, notes)
     if parsed_cp.size != tree.size or size != tree.size:
@@ -275,7 +275,7 @@ def check_audit_log(
     try:
         w_cp, w_parsed = tlog.verify_checkpoint(w_note, receipt_key)
         cosigned = tlog.collect_cosignatures(w_parsed.text, w_parsed.signatures, witnesses)
-    except IntegrityError as exc:
+    except CaselineError as exc:
         broken.append(f"the newest witnessed checkpoint does not verify: {exc}")
         return AuditReport(broken, notes)
     if not cosigned:
