@@ -14,8 +14,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from caseline.crypto.certs import issue_revocation_list
+from caseline.crypto.certs import issue_revocation_list, issue_witness_list
 from caseline.crypto.commits import create_commit, log_anchor
+from caseline.crypto.keys import AgencyRootKey
 from caseline.schemas.api import ChallengeRequest
 from caseline.schemas.wire import LogPosition
 from caseline.server.core import token_hash
@@ -187,6 +188,7 @@ async def call(s: Scene, who: str, method: str, path: str, body: bytes | None = 
 def matrix() -> dict[tuple[str, str], tuple[Request, dict[str, int], set[str]]]:
     public200 = dict.fromkeys(PRINCIPALS, 200)
     session = {p: (200 if p in SESSION else 401) for p in PRINCIPALS}
+    log = {p: (200 if p in SESSION or p == "anonymous" else 401) for p in PRINCIPALS}
     forbidden_unless = lambda allowed, ok: {  # noqa: E731
         p: (ok if p in allowed else 403 if p in SESSION else 401) for p in PRINCIPALS
     }
@@ -281,6 +283,51 @@ def matrix() -> dict[tuple[str, str], tuple[Request, dict[str, int], set[str]]]:
         ("GET", "/v1/cases/{case_id}/entries"): (
             lambda s, p: call(s, p, "GET", f"/v1/cases/{s.case_hex}/entries"),
             forbidden_unless({"owner", "member"}, 200),
+            set(),
+        ),
+        # The broker log is hashes only: witnesses and monitors read it without an account,
+        # but a token that is sent must be valid (issue 12).
+        ("GET", "/v1/log/checkpoint"): (lambda s, p: call(s, p, "GET", "/v1/log/checkpoint"), log, set()),
+        ("GET", "/v1/log/witnessed"): (
+            lambda s, p: call(s, p, "GET", "/v1/log/witnessed?since=0"),
+            log,
+            set(),
+        ),
+        ("GET", "/v1/log/proof/inclusion"): (
+            lambda s, p: call(s, p, "GET", "/v1/log/proof/inclusion?index=0&size=1"),
+            log,
+            set(),
+        ),
+        ("GET", "/v1/log/proof/consistency"): (
+            lambda s, p: call(s, p, "GET", "/v1/log/proof/consistency?old=1&new=1"),
+            log,
+            set(),
+        ),
+        ("GET", "/v1/log/leaves"): (
+            lambda s, p: call(s, p, "GET", "/v1/log/leaves?start=0&end=1"),
+            session,
+            set(),
+        ),
+        ("GET", "/v1/agencies/{agency_id}/witnesses"): (
+            lambda s, p: call(s, p, "GET", "/v1/agencies/tz-tra/witnesses"),
+            dict.fromkeys(PRINCIPALS, 404),
+            set(),
+        ),
+        ("PUT", "/v1/agencies/{agency_id}/witnesses"): (
+            # Like revocation lists: a list signed by the wrong root is refused, whoever sends it.
+            lambda s, p: call(
+                s,
+                p,
+                "PUT",
+                "/v1/agencies/tz-tra/witnesses",
+                issue_witness_list(
+                    AgencyRootKey("tz-tra", s.d.world.rng(32)),
+                    number=1,
+                    issued_at=s.d.world.now,
+                    witnesses=[],
+                ),
+            ),
+            dict.fromkeys(PRINCIPALS, 422),
             set(),
         ),
         ("GET", "/v1/stream"): (

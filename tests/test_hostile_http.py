@@ -32,6 +32,7 @@ from caseline.crypto.auth import answer_challenge
 from caseline.crypto.keys import SigningKey
 from caseline.schemas.api import ChallengeRequest, Cursor, PostResult, PostUpdate, Subscribe
 from caseline.schemas.codec import unpack
+from caseline.schemas.wire import AuditLeaf
 from caseline.server.app import create_app, runner_options
 from caseline.server.config import ServerConfig
 from caseline.server.core import Limits, token_hash
@@ -171,6 +172,14 @@ def assert_unchanged(
             assert after[name][: len(rows)] == rows, "audit log rewritten"
             added = {row[2] for row in after[name][len(rows) :]}
             assert added <= AUDITED_ON_REFUSAL, added
+        elif name == "log_leaves":
+            # A refusal's audit row is sealed into the broker log (issue 12): only audit
+            # leaves may follow, and nothing before them may change.
+            assert after[name][: len(rows)] == rows, "broker log rewritten"
+            for _, leaf in after[name][len(rows) :]:
+                AuditLeaf.decode(leaf)
+        elif name == "checkpoints":
+            assert after[name][: len(rows)] == rows, "checkpoints rewritten"
         else:
             assert after[name] == rows, f"table {name} changed"
 
@@ -337,6 +346,13 @@ ROUTES = {
     ("POST", "/v1/cases/{case_id}/updates"): "envelope",
     ("POST", "/v1/devices"): "cert",
     ("PUT", "/v1/agencies/{agency_id}/revocations"): "crl",
+    ("GET", "/v1/agencies/{agency_id}/witnesses"): None,
+    ("PUT", "/v1/agencies/{agency_id}/witnesses"): "crl",
+    ("GET", "/v1/log/checkpoint"): None,
+    ("GET", "/v1/log/witnessed"): None,
+    ("GET", "/v1/log/proof/inclusion"): None,
+    ("GET", "/v1/log/proof/consistency"): None,
+    ("GET", "/v1/log/leaves"): None,
 }
 
 
