@@ -15,12 +15,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Final
 
 from aiohttp import web
-from caseline.crypto.caselog import DAY_MS
+from caseline.crypto.caselog import DAY_MS, KIND_UPDATE
 from caseline.crypto.certs import MAX_SKEW_MS, TrustStore
+from caseline.crypto.commits import CaseState
 from caseline.crypto.keys import SigningKey
 from caseline.schemas.api import REVOCATIONS_HEADER
 from caseline.schemas.errors import BrokerRateLimited, BrokerStorageFull, CaselineError
-from caseline.server import problems, routes
+from caseline.server import problems, retention, routes
 from caseline.server.config import ServerConfig
 from caseline.server.core import BrokerCore
 from caseline.server.keys import (
@@ -246,8 +247,25 @@ async def purge_expired(app: web.Application) -> int:
     for case in await store.cases_with_retention():
         runtime = app[CORE].cases.get(case.case_id)
         days = runtime.state.policy.retention_days if runtime is not None else case.retention_days
-        purged += await store.purge(case.case_id, before_time=now - days * DAY_MS - MAX_SKEW_MS)
+        cutoff = now - days * DAY_MS - MAX_SKEW_MS
+        if runtime is None or runtime.state.witnessing.rule == "none":
+            purged += await store.purge(case.case_id, before_time=cutoff)
+        else:
+            purged += await _purge_witnessed(app, case.case_id, runtime.state, cutoff)
     return purged
+
+
+async def _purge_witnessed(app: web.Application, case_id: bytes, state: CaseState, cutoff: int) -> int:
+    """A witnessed case: purge by the witnesses' time, keeping receipts members accept (§7.4)."""
+    store = app[STORE]
+    lists = {a: app[CORE].trust.witnesses(a) for a in state.agencies}
+    witnessed = retention.quorum_checkpoints(
+        await store.cosigned_checkpoints(before=cutoff // 1000), state, lists, before=cutoff
+    )
+    if not witnessed:
+        return 0
+    rows = [r for r in await app[BROKER].all_entries(case_id) if r.kind == KIND_UPDATE]
+    return await store.purge_with_receipts(case_id, retention.purge_plan(rows, witnessed, app[BROKER].log))
 
 
 async def _retention_loop(app: web.Application) -> None:

@@ -83,7 +83,7 @@ class Broker:
                 self.core.trust.add_witness_list(signed)
         await self._load_log()
         for case_id in await self.store.case_ids():
-            rows = await self._all_entries(case_id)
+            rows = await self.all_entries(case_id)
             try:
                 self.core.reload(case_id, rows, now=now)
             except CaselineError as exc:
@@ -192,7 +192,7 @@ class Broker:
         for listener in self.checkpoint_listeners:
             listener(sealed.size)
 
-    async def _all_entries(self, case_id: bytes) -> list[EntryRow]:
+    async def all_entries(self, case_id: bytes) -> list[EntryRow]:
         rows: list[EntryRow] = []
         while True:
             page = await self.store.entries(case_id, after=len(rows), limit=4096)

@@ -247,6 +247,27 @@ class SqliteStore:
                 await self._rollback()
                 raise _translate(exc) from exc
 
+    async def purge_with_receipts(self, case_id: bytes, items: Sequence[tuple[int, bytes]]) -> int:
+        """Purge the given updates of a witnessed case, each keeping a receipt into a witnessed checkpoint."""
+        if not items:
+            return 0
+        async with self._lock:
+            try:
+                await self.db.execute("BEGIN IMMEDIATE")
+                purged = 0
+                for seq, receipt in items:
+                    cursor = await self.db.execute(
+                        "UPDATE entries SET kind = 'purged', body = X'', receipt = ?"
+                        " WHERE case_id = ? AND seq = ? AND kind = 'update'",
+                        (receipt, case_id, seq),
+                    )
+                    purged += cursor.rowcount
+                await self.db.execute("COMMIT")
+                return purged
+            except sqlite3.Error as exc:
+                await self._rollback()
+                raise _translate(exc) from exc
+
     async def append_audit(self, event: str, detail: str, *, time: int) -> AuditRow:
         async with self._lock:
             try:
@@ -384,6 +405,14 @@ class SqliteStore:
             "SELECT size, witness, line, time FROM cosignatures WHERE size = ? ORDER BY witness", (size,)
         )
         return [CosignatureRow(int(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in rows]
+
+    async def cosigned_checkpoints(self, *, before: int) -> list[tuple[int, bytes]]:
+        rows = await self.db.execute_fetchall(
+            "SELECT c.size, c.note, group_concat(s.line, '') FROM checkpoints c JOIN cosignatures s"
+            " ON s.size = c.size GROUP BY c.size HAVING MAX(s.time) <= ? ORDER BY c.size",
+            (before,),
+        )
+        return [(int(r[0]), bytes(r[1]) + str(r[2]).encode()) for r in rows]
 
     async def last_cosigned_sizes(self) -> dict[str, int]:
         rows = await self.db.execute_fetchall("SELECT witness, MAX(size) FROM cosignatures GROUP BY witness")
