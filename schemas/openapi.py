@@ -181,6 +181,7 @@ def build() -> dict[str, Any]:
         wire.LogReceipt,
         wire.Witness,
         wire.Witnessing,
+        wire.LogRef,
         wire.WitnessList,
         wire.AuthChallenge,
         api.ChallengeRequest,
