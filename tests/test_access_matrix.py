@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from caseline.crypto.certs import issue_revocation_list
+from caseline.crypto.certs import issue_revocation_list, issue_witness_list
 from caseline.crypto.commits import create_commit, log_anchor
 from caseline.schemas.api import ChallengeRequest
 from caseline.schemas.wire import LogPosition
@@ -187,6 +187,7 @@ async def call(s: Scene, who: str, method: str, path: str, body: bytes | None = 
 def matrix() -> dict[tuple[str, str], tuple[Request, dict[str, int], set[str]]]:
     public200 = dict.fromkeys(PRINCIPALS, 200)
     session = {p: (200 if p in SESSION else 401) for p in PRINCIPALS}
+    log_public = {p: (200 if p in SESSION or p == "anonymous" else 401) for p in PRINCIPALS}
     forbidden_unless = lambda allowed, ok: {  # noqa: E731
         p: (ok if p in allowed else 403 if p in SESSION else 401) for p in PRINCIPALS
     }
@@ -202,6 +203,55 @@ def matrix() -> dict[tuple[str, str], tuple[Request, dict[str, int], set[str]]]:
         ("GET", "/v1/agencies/{agency_id}"): (
             lambda s, p: call(s, p, "GET", "/v1/agencies/ke-kra"),
             public200,
+            set(),
+        ),
+        # The broker log: public (a bad token is still a 401); leaves need a session.
+        ("GET", "/v1/log/checkpoint"): (
+            lambda s, p: call(s, p, "GET", "/v1/log/checkpoint"),
+            log_public,
+            set(),
+        ),
+        ("GET", "/v1/log/witnessed"): (
+            lambda s, p: call(s, p, "GET", "/v1/log/witnessed"),
+            log_public,
+            set(),
+        ),
+        ("GET", "/v1/log/proof/inclusion"): (
+            lambda s, p: call(s, p, "GET", "/v1/log/proof/inclusion?index=0&size=1"),
+            log_public,
+            set(),
+        ),
+        ("GET", "/v1/log/proof/consistency"): (
+            lambda s, p: call(s, p, "GET", "/v1/log/proof/consistency?old=0&new=1"),
+            log_public,
+            set(),
+        ),
+        ("GET", "/v1/log/leaves"): (
+            lambda s, p: call(s, p, "GET", "/v1/log/leaves?start=0&end=1"),
+            session,
+            set(),
+        ),
+        ("GET", "/v1/agencies/{agency_id}/witnesses"): (
+            lambda s, p: call(s, p, "GET", "/v1/agencies/tz-tra/witnesses"),
+            dict.fromkeys(PRINCIPALS, 404),
+            set(),
+        ),
+        ("PUT", "/v1/agencies/{agency_id}/witnesses"): (
+            lambda s, p: call(
+                s,
+                p,
+                "PUT",
+                "/v1/agencies/tz-tra/witnesses",
+                issue_witness_list(
+                    __import__("caseline.crypto.keys", fromlist=["AgencyRootKey"]).AgencyRootKey(
+                        "tz-tra", s.d.world.rng(32)
+                    ),
+                    number=99,
+                    issued_at=s.d.world.now,
+                    witnesses=[],
+                ),
+            ),
+            dict.fromkeys(PRINCIPALS, 422),
             set(),
         ),
         ("GET", "/v1/agencies/{agency_id}/revocations"): (
