@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test run demo lint typecheck bench bench-load vectors clean
+.PHONY: test run demo demo-fork lint typecheck bench bench-load vectors interop clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ run: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m caseline.client.demo
 
+# The attack the witnesses are for: a second broker on a copy of the data, the same key,
+# one officer on each copy; both officers' next commands raise the split-view alarm.
+demo-fork: $(STAMP)
+	$(BIN)/python -m caseline.client.demo --fork
+
 lint: $(STAMP) .mypy-path/caseline
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -68,6 +73,12 @@ bench-load: $(STAMP)
 
 vectors: $(STAMP)
 	$(BIN)/python -m tests.vectors.generate
+
+# caseline's checkpoints cosigned by litewitness (C2SP tlog-witness, filippo.io/torchwood):
+# builds it into ~/.cache/caseline-interop when missing (Go and the Go module proxy), or
+# takes CASELINE_LITEWITNESS=/path/to/litewitness; not part of make test.
+interop: $(STAMP)
+	PYTHON=$(BIN)/python bash bench/interop.sh
 
 # Coverage-guided fuzzing (atheris), one harness after another: FUZZ_SECONDS each.
 # Seeds come from a real case (fuzz/seeds.py); new inputs stay in fuzz/corpus/,

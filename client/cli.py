@@ -479,9 +479,12 @@ async def cmd_case(args: argparse.Namespace, out: Out) -> int:
     return EXIT_OK
 
 
+UNWITNESSED_LINE: Final = "UNWITNESSED: only the broker vouches for this history's order and time"
+
+
 def witness_line(status: WitnessStatus) -> str:
     if not status.witnessed:
-        return "[yellow]UNWITNESSED[/]: only the broker vouches for this history's order and time"
+        return f"[yellow]{UNWITNESSED_LINE}[/]"
     if status.pending:
         return f"[yellow]{status.pending} pending witness[/]; {status.final} of {status.count} entries final"
     return f"[green]final[/]: all {status.count} entries witnessed" + (
@@ -674,6 +677,16 @@ async def cmd_evidence(args: argparse.Namespace, out: Out) -> int:
         }
         for r in report.records
     ]
+    checkpoint = (
+        None
+        if report.checkpoint is None
+        else {
+            "origin": report.checkpoint.origin,
+            "size": report.checkpoint.size,
+            "root": report.checkpoint.root.hex(),
+        }
+    )
+    witnesses = [{"name": v.name, "agency": v.agency_id, "time": when(v.time)} for v in report.witnesses]
     if out.as_json:
         out.data(
             {
@@ -683,6 +696,10 @@ async def cmd_evidence(args: argparse.Namespace, out: Out) -> int:
                 "exported_at": when(report.exported_at),
                 "log_length": report.log_length,
                 "records": records,
+                "witnessed": report.witnessed,
+                "checkpoint": checkpoint,
+                "witnesses": witnesses,
+                "witnessed_at": None if report.witnessed_at is None else when(report.witnessed_at),
             }
         )
     else:
@@ -698,6 +715,17 @@ async def cmd_evidence(args: argparse.Namespace, out: Out) -> int:
             f"exported by {report.exporter.agency_id}:{report.exporter.user_id} "
             f"at {when(report.exported_at)}; log of {report.log_length} entries signed by the broker"
         )
+        from rich.markup import escape  # noqa: PLC0415 - rich only when printing for a person
+
+        if checkpoint is not None:
+            origin, size, root = (checkpoint[k] for k in ("origin", "size", "root"))
+            out.say(f"checkpoint: {escape(str(origin))}  size {size}  root {root}")
+        if report.witnessed and report.witnessed_at is not None:
+            out.say(f"WITNESSED at {when(report.witnessed_at)} by:")
+            for w in witnesses:
+                out.say(f"  {escape(w['name'])} ({w['agency']}) at {w['time']}")
+        else:
+            out.say(UNWITNESSED_LINE)
     return EXIT_OK
 
 

@@ -41,6 +41,7 @@ from caseline.client.transport import BrokerConnection
 from caseline.client.viewstore import ViewStore
 from caseline.client.watch import LogWatching
 from caseline.crypto import primitives as P
+from caseline.crypto import tlog
 from caseline.crypto.caselog import CaseView
 from caseline.crypto.certs import TrustStore, VerifiedCert, make_enrolment_request
 from caseline.crypto.evidence import EvidenceReport, export_evidence, verify_evidence
@@ -49,11 +50,13 @@ from caseline.crypto.snapshot import trust_binding
 from caseline.crypto.updates import HISTORY_SHARE
 from caseline.schemas.api import EntryPage, Session, is_loopback_host
 from caseline.schemas.errors import (
+    BrokerRefusal,
     CaselineError,
     ForkError,
     MalformedError,
     NotPermittedError,
     ProfileError,
+    SplitViewError,
     UnknownError,
     UntrustedError,
     UsageError,
@@ -586,16 +589,25 @@ class Client(Outbox, ContentHelpers, Following, LogWatching):
         # A new list may have sent the view back to genesis: then ask again from there.
         after: int | None = (await self.view(case_id)).count
         events: list[CaseEvent] = []
-        while after is not None:
-            page = (
-                first
-                if first is not None and after == asked
-                else await self.broker.entries(case_id, after=after)
-            )
-            first = None
-            stored = [StoredEntry(e.seq, e.kind, e.body, e.receipt) for e in page.entries]
-            events += await self._accept(case_id, stored)
-            after = self._ledger().next_page(case_id, served=page.count, got=len(stored))
+        try:
+            while after is not None:
+                page = (
+                    first
+                    if first is not None and after == asked
+                    else await self.broker.entries(case_id, after=after)
+                )
+                first = None
+                stored = [StoredEntry(e.seq, e.kind, e.body, e.receipt) for e in page.entries]
+                events += await self._accept(case_id, stored)
+                after = self._ledger().next_page(case_id, served=page.count, got=len(stored))
+        except ForkError as exc:
+            if not isinstance(exc, SplitViewError):
+                # The case's own chain saw a rollback or a fork first.  The broker log's check
+                # names it as the split-view alarm and keeps the signed checkpoints as proof
+                # (§7.8); if the log shows nothing, the case's own error stands.
+                with contextlib.suppress(BrokerRefusal):
+                    await self.check_log()
+            raise
         await self.check_log(case_id)
         return events
 
@@ -853,23 +865,44 @@ class Client(Outbox, ContentHelpers, Following, LogWatching):
         )
 
     async def export_evidence(self, case_id: bytes, seqs: Iterable[int] | None = None) -> bytes:
-        """A bundle disclosing the chosen updates (default: every one this device can read)."""
-        await self.sync(case_id)
+        """A bundle disclosing the chosen updates (default: every one this device can read).
+
+        In a witnessed case the bundle ends at the case's last *final* entry and
+        carries the receipt into the witnessed checkpoint that made it final;
+        disclosing an entry still pending witness is refused.  ``sync`` ends by
+        checking the broker log, so the finality used here is fresh.
+        """
+        await self.sync(case_id)  # includes check_log(case_id): finality and its receipt
         view = await self.view(case_id)
         stored = {e.seq: e for e in await self.store.entries(case_id)}
+        if not stored or view.state is None:
+            raise UnknownError("this device holds no entries of that case")
         readable = {e.seq for e in await self.history(case_id) if e.kind == "update" and e.readable}
-        chosen = sorted(readable if seqs is None else set(seqs))
+        if view.state.witnessing.rule != "none":
+            receipt = await self.store.finality_receipt(case_id)
+            upto = 0 if receipt is None else min(tlog.receipt_leaf(receipt).seq + 1, view.count)
+            if receipt is None or upto == 0:
+                raise NotPermittedError(
+                    "no entry of this case is final yet; try again once the witnesses have cosigned"
+                )
+        else:
+            upto = view.count
+            receipt = stored[upto - 1].receipt
+        chosen = sorted(s for s in readable if s < upto) if seqs is None else sorted(set(seqs))
         for seq in chosen:
             if seq not in readable:
                 raise UnknownError(f"entry {seq} is not an update this device can disclose")
-        if not stored:
-            raise UnknownError("this device holds no entries of that case")
+            if seq >= upto:
+                raise NotPermittedError(
+                    f"entry {seq} is still pending witness; try again once the witnesses have cosigned"
+                )
         return export_evidence(
             view,
             exporter=self.keys,
             envelopes={seq: stored[seq].body for seq in chosen},
-            receipt=stored[view.count - 1].receipt,
+            receipt=receipt,
             now=self.clock(),
+            upto=upto,
         )
 
 

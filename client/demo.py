@@ -1,11 +1,18 @@
 """``make demo``: a guided tour of caseline with real processes on loopback.
 
-It starts a broker, creates the Kenya Revenue Authority and the Tanzania
-Revenue Authority with a scanner bot, pins fingerprints both ways, runs a case
-from first report to evidence bundle, and stops everything it started.  Every
-step is a real ``caseline``/``caseline-server`` command, printed as typed, so a
-newcomer can repeat any of them by hand.  State lives in a temporary directory
-that is removed at the end (``--keep DIR`` keeps it).
+It starts a broker and one witness per agency, creates the Kenya Revenue
+Authority and the Tanzania Revenue Authority with a scanner bot, lists each
+agency's witness, pins fingerprints both ways, runs a witnessed case from first
+report to evidence bundle, and stops everything it started.  Every step is a
+real ``caseline``/``caseline-server``/``caseline-witness`` command, printed as
+typed, so a newcomer can repeat any of them by hand.  State lives in a
+temporary directory that is removed at the end (``--keep DIR`` keeps it).
+
+``make demo-fork`` (``--fork``): the attack the witnesses exist for.  The
+broker's operator copies its data directory and starts a second broker on the
+copy, with the same key, and routes each agency's officer to another copy.
+Both officers post; each one's next command raises the split-view alarm
+(exit 3) and saves the two signed checkpoints as proof.
 """
 
 from __future__ import annotations
@@ -14,11 +21,14 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shlex
+import shutil
 import socket
 import subprocess  # runs our own CLI and broker (SECURITY.md, Supply chain)  # nosec B404
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +36,18 @@ from typing import Any
 KRA = ("ke-kra", "Kenya Revenue Authority", "KE")
 TRA = ("tz-tra", "Tanzania Revenue Authority", "TZ")
 PASSPHRASE = "demo passphrase — use a real one"  # noqa: S105 - a throwaway demo  # nosec B105
+MODULES = {
+    "caseline": "caseline.client.cli",
+    "caseline-server": "caseline.server.cli",
+    "caseline-witness": "caseline.witness.cli",
+}
+EXIT_SPLIT_VIEW = 3
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 class Demo:
@@ -39,20 +61,26 @@ class Demo:
             "NO_COLOR": "1",
             "COLUMNS": "110",
         }
-        self.broker: subprocess.Popen[bytes] | None = None
         self.url = ""
+        self.port = 0
+        self.witness_keys: dict[str, str] = {}  # agency -> VKEY@URL
+        self.fingerprints: dict[str, str] = {}
+        self.last_code = 0
 
     def step(self, title: str) -> None:
         if not self.quiet:
             print(f"\n── {title} " + "─" * max(0, 70 - len(title)), flush=True)
 
-    def run(self, *argv: str, expect: int = 0, stdin: str | None = None, show: bool = True) -> str:
-        shown = ["caseline" if argv[0] == "caseline" else argv[0], *argv[1:]]
-        command = [
-            sys.executable,
-            "-m",
-            "caseline.client.cli" if argv[0] == "caseline" else "caseline.server.cli",
-        ]
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            print(text, flush=True)
+
+    def run(
+        self, *argv: str, expect: int | tuple[int, ...] = 0, stdin: str | None = None, show: bool = True
+    ) -> str:
+        shown = list(argv)
+        command = [sys.executable, "-m", MODULES[argv[0]]]
+        accepted = (expect,) if isinstance(expect, int) else expect
         if not self.quiet:
             print("$ " + " ".join(shlex.quote(a) for a in shown), flush=True)
         done = subprocess.run(  # noqa: S603 - our own CLI, arguments from this script  # nosec B603
@@ -64,7 +92,8 @@ class Demo:
             timeout=120,
             check=False,
         )
-        if done.returncode != expect:
+        self.last_code = done.returncode
+        if done.returncode not in accepted:
             sys.stderr.write(done.stdout + done.stderr)
             raise SystemExit(f"demo: `{' '.join(shown)}` exited {done.returncode}, expected {expect}")
         if show and not self.quiet:
@@ -80,146 +109,210 @@ class Demo:
         return data
 
     @contextlib.contextmanager
-    def broker_running(self) -> Iterator[None]:
-        data = self.root / "broker"
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.run("caseline-server", "--data-dir", str(data), "init")
-        self.url = f"http://127.0.0.1:{port}"
+    def process(self, name: str, *argv: str) -> Iterator[None]:
+        """Run ``name`` (caseline-server or caseline-witness) in the background until the block ends.
+
+        Ready when it says so on stdout (an event, not a pause); always stopped and reaped.
+        """
         if not self.quiet:
-            print(f"$ caseline-server --data-dir {data} serve --port {port} &", flush=True)
-        self.broker = subprocess.Popen(  # noqa: S603 - our own broker  # nosec B603
-            [
-                sys.executable,
-                "-m",
-                "caseline.server.cli",
-                "--data-dir",
-                str(data),
-                "serve",
-                "--port",
-                str(port),
-            ],
+            print("$ " + " ".join(shlex.quote(a) for a in (name, *argv)) + " &", flush=True)
+        proc = subprocess.Popen(  # noqa: S603 - our own programs  # nosec B603
+            [sys.executable, "-m", MODULES[name], *argv],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             env=self.env,
         )
         try:
-            for line in self.broker.stdout or ():  # wait for the event: the broker says it listens
-                if b"caseline broker ready" in line:
+            for line in proc.stdout or ():
+                if line.strip() == b"ready" or b"caseline broker ready" in line:
                     break
             else:
-                raise SystemExit("demo: the broker did not start")
+                raise SystemExit(f"demo: {name} did not start")
             yield
         finally:
-            self.broker.terminate()
-            self.broker.wait(timeout=30)
-            if not self.quiet:
-                print("\n(broker stopped)")
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+    def broker_dir(self) -> Path:
+        return self.root / "broker"
+
+    def init_broker(self) -> None:
+        self.run("caseline-server", "--data-dir", str(self.broker_dir()), "init")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    @contextlib.contextmanager
+    def broker_running(self, data: Path | None = None, port: int | None = None) -> Iterator[str]:
+        """A broker on ``data`` (default: the demo's own) at ``port`` (default: its own); its URL."""
+        data = data or self.broker_dir()
+        port = port or self.port
+        with self.process("caseline-server", "--data-dir", str(data), "serve", "--port", str(port)):
+            try:
+                yield f"http://127.0.0.1:{port}"
+            finally:
+                self.say(f"\n(broker on port {port} stopped)")
+
+    @contextlib.contextmanager
+    def witnesses_running(self) -> Iterator[None]:
+        """Each agency's witness: its own key and state, told which broker log to cosign."""
+        self.step("0. Each agency starts a witness, on its own machine, for the broker's log")
+        out = self.run("caseline-server", "--data-dir", str(self.broker_dir()), "log", "vkey")
+        log_vkey = next(line.split(" ", 1)[1] for line in out.splitlines() if line.startswith("vkey: "))
+        with contextlib.ExitStack() as stack:
+            for agency, *_ in (KRA, TRA):
+                data = str(self.root / f"witness-{agency}")
+                port = free_port()
+                self.run(
+                    "caseline-witness", "--data-dir", data, "init", "--name", f"witness.{agency}.example/w1"
+                )
+                self.run("caseline-witness", "--data-dir", data, "log", "add", log_vkey)
+                vkey = self.run("caseline-witness", "--data-dir", data, "vkey").strip()
+                self.witness_keys[agency] = f"{vkey}@http://127.0.0.1:{port}"
+                stack.enter_context(
+                    self.process("caseline-witness", "--data-dir", data, "serve", "--port", str(port))
+                )
+            try:
+                yield
+            finally:
+                self.say("\n(witnesses stopped)")
+
+    def setup(self, people: list[tuple[str, str, str, str]], *, alarm_after: str = "60") -> str:
+        """Steps 1-4: agencies, their witnesses, devices, pins, and a witnessed case; its id."""
+        root = self.root
+        self.step("1. Each agency creates its root key and reads the fingerprint to the other")
+        fpr = self.fingerprints
+        for agency, name, country in (KRA, TRA):
+            info = self.json(
+                "caseline",
+                "--profile",
+                f"{agency}-admin",
+                "agency",
+                "init",
+                agency,
+                "--kdf",
+                "interactive",
+            )
+            fpr[agency] = info["fingerprint"]
+            self.step(f"   the broker's operator registers {name}")
+            self.run(
+                "caseline-server",
+                "--data-dir",
+                str(self.broker_dir()),
+                "agency",
+                "add",
+                agency,
+                "--name",
+                name,
+                "--country",
+                country,
+                "--root-key",
+                info["root_key"],
+            )
+            self.step(f"   {name} lists its witness (signed by its root, so partners pin it through it)")
+            self.run(
+                "caseline",
+                "--profile",
+                f"{agency}-admin",
+                "agency",
+                "witnesses",
+                "--witness",
+                self.witness_keys[agency],
+            )
+
+        self.step("2. Officers and a bot create device keys; administrators certify them")
+        for profile, agency, user, role in people:
+            extra = (
+                ["--key-file", str(root / "scanner-bot.key")] if role == "bot" else ["--kdf", "interactive"]
+            )
+            self.run(
+                "caseline",
+                "--profile",
+                profile,
+                "init",
+                "--agency",
+                agency,
+                "--user",
+                user,
+                "--server",
+                self.url,
+                "--request-out",
+                str(root / f"{profile}.req"),
+                *extra,
+            )
+            scopes = ["--scope", "alert", "--scope", "read"] if role == "bot" else []
+            self.run(
+                "caseline",
+                "--profile",
+                f"{agency}-admin",
+                "agency",
+                "issue",
+                str(root / f"{profile}.req"),
+                "--role",
+                role,
+                *scopes,
+                "-o",
+                str(root / f"{profile}.cert"),
+            )
+        for agency in (KRA[0], TRA[0]):
+            self.run("caseline", "--profile", f"{agency}-admin", "agency", "publish", "--server", self.url)
+
+        self.step("3. Every device pins both agencies by fingerprint, then logs in")
+        for profile, *_ in people:
+            for agency in (KRA[0], TRA[0]):
+                self.run("caseline", "--profile", profile, "trust", "add", agency, fpr[agency], show=False)
+            self.run("caseline", "--profile", profile, "login", "--cert", str(root / f"{profile}.cert"))
+
+        self.step("4. Alice (KRA) opens a case witnessed by both agencies' witnesses")
+        members = ["--member", "ke-kra:scanner-bot"] if any(p[3] == "bot" for p in people) else []
+        case: str = self.json(
+            "caseline",
+            "--profile",
+            "alice",
+            "case",
+            "create",
+            "--title",
+            "Operation Kilimanjaro",
+            "--reference",
+            "KE-2026-0042",
+            "--handling",
+            "H2",
+            "--tlp",
+            "AMBER",
+            "--witnessed",
+            "--alarm-after",
+            alarm_after,
+            *members,
+        )["case_id"]
+        return case
+
+    def until_final(self, profile: str, case: str) -> None:
+        """Ask until the witnesses have cosigned every entry (bounded; each ask is a command)."""
+        deadline = time.monotonic() + 30
+        while True:
+            data = self.run("caseline", "--profile", profile, "--json", "case", "show", case, show=False)
+            if json.loads(data)["witness"]["pending"] == 0:
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit("demo: the witnesses did not cosign within 30 s")
 
     def story(self) -> dict[str, Any]:
         root = self.root
-        with self.broker_running():
-            self.step("1. Each agency creates its root key and reads the fingerprint to the other")
-            fpr = {}
-            for agency, name, country in (KRA, TRA):
-                info = self.json(
-                    "caseline",
-                    "--profile",
-                    f"{agency}-admin",
-                    "agency",
-                    "init",
-                    agency,
-                    "--kdf",
-                    "interactive",
-                )
-                fpr[agency] = info["fingerprint"]
-                self.step(f"   the broker's operator registers {name}")
-                self.run(
-                    "caseline-server",
-                    "--data-dir",
-                    str(root / "broker"),
-                    "agency",
-                    "add",
-                    agency,
-                    "--name",
-                    name,
-                    "--country",
-                    country,
-                    "--root-key",
-                    info["root_key"],
-                )
-
-            self.step("2. Officers and a bot create device keys; administrators certify them")
+        self.init_broker()
+        with self.witnesses_running(), self.broker_running():
+            fpr = self.fingerprints
             people = [
                 ("alice", KRA[0], "alice.wanjiru", "officer"),
                 ("juma", TRA[0], "juma.mussa", "officer"),
                 ("bot", KRA[0], "scanner-bot", "bot"),
             ]
-            for profile, agency, user, role in people:
-                extra = (
-                    ["--key-file", str(root / "scanner-bot.key")]
-                    if role == "bot"
-                    else ["--kdf", "interactive"]
-                )
-                self.run(
-                    "caseline",
-                    "--profile",
-                    profile,
-                    "init",
-                    "--agency",
-                    agency,
-                    "--user",
-                    user,
-                    "--server",
-                    self.url,
-                    "--request-out",
-                    str(root / f"{profile}.req"),
-                    *extra,
-                )
-                scopes = ["--scope", "alert", "--scope", "read"] if role == "bot" else []
-                self.run(
-                    "caseline",
-                    "--profile",
-                    f"{agency}-admin",
-                    "agency",
-                    "issue",
-                    str(root / f"{profile}.req"),
-                    "--role",
-                    role,
-                    *scopes,
-                    "-o",
-                    str(root / f"{profile}.cert"),
-                )
-            for agency in (KRA[0], TRA[0]):
-                self.run(
-                    "caseline", "--profile", f"{agency}-admin", "agency", "publish", "--server", self.url
-                )
-
-            self.step("3. Every device pins both agencies by fingerprint, then logs in")
-            for profile, *_ in people:
-                for agency in (KRA[0], TRA[0]):
-                    self.run("caseline", "--profile", profile, "trust", "add", agency, fpr[agency])
-                self.run("caseline", "--profile", profile, "login", "--cert", str(root / f"{profile}.cert"))
-
-            self.step("4. Alice (KRA) opens a case with the bot, then invites Juma (TRA)")
-            case = self.json(
-                "caseline",
-                "--profile",
-                "alice",
-                "case",
-                "create",
-                "--title",
-                "Operation Kilimanjaro",
-                "--reference",
-                "KE-2026-0042",
-                "--handling",
-                "H2",
-                "--tlp",
-                "AMBER",
-                "--member",
-                "ke-kra:scanner-bot",
-            )["case_id"]
+            case = self.setup(people)
+            self.step("   ... then invites Juma (TRA)")
             self.run("caseline", "--profile", "alice", "case", "add", case, "tz-tra:juma.mussa")
 
             self.step("5. A seizure report, a reply from across the border, and a bot alert")
@@ -277,7 +370,11 @@ class Demo:
                 stdin=json.dumps(alert),
                 show=True,
             )
+            self.until_final("juma", case)
             self.run("caseline", "--profile", "juma", "case", "show", case)
+            self.step("   the witnesses that vouch for this history, as each agency listed them")
+            for agency in (KRA[0], TRA[0]):
+                self.run("caseline", "--profile", f"{agency}-admin", "agency", "witnesses")
 
             self.step("6. The bot leaves the case; it cannot read what follows")
             self.run("caseline", "--profile", "alice", "case", "remove", case, "ke-kra:scanner-bot")
@@ -316,19 +413,86 @@ class Demo:
             self.run("caseline", "evidence", "verify", str(forged), *pins, expect=3)
         return {"case_id": case, "head_code": a["head_code"], "fingerprints": fpr}
 
+    def fork(self) -> dict[str, Any]:
+        """The operator forks the broker from a copy of its data; both officers raise the alarm."""
+        people = [("alice", KRA[0], "alice.wanjiru", "officer"), ("juma", TRA[0], "juma.mussa", "officer")]
+        self.init_broker()
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(self.witnesses_running())
+            with self.broker_running():
+                case = self.setup(people, alarm_after="1")
+                self.run("caseline", "--profile", "alice", "case", "add", case, "tz-tra:juma.mussa")
+                self.until_final("alice", case)
+                self.run("caseline", "--profile", "juma", "case", "show", case)
+            self.step("5. A compromised operator copies the broker's data directory (same key)")
+            copy = self.root / "broker-copy"
+            self.say(f"$ cp -a {self.broker_dir()} {copy}")
+            shutil.copytree(self.broker_dir(), copy)
+            stack.enter_context(self.broker_running())
+            other = stack.enter_context(self.broker_running(copy, free_port()))
+            self.step("   ... and sends TRA's officer to the copy (a DNS entry, a proxy: Juma cannot tell)")
+            self.run("caseline", "--profile", "juma", "login", "--server", other)
+
+            self.step("6. Each officer posts on their own branch of the history")
+            for profile, text in (("alice", "Container MSKU1234565 released"), ("juma", "Hold MSKU1234565")):
+                self.run(
+                    "caseline",
+                    "--profile",
+                    profile,
+                    "post",
+                    case,
+                    "--type",
+                    "status",
+                    "--field",
+                    "status=active",
+                    "--field",
+                    f"reason={text}",
+                    expect=(0, EXIT_SPLIT_VIEW),
+                )
+
+            self.step("7. Their next commands raise the split-view alarm (exit 3), with proof kept")
+            codes = {}
+            for profile in ("alice", "juma"):
+                deadline = time.monotonic() + 30
+                while True:
+                    self.run(
+                        "caseline", "--profile", profile, "case", "show", case, expect=(0, EXIT_SPLIT_VIEW)
+                    )
+                    if self.last_code == EXIT_SPLIT_VIEW or time.monotonic() > deadline:
+                        break
+                codes[profile] = self.last_code
+            if set(codes.values()) != {EXIT_SPLIT_VIEW}:
+                raise SystemExit(f"demo: the fork went unnoticed: {codes}")
+            origin = re.compile(r"^(caseline\.log/[0-9a-f]{64})\n(\d+)\n(\S{44})$", re.M)
+            for profile in ("alice", "juma"):
+                proofs = sorted((self.root / "home" / "profiles" / profile / "alarms").glob("*"))
+                if not proofs:
+                    raise SystemExit(f"demo: {profile} kept no proof")
+                shown = sorted({(int(m[2]), m[3]) for m in origin.finditer(proofs[0].read_text())})
+                self.say(f"\n  {profile}'s proof ({proofs[0].name}): the broker signed")
+                for size, root_hash in shown:
+                    self.say(f"    a tree of {size} entries with root {root_hash}")
+        return {"case_id": case, "alarms": codes}
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--keep", help="keep all state in this directory instead of a temporary one")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--fork", action="store_true", help="stage a forked broker and show the alarm")
     args = parser.parse_args(argv)
+
+    def play(root: Path) -> None:
+        demo = Demo(root, quiet=args.quiet)
+        demo.fork() if args.fork else demo.story()
+
     if args.keep:
         root = Path(args.keep)
         root.mkdir(parents=True, exist_ok=False)
-        Demo(root, quiet=args.quiet).story()
+        play(root)
     else:
         with tempfile.TemporaryDirectory(prefix="caseline-demo-") as tmp:
-            Demo(Path(tmp), quiet=args.quiet).story()
+            play(Path(tmp))
     if not args.quiet:
         print("\nDemo complete: nothing is left running.")
     return 0

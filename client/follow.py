@@ -81,7 +81,8 @@ class Following:
                 async with self.broker.stream(cursors) as ws:
                     log.info("following %d case(s) from the last verified entry of each", len(cursors))
                     failures = 0
-                    watcher = asyncio.create_task(self._watch_witnesses(wanted or set(cursors), ws))
+                    alarms: list[SplitViewError] = []
+                    watcher = asyncio.create_task(self._watch_witnesses(wanted or set(cursors), ws, alarms))
                     try:
                         async for msg in ws:
                             if msg.type != aiohttp.WSMsgType.BINARY:
@@ -93,6 +94,8 @@ class Following:
                         watcher.cancel()
                         with contextlib.suppress(asyncio.CancelledError):
                             await watcher
+                    if alarms:  # the watcher may be cancelled while it closes the stream: not lost
+                        raise alarms[0]
                     if watcher.done() and not watcher.cancelled() and watcher.exception() is not None:
                         raise watcher.exception()  # type: ignore[misc]
                     close_code = ws.close_code
@@ -111,7 +114,9 @@ class Following:
             log.warning("lost the broker (%s); reconnecting in %.1f s", cause, delay)
             await asyncio.sleep(delay)
 
-    async def _watch_witnesses(self, case_ids: set[bytes], ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def _watch_witnesses(
+        self, case_ids: set[bytes], ws: aiohttp.ClientWebSocketResponse, alarms: list[SplitViewError]
+    ) -> None:
         """Check the witnesses on a clock while following: an alarm must not wait for a post.
 
         A split view shows as entries that stay pending, or as a report from
@@ -129,7 +134,8 @@ class Following:
             for case_id in case_ids:
                 try:
                     await self.check_log(case_id)
-                except SplitViewError:
+                except SplitViewError as exc:
+                    alarms.append(exc)  # first: closing the stream wakes ``follow``, which cancels us
                     await ws.close()
                     raise
                 except (BrokerRefusal, aiohttp.ClientError) as exc:

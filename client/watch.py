@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Final
 from caseline.crypto import note, tlog
 from caseline.crypto.certs import TrustStore
 from caseline.schemas.api import WitnessedAnswer
-from caseline.schemas.errors import CaselineError, ForkError, SplitViewError
+from caseline.schemas.errors import BrokerForbidden, CaselineError, ForkError, SplitViewError
 from caseline.schemas.wire import UNWITNESSED, EntryLeaf, LogRef
 
 if TYPE_CHECKING:
@@ -131,7 +131,14 @@ class LogWatching:
         latest, witnessed = await self.store.get(LATEST), await self.store.get(WITNESSED)
         watch = self._watch(latest, witnessed)
         held = watch.held_size()
-        answer = await self.broker.log_witnessed(since=held, case_id=case_id)
+        try:
+            answer = await self.broker.log_witnessed(since=held, case_id=case_id)
+        except BrokerForbidden:
+            if case_id is None or await self._still_member(case_id):
+                raise  # a member's case part cannot be refused away: no finality, no bound
+            # Removed from the case (its own view says so): the log is still checked, the
+            # case's finality no longer is — this device reads nothing new in it.
+            answer, case_id = await self.broker.log_witnessed(since=held), None
         if answer is None:
             if latest is not None:
                 raise SplitViewError("the broker no longer shows its log to this device", proof=(latest,))
@@ -190,6 +197,10 @@ class LogWatching:
                 proof=tuple(n for n in (watch.latest, watch.witnessed) if n),
             )
         return status
+
+    async def _still_member(self, case_id: bytes) -> bool:
+        state = (await self.view(case_id)).state
+        return state is None or self.keys.device_id in state.members
 
     def _finality(
         self, watch: tlog.LogWatch, view: CaseView, answer: WitnessedAnswer

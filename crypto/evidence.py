@@ -7,11 +7,20 @@ log entry, the broker's receipt on the last one, and for each disclosed update
 its signed envelope and message key.  Because message keys come from a one-way
 ratchet, disclosing them opens those updates and no others.
 
+A version-2 bundle carries a log receipt instead: a checkpoint of the broker
+log and the inclusion proof of the bundle's last entry.  In a witnessed case
+the bundle ends at the last *final* entry, and that checkpoint carries the
+witnesses' cosignatures, with the agencies' signed witness lists to check them
+by.  So it is not the broker alone that vouches for the order and time of what
+the bundle shows, and two bundles cut from two branches of a forked history
+name two different checkpoints.
+
 Verification replays the commit chain from genesis, recomputes the log chain
-and checks the receipt, then opens each disclosed update under the state in
-force at its position.  A hidden commit cannot make an update look valid: the
-commit epochs must be contiguous from genesis, and every update must belong to
-the epoch in force where it sits.
+and checks the receipt (and, in a witnessed case, the witness quorum), then
+opens each disclosed update under the state in force at its position.  A
+hidden commit cannot make an update look valid: the commit epochs must be
+contiguous from genesis, and every update must belong to the epoch in force
+where it sits.  The exporter must be a member of the case at the last entry.
 """
 
 from __future__ import annotations
@@ -20,10 +29,12 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Final
 
+from caseline.crypto import note, tlog
 from caseline.crypto import primitives as P
 from caseline.crypto.caselog import (
     KIND_COMMIT,
     KIND_UPDATE,
+    AnyReceipt,
     CaseView,
     chain_heads,
     signed_entry_hash,
@@ -37,17 +48,21 @@ from caseline.schemas.errors import (
     ChainError,
     ForkError,
     GapError,
+    IntegrityError,
     MalformedError,
     NotMemberError,
+    NotPermittedError,
     UntrustedError,
 )
 from caseline.schemas.wire import (
+    MAX_NOTE_BYTES,
     CommitMessage,
     DeviceCert,
     Disclosed,
     EvidenceBundle,
     LoggedCommit,
     RootKey,
+    WitnessList,
     decode_signed,
     encode_signed,
 )
@@ -66,6 +81,15 @@ class VerifiedRecord:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Vouch:
+    """A witness that cosigned the bundle's checkpoint, and when (ms, by its own clock)."""
+
+    name: str
+    agency_id: str
+    time: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class EvidenceReport:
     """What a verified bundle proves."""
 
@@ -77,6 +101,14 @@ class EvidenceReport:
     receipt_time: int
     states: tuple[CaseState, ...]
     records: tuple[VerifiedRecord, ...]
+    #: Whether witnesses, not the broker alone, vouch for the history's order and time.
+    witnessed: bool = False
+    #: The broker-log checkpoint the last entry is proved into (None: a version-1 receipt).
+    checkpoint: note.Checkpoint | None = None
+    #: The listed witnesses whose cosignatures on that checkpoint verified.
+    witnesses: tuple[Vouch, ...] = ()
+    #: The witnessed time of the checkpoint (ms): when the quorum had seen it.
+    witnessed_at: int | None = None
 
 
 def export_evidence(
@@ -86,19 +118,53 @@ def export_evidence(
     envelopes: Mapping[int, bytes],
     receipt: bytes,
     now: int,
+    upto: int | None = None,
 ) -> bytes:
-    """Build and sign a bundle disclosing the updates at the given log positions.
+    """Build and sign a bundle of the log's first ``upto`` entries (default: all the view holds).
 
     ``envelopes`` maps each disclosed position to the signed envelope stored
-    there; ``receipt`` is the broker's receipt for the view's last entry.
+    there; ``receipt`` is the broker's receipt for entry ``upto - 1``.  With a
+    log receipt the bundle is version 2 and carries the agencies' witness
+    lists; in a witnessed case it must be (the caller passes the receipt into
+    the witnessed checkpoint, and ``upto`` the count of final entries).  A
+    version-1 receipt makes a version-1 bundle, for unwitnessed cases only.
     """
     if view.state is None or view.case_id is None:
         raise ChainError("nothing to export: the view holds no case")
+    count = view.count if upto is None else upto
+    if not 0 < count <= view.count:
+        raise ChainError("a bundle covers the log from its genesis to an entry this view holds")
+    beyond = sorted(seq for seq in envelopes if seq >= count)
+    if beyond:
+        raise NotPermittedError(
+            f"entry {beyond[0]} lies beyond the end of the bundle's log ({count} entries)"
+        )
+    epochs = sorted(epoch for epoch, seq in view.commit_seqs.items() if seq < count)
+    last_state = view.states[epochs[-1]]
+    if exporter.device_id not in last_state.members:
+        raise NotMemberError("only a member of the case at the bundle's last entry can export it")
+    v2 = tlog.is_log_receipt(receipt)
+    if v2:
+        got = tlog.verify_log_receipt(receipt, last_state.policy.receipt_key)
+        if (got.case_id, got.seq, got.entry_hash, got.head) != (
+            view.case_id,
+            count - 1,
+            view.entry_hashes[count - 1],
+            view.heads[count],
+        ):
+            raise ChainError("the receipt given is not for the bundle's last entry")
+    elif last_state.witnessing.rule != "none":
+        raise ChainError("a witnessed case's bundle needs the log receipt into a witnessed checkpoint")
     certs: dict[bytes, VerifiedCert] = {}
-    for state in view.states.values():
-        certs.update(state.certs)
+    for epoch in epochs:
+        certs.update(view.states[epoch].certs)
     agencies = sorted({vc.cert.agency_id for vc in certs.values()})
     roots = tuple(RootKey(agency_id=a, public_key=view.trust.root(a)) for a in agencies)
+    witness_lists = tuple(
+        signed
+        for signed in (view.trust.witness_list(a) for a in agencies if view.trust.witnesses(a))
+        if signed is not None
+    )
     bundle = EvidenceBundle(
         case_id=view.case_id,
         exporter=exporter.device_id,
@@ -108,14 +174,16 @@ def export_evidence(
         revocations=tuple(view.trust.revocation_lists()),
         commits=tuple(
             LoggedCommit(seq=view.commit_seqs[epoch], signed=view.states[epoch].signed_commit)
-            for epoch in sorted(view.states)
+            for epoch in epochs
         ),
-        entry_hashes=tuple(view.entry_hashes),
-        receipt=receipt,
+        entry_hashes=tuple(view.entry_hashes[:count]),
+        receipt=b"" if v2 else receipt,
         disclosed=tuple(
             Disclosed(seq=seq, envelope=envelopes[seq], message_key=view.message_key(seq))
             for seq in sorted(envelopes)
         ),
+        witness_lists=witness_lists if v2 else None,
+        log_receipt=receipt if v2 else None,
     )
     tbs = bundle.encode()
     return encode_signed(tbs, exporter.sign(EVIDENCE_LABEL, tbs))
@@ -156,20 +224,19 @@ def verify_evidence(signed: bytes, *, pinned: Mapping[str, str]) -> EvidenceRepo
         raise ChainError("bundle does not start with the genesis commit")
 
     last = len(bundle.entry_hashes) - 1
-    receipt_key = _state_at(states, last).policy.receipt_key
-    receipt = verify_receipt(bundle.receipt, receipt_key)
-    if (receipt.case_id, receipt.seq, receipt.entry_hash) != (
-        bundle.case_id,
-        last,
-        bundle.entry_hashes[last],
-    ):
-        raise ForkError("receipt does not cover the bundle's last entry")
-    if not P.constant_time_equal(receipt.head, heads[-1]):
-        raise ForkError("receipt signs another history than the bundle's")
+    last_state = _state_at(states, last)
+    receipt, proof = _verify_receipt(bundle, trust, last_state, heads)
 
-    exporter = _find_cert(bundle.certs, bundle.exporter, trust, at=bundle.time)
+    # The exporter must have been in the case where the bundle ends; its certificate is
+    # the one that roster pinned, not merely one some pinned agency issued.
+    member = last_state.certs.get(bundle.exporter)
+    if bundle.exporter not in last_state.members or member is None:
+        raise NotMemberError("the bundle's exporter is not a member of the case at its last entry")
+    exporter = trust.verify_cert(member.signed, at=bundle.time).cert
     P.verify_labeled(exporter.sign_key, EVIDENCE_LABEL, tbs, sig)
 
+    # Nothing in the bundle may be dated after the time that vouches for its end.
+    bound = proof.witnessed_at if proof.witnessed_at is not None else receipt.time
     records = []
     for item in bundle.disclosed:
         records.append(
@@ -179,7 +246,7 @@ def verify_evidence(signed: bytes, *, pinned: Mapping[str, str]) -> EvidenceRepo
                 states=states,
                 heads=heads,
                 trust=trust,
-                receipt_time=receipt.time,
+                receipt_time=bound,
             )
         )
     return EvidenceReport(
@@ -191,6 +258,83 @@ def verify_evidence(signed: bytes, *, pinned: Mapping[str, str]) -> EvidenceRepo
         receipt_time=receipt.time,
         states=tuple(s for _, s in states),
         records=tuple(records),
+        witnessed=proof.witnessed_at is not None,
+        checkpoint=proof.checkpoint,
+        witnesses=proof.witnesses,
+        witnessed_at=proof.witnessed_at,
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Vouched:
+    checkpoint: note.Checkpoint | None
+    witnesses: tuple[Vouch, ...]
+    witnessed_at: int | None
+
+
+def _verify_receipt(
+    bundle: EvidenceBundle, trust: TrustStore, state: CaseState, heads: list[bytes]
+) -> tuple[AnyReceipt, _Vouched]:
+    """The receipt on the last entry, and in a witnessed case the quorum on its checkpoint."""
+    last = len(bundle.entry_hashes) - 1
+    receipt_key = state.policy.receipt_key
+    witnessed_case = state.witnessing.rule != "none"
+    if bundle.log_receipt is None:  # version 1: the broker's word alone
+        if witnessed_case:
+            raise IntegrityError("a witnessed case's bundle must carry its witnessed checkpoint (version 2)")
+        receipt: AnyReceipt = verify_receipt(bundle.receipt, receipt_key)
+        vouched = _Vouched(
+            checkpoint=receipt.checkpoint if isinstance(receipt, tlog.VerifiedReceipt) else None,
+            witnesses=(),
+            witnessed_at=None,
+        )
+    else:
+        if bundle.receipt:
+            raise MalformedError("a version-2 bundle carries its receipt in log_receipt only")
+        listed: set[str] = set()
+        for signed in bundle.witness_lists or ():
+            agency_id = WitnessList.decode(decode_signed(signed)[0]).agency_id
+            if agency_id in listed:
+                raise MalformedError("a bundle carries one witness list per agency")
+            listed.add(agency_id)
+            try:
+                trust.add_witness_list(signed)
+            except UntrustedError:
+                continue  # an agency the verifier did not pin vouches for nothing
+        receipt = tlog.verify_log_receipt(bundle.log_receipt, receipt_key)
+        vouched = _Vouched(checkpoint=receipt.checkpoint, witnesses=(), witnessed_at=None)
+    if (receipt.case_id, receipt.seq, receipt.entry_hash) != (
+        bundle.case_id,
+        last,
+        bundle.entry_hashes[last],
+    ):
+        raise ForkError("receipt does not cover the bundle's last entry")
+    if not P.constant_time_equal(receipt.head, heads[-1]):
+        raise ForkError("receipt signs another history than the bundle's")
+    if witnessed_case and isinstance(receipt, tlog.VerifiedReceipt):
+        vouched = _quorum(receipt, trust, state)
+    return receipt, vouched
+
+
+def _quorum(receipt: tlog.VerifiedReceipt, trust: TrustStore, state: CaseState) -> _Vouched:
+    """The cosignatures on the receipt's checkpoint must meet the case's rule for its roster."""
+    parsed = note.Note.parse(receipt.note, max_size=MAX_NOTE_BYTES)
+    listed = {a: trust.witnesses(a) for a in trust.roots}
+    cosigned = tlog.collect_cosignatures(parsed.text, parsed.signatures, listed)
+    at = tlog.witnessed_time(cosigned, state.agencies, state.witnessing)
+    if at is None:
+        missing = sorted(state.agencies - {c.agency_id for c in cosigned})
+        raise IntegrityError(
+            "the bundle's checkpoint lacks the case's witness quorum"
+            + (f" (no cosignature by a witness of {', '.join(missing)})" if missing else "")
+        )
+    return _Vouched(
+        checkpoint=receipt.checkpoint,
+        witnesses=tuple(
+            Vouch(name=c.witness.name, agency_id=c.agency_id, time=c.timestamp * 1000)
+            for c in sorted(cosigned, key=lambda c: (c.agency_id, c.witness.name))
+        ),
+        witnessed_at=at,
     )
 
 
@@ -228,14 +372,6 @@ def _state_at(states: list[tuple[int, CaseState]], seq: int) -> CaseState:
     return current
 
 
-def _find_cert(certs: Iterable[bytes], device_id: bytes, trust: TrustStore, *, at: int) -> DeviceCert:
-    for signed in certs:
-        ctbs, _ = decode_signed(signed)
-        if DeviceCert.decode(ctbs).device_id == device_id:
-            return trust.verify_cert(signed, at=at).cert
-    raise NotMemberError("bundle lacks the certificate of the device it names")
-
-
 def _verify_disclosed(
     bundle: EvidenceBundle,
     *,
@@ -255,5 +391,5 @@ def _verify_disclosed(
         raise ForkError("update saw a different history than the bundle's log")
     trust.check_not_revoked(state.certs[envelope.sender].cert, at=record.time)
     if record.time > receipt_time + 5 * 60 * 1000:
-        raise MalformedError("update is dated after the receipt that covers it")
+        raise MalformedError("update is dated after the receipt (or witnessed time) that covers it")
     return VerifiedRecord(seq=item.seq, update=opened, author=state.certs[envelope.sender].cert)

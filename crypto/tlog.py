@@ -354,7 +354,7 @@ class LogWatch:
             return None  # the witnesses saw entries this device has not fetched yet
         if not (
             P.constant_time_equal(entry.entry_hash, entry_hashes[entry.seq])
-            and P.constant_time_equal(entry.head, heads[entry.seq])
+            and P.constant_time_equal(entry.head, heads[entry.seq + 1])  # the head after the entry
         ):
             raise SplitViewError(
                 f"the witnesses were shown another entry {entry.seq} of this case than this device holds",

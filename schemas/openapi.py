@@ -52,16 +52,27 @@ def kind_schema(kind: Kind) -> dict[str, Any]:
 
 
 def struct_schema(cls: type[Struct]) -> dict[str, Any]:
-    fields = [(f.name, f.metadata["wire"]) for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    """An object's array; one with a version-2 form (PROTOCOL.md §2.2) has its v2 fields last,
+    present exactly when ``version`` is 2."""
+    declared = dataclasses.fields(cls)  # type: ignore[arg-type]
+    v1 = sum(1 for f in declared if f.metadata.get("since", 1) == 1)
     items: list[dict[str, Any]] = []
     if cls.TAG:
-        items += [{"const": WIRE_VERSION, "title": "version"}, {"const": cls.TAG, "title": "tag"}]
-    items += [{**kind_schema(k), "title": name} for name, k in fields]
+        version: dict[str, Any] = (
+            {"const": WIRE_VERSION} if v1 == len(declared) else {"enum": [WIRE_VERSION, WIRE_VERSION + 1]}
+        )
+        items += [{**version, "title": "version"}, {"const": cls.TAG, "title": "tag"}]
+    head = len(items)
+    items += [
+        {**kind_schema(f.metadata["wire"]), "title": f.name}
+        | ({"x-since-version": 2} if f.metadata.get("since", 1) > 1 else {})
+        for f in declared
+    ]
     return {
         "type": "array",
         "description": (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else cls.__name__,
         "prefixItems": items,
-        "minItems": len(items),
+        "minItems": head + v1,
         "maxItems": len(items),
     }
 
@@ -169,10 +180,12 @@ def build() -> dict[str, Any]:
         wire.Policy,
         wire.Member,
         wire.LogPosition,
+        wire.Witnessing,
         wire.Commit,
         wire.Wrap,
         wire.CommitMessage,
         wire.Seen,
+        wire.LogRef,
         wire.UpdateRecord,
         wire.Envelope,
         wire.Receipt,
@@ -180,8 +193,6 @@ def build() -> dict[str, Any]:
         wire.AuditLeaf,
         wire.LogReceipt,
         wire.Witness,
-        wire.Witnessing,
-        wire.LogRef,
         wire.WitnessList,
         wire.AuthChallenge,
         api.ChallengeRequest,

@@ -433,8 +433,14 @@ class EvidenceBundle(Struct):
     revocations: tuple[bytes, ...] = wire(Seq(Bin(max=MAX_MESSAGE_BYTES), max=64))
     commits: tuple[LoggedCommit, ...] = wire(Seq(Nested(LoggedCommit), max=4096))
     entry_hashes: tuple[bytes, ...] = wire(Seq(HASH, max=MAX_LOG_ENTRIES_IN_BUNDLE))
+    #: Version 1 only: the broker's receipt on the last entry.  Empty in version 2.
     receipt: bytes = wire(Bin(max=1024))
     disclosed: tuple[Disclosed, ...] = wire(Seq(Nested(Disclosed), max=4096))
+    #: Version 2: the signed witness lists of the agencies in the rosters that list witnesses.
+    witness_lists: tuple[bytes, ...] | None = wire(Seq(Bin(max=4096), max=64), since=2)
+    #: Version 2: the log receipt of the last entry; in a witnessed case its
+    #: checkpoint note carries the witnesses' cosignatures.
+    log_receipt: bytes | None = wire(Bin(max=20480), since=2)
 
 
 # --------------------------------------------------------------------------- broker authentication

@@ -108,6 +108,9 @@ async def test_exit_codes_and_json(net: Network, tmp_path: Path) -> None:
     pin = f"ke-kra={net.admins['ke-kra'].fingerprint}"
     code, out, _ = await caseline(home, "--json", "evidence", "verify", str(bundle), "--pin", pin)
     assert code == EXIT_OK and json.loads(out)["verified"] is True
+    assert json.loads(out)["witnessed"] is False and json.loads(out)["witnesses"] == []
+    code, out, _ = await caseline(home, "evidence", "verify", str(bundle), "--pin", pin)
+    assert code == EXIT_OK and "UNWITNESSED: only the broker vouches" in out
     data = bytearray(bundle.read_bytes())
     data[-1] ^= 1
     bundle.write_bytes(bytes(data))
@@ -193,10 +196,27 @@ async def test_an_offline_root_reaches_the_broker_only_through_a_folder(net: Net
     assert (await caseline(desk, "case", "list"))[0] == EXIT_REFUSED
 
 
+def running_under(root: Path) -> list[str]:
+    """Command lines of live processes that name ``root`` (a demo's own brokers and witnesses)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(root) in cmdline:
+            found.append(cmdline)
+    return found
+
+
 def test_make_demo_runs_the_whole_story(tmp_path: Path) -> None:
-    """``make demo``: two agencies, a bot, a case, evidence — and nothing left running."""
+    """``make demo``: two agencies and their witnesses, a bot, a witnessed case, evidence —
+    and nothing left running."""
+    root = tmp_path / "demo"
     done = subprocess.run(
-        [sys.executable, "-m", "caseline.client.demo", "--keep", str(tmp_path / "demo")],
+        [sys.executable, "-m", "caseline.client.demo", "--keep", str(root)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -205,4 +225,26 @@ def test_make_demo_runs_the_whole_story(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "the same history" in done.stdout
     assert "VERIFIED" in done.stdout
+    assert "final: all" in done.stdout and "WITNESSED" in done.stdout
+    for agency in ("ke-kra", "tz-tra"):
+        assert f"witness.{agency}.example/w1" in done.stdout
     assert "Demo complete" in done.stdout
+    assert running_under(root) == []
+
+
+def test_make_demo_fork_shows_the_alarm_on_both_branches(tmp_path: Path) -> None:
+    """``make demo-fork``: a second broker on a copy of the data; both officers get exit 3."""
+    root = tmp_path / "fork"
+    done = subprocess.run(
+        [sys.executable, "-m", "caseline.client.demo", "--fork", "--keep", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "split-view alarm" in done.stdout
+    for profile in ("alice", "juma"):
+        assert list((root / "home" / "profiles" / profile / "alarms").iterdir())
+    assert "Demo complete" in done.stdout
+    assert running_under(root) == []

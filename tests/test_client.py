@@ -12,8 +12,9 @@ import pytest
 from aiohttp import web
 from caseline.client.client import Client, verify_bundle, wall_clock
 from caseline.client.keystore import DeviceSecrets, read_key_file, write_key_file
-from caseline.crypto.certs import make_enrolment_request, open_enrolment_request
-from caseline.crypto.keys import DeviceKeys
+from caseline.crypto import merkle, note, tlog
+from caseline.crypto.certs import issue_witness_list, make_enrolment_request, open_enrolment_request
+from caseline.crypto.keys import DeviceKeys, SigningKey
 from caseline.schemas.errors import (
     BadSignatureError,
     BrokerForbidden,
@@ -24,6 +25,7 @@ from caseline.schemas.errors import (
     UntrustedError,
     UsageError,
 )
+from caseline.schemas.wire import EntryLeaf, Witness
 from caseline.server.keys import HUB, STORE
 from caseline.server.stream import CLOSE_SLOW
 
@@ -321,12 +323,51 @@ async def test_evidence_verifies_offline_and_one_changed_byte_fails(net: Network
     pins = {"ke-kra": net.admins["ke-kra"].fingerprint}
     report = verify_bundle(bundle, pins)
     assert [r.update.record.content_type for r in report.records] == ["note"]
+    # An unwitnessed case: the bundle says only the broker vouches for its order and time.
+    assert not report.witnessed and report.witnesses == () and report.witnessed_at is None
     forged = bytearray(bundle)
     forged[-1] ^= 0x01  # a byte of the exporter's signature
     with pytest.raises(BadSignatureError):
         verify_bundle(bytes(forged), pins)
     with pytest.raises(UntrustedError):
         verify_bundle(bundle, {"ke-kra": "00000 00000 00000 00000 00000 00000"})
+
+
+async def test_a_witnessed_cases_evidence_ends_at_its_last_final_entry(net: Network) -> None:
+    """Until the broker serves its witnessed log (branch ``brokerlog``), the test plays it:
+    it signs a checkpoint over the genesis with the broker's key and cosigns it as KRA's
+    witness, and stores it as the profile's finality receipt, as ``check_log`` would."""
+    alice = await net.device("ke-kra", "alice")
+    witness_key = SigningKey(os.urandom(32))
+    witness = Witness(
+        name="witness.ke-kra.example", public_key=witness_key.public_key, url="http://127.0.0.1/w"
+    )
+    alice.trust.add_witness_list(
+        issue_witness_list(net.admins["ke-kra"].root, number=1, issued_at=wall_clock(), witnesses=[witness])
+    )
+    case_id = await alice.create_case(title="Op", witnessed=True)
+    await alice.post_note(case_id, "still pending witness")
+    with pytest.raises(NotPermittedError, match="no entry of this case is final yet"):
+        await alice.export_evidence(case_id)
+
+    view = await alice.view(case_id)
+    leaf = EntryLeaf(
+        case_id=case_id, seq=0, entry_hash=view.entry_hashes[0], head=view.heads[1], time=wall_clock()
+    )
+    checkpoint = tlog.sign_checkpoint(net.server_key, size=1, root=merkle.leaf_hash(leaf.encode()))
+    parsed = note.Note.parse(checkpoint)
+    cosig = note.cosign(
+        parsed.text, name=witness.name, secret_key=witness_key._secret, timestamp=wall_clock() // 1000
+    )
+    checkpoint = note.Note(text=parsed.text, signatures=(*parsed.signatures, cosig)).encode()
+    receipt = tlog.make_receipt(leaf, index=0, checkpoint=checkpoint, proof=[])
+    await alice.store.put_finality(case_id, 1, wall_clock(), None, receipt)
+
+    with pytest.raises(NotPermittedError, match="entry 1 is still pending witness; try again once"):
+        await alice.export_evidence(case_id, [1])
+    report = verify_bundle(await alice.export_evidence(case_id), {"ke-kra": net.admins["ke-kra"].fingerprint})
+    assert report.witnessed and report.log_length == 1 and report.records == ()
+    assert [v.name for v in report.witnesses] == [witness.name]
 
 
 async def test_a_wrong_fingerprint_pins_nothing(net: Network) -> None:

@@ -66,8 +66,13 @@ async def test_an_unchanged_revocation_list_is_answered_304(net: Network) -> Non
     assert alice.trust.revocation_number("tz-tra") > number
 
 
-async def test_a_warm_post_makes_two_requests_and_checks_no_unchanged_list(net: Network) -> None:
-    """Issue 11 (b): the entries page's revocations digest stands in for a 304 per pinned agency."""
+async def test_a_warm_post_makes_three_requests_and_checks_no_unchanged_list(net: Network) -> None:
+    """Issue 11 (b): the entries page's revocations digest stands in for a 304 per pinned agency.
+
+    Issue 12 adds the third: every command's first contact checks the broker
+    log (``/v1/log/witnessed``), so that a restored backup or a fork is an
+    alarm everywhere, not only in ``verify``.
+    """
     alice, _, case_id = await a_case(net, notes=1)
     await net.publish("tz-tra")  # both agencies have a list now: each would cost a request
     await alice.refresh_revocations(force=True)
@@ -76,9 +81,13 @@ async def test_a_warm_post_makes_two_requests_and_checks_no_unchanged_list(net: 
     again = await reopen(alice)
     net.clients.append(again)
     before = served(net)
-    await again.post_note(case_id, "two requests")
+    await again.post_note(case_id, "three requests")
     made = since(net, before)
-    assert made == {("/v1/cases/{case_id}/entries", "200"): 1, ("/v1/cases/{case_id}/updates", "201"): 1}
+    assert made == {
+        ("/v1/cases/{case_id}/entries", "200"): 1,
+        ("/v1/log/witnessed", "200"): 1,
+        ("/v1/cases/{case_id}/updates", "201"): 1,
+    }
     assert again.broker.revocations_hint is not None
 
 

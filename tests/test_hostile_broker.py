@@ -26,6 +26,7 @@ from caseline.crypto.updates import ENVELOPE_LABEL, UPDATE_LABEL, envelope_aad
 from caseline.schemas.api import Directory
 from caseline.schemas.errors import (
     BadSignatureError,
+    BrokerForbidden,
     CaselineError,
     ChainError,
     ForkError,
@@ -283,6 +284,28 @@ async def test_a_removed_member_sent_later_updates_cannot_read_them(
     events = await juma.sync(case_id)
     assert [e.readable for e in events if e.kind == "update"] == [False]
     assert texts(await juma.history(case_id)) == ["while juma is in"]
+
+
+async def test_a_member_cannot_be_refused_out_of_its_witness_check(
+    net: Network, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A removed member may be refused the case part of the log check; a member may not.
+
+    Otherwise a broker withholding cosignatures would answer 403 to the case query and
+    no entry would ever be counted pending (so no alarm): the refusal ends the command.
+    """
+    alice = await net.device("ke-kra", "alice")
+    case_id = await alice.create_case(title="Op", witnessed=False)
+    real = alice.broker.log_witnessed
+
+    async def refuse(*, since: int, case_id: bytes | None = None) -> Any:
+        if case_id is not None:
+            raise BrokerForbidden("device is not a member of the case", status=403)
+        return await real(since=since)
+
+    monkeypatch.setattr(alice.broker, "log_witnessed", refuse)
+    with pytest.raises(BrokerForbidden):
+        await alice.sync(case_id)
 
 
 async def test_signatures_and_receipts_cannot_stand_in_for_each_other(

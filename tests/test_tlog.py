@@ -357,3 +357,56 @@ def test_a_witness_equivocation_report_counts_only_with_the_brokers_own_signatur
         tlog.verify_equivocation(report(a, forged), world.server_key.public_key)
     with pytest.raises(MalformedError):
         tlog.verify_equivocation(report(a, b) + b"x", world.server_key.public_key)
+
+
+def test_a_witnessed_leaf_of_the_case_makes_its_entries_final(world: World) -> None:
+    """An honest broker's leaf (head = the head *after* the entry) is final, not a split view.
+
+    Found with the attack harness: ``finality`` compared the leaf's head with
+    ``CaseView.heads[seq]``, the head *before* entry ``seq`` (``heads[0]`` is the anchor),
+    so every honest witnessed case raised the alarm on its first sync.
+    """
+    ws = Witnesses(world, ["ke-kra", "tz-tra"])
+    alice = world.device("ke-kra", "alice")
+    bob = world.device("tz-tra", "bob")
+    rule = Witnessing(rule="each-agency", alarm_after=60 * SECOND)
+    broker, _, _ = open_case(world, alice, [(bob, "member")], witnessing=rule)
+    view = CaseView(trust=ws.trust(), me=alice.keys)
+    broker.feed(view)
+    post(world, view, broker, note_content("the container is in bay 4"))
+    broker.feed(view)
+    assert view.state is not None
+    leaf = broker.receipt_leaf(1)
+    assert leaf.head == view.head
+    data = [leaf.encode()]
+    cp = checkpoint(world.server_key, tree_of(data))
+    at = world.now // 1000
+    cp = ws.cosign(ws.cosign(cp, "ke-kra", at), "tz-tra", at)
+    watch = tlog.LogWatch(world.server_key.public_key, latest=cp, witnessed=cp)
+    found = watch.finality(
+        state_rule=rule,
+        agencies=view.state.agencies,
+        witnesses={a: [ws.listed[a]] for a in view.state.agencies},
+        heads=view.heads,
+        entry_hashes=view.entry_hashes,
+        case_id=view.state.case_id,
+        leaf=data[0],
+        index=0,
+        inclusion=[],
+    )
+    assert found == tlog.Finality(final=2, witnessed_at=at * 1000)
+    forged = dataclasses.replace(leaf, head=view.heads[1]).encode()  # another history at seq 1
+    cp2 = checkpoint(world.server_key, tree_of([forged]))
+    cp2 = ws.cosign(ws.cosign(cp2, "ke-kra", at), "tz-tra", at)
+    with pytest.raises(SplitViewError):
+        tlog.LogWatch(world.server_key.public_key, latest=cp2, witnessed=cp2).finality(
+            state_rule=rule,
+            agencies=view.state.agencies,
+            witnesses={a: [ws.listed[a]] for a in view.state.agencies},
+            heads=view.heads,
+            entry_hashes=view.entry_hashes,
+            case_id=view.state.case_id,
+            leaf=forged,
+            index=0,
+            inclusion=[],
+        )

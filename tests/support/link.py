@@ -30,6 +30,7 @@ from caseline.schemas.api import Entry
 from caseline.schemas.errors import BrokerConflict, CaselineError, NotMemberError
 from caseline.schemas.wire import CaseInfo
 from caseline.server.core import Accepted, BrokerCore, Limits, Retry, entry_of, same_update
+from caseline.server.core_log import BrokerLog
 from caseline.server.store import EntryRow
 
 from tests.support.world import Device, World, note
@@ -42,26 +43,30 @@ class FakeBroker:
         self.world = world
         self.core = self._fresh_core()
         self.rows: dict[bytes, list[EntryRow]] = {}
+        self.log = BrokerLog(world.server_key)
 
     def _fresh_core(self) -> BrokerCore:
         return BrokerCore(server_key=self.world.server_key, trust=self.world.trust(), limits=Limits())
 
     def _store(self, accepted: Accepted) -> bytes:
-        """Make an accepted entry durable (the store's ``append``), then acknowledge it."""
+        """Seal the entry into the broker log as a batch of one (the service's group commit),
+        make it durable (the store's ``append``), then acknowledge it."""
         rows = self.rows.setdefault(accepted.case_id, [])
         assert accepted.seq == len(rows), "the core ordered an entry off the end of the log"
+        sealed = self.log.seal([accepted], [], time=self.world.now)
+        self.log.commit(sealed)
         rows.append(
             EntryRow(
                 case_id=accepted.case_id,
                 seq=accepted.seq,
                 kind=accepted.kind,
                 body=accepted.body,
-                receipt=accepted.receipt,
+                receipt=sealed.receipts[0],
                 slot=accepted.slot,
                 created_at=self.world.now,
             )
         )
-        return accepted.receipt
+        return sealed.receipts[0]
 
     def post_genesis(self, body: bytes, *, device_id: bytes) -> bytes:
         return self._store(self.core.accept_genesis(body, device_id=device_id, now=self.world.now))

@@ -79,9 +79,24 @@ class Server:
             if b"caseline broker ready" in line:
                 return
 
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
     def kill(self) -> None:
         assert self.proc is not None
         os.kill(self.proc.pid, signal.SIGKILL)
+
+    async def stop(self) -> None:
+        """A clean stop (SIGTERM, as an operator's service manager does), then reap it."""
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        self.proc.terminate()
+        try:
+            await asyncio.wait_for(self.proc.wait(), timeout=30)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
 
     async def wait(self) -> None:
         assert self.proc is not None
