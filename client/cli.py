@@ -393,9 +393,7 @@ async def cmd_case(args: argparse.Namespace, out: Out) -> int:
             if out.as_json:
                 out.data({"case_id": case_id.hex(), "witnessed": status.witnessed})
             out.say(f"opened case [bold]{case_id.hex()}[/] “{args.title}”")
-            out.say(
-                status.describe() if not status.witnessed else "witnessed: one witness of every agency in it"
-            )
+            out.say(witness_line(status) if not status.witnessed else "witnessed by every agency in it")
         elif sub == "list":
             cases = await client.cases()
             if out.as_json:

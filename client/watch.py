@@ -31,7 +31,7 @@ from caseline.crypto import note, tlog
 from caseline.crypto.certs import TrustStore
 from caseline.schemas.api import WitnessedAnswer
 from caseline.schemas.errors import BrokerForbidden, CaselineError, ForkError, SplitViewError
-from caseline.schemas.wire import UNWITNESSED, EntryLeaf, LogRef
+from caseline.schemas.wire import UNWITNESSED, EntryLeaf, LogRef, Witnessing
 
 if TYPE_CHECKING:
     from caseline.client.core import Ledger
@@ -58,6 +58,12 @@ class WitnessStatus:
     pending_since: int | None
     alarm_after: int
 
+    @classmethod
+    def of(
+        cls, rule: Witnessing, count: int, final: int, witnessed_at: int | None, pending_since: int | None
+    ) -> WitnessStatus:
+        return cls(rule.rule, count, min(final, count), witnessed_at, pending_since, rule.alarm_after)
+
     @property
     def witnessed(self) -> bool:
         return self.rule != "none"
@@ -66,13 +72,6 @@ class WitnessStatus:
     def pending(self) -> int:
         """Entries this device holds that no witnessed checkpoint covers yet."""
         return max(0, self.count - self.final) if self.witnessed else 0
-
-    def describe(self) -> str:
-        if not self.witnessed:
-            return "unwitnessed: only the broker vouches for this history's order and time"
-        if self.pending:
-            return f"{self.final} of {self.count} entries final, {self.pending} pending witness"
-        return f"all {self.count} entries final (witnessed)"
 
 
 class LogWatching:
@@ -180,14 +179,7 @@ class LogWatching:
         now = self.clock()
         pending_since = None if final >= view.count else (pending_since or now)
         await self.store.put_finality(case_id, final, witnessed_at, pending_since, receipt)
-        status = WitnessStatus(
-            rule=rule.rule,
-            count=view.count,
-            final=min(final, view.count),
-            witnessed_at=witnessed_at,
-            pending_since=pending_since,
-            alarm_after=rule.alarm_after,
-        )
+        status = WitnessStatus.of(rule, view.count, final, witnessed_at, pending_since)
         if status.pending and pending_since is not None and now - pending_since > rule.alarm_after:
             raise SplitViewError(
                 f"entries {status.final}..{status.count - 1} of this case have waited"
@@ -328,15 +320,7 @@ class LogWatching:
         """The case's finality as last checked, without asking anyone."""
         view = await self.view(case_id)
         rule = view.state.witnessing if view.state is not None else UNWITNESSED
-        final, witnessed_at, pending_since = await self.store.finality(case_id)
-        return WitnessStatus(
-            rule=rule.rule,
-            count=view.count,
-            final=min(final, view.count),
-            witnessed_at=witnessed_at,
-            pending_since=pending_since,
-            alarm_after=rule.alarm_after,
-        )
+        return WitnessStatus.of(rule, view.count, *await self.store.finality(case_id))
 
     def _alarm(self, exc: SplitViewError) -> SplitViewError:
         """Save the proof where the officer can hand it on, and say where."""

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import secrets
 import time
-from typing import Final
+from typing import Final, TypeVar
 
 from aiohttp import WSMsgType, web
 from caseline.crypto import primitives as P
@@ -263,14 +263,8 @@ async def get_revocations(request: web.Request) -> web.Response:
 
 async def put_revocations(request: web.Request) -> web.Response:
     """Accept an agency-signed revocation list and cut revoked devices off at once."""
-    agency_id = AGENCY_ID.check(request.match_info["agency_id"], "agency_id")
-    body = await read_body(request)
-    tbs, _ = decode_signed(body)
-    crl = RevocationList.decode(tbs)
-    if crl.agency_id != agency_id:
-        raise MalformedError("revocation list is for another agency than the URL names")
+    agency_id, body, crl = await agency_signed(request, RevocationList)
     core, store, hub = request.app[CORE], request.app[STORE], request.app[HUB]
-    await refresh_agencies(request.app)
     held = core.trust.revocation_number(agency_id)
     if crl.number == held and body == await store.get_revocation_list(agency_id):
         return web.Response(status=204)  # the same list again: nothing to do
@@ -307,14 +301,8 @@ async def put_witnesses(request: web.Request) -> web.Response:
     The broker pushes every new checkpoint to the witnesses listed; members
     trust a witness through the same list, verified under the root they pinned.
     """
-    agency_id = AGENCY_ID.check(request.match_info["agency_id"], "agency_id")
-    body = await read_body(request)
-    tbs, _ = decode_signed(body)
-    listed = WitnessList.decode(tbs)
-    if listed.agency_id != agency_id:
-        raise MalformedError("witness list is for another agency than the URL names")
+    agency_id, body, listed = await agency_signed(request, WitnessList)
     core, store = request.app[CORE], request.app[STORE]
-    await refresh_agencies(request.app)
     if body == core.trust.witness_list(agency_id):
         return web.Response(status=204)  # the same list again: nothing to do
     core.trust.add_witness_list(body)  # verifies signature under the root; refuses a rollback
@@ -326,6 +314,25 @@ async def put_witnesses(request: web.Request) -> web.Response:
     if pusher is not None:
         pusher.wake()  # new witnesses get the newest checkpoint now, not at the next post
     return web.Response(status=204)
+
+
+S = TypeVar("S", RevocationList, WitnessList)
+
+
+async def agency_signed(request: web.Request, cls: type[S]) -> tuple[str, bytes, S]:
+    """The body of a PUT that an agency root signs: for the agency in the URL, roots refreshed.
+
+    Its signature is checked by the trust store that adopts it; here only its
+    shape and agency, so a list cannot be filed under another agency's name.
+    """
+    agency_id = AGENCY_ID.check(request.match_info["agency_id"], "agency_id")
+    body = await read_body(request)
+    tbs, _ = decode_signed(body)
+    parsed = cls.decode(tbs)
+    if parsed.agency_id != agency_id:
+        raise MalformedError(f"{cls.__name__} is for another agency than the URL names")
+    await refresh_agencies(request.app)
+    return agency_id, body, parsed
 
 
 async def refresh_agencies(app: web.Application) -> None:
