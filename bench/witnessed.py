@@ -253,7 +253,9 @@ def witnessed(rate: int = RATE, seconds: float = SECONDS) -> dict[str, Any]:
             def extra(ctx: Any) -> Callable[[], Any]:
                 ready, stop, out = ctx.Event(), ctx.Event(), ctx.Queue()
                 proc = ctx.Process(
-                    target=watcher, args=(prep["base"], token, sorted(names), ready, stop, out)
+                    target=watcher,
+                    args=(prep["base"], token, sorted(names)),
+                    kwargs={"ready": ready, "stop": stop, "out": out},
                 )
                 proc.start()
                 ready.wait(60)
