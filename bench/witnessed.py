@@ -153,7 +153,7 @@ def _cosigned_by(note: bytes, names: set[str]) -> int | None:
     return Checkpoint.parse(parsed.text).size
 
 
-async def _watch(base: str, token: str, names: set[str], stop: Any, out: Any) -> None:
+async def _watch(base: str, token: str, names: set[str], *, stop: Any, out: Any, poll: float) -> None:
     seen: list[tuple[int, float]] = []  # (witnessed size, wall time the poll returned)
     polls, best = 0, 0
     headers = {"Authorization": f"Bearer {token}", "Accept": "text/plain"}
@@ -170,14 +170,16 @@ async def _watch(base: str, token: str, names: set[str], stop: Any, out: Any) ->
                 if size is not None and size > best:
                     best = size
                     seen.append((size, now))
-            await asyncio.sleep(POLL_S)
+            await asyncio.sleep(poll)
     elapsed = time.perf_counter() - started
     out.put({"seen": seen, "polls": polls, "poll_period_ms": round(1000 * elapsed / max(1, polls), 3)})
 
 
-def watcher(base: str, token: str, names: list[str], *, ready: Any, stop: Any, out: Any) -> None:
+def watcher(
+    base: str, token: str, names: list[str], *, ready: Any, stop: Any, out: Any, poll: float = POLL_S
+) -> None:
     ready.set()
-    asyncio.run(_watch(base, token, set(names), stop, out))
+    asyncio.run(_watch(base, token, set(names), stop=stop, out=out, poll=poll))
 
 
 def _register_witnesses(broker: Broker, world: Any, witnesses: dict[str, WitnessProcess]) -> None:
@@ -210,7 +212,7 @@ async def _witnessed_size(base: str, token: str, names: set[str]) -> int:
         return (_cosigned_by(body, names) or 0) if r.status == 200 else 0
 
 
-def witnessed(rate: int = RATE, seconds: float = SECONDS) -> dict[str, Any]:
+def witnessed(rate: int = RATE, seconds: float = SECONDS, poll: float = POLL_S) -> dict[str, Any]:
     """The broker with two witnesses at a fixed offered rate: post-to-delivery and post-to-witnessed."""
     with tempfile.TemporaryDirectory(prefix="caseline-witnessed-") as tmp:
         root = Path(tmp)
@@ -255,7 +257,7 @@ def witnessed(rate: int = RATE, seconds: float = SECONDS) -> dict[str, Any]:
                 proc = ctx.Process(
                     target=watcher,
                     args=(prep["base"], token, sorted(names)),
-                    kwargs={"ready": ready, "stop": stop, "out": out},
+                    kwargs={"ready": ready, "stop": stop, "out": out, "poll": poll},
                 )
                 proc.start()
                 ready.wait(60)
@@ -433,6 +435,7 @@ def main() -> None:
     parser.add_argument("--only", choices=["witnessed", "witness"])
     parser.add_argument("--rate", type=int, default=RATE, help="offered updates/s in the witnessed run")
     parser.add_argument("--seconds", type=float, default=SECONDS)
+    parser.add_argument("--poll", type=float, default=POLL_S, help="seconds between two polls of the log")
     args = parser.parse_args()
     if args.seconds < SATURATE_SECONDS:
         parser.error(f"--seconds must be at least {SATURATE_SECONDS}")
@@ -456,7 +459,7 @@ def main() -> None:
             f" (load average {loadavg()})",
             flush=True,
         )
-        report["witnessed"] = witnessed(args.rate, args.seconds)
+        report["witnessed"] = witnessed(args.rate, args.seconds, args.poll)
         print(json.dumps(_brief(report["witnessed"]), indent=1), flush=True)
     report["loadavg_end"] = loadavg()
     RESULTS.mkdir(exist_ok=True)
