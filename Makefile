@@ -67,9 +67,14 @@ bench: $(VENV)/.bench-installed
 	$(BIN)/python -m bench.core
 	$(BIN)/python -m bench.coldstart
 	$(BIN)/python -m bench.compare $(BENCH_ARGS)
+	$(BIN)/python -m bench.witnessed
 
+# The broker alone (bench/results/load.json), then the witnessed log: the broker with two
+# caseline-witness processes at 1,000 updates/s, and one witness's cosignatures/s
+# (bench/results/witnessed.json).
 bench-load: $(STAMP)
 	$(BIN)/python -m bench.load
+	$(BIN)/python -m bench.witnessed
 
 vectors: $(STAMP)
 	$(BIN)/python -m tests.vectors.generate

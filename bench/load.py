@@ -10,11 +10,17 @@ receipt and delivers it.
 Workloads (the shapes of ``bench/peers/common.py``, shared with the peers):
   idle        10,000 idle authenticated WebSockets: server memory per connection
               (measured first, on a fresh broker, so no earlier run's heap muddles it).
-  throughput  50 senders (five 10-member cases), each posting its updates in order
-              on its stream with up to 32 in flight: acknowledged durable updates/s.
-  fanout      the same posts while every member follows over WebSocket, in five
+  throughput  50 senders (five 10-member cases): acknowledged durable updates/s, over
+              both posting paths, each for ``SATURATE_SECONDS``:
+              ``websocket``  each sender posts in order on its stream with up to 32 in flight
+                             (``PostUpdate`` frames; results under ``throughput``);
+              ``http``       each sender posts ``POST /v1/cases/{id}/updates`` on a keep-alive
+                             connection, one request in flight, as ``Client.post`` does (it holds
+                             the profile's posting lock, and the broker refuses a sender counter
+                             that skips ahead, so HTTP cannot pipeline; ``throughput_http``).
+  fanout      the same posts (WebSocket) while every member follows over WebSocket, in five
               10-member cases and then in one 50-member case: deliveries/s (each
-              update counted once per member receiving it).
+              update counted once per member receiving it), for ``SATURATE_SECONDS``.
   latency     fixed rates (1,000 and 5,000 updates/s offered) with one follower
               per case: post-to-delivery p50/p95/p99.
 
@@ -45,13 +51,14 @@ import aiohttp
 from caseline.crypto.keys import SigningKey
 from caseline.schemas.api import Cursor, Delivery, PostResult, PostUpdate, Subscribe
 from caseline.schemas.codec import unpack
-from caseline.schemas.wire import decode_signed
+from caseline.schemas.wire import LogReceipt, decode_signed
 
 from bench.peers.common import (
     GROUP,
     IDLE_CONNECTIONS,
     LATENCY_SECONDS,
     RATES,
+    SATURATE_SECONDS,
     SENDERS,
     WINDOW,
     Window,
@@ -63,8 +70,20 @@ from tests.support.process import UrlClient, free_port
 from tests.support.world import World
 
 RESULTS = Path(__file__).with_name("results")
+MSGPACK = "application/msgpack"
 DELIVERY_PREFIX = bytes([0x94, 0x01, Delivery.TAG])  # msgpack [1, 31, case, entry]
-#: Updates each sender posts in the saturating runs (fan-out: per update, members times more work).
+#: Posts/s each saturating run is sized for: every sender gets enough sealed updates to post at
+#: this rate for ``SATURATE_SECONDS`` and a quarter more, and stops starting posts after
+#: ``SATURATE_SECONDS``.  A run that ran out earlier says so (``pool_exhausted``, its ``wall_s``).
+POOL_RATE = {"throughput": 7000, "http": 4000, 10: 6000, 50: 2000}
+
+
+def pool(kind: str | int) -> int:
+    """Sealed updates per sender for one saturating run of ``kind``."""
+    return int(POOL_RATE[kind] * SATURATE_SECONDS * 1.25) // SENDERS + 1
+
+
+#: Updates each sender posts in a profiled run (``profiled``), which stops when they are posted.
 PER_SENDER = {"throughput": 120, 10: 120, 50: 40}
 #: A note of this many characters makes a sealed envelope of about 1.2 KiB: 1 KiB of content.
 NOTE_FILLER = 900
@@ -151,6 +170,7 @@ async def prepare(broker: Broker, world: World, per_sender: int, members: int = 
     world.server_key = server_key
     base = f"http://127.0.0.1:{broker.port}"
     senders: list[dict[str, Any]] = []
+    enrolled: list[tuple[Officer, bytes]] = []
     async with aiohttp.ClientSession() as session:
         client = UrlClient(session, base)
         for c in range(SENDERS // members):
@@ -163,28 +183,98 @@ async def prepare(broker: Broker, world: World, per_sender: int, members: int = 
             case_id = await officers[0].create_case([(o.device, "member") for o in officers[1:]])
             for o in officers[1:]:
                 await o.sync(case_id)
-            for o in officers:
-                filler = "x" * NOTE_FILLER
-                envelopes = [o.seal(case_id, f"{o.device.user} {filler} {i}") for i in range(per_sender)]
-                senders.append({"case": case_id, "token": o.token, "envelopes": envelopes})
+            enrolled += [(o, case_id) for o in officers]
+    # Sealed once every case exists: sealing takes seconds, longer than the broker keeps an idle
+    # keep-alive connection open, and the session above would find its connection closed.
+    filler = "x" * NOTE_FILLER
+    for o, case_id in enrolled:
+        envelopes = [o.seal(case_id, f"{o.device.user} {filler} {i}") for i in range(per_sender)]
+        senders.append({"case": case_id, "token": o.token, "envelopes": envelopes})
     return {"base": base, "senders": senders}
 
 
 # ------------------------------------------------------------------ worker processes
 
 
-async def _post_all(base: str, senders: list[dict[str, Any]], rate: float | None, out: Any) -> None:
-    """Each sender posts its envelopes in counter order over its own stream, pipelined.
+def _leaf_index(receipt: bytes) -> int:
+    """The broker-log leaf index a receipt (a ``LogReceipt``) gives its entry."""
+    return int(LogReceipt.decode(receipt).index)
+
+
+async def _post_all(
+    base: str,
+    senders: list[dict[str, Any]],
+    rate: float | None,
+    out: Any,
+    *,
+    path: str = "websocket",
+    seconds: float | None = None,
+    indexes: bool = False,
+) -> None:
+    """Each sender posts its envelopes in counter order, over its stream (pipelined) or HTTP.
 
     ``rate`` paces the whole worker (updates/s); None posts as fast as the
-    window of receipts allows.  The clock starts once every stream is open, as
-    it does for the peers' load generators.
+    window of receipts allows.  ``seconds``: no post starts after that long.
+    ``indexes``: also report each acknowledged post's log leaf index (from its
+    receipt).  The clock starts once every stream is open, as it does for the
+    peers' load generators.
     """
     sent: dict[bytes, float] = {}
     ack_ms: list[float] = []
+    leaf_of: dict[str, int] = {}
     acked = 0
+    exhausted = False
     interval = None if rate is None else len(senders) / rate
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        if path == "http":
+
+            async def one_http(index: int, sender: dict[str, Any]) -> None:
+                nonlocal acked, exhausted
+                url = f"{base}/v1/cases/{sender['case'].hex()}/updates"
+                headers = {"Authorization": f"Bearer {sender['token']}", "Content-Type": MSGPACK}
+                next_at = time.perf_counter() + (0.0 if interval is None else interval * index / len(senders))
+                for env in sender["envelopes"]:
+                    if stop_at is not None and time.perf_counter() >= stop_at:
+                        return
+                    if interval is not None:
+                        delay = next_at - time.perf_counter()
+                        if delay > 0:
+                            await asyncio.sleep(delay)
+                        next_at += interval
+                    tbs, _ = decode_signed(env)
+                    t0 = sent[tbs[:80]] = time.time()
+                    async with session.post(url, data=env, headers=headers) as resp:
+                        body = await resp.read()
+                        if resp.status != 201:
+                            raise RuntimeError(f"post failed: {resp.status} {body[:200]!r}")
+                    ack_ms.append((time.time() - t0) * 1000)
+                    acked += 1
+                    if indexes:
+                        leaf_of[tbs[:80].hex()] = _leaf_index(body)
+                exhausted = True
+
+            # The same start as the streams': every connection is open before the clock starts.
+            for sender in senders:
+                async with session.get(
+                    f"{base}/v1/cases/{sender['case'].hex()}/entries?after=0&limit=1",
+                    headers={"Authorization": f"Bearer {sender['token']}"},
+                ) as resp:
+                    await resp.read()
+            start = time.perf_counter()
+            stop_at = None if seconds is None else start + seconds
+            await asyncio.gather(*(one_http(i, s) for i, s in enumerate(senders)))
+            elapsed = time.perf_counter() - start
+            out.put(
+                {
+                    "acked": acked,
+                    "elapsed": elapsed,
+                    "sent": {k.hex(): v for k, v in sent.items()},
+                    "ack_ms": ack_ms,
+                    "leaf_of": leaf_of,
+                    "exhausted": exhausted,
+                }
+            )
+            return
         sockets = []
         for sender in senders:
             ws = await session.ws_connect(
@@ -197,9 +287,12 @@ async def _post_all(base: str, senders: list[dict[str, Any]], rate: float | None
             sockets.append(ws)
 
         async def one(index: int, sender: dict[str, Any], ws: aiohttp.ClientWebSocketResponse) -> None:
+            nonlocal exhausted
             window = asyncio.Semaphore(WINDOW)
             started: dict[int, float] = {}
-            total = len(sender["envelopes"])
+            keys: dict[int, bytes] = {}
+            posted = 0
+            sending = True
             done = asyncio.Event()
 
             async def read() -> None:
@@ -212,10 +305,12 @@ async def _post_all(base: str, senders: list[dict[str, Any]], rate: float | None
                     if result.status != 201:
                         raise RuntimeError(f"post failed: {result.status} {result.problem}")
                     ack_ms.append((time.time() - started.pop(result.request_id)) * 1000)
+                    if indexes:
+                        leaf_of[keys.pop(result.request_id).hex()] = _leaf_index(result.receipt)
                     acked += 1
                     count += 1
                     window.release()
-                    if count == total:
+                    if not sending and count == posted:
                         done.set()
                         return
 
@@ -223,6 +318,8 @@ async def _post_all(base: str, senders: list[dict[str, Any]], rate: float | None
             # Spread the senders' phases evenly: a fixed-rate load, not synchronised bursts.
             next_at = time.perf_counter() + (0.0 if interval is None else interval * index / len(senders))
             for i, env in enumerate(sender["envelopes"]):
+                if stop_at is not None and time.perf_counter() >= stop_at:
+                    break
                 if interval is not None:
                     delay = next_at - time.perf_counter()
                     if delay > 0:
@@ -231,31 +328,55 @@ async def _post_all(base: str, senders: list[dict[str, Any]], rate: float | None
                 await window.acquire()
                 tbs, _ = decode_signed(env)
                 started[i] = sent[tbs[:80]] = time.time()
+                keys[i] = tbs[:80]
+                posted += 1
                 await ws.send_bytes(PostUpdate(request_id=i, case_id=sender["case"], envelope=env).encode())
-            if total:
+            else:
+                exhausted = exhausted or stop_at is not None
+            sending = False
+            if posted and started:
                 await done.wait()
             reader.cancel()
             await ws.close()
 
         start = time.perf_counter()
+        stop_at = None if seconds is None else start + seconds
         await asyncio.gather(*(one(i, s, ws) for i, (s, ws) in enumerate(zip(senders, sockets, strict=True))))
         elapsed = time.perf_counter() - start
     out.put(
-        {"acked": acked, "elapsed": elapsed, "sent": {k.hex(): v for k, v in sent.items()}, "ack_ms": ack_ms}
+        {
+            "acked": acked,
+            "elapsed": elapsed,
+            "sent": {k.hex(): v for k, v in sent.items()},
+            "ack_ms": ack_ms,
+            "leaf_of": leaf_of,
+            "exhausted": exhausted,
+        }
     )
 
 
 def poster(
-    base: str, senders: list[dict[str, Any]], rate: float | None, *, started: Any, go: Any, out: Any
+    base: str,
+    senders: list[dict[str, Any]],
+    rate: float | None,
+    *,
+    started: Any,
+    go: Any,
+    out: Any,
+    path: str = "websocket",
+    seconds: float | None = None,
+    indexes: bool = False,
 ) -> None:
     started.put(os.getpid())  # imported and unpickled: the CPU it uses from here on is load
     go.wait()
-    asyncio.run(_post_all(base, senders, rate, out))
+    asyncio.run(_post_all(base, senders, rate, out, path=path, seconds=seconds, indexes=indexes))
 
 
-async def _follow(base: str, followers: list[dict[str, Any]], expect: int, ready: Any, out: Any) -> None:
+async def _follow(base: str, followers: list[dict[str, Any]], expect: Any, ready: Any, out: Any) -> None:
+    """Count deliveries until ``expect.value`` (a shared integer, 0 while not yet known) arrived."""
     received: dict[str, float] = {}
     count = 0
+    last = 0.0
     done = asyncio.Event()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         sockets = []
@@ -269,7 +390,7 @@ async def _follow(base: str, followers: list[dict[str, Any]], expect: int, ready
         first = None
 
         async def read(ws: aiohttp.ClientWebSocketResponse, record: bool) -> None:
-            nonlocal count, first
+            nonlocal count, first, last
             async for msg in ws:
                 if msg.type != aiohttp.WSMsgType.BINARY:
                     break
@@ -278,25 +399,32 @@ async def _follow(base: str, followers: list[dict[str, Any]], expect: int, ready
                 # Count every delivery; decode (and time) only on the recording sockets,
                 # so that the figure measures the broker, not this process's decoder.
                 now = time.time()
-                first = first or time.perf_counter()
+                last = time.perf_counter()
+                first = first or last
                 count += 1
                 if record:
                     d = Delivery.decode(msg.data)
                     if d.entry.kind == "update":
                         tbs, _ = decode_signed(d.entry.body)
                         received[tbs[:80].hex()] = now
-                if count >= expect:
+                if 0 < expect.value <= count:
                     done.set()
 
+        async def known() -> None:  # the posters may finish after the last delivery arrived
+            while not (0 < expect.value <= count):
+                await asyncio.sleep(0.05)
+            done.set()
+
         tasks = [asyncio.create_task(read(ws, f["record"])) for f, ws in zip(followers, sockets, strict=True)]
+        tasks.append(asyncio.create_task(known()))
         await asyncio.wait_for(done.wait(), timeout=600)
-        elapsed = time.perf_counter() - (first or time.perf_counter())
+        elapsed = last - (first or last)
         for t in tasks:
             t.cancel()
     out.put({"delivered": count, "elapsed": elapsed, "received": received})
 
 
-def follower(base: str, followers: list[dict[str, Any]], expect: int, ready: Any, out: Any) -> None:
+def follower(base: str, followers: list[dict[str, Any]], expect: Any, ready: Any, out: Any) -> None:
     asyncio.run(_follow(base, followers, expect, ready, out))
 
 
@@ -309,26 +437,46 @@ def run_posters(
     server_pid: int,
     followers: list[dict[str, Any]] | None = None,
     expect: int = 0,
+    per_ack: int = 0,
     on_go: Callable[[], object] | None = None,
+    path: str = "websocket",
+    seconds: float | None = None,
+    indexes: bool = False,
+    extra: Callable[[Any], Any] | None = None,
 ) -> dict[str, Any]:
     """Posting processes and a following one; also the CPU the broker and the load used, to show
-    which side was the bottleneck (both over the same window, from the start signal to the results)."""
+    which side was the bottleneck (both over the same window, from the start signal to the results).
+
+    The follower waits for ``expect`` deliveries, plus ``per_ack`` for each acknowledged post
+    (known once the posters are done: a run limited by ``seconds`` posts what it managed).
+    ``extra(ctx)`` may start one more process after the follower's (e.g. a log watcher); it
+    returns a callable that gives that process's result after the posters are done.
+    """
     ctx = multiprocessing.get_context("spawn")
     out, fout, go, started = ctx.Queue(), ctx.Queue(), ctx.Event(), ctx.Queue()
+    wanted = ctx.Value("q", 0 if per_ack else expect)
     fproc = None
     if followers:
         ready = ctx.Event()
-        fproc = ctx.Process(target=follower, args=(base, followers, expect, ready, fout))
+        fproc = ctx.Process(target=follower, args=(base, followers, wanted, ready, fout))
         fproc.start()
         ready.wait(120)
     procs = [
         ctx.Process(
             target=poster,
             args=(base, senders[i::workers], None if rate is None else rate / workers),
-            kwargs={"started": started, "go": go, "out": out},
+            kwargs={
+                "started": started,
+                "go": go,
+                "out": out,
+                "path": path,
+                "seconds": seconds,
+                "indexes": indexes,
+            },
         )
         for i in range(workers)
     ]
+    collect = extra(ctx) if extra is not None else None
     for p in procs:
         p.start()
     watched = [started.get(timeout=120) for _ in procs] + ([fproc.pid] if fproc and fproc.pid else [])
@@ -342,7 +490,13 @@ def run_posters(
         "elapsed": max(r["elapsed"] for r in results),
         "sent": {k: v for r in results for k, v in r["sent"].items()},
         "ack_ms": [x for r in results for x in r["ack_ms"]],
+        "leaf_of": {k: v for r in results for k, v in r["leaf_of"].items()},
+        "exhausted": any(r["exhausted"] for r in results),
     }
+    if per_ack:
+        wanted.value = expect + per_ack * merged["acked"]
+    if collect is not None:
+        merged["extra"] = collect()
     if fproc is not None:
         merged["follow"] = fout.get(timeout=900)
     # Read the workers' CPU time before they exit (they wait for nothing once their result is out).
@@ -386,24 +540,50 @@ class Caseline:
         return run_posters(prep["base"], prep["senders"], workers=1, server_pid=self.broker.pid, **kw)
 
     def throughput(self) -> dict[str, Any]:
-        """50 senders in five 10-member cases, 32 posts in flight each: receipts/s."""
-        prep = asyncio.run(prepare(self.broker, self.world, PER_SENDER["throughput"]))
-        r = self._run(prep, rate=None)
-        return {"per_s": r["acked"] / r["elapsed"], "cpu": r["cpu"], "ack_latency": r["ack_ms"]}
+        """50 senders in five 10-member cases, 32 posts in flight each on their streams: receipts/s."""
+        return self._throughput("websocket")
+
+    def throughput_http(self) -> dict[str, Any]:
+        """50 senders, each posting over HTTP one at a time as ``Client.post`` does: receipts/s."""
+        return self._throughput("http")
+
+    def _throughput(self, path: str) -> dict[str, Any]:
+        kind = "throughput" if path == "websocket" else "http"
+        prep = asyncio.run(prepare(self.broker, self.world, pool(kind)))
+        r = self._run(prep, rate=None, path=path, seconds=SATURATE_SECONDS)
+        return {
+            "path": path,
+            "in_flight_per_sender": WINDOW if path == "websocket" else 1,
+            "per_s": r["acked"] / r["elapsed"],
+            "acked": r["acked"],
+            "window_s": round(r["elapsed"], 2),
+            "pool_exhausted": r["exhausted"],
+            "cpu": r["cpu"],
+            "ack_latency": r["ack_ms"],
+        }
 
     def fanout(self, members: int) -> dict[str, Any]:
         """Every member follows its case from the genesis while all members post: deliveries/s."""
-        prep = asyncio.run(prepare(self.broker, self.world, PER_SENDER[members], members))
+        prep = asyncio.run(prepare(self.broker, self.world, pool(members), members))
         followers = [
             {"case": s["case"], "token": s["token"], "after": 0, "record": False} for s in prep["senders"]
         ]
         for f in followers[::members]:
             f["record"] = True  # one timed member per case, as in the latency runs
-        total = sum(len(s["envelopes"]) for s in prep["senders"]) * members + len(followers)
-        r = self._run(prep, rate=None, followers=followers, expect=total)
+        r = self._run(
+            prep,
+            rate=None,
+            followers=followers,
+            expect=len(followers),
+            per_ack=members,
+            seconds=SATURATE_SECONDS,
+        )
         return {
+            "path": "websocket",
             "per_s": r["follow"]["delivered"] / r["follow"]["elapsed"],
             "deliveries": r["follow"]["delivered"],
+            "window_s": round(r["follow"]["elapsed"], 2),
+            "pool_exhausted": r["exhausted"],
             "cpu": r["cpu"],
             "latency": _latencies(r),
         }

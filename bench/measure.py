@@ -31,7 +31,9 @@ def _line(name: str, label: str, r: dict[str, Any]) -> None:
     if "kib_per_connection" in r:
         value = f"{r['kib_per_connection']:>8,.1f} KiB/conn"
     print(
-        f"   {name:<9} {label:<13} {value}  server {cpu.get('server_cores', '-')} cores, "
+        f"   {name:<9} {label:<15} {value}"
+        + (f" [{r['path']}, {r['window_s']} s]" if "path" in r and "window_s" in r else "")
+        + f"  server {cpu.get('server_cores', '-')} cores, "
         f"load generator {cpu.get('loadgen_cores', '-')}, others {cpu.get('other_cores', '-')}, "
         f"load average {cpu.get('loadavg', r.get('loadavg'))}",
         flush=True,
@@ -48,6 +50,9 @@ def _aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     last = _summarise(runs[-1])
     out: dict[str, Any] = {"per_s": spread([r["per_s"] for r in runs]), "cpu": [r["cpu"] for r in runs]}
     out["settled_s"] = [r["settled_s"] for r in runs]
+    if "window_s" in runs[-1]:
+        out["window_s"] = [r.get("window_s") for r in runs]
+        out["pool_exhausted"] = [r.get("pool_exhausted") for r in runs]
     out.update({k: v for k, v in last.items() if k not in ("per_s", "cpu", "settled_s")})
     return out
 
@@ -119,6 +124,12 @@ def measure(
                     result = attempt(name, "throughput", system.throughput)
                     if result is not None:
                         runs[name]["throughput"].append(result)
+                    # caseline's product path: HTTP POST, one request in flight per sender (Client.post).
+                    http = getattr(system, "throughput_http", None)
+                    if http is not None and name in live:
+                        result = attempt(name, "throughput_http", http)
+                        if result is not None:
+                            runs[name]["throughput_http"].append(result)
             if "fanout" in wanted:
                 for members in FANOUT_SIZES:
                     for name, system in list(live.items()):

@@ -147,13 +147,23 @@ def table(out: dict[str, Any]) -> list[str]:
         return value
 
     add(
-        "(a) durable posts with receipts, 50 senders × 32 in flight: acknowledged updates/s",
+        "(a) durable posts with receipts, 50 senders × 32 in flight (caseline: over its WebSocket stream):"
+        " acknowledged updates/s",
         _rate(_get(c, "throughput", "per_s")),
         _rate(_get(m, "throughput", "per_s")),
         _ratio(med(c, "throughput", "per_s"), med(m, "throughput", "per_s")),
         _rate(_get(s, "throughput", "per_s")) + (" (16 concurrent PUTs)" if _get(s, "throughput") else ""),
         _ratio(med(c, "throughput", "per_s"), med(s, "throughput", "per_s")),
     )
+    if _get(c, "throughput_http"):
+        add(
+            "(a) the same over HTTP POST, one request in flight per sender, as `Client.post` posts",
+            _rate(_get(c, "throughput_http", "per_s")),
+            "–",
+            "–",
+            "–",
+            _ratio(med(c, "throughput_http", "per_s"), med(s, "throughput", "per_s")),
+        )
     for members, shape in ((10, "five 10-member cases"), (50, "one 50-member case")):
         k = f"fanout_{members}"
         add(

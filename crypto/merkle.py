@@ -158,6 +158,37 @@ class Tree:
         path.reverse()
         return path
 
+    def inclusion_proofs(self, indices: Sequence[int], size: int) -> list[list[bytes]]:
+        """``inclusion_proof(i, size)`` for every ``i`` of ``indices``, the same hashes.
+
+        The leaves of one group commit are neighbours, so their paths share most
+        of their siblings (the right-edge ranges above all, the dearest to hash):
+        each distinct sibling range is hashed once for the whole batch.
+        """
+        self._check_size(size)
+        memo: dict[tuple[int, int], bytes] = {}
+        proofs: list[list[bytes]] = []
+        for index in indices:
+            if not 0 <= index < size:
+                raise ValueError(f"no leaf {index} in a tree of {size}")
+            path: list[bytes] = []
+            lo, hi = 0, size
+            while hi - lo > 1:
+                k = _split(hi - lo)
+                if index < lo + k:
+                    a, b = lo + k, hi
+                    hi = lo + k
+                else:
+                    a, b = lo, lo + k
+                    lo += k
+                h = memo.get((a, b))
+                if h is None:
+                    h = memo[a, b] = self._range(a, b)
+                path.append(h)
+            path.reverse()
+            proofs.append(path)
+        return proofs
+
     def consistency_proof(self, old: int, new: int) -> list[bytes]:
         """RFC 9162 §2.1.4.1 PROOF(old, D[0:new]); empty when ``old`` is 0 or equals ``new``.
 

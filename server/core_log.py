@@ -159,9 +159,11 @@ class BrokerLog:
             marks.append((row.seq, index))
         size = tree.size
         checkpoint = tlog.sign_checkpoint(self.server_key, size=size, root=tree.root())
+        mine = leaves[: len(entry_leaves)]
+        proofs = tree.inclusion_proofs([index for index, _ in mine], size)
         receipts = [
-            _receipt(leaf, index, checkpoint, tree.inclusion_proof(index, size))
-            for index, leaf in leaves[: len(entry_leaves)]
+            _receipt(leaf, index, checkpoint, proof)
+            for (index, leaf), proof in zip(mine, proofs, strict=True)
         ]
         return Sealed(start, leaves, size, checkpoint, receipts, marks)
 

@@ -82,6 +82,18 @@ def test_every_inclusion_proof_verifies() -> None:
             M.verify_inclusion(LEAVES[index], index, size, proof, ROOTS[size])
 
 
+def test_batched_inclusion_proofs_equal_single_ones() -> None:
+    """``inclusion_proofs`` (a group commit's receipts) gives exactly ``inclusion_proof``'s hashes."""
+    for size in range(1, N + 1):
+        for start in {0, size // 2, max(0, size - 7), size - 1}:
+            indices = list(range(start, size))
+            assert TREE.inclusion_proofs(indices, size) == [TREE.inclusion_proof(i, size) for i in indices]
+    scattered = random.Random(12).sample(range(N), 40)
+    assert TREE.inclusion_proofs(scattered, N) == [TREE.inclusion_proof(i, N) for i in scattered]
+    with pytest.raises(ValueError, match="no leaf 9"):
+        TREE.inclusion_proofs([3, 9], 9)
+
+
 def test_every_consistency_proof_verifies() -> None:
     for new in range(N + 1):
         for old in range(new + 1):

@@ -31,6 +31,9 @@ WINDOW: Final = 32  # unacknowledged posts per sender
 PAYLOAD: Final = 1024  # bytes of plaintext per update
 RATES: Final = (1000, 5000)  # offered updates/s for the latency runs
 LATENCY_SECONDS: Final = 4.0  # of load at each fixed rate
+#: Seconds of load in every saturating run (throughput, fan-out): posters stop starting new posts
+#: after this long, so a run's window is this plus the time the last posts take to be answered.
+SATURATE_SECONDS: Final = 10.0
 IDLE_CONNECTIONS: Final = 10_000
 CDF_POINTS: Final = 200
 
