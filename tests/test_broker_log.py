@@ -378,7 +378,11 @@ async def _broker(path: Path, key: SigningKey, world: World) -> Broker:
     broker = Broker(
         core=BrokerCore(server_key=key, trust=trust, limits=Limits()), store=store, clock=lambda: world.now
     )
-    await broker.start()
+    try:
+        await broker.start()
+    except BaseException:
+        await store.close()  # a refused start must not leave the database thread behind
+        raise
     return broker
 
 
