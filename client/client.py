@@ -709,7 +709,7 @@ class Client(Outbox, ContentHelpers, Following, LogWatching):
         for m in members:
             agency, user, role = (*m, "member") if len(m) == 2 else m
             roster += [(vc, role) for vc in await self._devices(agency, user)]
-        agencies = {vc.cert.agency_id for vc, _ in roster} | {self._my_agency()}
+        agencies = {vc.cert.agency_id for vc, _ in roster} | {self._agency()}
         rule = None
         if witnessed is not False:
             await self.refresh_witness_lists(agencies)
@@ -747,9 +747,6 @@ class Client(Outbox, ContentHelpers, Following, LogWatching):
         await self.broker.create_case(body)
         await self.sync(case_id)
         return case_id
-
-    def _my_agency(self) -> str:
-        return self.trust.verify_cert(self.cert, at=self.clock()).cert.agency_id
 
     async def _commit(self, case_id: bytes, roster: Sequence[tuple[VerifiedCert, str]]) -> None:
         ledger = self._ledger()
