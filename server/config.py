@@ -28,6 +28,7 @@ from typing import Any
 
 from caseline.schemas.api import is_loopback_host
 from caseline.server.core import Limits
+from caseline.server.sources import parse_networks
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -53,6 +54,10 @@ class ServerConfig:
     push_to_witnesses: bool = True
     #: Seconds a witness may take to answer one add-checkpoint request.
     witness_timeout: float = 5.0
+    #: Reverse proxies (addresses or CIDR networks) whose ``forwarded_header`` names the real
+    #: source of a request (``sources.py``).  Empty, the default: the TCP peer is the source.
+    trusted_proxies: tuple[str, ...] = ()
+    forwarded_header: str = "X-Forwarded-For"
     limits: Limits = dataclasses.field(default_factory=Limits)
 
     @property
@@ -93,6 +98,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CASELINE_DB_MAX_BYTES": ("db_max_bytes", int),
     "CASELINE_PUSH_TO_WITNESSES": ("push_to_witnesses", lambda v: v.lower() in {"1", "true", "yes"}),
     "CASELINE_WITNESS_TIMEOUT": ("witness_timeout", float),
+    "CASELINE_TRUSTED_PROXIES": ("trusted_proxies", lambda v: tuple(p for p in v.split(",") if p.strip())),
 }
 
 
@@ -122,4 +128,7 @@ def load_config(
     for field in ("data_dir", "tls_cert", "tls_key"):
         if isinstance(values.get(field), str):
             values[field] = Path(values[field])
+    if "trusted_proxies" in values:
+        values["trusted_proxies"] = tuple(values["trusted_proxies"])
+        parse_networks(values["trusted_proxies"])  # a typo fails at start-up, not per request
     return ServerConfig(**values, limits=Limits(**limits))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 import time
@@ -70,6 +71,7 @@ from caseline.server.keys import (
     STORE,
     WITNESSING,
 )
+from caseline.server.sources import IPNetwork, parse_networks, source_of
 from caseline.server.store import AgencyRow, DeviceRow, SessionRow
 from caseline.server.stream import CLOSE_LOGOUT, CLOSE_REVOKED, Connection
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -384,8 +386,20 @@ async def directory(request: web.Request) -> web.Response:
 # --------------------------------------------------------------------------- authentication
 
 
+def source(request: web.Request) -> str:
+    """The key per-source limits count this request under (``sources.py``)."""
+    config = request.app[CONFIG]
+    forwarded = request.headers.get(config.forwarded_header) if config.trusted_proxies else None
+    return source_of(request.remote, forwarded, _networks(config.trusted_proxies))
+
+
+@functools.lru_cache(maxsize=8)
+def _networks(proxies: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+    return parse_networks(proxies)
+
+
 def charge_anonymous(request: web.Request) -> None:
-    request.app[CORE].charge_anonymous(request.remote or "unknown", now=time.monotonic())
+    request.app[CORE].charge_anonymous(source(request), now=time.monotonic())
 
 
 async def auth_challenge(request: web.Request) -> web.Response:
