@@ -116,6 +116,7 @@ def create_app(
     app[CLOCK] = clock
     app[SERVER_KEY] = server_key
     app[METRICS] = Metrics()
+    app[METRICS].export_limits(config, config.limits)
     app[CHALLENGES] = {}
     app[SESSIONS] = {}
     the_store = store if store is not None else SqliteStore(config.db_path, max_bytes=config.db_max_bytes)

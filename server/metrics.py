@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
@@ -47,3 +50,14 @@ class Metrics:
             "Seconds since a checkpoint last gained a cosignature (-1: never)",
             registry=r,
         )
+        self.limits = Gauge(
+            "caseline_limit", "Each configured limit, by name (0: switched off)", ["name"], registry=r
+        )
+
+    def export_limits(self, *configs: Any) -> None:
+        """Publish every numeric setting of the given dataclasses, so an operator sees what is in force."""
+        for config in configs:
+            for field in dataclasses.fields(config):
+                value = getattr(config, field.name)
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    self.limits.labels(field.name).set(value)

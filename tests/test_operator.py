@@ -146,6 +146,10 @@ async def test_health_and_metrics(deployment: Deployment) -> None:
     assert "caseline_updates_total 1.0" in text
     assert 'caseline_logins_total{outcome="success"} 1.0' in text
     assert "caseline_request_seconds_bucket" in text
+    # Every limit in force is on /metrics, under its configuration name.
+    limits = deployment.app[CONFIG].limits
+    assert f'caseline_limit{{name="max_body_bytes"}} {float(limits.max_body_bytes)}' in text
+    assert f'caseline_limit{{name="session_ttl"}} {float(deployment.app[CONFIG].session_ttl)}' in text
     r = await deployment.client.get("/metrics", headers={"Authorization": "Bearer wrong"})
     assert r.status == 401
 
