@@ -59,5 +59,5 @@ class Metrics:
         for config in configs:
             for field in dataclasses.fields(config):
                 value = getattr(config, field.name)
-                if isinstance(value, int | float) and not isinstance(value, bool):
+                if field.name != "port" and isinstance(value, int | float) and not isinstance(value, bool):
                     self.limits.labels(field.name).set(value)
