@@ -144,6 +144,8 @@ CASE = {
     "name": "case_id",
     "in": "path",
     "required": True,
+    "description": "A case this device is a member of.  Any other id, existing or not, is answered"
+    " 404 unknown-case with one and the same detail; 403 is for a member its role or scopes refuse.",
     "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
 }
 AGENCY = {

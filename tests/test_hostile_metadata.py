@@ -13,16 +13,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
 import sqlite3
 import stat
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
+from caseline.schemas.api import PostResult, PostUpdate, Subscribe
+from caseline.schemas.codec import unpack
+from caseline.schemas.errors import PROBLEM_TYPE_BASE, UNKNOWN_CASE_DETAIL
 from caseline.server import cli as server_cli
+from caseline.server.keys import STORE
 from caseline.witness import cli as witness_cli
+
+from tests.conftest import Deployment
+from tests.support.broker import Officer
 
 #: Every honest answer in these tests comes back well within this (seconds); a bound, not a measurement.
 ANSWER_TIMEOUT = 10.0
@@ -94,3 +105,157 @@ def test_a_backup_never_overwrites_unless_forced(tmp_path: Path, capsys: pytest.
     with umask(0o022):
         assert server_cli.main(["--data-dir", str(data), "backup", "--force", str(dest)]) == 0
     assert mode(dest) == 0o600 and dest.read_bytes().startswith(b"SQLite format 3\x00")
+
+
+# --------------------------------------------------------------------------- finding 10: case routes
+
+
+def random_case_id(d: Deployment) -> bytes:
+    return d.world.rng(16)
+
+
+Probe = Callable[[Officer, bytes], Awaitable[tuple[int, str, bytes]]]
+
+
+async def _answer(response: aiohttp.ClientResponse) -> tuple[int, str, bytes]:
+    return response.status, response.content_type, await response.read()
+
+
+def probes(envelope: bytes) -> dict[str, Probe]:
+    """Every route that names a case, as a stranger would call it."""
+
+    async def entries(o: Officer, cid: bytes) -> tuple[int, str, bytes]:
+        return await _answer(await o.client.get(f"/v1/cases/{cid.hex()}/entries", headers=o.headers()))
+
+    async def update(o: Officer, cid: bytes) -> tuple[int, str, bytes]:
+        return await _answer(
+            await o.client.post(f"/v1/cases/{cid.hex()}/updates", data=envelope, headers=o.headers())
+        )
+
+    async def commit(o: Officer, cid: bytes) -> tuple[int, str, bytes]:
+        return await _answer(
+            await o.client.post(f"/v1/cases/{cid.hex()}/commits", data=b"\x90", headers=o.headers())
+        )
+
+    async def witnessed(o: Officer, cid: bytes) -> tuple[int, str, bytes]:
+        return await _answer(await o.client.get(f"/v1/log/witnessed?case={cid.hex()}", headers=o.headers()))
+
+    return {"entries": entries, "updates": update, "commits": commit, "log-witnessed": witnessed}
+
+
+def assert_unknown_case(answer: tuple[int, str, bytes]) -> None:
+    status, content_type, body = answer
+    problem = json.loads(body)
+    assert (status, content_type) == (404, PROBLEM_JSON), answer
+    assert problem == {
+        "type": PROBLEM_TYPE_BASE + "unknown-case",
+        "title": "Unknown case",
+        "status": 404,
+        "detail": UNKNOWN_CASE_DETAIL,
+    }
+
+
+async def stream_post(o: Officer, case_id: bytes, envelope: bytes) -> PostResult:
+    ws = await o.client.ws_connect("/v1/stream", headers={"Authorization": f"Bearer {o.token}"})
+    try:
+        await ws.send_bytes(Subscribe(cursors=()).encode())
+        await ws.send_bytes(PostUpdate(request_id=7, case_id=case_id, envelope=envelope).encode())
+        while True:
+            msg = await asyncio.wait_for(ws.receive(), timeout=ANSWER_TIMEOUT)
+            assert msg.type == aiohttp.WSMsgType.BINARY, msg
+            if unpack(msg.data)[1] == PostResult.TAG:
+                return PostResult.decode(msg.data)
+    finally:
+        await ws.close()
+
+
+async def test_a_stranger_cannot_tell_a_real_case_from_none(make_deployment: Any) -> None:
+    d: Deployment = await make_deployment()
+    owner = await d.officer("ke-kra", "owner")
+    stranger = await d.officer("tz-tra", "stranger")
+    case_id = await owner.create_case([])
+    envelope = owner.seal(case_id, "for members only")
+    for name, probe in probes(envelope).items():
+        real = await probe(stranger, case_id)
+        none = await probe(stranger, random_case_id(d))
+        assert real == none, name
+        assert_unknown_case(real)
+    real_ws = await stream_post(stranger, case_id, envelope)
+    none_ws = await stream_post(stranger, random_case_id(d), envelope)
+    assert (real_ws.status, real_ws.problem, real_ws.detail) == (404, "unknown-case", UNKNOWN_CASE_DETAIL)
+    assert (none_ws.status, none_ws.problem, none_ws.detail) == (
+        real_ws.status,
+        real_ws.problem,
+        real_ws.detail,
+    )
+    assert len((await owner.entries(case_id)).entries) == 1  # nothing the stranger sent was stored
+
+
+async def test_a_removed_member_is_a_stranger(make_deployment: Any) -> None:
+    d: Deployment = await make_deployment()
+    owner = await d.officer("ke-kra", "owner")
+    juma = await d.officer("tz-tra", "juma")
+    case_id = await owner.create_case([(juma.device, "member")])
+    await juma.sync(case_id)
+    r = await owner.change(case_id, [(owner.device, "owner")])
+    assert r.status == 201, await r.text()
+    envelope = juma.seal(case_id, "after removal")
+    for name, probe in probes(envelope).items():
+        real = await probe(juma, case_id)
+        assert real == await probe(juma, random_case_id(d)), name
+        assert_unknown_case(real)
+
+
+async def test_a_member_refused_by_its_scopes_still_gets_not_allowed(make_deployment: Any) -> None:
+    """A member knows the case exists: its refusal says why (403 not-allowed), not 404."""
+    d: Deployment = await make_deployment()
+    owner = await d.officer("ke-kra", "owner")
+    bot = await d.officer("ke-kra", "poster", role="bot", scopes=("alert",))
+    case_id = await owner.create_case([(bot.device, "member")])
+    status, content_type, body = await probes(b"")["entries"](bot, case_id)
+    assert (status, content_type, json.loads(body)["type"]) == (
+        403,
+        PROBLEM_JSON,
+        PROBLEM_TYPE_BASE + "not-allowed",
+    )
+
+
+async def test_both_answers_make_the_same_storage_calls(make_deployment: Any) -> None:
+    """No database read (or write) tells a real case from none: both are decided in memory.
+
+    Every store call a request handler makes is recorded (the group-commit
+    writer, which seals audit rows in the background, is left out); the
+    stranger's two requests must make the very same calls, and no read.
+    """
+    d: Deployment = await make_deployment()
+    owner = await d.officer("ke-kra", "owner")
+    stranger = await d.officer("tz-tra", "stranger")
+    case_id = await owner.create_case([])
+    envelope = owner.seal(case_id, "for members only")
+    r = await stranger.client.get("/v1/cases", headers=stranger.headers())  # its session is now cached
+    assert r.status == 200
+    calls: list[str] = []
+    store = d.app[STORE]
+
+    def spy(name: str, method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            task = asyncio.current_task()
+            if task is None or task.get_name() != "caseline-group-commit":
+                calls.append(name)
+            return await method(*args, **kwargs)
+
+        return wrapper
+
+    for name in dir(store):
+        method = getattr(store, name)
+        if not name.startswith("_") and asyncio.iscoroutinefunction(method):
+            setattr(store, name, spy(name, method))
+    for name, probe in probes(envelope).items():
+        calls.clear()
+        await probe(stranger, case_id)
+        real = list(calls)
+        calls.clear()
+        await probe(stranger, random_case_id(d))
+        assert real == calls, name
+        case_reads = {"entries", "case_leaf_before", "get_case", "all_entries"}
+        assert not case_reads & set(real), (name, real)
