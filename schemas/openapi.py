@@ -320,10 +320,11 @@ def build() -> dict[str, Any]:
         },
         "/v1/directory/{agency_id}/{user_id}": {
             "get": {
-                "summary": "A user's device certificates (claims: clients verify them)",
+                "summary": "A user's device certificates (claims: clients verify them); not for a bot"
+                " without the read scope (403)",
                 "security": AUTH,
                 "parameters": [AGENCY, USER],
-                "responses": {**ok("Directory"), **problems("401")},
+                "responses": {**ok("Directory"), **problems("400", "401", "403")},
             }
         },
         "/v1/auth/challenge": {

@@ -66,6 +66,7 @@ from caseline.server.keys import (
     METRICS,
     REVOCATIONS,
     SERVER_KEY,
+    SESSION_CERT,
     SESSIONS,
     STORE,
     WITNESSING,
@@ -179,6 +180,7 @@ async def authenticate(request: web.Request) -> bytes:
     revoked_at = request.app[CORE].trust.revoked_at(cert)
     if revoked_at is not None and revoked_at <= now:
         raise web.HTTPUnauthorized(reason="device is revoked", headers={"WWW-Authenticate": "Bearer"})
+    request[SESSION_CERT] = cert
     return session.device_id
 
 
@@ -368,8 +370,14 @@ async def register_device(request: web.Request) -> web.Response:
 
 
 async def directory(request: web.Request) -> web.Response:
-    """Who an agency enrolled is sensitive: only enrolled devices may look it up."""
+    """Who an agency enrolled is sensitive: only enrolled devices that may read look it up.
+
+    Adding members needs it, and only people and bots with the ``read`` scope
+    (``check_may_read``) ever do; a posting-only bot has no use for another
+    agency's certificates, so a stolen bot key does not enumerate them.
+    """
     await authenticate(request)
+    check_may_read(request[SESSION_CERT])
     agency_id = AGENCY_ID.check(request.match_info["agency_id"], "agency_id")
     user_id = USER_ID.check(request.match_info["user_id"], "user_id")
     store = request.app[STORE]

@@ -244,8 +244,9 @@ def matrix() -> dict[tuple[str, str], tuple[Request, dict[str, int], set[str]]]:
             set(),
         ),
         ("GET", "/v1/directory/{agency_id}/{user_id}"): (
+            # Another agency's certificates are for devices that read: not a bot without ``read``.
             lambda s, p: call(s, p, "GET", "/v1/directory/ke-kra/owner"),
-            session,
+            forbidden_unless(SESSION - {"bot-no-scope"}, 200),
             set(),
         ),
         ("POST", "/v1/auth/challenge"): (

@@ -25,7 +25,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from caseline.schemas.api import PostResult, PostUpdate, Subscribe
+from caseline.schemas.api import Directory, PostResult, PostUpdate, Subscribe
 from caseline.schemas.codec import unpack
 from caseline.schemas.errors import PROBLEM_TYPE_BASE, UNKNOWN_CASE_DETAIL
 from caseline.server import cli as server_cli
@@ -259,3 +259,26 @@ async def test_both_answers_make_the_same_storage_calls(make_deployment: Any) ->
         assert real == calls, name
         case_reads = {"entries", "case_leaf_before", "get_case", "all_entries"}
         assert not case_reads & set(real), (name, real)
+
+
+# --------------------------------------------------------------------------- finding 10: directory
+
+
+async def test_the_directory_is_for_devices_that_read(make_deployment: Any) -> None:
+    d: Deployment = await make_deployment()
+    await d.officer("tz-tra", "juma")  # the user looked up, in another agency
+    poster = await d.officer("ke-kra", "poster", role="bot", scopes=("alert",))
+    reader = await d.officer("ke-kra", "reader", role="bot", scopes=("alert", "read"))
+    officer = await d.officer("ke-kra", "alice")
+    r = await poster.client.get("/v1/directory/tz-tra/juma", headers=poster.headers())
+    problem = json.loads(await r.read())
+    assert (r.status, r.content_type, problem["type"]) == (
+        403,
+        PROBLEM_JSON,
+        PROBLEM_TYPE_BASE + "not-allowed",
+    )
+    assert "certs" not in problem and "juma" not in json.dumps(problem)
+    for device in (reader, officer):
+        r = await device.client.get("/v1/directory/tz-tra/juma", headers=device.headers())
+        assert r.status == 200
+        assert len(Directory.decode(await r.read()).certs) == 1
