@@ -339,8 +339,8 @@ class BrokerUnknownCase(BrokerNotFound):
     code = "unknown-case"
     title = "Unknown case"
     hint = (
-        "check the case id (`caseline case list`); if it is right, this device is not, or no"
-        " longer, a member of the case"
+        "the broker refused this; nothing was changed.  Check the case id (`caseline case list`);"
+        " if it is right, this device is not, or no longer, a member of the case"
     )
 
 
