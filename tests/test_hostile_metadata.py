@@ -85,6 +85,11 @@ def test_the_files_init_writes_are_owner_only(tmp_path: Path, mask: int) -> None
         data = initialised(tmp_path)
         witness = tmp_path / "witness"
         assert witness_cli.main(["--data-dir", str(witness), "init", "--name", "witness.example/w1"]) == 0
+        with contextlib.closing(sqlite3.connect(data / "broker.sqlite3")) as db:  # as the broker writes it
+            db.execute("CREATE TABLE probe (x)")
+            db.commit()
+            wal = ["broker.sqlite3-wal", "broker.sqlite3-shm"]
+            assert all(mode(data / name) == 0o600 for name in wal)  # SQLite copies the database's mode
     for name in ("server.key", "operator.token.sha256", "broker.sqlite3"):
         assert mode(data / name) == 0o600, name
     assert mode(data) == 0o700
