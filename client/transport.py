@@ -38,6 +38,7 @@ from caseline.schemas.api import (
 from caseline.schemas.errors import (
     BrokerRefusal,
     BrokerUnavailable,
+    BrokerUnknownCase,
     MalformedError,
     ProfileError,
     refusal_for,
@@ -230,9 +231,9 @@ class BrokerConnection:
         try:
             return WitnessedAnswer.decode((await self.request("GET", path))[1])
         except BrokerRefusal as exc:
-            if exc.status == 404:
+            if exc.status == 404 and not isinstance(exc, BrokerUnknownCase):
                 return None  # a broker from before the witnessed log (the caller knows if it had one)
-            raise
+            raise  # unknown-case: the broker does not show this device the case (removed from it)
 
     async def witness_checkpoint(self, url: str, origin: str) -> bytes | None:
         """The newest checkpoint of this log that one witness cosigned (C2SP monitoring), or None."""

@@ -30,7 +30,13 @@ from typing import TYPE_CHECKING, Final
 from caseline.crypto import note, tlog
 from caseline.crypto.certs import TrustStore
 from caseline.schemas.api import WitnessedAnswer
-from caseline.schemas.errors import BrokerForbidden, CaselineError, ForkError, SplitViewError
+from caseline.schemas.errors import (
+    BrokerForbidden,
+    BrokerUnknownCase,
+    CaselineError,
+    ForkError,
+    SplitViewError,
+)
 from caseline.schemas.wire import UNWITNESSED, EntryLeaf, LogRef, Witnessing
 
 if TYPE_CHECKING:
@@ -132,7 +138,7 @@ class LogWatching:
         held = watch.held_size()
         try:
             answer = await self.broker.log_witnessed(since=held, case_id=case_id)
-        except BrokerForbidden:
+        except (BrokerForbidden, BrokerUnknownCase):  # a removed member gets unknown-case
             if case_id is None or await self._still_member(case_id):
                 raise  # a member's case part cannot be refused away: no finality, no bound
             # Removed from the case (its own view says so): the log is still checked, the

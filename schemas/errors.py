@@ -328,6 +328,26 @@ class BrokerNotFound(BrokerRefusal):
     title = "Not found"
 
 
+class BrokerUnknownCase(BrokerNotFound):
+    """A case route for a case id this device may not see: none exists, or it is not a member.
+
+    The broker gives both the same answer (status, code and detail), decided
+    from its in-memory state, so that a stranger cannot learn which case ids
+    exist.  A member whose role or scopes forbid the act gets *not-allowed*.
+    """
+
+    code = "unknown-case"
+    title = "Unknown case"
+    hint = (
+        "the broker refused this; nothing was changed.  Check the case id (`caseline case list`);"
+        " if it is right, this device is not, or no longer, a member of the case"
+    )
+
+
+#: The one detail of ``BrokerUnknownCase``: it must not say which of the two it is.
+UNKNOWN_CASE_DETAIL: Final = "no such case, or this device is not a member of it"
+
+
 class BrokerMethodNotAllowed(BrokerRefusal):
     status_hint = 405
     code = "method-not-allowed"

@@ -144,6 +144,8 @@ CASE = {
     "name": "case_id",
     "in": "path",
     "required": True,
+    "description": "A case this device is a member of.  Any other id, existing or not, is answered"
+    " 404 unknown-case with one and the same detail; 403 is for a member its role or scopes refuse.",
     "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
 }
 AGENCY = {
@@ -318,10 +320,11 @@ def build() -> dict[str, Any]:
         },
         "/v1/directory/{agency_id}/{user_id}": {
             "get": {
-                "summary": "A user's device certificates (claims: clients verify them)",
+                "summary": "A user's device certificates (claims: clients verify them); not for a bot"
+                " without the read scope (403)",
                 "security": AUTH,
                 "parameters": [AGENCY, USER],
-                "responses": {**ok("Directory"), **problems("401")},
+                "responses": {**ok("Directory"), **problems("400", "401", "403")},
             }
         },
         "/v1/auth/challenge": {

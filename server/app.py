@@ -57,9 +57,11 @@ def wall_clock_ms() -> int:
 
 #: Rejections that are security events, and so go to the audit log as well as the metrics.
 #: Malformed input and conflicts are only counted: auditing them would let a flood of junk
-#: turn every bad request into a database write.
+#: turn every bad request into a database write.  *unknown-case* (a case route naming a case
+#: this device is not in, or none at all) is audited whichever it was, so that the audit write
+#: does not itself tell the two apart; only a device with a session can cause it.
 AUDITED_REJECTIONS: Final = frozenset(
-    {"bad-signature", "untrusted", "revoked", "expired", "not-member", "not-allowed", "fork"}
+    {"bad-signature", "untrusted", "revoked", "expired", "not-member", "not-allowed", "unknown-case", "fork"}
 )
 
 

@@ -5,7 +5,7 @@
     caseline-server agency list | show ID
     caseline-server serve [--host H] [--port P] [--insecure-http]
     caseline-server audit verify
-    caseline-server backup DEST
+    caseline-server backup [--force] DEST
 
 Expected failures print one line and exit non-zero; no tracebacks.
 """
@@ -21,6 +21,7 @@ import secrets
 import sqlite3
 import ssl
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -83,13 +84,11 @@ def cmd_init(config: ServerConfig, args: argparse.Namespace) -> int:
         key = load_server_key(config)
         print(f"already initialised: {config.data_dir}")
     else:
-        fd = os.open(config.key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(secrets.token_bytes(32))
+        create_private(config.key_path, secrets.token_bytes(32))
         key = load_server_key(config)
         token = secrets.token_urlsafe(32)
-        config.operator_token_path.write_bytes(token_hash(token))
-        os.chmod(config.operator_token_path, 0o600)
+        config.operator_token_path.unlink(missing_ok=True)  # a new key, a new token
+        create_private(config.operator_token_path, token_hash(token))
         print(f"initialised {config.data_dir}")
         print(f"operator token (for /metrics; shown once): {token}")
     asyncio.run(_touch_db(config))
@@ -111,6 +110,13 @@ def cmd_log(config: ServerConfig, args: argparse.Namespace) -> int:
 
 
 async def _touch_db(config: ServerConfig) -> None:
+    """Create the database owner-only: it holds token hashes, devices and the audit log.
+
+    An empty file is an empty SQLite database; SQLite gives its WAL and shared
+    memory files the database file's mode.
+    """
+    if not config.db_path.exists():
+        create_private(config.db_path, b"")
     store = SqliteStore(config.db_path)
     await store.open()
     await store.close()
@@ -214,21 +220,80 @@ async def _audit(config: ServerConfig) -> int:
 
 
 def cmd_backup(config: ServerConfig, args: argparse.Namespace) -> int:
-    """An online backup through SQLite's backup API: consistent while the broker serves."""
+    """An online backup through SQLite's backup API: consistent while the broker serves.
+
+    The copy holds device certificates, session-token hashes, the audit log and
+    every entry, so it is owner-only (0600) from its first byte whatever the
+    umask: SQLite writes into a private temporary file in DEST's directory,
+    which is then linked into place.  DEST appears only once complete, and an
+    existing DEST is kept unless ``--force`` says to replace it.
+    """
     dest = Path(args.dest)
-    if dest.exists():
-        print(f"caseline-server: {dest} exists; refusing to overwrite", file=sys.stderr)
+    if dest.exists() and not args.force:
+        return _refuse_overwrite(dest)
+    if not config.db_path.exists():
+        print(f"caseline-server: no database at {config.db_path}; nothing to back up", file=sys.stderr)
         return EXIT_FAILED
-    src = sqlite3.connect(config.db_path)
+    tmp = private_temp_file(dest)
     try:
-        out = sqlite3.connect(dest)
-        with out:
-            src.backup(out)
-        out.close()
+        src = sqlite3.connect(config.db_path)
+        try:
+            out = sqlite3.connect(tmp)
+            with out:
+                src.backup(out)
+            out.close()
+        finally:
+            src.close()
+        _fsync(tmp)
+        if args.force:
+            os.replace(tmp, dest)
+        else:
+            os.link(tmp, dest)  # fails if DEST appeared meanwhile: never clobbers
+    except sqlite3.Error as exc:
+        print(f"caseline-server: backup failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except FileExistsError:
+        return _refuse_overwrite(dest)
     finally:
-        src.close()
-    print(f"backup written to {dest}")
+        tmp.unlink(missing_ok=True)
+    print(f"backup written to {dest} (mode 0600)")
     return 0
+
+
+def _refuse_overwrite(dest: Path) -> int:
+    print(f"caseline-server: {dest} exists; refusing to overwrite it (--force replaces it)", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def private_temp_file(beside: Path) -> Path:
+    """An empty file only the owner may read or write, in ``beside``'s directory.
+
+    ``mkstemp`` creates it with O_EXCL and mode 0600 (never wider, whatever the
+    umask); the explicit ``fchmod`` also undoes a umask that would have left the
+    owner unable to write.  SQLite gives its journal the database file's mode.
+    """
+    fd, name = tempfile.mkstemp(prefix=f".{beside.name}.", suffix=".tmp", dir=beside.parent)
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    return Path(name)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def create_private(path: Path, data: bytes) -> None:
+    """Write a new secret file, owner-only (0600) from the start: no window when others may read it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        os.fchmod(fh.fileno(), 0o600)
+        fh.write(data)
 
 
 def cmd_serve(config: ServerConfig, args: argparse.Namespace) -> int:
@@ -298,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     log.add_argument("log_cmd", choices=["vkey"])
     backup = sub.add_parser("backup", help="online backup of the database")
     backup.add_argument("dest")
+    backup.add_argument("--force", action="store_true", help="replace DEST if it exists")
     return parser
 
 

@@ -39,10 +39,11 @@ from caseline.crypto.updates import check_envelope
 from caseline.schemas.api import Entry
 from caseline.schemas.codec import pack
 from caseline.schemas.errors import (
+    UNKNOWN_CASE_DETAIL,
     BrokerConflict,
     BrokerLimit,
-    BrokerNotFound,
     BrokerRateLimited,
+    BrokerUnknownCase,
     ChainError,
     MalformedError,
     NotAllowedError,
@@ -249,14 +250,25 @@ class BrokerCore:
     def runtime(self, case_id: bytes) -> CaseRuntime:
         runtime = self.cases.get(case_id)
         if runtime is None:
-            raise BrokerNotFound("no such case")
+            raise BrokerUnknownCase(UNKNOWN_CASE_DETAIL)
+        return runtime
+
+    def member_runtime(self, case_id: bytes, device_id: bytes) -> CaseRuntime:
+        """The case, for a current member; anyone else learns nothing, not even that it exists.
+
+        A case that does not exist and a case this device is not in get the
+        same ``BrokerUnknownCase``, decided here from memory with no database
+        read, so neither the answer nor its timing tells them apart.
+        """
+        runtime = self.cases.get(case_id)
+        if runtime is None or device_id not in runtime.state.members:
+            raise BrokerUnknownCase(UNKNOWN_CASE_DETAIL)
         return runtime
 
     def require_reader(self, case_id: bytes, device_id: bytes) -> CaseRuntime:
-        """Only current members read a case; a bot needs its ``read`` scope."""
-        runtime = self.runtime(case_id)
-        _, cert = runtime.state.member(device_id)
-        check_may_read(cert.cert)
+        """Only current members read a case (``member_runtime``); a bot needs its ``read`` scope."""
+        runtime = self.member_runtime(case_id, device_id)
+        check_may_read(runtime.state.certs[device_id].cert)
         return runtime
 
     def cases_of(self, device_id: bytes) -> list[tuple[bytes, CaseRuntime]]:

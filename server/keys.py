@@ -41,3 +41,6 @@ AUDIT: Final[web.AppKey[Callable[[str, str], Awaitable[None]]]] = web.AppKey("au
 REVOCATIONS: Final = web.AppKey("revocations", RevocationsDigest)
 #: The witness pusher; absent when ``push_to_witnesses`` is off.
 WITNESSING: Final = web.AppKey("witnessing", WitnessPusher)
+
+#: The certificate of the device whose session authenticated this request (set by ``authenticate``).
+SESSION_CERT: Final = web.RequestKey("session_cert", DeviceCert)

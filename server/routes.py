@@ -41,7 +41,6 @@ from caseline.schemas.errors import (
     BrokerNotFound,
     CaselineError,
     MalformedError,
-    NotMemberError,
     UntrustedError,
 )
 from caseline.schemas.wire import (
@@ -67,6 +66,7 @@ from caseline.server.keys import (
     METRICS,
     REVOCATIONS,
     SERVER_KEY,
+    SESSION_CERT,
     SESSIONS,
     STORE,
     WITNESSING,
@@ -180,6 +180,7 @@ async def authenticate(request: web.Request) -> bytes:
     revoked_at = request.app[CORE].trust.revoked_at(cert)
     if revoked_at is not None and revoked_at <= now:
         raise web.HTTPUnauthorized(reason="device is revoked", headers={"WWW-Authenticate": "Bearer"})
+    request[SESSION_CERT] = cert
     return session.device_id
 
 
@@ -369,8 +370,14 @@ async def register_device(request: web.Request) -> web.Response:
 
 
 async def directory(request: web.Request) -> web.Response:
-    """Who an agency enrolled is sensitive: only enrolled devices may look it up."""
+    """Who an agency enrolled is sensitive: only enrolled devices that may read look it up.
+
+    Adding members needs it, and only people and bots with the ``read`` scope
+    (``check_may_read``) ever do; a posting-only bot has no use for another
+    agency's certificates, so a stolen bot key does not enumerate them.
+    """
     await authenticate(request)
+    check_may_read(request[SESSION_CERT])
     agency_id = AGENCY_ID.check(request.match_info["agency_id"], "agency_id")
     user_id = USER_ID.check(request.match_info["user_id"], "user_id")
     store = request.app[STORE]
@@ -496,7 +503,7 @@ async def create_case(request: web.Request) -> web.Response:
 async def post_commit(request: web.Request) -> web.Response:
     device_id = await authenticate(request)
     case_id = hex_id(request, "case_id")
-    _require_member(request, case_id, device_id)
+    request.app[CORE].member_runtime(case_id, device_id)
     body = await read_body(request)
     accepted = await request.app[BROKER].post_commit(case_id, body, device_id=device_id)
     request.app[METRICS].commits.inc()
@@ -509,19 +516,13 @@ async def post_commit(request: web.Request) -> web.Response:
 async def post_update(request: web.Request) -> web.Response:
     device_id = await authenticate(request)
     case_id = hex_id(request, "case_id")
-    _require_member(request, case_id, device_id)
+    request.app[CORE].member_runtime(case_id, device_id)
     body = await read_body(request)
     core = request.app[CORE]
     core.charge(device_id, len(body), now=time.monotonic())
     receipt = await request.app[BROKER].post_update(case_id, body, device_id=device_id)
     request.app[METRICS].updates.inc()
     return reply(receipt, status=201)
-
-
-def _require_member(request: web.Request, case_id: bytes, device_id: bytes) -> None:
-    runtime = request.app[CORE].runtime(case_id)
-    if device_id not in runtime.state.members:
-        raise NotMemberError("this device is not a member of the case")
 
 
 async def get_entries(request: web.Request) -> web.Response:
@@ -700,9 +701,7 @@ async def log_leaves(request: web.Request) -> web.Response:
 async def _post_on_stream(app: web.Application, conn: Connection, device_id: bytes, post: PostUpdate) -> None:
     """The HTTP post route's checks and effect, answered with a ``PostResult`` frame."""
     try:
-        runtime = app[CORE].runtime(post.case_id)
-        if device_id not in runtime.state.members:
-            raise NotMemberError("this device is not a member of the case")
+        app[CORE].member_runtime(post.case_id, device_id)
         app[CORE].charge(device_id, len(post.envelope), now=time.monotonic())
         receipt = await app[BROKER].post_update(post.case_id, post.envelope, device_id=device_id)
         app[METRICS].updates.inc()

@@ -40,6 +40,7 @@ PRINCIPALS = (
     "operator",
 )
 SESSION = {"other-case", "non-member", "member", "bot-no-scope", "owner"}
+STRANGERS = {"other-case", "non-member"}  # sessions that are not members of the scene's case
 
 
 @dataclasses.dataclass
@@ -192,6 +193,12 @@ def matrix() -> dict[tuple[str, str], tuple[Request, dict[str, int], set[str]]]:
     forbidden_unless = lambda allowed, ok: {  # noqa: E731
         p: (ok if p in allowed else 403 if p in SESSION else 401) for p in PRINCIPALS
     }
+    # A route naming a case: a non-member is answered as for a case that does not exist (404),
+    # a member the case's rules or its certificate refuse gets 403 (issue 14, finding 10).
+    case_route = lambda allowed, ok: {  # noqa: E731
+        p: (ok if p in allowed else 404 if p in STRANGERS else 403 if p in SESSION else 401)
+        for p in PRINCIPALS
+    }
     return {
         ("GET", "/healthz"): (lambda s, p: call(s, p, "GET", "/healthz"), public200, set()),
         ("GET", "/metrics"): (
@@ -237,8 +244,9 @@ def matrix() -> dict[tuple[str, str], tuple[Request, dict[str, int], set[str]]]:
             set(),
         ),
         ("GET", "/v1/directory/{agency_id}/{user_id}"): (
+            # Another agency's certificates are for devices that read: not a bot without ``read``.
             lambda s, p: call(s, p, "GET", "/v1/directory/ke-kra/owner"),
-            session,
+            forbidden_unless(SESSION - {"bot-no-scope"}, 200),
             set(),
         ),
         ("POST", "/v1/auth/challenge"): (
@@ -270,19 +278,19 @@ def matrix() -> dict[tuple[str, str], tuple[Request, dict[str, int], set[str]]]:
         ),
         ("POST", "/v1/cases/{case_id}/commits"): (
             lambda s, p: call(s, p, "POST", f"/v1/cases/{s.case_hex}/commits", _commit(s)),
-            forbidden_unless({"owner"}, 201),
+            case_route({"owner"}, 201),
             {"owner"},
         ),
         ("POST", "/v1/cases/{case_id}/updates"): (
             # The broker cannot see content types, so a bot's content scopes are
             # enforced by clients (test_updates.py); here a member bot may post.
             lambda s, p: call(s, p, "POST", f"/v1/cases/{s.case_hex}/updates", _update(s, p)),
-            forbidden_unless({"owner", "member", "bot-no-scope"}, 201),
+            case_route({"owner", "member", "bot-no-scope"}, 201),
             {"owner", "member", "bot-no-scope"},
         ),
         ("GET", "/v1/cases/{case_id}/entries"): (
             lambda s, p: call(s, p, "GET", f"/v1/cases/{s.case_hex}/entries"),
-            forbidden_unless({"owner", "member"}, 200),
+            case_route({"owner", "member"}, 200),
             set(),
         ),
         # The broker log is hashes only: witnesses and monitors read it without an account,

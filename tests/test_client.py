@@ -17,8 +17,8 @@ from caseline.crypto.certs import issue_witness_list, make_enrolment_request, op
 from caseline.crypto.keys import DeviceKeys, SigningKey
 from caseline.schemas.errors import (
     BadSignatureError,
-    BrokerForbidden,
     BrokerRefusal,
+    BrokerUnknownCase,
     InvalidContentError,
     NotPermittedError,
     ProfileError,
@@ -49,9 +49,9 @@ async def test_a_removed_member_cannot_read_later_updates(net: Network) -> None:
     await alice.remove_members(case_id, [("tz-tra", "juma")])
     await alice.post_note(case_id, "after removal")
 
-    with pytest.raises(BrokerRefusal) as refused:  # the broker no longer serves the case to juma
+    with pytest.raises(BrokerUnknownCase) as refused:  # the broker no longer serves the case to juma
         await juma.sync(case_id)
-    assert refused.value.status == 403
+    assert refused.value.status == 404
     # Even handed the entries directly, juma's keys open nothing after its removal.
     for row in await net.app[STORE].entries(case_id, after=(await juma.view(case_id)).count, limit=100):
         events = juma._ledger().apply(
@@ -179,9 +179,9 @@ async def test_a_bot_outside_its_scopes_is_refused(net: Network) -> None:
     with pytest.raises(NotPermittedError):
         await bot.post_note(case_id, "bots may not post notes")
     assert await stored_updates(net, case_id) == []
-    with pytest.raises(BrokerForbidden) as refused:
+    with pytest.raises(BrokerUnknownCase) as refused:  # not a member: as for no such case
         await bot.post_alert(other, subject_kind="vehicle", subject={"mode": "road"}, reason="x")
-    assert refused.value.status == 403
+    assert refused.value.status == 404
     assert await stored_updates(net, other) == []
     # The refusal used up nothing: the bot's next allowed post takes the very position.
     posted = await bot.post_alert(case_id, subject_kind="vehicle", subject={"mode": "road"}, reason="x")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import pytest
 from caseline.crypto.caselog import KIND_PURGED, chain_heads, entry_hash, verify_receipt
 from caseline.crypto.certs import MAX_SKEW_MS
-from caseline.schemas.errors import BrokerConflict, NotMemberError, NotPermittedError
+from caseline.schemas.errors import BrokerConflict, BrokerUnknownCase, NotPermittedError
 from caseline.server.core import CaseRuntime
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -170,7 +170,7 @@ class CoreLink(RuleBasedStateMachine):
         if self.is_member(who):
             self.link.sync(ep, self.case_id)
         else:
-            with pytest.raises(NotMemberError):
+            with pytest.raises(BrokerUnknownCase):  # as for a case that does not exist
                 self.link.sync(ep, self.case_id)
 
     @rule(who=st.sampled_from(sorted(PEOPLE)))

@@ -182,7 +182,7 @@ class CaseModel(RuleBasedStateMachine):
             elif user not in self.members:
                 with pytest.raises(BrokerRefusal) as refused:
                     self.run(client.broker.entries(self.case_id, after=0))
-                assert refused.value.status == 403
+                assert refused.value.status == 404  # as for a case that does not exist
 
     @invariant()
     def every_member_view_verifies_and_reads_what_it_should(self) -> None:

@@ -27,7 +27,7 @@ from caseline.client.core import CaseEvent, Ledger
 from caseline.crypto.caselog import KIND_PURGED, KIND_UPDATE, Staged
 from caseline.crypto.commits import CaseState
 from caseline.schemas.api import Entry
-from caseline.schemas.errors import BrokerConflict, CaselineError, NotMemberError
+from caseline.schemas.errors import BrokerConflict, BrokerUnknownCase, CaselineError
 from caseline.schemas.wire import CaseInfo
 from caseline.server.core import Accepted, BrokerCore, Limits, Retry, entry_of, same_update
 from caseline.server.core_log import BrokerLog
@@ -223,7 +223,7 @@ class Link:
         """A definitive no: drop the update, free its position, and catch up (``Client._refused``)."""
         case_id, _ = endpoint.outbox.pop(0)
         endpoint.ledger.view(case_id).abandon_unsent()
-        with contextlib.suppress(NotMemberError):  # removed: nothing more to read
+        with contextlib.suppress(BrokerUnknownCase):  # removed: nothing more to read
             self.sync(endpoint, case_id)
 
     def state(self, case_id: bytes) -> CaseState:
