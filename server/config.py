@@ -59,6 +59,12 @@ class ServerConfig:
     trusted_proxies: tuple[str, ...] = ()
     forwarded_header: str = "X-Forwarded-For"
     limits: Limits = dataclasses.field(default_factory=Limits)
+    # -- Revocation and session expiry on open streams (issue 14, finding 1).
+    #: Cut a revoked device off (its sessions deleted, its streams closed with 4003) when its
+    #: revocation takes effect: by a timer at ``revoked_at`` when a list dates it in the future,
+    #: re-armed from the stored lists at start-up.  False: only entries already past when a list
+    #: is published are cut off (the old behaviour); kept as a switch to test the others alone.
+    revocation_cutoff: bool = True
 
     @property
     def db_path(self) -> Path:

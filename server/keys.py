@@ -15,6 +15,7 @@ from caseline.crypto.keys import SigningKey
 from caseline.schemas.wire import DeviceCert
 from caseline.server.config import ServerConfig
 from caseline.server.core import BrokerCore
+from caseline.server.deadlines import Deadlines
 from caseline.server.metrics import Metrics
 from caseline.server.revocations import RevocationsDigest
 from caseline.server.service import Broker
@@ -41,3 +42,5 @@ AUDIT: Final[web.AppKey[Callable[[str, str], Awaitable[None]]]] = web.AppKey("au
 REVOCATIONS: Final = web.AppKey("revocations", RevocationsDigest)
 #: The witness pusher; absent when ``push_to_witnesses`` is off.
 WITNESSING: Final = web.AppKey("witnessing", WitnessPusher)
+#: Pending revocation cut-offs by (agency, device): each runs at the device's ``revoked_at``.
+CUTOFFS: Final[web.AppKey[Deadlines[tuple[str, bytes]]]] = web.AppKey("cutoffs")

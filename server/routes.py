@@ -63,6 +63,7 @@ from caseline.server.keys import (
     CLOCK,
     CONFIG,
     CORE,
+    CUTOFFS,
     HUB,
     METRICS,
     REVOCATIONS,
@@ -189,6 +190,37 @@ def forget_sessions(app: web.Application, device_id: bytes) -> None:
         del sessions[digest]
 
 
+async def cut_off(app: web.Application, agency_id: str, device_id: bytes) -> None:
+    """End a revoked device's access now: its sessions (stored and cached) and its open streams.
+
+    Run when a revocation takes effect: at publication for a ``revoked_at``
+    already past, else by its timer (``CUTOFFS``).  Only a device the agency
+    itself certified is cut off, so a list cannot name another agency's device.
+    """
+    device = await app[STORE].get_device(device_id)
+    if device is None or device.agency_id != agency_id:
+        return
+    await app[STORE].delete_sessions_of(device_id)
+    forget_sessions(app, device_id)
+    app[HUB].close_device(device_id, CLOSE_REVOKED, "device revoked by its agency")
+
+
+def schedule_cutoffs(app: web.Application, crl: RevocationList) -> None:
+    """Arm a cut-off at each ``revoked_at`` of a list that is still ahead of the broker's clock.
+
+    An agency's clock may run ahead of the broker's (certs.MAX_SKEW_MS is
+    tolerated), so a revocation can be published before it takes effect; it
+    must still take effect on time, on the streams already open too.  One
+    timer per (agency, device): a newer list moves it.
+    """
+    if not app[CONFIG].revocation_cutoff:
+        return
+    now, cutoffs = app[CLOCK](), app[CUTOFFS]
+    for entry in crl.entries:
+        if entry.revoked_at > now:
+            cutoffs.set((crl.agency_id, entry.device_id), entry.revoked_at)
+
+
 def require_operator(request: web.Request) -> None:
     path = request.app[CONFIG].operator_token_path
     header = request.headers.get("Authorization", "")
@@ -264,9 +296,9 @@ async def get_revocations(request: web.Request) -> web.Response:
 
 
 async def put_revocations(request: web.Request) -> web.Response:
-    """Accept an agency-signed revocation list and cut revoked devices off at once."""
+    """Accept an agency-signed revocation list; cut revoked devices off when each revocation takes effect."""
     agency_id, body, crl = await agency_signed(request, RevocationList)
-    core, store, hub = request.app[CORE], request.app[STORE], request.app[HUB]
+    core, store = request.app[CORE], request.app[STORE]
     held = core.trust.revocation_number(agency_id)
     if crl.number == held and body == await store.get_revocation_list(agency_id):
         return web.Response(status=204)  # the same list again: nothing to do
@@ -275,13 +307,10 @@ async def put_revocations(request: web.Request) -> web.Response:
     request.app[REVOCATIONS].invalidate()
     now = request.app[CLOCK]()
     for entry in crl.entries:
-        device = await store.get_device(entry.device_id)
-        if device is None or device.agency_id != agency_id:
-            continue  # an agency revokes only the devices it certified
         if entry.revoked_at <= now:
-            await store.delete_sessions_of(entry.device_id)
-            forget_sessions(request.app, entry.device_id)
-            hub.close_device(entry.device_id, CLOSE_REVOKED, "device revoked by its agency")
+            request.app[CUTOFFS].cancel((agency_id, entry.device_id))  # moved earlier: due now
+            await cut_off(request.app, agency_id, entry.device_id)
+    schedule_cutoffs(request.app, crl)  # the rest take effect at their revoked_at
     await request.app[AUDIT](
         "revocation", f"agency={agency_id} number={crl.number} entries={len(crl.entries)}"
     )

@@ -1,0 +1,186 @@
+"""Issue 14, finding 1: a revoked device must lose its open stream when the revocation takes effect.
+
+The pen test: an agency whose clock ran a few seconds fast published a
+revocation dated in the broker's future.  The broker cut off only devices
+whose ``revoked_at`` had passed, and never looked at an open stream again, so
+the revoked device went on reading (and decrypting) over it.  Each test here
+runs a real broker on loopback and real WebSockets:
+
+* the cut-off timer closes the stream at ``revoked_at`` (and after a restart).
+
+The broker's clock here runs in real time from the world's time and can be
+set forward (``RunningClock``): timers need time to pass, and a clock that is
+set is exactly what the stream's own check exists for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient
+from aiohttp.web import Application
+from caseline.schemas.api import Delivery
+from caseline.schemas.codec import unpack
+from caseline.server.app import create_app
+from caseline.server.config import ServerConfig
+from caseline.server.core import token_hash
+from caseline.server.keys import CUTOFFS, STORE
+from caseline.server.stream import CLOSE_REVOKED
+
+from tests.conftest import Deployment
+from tests.support.broker import Officer, register_agencies
+from tests.support.world import Device, World
+from tests.test_stream import next_delivery, open_stream
+
+MSGPACK = {"Content-Type": "application/msgpack"}
+#: How far the agency's clock runs ahead of the broker's: the revocation is dated this far (ms)
+#: in the broker's future when it is published.  The pen test saw 5 s; 2 s keeps the test short.
+FAST_AGENCY_MS = 2000
+#: The stated bound: an honest device's stream delivers each update within this many seconds,
+#: throughout.  Generous, for a 2-core machine shared with other test runs.
+HONEST_BOUND_S = 5.0
+#: How long past the moment it is due a cut-off (or expiry) may take before the test fails.
+#: A failure timeout, not a measured timing.
+CLOSE_SLACK_S = 10.0
+#: "Later": a revocation dated this far (ms) ahead, past which the broker's clock is then set.
+MINUTE_MS = 60_000
+
+ClientFactory = Callable[[Application], Awaitable[TestClient]]
+
+
+class RunningClock:
+    """The broker's wall clock (ms): the world's time, running on in real time; ``set_forward`` jumps it."""
+
+    def __init__(self, start: int) -> None:
+        self.start = start
+        self.origin = time.monotonic()
+        self.offset = 0
+
+    def __call__(self) -> int:
+        return self.start + int((time.monotonic() - self.origin) * 1000) + self.offset
+
+    def set_forward(self, ms: int) -> None:
+        self.offset += ms
+
+
+class Brokers:
+    """Brokers over one data directory and one world, started (and restarted) on a running clock."""
+
+    def __init__(self, aiohttp_client: ClientFactory, data_dir: Path) -> None:
+        self.aiohttp_client = aiohttp_client
+        self.data_dir = data_dir
+        self.world = World(f"revoke-{data_dir.name}")
+        self.world.agency("ke-kra")
+        self.world.agency("tz-tra")
+        self.clock = RunningClock(self.world.now)
+        self.started = 0
+
+    async def start(self, **config: Any) -> Deployment:
+        cfg = ServerConfig(data_dir=self.data_dir, **config)
+        app = create_app(cfg, server_key=self.world.server_key, clock=self.clock)
+        client = await self.aiohttp_client(app)
+        if not self.started:
+            await register_agencies(client, self.world)  # a restart pins them from the store
+        self.started += 1
+        return Deployment(client, self.world, self.world.server_key)
+
+
+@pytest.fixture
+def brokers(aiohttp_client: ClientFactory, tmp_path: Path) -> Brokers:
+    return Brokers(aiohttp_client, tmp_path)
+
+
+async def publish_revocation(d: Deployment, device: Device, *, at: int) -> None:
+    """What the agency's admin does: sign a list revoking ``device`` from ``at`` and upload it."""
+    crl = d.world.revoke(device, at=at)
+    r = await d.client.put(f"/v1/agencies/{device.agency}/revocations", data=crl, headers=MSGPACK)
+    assert r.status == 204, await r.text()
+
+
+async def until_closed(ws: aiohttp.ClientWebSocketResponse, timeout: float) -> tuple[list[bytes], Any, str]:
+    """Read a stream until the broker closes it: the binary frames before, the close code and reason."""
+    frames: list[bytes] = []
+    while True:
+        msg = await asyncio.wait_for(ws.receive(), timeout=timeout)
+        if msg.type == aiohttp.WSMsgType.BINARY:
+            frames.append(msg.data)
+            continue
+        assert msg.type == aiohttp.WSMsgType.CLOSE, msg
+        return frames, msg.data, str(msg.extra)
+
+
+def delivered_seqs(frames: list[bytes]) -> list[int]:
+    return [Delivery.decode(f).entry.seq for f in frames if unpack(f)[1] == Delivery.TAG]
+
+
+async def honest_delivery(ws: aiohttp.ClientWebSocketResponse) -> int:
+    """The honest device's next delivery, within the stated bound."""
+    return (await asyncio.wait_for(next_delivery(ws), timeout=HONEST_BOUND_S)).entry.seq
+
+
+async def three_officers(d: Deployment) -> tuple[Officer, Officer, Officer, bytes]:
+    alice = await d.officer("ke-kra", "alice")
+    bob = await d.officer("tz-tra", "bob")
+    eve = await d.officer("ke-kra", "eve")
+    case_id = await alice.create_case([(bob.device, "member"), (eve.device, "member")])
+    return alice, bob, eve, case_id
+
+
+# --------------------------------------------------------------------------- the cut-off timer
+
+
+async def test_a_revocation_dated_ahead_closes_the_open_stream_when_it_takes_effect(brokers: Brokers) -> None:
+    d = await brokers.start()
+    alice, bob, eve, case_id = await three_officers(d)
+    bob_ws, eve_ws = await open_stream(bob), await open_stream(eve)
+    assert await honest_delivery(bob_ws) == 0
+    assert (await next_delivery(eve_ws)).entry.seq == 0
+
+    revoked_at = brokers.clock() + FAST_AGENCY_MS  # the agency's clock runs ahead of the broker's
+    await publish_revocation(d, eve.device, at=revoked_at)
+    # Not yet in effect: eve is still a reader, and reads.
+    await alice.say(case_id, "sent before eve's revocation time")
+    assert await honest_delivery(bob_ws) == 1
+    assert (await next_delivery(eve_ws)).entry.seq == 1
+
+    # Nothing more is posted: the cut-off closes eve's stream by itself, when it takes effect.
+    frames, code, reason = await until_closed(eve_ws, timeout=FAST_AGENCY_MS / 1000 + CLOSE_SLACK_S)
+    assert (code, reason) == (CLOSE_REVOKED, "device revoked by its agency")
+    assert brokers.clock() >= revoked_at
+    assert delivered_seqs(frames) == []
+
+    await alice.say(case_id, "secret sent after eve's revocation time")
+    assert await honest_delivery(bob_ws) == 2  # bob, honest, is served throughout
+    # Eve is cut off everywhere: her session is gone, and she cannot open a new stream.
+    assert await d.app[STORE].get_session(token_hash(eve.token)) is None
+    r = await d.client.get(f"/v1/cases/{case_id.hex()}/entries", headers=eve.headers())
+    assert r.status == 401
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await open_stream(eve)
+    assert refused.value.status == 401
+    await bob_ws.close()
+
+
+async def test_a_restarted_broker_still_cuts_off_at_a_stored_revocation_time(brokers: Brokers) -> None:
+    d = await brokers.start()
+    _, _, eve, _ = await three_officers(d)
+    revoked_at = brokers.clock() + 2 * FAST_AGENCY_MS  # time for the restart below
+    await publish_revocation(d, eve.device, at=revoked_at)
+    await d.client.close()  # the broker stops: its timers go with it
+
+    d = await brokers.start()
+    assert d.app[CUTOFFS].at(("ke-kra", eve.id)) == revoked_at  # re-armed from the stored list
+    # Eve's session survived the restart (it is stored) and still opens a stream, until revoked_at.
+    eve = Officer(d.client, d.world, eve.device, d.server_key, token=eve.token)
+    eve_ws = await open_stream(eve)
+    assert (await next_delivery(eve_ws)).entry.seq == 0
+    _, code, _ = await until_closed(eve_ws, timeout=2 * FAST_AGENCY_MS / 1000 + CLOSE_SLACK_S)
+    assert code == CLOSE_REVOKED
+    assert brokers.clock() >= revoked_at
+    assert await d.app[STORE].get_session(token_hash(eve.token)) is None
