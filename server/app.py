@@ -40,6 +40,7 @@ from caseline.server.keys import (
     SERVER_KEY,
     SESSIONS,
     STORE,
+    STREAM_EXPIRY,
     WITNESSING,
     Clock,
 )
@@ -48,7 +49,7 @@ from caseline.server.revocations import RevocationsDigest
 from caseline.server.service import Broker
 from caseline.server.sqlite_store import SqliteStore
 from caseline.server.store import Store
-from caseline.server.stream import Hub
+from caseline.server.stream import Connection, Hub
 from caseline.server.witnessing import WitnessPusher, seconds_since_witnessed
 
 log = logging.getLogger("caseline.server")
@@ -139,7 +140,11 @@ def create_app(
     async def cut_off(key: tuple[str, bytes]) -> None:
         await routes.cut_off(app, *key)
 
+    async def close_expired(conn: Connection) -> None:
+        await routes.close_expired_stream(app, conn)
+
     app[CUTOFFS] = Deadlines(clock, cut_off)
+    app[STREAM_EXPIRY] = Deadlines(clock, close_expired)
 
     async def audit(event: str, detail: str) -> None:
         with contextlib.suppress(BrokerStorageFull):
@@ -223,7 +228,7 @@ async def _storage_context(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _deadlines_context(app: web.Application) -> AsyncIterator[None]:
-    """Re-arm the revocation cut-offs of the stored lists at start; drop them at shutdown.
+    """Re-arm the revocation cut-offs of the stored lists at start; drop every timer at shutdown.
 
     A list accepted before a restart may date a revocation after it: the cut-off
     must still happen.  Only lists the trust store adopted at start-up
@@ -239,8 +244,9 @@ async def _deadlines_context(app: web.Application) -> AsyncIterator[None]:
             for entry in crl.entries:
                 app[CUTOFFS].set((crl.agency_id, entry.device_id), entry.revoked_at)
     yield
-    app[CUTOFFS].close()
-    await app[CUTOFFS].wait_closed()
+    for deadlines in (app[CUTOFFS], app[STREAM_EXPIRY]):
+        deadlines.close()
+        await deadlines.wait_closed()
 
 
 async def _witness_context(app: web.Application) -> AsyncIterator[None]:

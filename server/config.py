@@ -65,6 +65,14 @@ class ServerConfig:
     #: re-armed from the stored lists at start-up.  False: only entries already past when a list
     #: is published are cut off (the old behaviour); kept as a switch to test the others alone.
     revocation_cutoff: bool = True
+    #: A stream writes no delivery and accepts no post once the broker's clock reaches its
+    #: device's ``revoked_at``; it closes with 4003 instead.  Independent of the timers above,
+    #: which can be late.  False: a stream trusts the timers alone.
+    stream_checks_revocation: bool = True
+    #: Close a stream (4002, "session expired: log in again") when the session it was opened with
+    #: expires, and write nothing to it and accept no post from it after.  False: a stream outlives
+    #: its session (the old behaviour).
+    stream_session_expiry: bool = True
 
     @property
     def db_path(self) -> Path:

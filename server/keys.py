@@ -20,7 +20,7 @@ from caseline.server.metrics import Metrics
 from caseline.server.revocations import RevocationsDigest
 from caseline.server.service import Broker
 from caseline.server.store import SessionRow, Store
-from caseline.server.stream import Hub
+from caseline.server.stream import Connection, Hub
 from caseline.server.witnessing import WitnessPusher
 
 #: Milliseconds since the epoch; injected so that tests own time.
@@ -44,3 +44,5 @@ REVOCATIONS: Final = web.AppKey("revocations", RevocationsDigest)
 WITNESSING: Final = web.AppKey("witnessing", WitnessPusher)
 #: Pending revocation cut-offs by (agency, device): each runs at the device's ``revoked_at``.
 CUTOFFS: Final[web.AppKey[Deadlines[tuple[str, bytes]]]] = web.AppKey("cutoffs")
+#: Each open stream's session expiry: the stream is closed then (4002).
+STREAM_EXPIRY: Final[web.AppKey[Deadlines[Connection]]] = web.AppKey("stream_expiry")

@@ -39,6 +39,7 @@ from caseline.schemas.api import (
 )
 from caseline.schemas.errors import (
     BrokerNotFound,
+    BrokerUnauthorized,
     CaselineError,
     MalformedError,
     NotMemberError,
@@ -70,11 +71,18 @@ from caseline.server.keys import (
     SERVER_KEY,
     SESSIONS,
     STORE,
+    STREAM_EXPIRY,
     WITNESSING,
 )
 from caseline.server.sources import IPNetwork, parse_networks, source_of
 from caseline.server.store import AgencyRow, DeviceRow, SessionRow
-from caseline.server.stream import CLOSE_LOGOUT, CLOSE_REVOKED, Connection
+from caseline.server.stream import (
+    CLOSE_LOGOUT,
+    CLOSE_REVOKED,
+    CLOSE_SESSION_EXPIRED,
+    Connection,
+    session_guard,
+)
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 log = logging.getLogger("caseline.server")
@@ -153,6 +161,12 @@ def hex_id(request: web.Request, name: str) -> bytes:
 
 async def authenticate(request: web.Request) -> bytes:
     """The device behind a live session, or 401.  Revoked devices have no sessions."""
+    session, _ = await session_of(request)
+    return session.device_id
+
+
+async def session_of(request: web.Request) -> tuple[SessionRow, DeviceCert]:
+    """The live session a request presents and its device's certificate, or 401."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     # Tokens are base64url; a header that was not even UTF-8 reaches us with surrogates.
@@ -181,7 +195,7 @@ async def authenticate(request: web.Request) -> bytes:
     revoked_at = request.app[CORE].trust.revoked_at(cert)
     if revoked_at is not None and revoked_at <= now:
         raise web.HTTPUnauthorized(reason="device is revoked", headers={"WWW-Authenticate": "Bearer"})
-    return session.device_id
+    return session, cert
 
 
 def forget_sessions(app: web.Application, device_id: bytes) -> None:
@@ -727,8 +741,16 @@ async def log_leaves(request: web.Request) -> web.Response:
 
 
 async def _post_on_stream(app: web.Application, conn: Connection, device_id: bytes, post: PostUpdate) -> None:
-    """The HTTP post route's checks and effect, answered with a ``PostResult`` frame."""
+    """The HTTP post route's checks and effect, answered with a ``PostResult`` frame.
+
+    The stream's session is checked as an HTTP request's is (``authenticate``):
+    a post after the device's revocation or the session's expiry is refused
+    with 401, and the stream is closed.
+    """
+    stop = conn.guard()
     try:
+        if stop is not None:
+            raise BrokerUnauthorized(stop[1])
         runtime = app[CORE].runtime(post.case_id)
         if device_id not in runtime.state.members:
             raise NotMemberError("this device is not a member of the case")
@@ -753,10 +775,13 @@ async def _post_on_stream(app: web.Application, conn: Connection, device_id: byt
         )
     with contextlib.suppress(ConnectionError, RuntimeError):
         await conn.reply(result.encode())
+    if stop is not None:
+        conn.shut(*stop)  # after the answer, which is written first
 
 
 async def stream(request: web.Request) -> web.StreamResponse:
-    device_id = await authenticate(request)
+    session, cert = await session_of(request)
+    device_id = session.device_id
     app = request.app
     config, hub, core = app[CONFIG], app[HUB], app[CORE]
     if len(hub.by_device.get(device_id, ())) >= config.limits.connections_per_device:
@@ -771,8 +796,15 @@ async def stream(request: web.Request) -> web.StreamResponse:
         ws,
         device_id,
         fetch=lambda cid, after, limit: app[STORE].entries(cid, after=after, limit=limit),
+        guard=session_guard(
+            app[CLOCK],
+            functools.partial(core.trust.revoked_at, cert) if config.stream_checks_revocation else None,
+            session.expires_at if config.stream_session_expiry else None,
+        ),
     )
     hub.attach(conn)  # before any await: the per-device limit cannot be raced past
+    if config.stream_session_expiry:
+        app[STREAM_EXPIRY].set(conn, session.expires_at)
     sender: asyncio.Task[None] | None = None
     try:
         await ws.prepare(request)
@@ -823,12 +855,18 @@ async def stream(request: web.Request) -> web.StreamResponse:
     except asyncio.CancelledError:
         raise
     finally:
+        app[STREAM_EXPIRY].cancel(conn)
         hub.detach(conn)
         if sender is not None:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await sender
     return ws
+
+
+async def close_expired_stream(app: web.Application, conn: Connection) -> None:
+    """The action of a stream's session-expiry deadline (``STREAM_EXPIRY``)."""
+    app[HUB].close(conn, CLOSE_SESSION_EXPIRED, "session expired: log in again")
 
 
 __all__ = ["problems", "setup"]

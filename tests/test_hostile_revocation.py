@@ -6,7 +6,10 @@ whose ``revoked_at`` had passed, and never looked at an open stream again, so
 the revoked device went on reading (and decrypting) over it.  Each test here
 runs a real broker on loopback and real WebSockets:
 
-* the cut-off timer closes the stream at ``revoked_at`` (and after a restart).
+* the cut-off timer closes the stream at ``revoked_at`` (and after a restart);
+* the stream itself refuses to deliver, and refuses posts, once ``revoked_at``
+  has passed on the broker's clock, without any timer;
+* a stream is closed when the session it was opened with expires.
 
 The broker's clock here runs in real time from the world's time and can be
 set forward (``RunningClock``): timers need time to pass, and a clock that is
@@ -25,13 +28,13 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 from aiohttp.web import Application
-from caseline.schemas.api import Delivery
+from caseline.schemas.api import Delivery, PostResult, PostUpdate
 from caseline.schemas.codec import unpack
 from caseline.server.app import create_app
 from caseline.server.config import ServerConfig
 from caseline.server.core import token_hash
 from caseline.server.keys import CUTOFFS, STORE
-from caseline.server.stream import CLOSE_REVOKED
+from caseline.server.stream import CLOSE_REVOKED, CLOSE_SESSION_EXPIRED
 
 from tests.conftest import Deployment
 from tests.support.broker import Officer, register_agencies
@@ -184,3 +187,82 @@ async def test_a_restarted_broker_still_cuts_off_at_a_stored_revocation_time(bro
     assert code == CLOSE_REVOKED
     assert brokers.clock() >= revoked_at
     assert await d.app[STORE].get_session(token_hash(eve.token)) is None
+
+
+# --------------------------------------------------------------------------- the stream's own check
+
+
+async def test_with_no_timer_the_stream_still_delivers_nothing_after_revoked_at(brokers: Brokers) -> None:
+    d = await brokers.start(revocation_cutoff=False)
+    alice, bob, eve, case_id = await three_officers(d)
+    bob_ws, eve_ws = await open_stream(bob), await open_stream(eve)
+    assert await honest_delivery(bob_ws) == 0
+    assert (await next_delivery(eve_ws)).entry.seq == 0
+    await publish_revocation(d, eve.device, at=brokers.clock() + MINUTE_MS)
+    await alice.say(case_id, "sent before eve's revocation time")
+    assert await honest_delivery(bob_ws) == 1
+    assert (await next_delivery(eve_ws)).entry.seq == 1
+
+    # The broker's clock is set past revoked_at: no timer fires (none is armed here; one would be late).
+    brokers.clock.set_forward(MINUTE_MS + 1000)
+    await alice.say(case_id, "secret sent after eve's revocation time")
+    assert await honest_delivery(bob_ws) == 2
+    frames, code, _ = await until_closed(eve_ws, timeout=CLOSE_SLACK_S)
+    assert delivered_seqs(frames) == []  # the secret never reached eve
+    assert code == CLOSE_REVOKED
+    await bob_ws.close()
+
+
+async def test_a_post_over_the_stream_after_revoked_at_is_refused_and_closes_it(brokers: Brokers) -> None:
+    d = await brokers.start(revocation_cutoff=False)
+    alice, _, eve, case_id = await three_officers(d)
+    await eve.sync(case_id)
+    eve_ws = await open_stream(eve)
+    assert (await next_delivery(eve_ws)).entry.seq == 0
+    await publish_revocation(d, eve.device, at=brokers.clock() + MINUTE_MS)
+    brokers.clock.set_forward(MINUTE_MS + 1000)
+
+    post = PostUpdate(request_id=7, case_id=case_id, envelope=eve.seal(case_id, "eve, after her revocation"))
+    await eve_ws.send_bytes(post.encode())
+    frames, code, _ = await until_closed(eve_ws, timeout=CLOSE_SLACK_S)
+    results = [PostResult.decode(f) for f in frames if unpack(f)[1] == PostResult.TAG]
+    assert [(r.request_id, r.status, r.problem) for r in results] == [(7, 401, "unauthorized")]
+    assert code == CLOSE_REVOKED
+    assert (await alice.entries(case_id)).count == 1  # nothing of eve's was stored
+
+
+# --------------------------------------------------------------------------- session expiry
+
+
+async def test_a_stream_is_closed_when_its_session_expires(brokers: Brokers) -> None:
+    d = await brokers.start(session_ttl=2)
+    alice, bob, _, case_id = await three_officers(d)
+    await bob.login()  # a fresh two-second session
+    bob_ws = await open_stream(bob)
+    assert await honest_delivery(bob_ws) == 0
+    frames, code, reason = await until_closed(bob_ws, timeout=2 + CLOSE_SLACK_S)
+    assert (code, reason) == (CLOSE_SESSION_EXPIRED, "session expired: log in again")
+    assert delivered_seqs(frames) == []
+    # Logging in again is all it takes to resume.
+    await bob.login()
+    bob_ws = await open_stream(bob, {case_id: 1})
+    await alice.login()
+    await alice.say(case_id, "after bob logged in again")
+    assert await honest_delivery(bob_ws) == 1
+    await bob_ws.close()
+
+
+async def test_a_stream_delivers_nothing_once_its_session_has_expired(brokers: Brokers) -> None:
+    d = await brokers.start()
+    alice, bob, _, case_id = await three_officers(d)
+    bob_ws = await open_stream(bob)
+    assert await honest_delivery(bob_ws) == 0
+    # The clock is set past bob's session (an hour): its timer, armed for an hour of loop time, is late.
+    hour = 3600 * 1000
+    brokers.clock.set_forward(hour + 1000)
+    d.world.now += hour + 1000
+    await alice.login()
+    await alice.say(case_id, "after bob's session expired")
+    frames, code, _ = await until_closed(bob_ws, timeout=CLOSE_SLACK_S)
+    assert delivered_seqs(frames) == []
+    assert code == CLOSE_SESSION_EXPIRED
