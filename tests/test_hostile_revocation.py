@@ -9,7 +9,8 @@ runs a real broker on loopback and real WebSockets:
 * the cut-off timer closes the stream at ``revoked_at`` (and after a restart);
 * the stream itself refuses to deliver, and refuses posts, once ``revoked_at``
   has passed on the broker's clock, without any timer;
-* a stream is closed when the session it was opened with expires.
+* a stream is closed when the session it was opened with expires, and the
+  real client logs in again and resumes.
 
 The broker's clock here runs in real time from the world's time and can be
 set forward (``RunningClock``): timers need time to pass, and a clock that is
@@ -19,6 +20,7 @@ set is exactly what the stream's own check exists for.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -28,15 +30,17 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 from aiohttp.web import Application
+from caseline.client.core import CaseEvent
 from caseline.schemas.api import Delivery, PostResult, PostUpdate
 from caseline.schemas.codec import unpack
 from caseline.server.app import create_app
 from caseline.server.config import ServerConfig
 from caseline.server.core import token_hash
-from caseline.server.keys import CUTOFFS, STORE
+from caseline.server.keys import CUTOFFS, METRICS, STORE
 from caseline.server.stream import CLOSE_REVOKED, CLOSE_SESSION_EXPIRED
 
 from tests.conftest import Deployment
+from tests.support.agencies import PARTNERS, start_network
 from tests.support.broker import Officer, register_agencies
 from tests.support.world import Device, World
 from tests.test_stream import next_delivery, open_stream
@@ -266,3 +270,56 @@ async def test_a_stream_delivers_nothing_once_its_session_has_expired(brokers: B
     frames, code, _ = await until_closed(bob_ws, timeout=CLOSE_SLACK_S)
     assert delivered_seqs(frames) == []
     assert code == CLOSE_SESSION_EXPIRED
+
+
+class Notices(logging.Handler):
+    """The client's reconnect notices, as an event the test waits on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reconnecting = asyncio.Event()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "reconnecting" in record.getMessage():
+            self.lines.append(record.getMessage())
+            self.reconnecting.set()
+
+
+async def test_the_client_follows_on_by_logging_in_again_when_its_session_expires(
+    aiohttp_server: Any, tmp_path: Path
+) -> None:
+    net = await start_network(aiohttp_server, tmp_path, session_ttl=3)
+    try:
+        for agency_id, name, country in PARTNERS:
+            await net.agency(agency_id, name, country)
+        alice = await net.device("ke-kra", "alice")
+        bob = await net.device("ke-kra", "bob")
+        case_id = await alice.create_case(title="Op", members=[("ke-kra", "bob")])
+        alice.broker.forget_session()  # follow starts with a fresh three-second session
+        notices = Notices()
+        logging.getLogger("caseline.client").addHandler(notices)
+        events: asyncio.Queue[CaseEvent] = asyncio.Queue()
+
+        async def watch() -> None:
+            async for event in alice.follow([case_id], max_backoff=0.2):
+                await events.put(event)
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await asyncio.wait_for(notices.reconnecting.wait(), timeout=3 + CLOSE_SLACK_S)
+            assert "the session expired" in notices.lines[0]
+            await bob.post_note(case_id, "after alice's session expired")
+            event = await asyncio.wait_for(events.get(), timeout=CLOSE_SLACK_S)
+            assert event.content is not None and event.content["text"] == "after alice's session expired"
+            assert not watcher.done()
+            # It logged in before reconnecting: the broker never refused it a stream.
+            refused = net.app[METRICS].registry.get_sample_value(
+                "caseline_requests_total", {"route": "/v1/stream", "status": "401"}
+            )
+            assert refused is None
+        finally:
+            watcher.cancel()
+            logging.getLogger("caseline.client").removeHandler(notices)
+    finally:
+        await net.close()
