@@ -193,6 +193,22 @@ async def test_a_restarted_broker_still_cuts_off_at_a_stored_revocation_time(bro
     assert await d.app[STORE].get_session(token_hash(eve.token)) is None
 
 
+async def test_a_newer_list_dating_the_revocation_earlier_moves_the_cut_off(brokers: Brokers) -> None:
+    d = await brokers.start()
+    _, _, eve, _ = await three_officers(d)
+    eve_ws = await open_stream(eve)
+    assert (await next_delivery(eve_ws)).entry.seq == 0
+    await publish_revocation(d, eve.device, at=brokers.clock() + MINUTE_MS)
+    # The agency learns the key was lost sooner: list 2 names eve once, with an earlier time.
+    d.world.revocations["ke-kra"].clear()
+    revoked_at = brokers.clock() + FAST_AGENCY_MS
+    await publish_revocation(d, eve.device, at=revoked_at)
+    _, code, _ = await until_closed(eve_ws, timeout=FAST_AGENCY_MS / 1000 + CLOSE_SLACK_S)
+    assert code == CLOSE_REVOKED
+    assert brokers.clock() >= revoked_at
+    assert ("ke-kra", eve.id) not in d.app[CUTOFFS]  # one timer per device, and it has run
+
+
 # --------------------------------------------------------------------------- the stream's own check
 
 
@@ -239,12 +255,12 @@ async def test_a_post_over_the_stream_after_revoked_at_is_refused_and_closes_it(
 
 
 async def test_a_stream_is_closed_when_its_session_expires(brokers: Brokers) -> None:
-    d = await brokers.start(session_ttl=2)
+    d = await brokers.start(session_ttl=3)
     alice, bob, _, case_id = await three_officers(d)
-    await bob.login()  # a fresh two-second session
+    await bob.login()  # a fresh three-second session
     bob_ws = await open_stream(bob)
     assert await honest_delivery(bob_ws) == 0
-    frames, code, reason = await until_closed(bob_ws, timeout=2 + CLOSE_SLACK_S)
+    frames, code, reason = await until_closed(bob_ws, timeout=3 + CLOSE_SLACK_S)
     assert (code, reason) == (CLOSE_SESSION_EXPIRED, "session expired: log in again")
     assert delivered_seqs(frames) == []
     # Logging in again is all it takes to resume.
