@@ -52,7 +52,7 @@ DRAIN_POLL: Final = 0.002
 
 Fetch = Callable[[bytes, int, int], Awaitable[list[EntryRow]]]
 #: Why a connection must stop now, as a close (code, reason); None while it may go on.
-Guard = Callable[[], "tuple[int, str] | None"]
+Guard = Callable[[], tuple[int, str] | None]
 
 
 def _never() -> tuple[int, str] | None:
