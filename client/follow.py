@@ -5,7 +5,8 @@ frame goes through the same checks, and after any cut the client resubscribes
 from the last entry it verified in each case, so nothing is missed and nothing
 is shown twice.  A broker that is away (restarting, unreachable) is waited for
 with jittered backoff; a revoked or logged-out device, or an entry that fails
-verification, ends the stream with the error that says so.
+verification, ends the stream with the error that says so.  A stream closed
+because its session expired (4002) is resumed after logging in again.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("caseline.client")
 CLOSE_REVOKED: Final = 4003
 CLOSE_LOGOUT: Final = 4001
+#: The broker closed the stream because its session expired: log in again and resume.
+CLOSE_SESSION_EXPIRED: Final = 4002
 #: How often a ``follow`` checks the witnesses when no case asks for sooner (ms).
 WATCH_EVERY_MS: Final = 5000
 
@@ -107,6 +110,9 @@ class Following:
                 raise RevokedError("the broker closed the stream: this device was revoked")
             if close_code == CLOSE_LOGOUT:
                 raise BrokerUnauthorized("this device's session was logged out", problem="logged-out")
+            if close_code == CLOSE_SESSION_EXPIRED:
+                self.broker.forget_session()  # the next stream logs in first
+                cause = "the session expired"
             if not reconnect:
                 return
             delay = backoff_delay(failures, max_backoff)

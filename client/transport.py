@@ -106,6 +106,10 @@ class BrokerConnection:
         """Use a session token kept from an earlier run; a 401 still logs in again once."""
         self._token = token
 
+    def forget_session(self) -> None:
+        """Drop the session token the broker said has expired: the next request logs in again."""
+        self._token = None
+
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:

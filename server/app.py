@@ -21,9 +21,11 @@ from caseline.crypto.commits import CaseState
 from caseline.crypto.keys import SigningKey
 from caseline.schemas.api import REVOCATIONS_HEADER
 from caseline.schemas.errors import BrokerRateLimited, BrokerStorageFull, CaselineError
+from caseline.schemas.wire import RevocationList, decode_signed
 from caseline.server import problems, retention, routes
 from caseline.server.config import ServerConfig
 from caseline.server.core import BrokerCore
+from caseline.server.deadlines import Deadlines
 from caseline.server.keys import (
     AUDIT,
     BROKER,
@@ -31,12 +33,14 @@ from caseline.server.keys import (
     CLOCK,
     CONFIG,
     CORE,
+    CUTOFFS,
     HUB,
     METRICS,
     REVOCATIONS,
     SERVER_KEY,
     SESSIONS,
     STORE,
+    STREAM_EXPIRY,
     WITNESSING,
     Clock,
 )
@@ -45,7 +49,7 @@ from caseline.server.revocations import RevocationsDigest
 from caseline.server.service import Broker
 from caseline.server.sqlite_store import SqliteStore
 from caseline.server.store import Store
-from caseline.server.stream import Hub
+from caseline.server.stream import Connection, Hub
 from caseline.server.witnessing import WitnessPusher, seconds_since_witnessed
 
 log = logging.getLogger("caseline.server")
@@ -136,6 +140,15 @@ def create_app(
     app[HUB] = hub
     broker.listeners.append(hub.publish)
 
+    async def cut_off(key: tuple[str, bytes]) -> None:
+        await routes.cut_off(app, *key)
+
+    async def close_expired(conn: Connection) -> None:
+        await routes.close_expired_stream(app, conn)
+
+    app[CUTOFFS] = Deadlines(clock, cut_off)
+    app[STREAM_EXPIRY] = Deadlines(clock, close_expired)
+
     async def audit(event: str, detail: str) -> None:
         with contextlib.suppress(BrokerStorageFull):
             await the_store.append_audit(event, detail, time=clock())
@@ -160,6 +173,7 @@ def create_app(
     app.cleanup_ctx.append(_storage_context)
     app.cleanup_ctx.append(_witness_context)
     app.cleanup_ctx.append(_retention_context)
+    app.cleanup_ctx.append(_deadlines_context)
     app.on_shutdown.append(_close_streams)
     routes.setup(app)
     return app
@@ -214,6 +228,28 @@ async def _storage_context(app: web.Application) -> AsyncIterator[None]:
     yield
     await app[BROKER].stop()
     await store.close()
+
+
+async def _deadlines_context(app: web.Application) -> AsyncIterator[None]:
+    """Re-arm the revocation cut-offs of the stored lists at start; drop every timer at shutdown.
+
+    A list accepted before a restart may date a revocation after it: the cut-off
+    must still happen.  Only lists the trust store adopted at start-up
+    (``Broker.start``) count.  A ``revoked_at`` that passed while the broker was
+    down is cut off at once (its sessions are deleted).
+    """
+    trust = app[CORE].trust
+    if app[CONFIG].revocation_cutoff:
+        for data in await app[STORE].all_revocation_lists():
+            crl = RevocationList.decode(decode_signed(data)[0])
+            if trust.revocation_number(crl.agency_id) != crl.number:
+                continue  # refused at start-up (its agency is no longer pinned, say)
+            for entry in crl.entries:
+                app[CUTOFFS].set((crl.agency_id, entry.device_id), entry.revoked_at)
+    yield
+    for deadlines in (app[CUTOFFS], app[STREAM_EXPIRY]):
+        deadlines.close()
+        await deadlines.wait_closed()
 
 
 async def _witness_context(app: web.Application) -> AsyncIterator[None]:

@@ -59,6 +59,20 @@ class ServerConfig:
     trusted_proxies: tuple[str, ...] = ()
     forwarded_header: str = "X-Forwarded-For"
     limits: Limits = dataclasses.field(default_factory=Limits)
+    # -- Revocation and session expiry on open streams (issue 14, finding 1).
+    #: Cut a revoked device off (its sessions deleted, its streams closed with 4003) when its
+    #: revocation takes effect: by a timer at ``revoked_at`` when a list dates it in the future,
+    #: re-armed from the stored lists at start-up.  False: only entries already past when a list
+    #: is published are cut off (the old behaviour); kept as a switch to test the others alone.
+    revocation_cutoff: bool = True
+    #: A stream writes no delivery and accepts no post once the broker's clock reaches its
+    #: device's ``revoked_at``; it closes with 4003 instead.  Independent of the timers above,
+    #: which can be late.  False: a stream trusts the timers alone.
+    stream_checks_revocation: bool = True
+    #: Close a stream (4002, "session expired: log in again") when the session it was opened with
+    #: expires, and write nothing to it and accept no post from it after.  False: a stream outlives
+    #: its session (the old behaviour).
+    stream_session_expiry: bool = True
 
     @property
     def db_path(self) -> Path:

@@ -15,11 +15,12 @@ from caseline.crypto.keys import SigningKey
 from caseline.schemas.wire import DeviceCert
 from caseline.server.config import ServerConfig
 from caseline.server.core import BrokerCore
+from caseline.server.deadlines import Deadlines
 from caseline.server.metrics import Metrics
 from caseline.server.revocations import RevocationsDigest
 from caseline.server.service import Broker
 from caseline.server.store import SessionRow, Store
-from caseline.server.stream import Hub
+from caseline.server.stream import Connection, Hub
 from caseline.server.witnessing import WitnessPusher
 
 #: Milliseconds since the epoch; injected so that tests own time.
@@ -41,6 +42,9 @@ AUDIT: Final[web.AppKey[Callable[[str, str], Awaitable[None]]]] = web.AppKey("au
 REVOCATIONS: Final = web.AppKey("revocations", RevocationsDigest)
 #: The witness pusher; absent when ``push_to_witnesses`` is off.
 WITNESSING: Final = web.AppKey("witnessing", WitnessPusher)
-
 #: The certificate of the device whose session authenticated this request (set by ``authenticate``).
 SESSION_CERT: Final = web.RequestKey("session_cert", DeviceCert)
+#: Pending revocation cut-offs by (agency, device): each runs at the device's ``revoked_at``.
+CUTOFFS: Final[web.AppKey[Deadlines[tuple[str, bytes]]]] = web.AppKey("cutoffs")
+#: Each open stream's session expiry: the stream is closed then (4002).
+STREAM_EXPIRY: Final[web.AppKey[Deadlines[Connection]]] = web.AppKey("stream_expiry")

@@ -39,6 +39,7 @@ from caseline.schemas.api import (
 )
 from caseline.schemas.errors import (
     BrokerNotFound,
+    BrokerUnauthorized,
     CaselineError,
     MalformedError,
     UntrustedError,
@@ -62,6 +63,7 @@ from caseline.server.keys import (
     CLOCK,
     CONFIG,
     CORE,
+    CUTOFFS,
     HUB,
     METRICS,
     REVOCATIONS,
@@ -69,11 +71,18 @@ from caseline.server.keys import (
     SESSION_CERT,
     SESSIONS,
     STORE,
+    STREAM_EXPIRY,
     WITNESSING,
 )
 from caseline.server.sources import IPNetwork, parse_networks, source_of
 from caseline.server.store import AgencyRow, DeviceRow, SessionRow
-from caseline.server.stream import CLOSE_LOGOUT, CLOSE_REVOKED, Connection
+from caseline.server.stream import (
+    CLOSE_LOGOUT,
+    CLOSE_REVOKED,
+    CLOSE_SESSION_EXPIRED,
+    Connection,
+    session_guard,
+)
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 log = logging.getLogger("caseline.server")
@@ -152,6 +161,12 @@ def hex_id(request: web.Request, name: str) -> bytes:
 
 async def authenticate(request: web.Request) -> bytes:
     """The device behind a live session, or 401.  Revoked devices have no sessions."""
+    session, _ = await session_of(request)
+    return session.device_id
+
+
+async def session_of(request: web.Request) -> tuple[SessionRow, DeviceCert]:
+    """The live session a request presents and its device's certificate, or 401."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     # Tokens are base64url; a header that was not even UTF-8 reaches us with surrogates.
@@ -181,13 +196,44 @@ async def authenticate(request: web.Request) -> bytes:
     if revoked_at is not None and revoked_at <= now:
         raise web.HTTPUnauthorized(reason="device is revoked", headers={"WWW-Authenticate": "Bearer"})
     request[SESSION_CERT] = cert
-    return session.device_id
+    return session, cert
 
 
 def forget_sessions(app: web.Application, device_id: bytes) -> None:
     sessions = app[SESSIONS]
     for digest in [d for d, (row, _) in sessions.items() if row.device_id == device_id]:
         del sessions[digest]
+
+
+async def cut_off(app: web.Application, agency_id: str, device_id: bytes) -> None:
+    """End a revoked device's access now: its sessions (stored and cached) and its open streams.
+
+    Run when a revocation takes effect: at publication for a ``revoked_at``
+    already past, else by its timer (``CUTOFFS``).  Only a device the agency
+    itself certified is cut off, so a list cannot name another agency's device.
+    """
+    device = await app[STORE].get_device(device_id)
+    if device is None or device.agency_id != agency_id:
+        return
+    await app[STORE].delete_sessions_of(device_id)
+    forget_sessions(app, device_id)
+    app[HUB].close_device(device_id, CLOSE_REVOKED, "device revoked by its agency")
+
+
+def schedule_cutoffs(app: web.Application, crl: RevocationList) -> None:
+    """Arm a cut-off at each ``revoked_at`` of a list that is still ahead of the broker's clock.
+
+    An agency's clock may run ahead of the broker's (certs.MAX_SKEW_MS is
+    tolerated), so a revocation can be published before it takes effect; it
+    must still take effect on time, on the streams already open too.  One
+    timer per (agency, device): a newer list moves it.
+    """
+    if not app[CONFIG].revocation_cutoff:
+        return
+    now, cutoffs = app[CLOCK](), app[CUTOFFS]
+    for entry in crl.entries:
+        if entry.revoked_at > now:
+            cutoffs.set((crl.agency_id, entry.device_id), entry.revoked_at)
 
 
 def require_operator(request: web.Request) -> None:
@@ -265,9 +311,9 @@ async def get_revocations(request: web.Request) -> web.Response:
 
 
 async def put_revocations(request: web.Request) -> web.Response:
-    """Accept an agency-signed revocation list and cut revoked devices off at once."""
+    """Accept an agency-signed revocation list; cut revoked devices off when each revocation takes effect."""
     agency_id, body, crl = await agency_signed(request, RevocationList)
-    core, store, hub = request.app[CORE], request.app[STORE], request.app[HUB]
+    core, store = request.app[CORE], request.app[STORE]
     held = core.trust.revocation_number(agency_id)
     if crl.number == held and body == await store.get_revocation_list(agency_id):
         return web.Response(status=204)  # the same list again: nothing to do
@@ -276,13 +322,10 @@ async def put_revocations(request: web.Request) -> web.Response:
     request.app[REVOCATIONS].invalidate()
     now = request.app[CLOCK]()
     for entry in crl.entries:
-        device = await store.get_device(entry.device_id)
-        if device is None or device.agency_id != agency_id:
-            continue  # an agency revokes only the devices it certified
         if entry.revoked_at <= now:
-            await store.delete_sessions_of(entry.device_id)
-            forget_sessions(request.app, entry.device_id)
-            hub.close_device(entry.device_id, CLOSE_REVOKED, "device revoked by its agency")
+            request.app[CUTOFFS].cancel((agency_id, entry.device_id))  # moved earlier: due now
+            await cut_off(request.app, agency_id, entry.device_id)
+    schedule_cutoffs(request.app, crl)  # the rest take effect at their revoked_at
     await request.app[AUDIT](
         "revocation", f"agency={agency_id} number={crl.number} entries={len(crl.entries)}"
     )
@@ -699,8 +742,16 @@ async def log_leaves(request: web.Request) -> web.Response:
 
 
 async def _post_on_stream(app: web.Application, conn: Connection, device_id: bytes, post: PostUpdate) -> None:
-    """The HTTP post route's checks and effect, answered with a ``PostResult`` frame."""
+    """The HTTP post route's checks and effect, answered with a ``PostResult`` frame.
+
+    The stream's session is checked as an HTTP request's is (``authenticate``):
+    a post after the device's revocation or the session's expiry is refused
+    with 401, and the stream is closed.
+    """
+    stop = conn.guard()
     try:
+        if stop is not None:
+            raise BrokerUnauthorized(stop[1])
         app[CORE].member_runtime(post.case_id, device_id)
         app[CORE].charge(device_id, len(post.envelope), now=time.monotonic())
         receipt = await app[BROKER].post_update(post.case_id, post.envelope, device_id=device_id)
@@ -723,10 +774,13 @@ async def _post_on_stream(app: web.Application, conn: Connection, device_id: byt
         )
     with contextlib.suppress(ConnectionError, RuntimeError):
         await conn.reply(result.encode())
+    if stop is not None:
+        conn.shut(*stop)  # after the answer, which is written first
 
 
 async def stream(request: web.Request) -> web.StreamResponse:
-    device_id = await authenticate(request)
+    session, cert = await session_of(request)
+    device_id = session.device_id
     app = request.app
     config, hub, core = app[CONFIG], app[HUB], app[CORE]
     if len(hub.by_device.get(device_id, ())) >= config.limits.connections_per_device:
@@ -741,8 +795,15 @@ async def stream(request: web.Request) -> web.StreamResponse:
         ws,
         device_id,
         fetch=lambda cid, after, limit: app[STORE].entries(cid, after=after, limit=limit),
+        guard=session_guard(
+            app[CLOCK],
+            functools.partial(core.trust.revoked_at, cert) if config.stream_checks_revocation else None,
+            session.expires_at if config.stream_session_expiry else None,
+        ),
     )
     hub.attach(conn)  # before any await: the per-device limit cannot be raced past
+    if config.stream_session_expiry:
+        app[STREAM_EXPIRY].set(conn, session.expires_at)
     sender: asyncio.Task[None] | None = None
     try:
         await ws.prepare(request)
@@ -793,12 +854,18 @@ async def stream(request: web.Request) -> web.StreamResponse:
     except asyncio.CancelledError:
         raise
     finally:
+        app[STREAM_EXPIRY].cancel(conn)
         hub.detach(conn)
         if sender is not None:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await sender
     return ws
+
+
+async def close_expired_stream(app: web.Application, conn: Connection) -> None:
+    """The action of a stream's session-expiry deadline (``STREAM_EXPIRY``)."""
+    app[HUB].close(conn, CLOSE_SESSION_EXPIRED, "session expired: log in again")
 
 
 __all__ = ["problems", "setup"]

@@ -15,6 +15,12 @@ and hands it to the transport in one write (one system call per connection per
 group commit, not one per entry).  It waits only when the socket's buffer is
 past ``HIGH_WATER``, so a stalled reader stops its sender, its queue fills, and
 it is cut off as before.
+
+Nothing is written to a connection whose device is revoked or whose session
+has expired by the broker's clock: ``guard`` is asked before every write of
+deliveries, and a connection it stops closes itself (4003 revoked, 4002
+session expired).  Timers close such streams at the moment too
+(``deadlines.py``); this check does not depend on them being on time.
 """
 
 from __future__ import annotations
@@ -38,11 +44,49 @@ QUEUE_SIZE: Final = 1024
 CLOSE_SLOW: Final = 4008
 CLOSE_REVOKED: Final = 4003
 CLOSE_LOGOUT: Final = 4001
+#: The session the stream was opened with has expired: log in again and reconnect.
+CLOSE_SESSION_EXPIRED: Final = 4002
 #: Bytes waiting in a connection's transport past which its sender waits.
 HIGH_WATER: Final = 256 * 1024
 DRAIN_POLL: Final = 0.002
 
 Fetch = Callable[[bytes, int, int], Awaitable[list[EntryRow]]]
+#: Why a connection must stop now, as a close (code, reason); None while it may go on.
+Guard = Callable[[], tuple[int, str] | None]
+
+
+def _never() -> tuple[int, str] | None:
+    return None
+
+
+def session_guard(
+    clock: Callable[[], int],
+    revoked_at: Callable[[], int | None] | None,
+    expires_at: int | None,
+) -> Guard:
+    """A stream's guard: stop once the device's revocation or its session's expiry is reached.
+
+    ``revoked_at`` is read on every call (a newer list may move it earlier)
+    and must be cheap: the trust store's dict lookup, not a database read,
+    since it runs once per write on every connection.  None switches a check
+    off (``ServerConfig.stream_checks_revocation``, ``stream_session_expiry``).
+    """
+
+    def guard() -> tuple[int, str] | None:
+        now = clock()
+        if revoked_at is not None:
+            at = revoked_at()
+            if at is not None and now >= at:
+                return CLOSE_REVOKED, "device revoked by its agency"
+        if expires_at is not None and now >= expires_at:
+            return CLOSE_SESSION_EXPIRED, "session expired: log in again"
+        return None
+
+    return guard
+
+
+class Stopped(Exception):
+    """The guard stopped the connection: its sender ends without writing anything more."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -74,10 +118,13 @@ class Connection:
         device_id: bytes,
         fetch: Fetch,
         transport: asyncio.Transport | None = None,
+        guard: Guard = _never,
     ) -> None:
         self.ws = ws
         self.device_id = device_id
         self.fetch = fetch
+        #: Asked before every write of deliveries and before every post (``session_guard``).
+        self.guard = guard
         #: The socket under ``ws``, written directly to coalesce frames; None: ``ws.send_bytes`` each.
         self.transport = transport
         self.queue: asyncio.Queue[_Item] = asyncio.Queue(QUEUE_SIZE)
@@ -86,6 +133,7 @@ class Connection:
         self.sent = 0
         self._out: list[bytes] = []  # Delivery frames accepted by ``_send``, not yet written
         self._replies: list[bytes] = []  # answers to posts, written together at the end of a loop turn
+        self._closer: asyncio.Task[None] | None = None
 
     def offer(self, item: _Item) -> bool:
         """Queue an item without waiting; False if the consumer is too slow."""
@@ -97,7 +145,30 @@ class Connection:
             return False
         return True
 
+    def check(self) -> tuple[int, str] | None:
+        """Ask the guard; if it says stop, close this connection with its code and say why."""
+        stop = self.guard()
+        if stop is not None:
+            self.shut(*stop)
+        return stop
+
+    def shut(self, code: int, reason: str) -> None:
+        """Close the WebSocket with ``code`` in the background; the stream's route then detaches it."""
+        if self.closing:
+            return
+        self.closing = True
+
+        async def close() -> None:
+            with contextlib.suppress(Exception):
+                await self.ws.close(code=code, message=reason.encode())
+
+        self._closer = asyncio.get_running_loop().create_task(close())
+
     async def run(self) -> None:
+        with contextlib.suppress(Stopped):
+            await self._run()
+
+    async def _run(self) -> None:
         queue = self.queue
         while True:
             items = [await queue.get()]
@@ -144,6 +215,8 @@ class Connection:
         frames, self._out = self._out, []
         if not frames:
             return
+        if self.closing or self.check() is not None:
+            raise Stopped  # revoked, expired or being closed: these frames are never written
         transport = self.transport
         if transport is None:
             for frame in frames:
@@ -248,6 +321,9 @@ class Hub:
                     self.by_case.get(accepted.case_id, set()).discard(conn)
 
     def _notify(self, conn: Connection, kind: str, case_id: bytes) -> None:
+        if conn.closing or conn.check() is not None:
+            return  # a revoked or expired device learns nothing more, not even a case id
+
         async def send() -> None:
             with contextlib.suppress(Exception):
                 await conn.ws.send_bytes(Notice(kind=kind, case_id=case_id, detail="").encode())
@@ -262,14 +338,8 @@ class Hub:
     def close(self, conn: Connection, code: int, reason: str) -> None:
         if conn.closing:
             return
-        conn.closing = True
         self.detach(conn)
-
-        async def shut() -> None:
-            with contextlib.suppress(Exception):
-                await conn.ws.close(code=code, message=reason.encode())
-
-        asyncio.get_running_loop().create_task(shut())
+        conn.shut(code, reason)
 
     def close_device(self, device_id: bytes, code: int, reason: str) -> None:
         for conn in list(self.by_device.get(device_id, ())):
