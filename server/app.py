@@ -41,6 +41,7 @@ from caseline.server.keys import (
     Clock,
 )
 from caseline.server.metrics import Metrics
+from caseline.server.paging import check_paging, page_budget
 from caseline.server.revocations import RevocationsDigest
 from caseline.server.service import Broker
 from caseline.server.sqlite_store import SqliteStore
@@ -111,6 +112,7 @@ def create_app(
     clock: Clock = wall_clock_ms,
 ) -> web.Application:
     """Build the broker application; ``store`` defaults to SQLite in the data directory."""
+    check_paging(config.limits, max_frame_bytes=config.max_frame_bytes)  # refused before anything opens
     app = web.Application(middlewares=[problem_middleware], client_max_size=config.limits.max_body_bytes)
     app[CONFIG] = config
     app[CLOCK] = clock
@@ -126,10 +128,12 @@ def create_app(
     broker = Broker(core=core, store=the_store, clock=clock)
     app[BROKER] = broker
 
-    async def fetch(case_id: bytes, after: int, limit: int) -> list:  # type: ignore[type-arg]
-        return await the_store.entries(case_id, after=after, limit=limit)
+    async def fetch(case_id: bytes, after: int, limit: int, max_bytes: int | None) -> list:  # type: ignore[type-arg]
+        return await the_store.entries(case_id, after=after, limit=limit, max_bytes=max_bytes)
 
-    hub = Hub(fetch=fetch)
+    hub = Hub(
+        fetch=fetch, buffer_bytes=config.limits.stream_buffer_bytes, page_bytes=page_budget(config.limits)
+    )
     app[HUB] = hub
     broker.listeners.append(hub.publish)
 

@@ -71,6 +71,7 @@ from caseline.server.keys import (
     STORE,
     WITNESSING,
 )
+from caseline.server.paging import page_budget, page_count
 from caseline.server.sources import IPNetwork, parse_networks, source_of
 from caseline.server.store import AgencyRow, DeviceRow, SessionRow
 from caseline.server.stream import CLOSE_LOGOUT, CLOSE_REVOKED, Connection
@@ -527,11 +528,14 @@ def _require_member(request: web.Request, case_id: bytes, device_id: bytes) -> N
 async def get_entries(request: web.Request) -> web.Response:
     device_id = await authenticate(request)
     case_id = hex_id(request, "case_id")
-    runtime = request.app[CORE].require_reader(case_id, device_id)
+    core = request.app[CORE]
+    core.require_reader(case_id, device_id)
     after = _int_param(request, "after", 0)
     limit = min(_int_param(request, "limit", MAX_PAGE), MAX_PAGE)
-    rows = await request.app[STORE].entries(case_id, after=after, limit=limit)
-    page = EntryPage(case_id=case_id, entries=tuple(entry_of(r) for r in rows), count=runtime.count)
+    budget = page_budget(request.app[CONFIG].limits)
+    rows = await request.app[STORE].entries(case_id, after=after, limit=limit, max_bytes=budget)
+    count = page_count(core.runtime(case_id).count, after=after, got=len(rows), limit=limit)
+    page = EntryPage(case_id=case_id, entries=tuple(entry_of(r) for r in rows), count=count)
     return reply(page.encode())
 
 
@@ -738,11 +742,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
         heartbeat=config.heartbeat,
         receive_timeout=config.idle_timeout,
     )
-    conn = Connection(
-        ws,
-        device_id,
-        fetch=lambda cid, after, limit: app[STORE].entries(cid, after=after, limit=limit),
-    )
+    conn = hub.connection(ws, device_id)
     hub.attach(conn)  # before any await: the per-device limit cannot be raced past
     sender: asyncio.Task[None] | None = None
     try:
@@ -750,7 +750,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
         transport = request.transport
         if isinstance(transport, asyncio.Transport):
             conn.transport = transport
-        sender = asyncio.create_task(conn.run())
+        sender = conn.task = asyncio.create_task(conn.run())
         try:
             first = await ws.receive(timeout=config.handshake_timeout)
         except TimeoutError:
@@ -795,6 +795,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
         raise
     finally:
         hub.detach(conn)
+        conn.release()  # its frames go with it, whoever closed it
         if sender is not None:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
