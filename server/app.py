@@ -252,11 +252,26 @@ async def purge_expired(app: web.Application) -> int:
         runtime = app[CORE].cases.get(case.case_id)
         days = runtime.state.policy.retention_days if runtime is not None else case.retention_days
         cutoff = now - days * DAY_MS - MAX_SKEW_MS
+        before = await store.stored_bytes(case.case_id)
         if runtime is None or runtime.state.witnessing.rule == "none":
-            purged += await store.purge(case.case_id, before_time=cutoff)
+            count = await store.purge(case.case_id, before_time=cutoff)
         else:
-            purged += await _purge_witnessed(app, case.case_id, runtime.state, cutoff)
+            count = await _purge_witnessed(app, case.case_id, runtime.state, cutoff)
+        if count:
+            _give_back(app, case.case_id, before - await store.stored_bytes(case.case_id))
+        purged += count
     return purged
+
+
+def _give_back(app: web.Application, case_id: bytes, freed: int) -> None:
+    """Purged bodies no longer count against ``case_max_bytes``.
+
+    ``freed`` is measured around the purge, so an update written meanwhile makes
+    it smaller, never larger: the count may stay above what the disk holds, never below.
+    """
+    runtime = app[CORE].cases.get(case_id)
+    if runtime is not None and freed > 0:
+        runtime.size = max(0, runtime.size - freed)
 
 
 async def _purge_witnessed(app: web.Application, case_id: bytes, state: CaseState, cutoff: int) -> int:

@@ -379,6 +379,12 @@ class SqliteStore:
         rows = await self.db.execute_fetchall("SELECT case_id FROM cases ORDER BY created_at")
         return [bytes(r[0]) for r in rows]
 
+    async def stored_bytes(self, case_id: bytes) -> int:
+        row = await (
+            await self.db.execute("SELECT SUM(length(body)) FROM entries WHERE case_id = ?", (case_id,))
+        ).fetchone()
+        return int(row[0] or 0) if row is not None else 0
+
     async def cases_with_retention(self) -> list[CaseRow]:
         rows = await self.db.execute_fetchall("SELECT case_id, retention_days, created_at FROM cases")
         return [CaseRow(bytes(r[0]), r[1], r[2]) for r in rows]

@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any, Final
 
 import pytest
+from caseline.crypto.certs import MAX_SKEW_MS
 from caseline.schemas.api import EntryPage, PostResult, PostUpdate, Subscribe
 from caseline.schemas.codec import MAX_MESSAGE_BYTES, unpack
 from caseline.schemas.errors import BrokerCaseFull
+from caseline.server.app import purge_expired
 from caseline.server.config import ServerConfig, load_config
 from caseline.server.core import Limits
 from caseline.server.keys import CORE, HUB, STORE
@@ -193,6 +195,26 @@ async def test_a_full_case_refuses_updates_with_507_and_stores_nothing(
     roster = [(alice.device, "owner"), (bob.device, "member"), (carol.device, "member")]
     added = await alice.change(case_id, roster)
     assert added.status == 201, await added.text()
+
+
+async def test_purged_bodies_give_their_bytes_back_to_a_full_case(make_deployment: MakeDeployment) -> None:
+    cap = 50_000
+    d = await make_deployment(limits=Limits(case_max_bytes=cap))
+    alice, bob = await d.officer("ke-kra", "alice"), await d.officer("tz-tra", "bob")
+    case_id = await alice.create_case([(bob.device, "member")], retention_days=0)
+    text = "x" * 18_000
+    while True:
+        envelope = alice.seal(case_id, text)
+        posted = await alice.post(case_id, envelope)
+        if posted.status == 507:
+            break
+        assert posted.status == 201, await posted.text()
+    full = d.app[CORE].cases[case_id].size
+    d.world.now += MAX_SKEW_MS + 1  # retention 0: every update is past it
+    assert await purge_expired(d.app) > 0
+    assert d.app[CORE].cases[case_id].size == await d.app[STORE].stored_bytes(case_id) < full
+    retried = await alice.post(case_id, envelope)  # the very update refused before now fits
+    assert retried.status == 201, await retried.text()
 
 
 # --------------------------------------------------------------------------- finding 6: streams
