@@ -220,6 +220,7 @@ async def metrics(request: web.Request) -> web.Response:
     m.devices.set(len(hub.by_device))
     m.connections.set(hub.connections())
     m.queue_depth.set(max(hub.queue_depths(), default=0))
+    m.buffered.set(max(hub.buffered(), default=0))
     return web.Response(body=generate_latest(m.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

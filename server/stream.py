@@ -297,6 +297,10 @@ class Hub:
     def queue_depths(self) -> list[int]:
         return [c.queue.qsize() for conns in self.by_device.values() for c in conns]
 
+    def buffered(self) -> list[int]:
+        """Bytes of frames each connection holds (what ``stream_buffer_bytes`` bounds)."""
+        return [c.buffered() for conns in self.by_device.values() for c in conns]
+
     def connection(self, ws: web.WebSocketResponse, device_id: bytes) -> Connection:
         """A new connection with this hub's storage reads and byte bounds."""
         return Connection(

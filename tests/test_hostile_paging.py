@@ -295,6 +295,7 @@ async def test_a_stream_that_never_reads_is_cut_and_an_honest_one_keeps_receivin
             await alice.say(case_id, OFFICER_TEXT)
             delivery = await asyncio.wait_for(next_delivery(honest), HONEST_BOUND)
             assert delivery.entry.seq == seq
+            assert max(hub.buffered()) <= bound  # what /metrics reports as the largest
             if conn.closing:
                 break
         assert conn.closing, "a stream that never reads was never cut"
