@@ -22,11 +22,13 @@ from pathlib import Path
 from typing import Any, Final
 
 import pytest
+from aiohttp import web
 from caseline.crypto.certs import MAX_SKEW_MS
+from caseline.crypto.keys import SigningKey
 from caseline.schemas.api import EntryPage, PostResult, PostUpdate, Subscribe
 from caseline.schemas.codec import MAX_MESSAGE_BYTES, unpack
 from caseline.schemas.errors import BrokerCaseFull
-from caseline.server.app import purge_expired
+from caseline.server.app import create_app, purge_expired
 from caseline.server.config import ServerConfig, load_config
 from caseline.server.core import Limits
 from caseline.server.keys import CORE, HUB, STORE
@@ -34,6 +36,8 @@ from caseline.server.stream import CLOSE_SLOW, Connection
 
 from tests.conftest import Deployment
 from tests.support.agencies import PARTNERS, Network, start_network
+from tests.support.broker import Officer, register_agencies
+from tests.support.world import World
 from tests.test_stream import next_delivery, open_stream
 
 MakeDeployment = Callable[..., Awaitable[Deployment]]
@@ -132,7 +136,6 @@ def test_a_configuration_where_an_entry_would_not_fit_a_page_is_refused(tmp_path
     toml.write_text("[limits]\nstream_buffer_bytes = 100000\n")
     with pytest.raises(ValueError, match="stream_buffer_bytes"):
         load_config(toml, env={})
-    from caseline.crypto.keys import SigningKey
     from caseline.server.app import create_app
 
     with pytest.raises(ValueError, match="page_max_bytes"):
@@ -195,6 +198,34 @@ async def test_a_full_case_refuses_updates_with_507_and_stores_nothing(
     roster = [(alice.device, "owner"), (bob.device, "member"), (carol.device, "member")]
     added = await alice.change(case_id, roster)
     assert added.status == 201, await added.text()
+
+
+async def test_a_full_case_is_still_full_after_a_broker_restart(aiohttp_client: Any, tmp_path: Path) -> None:
+    """The stored bytes are counted again from storage at start-up, not reset."""
+    world = World("case-full-restart")
+    world.agency("ke-kra")
+    world.agency("tz-tra")
+    config = ServerConfig(data_dir=tmp_path, limits=Limits(case_max_bytes=30_000))
+
+    def broker() -> web.Application:
+        return create_app(config, server_key=world.server_key, clock=lambda: world.now)
+
+    first = await aiohttp_client(broker())
+    await register_agencies(first, world)
+    alice = await Officer(first, world, world.device("ke-kra", "alice"), world.server_key).enrol()
+    case_id = await alice.create_case([])
+    await alice.say(case_id, "x" * 18_000)
+    envelope = alice.seal(case_id, "x" * 18_000)
+    assert (await alice.post(case_id, envelope)).status == 507
+    size = first.app[CORE].cases[case_id].size
+    await first.close()
+
+    second = await aiohttp_client(broker())
+    alice.client = second
+    await alice.login()
+    assert second.app[CORE].cases[case_id].size == size
+    refused = await alice.post(case_id, envelope)
+    assert refused.status == 507, await refused.text()
 
 
 async def test_purged_bodies_give_their_bytes_back_to_a_full_case(make_deployment: MakeDeployment) -> None:
