@@ -389,7 +389,8 @@ class BrokerCaseFull(BrokerStorageFull):
     """The case holds as many stored bytes as the broker allows one case: nothing was stored.
 
     Membership changes are still accepted, so the case's owners can act; only
-    updates wait until the broker's operator raises the limit.
+    updates wait, in the sender's outbox (507 is temporary), until the broker's
+    operator raises the limit or retention purges old bodies.
     """
 
     code = "case-full"
