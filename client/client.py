@@ -53,6 +53,7 @@ from caseline.schemas.errors import (
     BrokerRefusal,
     CaselineError,
     ForkError,
+    GapError,
     MalformedError,
     NotPermittedError,
     ProfileError,
@@ -841,8 +842,13 @@ class Client(Outbox, ContentHelpers, Following, LogWatching):
                     case_id, seq=e.seq, kind=e.kind, body=e.body, receipt=e.receipt, now=now
                 )
             after = fresh.count
-            if not page.entries or after >= page.count:
-                break
+            if after >= page.count:
+                break  # a page may be short (bounded by bytes): only the count says the log ended
+            if not page.entries:
+                raise GapError(
+                    f"the broker states {page.count} entries but serves none after {after}:"
+                    " it withholds entries"
+                )
         mine = await self.view(case_id)
         if fresh.count < mine.count or fresh.entry_hashes[: mine.count] != mine.entry_hashes:
             raise ForkError("the broker's log is not the history this device verified before")

@@ -36,6 +36,7 @@ from caseline.schemas.errors import (
     CaselineError,
     ChainError,
     ForkError,
+    GapError,
     NotPermittedError,
     UnknownError,
     UntrustedError,
@@ -372,13 +373,22 @@ class Ledger:
         """Where to ask next after a page (``None``: up to date), or ``ForkError`` on a rollback.
 
         ``served`` is the log length the broker claims, ``got`` how many entries
-        the page held: a broker that serves an empty page below its own count
-        is not asked forever.
+        the page held.  A page may hold fewer entries than asked (the broker
+        bounds pages by bytes), so a short page is not the end: paging goes on
+        while the view is below ``served``.  An empty page below the broker's
+        own count is a broker withholding entries it claims (``GapError``),
+        never a reason to ask forever.
         """
         view = self.view(case_id)
         if served < view.count:
             raise ForkError("the broker's log is shorter than the history this device verified: a rollback")
-        return view.count if got and view.count < served else None
+        if view.count >= served:
+            return None
+        if not got:
+            raise GapError(
+                f"the broker states {served} entries but serves none after {view.count}: it withholds entries"
+            )
+        return view.count
 
     # ---------------------------------------------------------------- receipts
     def check_receipt(self, case_id: bytes, envelope: bytes, receipt: bytes) -> AnyReceipt:

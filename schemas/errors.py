@@ -405,6 +405,19 @@ class BrokerStorageFull(BrokerRefusal):
     hint = "temporary: the broker's storage is full; run the same command again later"
 
 
+class BrokerCaseFull(BrokerStorageFull):
+    """The case holds as many stored bytes as the broker allows one case: nothing was stored.
+
+    Membership changes are still accepted, so the case's owners can act; only
+    updates wait, in the sender's outbox (507 is temporary), until the broker's
+    operator raises the limit or retention purges old bodies.
+    """
+
+    code = "case-full"
+    title = "Case full"
+    hint = "the case reached the broker's per-case storage limit: ask the broker's operator to raise it"
+
+
 class BrokerUnavailable(BrokerRefusal):
     """No answer at all (connection refused or reset, a timeout), or a 503."""
 

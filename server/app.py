@@ -45,6 +45,7 @@ from caseline.server.keys import (
     Clock,
 )
 from caseline.server.metrics import Metrics
+from caseline.server.paging import check_paging, page_budget
 from caseline.server.revocations import RevocationsDigest
 from caseline.server.service import Broker
 from caseline.server.sqlite_store import SqliteStore
@@ -117,6 +118,7 @@ def create_app(
     clock: Clock = wall_clock_ms,
 ) -> web.Application:
     """Build the broker application; ``store`` defaults to SQLite in the data directory."""
+    check_paging(config.limits, max_frame_bytes=config.max_frame_bytes)  # refused before anything opens
     app = web.Application(middlewares=[problem_middleware], client_max_size=config.limits.max_body_bytes)
     app[CONFIG] = config
     app[CLOCK] = clock
@@ -133,10 +135,12 @@ def create_app(
     broker = Broker(core=core, store=the_store, clock=clock)
     app[BROKER] = broker
 
-    async def fetch(case_id: bytes, after: int, limit: int) -> list:  # type: ignore[type-arg]
-        return await the_store.entries(case_id, after=after, limit=limit)
+    async def fetch(case_id: bytes, after: int, limit: int, max_bytes: int | None) -> list:  # type: ignore[type-arg]
+        return await the_store.entries(case_id, after=after, limit=limit, max_bytes=max_bytes)
 
-    hub = Hub(fetch=fetch)
+    hub = Hub(
+        fetch=fetch, buffer_bytes=config.limits.stream_buffer_bytes, page_bytes=page_budget(config.limits)
+    )
     app[HUB] = hub
     broker.listeners.append(hub.publish)
 
@@ -287,11 +291,26 @@ async def purge_expired(app: web.Application) -> int:
         runtime = app[CORE].cases.get(case.case_id)
         days = runtime.state.policy.retention_days if runtime is not None else case.retention_days
         cutoff = now - days * DAY_MS - MAX_SKEW_MS
+        before = await store.stored_bytes(case.case_id)
         if runtime is None or runtime.state.witnessing.rule == "none":
-            purged += await store.purge(case.case_id, before_time=cutoff)
+            count = await store.purge(case.case_id, before_time=cutoff)
         else:
-            purged += await _purge_witnessed(app, case.case_id, runtime.state, cutoff)
+            count = await _purge_witnessed(app, case.case_id, runtime.state, cutoff)
+        if count:
+            _give_back(app, case.case_id, before - await store.stored_bytes(case.case_id))
+        purged += count
     return purged
+
+
+def _give_back(app: web.Application, case_id: bytes, freed: int) -> None:
+    """Purged bodies no longer count against ``case_max_bytes``.
+
+    ``freed`` is measured around the purge, so an update written meanwhile makes
+    it smaller, never larger: the count may stay above what the disk holds, never below.
+    """
+    runtime = app[CORE].cases.get(case_id)
+    if runtime is not None and freed > 0:
+        runtime.size = max(0, runtime.size - freed)
 
 
 async def _purge_witnessed(app: web.Application, case_id: bytes, state: CaseState, cutoff: int) -> int:

@@ -28,6 +28,7 @@ from typing import Any
 
 from caseline.schemas.api import is_loopback_host
 from caseline.server.core import Limits
+from caseline.server.paging import check_paging
 from caseline.server.sources import parse_networks
 
 
@@ -145,4 +146,6 @@ def load_config(
     if "trusted_proxies" in values:
         values["trusted_proxies"] = tuple(values["trusted_proxies"])
         parse_networks(values["trusted_proxies"])  # a typo fails at start-up, not per request
-    return ServerConfig(**values, limits=Limits(**limits))
+    config = ServerConfig(**values, limits=Limits(**limits))
+    check_paging(config.limits, max_frame_bytes=config.max_frame_bytes)  # a bad bound fails at start-up
+    return config

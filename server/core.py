@@ -40,6 +40,7 @@ from caseline.schemas.api import Entry
 from caseline.schemas.codec import pack
 from caseline.schemas.errors import (
     UNKNOWN_CASE_DETAIL,
+    BrokerCaseFull,
     BrokerConflict,
     BrokerLimit,
     BrokerRateLimited,
@@ -67,6 +68,18 @@ class Limits:
     #: Unauthenticated requests (login, registration) per client address.
     anonymous_per_second: float = 20.0
     anonymous_burst: float = 100.0
+
+    # Paging and streams (issue 14, findings 2 and 6): bounded by bytes, not only by count.
+    #: Bytes of entries (body + receipt + framing) one ``GET .../entries`` page may hold; a page
+    #: stops before the entry that would pass it but always holds one.  0: no byte bound.
+    page_max_bytes: int = 1024 * 1024
+    #: Bytes of frames one stream connection may hold buffered (queued deliveries and writes
+    #: not yet taken by the socket); past it the connection is closed with 4008 and told to
+    #: catch up over HTTP.  0: no byte bound (only the queue's item count).
+    stream_buffer_bytes: int = 4 * 1024 * 1024
+    #: Stored body bytes one case may hold; an update past it is refused with 507 *case-full*
+    #: and nothing is stored.  Commits stay allowed.  0: no limit.
+    case_max_bytes: int = 1024 * 1024 * 1024
 
 
 @dataclasses.dataclass(slots=True)
@@ -107,6 +120,9 @@ class CaseRuntime:
     head: bytes
     commit_seq: int
     next_counter: dict[bytes, int]
+    #: Body bytes the case stores (commits and updates; a purged entry none): what
+    #: ``Limits.case_max_bytes`` bounds.
+    size: int = 0
 
 
 def purged_body(slot: Slot | None) -> bytes:
@@ -241,6 +257,7 @@ class BrokerCore:
                 raise ChainError("stored case log has a hole")
             runtime.head = next_head(runtime.head, seq, eh)
             runtime.count += 1
+            runtime.size += len(body)
             if receipt is not None and not P.constant_time_equal(receipt.head, runtime.head):
                 raise ChainError("a purged entry's receipt signs another history")
         if runtime is not None:
@@ -379,11 +396,25 @@ class BrokerCore:
             return Retry(case_id=case_id, slot=slot, body=body)
         if envelope.counter > expected:
             raise BrokerConflict(f"sender counter skips ahead (expected {expected})")
+        self._check_room(runtime, len(body))
         accepted = self._append(
             runtime, kind=KIND_UPDATE, body=body, tbs=tbs, sig=sig, sender=device_id, slot=slot, now=now
         )
         runtime.next_counter[envelope.sender] = expected + 1
         return accepted
+
+    def _check_room(self, runtime: CaseRuntime, size: int) -> None:
+        """Refuse an update that would take its case past ``case_max_bytes`` (507, nothing stored).
+
+        One member must not fill the broker's disk through one case; commits are
+        not refused, so the case's owners can still change its membership.
+        """
+        cap = self.limits.case_max_bytes
+        if cap and runtime.size + size > cap:
+            raise BrokerCaseFull(
+                f"the case reached its stored-bytes limit of {cap} bytes; nothing was stored."
+                " Ask the broker's operator to raise case_max_bytes"
+            )
 
     def _append(
         self,
@@ -407,6 +438,7 @@ class BrokerCore:
                 head=runtime.head,
                 commit_seq=runtime.commit_seq,
                 next_counter=dict(runtime.next_counter),
+                size=runtime.size,
             )
         )
         seq = runtime.count
@@ -414,6 +446,7 @@ class BrokerCore:
         head = next_head(runtime.head, seq, eh)
         case_id = runtime.state.case_id
         runtime.count, runtime.head = seq + 1, head
+        runtime.size += len(body)
         return Accepted(
             case_id=case_id,
             seq=seq,

@@ -30,6 +30,11 @@ class Metrics:
         self.devices = Gauge("caseline_connected_devices", "Devices with a live stream", registry=r)
         self.connections = Gauge("caseline_stream_connections", "Live stream connections", registry=r)
         self.queue_depth = Gauge("caseline_stream_queue_depth_max", "Deepest stream queue", registry=r)
+        self.buffered = Gauge(
+            "caseline_stream_buffered_bytes_max",
+            "Most bytes of frames one stream connection holds (bounded by stream_buffer_bytes)",
+            registry=r,
+        )
         self.logins = Counter("caseline_logins", "Logins by outcome", ["outcome"], registry=r)
         # The witnessed broker log.
         self.checkpoints = Counter(

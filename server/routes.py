@@ -74,6 +74,7 @@ from caseline.server.keys import (
     STREAM_EXPIRY,
     WITNESSING,
 )
+from caseline.server.paging import page_budget, page_count
 from caseline.server.sources import IPNetwork, parse_networks, source_of
 from caseline.server.store import AgencyRow, DeviceRow, SessionRow
 from caseline.server.stream import (
@@ -266,6 +267,7 @@ async def metrics(request: web.Request) -> web.Response:
     m.devices.set(len(hub.by_device))
     m.connections.set(hub.connections())
     m.queue_depth.set(max(hub.queue_depths(), default=0))
+    m.buffered.set(max(hub.buffered(), default=0))
     return web.Response(body=generate_latest(m.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -571,11 +573,14 @@ async def post_update(request: web.Request) -> web.Response:
 async def get_entries(request: web.Request) -> web.Response:
     device_id = await authenticate(request)
     case_id = hex_id(request, "case_id")
-    runtime = request.app[CORE].require_reader(case_id, device_id)
+    core = request.app[CORE]
+    core.require_reader(case_id, device_id)
     after = _int_param(request, "after", 0)
     limit = min(_int_param(request, "limit", MAX_PAGE), MAX_PAGE)
-    rows = await request.app[STORE].entries(case_id, after=after, limit=limit)
-    page = EntryPage(case_id=case_id, entries=tuple(entry_of(r) for r in rows), count=runtime.count)
+    budget = page_budget(request.app[CONFIG].limits)
+    rows = await request.app[STORE].entries(case_id, after=after, limit=limit, max_bytes=budget)
+    count = page_count(core.runtime(case_id).count, after=after, got=len(rows), limit=limit)
+    page = EntryPage(case_id=case_id, entries=tuple(entry_of(r) for r in rows), count=count)
     return reply(page.encode())
 
 
@@ -791,10 +796,9 @@ async def stream(request: web.Request) -> web.StreamResponse:
         heartbeat=config.heartbeat,
         receive_timeout=config.idle_timeout,
     )
-    conn = Connection(
+    conn = hub.connection(
         ws,
         device_id,
-        fetch=lambda cid, after, limit: app[STORE].entries(cid, after=after, limit=limit),
         guard=session_guard(
             app[CLOCK],
             functools.partial(core.trust.revoked_at, cert) if config.stream_checks_revocation else None,
@@ -810,7 +814,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
         transport = request.transport
         if isinstance(transport, asyncio.Transport):
             conn.transport = transport
-        sender = asyncio.create_task(conn.run())
+        sender = conn.task = asyncio.create_task(conn.run())
         try:
             first = await ws.receive(timeout=config.handshake_timeout)
         except TimeoutError:
@@ -856,6 +860,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     finally:
         app[STREAM_EXPIRY].cancel(conn)
         hub.detach(conn)
+        conn.release()  # its frames go with it, whoever closed it
         if sender is not None:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

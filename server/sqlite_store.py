@@ -21,6 +21,7 @@ from typing import Any, Final
 import aiosqlite
 from caseline.schemas.errors import BrokerStorageFull
 from caseline.server.store import (
+    ROW_OVERHEAD,
     AgencyRow,
     AuditRow,
     CaseRow,
@@ -340,11 +341,27 @@ class SqliteStore:
         ).fetchone()
         return None if row is None else SessionRow(*row)
 
-    async def entries(self, case_id: bytes, *, after: int, limit: int) -> list[EntryRow]:
+    async def entries(
+        self, case_id: bytes, *, after: int, limit: int, max_bytes: int | None = None
+    ) -> list[EntryRow]:
+        if max_bytes is None:
+            rows = await self.db.execute_fetchall(
+                "SELECT case_id, seq, kind, body, receipt, slot_sender, slot_epoch, slot_counter, created_at"
+                " FROM entries WHERE case_id = ? AND seq >= ? ORDER BY seq LIMIT ?",
+                (case_id, after, limit),
+            )
+            return [_entry_row(r) for r in rows]
+        # One statement, one snapshot: sizes first (length() of a blob reads no content), a
+        # running sum over them, then the bodies of the prefix that fits and no others.
         rows = await self.db.execute_fetchall(
-            "SELECT case_id, seq, kind, body, receipt, slot_sender, slot_epoch, slot_counter, created_at"
-            " FROM entries WHERE case_id = ? AND seq >= ? ORDER BY seq LIMIT ?",
-            (case_id, after, limit),
+            "WITH firstn AS (SELECT seq, length(body) + length(receipt) + ? AS size FROM entries"
+            " WHERE case_id = ? AND seq >= ? ORDER BY seq LIMIT ?),"
+            " sized AS (SELECT seq, SUM(size) OVER (ORDER BY seq) AS total,"
+            " ROW_NUMBER() OVER (ORDER BY seq) AS n FROM firstn)"
+            " SELECT e.case_id, e.seq, e.kind, e.body, e.receipt, e.slot_sender, e.slot_epoch,"
+            " e.slot_counter, e.created_at FROM sized s JOIN entries e ON e.case_id = ? AND e.seq = s.seq"
+            " WHERE s.total <= ? OR s.n = 1 ORDER BY e.seq",
+            (ROW_OVERHEAD, case_id, after, limit, case_id, max_bytes),
         )
         return [_entry_row(r) for r in rows]
 
@@ -361,6 +378,12 @@ class SqliteStore:
     async def case_ids(self) -> list[bytes]:
         rows = await self.db.execute_fetchall("SELECT case_id FROM cases ORDER BY created_at")
         return [bytes(r[0]) for r in rows]
+
+    async def stored_bytes(self, case_id: bytes) -> int:
+        row = await (
+            await self.db.execute("SELECT SUM(length(body)) FROM entries WHERE case_id = ?", (case_id,))
+        ).fetchone()
+        return int(row[0] or 0) if row is not None else 0
 
     async def cases_with_retention(self) -> list[CaseRow]:
         rows = await self.db.execute_fetchall("SELECT case_id, retention_days, created_at FROM cases")

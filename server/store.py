@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Final, Protocol
+
+#: What bounding a page by bytes counts for each row on top of ``len(body) + len(receipt)``:
+#: the msgpack framing of an ``Entry``, and the slot body a purged entry is served with.
+ROW_OVERHEAD: Final = 128
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -139,13 +143,22 @@ class Store(Protocol):
     async def append(
         self, entries: Sequence[EntryRow], cases: Sequence[CaseRow], log: LogWrite | None = None
     ) -> None: ...
-    async def entries(self, case_id: bytes, *, after: int, limit: int) -> list[EntryRow]: ...
+    #: Entries from seq ``after`` on, in order: at most ``limit`` of them and, when ``max_bytes``
+    #: is given, only as many as keep ``sum(len(body) + len(receipt) + ROW_OVERHEAD)`` within it,
+    #: but always the first one (so any single entry can be read).  The bound must be applied in
+    #: the query: never read ``limit`` large bodies to drop most of them.
+    async def entries(
+        self, case_id: bytes, *, after: int, limit: int, max_bytes: int | None = None
+    ) -> list[EntryRow]: ...
     async def entry_at_slot(self, case_id: bytes, slot: tuple[bytes, int, int]) -> EntryRow | None: ...
     async def case_ids(self) -> list[bytes]: ...
     #: Make every update stored before ``before_time`` a ``purged`` entry: empty body, same
     #: seq, slot and receipt.  Returns how many were purged.
     async def purge(self, case_id: bytes, *, before_time: int) -> int: ...
     async def cases_with_retention(self) -> list[CaseRow]: ...
+    #: The body bytes a case stores (a purged entry none): retention gives the difference back
+    #: to ``Limits.case_max_bytes``.
+    async def stored_bytes(self, case_id: bytes) -> int: ...
     #: Witnessed case retention: make these updates ``purged``, each with its new receipt
     #: (into a witnessed checkpoint).  Returns how many were purged.
     async def purge_with_receipts(self, case_id: bytes, items: Sequence[tuple[int, bytes]]) -> int: ...

@@ -21,6 +21,13 @@ has expired by the broker's clock: ``guard`` is asked before every write of
 deliveries, and a connection it stops closes itself (4003 revoked, 4002
 session expired).  Timers close such streams at the moment too
 (``deadlines.py``); this check does not depend on them being on time.
+
+Memory is bounded in bytes, not only in items (issue 14, finding 6): each
+connection counts the frames it holds (queued, taken but not yet written, and
+what its transport still buffers), and a frame that would take it past
+``stream_buffer_bytes`` closes it with ``CLOSE_SLOW`` instead.  Catch-up reads
+storage by bytes too, at most what the connection's bound still allows.  A
+closed connection drops every frame it held and its sender stops at once.
 """
 
 from __future__ import annotations
@@ -50,7 +57,9 @@ CLOSE_SESSION_EXPIRED: Final = 4002
 HIGH_WATER: Final = 256 * 1024
 DRAIN_POLL: Final = 0.002
 
-Fetch = Callable[[bytes, int, int], Awaitable[list[EntryRow]]]
+#: ``(case_id, after, limit, max_bytes)``: the store's byte-bounded page read.
+Fetch = Callable[[bytes, int, int, int | None], Awaitable[list[EntryRow]]]
+SLOW_REASON: Final = "slow consumer: catch up over HTTP and reconnect"
 #: Why a connection must stop now, as a close (code, reason); None while it may go on.
 Guard = Callable[[], tuple[int, str] | None]
 
@@ -119,12 +128,29 @@ class Connection:
         fetch: Fetch,
         transport: asyncio.Transport | None = None,
         guard: Guard = _never,
+        *,
+        buffer_bytes: int = 0,
+        page_bytes: int | None = None,
     ) -> None:
         self.ws = ws
         self.device_id = device_id
         self.fetch = fetch
         #: Asked before every write of deliveries and before every post (``session_guard``).
         self.guard = guard
+        #: The most bytes of frames this connection may hold (0: no byte bound).
+        self.buffer_bytes = buffer_bytes
+        #: The most bytes one catch-up read from storage may return (None: no byte bound).
+        self.page_bytes = page_bytes
+        #: Bytes of frames offered and not yet processed by the sender (queue and its batch).
+        self.held = 0
+        #: Bytes of frames in ``_out`` (taken for sending, not yet written).
+        self.out_bytes = 0
+        #: The most bytes this connection ever held, transport buffer included (for tests, metrics).
+        self.peak = 0
+        #: Called when the connection must be cut as too slow (the hub closes it).
+        self.overflow: Callable[[], None] = lambda: None
+        #: The sender task (``run``), cancelled when the connection closes.
+        self.task: asyncio.Task[None] | None = None
         #: The socket under ``ws``, written directly to coalesce frames; None: ``ws.send_bytes`` each.
         self.transport = transport
         self.queue: asyncio.Queue[_Item] = asyncio.Queue(QUEUE_SIZE)
@@ -135,14 +161,38 @@ class Connection:
         self._replies: list[bytes] = []  # answers to posts, written together at the end of a loop turn
         self._closer: asyncio.Task[None] | None = None
 
+    def is_closed(self) -> bool:
+        """Whether the hub closed this connection (a method: it changes across awaits)."""
+        return self.closing
+
+    def buffered(self) -> int:
+        """Bytes of frames this connection holds: queued, taken, and in its transport's buffer."""
+        transport = self.transport
+        pending = 0 if transport is None else transport.get_write_buffer_size()
+        return self.held + self.out_bytes + pending
+
+    def _note(self) -> int:
+        size = self.buffered()
+        self.peak = max(self.peak, size)
+        return size
+
+    def fits(self, size: int) -> bool:
+        """Whether ``size`` more bytes of frames keep this connection within its byte bound."""
+        return not self.buffer_bytes or self.buffered() + size <= self.buffer_bytes
+
     def offer(self, item: _Item) -> bool:
-        """Queue an item without waiting; False if the consumer is too slow."""
+        """Queue an item without waiting; False if the consumer is too slow (items or bytes)."""
         if self.closing:
             return True
+        size = 0 if item.frame is None else len(item.frame)
+        if not self.fits(size):
+            return False
         try:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:
             return False
+        self.held += size
+        self._note()
         return True
 
     def check(self) -> tuple[int, str] | None:
@@ -164,32 +214,53 @@ class Connection:
 
         self._closer = asyncio.get_running_loop().create_task(close())
 
+    def release(self) -> None:
+        """Drop every frame this connection holds and stop its sender: a closed stream keeps nothing."""
+        self.closing = True
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self._out, self._replies = [], []
+        self.held = self.out_bytes = 0
+        self.next_seq.clear()
+        if self.task is not None and self.task is not asyncio.current_task():
+            self.task.cancel()
+
     async def run(self) -> None:
         with contextlib.suppress(Stopped):
             await self._run()
 
     async def _run(self) -> None:
         queue = self.queue
-        while True:
+        while not self.closing:
             items = [await queue.get()]
             while not queue.empty():
                 items.append(queue.get_nowait())
             for item in items:
-                expected = self.next_seq.get(item.case_id)
-                if expected is None:
-                    continue  # not (or no longer) subscribed
-                target = item.seq if item.frame is not None else None
-                if target is None or target > expected:
-                    await self._catch_up(item.case_id, upto=target)
-                    expected = self.next_seq.get(item.case_id)
-                    if expected is None:
-                        continue
-                if item.frame is not None and item.seq == expected:
-                    await self._send(item.case_id, item.seq, item.frame)
+                try:
+                    await self._process(item)
+                finally:
+                    if not self.closing and item.frame is not None:
+                        self.held -= len(item.frame)
+                if self.is_closed():
+                    return
             await self._flush()
 
+    async def _process(self, item: _Item) -> None:
+        expected = self.next_seq.get(item.case_id)
+        if expected is None:
+            return  # not (or no longer) subscribed
+        target = item.seq if item.frame is not None else None
+        if target is None or target > expected:
+            await self._catch_up(item.case_id, upto=target)
+            expected = self.next_seq.get(item.case_id)
+            if expected is None:
+                return
+        if item.frame is not None and item.seq == expected:
+            await self._send(item.case_id, item.seq, item.frame)
+
     async def _catch_up(self, case_id: bytes, *, upto: int | None) -> None:
-        while True:
+        """Fill a gap from storage, one byte-bounded read at a time, within the connection's bound."""
+        while not self.closing:
             start = self.next_seq.get(case_id)
             if start is None:
                 return
@@ -197,10 +268,25 @@ class Connection:
             if limit <= 0:
                 return
             await self._flush()  # what is already queued goes out before the storage read
-            rows = await self.fetch(case_id, start, limit)
-            for row in rows:
-                await self._send(case_id, row.seq, delivery_frame(case_id, entry_of(row)))
-            if len(rows) < limit:
+            budget = self.page_bytes
+            if self.buffer_bytes:
+                room = self.buffer_bytes - self.buffered()
+                budget = room if budget is None else min(budget, room)
+                if budget <= 0:
+                    self.overflow()
+                    return
+            rows = await self.fetch(case_id, start, limit, budget)
+            if self.is_closed():
+                return
+            frames = [(row.seq, delivery_frame(case_id, entry_of(row))) for row in rows]
+            got = len(rows)
+            del rows  # the frames are what this connection holds from here on
+            if not self.fits(sum(len(frame) for _, frame in frames)):
+                self.overflow()  # one entry past what is left: the reader is too far behind
+                return
+            for seq, frame in frames:
+                await self._send(case_id, seq, frame)
+            if got < limit and (budget is None or not got):
                 return
 
     async def _send(self, case_id: bytes, seq: int, frame: bytes) -> None:
@@ -208,6 +294,8 @@ class Connection:
         if self.next_seq.get(case_id) != seq:
             return
         self._out.append(frame)
+        self.out_bytes += len(frame)
+        self._note()
         self.next_seq[case_id] = seq + 1
         self.sent += 1
 
@@ -219,10 +307,16 @@ class Connection:
             raise Stopped  # revoked, expired or being closed: these frames are never written
         transport = self.transport
         if transport is None:
+            self.out_bytes = 0
             for frame in frames:
                 await self.ws.send_bytes(frame)
             return
-        self._write(transport, frames)
+        try:
+            self._write(transport, frames)
+        finally:
+            self.out_bytes = 0
+        del frames
+        self._note()
         await self._drain(transport)
 
     async def reply(self, frame: bytes) -> None:
@@ -260,8 +354,11 @@ class Connection:
 class Hub:
     """Who is listening to which case; the fan-out seam (a NATS/Redis one can replace it)."""
 
-    def __init__(self, *, fetch: Fetch) -> None:
+    def __init__(self, *, fetch: Fetch, buffer_bytes: int = 0, page_bytes: int | None = None) -> None:
         self.fetch = fetch
+        #: Each connection's byte bound and catch-up read size (``Limits``; 0 / None: none).
+        self.buffer_bytes = buffer_bytes
+        self.page_bytes = page_bytes
         self.by_device: dict[bytes, set[Connection]] = {}
         self.by_case: dict[bytes, set[Connection]] = {}
         self.members: Callable[[bytes], frozenset[bytes]] = lambda _case: frozenset()
@@ -273,8 +370,19 @@ class Hub:
     def queue_depths(self) -> list[int]:
         return [c.queue.qsize() for conns in self.by_device.values() for c in conns]
 
+    def buffered(self) -> list[int]:
+        """Bytes of frames each connection holds (what ``stream_buffer_bytes`` bounds)."""
+        return [c.buffered() for conns in self.by_device.values() for c in conns]
+
+    def connection(self, ws: web.WebSocketResponse, device_id: bytes, guard: Guard = _never) -> Connection:
+        """A new connection with this hub's storage reads and byte bounds."""
+        return Connection(
+            ws, device_id, self.fetch, guard=guard, buffer_bytes=self.buffer_bytes, page_bytes=self.page_bytes
+        )
+
     def attach(self, conn: Connection) -> None:
         self.by_device.setdefault(conn.device_id, set()).add(conn)
+        conn.overflow = lambda: self._slow(conn)
 
     def detach(self, conn: Connection) -> None:
         self.by_device.get(conn.device_id, set()).discard(conn)
@@ -332,14 +440,19 @@ class Hub:
 
     def _offer(self, conn: Connection, item: _Item) -> None:
         if not conn.offer(item):
+            self._slow(conn)
+
+    def _slow(self, conn: Connection) -> None:
+        if not conn.closing:
             self.slow_disconnects += 1
-            self.close(conn, CLOSE_SLOW, "slow consumer: catch up over HTTP and reconnect")
+            self.close(conn, CLOSE_SLOW, SLOW_REASON)
 
     def close(self, conn: Connection, code: int, reason: str) -> None:
         if conn.closing:
             return
         self.detach(conn)
         conn.shut(code, reason)
+        conn.release()
 
     def close_device(self, device_id: bytes, code: int, reason: str) -> None:
         for conn in list(self.by_device.get(device_id, ())):

@@ -12,7 +12,7 @@ import dataclasses
 
 import pytest
 from caseline.schemas.api import Entry
-from caseline.schemas.errors import ForkError
+from caseline.schemas.errors import ForkError, GapError
 
 from tests.support.link import Endpoint, Link
 from tests.support.world import World
@@ -62,14 +62,15 @@ def test_a_different_entry_at_a_held_position_is_a_fork_and_keeps_what_passed(sc
     assert ledger.view(scene.case_id).count == 2  # nothing moved
 
 
-def test_a_shorter_log_is_a_rollback_and_an_empty_page_ends_the_sync(scene: Scene) -> None:
+def test_a_shorter_log_is_a_rollback_and_an_empty_page_below_the_count_is_withholding(scene: Scene) -> None:
     entries, served = page(scene)
     ledger = scene.bob.ledger
     ledger.take(scene.case_id, entries, now=scene.link.world.now)
     assert ledger.next_page(scene.case_id, served=served, got=len(entries)) is None
     with pytest.raises(ForkError, match="rollback"):
         ledger.next_page(scene.case_id, served=served - 1, got=0)
-    assert ledger.next_page(scene.case_id, served=served + 5, got=0) is None  # no endless asking
+    with pytest.raises(GapError, match="withholds"):  # no endless asking, and no silent stop
+        ledger.next_page(scene.case_id, served=served + 5, got=0)
     assert ledger.next_page(scene.case_id, served=served + 5, got=1) == served
 
 

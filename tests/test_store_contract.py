@@ -10,6 +10,7 @@ import pytest
 from caseline.schemas.errors import BrokerStorageFull
 from caseline.server.sqlite_store import SqliteStore, audit_hash
 from caseline.server.store import (
+    ROW_OVERHEAD,
     AgencyRow,
     CaseRow,
     DeviceRow,
@@ -48,6 +49,26 @@ async def test_append_and_page(store: Store) -> None:
     assert (await store.entry_at_slot(CASE, (b"s" * 16, 0, 3))) == entry(4, slot=(b"s" * 16, 0, 3))
     assert await store.entry_at_slot(CASE, (b"s" * 16, 0, 9)) is None
     assert await store.case_ids() == [CASE]
+
+
+async def test_a_page_bounded_by_bytes_stops_before_the_entry_past_it_but_holds_one(store: Store) -> None:
+    sender = b"s" * 16
+    await store.append([entry(0, body=b"g" * 100)], [CaseRow(CASE, 30, 1)])
+    await store.append([entry(i, slot=(sender, 0, i - 1), body=b"u" * 1000) for i in range(1, 9)], [])
+    cost = [len(e.body) + len(e.receipt) + ROW_OVERHEAD for e in await store.entries(CASE, after=0, limit=9)]
+    three = sum(cost[1:4])
+    assert [e.seq for e in await store.entries(CASE, after=1, limit=9, max_bytes=three)] == [1, 2, 3]
+    assert [e.seq for e in await store.entries(CASE, after=1, limit=9, max_bytes=three - 1)] == [1, 2]
+    assert [e.seq for e in await store.entries(CASE, after=1, limit=2, max_bytes=three)] == [1, 2]
+    assert [e.seq for e in await store.entries(CASE, after=5, limit=9, max_bytes=1)] == [5]  # always one
+    assert await store.entries(CASE, after=9, limit=9, max_bytes=three) == []
+    assert await store.entries(CASE, after=0, limit=9, max_bytes=10**9) == await store.entries(
+        CASE, after=0, limit=9
+    )
+    assert await store.stored_bytes(CASE) == 100 + 8 * 1000
+    assert await store.purge(CASE, before_time=2000) == 8
+    assert await store.stored_bytes(CASE) == 100
+    assert await store.stored_bytes(b"x" * 16) == 0
 
 
 async def test_a_failed_batch_stores_nothing(store: Store) -> None:

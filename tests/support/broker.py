@@ -139,6 +139,7 @@ class Officer:
         view = self.views.setdefault(case_id, CaseView(trust=self.world.trust(), me=self.device.keys))
         while True:
             page = await self.entries(case_id, after=view.count)
+            assert page.entries or view.count >= page.count, "an empty page below the broker's count"
             for e in page.entries:
                 view.apply(seq=e.seq, kind=e.kind, body=e.body, now=self.world.now, receipt=e.receipt)
             if view.count >= page.count:
