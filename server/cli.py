@@ -33,7 +33,7 @@ from caseline.schemas.wire import AGENCY_ID
 from caseline.server.app import create_app, runner_options
 from caseline.server.config import ServerConfig, load_config
 from caseline.server.core import token_hash
-from caseline.server.core_log import check_audit_log
+from caseline.server.core_log import check_audit_log, first_kept
 from caseline.server.keys import BROKER
 from caseline.server.sqlite_store import SqliteStore, audit_hash
 from caseline.server.store import AgencyRow
@@ -188,8 +188,9 @@ async def _audit(config: ServerConfig) -> int:
         witnesses = {a: list(trust.witnesses(a)) for a in trust.roots}
     finally:
         await store.close()
-    prev = bytes(32)
-    for expected_seq, row in enumerate(rows):
+    start = first_kept(rows)  # rows before it were deleted by audit retention, which says so
+    prev = rows[0].prev_hash if start and rows and rows[0].seq == start else bytes(32)
+    for expected_seq, row in enumerate(rows, start=start):
         if row.seq != expected_seq or row.prev_hash != prev:
             print(
                 f"audit log BROKEN at row {expected_seq}: a row is missing or reordered",
