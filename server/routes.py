@@ -482,9 +482,13 @@ async def auth_session(request: web.Request) -> web.Response:
         raise  # the middleware counts and audits it against the source (``failures.py``)
     token = secrets.token_urlsafe(32)
     expires = now + app[CONFIG].session_ttl * 1000
-    await app[STORE].add_session(
-        SessionRow(token_hash=token_hash(token), device_id=cert.device_id, expires_at=expires)
-    )
+    session = SessionRow(token_hash=token_hash(token), device_id=cert.device_id, expires_at=expires)
+    await app[STORE].add_session(session)
+    # Cached at once: a fresh session is served from memory, even from a source past its failure limit.
+    sessions = app[SESSIONS]
+    if len(sessions) >= MAX_CACHED_SESSIONS:
+        sessions.clear()
+    sessions[session.token_hash] = (session, cert)
     metrics.logins.labels("success").inc()
     await app[AUDIT]("login", f"device={cert.device_id.hex()}")
     return reply(Session(token=token, expires_at=expires).encode())
