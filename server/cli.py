@@ -188,7 +188,9 @@ async def _audit(config: ServerConfig) -> int:
         witnesses = {a: list(trust.witnesses(a)) for a in trust.roots}
     finally:
         await store.close()
-    start = first_kept(rows)  # rows before it were deleted by audit retention, which says so
+    # Rows before it were deleted by audit retention, which says so in a sealed row (check_audit_log
+    # checks that row against its leaf; an unsealed one excuses nothing).
+    start = first_kept([r for r in rows if r.leaf_index is not None])
     prev = rows[0].prev_hash if start and rows and rows[0].seq == start else bytes(32)
     for expected_seq, row in enumerate(rows, start=start):
         if row.seq != expected_seq or row.prev_hash != prev:

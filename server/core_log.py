@@ -219,6 +219,9 @@ def first_kept(rows: Sequence[AuditRow]) -> int:
 
     Retention deletes only a prefix of sealed rows and then records it, so the
     rows before this seq are gone by design; any other missing row is damage.
+    Pass only rows known to be sealed into the broker log: the hash chain has
+    no key, so an unsealed ``audit-pruned`` row could have been written by
+    whoever deleted the rows it names.
     """
     for row in reversed(rows):
         if row.event == AUDIT_PRUNED:
@@ -253,24 +256,29 @@ def check_audit_log(
     broken: list[str] = []
     notes: list[str] = []
     by_seq = {r.seq: r for r in rows}
-    pruned_before = first_kept(rows)
-    pruned = 0
     tree = merkle.Tree()
     audit_leaves: dict[int, int] = {}
+    missing: list[tuple[int, int]] = []
+    sealed: list[AuditRow] = []  # rows equal to their leaf: only these may record a prune
     for index, leaf in enumerate(leaves):
         tree.append(merkle.leaf_hash(leaf))
         if _is_audit_leaf(leaf):
             parsed = AuditLeaf.decode(leaf)
             audit_leaves[parsed.audit_seq] = index
             row = by_seq.get(parsed.audit_seq)
-            if row is None and parsed.audit_seq < pruned_before:
-                pruned += 1  # deleted by audit retention, as the audit-pruned row records
-            elif row is None:
-                broken.append(
-                    f"audit row {parsed.audit_seq} is in the broker log (leaf {index}) but was deleted"
-                )
+            if row is None:
+                missing.append((parsed.audit_seq, index))
             elif row.hash != parsed.audit_hash or row.time != parsed.time or row.leaf_index != index:
                 broken.append(f"audit row {parsed.audit_seq} differs from its leaf {index} in the broker log")
+            else:
+                sealed.append(row)
+    pruned_before = first_kept(sealed)
+    pruned = 0
+    for seq, index in missing:
+        if seq < pruned_before:
+            pruned += 1  # deleted by audit retention, as a sealed audit-pruned row records
+        else:
+            broken.append(f"audit row {seq} is in the broker log (leaf {index}) but was deleted")
     if pruned:
         notes.append(f"{pruned} audit rows before row {pruned_before} were deleted by audit retention")
     unsealed = [r.seq for r in rows if r.seq not in audit_leaves]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sized
 from pathlib import Path
@@ -32,6 +33,7 @@ from caseline.server.app import flush_rejections, prune_audit
 from caseline.server.config import ServerConfig
 from caseline.server.core import Limits
 from caseline.server.keys import CONFIG, METRICS, STORE, USED_NONCES
+from caseline.server.sqlite_store import audit_hash
 
 from tests.conftest import Deployment
 from tests.support.broker import MSGPACK, Officer
@@ -354,10 +356,17 @@ async def test_audit_retention_deletes_old_rows_and_audit_verify_still_passes(
     assert await cli._audit(config) == 0
     assert "intact" in capsys.readouterr().out
 
-    # Retention's record covers exactly what it deleted: a kept row deleted is still found.
-    import sqlite3
-
+    # Only a sealed record excuses missing rows: someone who deletes a kept row and appends a
+    # chained "audit-pruned" row of their own (even one claiming a leaf) is still caught.
+    insert = (
+        "INSERT INTO audit (seq, time, event, detail, prev_hash, hash, leaf_index)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)"
+    )
     with sqlite3.connect(config.db_path) as db:
         db.execute("DELETE FROM audit WHERE seq = ?", (old,))
+        seq, prev = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        at, detail = d.world.now, f"first_kept={old + 1} rows=1 days=30"
+        digest = audit_hash(prev, seq + 1, at, "audit-pruned", detail)
+        db.execute(insert, (seq + 1, at, "audit-pruned", detail, prev, digest, 10**6))
     assert await cli._audit(config) != 0
     assert "BROKEN" in capsys.readouterr().err
