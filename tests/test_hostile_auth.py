@@ -32,8 +32,9 @@ from caseline.server import cli
 from caseline.server.app import flush_rejections, prune_audit
 from caseline.server.config import ServerConfig
 from caseline.server.core import Limits
+from caseline.server.failures import MAX_DETAIL, TALLY_SOURCES
 from caseline.server.keys import CONFIG, METRICS, STORE, USED_NONCES
-from caseline.server.sqlite_store import audit_hash
+from caseline.server.sqlite_store import SqliteStore, audit_hash
 
 from tests.conftest import Deployment
 from tests.support.broker import MSGPACK, Officer
@@ -130,12 +131,10 @@ async def test_a_challenge_flood_from_many_sources_fills_nothing_and_an_honest_d
         for event in milestones:
             await event.wait()
             start = time.perf_counter()
-            challenge = await (
-                await timed(d.client.post("/v1/auth/challenge", data=body, headers=MSGPACK))
-            ).read()
-            response = answer_challenge(honest.device.keys, challenge, server_key=d.server_key.public_key)
-            r = await timed(login_with(honest, response))
-            assert r.status == 200, await r.text()
+            asked = await timed(d.client.post("/v1/auth/challenge", data=body, headers=MSGPACK))
+            assert asked.status == 200, (asked.status, await asked.read())
+            r = await timed(login_with(honest, answer(honest, await asked.read())))
+            assert r.status == 200, (r.status, await r.read())
             took.append(time.perf_counter() - start)
         return took
 
@@ -164,7 +163,7 @@ async def test_a_login_response_is_single_use(deployment: Deployment) -> None:
     )
     assert (await login_with(alice, response)).status == 200
     replay = await login_with(alice, response)
-    assert replay.status == 422, await replay.text()
+    assert replay.status == 422, replay.status
     assert (await replay.json())["type"].endswith("/untrusted")
     assert len(deployment.app[USED_NONCES]) == 2  # enrolment's login and this one
 
@@ -221,7 +220,7 @@ async def test_a_device_may_log_in_only_so_often(make_deployment: MakeDeployment
         alice.device.keys, await challenge_for(alice), server_key=alice.server_key.public_key
     )
     r = await login_with(alice, response)
-    assert r.status == 429, await r.text()
+    assert r.status == 429, r.status
     assert int(r.headers["Retry-After"]) >= 1
     d.world.now += 60_000
     await alice.login()
@@ -370,3 +369,44 @@ async def test_audit_retention_deletes_old_rows_and_audit_verify_still_passes(
         db.execute(insert, (seq + 1, at, "audit-pruned", detail, prev, digest, 10**6))
     assert await cli._audit(config) != 0
     assert "BROKEN" in capsys.readouterr().err
+
+
+async def test_failures_from_many_sources_write_a_bounded_number_of_rows(
+    make_deployment: MakeDeployment,
+) -> None:
+    """300 sources fail once each: the flush writes one row per source up to ``TALLY_SOURCES``
+    and one ``source=other`` row for the rest, every failure counted.  Defence off
+    (``audit_flush_interval=0``) → 300 rows (red)."""
+    d = await make_deployment()
+    store = d.app[STORE]
+    before = len(await store.audit_rows())
+    sources = 300
+    for n in range(sources):
+        connector = aiohttp.TCPConnector(local_addr=(f"127.0.{1 + n // 250}.{2 + n % 250}", 0))
+        session = aiohttp.ClientSession(base_url=str(d.client.make_url("/")), connector=connector)
+        async with session, session.get("/v1/cases", headers={"Authorization": "Bearer wrong"}) as r:
+            assert r.status == 401
+    assert len(await store.audit_rows()) == before
+    assert await flush_rejections(d.app) == TALLY_SOURCES + 1
+    rows = (await store.audit_rows())[before:]
+    assert len(rows) == TALLY_SOURCES + 1
+    assert rows[-1].detail.startswith(f"source=other count={sources - TALLY_SOURCES} reasons=unauthorized:")
+    assert sum(int(r.detail.split(" count=")[1].split(" ")[0]) for r in rows) == sources
+    assert all(len(r.detail) <= MAX_DETAIL for r in rows)
+
+
+async def test_the_tally_is_written_at_shutdown(make_deployment: MakeDeployment) -> None:
+    """Failures not yet flushed when the broker stops are written (and sealed) on the way down."""
+    d = await make_deployment()
+    config: ServerConfig = d.app[CONFIG]
+    r = await d.client.get("/v1/cases", headers={"Authorization": "Bearer wrong"})
+    assert r.status == 401
+    await d.client.close()
+    store = SqliteStore(config.db_path)
+    await store.open()
+    try:
+        rows = [r for r in await store.audit_rows() if r.event == "rejected"]
+    finally:
+        await store.close()
+    assert [r.detail for r in rows] == ["source=127.0.0.1 count=1 reasons=unauthorized:1 routes=/v1/cases"]
+    assert rows[0].leaf_index is not None  # sealed into the broker log by the stop
