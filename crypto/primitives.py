@@ -77,6 +77,14 @@ def constant_time_equal(a: bytes, b: bytes) -> bool:
     return hmac.compare_digest(a, b)
 
 
+def mac_labeled(key: bytes, name: str, *parts: bytes) -> bytes:
+    """HMAC-SHA256 under ``key`` over a label and length-prefixed parts (stdlib ``hmac``)."""
+    h = hmac.new(key, label("mac " + name), hashlib.sha256)
+    for part in parts:
+        h.update(lp(part))
+    return h.digest()
+
+
 # --------------------------------------------------------------------------- HKDF
 
 

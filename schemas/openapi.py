@@ -324,28 +324,28 @@ def build() -> dict[str, Any]:
                 " without the read scope (403)",
                 "security": AUTH,
                 "parameters": [AGENCY, USER],
-                "responses": {**ok("Directory"), **problems("400", "401", "403")},
+                "responses": {**ok("Directory"), **problems("400", "401", "403", "429")},
             }
         },
         "/v1/auth/challenge": {
             "post": {
                 "summary": "A one-time login challenge",
                 "requestBody": body("ChallengeRequest"),
-                "responses": {**ok("AuthChallenge"), **problems("400", "404", "415", "503")},
+                "responses": {**ok("AuthChallenge"), **problems("400", "404", "415", "429")},
             }
         },
         "/v1/auth/session": {
             "post": {
                 "summary": "Exchange a signed challenge for a session token",
                 "requestBody": body("SignedAuthChallenge"),
-                "responses": {**ok("Session"), **problems("400", "404", "415", "422")},
+                "responses": {**ok("Session"), **problems("400", "404", "415", "422", "429")},
             }
         },
         "/v1/auth/logout": {
             "post": {
                 "summary": "End this session",
                 "security": AUTH,
-                "responses": {"204": {"description": "logged out"}, **problems("401")},
+                "responses": {"204": {"description": "logged out"}, **problems("401", "429")},
             }
         },
         "/v1/cases": {
@@ -354,7 +354,7 @@ def build() -> dict[str, Any]:
                 "security": AUTH,
                 "responses": {
                     "200": {**ok("CaseList")["200"], "links": case_links()},
-                    **problems("401"),
+                    **problems("401", "429"),
                 },
             },
             "post": {
@@ -363,7 +363,7 @@ def build() -> dict[str, Any]:
                 "requestBody": body("CommitMessage"),
                 "responses": {
                     **ok("LogReceipt", "201", "created"),
-                    **problems("400", "401", "403", "409", "413", "415", "422", "507"),
+                    **problems("400", "401", "403", "409", "413", "415", "422", "429", "507"),
                 },
             },
         },
@@ -375,7 +375,7 @@ def build() -> dict[str, Any]:
                 "requestBody": body("CommitMessage"),
                 "responses": {
                     **ok("LogReceipt", "201", "appended"),
-                    **problems("400", "401", "403", "404", "409", "413", "415", "422", "507"),
+                    **problems("400", "401", "403", "404", "409", "413", "415", "422", "429", "507"),
                 },
             }
         },
@@ -404,7 +404,7 @@ def build() -> dict[str, Any]:
                         "schema": {"type": "integer", "minimum": 0, "maximum": api.MAX_PAGE},
                     },
                 ],
-                "responses": {**ok("EntryPage"), **problems("400", "401", "403", "404")},
+                "responses": {**ok("EntryPage"), **problems("400", "401", "403", "404", "429")},
             }
         },
         "/v1/stream": {
@@ -476,7 +476,7 @@ def build() -> dict[str, Any]:
                 "summary": "Leaves start to end - 1 of the broker log (at most 1024; enrolled devices only)",
                 "security": AUTH,
                 "parameters": [size_param("start", 0), size_param("end", 1)],
-                "responses": {**ok("LeafPage"), **problems("400", "401", "404")},
+                "responses": {**ok("LeafPage"), **problems("400", "401", "404", "429")},
             }
         },
     }

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Final
 
 from aiohttp import web
+from caseline.crypto.auth import NONCE_KEY_SIZE
 from caseline.crypto.caselog import DAY_MS, KIND_UPDATE
 from caseline.crypto.certs import MAX_SKEW_MS, TrustStore
 from caseline.crypto.commits import CaseState
@@ -23,24 +25,30 @@ from caseline.schemas.api import REVOCATIONS_HEADER
 from caseline.schemas.errors import BrokerRateLimited, BrokerStorageFull, CaselineError
 from caseline.schemas.wire import RevocationList, decode_signed
 from caseline.server import problems, retention, routes
+from caseline.server.challenges import DeviceLogins, UsedNonces
 from caseline.server.config import ServerConfig
 from caseline.server.core import BrokerCore
 from caseline.server.deadlines import Deadlines
+from caseline.server.failures import FailureLimiter, RejectionTally
 from caseline.server.keys import (
     AUDIT,
+    AUTH_FAILURES,
     BROKER,
-    CHALLENGES,
     CLOCK,
     CONFIG,
     CORE,
     CUTOFFS,
+    DEVICE_LOGINS,
     HUB,
     METRICS,
+    NONCE_KEY,
+    REJECTIONS,
     REVOCATIONS,
     SERVER_KEY,
     SESSIONS,
     STORE,
     STREAM_EXPIRY,
+    USED_NONCES,
     WITNESSING,
     Clock,
 )
@@ -62,12 +70,33 @@ def wall_clock_ms() -> int:
 
 #: Rejections that are security events, and so go to the audit log as well as the metrics.
 #: Malformed input and conflicts are only counted: auditing them would let a flood of junk
-#: turn every bad request into a database write.  *unknown-case* (a case route naming a case
-#: this device is not in, or none at all) is audited whichever it was, so that the audit write
-#: does not itself tell the two apart; only a device with a session can cause it.
+#: turn every bad request into a database write.  Failed authentications (``is_auth_failure``,
+#: *unknown-case* among them) are audited too, but summed per source (``failures.py``), so that
+#: neither a flood nor the audit write tells a stranger's probe of a real case from one of none.
 AUDITED_REJECTIONS: Final = frozenset(
-    {"bad-signature", "untrusted", "revoked", "expired", "not-member", "not-allowed", "unknown-case", "fork"}
+    {"bad-signature", "untrusted", "revoked", "expired", "not-member", "not-allowed", "fork"}
 )
+
+
+def is_auth_failure(route: str, status: int, code: str) -> bool:
+    """A 401, a refused login, or a case route naming a case the device is not in (``failures.py``)."""
+    if code == "rate-limited":
+        return False
+    return status == 401 or code in {"not-member", "unknown-case"} or route == routes.LOGIN_ROUTE
+
+
+async def _rejected(request: web.Request, route: str, status: int, code: str, *, audited: bool) -> None:
+    """Count a failed authentication against its source and tally it; audit other security events."""
+    app = request.app
+    if is_auth_failure(route, status, code):
+        src = routes.source(request)
+        app[AUTH_FAILURES].record(src, now=time.monotonic())
+        if app[CONFIG].audit_flush_interval > 0:
+            app[REJECTIONS].add(src, code, route)
+            return
+        audited = True
+    if audited:
+        await app[AUDIT]("rejected", f"route={route} reason={code}")
 
 
 @web.middleware
@@ -82,8 +111,7 @@ async def problem_middleware(
         response = await handler(request)
     except CaselineError as exc:
         metrics.rejections.labels(exc.code).inc()
-        if exc.code in AUDITED_REJECTIONS:
-            await request.app[AUDIT]("rejected", f"route={route} reason={exc.code}")
+        await _rejected(request, route, exc.status_hint, exc.code, audited=exc.code in AUDITED_REJECTIONS)
         headers = None
         if isinstance(exc, BrokerRateLimited) and exc.retry_after is not None:
             headers = {"Retry-After": str(max(1, round(exc.retry_after + 0.5)))}
@@ -93,8 +121,7 @@ async def problem_middleware(
             raise
         code = problems.HTTP_CODES.get(exc.status, "http-error")
         metrics.rejections.labels(code).inc()
-        if exc.status in (401, 403):
-            await request.app[AUDIT]("rejected", f"route={route} reason={code}")
+        await _rejected(request, route, exc.status, code, audited=exc.status in (401, 403))
         headers = {k: v for k, v in exc.headers.items() if k in {"Allow", "WWW-Authenticate", "Retry-After"}}
         response = problems.problem(exc.status, code, exc.reason or code, headers=headers)
     except (asyncio.CancelledError, ConnectionResetError):
@@ -125,7 +152,15 @@ def create_app(
     app[SERVER_KEY] = server_key
     app[METRICS] = Metrics()
     app[METRICS].export_limits(config, config.limits)
-    app[CHALLENGES] = {}
+    # A fresh key per process, never stored: a restart forgets which nonces were used, and with
+    # them every challenge issued before it (at most a minute's logins, which simply retry).
+    app[NONCE_KEY] = secrets.token_bytes(NONCE_KEY_SIZE)
+    app[USED_NONCES] = UsedNonces()
+    app[DEVICE_LOGINS] = DeviceLogins(config.limits.logins_per_device_per_minute)
+    app[AUTH_FAILURES] = FailureLimiter(
+        limit=config.limits.auth_failures_per_window, window=config.limits.auth_failure_window
+    )
+    app[REJECTIONS] = RejectionTally()
     app[SESSIONS] = {}
     the_store = store if store is not None else SqliteStore(config.db_path, max_bytes=config.db_max_bytes)
     app[STORE] = the_store
@@ -178,6 +213,7 @@ def create_app(
     app.cleanup_ctx.append(_witness_context)
     app.cleanup_ctx.append(_retention_context)
     app.cleanup_ctx.append(_deadlines_context)
+    app.cleanup_ctx.append(_rejections_context)
     app.on_shutdown.append(_close_streams)
     routes.setup(app)
     return app
@@ -326,15 +362,72 @@ async def _purge_witnessed(app: web.Application, case_id: bytes, state: CaseStat
     return await store.purge_with_receipts(case_id, retention.purge_plan(rows, witnessed, app[BROKER].log))
 
 
+async def prune_audit(app: web.Application) -> int:
+    """Delete audit rows older than ``audit_retention_days``, and record that in the audit log.
+
+    Only a prefix of rows already sealed into the broker log goes; their leaves
+    stay (hashes, not text).  The ``audit-pruned`` row names the first row kept,
+    so ``audit verify`` tells rows retention removed from rows someone deleted.
+    """
+    days = app[CONFIG].audit_retention_days
+    if days <= 0:
+        return 0
+    pruned, first_kept = await app[STORE].prune_audit(before_time=app[CLOCK]() - days * DAY_MS)
+    if pruned:
+        await app[AUDIT]("audit-pruned", f"first_kept={first_kept} rows={pruned} days={days}")
+    return pruned
+
+
 async def _retention_loop(app: web.Application) -> None:
     while True:
         try:
             purged = await purge_expired(app)
             if purged:
                 log.info("retention purged %d update bodies", purged)
+            pruned = await prune_audit(app)
+            if pruned:
+                log.info("retention pruned %d audit rows", pruned)
         except Exception:
             log.exception("retention purge failed")
         await asyncio.sleep(app[CONFIG].retention_interval)
+
+
+async def flush_rejections(app: web.Application) -> int:
+    """Write the tally of failed authentications: one ``rejected`` row per source (``failures.py``)."""
+    details = app[REJECTIONS].drain()
+    for detail in details:
+        await app[AUDIT]("rejected", detail)
+    return len(details)
+
+
+async def _flush_loop(app: web.Application, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await flush_rejections(app)
+        except Exception:
+            log.exception("writing the rejection tally failed")
+
+
+async def _rejections_context(app: web.Application) -> AsyncIterator[None]:
+    """Flush the failure tally every ``audit_flush_interval`` seconds, and once more at shutdown.
+
+    Registered after storage, so its cleanup runs first: the last tally is
+    written, and sealed by the broker's stop, before the store closes.
+    """
+    interval = app[CONFIG].audit_flush_interval
+    task = (
+        asyncio.create_task(_flush_loop(app, interval), name="caseline-rejections") if interval > 0 else None
+    )
+    yield
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    try:
+        await flush_rejections(app)
+    except Exception:
+        log.exception("writing the last rejection tally failed")
 
 
 async def _close_streams(app: web.Application) -> None:

@@ -34,7 +34,7 @@ from caseline.schemas.wire import AGENCY_ID
 from caseline.server.app import create_app, runner_options
 from caseline.server.config import ServerConfig, load_config
 from caseline.server.core import token_hash
-from caseline.server.core_log import check_audit_log
+from caseline.server.core_log import check_audit_log, first_kept
 from caseline.server.keys import BROKER
 from caseline.server.sqlite_store import SqliteStore, audit_hash
 from caseline.server.store import AgencyRow
@@ -194,8 +194,11 @@ async def _audit(config: ServerConfig) -> int:
         witnesses = {a: list(trust.witnesses(a)) for a in trust.roots}
     finally:
         await store.close()
-    prev = bytes(32)
-    for expected_seq, row in enumerate(rows):
+    # Rows before it were deleted by audit retention, which says so in a sealed row (check_audit_log
+    # checks that row against its leaf; an unsealed one excuses nothing).
+    start = first_kept([r for r in rows if r.leaf_index is not None])
+    prev = rows[0].prev_hash if start and rows and rows[0].seq == start else bytes(32)
+    for expected_seq, row in enumerate(rows, start=start):
         if row.seq != expected_seq or row.prev_hash != prev:
             print(
                 f"audit log BROKEN at row {expected_seq}: a row is missing or reordered",

@@ -74,6 +74,14 @@ class ServerConfig:
     #: expires, and write nothing to it and accept no post from it after.  False: a stream outlives
     #: its session (the old behaviour).
     stream_session_expiry: bool = True
+    # --- authentication under hostile load (issue 14: findings 5) ---
+    #: Seconds between the aggregated ``rejected`` audit rows: failed authentications (401s, failed
+    #: logins, non-member 403s) are summed per source and written as one row per source per interval
+    #: (and at shutdown).  0: one audit row per failure, as before (a flood then writes a row each).
+    audit_flush_interval: float = 60.0
+    #: Days an audit row is kept; the retention loop deletes older rows (their broker-log leaves stay,
+    #: and ``caseline-server audit verify`` checks what remains).  0: keep audit rows forever.
+    audit_retention_days: int = 400
 
     @property
     def db_path(self) -> Path:

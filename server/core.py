@@ -68,6 +68,16 @@ class Limits:
     #: Unauthenticated requests (login, registration) per client address.
     anonymous_per_second: float = 20.0
     anonymous_burst: float = 100.0
+    # --- authentication under hostile load (issue 14: findings 4, 5, 7) ---
+    #: Completed logins one device may make in any minute; past it, 429.  Bounds the used-nonce memory
+    #: per device.  0: no cap.
+    logins_per_device_per_minute: int = 10
+    #: Failed authentications (401s, failed logins, non-member 403s) one source may make per
+    #: ``auth_failure_window``; past it, that source's unauthenticated requests get 429 before any
+    #: database work until the window ends.  0: no limit.
+    auth_failures_per_window: int = 20
+    #: The window of ``auth_failures_per_window``, in seconds.
+    auth_failure_window: float = 10.0
 
     # Paging and streams (issue 14, findings 2 and 6): bounded by bytes, not only by count.
     #: Bytes of entries (body + receipt + framing) one ``GET .../entries`` page may hold; a page

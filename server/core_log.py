@@ -26,6 +26,7 @@ leaf (``legacy_leaf``), then seals them all under one checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
@@ -208,6 +209,28 @@ class AuditReport:
     notes: list[str]
 
 
+#: The event retention writes after deleting old audit rows; its detail starts ``first_kept=N``.
+AUDIT_PRUNED = "audit-pruned"
+_FIRST_KEPT = re.compile(r"first_kept=(\d+)(?: |$)")
+
+
+def first_kept(rows: Sequence[AuditRow]) -> int:
+    """The first audit seq retention kept: what the newest ``audit-pruned`` row names (0: never pruned).
+
+    Retention deletes only a prefix of sealed rows and then records it, so the
+    rows before this seq are gone by design; any other missing row is damage.
+    Pass only rows known to be sealed into the broker log: the hash chain has
+    no key, so an unsealed ``audit-pruned`` row could have been written by
+    whoever deleted the rows it names.
+    """
+    for row in reversed(rows):
+        if row.event == AUDIT_PRUNED:
+            match = _FIRST_KEPT.match(row.detail)
+            if match is not None:
+                return int(match.group(1))
+    return 0
+
+
 def check_audit_log(
     rows: Sequence[AuditRow],
     leaves: Sequence[bytes],
@@ -225,7 +248,8 @@ def check_audit_log(
     every ``AuditLeaf`` must still have its row, the tree over the stored
     leaves must give the newest checkpoint's root, and, when agencies have
     listed witnesses, the newest witnessed checkpoint must carry a valid
-    cosignature and agree with the stored leaves.  Rows after the newest
+    cosignature and agree with the stored leaves.  Rows that audit retention
+    deleted (before ``first_kept``) keep their leaves and are not missed.  Rows after the newest
     witnessed checkpoint rest on the broker's own signature only; the report
     says so.  Rows appended after the last group commit have no leaf yet.
     """
@@ -234,6 +258,8 @@ def check_audit_log(
     by_seq = {r.seq: r for r in rows}
     tree = merkle.Tree()
     audit_leaves: dict[int, int] = {}
+    missing: list[tuple[int, int]] = []
+    sealed: list[AuditRow] = []  # rows equal to their leaf: only these may record a prune
     for index, leaf in enumerate(leaves):
         tree.append(merkle.leaf_hash(leaf))
         if _is_audit_leaf(leaf):
@@ -241,11 +267,20 @@ def check_audit_log(
             audit_leaves[parsed.audit_seq] = index
             row = by_seq.get(parsed.audit_seq)
             if row is None:
-                broken.append(
-                    f"audit row {parsed.audit_seq} is in the broker log (leaf {index}) but was deleted"
-                )
+                missing.append((parsed.audit_seq, index))
             elif row.hash != parsed.audit_hash or row.time != parsed.time or row.leaf_index != index:
                 broken.append(f"audit row {parsed.audit_seq} differs from its leaf {index} in the broker log")
+            else:
+                sealed.append(row)
+    pruned_before = first_kept(sealed)
+    pruned = 0
+    for seq, index in missing:
+        if seq < pruned_before:
+            pruned += 1  # deleted by audit retention, as a sealed audit-pruned row records
+        else:
+            broken.append(f"audit row {seq} is in the broker log (leaf {index}) but was deleted")
+    if pruned:
+        notes.append(f"{pruned} audit rows before row {pruned_before} were deleted by audit retention")
     unsealed = [r.seq for r in rows if r.seq not in audit_leaves]
     if unsealed:
         sealed_after = [s for s in audit_leaves if s > unsealed[0]]

@@ -13,9 +13,11 @@ from typing import Final
 from aiohttp import web
 from caseline.crypto.keys import SigningKey
 from caseline.schemas.wire import DeviceCert
+from caseline.server.challenges import DeviceLogins, UsedNonces
 from caseline.server.config import ServerConfig
 from caseline.server.core import BrokerCore
 from caseline.server.deadlines import Deadlines
+from caseline.server.failures import FailureLimiter, RejectionTally
 from caseline.server.metrics import Metrics
 from caseline.server.revocations import RevocationsDigest
 from caseline.server.service import Broker
@@ -34,7 +36,13 @@ HUB: Final = web.AppKey("hub", Hub)
 METRICS: Final = web.AppKey("metrics", Metrics)
 CLOCK: Final[web.AppKey[Clock]] = web.AppKey("clock")
 SERVER_KEY: Final = web.AppKey("server_key", SigningKey)
-CHALLENGES: Final[web.AppKey[dict[bytes, tuple[bytes, int]]]] = web.AppKey("challenges")
+#: The HMAC key of login-challenge nonces (``crypto/auth.py``): random per broker process.
+NONCE_KEY: Final[web.AppKey[bytes]] = web.AppKey("nonce_key")
+USED_NONCES: Final = web.AppKey("used_nonces", UsedNonces)
+DEVICE_LOGINS: Final = web.AppKey("device_logins", DeviceLogins)
+#: Failed authentications per source (``failures.py``): the limit, and the tally for the audit log.
+AUTH_FAILURES: Final = web.AppKey("auth_failures", FailureLimiter)
+REJECTIONS: Final = web.AppKey("rejections", RejectionTally)
 #: Sessions by token hash, in front of the store: checking a token costs no database round trip.
 #: Logout and revocation remove entries; a multi-instance deployment would share invalidations.
 SESSIONS: Final[web.AppKey[dict[bytes, tuple[SessionRow, DeviceCert]]]] = web.AppKey("sessions")

@@ -12,7 +12,7 @@ from typing import Final, TypeVar
 
 from aiohttp import WSMsgType, web
 from caseline.crypto import primitives as P
-from caseline.crypto.auth import make_challenge, verify_response
+from caseline.crypto.auth import check_issued, make_challenge, verify_response
 from caseline.crypto.certs import check_may_read
 from caseline.crypto.keys import fingerprint
 from caseline.schemas.api import (
@@ -39,6 +39,7 @@ from caseline.schemas.api import (
 )
 from caseline.schemas.errors import (
     BrokerNotFound,
+    BrokerRateLimited,
     BrokerUnauthorized,
     CaselineError,
     MalformedError,
@@ -58,20 +59,24 @@ from caseline.server import problems
 from caseline.server.core import Accepted, entry_of, token_hash
 from caseline.server.keys import (
     AUDIT,
+    AUTH_FAILURES,
     BROKER,
-    CHALLENGES,
     CLOCK,
     CONFIG,
     CORE,
     CUTOFFS,
+    DEVICE_LOGINS,
     HUB,
     METRICS,
+    NONCE_KEY,
+    REJECTIONS,
     REVOCATIONS,
     SERVER_KEY,
     SESSION_CERT,
     SESSIONS,
     STORE,
     STREAM_EXPIRY,
+    USED_NONCES,
     WITNESSING,
 )
 from caseline.server.paging import page_budget, page_count
@@ -88,7 +93,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 log = logging.getLogger("caseline.server")
 MSGPACK: Final = "application/msgpack"
-MAX_CHALLENGES: Final = 100_000
 MAX_CACHED_SESSIONS: Final = 100_000
 MAX_POSTS_IN_FLIGHT: Final = 1024
 
@@ -167,11 +171,17 @@ async def authenticate(request: web.Request) -> bytes:
 
 
 async def session_of(request: web.Request) -> tuple[SessionRow, DeviceCert]:
-    """The live session a request presents and its device's certificate, or 401."""
+    """The live session a request presents and its device's certificate, or 401.
+
+    A session the broker holds in memory is checked without the database and is
+    never refused for its source's failures; anything else from a source past
+    its failure limit is refused with 429 before the database is asked.
+    """
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     # Tokens are base64url; a header that was not even UTF-8 reaches us with surrogates.
     if scheme.lower() != "bearer" or not token or len(token) > 64 or not token.isascii():
+        refuse_failing_source(request)
         raise web.HTTPUnauthorized(
             reason="a session token is required", headers={"WWW-Authenticate": "Bearer"}
         )
@@ -179,6 +189,7 @@ async def session_of(request: web.Request) -> tuple[SessionRow, DeviceCert]:
     sessions = request.app[SESSIONS]
     cached = sessions.get(digest)
     if cached is None:
+        refuse_failing_source(request)
         store = request.app[STORE]
         row = await store.get_session(digest)
         device = None if row is None else await store.get_device(row.device_id)
@@ -454,27 +465,52 @@ def charge_anonymous(request: web.Request) -> None:
     request.app[CORE].charge_anonymous(source(request), now=time.monotonic())
 
 
+#: The login route: every refusal on it but a rate limit is a failed authentication (``failures.py``).
+LOGIN_ROUTE: Final = "/v1/auth/session"
+
+
+def refuse_failing_source(request: web.Request) -> None:
+    """429 for a source past its failed-authentication limit; no database work has happened yet."""
+    app = request.app
+    src = source(request)
+    wait = app[AUTH_FAILURES].blocked(src, now=time.monotonic())
+    if wait > 0:
+        if app[CONFIG].audit_flush_interval > 0:
+            app[REJECTIONS].add(src, "blocked", _route(request))
+        raise BrokerRateLimited("too many failed authentications from this source", retry_after=wait)
+
+
+def _route(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
 async def auth_challenge(request: web.Request) -> web.Response:
+    """A challenge costs the broker no memory: its nonce authenticates itself (``crypto/auth.py``)."""
     charge_anonymous(request)
+    refuse_failing_source(request)
     req = ChallengeRequest.decode(await read_body(request))
-    store = request.app[STORE]
-    if await store.get_device(req.device_id) is None:
+    if await request.app[STORE].get_device(req.device_id) is None:
         raise BrokerNotFound("device is not registered")
-    now = request.app[CLOCK]()
-    challenges = request.app[CHALLENGES]
-    if len(challenges) >= MAX_CHALLENGES:
-        for nonce in [n for n, (_, exp) in challenges.items() if exp < now]:
-            del challenges[nonce]
-        if len(challenges) >= MAX_CHALLENGES:
-            raise web.HTTPServiceUnavailable(reason="too many pending logins")
-    challenge = make_challenge(request.app[SERVER_KEY], req.device_id, now=now, rng=secrets.token_bytes)
-    parsed = AuthChallenge.decode(challenge)
-    challenges[parsed.nonce] = (req.device_id, parsed.expires_at)
+    challenge = make_challenge(
+        request.app[SERVER_KEY],
+        req.device_id,
+        now=request.app[CLOCK](),
+        rng=secrets.token_bytes,
+        nonce_key=request.app[NONCE_KEY],
+    )
     return reply(challenge)
 
 
 async def auth_session(request: web.Request) -> web.Response:
+    """Check the challenge is ours and unaltered (one HMAC) before the database and Ed25519.
+
+    The nonce is marked used, and the device's login counted, only once the
+    response has verified, and with no ``await`` between the checks and the
+    marking, so two copies of one response cannot both pass.
+    """
     charge_anonymous(request)
+    refuse_failing_source(request)
     body = await read_body(request)
     app = request.app
     metrics = app[METRICS]
@@ -482,23 +518,29 @@ async def auth_session(request: web.Request) -> web.Response:
     try:
         tbs, _ = decode_signed(body, max_size=512)
         challenge = AuthChallenge.decode(tbs)
-        pending = app[CHALLENGES].pop(challenge.nonce, None)  # single use, even if what follows fails
-        if pending is None or pending[0] != challenge.device_id:
-            raise UntrustedError("challenge is unknown or was already used")
+        check_issued(challenge, nonce_key=app[NONCE_KEY])
+        used = app[USED_NONCES]
+        if challenge.nonce in used:
+            raise UntrustedError("challenge was already used")
         row = await app[STORE].get_device(challenge.device_id)
         if row is None:
             raise BrokerNotFound("device is not registered")
         cert = app[CORE].trust.verify_cert(row.cert, at=now).cert
         verify_response(body, server_key=app[SERVER_KEY].public_key, cert=cert, now=now)
-    except CaselineError as exc:
+        used.use(challenge.nonce, expires_at=challenge.expires_at, now=now)
+        app[DEVICE_LOGINS].charge(cert.device_id, now=now)
+    except Exception:
         metrics.logins.labels("failure").inc()
-        await app[AUDIT]("login-failed", f"reason={exc.code}")
-        raise
+        raise  # the middleware counts and audits it against the source (``failures.py``)
     token = secrets.token_urlsafe(32)
     expires = now + app[CONFIG].session_ttl * 1000
-    await app[STORE].add_session(
-        SessionRow(token_hash=token_hash(token), device_id=cert.device_id, expires_at=expires)
-    )
+    session = SessionRow(token_hash=token_hash(token), device_id=cert.device_id, expires_at=expires)
+    await app[STORE].add_session(session)
+    # Cached at once: a fresh session is served from memory, even from a source past its failure limit.
+    sessions = app[SESSIONS]
+    if len(sessions) >= MAX_CACHED_SESSIONS:
+        sessions.clear()
+    sessions[session.token_hash] = (session, cert)
     metrics.logins.labels("success").inc()
     await app[AUDIT]("login", f"device={cert.device_id.hex()}")
     return reply(Session(token=token, expires_at=expires).encode())

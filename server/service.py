@@ -33,6 +33,8 @@ from caseline.server.store import AuditRow, CaseRow, EntryRow, LogWrite, Store
 log = logging.getLogger("caseline.server")
 
 MAX_BATCH: Final = 512
+#: Seconds ``stop`` waits for a group commit in progress before cancelling it anyway.
+STOP_GRACE: Final = 5.0
 #: How long the test-only fault holds each commit back (see ``Broker.ack_before_commit``).
 FAULT_COMMIT_DELAY: Final = 0.05
 
@@ -64,6 +66,8 @@ class Broker:
         self._audit_next = 0
         self._audit_dirty = False
         self._writer: asyncio.Task[None] | None = None
+        #: Set while the writer waits for work: cancelling it then cannot cut a transaction in half.
+        self._idle = asyncio.Event()
         self._inflight: dict[tuple[bytes, tuple[bytes, int, int]], _Pending] = {}
         #: Test-only fault switch: acknowledge before the commit, and hold each commit back a
         #: little so that a kill finds acknowledged updates not yet on disk.  It exists to
@@ -96,6 +100,10 @@ class Broker:
 
     async def stop(self) -> None:
         if self._writer is not None:
+            # A writer cancelled inside a transaction leaves it open on the connection, and the
+            # final seal below then fails; so let a group commit in progress finish first.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), timeout=STOP_GRACE)
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
@@ -246,7 +254,9 @@ class Broker:
 
     async def _write_loop(self) -> None:
         while True:
+            self._idle.set()
             first = await self._queue.get()
+            self._idle.clear()
             batch = [] if first is None else [first]
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 item = self._queue.get_nowait()
