@@ -22,8 +22,10 @@ from caseline.crypto.keys import SigningKey
 from caseline.schemas.api import REVOCATIONS_HEADER
 from caseline.schemas.errors import BrokerRateLimited, BrokerStorageFull, CaselineError
 from caseline.server import problems, retention, routes
+from caseline.server.admission import Admission, Refusal, Ticket, derived_total
 from caseline.server.config import ServerConfig
 from caseline.server.core import BrokerCore
+from caseline.server.edge import EdgeRunner, descriptor_limit
 from caseline.server.keys import (
     AUDIT,
     BROKER,
@@ -31,7 +33,9 @@ from caseline.server.keys import (
     CLOCK,
     CONFIG,
     CORE,
+    FLIGHT_TICKET,
     HUB,
+    IN_FLIGHT,
     METRICS,
     REVOCATIONS,
     SERVER_KEY,
@@ -90,6 +94,8 @@ async def problem_middleware(
             await request.app[AUDIT]("rejected", f"route={route} reason={code}")
         headers = {k: v for k, v in exc.headers.items() if k in {"Allow", "WWW-Authenticate", "Retry-After"}}
         response = problems.problem(exc.status, code, exc.reason or code, headers=headers)
+        if exc.status == 408:
+            response.force_close()  # the rest of a body that came too slowly is not worth waiting for
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception:
@@ -103,6 +109,33 @@ async def problem_middleware(
     return response
 
 
+@web.middleware
+async def in_flight_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Bound the requests being handled at once, per source (429) and in all (503).
+
+    Every request counts, from its headers until its answer, body reading
+    included: a client that trickles bodies holds slots only of its own
+    source.  A WebSocket gives its slot back once upgraded (``routes.stream``):
+    from then on it is a connection, held to the connection limits instead.
+    """
+    admission = request.app[IN_FLIGHT]
+    source = routes.source(request)
+    refused = admission.admit(source)
+    if refused is Refusal.SOURCE:
+        raise BrokerRateLimited("too many requests in flight from this source", retry_after=1.0)
+    if refused is Refusal.TOTAL:
+        raise web.HTTPServiceUnavailable(
+            reason="the broker is handling as many requests as it may", headers={"Retry-After": "1"}
+        )
+    ticket = request[FLIGHT_TICKET] = Ticket(admission, source)
+    try:
+        return await handler(request)
+    finally:
+        ticket.release()
+
+
 def create_app(
     config: ServerConfig,
     *,
@@ -111,8 +144,13 @@ def create_app(
     clock: Clock = wall_clock_ms,
 ) -> web.Application:
     """Build the broker application; ``store`` defaults to SQLite in the data directory."""
-    app = web.Application(middlewares=[problem_middleware], client_max_size=config.limits.max_body_bytes)
+    app = web.Application(
+        middlewares=[problem_middleware, in_flight_middleware], client_max_size=config.limits.max_body_bytes
+    )
     app[CONFIG] = config
+    app[IN_FLIGHT] = Admission(
+        per_source=config.limits.requests_in_flight_per_source, total=config.limits.requests_in_flight
+    )
     app[CLOCK] = clock
     app[SERVER_KEY] = server_key
     app[METRICS] = Metrics()
@@ -190,8 +228,11 @@ def runner_options(config: ServerConfig) -> dict[str, object]:
     aiohttp arms its keep-alive timer when a connection opens and closes the
     connection if no complete request arrived by then; a short keep-alive
     therefore doubles as the header timeout that defeats slowloris clients.
+    A body the handler did not read (an early refusal) is drained for at most
+    ``unread_body_linger`` seconds before the connection is closed.
     """
     return {
+        "lingering_time": config.unread_body_linger,
         "keepalive_timeout": config.header_timeout,
         "access_log": None,
         "logger": HTTP_LOG,
@@ -200,6 +241,26 @@ def runner_options(config: ServerConfig) -> dict[str, object]:
         "max_headers": 64,
         "shutdown_timeout": 5.0,
     }
+
+
+def make_runner(app: web.Application, config: ServerConfig, *, handle_signals: bool = False) -> web.AppRunner:
+    """The runner the broker serves with: ``runner_options`` plus the connection limits (``edge.py``).
+
+    The global connection limit, unless configured, is what the descriptor
+    limit in force now leaves after ``descriptor_reserve``: ``cmd_serve``
+    raises that limit before it calls this.
+    """
+    limits = config.limits
+    connections = Admission(
+        per_source=limits.connections_per_source,
+        total=derived_total(limits.max_connections, descriptor_limit(), limits.descriptor_reserve),
+    )
+    return EdgeRunner(
+        app,
+        connections=connections,
+        handle_signals=handle_signals,
+        **runner_options(config),
+    )
 
 
 async def _storage_context(app: web.Application) -> AsyncIterator[None]:

@@ -60,6 +60,14 @@ class ServerConfig:
     forwarded_header: str = "X-Forwarded-For"
     limits: Limits = dataclasses.field(default_factory=Limits)
 
+    # -- edge: descriptors, logs and unread bodies (issue 14, findings 3 and 8) --
+    #: At start-up raise the soft descriptor limit (RLIMIT_NOFILE) to the hard one.
+    raise_descriptor_limit: bool = True
+    #: Log "socket.accept() out of system resource" once per this many seconds, with a count.  0: each.
+    accept_error_log_interval: float = 10.0
+    #: Seconds the broker drains a body its handler did not read before closing the connection.
+    unread_body_linger: float = 2.0
+
     @property
     def db_path(self) -> Path:
         return self.data_dir / "broker.sqlite3"

@@ -13,6 +13,7 @@ from typing import Final
 from aiohttp import web
 from caseline.crypto.keys import SigningKey
 from caseline.schemas.wire import DeviceCert
+from caseline.server.admission import Admission, Ticket
 from caseline.server.config import ServerConfig
 from caseline.server.core import BrokerCore
 from caseline.server.metrics import Metrics
@@ -41,3 +42,7 @@ AUDIT: Final[web.AppKey[Callable[[str, str], Awaitable[None]]]] = web.AppKey("au
 REVOCATIONS: Final = web.AppKey("revocations", RevocationsDigest)
 #: The witness pusher; absent when ``push_to_witnesses`` is off.
 WITNESSING: Final = web.AppKey("witnessing", WitnessPusher)
+#: Requests being handled, per source and in all (``app.in_flight_middleware``).
+IN_FLIGHT: Final = web.AppKey("in_flight", Admission)
+#: A request's place in ``IN_FLIGHT``: a WebSocket gives it back once upgraded (it is a connection then).
+FLIGHT_TICKET: Final = web.RequestKey("flight_ticket", Ticket)
