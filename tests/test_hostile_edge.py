@@ -57,6 +57,7 @@ class Edge:
     def __init__(self, runner: web.AppRunner, port: int, world: World) -> None:
         self.runner, self.port, self.world = runner, port, world
         self.url = f"http://127.0.0.1:{port}"
+        self.writers: list[asyncio.StreamWriter] = []  # closed by the fixture, even when a test fails
 
     @property
     def app(self) -> web.Application:
@@ -73,6 +74,7 @@ EdgeFactory = Callable[..., Awaitable[Edge]]
 @pytest.fixture
 async def make_edge(tmp_path: Path) -> AsyncIterator[EdgeFactory]:
     runners: list[web.AppRunner] = []
+    edges: list[Edge] = []
 
     async def make(limits: dict[str, Any] | None = None, **config: Any) -> Edge:
         world = World(f"edge-{tmp_path.name}-{len(runners)}")
@@ -93,9 +95,15 @@ async def make_edge(tmp_path: Path) -> AsyncIterator[EdgeFactory]:
                 AgencyRow(agency_id, agency_id.upper(), "KE", root.public_key, world.now)
             )
             app[CORE].trust.pin(agency_id, root.public_key)
-        return Edge(runner, port, world)
+        edges.append(Edge(runner, port, world))
+        return edges[-1]
 
     yield make
+    for edge in edges:
+        for writer in edge.writers:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
     for runner in runners:
         await runner.cleanup()
 
@@ -107,7 +115,9 @@ Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 async def connect(edge: Edge, source: str = "127.0.0.1") -> Conn:
-    return await asyncio.open_connection("127.0.0.1", edge.port, local_addr=(source, 0))
+    reader, writer = await asyncio.open_connection("127.0.0.1", edge.port, local_addr=(source, 0))
+    edge.writers.append(writer)
+    return reader, writer
 
 
 def head(method: str, path: str, *extra: str) -> bytes:
