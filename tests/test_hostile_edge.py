@@ -292,6 +292,17 @@ async def test_anonymous_puts_are_rate_limited_before_the_body(make_edge: EdgeFa
     assert int(headers["retry-after"]) >= 1
 
 
+async def test_a_body_the_broker_does_not_read_does_not_keep_the_connection(make_edge: EdgeFactory) -> None:
+    """A route without a body answers, then drains what was announced for at most ``unread_body_linger``."""
+    edge = await make_edge(header_timeout=60.0)  # the keep-alive timer would keep it a minute
+    reader, writer = await connect(edge, ATTACKERS[0])
+    writer.write(head("GET", "/healthz", "Content-Length: 1000000") + b"x")
+    await writer.drain()
+    answer = await asyncio.wait_for(read_all(reader), timeout=CUT_BOUND)
+    status, _, _ = split(answer)
+    assert status == 200
+
+
 # --------------------------------------------------------------------------- connection limits
 
 
