@@ -95,7 +95,7 @@ class EdgeServer(web.Server):
 
     async def _versioned(self, request: web.BaseRequest) -> web.StreamResponse:
         if request.version not in HTTP_VERSIONS:
-            response = problems.problem(505, "http-version", "the broker speaks HTTP/1.0 and HTTP/1.1 only")
+            response = problems.problem(505, "http-error", "the broker speaks HTTP/1.0 and HTTP/1.1 only")
             response.force_close()
             return response
         return await self._app_handler(request)

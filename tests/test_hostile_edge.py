@@ -449,9 +449,10 @@ async def test_http_versions_other_than_1_0_and_1_1_are_refused(
     await writer.drain()
     answer = await asyncio.wait_for(read_all(reader), timeout=PROMPT)
     writer.close()
-    status, headers, _ = split(answer)
+    status, headers, body = split(answer)
     assert status == 505
     assert headers["content-type"] == "application/problem+json"
+    assert json.loads(body)["type"].endswith("/http-error")  # a code the OpenAPI problem schema lists
 
 
 # --------------------------------------------------------------------------- the runner itself
