@@ -584,6 +584,69 @@ async def test_accept_errors_are_logged_once_per_interval_with_a_count() -> None
     assert "fd=" not in "".join(messages)  # the socket's repr is dropped with the repeats
 
 
+def _starved_descriptors() -> None:  # runs in the child, before exec
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+
+async def test_a_descriptor_starved_broker_logs_accept_errors_once_per_interval(tmp_path: Path) -> None:
+    """The real thing: ``caseline-server serve`` with 64 descriptors and its connection limits off.
+
+    120 idle connections exhaust its descriptors, so accept() fails (EMFILE) and asyncio retries
+    it until the header timeout frees some.  The log holds one accept-error line per interval of
+    ``accept_error_log_interval``, however many accepts failed.
+    """
+    cli(tmp_path, "init")
+    config = tmp_path / "broker.toml"
+    config.write_text(
+        "[server]\nheader_timeout = 2.0\naccept_error_log_interval = 10.0\n"
+        "[limits]\nmax_connections = 0\nconnections_per_source = 0\n"
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "caseline.server.cli",
+        "--config",
+        str(config),
+        "--data-dir",
+        str(tmp_path),
+        "serve",
+        "--port",
+        str(port),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        preexec_fn=_starved_descriptors,
+    )
+    assert proc.stderr is not None and proc.stdout is not None
+    log = asyncio.ensure_future(proc.stderr.read())  # drained all along: a full pipe would stall it
+    loop = asyncio.get_running_loop()
+    conns: list[Conn] = []
+    try:
+        while True:  # wait for the event: listening
+            ready = await asyncio.wait_for(proc.stdout.readline(), timeout=30)
+            assert ready, "the broker exited before it was ready"
+            if b"caseline broker ready" in ready:
+                break
+        started = loop.time()
+        for _ in range(120):
+            conns.append(await asyncio.open_connection("127.0.0.1", port))
+        # Every one is eventually accepted and closed by the header timeout: wait for all the EOFs.
+        await asyncio.wait_for(asyncio.gather(*(read_all(r) for r, _ in conns)), timeout=60)
+        elapsed = loop.time() - started
+    finally:
+        close_all(conns)
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), timeout=30)
+        err = await asyncio.wait_for(log, timeout=30)
+    lines = [json.loads(line)["message"] for line in err.splitlines() if b"socket.accept()" in line]
+    assert lines, "the flood did not exhaust the descriptors: nothing was tested"
+    assert len(lines) <= 1 + int(elapsed / 10.0)
+    assert lines[0] == ACCEPT_ERROR
+    assert all(" more in the last 10 s)" in line for line in lines[1:])
+
+
 def test_the_accept_error_throttle_is_off_at_interval_zero() -> None:
     throttle = IntervalFilter(ACCEPT_ERROR, 0.0)
     record = logging.LogRecord("asyncio", logging.ERROR, __file__, 1, ACCEPT_ERROR, None, None)
