@@ -38,7 +38,7 @@ from caseline.server.core import token_hash
 from caseline.server.core_log import check_audit_log
 from caseline.server.edge import raise_descriptor_limit
 from caseline.server.keys import BROKER
-from caseline.server.log_throttle import throttle_accept_errors
+from caseline.server.log_throttle import throttle_repeated_errors
 from caseline.server.sqlite_store import SqliteStore, audit_hash
 from caseline.server.store import AgencyRow
 
@@ -264,7 +264,7 @@ def cmd_serve(config: ServerConfig, args: argparse.Namespace) -> int:
         flush=True,
     )
     _descriptors(config)
-    throttle_accept_errors(config.accept_error_log_interval)
+    throttle_repeated_errors(config.accept_error_log_interval)
     with contextlib.suppress(web.GracefulExit, KeyboardInterrupt):  # SIGTERM, SIGINT: a clean stop
         asyncio.run(_serve(app, config, context))
     return 0

@@ -5,7 +5,9 @@ of system resource" on the ``asyncio`` logger at every failed accept; a flood
 of connections turned that into hundreds of megabytes of log in a minute
 (issue 14, finding 3).  ``IntervalFilter`` lets the first such record of each
 interval through and folds the rest into a count, reported on the next record
-it lets through: "… (N more in the last 10 s)".
+it lets through: "... (N more in the last 10 s)".  The same goes for the line
+aiohttp logs for each request its parser refuses ("Error handling request
+from ..."): a stream of junk requests must not become a stream of log lines.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ from collections.abc import Callable
 from typing import Final
 
 ACCEPT_ERROR: Final = "socket.accept() out of system resource"
+#: What aiohttp's request handler logs (on ``caseline.server.http``) for a request it refused.
+PARSE_ERROR: Final = "Error handling request"
+#: The repeated messages, by the logger that carries them.
+REPEATED: Final = (("asyncio", ACCEPT_ERROR), ("caseline.server.http", PARSE_ERROR))
 
 
 class IntervalFilter(logging.Filter):
@@ -39,7 +45,7 @@ class IntervalFilter(logging.Filter):
         if self.last is not None and now - self.last < self.interval:
             self.suppressed += 1
             return False
-        message = self.prefix
+        message = record.getMessage().split("\n", 1)[0]
         if self.suppressed:
             message += f" ({self.suppressed} more in the last {self.interval:g} s)"
         record.msg, record.args = message, None
@@ -47,14 +53,15 @@ class IntervalFilter(logging.Filter):
         return True
 
 
-def throttle_accept_errors(interval: float, logger: logging.Logger | None = None) -> IntervalFilter | None:
-    """Install (once) the filter for accept errors on asyncio's logger; None when ``interval`` is 0."""
-    target = logger if logger is not None else logging.getLogger("asyncio")
-    for existing in target.filters:
-        if isinstance(existing, IntervalFilter) and existing.prefix == ACCEPT_ERROR:
-            target.removeFilter(existing)
-    if interval <= 0:
-        return None
-    installed = IntervalFilter(ACCEPT_ERROR, interval)
-    target.addFilter(installed)
+def throttle_repeated_errors(interval: float) -> list[IntervalFilter]:
+    """Install (replacing earlier ones) a filter per ``REPEATED`` message; none when ``interval`` is 0."""
+    installed = []
+    for name, prefix in REPEATED:
+        target = logging.getLogger(name)
+        for existing in list(target.filters):
+            if isinstance(existing, IntervalFilter) and existing.prefix == prefix:
+                target.removeFilter(existing)
+        if interval > 0:
+            installed.append(IntervalFilter(prefix, interval))
+            target.addFilter(installed[-1])
     return installed

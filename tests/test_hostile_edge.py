@@ -30,7 +30,7 @@ from caseline.server.config import ServerConfig
 from caseline.server.core import Limits
 from caseline.server.edge import EdgeRequestHandler, EdgeServer, raise_descriptor_limit
 from caseline.server.keys import CORE, STORE
-from caseline.server.log_throttle import ACCEPT_ERROR, IntervalFilter
+from caseline.server.log_throttle import ACCEPT_ERROR, IntervalFilter, throttle_repeated_errors
 from caseline.server.store import AgencyRow
 
 from tests.support.broker import Officer
@@ -645,6 +645,30 @@ async def test_a_descriptor_starved_broker_logs_accept_errors_once_per_interval(
     assert len(lines) <= 1 + int(elapsed / 10.0)
     assert lines[0] == ACCEPT_ERROR
     assert all(" more in the last 10 s)" in line for line in lines[1:])
+
+
+async def test_a_stream_of_junk_requests_is_one_log_line_per_interval(
+    make_edge: EdgeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each request the parser refuses is logged by aiohttp; serve folds them like accept errors."""
+    edge = await make_edge()
+    caplog.set_level(logging.INFO)
+    throttle_repeated_errors(10.0)  # what cmd_serve installs
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        for _ in range(20):
+            reader, writer = await connect(edge, ATTACKERS[0])
+            writer.write(b"GET / HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer SECRETTOKEN\x00\r\n\r\n")
+            await writer.drain()
+            status, _, _ = split(await asyncio.wait_for(read_all(reader), timeout=PROMPT))
+            assert status == 400
+        elapsed = loop.time() - started
+    finally:
+        throttle_repeated_errors(0)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Error handling request")]
+    assert 1 <= len(lines) <= 1 + int(elapsed / 10.0)
+    assert "SECRETTOKEN" not in caplog.text
 
 
 def test_the_accept_error_throttle_is_off_at_interval_zero() -> None:
