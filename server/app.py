@@ -123,6 +123,8 @@ async def in_flight_middleware(
     admission = request.app[IN_FLIGHT]
     source = routes.source(request)
     refused = admission.admit(source)
+    if refused is not None:
+        request.app[METRICS].edge_refusals.labels(f"requests-in-flight-{refused.value}").inc()
     if refused is Refusal.SOURCE:
         raise BrokerRateLimited("too many requests in flight from this source", retry_after=1.0)
     if refused is Refusal.TOTAL:
@@ -154,6 +156,7 @@ def create_app(
     app[CLOCK] = clock
     app[SERVER_KEY] = server_key
     app[METRICS] = Metrics()
+    app[METRICS].requests_in_flight.set_function(lambda: app[IN_FLIGHT].open)
     app[CHALLENGES] = {}
     app[SESSIONS] = {}
     the_store = store if store is not None else SqliteStore(config.db_path, max_bytes=config.db_max_bytes)
@@ -255,9 +258,16 @@ def make_runner(app: web.Application, config: ServerConfig, *, handle_signals: b
         per_source=limits.connections_per_source,
         total=derived_total(limits.max_connections, descriptor_limit(), limits.descriptor_reserve),
     )
+    metrics = app[METRICS]
+    metrics.tcp_connections.set_function(lambda: connections.open)
+
+    def refused(why: Refusal) -> None:
+        metrics.edge_refusals.labels(f"connections-{why.value}").inc()
+
     return EdgeRunner(
         app,
         connections=connections,
+        on_refused=refused,
         handle_signals=handle_signals,
         **runner_options(config),
     )

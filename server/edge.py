@@ -21,13 +21,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+from collections.abc import Callable
 from typing import Any, Final, cast
 
 from aiohttp import web
 from aiohttp.http import HttpVersion10, HttpVersion11
 from aiohttp.web_protocol import RequestHandler
 from caseline.server import problems
-from caseline.server.admission import Admission
+from caseline.server.admission import Admission, Refusal
 from caseline.server.sources import source_of
 
 log = logging.getLogger("caseline.server")
@@ -43,14 +44,17 @@ class EdgeRequestHandler(RequestHandler):
     def __init__(self, manager: EdgeServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._admission = manager.admission
+        self._on_refused = manager.on_refused
         self._source: str | None = None
         self._refused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
         source = source_of(peer[0] if isinstance(peer, tuple) and peer else None, None, ())
-        if self._admission.admit(source) is not None:
+        refused = self._admission.admit(source)
+        if refused is not None:
             self._refused = True
+            self._on_refused(refused)
             # Before any request is read: no answer, and no log line per refused connection.
             cast(asyncio.Transport, transport).abort()
             return
@@ -87,9 +91,16 @@ class EdgeRequestHandler(RequestHandler):
 class EdgeServer(web.Server):
     """aiohttp's low-level server, with ``EdgeRequestHandler`` and an HTTP-version check."""
 
-    def __init__(self, handler: Any, *, connections: Admission, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        connections: Admission,
+        on_refused: Callable[[Refusal], None] = lambda _: None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(handler, **kwargs)
-        self.admission = connections
+        self.admission, self.on_refused = connections, on_refused
         self._app_handler = self.request_handler
         self.request_handler = self._versioned
 
@@ -107,9 +118,16 @@ class EdgeServer(web.Server):
 class EdgeRunner(web.AppRunner):
     """An ``AppRunner`` whose server is an ``EdgeServer`` sharing one connection count."""
 
-    def __init__(self, app: web.Application, *, connections: Admission, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        *,
+        connections: Admission,
+        on_refused: Callable[[Refusal], None] = lambda _: None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(app, **kwargs)
-        self.connections = connections
+        self.connections, self.on_refused = connections, on_refused
 
     async def _make_server(self) -> web.Server:
         base = await super()._make_server()  # starts the app up, as AppRunner does
@@ -118,6 +136,7 @@ class EdgeRunner(web.AppRunner):
             request_factory=base.request_factory,
             handler_cancellation=base.handler_cancellation,
             connections=self.connections,
+            on_refused=self.on_refused,
             loop=asyncio.get_running_loop(),
             **base._kwargs,
         )

@@ -27,7 +27,7 @@ import pytest
 from aiohttp import web
 from caseline.server.app import create_app, make_runner
 from caseline.server.config import ServerConfig
-from caseline.server.core import Limits
+from caseline.server.core import Limits, token_hash
 from caseline.server.edge import EdgeRequestHandler, EdgeServer, raise_descriptor_limit
 from caseline.server.keys import CORE, STORE
 from caseline.server.log_throttle import ACCEPT_ERROR, IntervalFilter, throttle_repeated_errors
@@ -49,6 +49,7 @@ PROMPT = 5.0
 #: as a duration: a refused connection is seen as an EOF well within it).
 ATTACKERS = [f"127.0.0.{i}" for i in range(2, 250)]
 KNOWN = "ke-kra"
+OPERATOR = "the operator's token"
 
 
 class Edge:
@@ -62,6 +63,15 @@ class Edge:
     @property
     def app(self) -> web.Application:
         return self.runner.app
+
+    async def metrics(self) -> str:
+        """The operator's /metrics, from 127.0.0.1."""
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{self.url}/metrics", headers={"Authorization": f"Bearer {OPERATOR}"}) as r,
+        ):
+            assert r.status == 200
+            return await r.text()
 
     async def officer(self, session: aiohttp.ClientSession, user: str) -> Officer:
         device = self.world.device(KNOWN, user)
@@ -83,6 +93,7 @@ async def make_edge(tmp_path: Path) -> AsyncIterator[EdgeFactory]:
             data_dir=tmp_path / f"broker{len(runners)}", limits=Limits(**(limits or {})), **config
         )
         cfg.data_dir.mkdir()
+        cfg.operator_token_path.write_bytes(token_hash(OPERATOR))
         app = create_app(cfg, server_key=world.server_key, clock=lambda: world.now)
         runner = make_runner(app, cfg)
         await runner.setup()
@@ -333,6 +344,9 @@ async def test_connections_past_the_per_source_limit_are_closed_at_once(make_edg
     try:
         refused = await first_closed(conns)
         assert refused == {8}  # the ninth, before it sent a byte; the header timeout is a minute
+        metrics = await edge.metrics()
+        assert 'caseline_edge_refusals_total{limit="connections-source"} 1.0' in metrics
+        assert "caseline_tcp_connections 9.0" in metrics  # eight from the attacker, this one
         other = await connect(edge, ATTACKERS[1])  # another source still connects and is served
         assert await healthz(other) == 200
         assert [await healthz(c) for c in conns[:8]] == [200] * 8  # the first eight were kept
@@ -386,6 +400,9 @@ async def test_requests_in_flight_past_the_per_source_limit_get_429(make_edge: E
         assert status == 429
         assert headers["content-type"] == "application/problem+json"
         assert int(headers["retry-after"]) >= 1
+        metrics = await edge.metrics()
+        assert 'caseline_edge_refusals_total{limit="requests-in-flight-source"} 1.0' in metrics
+        assert "caseline_requests_in_flight 5.0" in metrics  # four held, and this one
         assert await healthz(await connect(edge, ATTACKERS[1])) == 200  # another source is served
     finally:
         close_all(conns)
