@@ -94,8 +94,6 @@ async def problem_middleware(
             await request.app[AUDIT]("rejected", f"route={route} reason={code}")
         headers = {k: v for k, v in exc.headers.items() if k in {"Allow", "WWW-Authenticate", "Retry-After"}}
         response = problems.problem(exc.status, code, exc.reason or code, headers=headers)
-        if exc.status == 408:
-            response.force_close()  # the rest of a body that came too slowly is not worth waiting for
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception:
@@ -106,7 +104,24 @@ async def problem_middleware(
             response.headers[REVOCATIONS_HEADER] = await request.app[REVOCATIONS].value()
     metrics.requests.labels(route, str(response.status)).inc()
     metrics.latency.labels(route).observe(time.perf_counter() - start)
+    if response.status == 408:
+        await _answer_and_close(request, response)
     return response
+
+
+async def _answer_and_close(request: web.Request, response: web.StreamResponse) -> None:
+    """Send the answer to a body cut for slowness, then close at once.
+
+    aiohttp would otherwise drain the rest of the unread body for
+    ``unread_body_linger`` seconds first: not worth waiting for from a sender
+    that was just cut for being slow.  (aiohttp's own prepare and write_eof
+    after this return at once: the answer is already out.)
+    """
+    response.force_close()
+    with contextlib.suppress(ConnectionError):
+        await response.prepare(request)
+        await response.write_eof()
+    request.protocol.force_close()
 
 
 @web.middleware
