@@ -288,7 +288,7 @@ def build() -> dict[str, Any]:
                 "requestBody": body("SignedRevocationList"),
                 "responses": {
                     "204": {"description": "adopted; revoked devices cut off"},
-                    **problems("400", "413", "415", "422"),
+                    **problems("400", "404", "413", "415", "422", "429"),
                 },
             },
         },
@@ -304,7 +304,7 @@ def build() -> dict[str, Any]:
                 "requestBody": body("SignedWitnessList"),
                 "responses": {
                     "204": {"description": "adopted; the broker pushes checkpoints to these witnesses"},
-                    **problems("400", "413", "415", "422"),
+                    **problems("400", "404", "413", "415", "422", "429"),
                 },
             },
         },
@@ -483,6 +483,10 @@ def build() -> dict[str, Any]:
     hint = {api.REVOCATIONS_HEADER: {"$ref": "#/components/headers/CaselineRevocations"}}
     for operations in paths.values():
         for operation in operations.values():
+            # Any request: too many in flight from its source (429) or in all (503); any body: too slow (408).
+            operation["responses"].update(problems("429", "503"))
+            if "requestBody" in operation:
+                operation["responses"].update(problems("408"))
             for status, response in operation["responses"].items():
                 if status != "101" and "$ref" not in response:  # every answer but the WebSocket upgrade
                     response["headers"] = {**response.get("headers", {}), **hint}

@@ -25,10 +25,12 @@ from caseline.schemas.api import REVOCATIONS_HEADER
 from caseline.schemas.errors import BrokerRateLimited, BrokerStorageFull, CaselineError
 from caseline.schemas.wire import RevocationList, decode_signed
 from caseline.server import problems, retention, routes
+from caseline.server.admission import Admission, Refusal, Ticket, derived_total
 from caseline.server.challenges import DeviceLogins, UsedNonces
 from caseline.server.config import ServerConfig
 from caseline.server.core import BrokerCore
 from caseline.server.deadlines import Deadlines
+from caseline.server.edge import EdgeRunner, descriptor_limit
 from caseline.server.failures import FailureLimiter, RejectionTally
 from caseline.server.keys import (
     AUDIT,
@@ -39,7 +41,9 @@ from caseline.server.keys import (
     CORE,
     CUTOFFS,
     DEVICE_LOGINS,
+    FLIGHT_TICKET,
     HUB,
+    IN_FLIGHT,
     METRICS,
     NONCE_KEY,
     REJECTIONS,
@@ -134,7 +138,53 @@ async def problem_middleware(
             response.headers[REVOCATIONS_HEADER] = await request.app[REVOCATIONS].value()
     metrics.requests.labels(route, str(response.status)).inc()
     metrics.latency.labels(route).observe(time.perf_counter() - start)
+    if response.status == 408:
+        await _answer_and_close(request, response)
     return response
+
+
+async def _answer_and_close(request: web.Request, response: web.StreamResponse) -> None:
+    """Send the answer to a body cut for slowness, then close at once.
+
+    aiohttp would otherwise drain the rest of the unread body for
+    ``unread_body_linger`` seconds first: not worth waiting for from a sender
+    that was just cut for being slow.  (aiohttp's own prepare and write_eof
+    after this return at once: the answer is already out.)
+    """
+    response.force_close()
+    with contextlib.suppress(ConnectionError):
+        await response.prepare(request)
+        await response.write_eof()
+    request.protocol.force_close()
+
+
+@web.middleware
+async def in_flight_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Bound the requests being handled at once, per source (429) and in all (503).
+
+    Every request counts, from its headers until its answer, body reading
+    included: a client that trickles bodies holds slots only of its own
+    source.  A WebSocket gives its slot back once upgraded (``routes.stream``):
+    from then on it is a connection, held to the connection limits instead.
+    """
+    admission = request.app[IN_FLIGHT]
+    source = routes.source(request)
+    refused = admission.admit(source)
+    if refused is not None:
+        request.app[METRICS].edge_refusals.labels(f"requests-in-flight-{refused.value}").inc()
+    if refused is Refusal.SOURCE:
+        raise BrokerRateLimited("too many requests in flight from this source", retry_after=1.0)
+    if refused is Refusal.TOTAL:
+        raise web.HTTPServiceUnavailable(
+            reason="the broker is handling as many requests as it may", headers={"Retry-After": "1"}
+        )
+    ticket = request[FLIGHT_TICKET] = Ticket(admission, source)
+    try:
+        return await handler(request)
+    finally:
+        ticket.release()
 
 
 def create_app(
@@ -146,8 +196,13 @@ def create_app(
 ) -> web.Application:
     """Build the broker application; ``store`` defaults to SQLite in the data directory."""
     check_paging(config.limits, max_frame_bytes=config.max_frame_bytes)  # refused before anything opens
-    app = web.Application(middlewares=[problem_middleware], client_max_size=config.limits.max_body_bytes)
+    app = web.Application(
+        middlewares=[problem_middleware, in_flight_middleware], client_max_size=config.limits.max_body_bytes
+    )
     app[CONFIG] = config
+    app[IN_FLIGHT] = Admission(
+        per_source=config.limits.requests_in_flight_per_source, total=config.limits.requests_in_flight
+    )
     app[CLOCK] = clock
     app[SERVER_KEY] = server_key
     app[METRICS] = Metrics()
@@ -161,6 +216,7 @@ def create_app(
         limit=config.limits.auth_failures_per_window, window=config.limits.auth_failure_window
     )
     app[REJECTIONS] = RejectionTally()
+    app[METRICS].requests_in_flight.set_function(lambda: app[IN_FLIGHT].open)
     app[SESSIONS] = {}
     the_store = store if store is not None else SqliteStore(config.db_path, max_bytes=config.db_max_bytes)
     app[STORE] = the_store
@@ -247,8 +303,11 @@ def runner_options(config: ServerConfig) -> dict[str, object]:
     aiohttp arms its keep-alive timer when a connection opens and closes the
     connection if no complete request arrived by then; a short keep-alive
     therefore doubles as the header timeout that defeats slowloris clients.
+    A body the handler did not read (an early refusal) is drained for at most
+    ``unread_body_linger`` seconds before the connection is closed.
     """
     return {
+        "lingering_time": config.unread_body_linger,
         "keepalive_timeout": config.header_timeout,
         "access_log": None,
         "logger": HTTP_LOG,
@@ -257,6 +316,34 @@ def runner_options(config: ServerConfig) -> dict[str, object]:
         "max_headers": 64,
         "shutdown_timeout": 5.0,
     }
+
+
+def make_runner(app: web.Application, config: ServerConfig, *, handle_signals: bool = False) -> web.AppRunner:
+    """The runner the broker serves with: ``runner_options`` plus the connection limits (``edge.py``).
+
+    The global connection limit, unless configured, is what the descriptor
+    limit in force now leaves after ``descriptor_reserve``: ``cmd_serve``
+    raises that limit before it calls this.
+    """
+    limits = config.limits
+    connections = Admission(
+        per_source=limits.connections_per_source,
+        total=derived_total(limits.max_connections, descriptor_limit(), limits.descriptor_reserve),
+    )
+    metrics = app[METRICS]
+    metrics.tcp_connections.set_function(lambda: connections.open)
+    metrics.limits.labels("max_connections").set(connections.total)  # the limit in force, not -1
+
+    def refused(why: Refusal) -> None:
+        metrics.edge_refusals.labels(f"connections-{why.value}").inc()
+
+    return EdgeRunner(
+        app,
+        connections=connections,
+        on_refused=refused,
+        handle_signals=handle_signals,
+        **runner_options(config),
+    )
 
 
 async def _storage_context(app: web.Application) -> AsyncIterator[None]:

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import resource
 import secrets
 import sqlite3
 import ssl
@@ -31,11 +33,13 @@ from caseline.crypto.certs import TrustStore
 from caseline.crypto.keys import SigningKey, fingerprint
 from caseline.schemas.errors import CaselineError
 from caseline.schemas.wire import AGENCY_ID
-from caseline.server.app import create_app, runner_options
+from caseline.server.app import create_app, make_runner
 from caseline.server.config import ServerConfig, load_config
 from caseline.server.core import token_hash
 from caseline.server.core_log import check_audit_log, first_kept
+from caseline.server.edge import raise_descriptor_limit
 from caseline.server.keys import BROKER
+from caseline.server.log_throttle import throttle_repeated_errors
 from caseline.server.sqlite_store import SqliteStore, audit_hash
 from caseline.server.store import AgencyRow
 
@@ -327,15 +331,33 @@ def cmd_serve(config: ServerConfig, args: argparse.Namespace) -> int:
         f"caseline broker on {scheme}://{config.host}:{config.port} (data: {config.data_dir})",
         flush=True,
     )
-    web.run_app(
-        app,
-        host=config.host,
-        port=config.port,
-        ssl_context=context,
-        print=lambda _message: print("caseline broker ready", flush=True),
-        **runner_options(config),  # type: ignore[arg-type]
-    )
+    _descriptors(config)
+    throttle_repeated_errors(config.accept_error_log_interval)
+    with contextlib.suppress(web.GracefulExit, KeyboardInterrupt):  # SIGTERM, SIGINT: a clean stop
+        asyncio.run(_serve(app, config, context))
     return 0
+
+
+def _descriptors(config: ServerConfig) -> None:
+    """Raise the soft descriptor limit to the hard one (unless configured not to); log it once."""
+    if config.raise_descriptor_limit:
+        soft, hard = raise_descriptor_limit()
+    else:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    logging.getLogger("caseline.server").info("descriptor limit %d (hard limit %d)", soft, hard)
+
+
+async def _serve(app: web.Application, config: ServerConfig, context: ssl.SSLContext | None) -> None:
+    """Serve until SIGINT or SIGTERM, through ``make_runner`` (connection limits, parser errors)."""
+    runner = make_runner(app, config, handle_signals=True)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, config.host, config.port, ssl_context=context)
+        await site.start()
+        print("caseline broker ready", flush=True)
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
 
 
 def build_parser() -> argparse.ArgumentParser:

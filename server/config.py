@@ -83,6 +83,15 @@ class ServerConfig:
     #: and ``caseline-server audit verify`` checks what remains).  0: keep audit rows forever.
     audit_retention_days: int = 400
 
+    # -- edge: descriptors, logs and unread bodies (issue 14, findings 3 and 8) --
+    #: At start-up raise the soft descriptor limit (RLIMIT_NOFILE) to the hard one.
+    raise_descriptor_limit: bool = True
+    #: Log "socket.accept() out of system resource" and aiohttp's "Error handling request" (a request
+    #: its parser refused) once per this many seconds each, with a count of the others.  0: every one.
+    accept_error_log_interval: float = 10.0
+    #: Seconds the broker drains a body its handler did not read before closing the connection.
+    unread_body_linger: float = 2.0
+
     @property
     def db_path(self) -> Path:
         return self.data_dir / "broker.sqlite3"

@@ -91,6 +91,25 @@ class Limits:
     #: and nothing is stored.  Commits stay allowed.  0: no limit.
     case_max_bytes: int = 1024 * 1024 * 1024
 
+    # -- edge: connections, requests in flight and request bodies (issue 14, findings 3 and 8) --
+    #: Open TCP connections per source: the TCP peer, an IPv6 peer by its /64 (behind a proxy,
+    #: every connection is the proxy's).  Past it a new connection is closed at once.  0: off.
+    connections_per_source: int = 128
+    #: Open TCP connections in all.  -1: the descriptor limit minus ``descriptor_reserve``.  0: off.
+    max_connections: int = -1
+    #: Descriptors kept back from connections for the database, witnesses and logs.
+    descriptor_reserve: int = 128
+    #: Requests being handled at once per source (``sources.py``); past it 429.  0: off.
+    requests_in_flight_per_source: int = 64
+    #: Requests being handled at once in all; past it 503.  0: off.
+    requests_in_flight: int = 512
+    #: Seconds a request body may take before the minimum rate applies (the first byte's deadline).
+    body_grace: float = 2.0
+    #: Bytes a second a request body must average after ``body_grace``; slower is cut (408).  0: off.
+    body_min_rate: float = 1024.0
+    #: Seconds any request body may take in all; longer is cut (408).  0: off.
+    body_max_seconds: float = 60.0
+
 
 @dataclasses.dataclass(slots=True)
 class Accepted:

@@ -13,6 +13,7 @@ from typing import Final
 from aiohttp import web
 from caseline.crypto.keys import SigningKey
 from caseline.schemas.wire import DeviceCert
+from caseline.server.admission import Admission, Ticket
 from caseline.server.challenges import DeviceLogins, UsedNonces
 from caseline.server.config import ServerConfig
 from caseline.server.core import BrokerCore
@@ -56,3 +57,7 @@ SESSION_CERT: Final = web.RequestKey("session_cert", DeviceCert)
 CUTOFFS: Final[web.AppKey[Deadlines[tuple[str, bytes]]]] = web.AppKey("cutoffs")
 #: Each open stream's session expiry: the stream is closed then (4002).
 STREAM_EXPIRY: Final[web.AppKey[Deadlines[Connection]]] = web.AppKey("stream_expiry")
+#: Requests being handled, per source and in all (``app.in_flight_middleware``).
+IN_FLIGHT: Final = web.AppKey("in_flight", Admission)
+#: A request's place in ``IN_FLIGHT``: a WebSocket gives it back once upgraded (it is a connection then).
+FLIGHT_TICKET: Final = web.RequestKey("flight_ticket", Ticket)

@@ -55,6 +55,17 @@ class Metrics:
             "Seconds since a checkpoint last gained a cosignature (-1: never)",
             registry=r,
         )
+        # The edge (issue 14): what its limits refused, and what is open against them.
+        self.edge_refusals = Counter(
+            "caseline_edge_refusals",
+            "Connections and requests refused by the edge limits, by limit",
+            ["limit"],
+            registry=r,
+        )
+        self.tcp_connections = Gauge(
+            "caseline_tcp_connections", "Open TCP connections counted by the connection limits", registry=r
+        )
+        self.requests_in_flight = Gauge("caseline_requests_in_flight", "Requests being handled", registry=r)
         self.limits = Gauge(
             "caseline_limit", "Each configured limit, by name (0: switched off)", ["name"], registry=r
         )

@@ -56,6 +56,7 @@ from caseline.schemas.wire import (
     decode_signed,
 )
 from caseline.server import problems
+from caseline.server.body_pace import BodyPace
 from caseline.server.core import Accepted, entry_of, token_hash
 from caseline.server.keys import (
     AUDIT,
@@ -66,6 +67,7 @@ from caseline.server.keys import (
     CORE,
     CUTOFFS,
     DEVICE_LOGINS,
+    FLIGHT_TICKET,
     HUB,
     METRICS,
     NONCE_KEY,
@@ -134,8 +136,15 @@ def reply(body: bytes, status: int = 200) -> web.Response:
 
 
 async def read_body(request: web.Request) -> bytes:
-    """Read a msgpack body, counting bytes ourselves (streamed bodies included)."""
-    limit = request.app[CONFIG].limits.max_body_bytes
+    """Read a msgpack body, counting bytes ourselves (streamed bodies included), at a minimum pace.
+
+    A body that trickles in (or a chunk size it never fills) is cut with 408
+    and its connection closed, by the rules of ``body_pace.BodyPace``: it
+    would otherwise hold a connection and a request slot for as long as the
+    sender likes.
+    """
+    limits = request.app[CONFIG].limits
+    limit = limits.max_body_bytes
     if request.content_type != MSGPACK:
         raise web.HTTPUnsupportedMediaType(reason=f"send {MSGPACK}")
     declared = request.content_length
@@ -143,8 +152,23 @@ async def read_body(request: web.Request) -> bytes:
         raise web.HTTPRequestEntityTooLarge(
             max_size=limit, actual_size=declared, reason="request body too large"
         )
+    loop = asyncio.get_running_loop()
+    pace = BodyPace(
+        grace=limits.body_grace,
+        min_rate=limits.body_min_rate,
+        max_seconds=limits.body_max_seconds,
+        started=loop.time(),
+    )
     chunks, size = [], 0
-    async for chunk in request.content.iter_chunked(65536):
+    while True:
+        try:
+            async with asyncio.timeout_at(pace.deadline()):
+                chunk = await request.content.readany()
+        except TimeoutError:
+            raise web.HTTPRequestTimeout(reason="the request body arrived too slowly") from None
+        if not chunk:
+            break
+        pace.add(len(chunk))
         size += len(chunk)
         if size > limit:
             raise web.HTTPRequestEntityTooLarge(
@@ -383,14 +407,23 @@ async def agency_signed(request: web.Request, cls: type[S]) -> tuple[str, bytes,
 
     Its signature is checked by the trust store that adopts it; here only its
     shape and agency, so a list cannot be filed under another agency's name.
+    Anyone may send one, so before a byte of the body is read the request is
+    charged to its source's anonymous rate limit and must name an agency the
+    broker knows: a stranger's body costs nothing but its headers.
     """
     agency_id = AGENCY_ID.check(request.match_info["agency_id"], "agency_id")
+    charge_anonymous(request)
+    row = await request.app[STORE].get_agency(agency_id)
+    if row is None:
+        raise BrokerNotFound("no such agency")
+    trust = request.app[CORE].trust
+    if agency_id not in trust.roots:  # added with the CLI while the broker was running
+        trust.pin(agency_id, row.root_key)
     body = await read_body(request)
     tbs, _ = decode_signed(body)
     parsed = cls.decode(tbs)
     if parsed.agency_id != agency_id:
         raise MalformedError(f"{cls.__name__} is for another agency than the URL names")
-    await refresh_agencies(request.app)
     return agency_id, body, parsed
 
 
@@ -853,6 +886,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     sender: asyncio.Task[None] | None = None
     try:
         await ws.prepare(request)
+        request[FLIGHT_TICKET].release()  # a stream is a connection now, not a request in flight
         transport = request.transport
         if isinstance(transport, asyncio.Transport):
             conn.transport = transport

@@ -33,7 +33,7 @@ from caseline.crypto.keys import SigningKey
 from caseline.schemas.api import ChallengeRequest, Cursor, PostResult, PostUpdate, Subscribe
 from caseline.schemas.codec import unpack
 from caseline.schemas.wire import AuditLeaf
-from caseline.server.app import create_app, runner_options
+from caseline.server.app import create_app, make_runner
 from caseline.server.config import ServerConfig
 from caseline.server.core import Limits, token_hash
 from caseline.server.keys import CONFIG, STORE
@@ -546,9 +546,9 @@ UNPARSABLE = [
 
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[tuple[str, int]]:
-    """The broker as ``caseline-server serve`` runs it: with its runner options."""
+    """The broker as ``caseline-server serve`` runs it: with its runner (``make_runner``)."""
     config = ServerConfig(data_dir=tmp_path)
-    runner = web.AppRunner(create_app(config, server_key=SigningKey(bytes(32))), **runner_options(config))  # type: ignore[arg-type]
+    runner = make_runner(create_app(config, server_key=SigningKey(bytes(32))), config)
     await runner.setup()
     tcp = web.TCPSite(runner, "127.0.0.1", 0)
     await tcp.start()
@@ -570,6 +570,7 @@ async def test_a_request_the_http_parser_refuses_leaves_no_secret_in_the_logs(
         writer.close()
         assert answer.startswith(b"HTTP/1.")
         assert int(answer.split(b" ", 2)[1]) == 400
+        assert b"SECRET-TOKEN" not in answer  # nor in the answer (issue 14, finding 8)
     assert "Error handling request" in caplog.text  # the event is still logged ...
     assert "SECRET-TOKEN" not in caplog.text  # ... without what the request carried
 
@@ -631,7 +632,7 @@ async def _raw_authorization(value: bytes) -> None:
         config = ServerConfig(data_dir=Path(tmp))
         config.operator_token_path.write_bytes(token_hash("the operator's token"))
         app = create_app(config, server_key=SigningKey(bytes(32)))
-        runner = web.AppRunner(app, **runner_options(config))  # type: ignore[arg-type]
+        runner = make_runner(app, config)
         await runner.setup()
         tcp = web.TCPSite(runner, "127.0.0.1", 0)
         await tcp.start()

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from aiohttp import http_parser, web
 from caseline.crypto.keys import SigningKey
-from caseline.server.app import create_app, runner_options
+from caseline.server.app import create_app, make_runner
 from caseline.server.config import ServerConfig
 
 
@@ -24,7 +24,7 @@ def test_aiohttp_is_recent_and_uses_its_c_parser() -> None:
 async def site(tmp_path: Path) -> AsyncIterator[tuple[str, int]]:
     config = ServerConfig(data_dir=tmp_path, header_timeout=1.0)
     app = create_app(config, server_key=SigningKey(bytes(32)))
-    runner = web.AppRunner(app, **runner_options(config))  # type: ignore[arg-type]
+    runner = make_runner(app, config)
     await runner.setup()
     tcp = web.TCPSite(runner, "127.0.0.1", 0)
     await tcp.start()
