@@ -76,7 +76,7 @@ class ServerConfig:
     stream_session_expiry: bool = True
     # --- authentication under hostile load (issue 14: findings 5) ---
     #: Seconds between the aggregated ``rejected`` audit rows: failed authentications (401s, failed
-    #: logins, non-member 403s) are summed per source and written as one row per source per interval
+    #: logins, unknown-case answers) are summed per source and written as one row per source per interval
     #: (and at shutdown).  0: one audit row per failure, as before (a flood then writes a row each).
     audit_flush_interval: float = 60.0
     #: Days an audit row is kept; the retention loop deletes older rows (their broker-log leaves stay,

@@ -71,8 +71,8 @@ class Limits:
     # --- authentication under hostile load (issue 14: findings 4, 5, 7) ---
     #: Completed logins one device may make in any minute; past it, 429.  Bounds the used-nonce memory
     #: per device.  0: no cap.
-    logins_per_device_per_minute: int = 10
-    #: Failed authentications (401s, failed logins, non-member 403s) one source may make per
+    logins_per_device_per_minute: int = 30
+    #: Failed authentications (401s, failed logins, unknown-case answers) one source may make per
     #: ``auth_failure_window``; past it, that source's unauthenticated requests get 429 before any
     #: database work until the window ends.  0: no limit.
     auth_failures_per_window: int = 20
