@@ -210,7 +210,7 @@ class Run:
             ]  # fmt: skip
             case_id = await officers[0].create_case([(o.device, "member") for o in officers[1:]])
             for o in officers[1:]:
-                await o.sync(case_id)
+                await asyncio.wait_for(o.sync(case_id, at_least=1), timeout=30)  # the genesis, readable
             self.cases[case_id] = officers
 
     async def send(self, officer: Officer, case_id: bytes) -> None:
