@@ -37,10 +37,13 @@ if TYPE_CHECKING:
     from caseline.crypto.caselog import CaseView
 
 log = logging.getLogger("caseline.client")
+WS: Final = aiohttp.WSMsgType
 CLOSE_REVOKED: Final = 4003
 CLOSE_LOGOUT: Final = 4001
 #: The broker closed the stream because its session expired: log in again and resume.
 CLOSE_SESSION_EXPIRED: Final = 4002
+#: The broker cut a stream that fell too far behind: catch up over HTTP, then reconnect.
+CLOSE_SLOW: Final = 4008
 #: How often a ``follow`` checks the witnesses when no case asks for sooner (ms).
 WATCH_EVERY_MS: Final = 5000
 
@@ -60,6 +63,7 @@ class Following:
         def broker(self) -> BrokerConnection: ...
         async def refresh_revocations(self, *, force: bool = False) -> None: ...
         async def view(self, case_id: bytes) -> CaseView: ...
+        async def sync(self, case_id: bytes) -> list[CaseEvent]: ...
         async def check_log(self, case_id: bytes | None = None) -> WitnessStatus | None: ...
         async def _accept(self, case_id: bytes, entries: Sequence[StoredEntry]) -> list[CaseEvent]: ...
 
@@ -71,6 +75,8 @@ class Following:
         Ends with ``RevokedError`` if this device is revoked, ``BrokerRefusal`` if
         it is logged out, and the protocol error of any entry that fails to
         verify — a broker that misbehaves on the stream is reported, not skipped.
+        A stream the broker cut for falling behind (4008) catches up over HTTP
+        before it reconnects, as the broker asks.
         """
         wanted = None if case_ids is None else set(case_ids)
         failures = 0
@@ -87,8 +93,16 @@ class Following:
                     alarms: list[SplitViewError] = []
                     watcher = asyncio.create_task(self._watch_witnesses(wanted or set(cursors), ws, alarms))
                     try:
-                        async for msg in ws:
-                            if msg.type != aiohttp.WSMsgType.BINARY:
+                        while True:
+                            msg = await ws.receive()
+                            if msg.type == WS.CLOSE:
+                                # The broker's code, from its close frame: aiohttp reports 1006
+                                # instead when the broker hung up before our reply got through.
+                                close_code = msg.data
+                                break
+                            if msg.type in (WS.CLOSING, WS.CLOSED, WS.ERROR):
+                                break
+                            if msg.type != WS.BINARY:
                                 continue
                             for event in await self._on_frame(msg.data):
                                 if wanted is None or event.case_id in wanted:
@@ -101,7 +115,7 @@ class Following:
                         raise alarms[0]
                     if watcher.done() and not watcher.cancelled() and watcher.exception() is not None:
                         raise watcher.exception()  # type: ignore[misc]
-                    close_code = ws.close_code
+                    close_code = close_code or ws.close_code
             except BrokerRefusal as exc:
                 if not exc.transient and exc.status != 401:
                     raise
@@ -113,6 +127,23 @@ class Following:
             if close_code == CLOSE_SESSION_EXPIRED:
                 self.broker.forget_session()  # the next stream logs in first
                 cause = "the session expired"
+            if close_code == CLOSE_SLOW:
+                # Too far behind for the broker to buffer: fetch the backlog by pages, whose size
+                # the broker bounds, and stream only what comes after it.
+                log.info("the stream fell behind; catching up over HTTP")
+                try:
+                    for case_id in sorted(wanted if wanted is not None else await self.store.case_ids()):
+                        for event in await self.sync(case_id):
+                            yield event
+                except BrokerRefusal as exc:
+                    if not exc.transient:
+                        raise
+                    cause = str(exc)
+                else:
+                    if not reconnect:
+                        return
+                    failures = 0
+                    continue
             if not reconnect:
                 return
             delay = backoff_delay(failures, max_backoff)

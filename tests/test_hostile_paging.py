@@ -347,3 +347,36 @@ async def test_a_stream_that_never_reads_is_cut_and_an_honest_one_keeps_receivin
     finally:
         hostile.close()
         await honest.close()
+
+
+async def test_a_follower_cut_for_falling_behind_catches_up_over_http(
+    aiohttp_server: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The real client's ``follow``, not read by its caller, is cut (4008) and catches up by pages.
+
+    The caller stops taking events, so aiohttp stops reading the socket, the
+    kernel's buffers fill and then the broker's per-connection bound: the hub
+    cuts the stream.  When the caller reads again, the client fetches the
+    backlog over HTTP, as the close reason asks, and every entry arrives once,
+    in order.
+    """
+    caplog.set_level("INFO", logger="caseline.client")
+    async with network(aiohttp_server, tmp_path, stream_buffer_bytes=1024 * 1024, **NO_RATE_LIMITS) as net:
+        alice, juma = await net.device("ke-kra", "alice"), await net.device("tz-tra", "juma")
+        case_id = await alice.create_case(title="Op", members=[("tz-tra", "juma")])
+        await juma.sync(case_id)
+        events = juma.follow([case_id], max_backoff=0.2)
+        first = asyncio.ensure_future(events.__anext__())
+        posted = [await alice.post_note(case_id, "first")]
+        assert (await asyncio.wait_for(first, HONEST_BOUND)).seq == posted[0].seq
+        hub = net.app[HUB]
+        while hub.slow_disconnects == 0 and len(posted) < 2000:  # juma's caller reads nothing meanwhile
+            posted.append(await alice.post_note(case_id, BIG_TEXT))
+        assert hub.slow_disconnects == 1, "the broker never cut a stream that did not read"
+
+        seqs = []
+        while len(seqs) < len(posted) - 1:
+            seqs.append((await asyncio.wait_for(events.__anext__(), HONEST_BOUND)).seq)
+        await events.aclose()
+    assert seqs == [p.seq for p in posted[1:]]
+    assert any("catching up over HTTP" in r.getMessage() for r in caplog.records)
