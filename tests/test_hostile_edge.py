@@ -34,7 +34,7 @@ from caseline.server.log_throttle import ACCEPT_ERROR, IntervalFilter, throttle_
 from caseline.server.store import AgencyRow
 
 from tests.support.broker import Officer
-from tests.support.process import cli
+from tests.support.process import cli, free_port
 from tests.support.world import World
 
 #: The stated bound of issue 14: under the flood, every request of the honest device is
@@ -529,6 +529,24 @@ def test_raise_descriptor_limit_lifts_the_soft_limit_to_the_hard_one() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
+async def _serve(
+    data_dir: Path, config: str, preexec: Callable[[], None]
+) -> tuple[asyncio.subprocess.Process, int]:
+    """``caseline-server serve`` as an operator starts it, on a fresh data directory and this TOML."""
+    cli(data_dir, "init")
+    path = data_dir / "broker.toml"
+    path.write_text(config)
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "caseline.server.cli", "--config", str(path), "--data-dir", str(data_dir)),
+        *("serve", "--port", str(port)),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        preexec_fn=preexec,
+    )
+    return proc, port
+
+
 def _low_descriptors() -> None:  # runs in the child, before exec
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (200, hard))
@@ -537,26 +555,8 @@ def _low_descriptors() -> None:  # runs in the child, before exec
 @pytest.mark.parametrize("raise_limit", [True, False])
 async def test_serve_raises_the_descriptor_limit_and_logs_it(tmp_path: Path, raise_limit: bool) -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    cli(tmp_path, "init")
-    config = tmp_path / "broker.toml"
-    config.write_text(f"[server]\nraise_descriptor_limit = {str(raise_limit).lower()}\n")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "caseline.server.cli",
-        "--config",
-        str(config),
-        "--data-dir",
-        str(tmp_path),
-        "serve",
-        "--port",
-        str(port),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        preexec_fn=_low_descriptors,
+    proc, _ = await _serve(
+        tmp_path, f"[server]\nraise_descriptor_limit = {str(raise_limit).lower()}\n", _low_descriptors
     )
     assert proc.stderr is not None and proc.stdout is not None
     try:
@@ -633,29 +633,11 @@ async def test_a_descriptor_starved_broker_logs_accept_errors_once_per_interval(
     it until the header timeout frees some.  The log holds one accept-error line per interval of
     ``accept_error_log_interval``, however many accepts failed.
     """
-    cli(tmp_path, "init")
-    config = tmp_path / "broker.toml"
-    config.write_text(
+    proc, port = await _serve(
+        tmp_path,
         "[server]\nheader_timeout = 2.0\naccept_error_log_interval = 10.0\n"
-        "[limits]\nmax_connections = 0\nconnections_per_source = 0\n"
-    )
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "caseline.server.cli",
-        "--config",
-        str(config),
-        "--data-dir",
-        str(tmp_path),
-        "serve",
-        "--port",
-        str(port),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        preexec_fn=_starved_descriptors,
+        "[limits]\nmax_connections = 0\nconnections_per_source = 0\n",
+        _starved_descriptors,
     )
     assert proc.stderr is not None and proc.stdout is not None
     log = asyncio.ensure_future(proc.stderr.read())  # drained all along: a full pipe would stall it
