@@ -47,7 +47,9 @@ def _objects(scene: Scenario) -> list[Struct]:
     request = make_enrolment_request(scene.alice.keys, agency_id="ke-kra", user_id="alice", now=w.now)
     found.append(wire.EnrolmentRequest.decode(wire.decode_signed(request)[0]))
     found.append(
-        wire.AuthChallenge.decode(make_challenge(w.server_key, scene.alice.id, now=w.now, rng=w.rng))
+        wire.AuthChallenge.decode(
+            make_challenge(w.server_key, scene.alice.id, now=w.now, rng=w.rng, nonce_key=bytes(32))
+        )
     )
     root = wire.RootKey(agency_id="ke-kra", public_key=w.roots["ke-kra"].public_key)
     logged = wire.LoggedCommit(seq=0, signed=scene.genesis_state.signed_commit)

@@ -374,9 +374,9 @@ async def test_a_follower_cut_for_falling_behind_catches_up_over_http(
             posted.append(await alice.post_note(case_id, BIG_TEXT))
         assert hub.slow_disconnects == 1, "the broker never cut a stream that did not read"
 
-        seqs = []
+        seqs: list[int] = []
         while len(seqs) < len(posted) - 1:
             seqs.append((await asyncio.wait_for(events.__anext__(), HONEST_BOUND)).seq)
-        await events.aclose()
+        await events.aclose()  # type: ignore[attr-defined]  # an async generator's
     assert seqs == [p.seq for p in posted[1:]]
     assert any("catching up over HTTP" in r.getMessage() for r in caplog.records)
