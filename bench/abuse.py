@@ -29,21 +29,27 @@ shared.
 
 Phases
 ------
+In this order: the big entries stay in the honest case (on a broker without
+byte-bounded pages they stop the honest device's syncs for good), so they and
+the streams that read them come last.
+
 slow-bodies      ``--slow`` connections from 127.0.0.2 onwards, each the headers of a
                  ``PUT /v1/agencies/{id}/revocations`` with ``Content-Length: 100000`` and
                  then one byte every ``DRIBBLE_S``; a cut connection is reopened.
 challenge-flood  ``POST /v1/auth/challenge`` for the honest device's id, as fast as
                  ``WORKERS`` concurrent requests go, from 127.0.1.1-127.0.1.250.
 failed-auth      ``GET /v1/cases`` with random bearer tokens as fast as possible from
-                 127.0.0.3, and the non-member reading the honest case's entries from
-                 127.0.0.5.
-big-entries      The malicious member posts notes of the largest size the note schema
-                 allows, with the real client, as fast as the broker lets it.
-streams          The malicious member opens ``STREAMS`` WebSockets that resume the (now
-                 big) case from 0 and never read; RSS before, at its peak, and after.
+                 127.0.0.3; one request in eight is the registered non-member's, reading
+                 the honest case's entries from 127.0.0.5.
 connection-flood As many idle TCP connections from 127.0.0.4 as the broker (or this
                  machine's descriptor limit, ``--max-connections``) allows, reopened
                  when cut.
+big-entries      The malicious member posts notes of the largest size the note schema
+                 allows, sealed by its own case view (the real core), back to back on
+                 one connection from 127.0.0.6, waiting out each 429's Retry-After.
+streams          The malicious member opens ``STREAMS`` WebSockets from 127.0.0.6 that
+                 resume the (now big) case from 0 and never read (4 KiB receive
+                 buffers); RSS before, at its peak, and after.
 
 Traffic goes to 127.0.0.0/8 only; every loop is bounded by the phase's clock and
 a count; the broker and every attacker process are stopped by their PIDs at the
@@ -98,6 +104,8 @@ LOGIN_PERIOD_S: Final = 1.0
 HONEST_TIMEOUT_S: Final = 10.0
 #: The honest device's first, unrecorded window: its first calls open connections and fill caches.
 WARM_UP_S: Final = 2.0
+#: The late member's one sync of the big case, at most.
+LATE_SYNC_TIMEOUT_S: Final = 60.0
 #: The broker's RSS and descriptors are read this often during a phase.
 SAMPLE_S: Final = 0.1
 #: A slow body's next byte follows this long after the previous one.
@@ -121,7 +129,8 @@ SLOW_SOURCES: Final = (
 FD_MARGIN: Final = 500
 #: Longest wait for an attacker to get its flood up (opening connections) or to report.
 RAMP_TIMEOUT_S: Final = 120.0
-#: Each phase's flood, in one line (the results and the table carry it).
+#: Each phase's flood, in one line (the results and the table carry it), in the order they run:
+#: the big entries stay in the honest case, so they and the streams that read them come last.
 FLOODS: Final = {
     "slow-bodies": f"--slow connections, each a revocation PUT's headers (Content-Length {SLOW_LENGTH:,}), "
     f"then a byte every {DRIBBLE_S:g} s",
@@ -129,10 +138,10 @@ FLOODS: Final = {
     f"from {len(CHALLENGE_SOURCES)} addresses",
     "failed-auth": f"GET /v1/cases with random bearer tokens, {WORKERS} in flight from 127.0.0.3; "
     "one in eight the non-member reading the honest case",
-    "big-entries": "a malicious member posts the largest notes the schema allows, back to back "
-    "(Client.post_note)",
-    "streams": f"{STREAMS} WebSockets of the malicious member resume the big case from 0 and never read",
     "connection-flood": "idle TCP connections from 127.0.0.4 up to the descriptor limit, reopened when cut",
+    "big-entries": "a malicious member posts the largest notes the schema allows, back to back, "
+    "waiting out each 429",
+    "streams": f"{STREAMS} WebSockets of the malicious member resume the big case from 0 and never read",
 }
 PHASES: Final = tuple(FLOODS)
 
@@ -219,6 +228,7 @@ class Honest:
         logins: list[float] = []
         post_errors: collections.Counter[str] = collections.Counter()
         login_errors: collections.Counter[str] = collections.Counter()
+        examples: dict[str, str] = {}
         end = time.monotonic() + seconds
         late = 0
 
@@ -227,7 +237,9 @@ class Honest:
             try:
                 await asyncio.wait_for(call(), HONEST_TIMEOUT_S)
             except Exception as exc:
-                errors[f"{type(exc).__name__} {getattr(exc, 'status', '')}".strip()] += 1
+                kind = f"{type(exc).__name__} {getattr(exc, 'status', '')}".strip()
+                errors[kind] += 1
+                examples.setdefault(kind, str(exc)[:200])  # the client's own message: no token in it
             else:
                 into.append((time.perf_counter() - started) * 1000)
 
@@ -261,6 +273,7 @@ class Honest:
                 **_brief(latency_summary(posts)),
                 "errors": sum(post_errors.values()),
                 "error_kinds": dict(post_errors),
+                "error_examples": {k: v for k, v in examples.items() if k in post_errors},
                 "offered_per_s": round(1 / POST_PERIOD_S),
                 "behind_schedule": late,
             },
@@ -268,6 +281,7 @@ class Honest:
                 **_brief(latency_summary(logins)),
                 "errors": sum(login_errors.values()),
                 "error_kinds": dict(login_errors),
+                "error_examples": {k: v for k, v in examples.items() if k in login_errors},
             },
             "loadavg_1m": loadavg()[0],
         }
@@ -852,6 +866,12 @@ async def run(args: argparse.Namespace, root: Path, live: list[Any]) -> dict[str
                 continue
             phases[name] = await phase(name, honest, broker, params=params, seconds=args.seconds, live=live)
             phases[name]["command"] = f"{shlex.join(_command())}  # phase {name}"
+            if name == "big-entries":
+                phases[name]["late_member_sync"] = await late_sync(profile_dir("juma", home=home), case_id)
+                print(
+                    f"   juma, offline during the flood, syncs: {phases[name]['late_member_sync']}",
+                    flush=True,
+                )
     finally:
         await honest.close()
         broker.stop()
@@ -861,6 +881,28 @@ async def run(args: argparse.Namespace, root: Path, live: list[Any]) -> dict[str
         "broker": {"config": str(args.config) if args.config else "built-in defaults"},
         "phases": phases,
     }
+
+
+async def late_sync(profile: Path, case_id: bytes) -> dict[str, Any]:
+    """A member who was offline during the big entries opens the case: one ``Client.sync``, timed.
+
+    The honest device keeps up page by page while it posts; a member coming back
+    finds every big entry at once, in pages the broker bounds by count alone.
+    """
+    client = await Client.open(profile)
+    started = time.perf_counter()
+    try:
+        before = (await client.view(case_id)).count
+        await asyncio.wait_for(client.sync(case_id), LATE_SYNC_TIMEOUT_S)
+        after = (await client.view(case_id)).count
+        out: dict[str, Any] = {"ok": True, "entries_fetched": after - before}
+    except Exception as exc:
+        out = {"ok": False, "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+    finally:
+        await client.close()
+    out["ms"] = round((time.perf_counter() - started) * 1000, 1)
+    out["loadavg_1m"] = loadavg()[0]
+    return out
 
 
 def _command() -> list[str]:
@@ -896,6 +938,14 @@ def markdown(report: dict[str, Any]) -> str:
             f"{f['broker']['log_growth_bytes']:,} | {b['loadavg_1m']} / {f['loadavg_1m']} | "
             f"{counts or a.get('failed', '')} |"
         )
+    late = report["phases"].get("big-entries", {}).get("late_member_sync")
+    if late is not None:
+        outcome = f"{late['entries_fetched']:,} entries" if late["ok"] else f"**failed**: {late['error']}"
+        lines += [
+            "",
+            f"After the big entries, a member who was offline during them syncs the case once: "
+            f"{outcome} in {late['ms']:,.0f} ms (load {late['loadavg_1m']}).",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -919,6 +969,9 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="caseline-abuse-") as tmp:
             result = asyncio.run(run(args, Path(tmp), live))
+    except KeyboardInterrupt:
+        print("interrupted: the broker and the attackers are stopped, nothing written", file=sys.stderr)
+        raise SystemExit(130) from None
     finally:
         for thing in live:  # whatever is still running: the broker and attacker processes, by PID
             if isinstance(thing, Served):
