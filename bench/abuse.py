@@ -179,6 +179,9 @@ class Served:
         assert self.proc is not None
         return self.proc.pid
 
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def rss_kib(self) -> int:
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
@@ -769,7 +772,7 @@ async def phase(
         "fds_peak": loud.fds_peak,
         "fd_limit": broker.fd_limit(),
         "log_growth_bytes": broker.log_bytes() - log1,
-        "alive": broker.proc is not None and broker.proc.poll() is None,
+        "alive": broker.alive(),
     }
     flooded["ramp_s"] = round(ramp_s, 2)
     _print(name, baseline, flooded, attack)
@@ -871,17 +874,17 @@ async def run(args: argparse.Namespace, root: Path, live: list[Any]) -> dict[str
         warm = await honest.window(WARM_UP_S)  # connections, caches and the JIT-less first calls
         print(f"== warm-up {WARM_UP_S:g} s: posts {_fmt(warm['posts'])} (not recorded)", flush=True)
         for name in args.phases:
-            if broker.proc is None or broker.proc.poll() is not None:
+            if not broker.alive():
                 phases[name] = {"skipped": "the broker is no longer running"}
                 continue
             phases[name] = await phase(name, honest, broker, params=params, seconds=args.seconds, live=live)
             phases[name]["command"] = f"{shlex.join(_command())}  # phase {name}"
-            if name == "big-entries":
-                phases[name]["late_member_sync"] = await late_sync(profile_dir("juma", home=home), case_id)
-                print(
-                    f"   juma, offline during the flood, syncs: {phases[name]['late_member_sync']}",
-                    flush=True,
-                )
+        # After the streams, not before them: the page this sync makes the broker build would
+        # leave freed memory in its heap for the streams' buffers, hiding them from its RSS.
+        if "big-entries" in phases and "flood" in phases["big-entries"] and broker.alive():
+            late = await late_sync(profile_dir("juma", home=home), case_id)
+            phases["big-entries"]["late_member_sync"] = late
+            print(f"== juma, offline during the big entries, syncs the case: {late}", flush=True)
     finally:
         await honest.close()
         broker.stop()
