@@ -754,6 +754,7 @@ async def phase(
             rss_end = broker.rss_kib()
         finally:
             stop.set()
+            ready.set()  # also frees our waiting thread if interrupted during the ramp
         try:
             attack = await asyncio.to_thread(out.get, True, RAMP_TIMEOUT_S)
         except Exception as exc:  # queue.Empty: the attacker hung; it is killed below
