@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test run demo demo-fork lint typecheck bench bench-load vectors interop clean
+.PHONY: test run demo demo-fork lint typecheck bench bench-load abuse vectors interop clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -75,6 +75,11 @@ bench: $(VENV)/.bench-installed
 bench-load: $(STAMP)
 	$(BIN)/python -m bench.load
 	$(BIN)/python -m bench.witnessed
+
+# Issue 14: each flood against a real broker, the honest device's p50/p99 with and without it (ABUSE_ARGS=--seconds 2 for a smoke run).
+ABUSE_ARGS ?=
+abuse: $(STAMP)
+	$(BIN)/python -m bench.abuse $(ABUSE_ARGS)
 
 vectors: $(STAMP)
 	$(BIN)/python -m tests.vectors.generate

@@ -126,40 +126,52 @@ class Deployment:
         self.broker = BrokerProcess(self.data, free_port())
 
     async def device(self, agency: str, user: str) -> Client:
-        directory = profile_dir(user, home=self.home)
-        client = await Client.create(
-            directory,
-            agency_id=agency,
-            user_id=user,
-            server_url=self.broker.base,
-            key_file=self.root / f"{user}.key",
+        return await enrol_device(
+            self.world, self.broker.base, self.home, key_dir=self.root, agency=agency, user=user
         )
-        for agency_id, root in self.world.roots.items():
-            await client.trust_add(
-                agency_id, fingerprint(agency_id, root.public_key), root_key=root.public_key
-            )
-        self.world.serial += 1
-        cert = issue_device_cert(
-            self.world.roots[agency],
-            user_id=user,
-            role="officer",
-            sign_key=client.keys.sign_public,
-            kem_key=client.keys.kem_public,
-            not_before=self.world.now - 60_000,
-            not_after=self.world.now + YEAR,
-            serial=self.world.serial,
-        )
-        await client.login(cert=cert)
-        return client
 
     async def publish_crls(self) -> None:
-        broker = BrokerConnection(self.broker.base, keys=None, server_key=None)
-        try:
-            for root in self.world.roots.values():
-                crl = issue_revocation_list(root, number=1, issued_at=self.world.now, entries=[])
-                await broker.put_revocations(root.agency_id, crl)
-        finally:
-            await broker.close()
+        await publish_crls(self.world, self.broker.base)
+
+
+async def enrol_device(
+    world: World, base: str, home: Path, *, key_dir: Path, agency: str, user: str
+) -> Client:
+    """A real profile for ``user`` of ``agency``: created, every root pinned, certified, logged in."""
+    directory = profile_dir(user, home=home)
+    client = await Client.create(
+        directory,
+        agency_id=agency,
+        user_id=user,
+        server_url=base,
+        key_file=key_dir / f"{user}.key",
+    )
+    for agency_id, root in world.roots.items():
+        await client.trust_add(agency_id, fingerprint(agency_id, root.public_key), root_key=root.public_key)
+    world.serial += 1
+    cert = issue_device_cert(
+        world.roots[agency],
+        user_id=user,
+        role="officer",
+        sign_key=client.keys.sign_public,
+        kem_key=client.keys.kem_public,
+        not_before=world.now - 60_000,
+        not_after=world.now + YEAR,
+        serial=world.serial,
+    )
+    await client.login(cert=cert)
+    return client
+
+
+async def publish_crls(world: World, base: str) -> None:
+    """Each agency's first (empty) revocation list, PUT to the broker as the agency would."""
+    broker = BrokerConnection(base, keys=None, server_key=None)
+    try:
+        for root in world.roots.values():
+            crl = issue_revocation_list(root, number=1, issued_at=world.now, entries=[])
+            await broker.put_revocations(root.agency_id, crl)
+    finally:
+        await broker.close()
 
 
 async def build(dep: Deployment) -> tuple[bytes, list[bytes]]:
