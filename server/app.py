@@ -44,6 +44,7 @@ from caseline.server.keys import (
     FLIGHT_TICKET,
     HUB,
     IN_FLIGHT,
+    IN_FLIGHT_SESSIONS,
     METRICS,
     NONCE_KEY,
     REJECTIONS,
@@ -168,8 +169,11 @@ async def in_flight_middleware(
     included: a client that trickles bodies holds slots only of its own
     source.  A WebSocket gives its slot back once upgraded (``routes.stream``):
     from then on it is a connection, held to the connection limits instead.
+    Requests that present a session the broker holds count in a pool of their
+    own, so no flood of anonymous requests from many sources can fill the
+    global limit against members (only a held session's token gets in there).
     """
-    admission = request.app[IN_FLIGHT]
+    admission = request.app[IN_FLIGHT_SESSIONS if routes.holds_session(request) else IN_FLIGHT]
     source = routes.source(request)
     refused = admission.admit(source)
     if refused is not None:
@@ -200,9 +204,9 @@ def create_app(
         middlewares=[problem_middleware, in_flight_middleware], client_max_size=config.limits.max_body_bytes
     )
     app[CONFIG] = config
-    app[IN_FLIGHT] = Admission(
-        per_source=config.limits.requests_in_flight_per_source, total=config.limits.requests_in_flight
-    )
+    per_source, total = config.limits.requests_in_flight_per_source, config.limits.requests_in_flight
+    for pool in (IN_FLIGHT, IN_FLIGHT_SESSIONS):
+        app[pool] = Admission(per_source=per_source, total=total)
     app[CLOCK] = clock
     app[SERVER_KEY] = server_key
     app[METRICS] = Metrics()
@@ -216,7 +220,7 @@ def create_app(
         limit=config.limits.auth_failures_per_window, window=config.limits.auth_failure_window
     )
     app[REJECTIONS] = RejectionTally()
-    app[METRICS].requests_in_flight.set_function(lambda: app[IN_FLIGHT].open)
+    app[METRICS].requests_in_flight.set_function(lambda: app[IN_FLIGHT].open + app[IN_FLIGHT_SESSIONS].open)
     app[SESSIONS] = {}
     the_store = store if store is not None else SqliteStore(config.db_path, max_bytes=config.db_max_bytes)
     app[STORE] = the_store
@@ -352,6 +356,7 @@ async def _storage_context(app: web.Application) -> AsyncIterator[None]:
     for agency in await store.list_agencies():
         app[CORE].trust.pin(agency.agency_id, agency.root_key)
     await app[BROKER].start()
+    await routes.warm_sessions(app)
     yield
     await app[BROKER].stop()
     await store.close()

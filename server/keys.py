@@ -59,5 +59,8 @@ CUTOFFS: Final[web.AppKey[Deadlines[tuple[str, bytes]]]] = web.AppKey("cutoffs")
 STREAM_EXPIRY: Final[web.AppKey[Deadlines[Connection]]] = web.AppKey("stream_expiry")
 #: Requests being handled, per source and in all (``app.in_flight_middleware``).
 IN_FLIGHT: Final = web.AppKey("in_flight", Admission)
+#: The same for requests presenting a session the broker holds: a pool of their own, so that
+#: anonymous floods (slow bodies, logins, guessed tokens) cannot take every slot from members.
+IN_FLIGHT_SESSIONS: Final = web.AppKey("in_flight_sessions", Admission)
 #: A request's place in ``IN_FLIGHT``: a WebSocket gives it back once upgraded (it is a connection then).
 FLIGHT_TICKET: Final = web.RequestKey("flight_ticket", Ticket)

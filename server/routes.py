@@ -194,6 +194,18 @@ async def authenticate(request: web.Request) -> bytes:
     return session.device_id
 
 
+def holds_session(request: web.Request) -> bool:
+    """Whether the request presents a session token the broker holds in memory (a dict lookup).
+
+    Only a sorting hint for the in-flight limits: ``session_of`` still checks
+    the session's expiry and its device's revocation.
+    """
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token or len(token) > 64 or not token.isascii():
+        return False
+    return token_hash(token) in request.app[SESSIONS]
+
+
 async def session_of(request: web.Request) -> tuple[SessionRow, DeviceCert]:
     """The live session a request presents and its device's certificate, or 401.
 
@@ -218,9 +230,8 @@ async def session_of(request: web.Request) -> tuple[SessionRow, DeviceCert]:
         row = await store.get_session(digest)
         device = None if row is None else await store.get_device(row.device_id)
         if row is not None and device is not None:
-            if len(sessions) >= MAX_CACHED_SESSIONS:
-                sessions.clear()  # a cache: entries come back from the store on demand
-            cached = sessions[digest] = (row, DeviceCert.decode(decode_signed(device.cert)[0]))
+            cached = (row, DeviceCert.decode(decode_signed(device.cert)[0]))
+            cache_session(request.app, cached)
     now = request.app[CLOCK]()
     if cached is None or cached[0].expires_at <= now:
         sessions.pop(digest, None)
@@ -233,6 +244,29 @@ async def session_of(request: web.Request) -> tuple[SessionRow, DeviceCert]:
         raise web.HTTPUnauthorized(reason="device is revoked", headers={"WWW-Authenticate": "Bearer"})
     request[SESSION_CERT] = cert
     return session, cert
+
+
+def cache_session(app: web.Application, entry: tuple[SessionRow, DeviceCert]) -> None:
+    """Hold a live session in memory, making room by dropping the one cached longest ago.
+
+    Never the whole cache at once: a held session is what keeps a member served
+    from a source that another client's failed logins have blocked.
+    """
+    sessions = app[SESSIONS]
+    while len(sessions) >= MAX_CACHED_SESSIONS:
+        del sessions[next(iter(sessions))]
+    sessions[entry[0].token_hash] = entry
+
+
+async def warm_sessions(app: web.Application) -> None:
+    """At start-up, hold the live sessions of the store again (newest first, up to the cache's size).
+
+    After a restart the members' sessions would otherwise need the database on
+    their next request, which a source past its failure limit is refused.
+    """
+    rows = await app[STORE].live_sessions(now=app[CLOCK](), limit=MAX_CACHED_SESSIONS)
+    for row, cert in reversed(rows):  # the newest cached last: dropped last
+        cache_session(app, (row, DeviceCert.decode(decode_signed(cert)[0])))
 
 
 def forget_sessions(app: web.Application, device_id: bytes) -> None:
@@ -570,10 +604,7 @@ async def auth_session(request: web.Request) -> web.Response:
     session = SessionRow(token_hash=token_hash(token), device_id=cert.device_id, expires_at=expires)
     await app[STORE].add_session(session)
     # Cached at once: a fresh session is served from memory, even from a source past its failure limit.
-    sessions = app[SESSIONS]
-    if len(sessions) >= MAX_CACHED_SESSIONS:
-        sessions.clear()
-    sessions[session.token_hash] = (session, cert)
+    cache_session(app, (session, cert))
     metrics.logins.labels("success").inc()
     await app[AUDIT]("login", f"device={cert.device_id.hex()}")
     return reply(Session(token=token, expires_at=expires).encode())

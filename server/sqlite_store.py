@@ -363,6 +363,15 @@ class SqliteStore:
         ).fetchone()
         return None if row is None else SessionRow(*row)
 
+    async def live_sessions(self, *, now: int, limit: int) -> list[tuple[SessionRow, bytes]]:
+        rows = await self.db.execute_fetchall(
+            "SELECT s.token_hash, s.device_id, s.expires_at, d.cert FROM sessions s"
+            " JOIN devices d ON d.device_id = s.device_id"
+            " WHERE s.expires_at > ? ORDER BY s.expires_at DESC LIMIT ?",
+            (now, limit),
+        )
+        return [(SessionRow(bytes(r[0]), bytes(r[1]), r[2]), bytes(r[3])) for r in rows]
+
     async def entries(
         self, case_id: bytes, *, after: int, limit: int, max_bytes: int | None = None
     ) -> list[EntryRow]:

@@ -445,6 +445,28 @@ async def test_requests_in_flight_past_the_global_limit_get_503(make_edge: EdgeF
         close_all(conns)
 
 
+async def test_anonymous_requests_filling_the_global_limit_leave_members_served(make_edge: EdgeFactory) -> None:
+    """Slow anonymous bodies from many sources take every anonymous slot, not a member's.
+
+    Requests that present a session the broker holds count in a pool of their
+    own: the member is answered while a new anonymous request gets 503.
+    """
+    edge = await make_edge(
+        limits={"requests_in_flight_per_source": 0, "requests_in_flight": 4, "body_grace": 30.0}
+    )
+    async with aiohttp.ClientSession(base_url=edge.url) as session:
+        officer = await edge.officer(session, "bob")
+        await officer.enrol()  # registration and login are anonymous: before the flood
+        conns = await held_requests(edge, ATTACKERS[:4])
+        try:
+            r = await asyncio.wait_for(session.get("/v1/cases", headers=officer.headers()), timeout=PROMPT)
+            assert r.status == 200, await r.text()
+            r = await asyncio.wait_for(session.get("/v1/cases"), timeout=PROMPT)
+            assert r.status == 503
+        finally:
+            close_all(conns)
+
+
 async def test_a_stream_gives_back_its_request_slot(make_edge: EdgeFactory) -> None:
     """A WebSocket is a connection once upgraded: it does not hold a request in flight."""
     edge = await make_edge(limits={"requests_in_flight_per_source": 3})
