@@ -140,10 +140,7 @@ class Following:
                         raise
                     cause = str(exc)
                 else:
-                    if not reconnect:
-                        return
-                    failures = 0
-                    continue
+                    cause = "the stream fell behind; caught up over HTTP"  # then back, with jitter
             if not reconnect:
                 return
             delay = backoff_delay(failures, max_backoff)
