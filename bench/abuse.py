@@ -98,7 +98,8 @@ from tests.support.world import World
 
 #: The honest device posts one note per this period (20 updates/s)...
 POST_PERIOD_S: Final = 0.05
-#: ...and logs in (challenge + session) once per this period.
+#: ...and a login (challenge + session) is timed once per this period, by alice's and juma's keys
+#: in turn: each then logs in every 2 s, within the broker's cap of logins per device and minute.
 LOGIN_PERIOD_S: Final = 1.0
 #: An honest call that has not returned after this long counts as an error.
 HONEST_TIMEOUT_S: Final = 10.0
@@ -219,11 +220,13 @@ class Served:
 
 
 class Honest:
-    """Alice's profile, her case, and a second connection with her keys for the timed logins."""
+    """Alice's profile, her case, and connections with her keys and her partner's for the timed logins."""
 
-    def __init__(self, client: Client, case_id: bytes, base: str) -> None:
+    def __init__(self, client: Client, partner: Client, case_id: bytes, base: str) -> None:
         self.client, self.case_id = client, case_id
-        self.logins = BrokerConnection(base, keys=client.keys, server_key=client.server_key)
+        self.login_conns = [
+            BrokerConnection(base, keys=c.keys, server_key=c.server_key) for c in (client, partner)
+        ]
         self.n = 0
 
     async def window(self, seconds: float) -> dict[str, Any]:
@@ -266,7 +269,9 @@ class Honest:
             while (now := time.monotonic()) < end:
                 if now < due:
                     await asyncio.sleep(due - now)
-                await timed(self.logins.login, logins, login_errors)
+                conn = self.login_conns[0]
+                self.login_conns.append(self.login_conns.pop(0))  # the other device next time
+                await timed(conn.login, logins, login_errors)
                 due = max(due + LOGIN_PERIOD_S, time.monotonic())
 
         started = time.perf_counter()
@@ -291,7 +296,8 @@ class Honest:
         }
 
     async def close(self) -> None:
-        await self.logins.close()
+        for conn in self.login_conns:
+            await conn.close()
         await self.client.close()
 
 
@@ -866,7 +872,7 @@ async def run(args: argparse.Namespace, root: Path, live: list[Any]) -> dict[str
     finally:  # an open profile holds a database thread that would keep this process alive
         for client in clients[1:] if ready else clients:
             await client.close()
-    honest = Honest(alice, case_id, base)
+    honest = Honest(alice, juma, case_id, base)
     phases: dict[str, Any] = {}
     try:
         if args.config is not None:  # sessions live in the broker's database: they outlast the restart
