@@ -13,7 +13,10 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp
 import pytest
+from caseline.server.buckets import BucketTable
+from caseline.server.challenges import DeviceLogins
 from caseline.server.core import Limits
+from caseline.server.failures import FailureLimiter
 from caseline.server.keys import STORE
 
 from tests.conftest import Deployment
@@ -100,3 +103,85 @@ async def test_a_huge_declared_length_is_refused_before_the_body_is_read(
     # Nothing was stored, and bob is served while the connection lingers.
     assert (await bob.entries(case_id)).count == 1
     assert await stored(d, case_id) == 1
+
+
+# --------------------------------------------------------------------------- issue 14 review, finding 7
+# The per-key tables are sans-I/O: these drive them directly, with the time passed in.
+
+
+def test_failure_table_respects_its_capacity_and_forgets_the_oldest_unblocked() -> None:
+    limiter = FailureLimiter(limit=3, window=10.0, capacity=3)
+    for t, source in enumerate("abc"):
+        limiter.record(source, now=float(t))
+    limiter.record("d", now=3.0)
+    assert len(limiter) == 3
+    assert "a" not in limiter and {"b", "c", "d"} <= {s for s in "abcd" if s in limiter}
+    for i in range(1000):
+        limiter.record(f"fresh-{i}", now=4.0)
+    assert len(limiter) == 3
+
+
+def test_a_blocked_source_is_not_evicted_by_a_flood_of_new_sources() -> None:
+    limiter = FailureLimiter(limit=3, window=10.0, capacity=100)
+    for _ in range(3):
+        limiter.record("attacker", now=0.0)
+    assert limiter.blocked("attacker", now=0.0) == 10.0
+    for i in range(10_000):
+        limiter.record(f"fresh-{i}", now=1.0)
+    assert len(limiter) == 100
+    assert limiter.blocked("attacker", now=1.0) == 9.0  # still refused until its window ends
+    assert limiter.blocked("attacker", now=10.0) == 0.0
+
+
+def test_a_table_full_of_blocked_sources_refuses_new_ones_together() -> None:
+    limiter = FailureLimiter(limit=2, window=10.0, capacity=4)
+    blocked = [f"blocked-{i}" for i in range(4)]
+    for source in blocked * 2:
+        limiter.record(source, now=0.0)
+    assert all(limiter.blocked(s, now=1.0) > 0 for s in blocked)
+    assert limiter.blocked("newcomer", now=1.0) == 0.0  # untracked sources are not refused yet...
+    limiter.record("fresh-1", now=1.0)
+    limiter.record("fresh-2", now=1.0)
+    assert limiter.blocked("newcomer", now=2.0) == 9.0  # ...until they fail `limit` times together
+    assert all(limiter.blocked(s, now=2.0) > 0 for s in blocked) and len(limiter) == 4
+    assert limiter.blocked("newcomer", now=11.0) == 0.0
+    limiter.record("fresh-3", now=11.0)  # the blocked windows have ended: room again
+    assert "fresh-3" in limiter and limiter.blocked("fresh-3", now=11.0) == 0.0
+
+
+@pytest.mark.parametrize("capacity", [100, 10_000])
+def test_failure_table_upkeep_per_insert_does_not_grow_with_its_size(capacity: int) -> None:
+    limiter = FailureLimiter(limit=3, window=10.0, capacity=capacity)
+    for i in range(capacity):
+        limiter.record(f"held-{i}", now=0.0)
+    assert limiter.popped == 0 and limiter.examined <= 2 * capacity
+    before = limiter.examined
+    for i in range(5000):
+        limiter.record(f"fresh-{i}", now=1.0)
+    # Each insert into the full table dropped exactly one entry and looked at two: no scan, no clear.
+    assert limiter.popped == 5000 and len(limiter) == capacity
+    assert limiter.examined - before == 2 * 5000
+    limiter.record("late", now=100.0)  # everything expired: dropped once each, then no more
+    assert limiter.popped == 5000 + capacity and len(limiter) == 1
+
+
+def test_bucket_table_is_bounded_and_keeps_a_busy_key() -> None:
+    table = BucketTable(rate=1.0, burst=2.0, capacity=3)
+    assert table.take("busy", 2, now=0.0) == 0.0
+    for i in range(1000):
+        assert table.take("busy", 0, now=0.5) == 0.0  # each hit moves it to the back
+        table.take(f"fresh-{i}", 1, now=0.5)
+    assert len(table) == 3 and "busy" in table
+    assert table.take("busy", 1, now=0.5) == 0.5  # its bucket was never reset by the flood
+    assert table.evicted == 998 and table.expired == 0
+    table.take("late", 1, now=10.0)  # idle buckets are full again: dropped, each once
+    assert len(table) == 1 and table.expired == 3 and table.evicted == 998
+
+
+def test_device_logins_forget_devices_whose_logins_are_over_a_minute_old() -> None:
+    logins = DeviceLogins(per_minute=2)
+    for i in range(1000):
+        logins.charge(bytes([i % 256, i // 256]), now=0)
+    assert len(logins) == 1000
+    logins.charge(b"new", now=60_001)
+    assert len(logins) == 1
