@@ -111,6 +111,12 @@ class Limits:
     #: Seconds any request body may take in all; longer is cut (408).  0: off.
     body_max_seconds: float = 60.0
 
+    # -- writes per device (issue 14 review, finding 5) --
+    #: Cases one device may create per hour (a token bucket: this many at once, then one every
+    #: ``3600 / n`` seconds); past it 429 with Retry-After.  Genesis and commits are also charged
+    #: to the per-device update and byte buckets.  0: no cap on cases created.
+    cases_per_device_per_hour: int = 100
+
 
 @dataclasses.dataclass(slots=True)
 class Accepted:
@@ -208,6 +214,8 @@ class BrokerCore:
         self._updates = BucketTable(rate=limits.updates_per_second, burst=limits.update_burst)
         self._bytes = BucketTable(rate=limits.bytes_per_second, burst=limits.bytes_burst)
         self._anonymous = BucketTable(rate=limits.anonymous_per_second, burst=limits.anonymous_burst)
+        per_hour = limits.cases_per_device_per_hour
+        self._creations = BucketTable(rate=per_hour / 3600, burst=per_hour) if per_hour > 0 else None
 
     # ---------------------------------------------------------------- loading
     def reload(self, case_id: bytes, entries: Iterable[EntryRow], *, now: int) -> None:
@@ -307,10 +315,26 @@ class BrokerCore:
 
     # ---------------------------------------------------------------- rate limits
     def charge(self, device_id: bytes, size: int, *, now: float) -> None:
-        """Charge one update of ``size`` bytes to a device's buckets, or raise 429."""
+        """Charge one post (update, commit or genesis) of ``size`` bytes to a device's buckets, or 429.
+
+        Every write a device makes is charged, not only updates: a commit or a
+        new case costs the broker as much disk and memory as an update does.
+        """
         wait = max(self._updates.take(device_id, 1, now=now), self._bytes.take(device_id, size, now=now))
         if wait > 0:
-            raise BrokerRateLimited("too many updates from this device", retry_after=wait)
+            raise BrokerRateLimited("too many posts from this device", retry_after=wait)
+
+    def charge_case_creation(self, device_id: bytes, *, now: float) -> None:
+        """Count one case created by ``device_id`` against ``cases_per_device_per_hour``, or 429.
+
+        Each case holds memory in ``cases``, a genesis on disk and an audit row
+        for as long as the broker runs; a device may start only so many.
+        """
+        if self._creations is None:
+            return
+        wait = self._creations.take(device_id, 1, now=now)
+        if wait > 0:
+            raise BrokerRateLimited("too many cases created by this device", retry_after=wait)
 
     def charge_anonymous(self, address: str, *, now: float) -> None:
         """Rate-limit requests made before authentication, per client address."""
