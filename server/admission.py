@@ -29,10 +29,14 @@ class Admission:
     open: int = 0
     by_source: dict[str, int] = dataclasses.field(default_factory=dict)
 
-    def admit(self, source: str) -> Refusal | None:
-        """Count one more for ``source``, or say which limit it would break (counting nothing)."""
+    def admit(self, source: str, *, shared: bool = False) -> Refusal | None:
+        """Count one more for ``source``, or say which limit it would break (counting nothing).
+
+        ``shared``: the source speaks for many clients (a trusted reverse proxy),
+        so only the total applies to it; its count is still kept, for release.
+        """
         held = self.by_source.get(source, 0)
-        if self.per_source > 0 and held >= self.per_source:
+        if not shared and self.per_source > 0 and held >= self.per_source:
             return Refusal.SOURCE
         if self.total > 0 and self.open >= self.total:
             return Refusal.TOTAL

@@ -61,6 +61,7 @@ from caseline.server.metrics import Metrics
 from caseline.server.paging import check_paging, page_budget
 from caseline.server.revocations import RevocationsDigest
 from caseline.server.service import Broker
+from caseline.server.sources import parse_networks
 from caseline.server.sqlite_store import SqliteStore
 from caseline.server.store import Store
 from caseline.server.stream import Connection, Hub
@@ -345,6 +346,7 @@ def make_runner(app: web.Application, config: ServerConfig, *, handle_signals: b
         app,
         connections=connections,
         on_refused=refused,
+        trusted=parse_networks(config.trusted_proxies),
         handle_signals=handle_signals,
         **runner_options(config),
     )

@@ -56,14 +56,19 @@ class UsedNonces:
 
 
 class DeviceLogins:
-    """At most ``per_minute`` logins per device in any sliding minute; 0 turns the cap off."""
+    """At most ``per_minute`` logins per device in any sliding minute; 0 turns the cap off.
 
-    __slots__ = ("_next_prune", "_times", "per_minute")
+    Devices are kept in the order of their latest login (``OrderedDict``, moved
+    to the end on each), so the front is the device whose logins expire first
+    and is popped while all of them are older than a minute: each device is
+    popped once, never found by a scan (issue 14 review, finding 7).
+    """
+
+    __slots__ = ("_times", "per_minute")
 
     def __init__(self, per_minute: int) -> None:
         self.per_minute = per_minute
-        self._times: dict[bytes, collections.deque[int]] = {}
-        self._next_prune = 1024
+        self._times: collections.OrderedDict[bytes, collections.deque[int]] = collections.OrderedDict()
 
     def __len__(self) -> int:
         return len(self._times)
@@ -72,9 +77,9 @@ class DeviceLogins:
         """Count one login of ``device_id`` at ``now`` (ms), or raise 429 with the wait."""
         if self.per_minute <= 0:
             return
+        self._prune(now)
         times = self._times.get(device_id)
         if times is None:
-            self._prune(now)
             times = self._times[device_id] = collections.deque()
         while times and times[0] <= now - MINUTE_MS:
             times.popleft()
@@ -82,11 +87,13 @@ class DeviceLogins:
             wait_ms = times[0] + MINUTE_MS - now
             raise BrokerRateLimited("too many logins for this device", retry_after=max(wait_ms, 1) / 1000)
         times.append(now)
+        self._times.move_to_end(device_id)
 
     def _prune(self, now: int) -> None:
-        """Drop devices with no login in the last minute once the table has doubled (amortised O(1))."""
-        if len(self._times) < self._next_prune:
-            return
-        for device_id in [d for d, t in self._times.items() if not t or t[-1] <= now - MINUTE_MS]:
-            del self._times[device_id]
-        self._next_prune = max(1024, 2 * len(self._times))
+        """Forget devices from the front while their latest login is over a minute old."""
+        times = self._times
+        while times:
+            latest = next(iter(times.values()))
+            if latest and latest[-1] > now - MINUTE_MS:
+                break
+            times.popitem(last=False)

@@ -51,6 +51,7 @@ from caseline.schemas.errors import (
     NotMemberError,
 )
 from caseline.schemas.wire import CommitMessage, EntryLeaf, Envelope, Receipt, decode_signed
+from caseline.server.buckets import BucketTable
 from caseline.server.store import EntryRow
 
 Slot = tuple[bytes, int, int]
@@ -109,6 +110,12 @@ class Limits:
     body_min_rate: float = 1024.0
     #: Seconds any request body may take in all; longer is cut (408).  0: off.
     body_max_seconds: float = 60.0
+
+    # -- writes per device (issue 14 review, finding 5) --
+    #: Cases one device may create per hour (a token bucket: this many at once, then one every
+    #: ``3600 / n`` seconds); past it 429 with Retry-After.  Genesis and commits are also charged
+    #: to the per-device update and byte buckets.  0: no cap on cases created.
+    cases_per_device_per_hour: int = 100
 
 
 @dataclasses.dataclass(slots=True)
@@ -195,24 +202,6 @@ def token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-class TokenBucket:
-    """A token bucket on an injected clock (seconds), for per-device rate limits."""
-
-    __slots__ = ("burst", "rate", "stamp", "tokens")
-
-    def __init__(self, *, rate: float, burst: float, now: float) -> None:
-        self.rate, self.burst, self.tokens, self.stamp = rate, burst, burst, now
-
-    def take(self, amount: float, *, now: float) -> float:
-        """Take ``amount`` tokens; return 0, or the seconds to wait before retrying."""
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if amount <= self.tokens:
-            self.tokens -= amount
-            return 0.0
-        return (min(amount, self.burst) - self.tokens) / self.rate
-
-
 class BrokerCore:
     """Per-case ordering and admission; no I/O, no clock, no RNG of its own."""
 
@@ -221,8 +210,12 @@ class BrokerCore:
         self.trust = trust
         self.limits = limits
         self.cases: dict[bytes, CaseRuntime] = {}
-        self._buckets: dict[bytes, tuple[TokenBucket, TokenBucket]] = {}
-        self._anonymous: dict[str, TokenBucket] = {}
+        # Bounded tables with O(1) upkeep (``buckets.py``): a flood of keys costs no scan.
+        self._updates = BucketTable(rate=limits.updates_per_second, burst=limits.update_burst)
+        self._bytes = BucketTable(rate=limits.bytes_per_second, burst=limits.bytes_burst)
+        self._anonymous = BucketTable(rate=limits.anonymous_per_second, burst=limits.anonymous_burst)
+        per_hour = limits.cases_per_device_per_hour
+        self._creations = BucketTable(rate=per_hour / 3600, burst=per_hour) if per_hour > 0 else None
 
     # ---------------------------------------------------------------- loading
     def reload(self, case_id: bytes, entries: Iterable[EntryRow], *, now: int) -> None:
@@ -322,29 +315,30 @@ class BrokerCore:
 
     # ---------------------------------------------------------------- rate limits
     def charge(self, device_id: bytes, size: int, *, now: float) -> None:
-        """Charge one update of ``size`` bytes to a device's buckets, or raise 429."""
-        buckets = self._buckets.get(device_id)
-        if buckets is None:
-            lim = self.limits
-            buckets = (
-                TokenBucket(rate=lim.updates_per_second, burst=lim.update_burst, now=now),
-                TokenBucket(rate=lim.bytes_per_second, burst=lim.bytes_burst, now=now),
-            )
-            self._buckets[device_id] = buckets
-        wait = max(buckets[0].take(1, now=now), buckets[1].take(size, now=now))
+        """Charge one post (update, commit or genesis) of ``size`` bytes to a device's buckets, or 429.
+
+        Every write a device makes is charged, not only updates: a commit or a
+        new case costs the broker as much disk and memory as an update does.
+        """
+        wait = max(self._updates.take(device_id, 1, now=now), self._bytes.take(device_id, size, now=now))
         if wait > 0:
-            raise BrokerRateLimited("too many updates from this device", retry_after=wait)
+            raise BrokerRateLimited("too many posts from this device", retry_after=wait)
+
+    def charge_case_creation(self, device_id: bytes, *, now: float) -> None:
+        """Count one case created by ``device_id`` against ``cases_per_device_per_hour``, or 429.
+
+        Each case holds memory in ``cases``, a genesis on disk and an audit row
+        for as long as the broker runs; a device may start only so many.
+        """
+        if self._creations is None:
+            return
+        wait = self._creations.take(device_id, 1, now=now)
+        if wait > 0:
+            raise BrokerRateLimited("too many cases created by this device", retry_after=wait)
 
     def charge_anonymous(self, address: str, *, now: float) -> None:
         """Rate-limit requests made before authentication, per client address."""
-        bucket = self._anonymous.get(address)
-        if bucket is None:
-            if len(self._anonymous) >= 100_000:
-                self._anonymous.clear()  # buckets refill anyway; never grow without bound
-            bucket = self._anonymous[address] = TokenBucket(
-                rate=self.limits.anonymous_per_second, burst=self.limits.anonymous_burst, now=now
-            )
-        wait = bucket.take(1, now=now)
+        wait = self._anonymous.take(address, 1, now=now)
         if wait > 0:
             raise BrokerRateLimited("too many requests from this address", retry_after=wait)
 

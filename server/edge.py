@@ -5,8 +5,11 @@ connection.  ``EdgeRequestHandler`` counts it against the per-source and
 global connection limits (``admission.py``) before a byte of it is read, and
 closes it at once when it is over either: a refused connection costs one
 accept and one close.  Per-source connection counts use the TCP peer (an IPv6
-peer by its /64): behind a reverse proxy every connection is the proxy's, so
-there the proxy must limit connections itself.
+peer by its /64).  Behind a reverse proxy every connection is the proxy's, and
+the per-source limit would let a handful of clients' streams lock everyone else
+out, so a peer in ``trusted_proxies`` is held only to the global limit (issue 14
+review, finding 4): the proxy must limit connections per client itself, and
+the per-source request limits still apply by the forwarded address.
 
 The same handler answers requests aiohttp's parser refuses with problem+json
 and a fixed detail: aiohttp's own answer is ``text/plain`` quoting the bad
@@ -29,7 +32,7 @@ from aiohttp.http import HttpVersion10, HttpVersion11
 from aiohttp.web_protocol import RequestHandler
 from caseline.server import problems
 from caseline.server.admission import Admission, Refusal
-from caseline.server.sources import source_of
+from caseline.server.sources import IPNetwork, is_trusted_proxy, source_of
 
 log = logging.getLogger("caseline.server")
 
@@ -45,13 +48,15 @@ class EdgeRequestHandler(RequestHandler):
         super().__init__(manager, **kwargs)
         self._admission = manager.admission
         self._on_refused = manager.on_refused
+        self._trusted = manager.trusted
         self._source: str | None = None
         self._refused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
-        source = source_of(peer[0] if isinstance(peer, tuple) and peer else None, None, ())
-        refused = self._admission.admit(source)
+        host = peer[0] if isinstance(peer, tuple) and peer and isinstance(peer[0], str) else None
+        source = source_of(host, None, ())
+        refused = self._admission.admit(source, shared=is_trusted_proxy(host, self._trusted))
         if refused is not None:
             self._refused = True
             self._on_refused(refused)
@@ -97,10 +102,11 @@ class EdgeServer(web.Server):
         *,
         connections: Admission,
         on_refused: Callable[[Refusal], None] = lambda _: None,
+        trusted: tuple[IPNetwork, ...] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
-        self.admission, self.on_refused = connections, on_refused
+        self.admission, self.on_refused, self.trusted = connections, on_refused, trusted
         self._app_handler = self.request_handler
         self.request_handler = self._versioned
 
@@ -124,10 +130,11 @@ class EdgeRunner(web.AppRunner):
         *,
         connections: Admission,
         on_refused: Callable[[Refusal], None] = lambda _: None,
+        trusted: tuple[IPNetwork, ...] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(app, **kwargs)
-        self.connections, self.on_refused = connections, on_refused
+        self.connections, self.on_refused, self.trusted = connections, on_refused, trusted
 
     async def _make_server(self) -> web.Server:
         base = await super()._make_server()  # starts the app up, as AppRunner does
@@ -137,6 +144,7 @@ class EdgeRunner(web.AppRunner):
             handler_cancellation=base.handler_cancellation,
             connections=self.connections,
             on_refused=self.on_refused,
+            trusted=self.trusted,
             loop=asyncio.get_running_loop(),
             **base._kwargs,
         )

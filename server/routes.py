@@ -645,6 +645,9 @@ def _receipt_reply(accepted: Accepted, status: int = 201) -> web.Response:
 async def create_case(request: web.Request) -> web.Response:
     device_id = await authenticate(request)
     body = await read_body(request)
+    core, now = request.app[CORE], time.monotonic()
+    core.charge_case_creation(device_id, now=now)  # a device past its case quota is not charged bytes
+    core.charge(device_id, len(body), now=now)
     accepted = await request.app[BROKER].post_genesis(body, device_id=device_id)
     request.app[METRICS].commits.inc()
     await request.app[AUDIT]("case-created", f"case={accepted.case_id.hex()} by={device_id.hex()}")
@@ -656,6 +659,7 @@ async def post_commit(request: web.Request) -> web.Response:
     case_id = hex_id(request, "case_id")
     request.app[CORE].member_runtime(case_id, device_id)
     body = await read_body(request)
+    request.app[CORE].charge(device_id, len(body), now=time.monotonic())
     accepted = await request.app[BROKER].post_commit(case_id, body, device_id=device_id)
     request.app[METRICS].commits.inc()
     await request.app[AUDIT](

@@ -71,3 +71,9 @@ def source_of(peer: str | None, forwarded: str | None, trusted: tuple[IPNetwork,
             return _key(candidate)
         address = candidate
     return _key(address)
+
+
+def is_trusted_proxy(peer: str | None, trusted: tuple[IPNetwork, ...]) -> bool:
+    """Is the TCP peer one of ``trusted_proxies``?  Its connections carry many clients (``edge.py``)."""
+    address = _address(peer) if trusted and peer else None
+    return address is not None and any(address in net for net in trusted)

@@ -721,3 +721,30 @@ def test_the_accept_error_throttle_is_off_at_interval_zero() -> None:
 
 if os.name != "posix":  # pragma: no cover
     pytest.skip("RLIMIT_NOFILE and extra loopback addresses are POSIX/Linux", allow_module_level=True)
+
+
+# --------------------------------------------------------------------------- issue 14 review, finding 4
+
+
+async def status_of(conn: Conn) -> int:
+    """The status ``/healthz`` gets on ``conn``, or 0 if the broker had closed it."""
+    try:
+        return await healthz(conn)
+    except (ConnectionError, IndexError, ValueError):
+        return 0
+
+
+async def test_a_trusted_proxy_is_held_only_to_the_global_connection_limit(make_edge: EdgeFactory) -> None:
+    proxy, other = ATTACKERS[0], ATTACKERS[1]  # 127.0.0.2 is the reverse proxy, 127.0.0.3 is not
+    edge = await make_edge(
+        limits={"connections_per_source": 4, "max_connections": 64},
+        trusted_proxies=(f"{proxy}/32",),
+        header_timeout=60.0,
+    )
+    held = [await connect(edge, proxy) for _ in range(12)]  # many followers' streams, one peer
+    others = [await connect(edge, other) for _ in range(5)]
+    try:
+        assert await first_closed(others) == {4}  # any other source still has its share
+        assert [await status_of(c) for c in held] == [200] * 12  # every proxied connection was kept
+    finally:
+        close_all(held + others)
