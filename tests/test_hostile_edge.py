@@ -445,7 +445,9 @@ async def test_requests_in_flight_past_the_global_limit_get_503(make_edge: EdgeF
         close_all(conns)
 
 
-async def test_anonymous_requests_filling_the_global_limit_leave_members_served(make_edge: EdgeFactory) -> None:
+async def test_anonymous_requests_filling_the_global_limit_leave_members_served(
+    make_edge: EdgeFactory,
+) -> None:
     """Slow anonymous bodies from many sources take every anonymous slot, not a member's.
 
     Requests that present a session the broker holds count in a pool of their
