@@ -26,6 +26,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from caseline.crypto.auth import AUTH_LABEL, CHALLENGE_TTL_MS, answer_challenge
+from caseline.crypto.caselog import DAY_MS
 from caseline.schemas.api import ChallengeRequest
 from caseline.schemas.wire import AuthChallenge, encode_signed
 from caseline.server import cli
@@ -33,7 +34,7 @@ from caseline.server.app import flush_rejections, prune_audit
 from caseline.server.config import ServerConfig
 from caseline.server.core import Limits
 from caseline.server.failures import MAX_DETAIL, TALLY_SOURCES
-from caseline.server.keys import CONFIG, METRICS, STORE, USED_NONCES
+from caseline.server.keys import AUDIT, CONFIG, METRICS, STORE, USED_NONCES
 from caseline.server.sqlite_store import SqliteStore, audit_hash
 
 from tests.conftest import Deployment
@@ -410,3 +411,81 @@ async def test_the_tally_is_written_at_shutdown(make_deployment: MakeDeployment)
         await store.close()
     assert [r.detail for r in rows] == ["source=127.0.0.1 count=1 reasons=unauthorized:1 routes=/v1/cases"]
     assert rows[0].leaf_index is not None  # sealed into the broker log by the stop
+
+
+# --------------------------------------------------------------------------- review F1: back-dated audit rows
+
+
+def _write_server_key(d: Deployment) -> ServerConfig:
+    """``audit verify`` reads the server key from the data directory, as the CLI would."""
+    config: ServerConfig = d.app[CONFIG]
+    config.key_path.write_bytes(d.server_key.seed)
+    config.key_path.chmod(0o600)
+    return config
+
+
+async def test_back_dated_audit_rows_are_not_pruned_and_audit_verify_catches_them(
+    make_deployment: MakeDeployment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Someone with write access to the database sets ``time = 0`` on a prefix of recent, sealed
+    rows, then waits for the broker's own retention: it must delete none of them (age is read
+    from each row's sealed leaf, and these differ from theirs), and ``audit verify`` must fail.
+
+    Fix reverted (prune by the ``time`` column) → the rows are deleted under a genuine
+    ``audit-pruned`` record and ``audit verify`` says "intact" (red)."""
+    d = await make_deployment(audit_retention_days=30)
+    alice = await d.officer("ke-kra", "alice")
+    case_id = await alice.create_case([])
+    await alice.login()
+    await alice.say(case_id)  # a group commit: every row so far is sealed into the broker log
+    store = d.app[STORE]
+    before = await store.audit_rows()
+    sealed = [r.seq for r in before if r.leaf_index is not None]
+    target = max(sealed) - 1  # every sealed row but the newest: minutes old, not 30 days
+    assert target >= 2
+    config = _write_server_key(d)
+    with sqlite3.connect(config.db_path) as db:
+        db.execute("UPDATE audit SET time = 0 WHERE seq <= ?", (target,))
+
+    assert await prune_audit(d.app) == 0  # the broker's retention loop
+    after = await store.audit_rows()
+    assert [r.seq for r in after] == [r.seq for r in before]
+    assert not any(r.event == "audit-pruned" for r in after)
+
+    await alice.say(case_id)
+    assert await cli._audit(config) != 0
+    err = capsys.readouterr().err
+    assert "BROKEN" in err and "intact" not in err
+
+
+@pytest.mark.parametrize("recorded", ["cut-off", "days only"])
+async def test_audit_verify_excuses_only_rows_whose_sealed_leaf_is_older_than_the_cut_off(
+    make_deployment: MakeDeployment, capsys: pytest.CaptureFixture[str], recorded: str
+) -> None:
+    """A sealed ``audit-pruned`` row excuses a missing row only if that row's sealed leaf is older
+    than the cut-off the record names (``before=``; for records written before it was named,
+    the record's own time less its ``days=``).  Here recent rows were deleted under a genuine,
+    sealed record, as a retention fooled by a back-dated ``time`` column would have done:
+    ``audit verify`` fails.
+
+    Fix reverted (excuse every row before ``first_kept``) → "intact" (red)."""
+    d = await make_deployment(audit_retention_days=30)
+    alice = await d.officer("ke-kra", "alice")
+    case_id = await alice.create_case([])
+    await alice.login()
+    await alice.say(case_id)
+    store = d.app[STORE]
+    rows = await store.audit_rows()
+    recent = [r for r in rows if r.leaf_index is not None][:-1]
+    assert len(recent) >= 2
+    assert await store.prune_audit(recent) == len(recent)  # the store deletes what it is told
+    first = recent[-1].seq + 1
+    cutoff = d.world.now - 30 * DAY_MS
+    detail = f"first_kept={first} rows={len(recent)} days=30"
+    await d.app[AUDIT]("audit-pruned", detail + (f" before={cutoff}" if recorded == "cut-off" else ""))
+    await alice.say(case_id)  # seal the record: a sealed record is a genuine one
+
+    config = _write_server_key(d)
+    assert await cli._audit(config) != 0
+    err = capsys.readouterr().err
+    assert "not older than the cut-off" in err
