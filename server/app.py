@@ -78,15 +78,20 @@ def wall_clock_ms() -> int:
 #: turn every bad request into a database write.  Failed authentications (``is_auth_failure``,
 #: *unknown-case* among them) are audited too, but summed per source (``failures.py``), so that
 #: neither a flood nor the audit write tells a stranger's probe of a real case from one of none.
+#: On the routes that need no session (``routes.ANONYMOUS_ROUTES``) these are summed per source
+#: too: there a stranger sends them, and one row each would let anyone grow the log without end.
 AUDITED_REJECTIONS: Final = frozenset(
     {"bad-signature", "untrusted", "revoked", "expired", "not-member", "not-allowed", "fork"}
 )
 
 
 def is_auth_failure(route: str, status: int, code: str) -> bool:
-    """A 401, a refused login, or a case route naming a case the device is not in (``failures.py``)."""
+    """A 401, a refused login, a case route naming a case the device is not in (``failures.py``),
+    or a security rejection on a route that needs no session (``routes.ANONYMOUS_ROUTES``)."""
     if code == "rate-limited":
         return False
+    if route in routes.ANONYMOUS_ROUTES and code in AUDITED_REJECTIONS:
+        return True
     return status == 401 or code in {"not-member", "unknown-case"} or route == routes.LOGIN_ROUTE
 
 

@@ -489,3 +489,93 @@ async def test_audit_verify_excuses_only_rows_whose_sealed_leaf_is_older_than_th
     assert await cli._audit(config) != 0
     err = capsys.readouterr().err
     assert "not older than the cut-off" in err
+
+
+# --------------------------------------------------------------------------- review F2: anonymous audit flood
+
+#: Requests each anonymous attack sends from its one source: below the anonymous burst (100), so
+#: only the defences under test can refuse them.
+ANON_FLOOD = 60
+#: The failure limit the F2 tests set: small, so the 429s start early in the flood.
+ANON_FAILURE_LIMIT = 10
+
+
+async def _log_size(d: Deployment) -> tuple[int, int]:
+    """Audit rows and broker-log leaves, each written for ever: what an anonymous flood could grow."""
+    rows = len(await d.app[STORE].audit_rows())
+    checkpoint = await d.app[STORE].latest_checkpoint()
+    return rows, 0 if checkpoint is None else checkpoint[0]
+
+
+async def test_replaying_a_stored_device_certificate_writes_nothing(make_deployment: MakeDeployment) -> None:
+    """Anyone holding a device's public certificate re-registers it ``ANON_FLOOD`` times: each is
+    a 204, and no audit row, no broker-log leaf is added.
+
+    Fix reverted (every registration written and audited) → one row and one leaf each (red)."""
+    d = await make_deployment()
+    alice = await d.officer("ke-kra", "alice")
+    case_id = await alice.create_case([])
+    await alice.say(case_id)  # seal every row so far: any later leaf would be the flood's
+    before = await _log_size(d)
+    async with source_session(d, 68) as session:
+        for _ in range(ANON_FLOOD):
+            async with session.post("/v1/devices", data=alice.device.cert, headers=MSGPACK) as r:
+                assert r.status == 204, await r.text()
+    await alice.say(case_id)  # a group commit: would seal any row the replays had added
+    rows, leaves = await _log_size(d)
+    assert rows == before[0]
+    assert leaves == before[1] + 1  # the one update just posted, nothing else
+    # The device's registration and session are untouched.
+    r = await d.client.get("/v1/cases", headers=alice.headers())
+    assert r.status == 200
+
+
+async def test_anonymous_rejections_are_tallied_per_source_and_limited(
+    make_deployment: MakeDeployment,
+) -> None:
+    """One source sends device certificates with a bad signature and root-signed revocation lists
+    with a bad signature, ``ANON_FLOOD`` in all: past ``auth_failures_per_window`` it gets 429
+    with Retry-After; no audit row is written per rejection, and the flush writes one row naming
+    the source and its count.  An honest device from another source registers and logs in
+    within the bound meanwhile.
+
+    Fix reverted (these codes audited one row each, not counted as failures) → ``ANON_FLOOD``
+    rows and no 429 (red).  Defences off by configuration: ``audit_flush_interval=0`` → a row
+    per rejection; ``auth_failures_per_window=0`` → no 429."""
+    d = await make_deployment(limits=Limits(auth_failures_per_window=ANON_FAILURE_LIMIT))
+    alice = await d.officer("ke-kra", "alice")
+    mallory = await d.officer("ke-kra", "mallory")
+    bad_cert = bytearray(mallory.device.cert)
+    bad_cert[-1] ^= 1
+    bad_crl = bytearray(d.world.revoke(mallory.device, at=d.world.now + DAY_MS))
+    bad_crl[-1] ^= 1
+    rows_before = len(await d.app[STORE].audit_rows())
+    statuses: dict[int, int] = {}
+    retry_after: set[str] = set()
+    async with source_session(d, 69) as session:
+        for i in range(ANON_FLOOD):
+            if i % 2:
+                sent = session.put("/v1/agencies/ke-kra/revocations", data=bytes(bad_crl), headers=MSGPACK)
+            else:
+                sent = session.post("/v1/devices", data=bytes(bad_cert), headers=MSGPACK)
+            async with sent as r:
+                await r.read()
+                statuses[r.status] = statuses.get(r.status, 0) + 1
+                if r.status == 429:
+                    retry_after.add(r.headers.get("Retry-After", ""))
+            if i == ANON_FLOOD // 2:  # mid-flood, from another source: the honest device is served
+                r = await timed(d.client.post("/v1/devices", data=alice.device.cert, headers=MSGPACK))
+                assert r.status == 204, await r.text()
+                await asyncio.wait_for(alice.login(), timeout=HONEST_BOUND_S)
+    assert statuses.get(429) == ANON_FLOOD - ANON_FAILURE_LIMIT, statuses
+    assert "" not in retry_after and all(int(v) >= 1 for v in retry_after)
+    assert rejections(d, "bad-signature") == ANON_FAILURE_LIMIT
+    added = [r for r in (await d.app[STORE].audit_rows())[rows_before:] if r.event == "rejected"]
+    assert added == [], added
+    await flush_rejections(d.app)
+    rows = [r for r in await d.app[STORE].audit_rows() if r.event == "rejected"]
+    assert len(rows) == 1, rows
+    assert rows[0].detail.startswith(
+        f"source=127.0.0.69 count={ANON_FLOOD} reasons=bad-signature:{ANON_FAILURE_LIMIT},"
+        f"blocked:{ANON_FLOOD - ANON_FAILURE_LIMIT}"
+    ), rows[0].detail
