@@ -424,8 +424,9 @@ def _write_server_key(d: Deployment) -> ServerConfig:
     return config
 
 
+@pytest.mark.parametrize("rechained", [False, True])
 async def test_back_dated_audit_rows_are_not_pruned_and_audit_verify_catches_them(
-    make_deployment: MakeDeployment, capsys: pytest.CaptureFixture[str]
+    make_deployment: MakeDeployment, capsys: pytest.CaptureFixture[str], rechained: bool
 ) -> None:
     """Someone with write access to the database sets ``time = 0`` on a prefix of recent, sealed
     rows, then waits for the broker's own retention: it must delete none of them (age is read
@@ -446,6 +447,14 @@ async def test_back_dated_audit_rows_are_not_pruned_and_audit_verify_catches_the
     config = _write_server_key(d)
     with sqlite3.connect(config.db_path) as db:
         db.execute("UPDATE audit SET time = 0 WHERE seq <= ?", (target,))
+        if rechained:  # a careful attacker also recomputes the hash chain, so only the leaves differ
+            prev = bytes(32)
+            for seq, at, event, detail in db.execute(
+                "SELECT seq, time, event, detail FROM audit ORDER BY seq"
+            ).fetchall():
+                digest = audit_hash(prev, seq, at, event, detail)
+                db.execute("UPDATE audit SET prev_hash = ?, hash = ? WHERE seq = ?", (prev, digest, seq))
+                prev = digest
 
     assert await prune_audit(d.app) == 0  # the broker's retention loop
     after = await store.audit_rows()
@@ -456,6 +465,8 @@ async def test_back_dated_audit_rows_are_not_pruned_and_audit_verify_catches_the
     assert await cli._audit(config) != 0
     err = capsys.readouterr().err
     assert "BROKEN" in err and "intact" not in err
+    if rechained:
+        assert "differs from its leaf" in err
 
 
 @pytest.mark.parametrize("recorded", ["cut-off", "days only"])
@@ -579,3 +590,24 @@ async def test_anonymous_rejections_are_tallied_per_source_and_limited(
         f"source=127.0.0.69 count={ANON_FLOOD} reasons=bad-signature:{ANON_FAILURE_LIMIT},"
         f"blocked:{ANON_FLOOD - ANON_FAILURE_LIMIT}"
     ), rows[0].detail
+
+
+async def test_audit_rows_changed_after_the_check_are_not_pruned(make_deployment: MakeDeployment) -> None:
+    """The store deletes the rows retention chose only if each still has the time, hash and leaf
+    it was checked with, all or none: a row back-dated between the check and the delete (or any
+    other change) makes the whole prune a no-op.
+
+    Fix reverted (delete ``seq < first_kept``) → the rows go (red)."""
+    d = await make_deployment(audit_retention_days=30)
+    alice = await d.officer("ke-kra", "alice")
+    case_id = await alice.create_case([])
+    await alice.say(case_id)
+    store = d.app[STORE]
+    rows = await store.audit_rows()
+    chosen = [r for r in rows if r.leaf_index is not None][:-1]
+    assert len(chosen) >= 2
+    config: ServerConfig = d.app[CONFIG]
+    with sqlite3.connect(config.db_path) as db:
+        db.execute("UPDATE audit SET time = time + 1 WHERE seq = ?", (chosen[-1].seq,))
+    assert await store.prune_audit(chosen) == 0
+    assert [r.seq for r in await store.audit_rows()] == [r.seq for r in rows]
