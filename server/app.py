@@ -29,6 +29,7 @@ from caseline.server.admission import Admission, Refusal, Ticket, derived_total
 from caseline.server.challenges import DeviceLogins, UsedNonces
 from caseline.server.config import ServerConfig
 from caseline.server.core import BrokerCore
+from caseline.server.core_log import plan_audit_prune, prune_detail
 from caseline.server.deadlines import Deadlines
 from caseline.server.edge import EdgeRunner, descriptor_limit
 from caseline.server.failures import FailureLimiter, RejectionTally
@@ -79,15 +80,20 @@ def wall_clock_ms() -> int:
 #: turn every bad request into a database write.  Failed authentications (``is_auth_failure``,
 #: *unknown-case* among them) are audited too, but summed per source (``failures.py``), so that
 #: neither a flood nor the audit write tells a stranger's probe of a real case from one of none.
+#: On the routes that need no session (``routes.ANONYMOUS_ROUTES``) these are summed per source
+#: too: there a stranger sends them, and one row each would let anyone grow the log without end.
 AUDITED_REJECTIONS: Final = frozenset(
     {"bad-signature", "untrusted", "revoked", "expired", "not-member", "not-allowed", "fork"}
 )
 
 
 def is_auth_failure(route: str, status: int, code: str) -> bool:
-    """A 401, a refused login, or a case route naming a case the device is not in (``failures.py``)."""
+    """A 401, a refused login, a case route naming a case the device is not in (``failures.py``),
+    or a security rejection on a route that needs no session (``routes.ANONYMOUS_ROUTES``)."""
     if code == "rate-limited":
         return False
+    if route in routes.ANONYMOUS_ROUTES and code in AUDITED_REJECTIONS:
+        return True
     return status == 401 or code in {"not-member", "unknown-case"} or route == routes.LOGIN_ROUTE
 
 
@@ -460,15 +466,31 @@ async def prune_audit(app: web.Application) -> int:
     """Delete audit rows older than ``audit_retention_days``, and record that in the audit log.
 
     Only a prefix of rows already sealed into the broker log goes; their leaves
-    stay (hashes, not text).  The ``audit-pruned`` row names the first row kept,
-    so ``audit verify`` tells rows retention removed from rows someone deleted.
+    stay (hashes, not text).  Age is the time in each row's *sealed leaf*, not
+    the row's ``time`` column, which anyone with write access to the database
+    could back-date (``core_log.plan_audit_prune``); a row that differs from its
+    leaf is never deleted, and is logged as damage.  The ``audit-pruned`` row
+    names the first row kept and the cut-off, so ``audit verify`` tells rows
+    retention removed from rows someone deleted.
     """
     days = app[CONFIG].audit_retention_days
     if days <= 0:
         return 0
-    pruned, first_kept = await app[STORE].prune_audit(before_time=app[CLOCK]() - days * DAY_MS)
+    cutoff = app[CLOCK]() - days * DAY_MS
+    store, tree, size = app[STORE], app[BROKER].log.tree, app[BROKER].log.size
+    plan = plan_audit_prune(await store.audit_rows(), tree.leaf, size, before_time=cutoff)
+    if plan.mismatched:
+        log.error(
+            "audit row %d differs from its leaf in the broker log: not pruned; run audit verify",
+            plan.mismatched[0],
+        )
+    if not plan.rows:
+        return 0
+    pruned = await store.prune_audit(plan.rows)
     if pruned:
-        await app[AUDIT]("audit-pruned", f"first_kept={first_kept} rows={pruned} days={days}")
+        await app[AUDIT]("audit-pruned", prune_detail(plan, before_time=cutoff, days=days))
+    else:
+        log.error("audit rows changed while being pruned: none deleted; run audit verify")
     return pruned
 
 

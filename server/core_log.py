@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from caseline.crypto import merkle, tlog
 from caseline.crypto import primitives as P
-from caseline.crypto.caselog import RECEIPT_LABEL
+from caseline.crypto.caselog import DAY_MS, RECEIPT_LABEL
 from caseline.crypto.keys import SigningKey
 from caseline.schemas.errors import CaselineError, IntegrityError
 from caseline.schemas.wire import AuditLeaf, EntryLeaf, LogReceipt, Receipt, Witness, decode_signed
@@ -209,9 +209,69 @@ class AuditReport:
     notes: list[str]
 
 
-#: The event retention writes after deleting old audit rows; its detail starts ``first_kept=N``.
+#: The event retention writes after deleting old audit rows; its detail starts ``first_kept=N`` and
+#: names the cut-off, ``before=T`` (ms): only rows whose *sealed leaf* is older than T were deleted.
 AUDIT_PRUNED = "audit-pruned"
 _FIRST_KEPT = re.compile(r"first_kept=(\d+)(?: |$)")
+_BEFORE = re.compile(r"(?:^| )before=(\d+)(?: |$)")
+_DAYS = re.compile(r"(?:^| )days=(\d+)(?: |$)")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PrunePlan:
+    """Which audit rows retention may delete, decided from the broker log, not the ``time`` column."""
+
+    #: The rows to delete: a prefix, in seq order (empty: nothing to do).
+    rows: list[AuditRow]
+    #: The seq of the first row kept.
+    first_kept: int
+    #: Rows whose stored fields differ from their sealed leaf: an integrity problem, never pruned.
+    mismatched: list[int]
+
+
+def plan_audit_prune(
+    rows: Sequence[AuditRow], leaf_hash: Callable[[int], bytes], size: int, *, before_time: int
+) -> PrunePlan:
+    """The oldest rows whose *sealed leaf* is older than ``before_time``, up to the first that is not.
+
+    The ``time`` column is only a copy: whoever can write the database can set
+    it to 0 and have retention delete recent rows under a genuine
+    ``audit-pruned`` record.  So each candidate row is rebuilt into its
+    ``AuditLeaf`` and compared with the leaf hash the broker's own tree holds
+    at ``leaf_index`` (``leaf_hash``, below the durable ``size``; that tree was
+    checked against the signed checkpoint when loaded).  The cut stops at the
+    first row that is unsealed, differs from its leaf, or is recent; the
+    newest row always stays, since the chain continues from it.
+    """
+    chosen: list[AuditRow] = []
+    mismatched: list[int] = []
+    for row in rows[:-1]:
+        index = row.leaf_index
+        if index is None or not 0 <= index < size:
+            break
+        if leaf_hash(index) != merkle.leaf_hash(audit_leaf(row)):
+            mismatched.append(row.seq)
+            break
+        if row.time >= before_time:
+            break
+        chosen.append(row)
+    first = chosen[-1].seq + 1 if chosen else (rows[0].seq if rows else 0)
+    return PrunePlan(chosen, first, mismatched)
+
+
+def prune_detail(plan: PrunePlan, *, before_time: int, days: int) -> str:
+    """The ``audit-pruned`` row's detail: what went, and the cut-off ``audit verify`` holds it to."""
+    return f"first_kept={plan.first_kept} rows={len(plan.rows)} days={days} before={before_time}"
+
+
+def prune_cutoff(row: AuditRow) -> int | None:
+    """The cut-off an ``audit-pruned`` row vouches for, in ms: its ``before=``, else (rows written
+    before the cut-off was recorded) its own time less its ``days=``, which is no earlier."""
+    match = _BEFORE.search(row.detail)
+    if match is not None:
+        return int(match.group(1))
+    days = _DAYS.search(row.detail)
+    return None if days is None else row.time - int(days.group(1)) * DAY_MS
 
 
 def first_kept(rows: Sequence[AuditRow]) -> int:
@@ -249,7 +309,8 @@ def check_audit_log(
     leaves must give the newest checkpoint's root, and, when agencies have
     listed witnesses, the newest witnessed checkpoint must carry a valid
     cosignature and agree with the stored leaves.  Rows that audit retention
-    deleted (before ``first_kept``) keep their leaves and are not missed.  Rows after the newest
+    deleted (before ``first_kept``, and with a leaf older than the cut-off a sealed
+    ``audit-pruned`` row names) keep their leaves and are not missed.  Rows after the newest
     witnessed checkpoint rest on the broker's own signature only; the report
     says so.  Rows appended after the last group commit have no leaf yet.
     """
@@ -258,7 +319,7 @@ def check_audit_log(
     by_seq = {r.seq: r for r in rows}
     tree = merkle.Tree()
     audit_leaves: dict[int, int] = {}
-    missing: list[tuple[int, int]] = []
+    missing: list[tuple[int, int, int]] = []  # (audit seq, leaf index, the leaf's time)
     sealed: list[AuditRow] = []  # rows equal to their leaf: only these may record a prune
     for index, leaf in enumerate(leaves):
         tree.append(merkle.leaf_hash(leaf))
@@ -267,16 +328,22 @@ def check_audit_log(
             audit_leaves[parsed.audit_seq] = index
             row = by_seq.get(parsed.audit_seq)
             if row is None:
-                missing.append((parsed.audit_seq, index))
+                missing.append((parsed.audit_seq, index, parsed.time))
             elif row.hash != parsed.audit_hash or row.time != parsed.time or row.leaf_index != index:
                 broken.append(f"audit row {parsed.audit_seq} differs from its leaf {index} in the broker log")
             else:
                 sealed.append(row)
     pruned_before = first_kept(sealed)
+    prunes = _prunes(sealed)
     pruned = 0
-    for seq, index in missing:
-        if seq < pruned_before:
+    for seq, index, at in missing:
+        if any(seq < kept and at < cutoff for kept, cutoff in prunes):
             pruned += 1  # deleted by audit retention, as a sealed audit-pruned row records
+        elif seq < pruned_before:
+            broken.append(
+                f"audit row {seq} was deleted although its leaf {index} (time {at}) is not older than"
+                " the cut-off the audit-pruned record names: retention did not delete it"
+            )
         else:
             broken.append(f"audit row {seq} is in the broker log (leaf {index}) but was deleted")
     if pruned:
@@ -332,6 +399,23 @@ def check_audit_log(
             " only the broker's own signature vouches for them"
         )
     return AuditReport(broken, notes)
+
+
+def _prunes(sealed: Sequence[AuditRow]) -> list[tuple[int, int]]:
+    """``(first kept, cut-off)`` of every sealed ``audit-pruned`` row that names both.
+
+    A missing row is excused only by a record that both covers its seq and
+    names a cut-off its sealed leaf's time is below: the leaf's time is vouched
+    for by the signed checkpoint, unlike the row's ``time`` column.
+    """
+    out: list[tuple[int, int]] = []
+    for row in sealed:
+        if row.event != AUDIT_PRUNED:
+            continue
+        match, cutoff = _FIRST_KEPT.match(row.detail), prune_cutoff(row)
+        if match is not None and cutoff is not None:
+            out.append((int(match.group(1)), cutoff))
+    return out
 
 
 def _is_audit_leaf(leaf: bytes) -> bool:

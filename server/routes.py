@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hmac
 import logging
 import secrets
 import time
@@ -447,6 +448,7 @@ async def agency_signed(request: web.Request, cls: type[S]) -> tuple[str, bytes,
     """
     agency_id = AGENCY_ID.check(request.match_info["agency_id"], "agency_id")
     charge_anonymous(request)
+    refuse_failing_source(request)
     row = await request.app[STORE].get_agency(agency_id)
     if row is None:
         raise BrokerNotFound("no such agency")
@@ -470,14 +472,23 @@ async def refresh_agencies(app: web.Application) -> None:
 
 
 async def register_device(request: web.Request) -> web.Response:
-    """Register a device by its agency-signed certificate (a public document)."""
+    """Register a device by its agency-signed certificate (a public document).
+
+    Anyone holding a certificate may send it, so sending the one already stored
+    for that device again changes nothing and writes nothing: otherwise each
+    replay would add an audit row and a broker-log leaf, which are never removed.
+    """
     charge_anonymous(request)
+    refuse_failing_source(request)
     body = await read_body(request)
     core, store = request.app[CORE], request.app[STORE]
     await refresh_agencies(request.app)
     now = request.app[CLOCK]()
     vc = core.trust.verify_cert(body, at=now)
     cert = vc.cert
+    held = await store.get_device(cert.device_id)
+    if held is not None and hmac.compare_digest(held.cert, body):
+        return web.Response(status=204)  # a replay of a public document: no write, no audit row
     await store.put_device(
         DeviceRow(
             device_id=cert.device_id,
@@ -534,6 +545,20 @@ def charge_anonymous(request: web.Request) -> None:
 
 #: The login route: every refusal on it but a rate limit is a failed authentication (``failures.py``).
 LOGIN_ROUTE: Final = "/v1/auth/session"
+#: Routes anyone may call without a session.  A security rejection on one of them (a bad
+#: signature, an unknown agency, a revoked certificate) is a stranger's failure: it is tallied per
+#: source and counts against the source's failure limit, like a failed login, rather than writing
+#: an audit row (and a broker-log leaf, never removed) per request (``app._rejected``).
+ANONYMOUS_ROUTES: Final = frozenset(
+    {
+        "/v1/devices",
+        "/v1/auth/challenge",
+        LOGIN_ROUTE,
+        "/v1/auth/logout",
+        "/v1/agencies/{agency_id}/revocations",
+        "/v1/agencies/{agency_id}/witnesses",
+    }
+)
 
 
 def refuse_failing_source(request: web.Request) -> None:

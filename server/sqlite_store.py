@@ -288,24 +288,23 @@ class SqliteStore:
                 raise _translate(exc) from exc
         return AuditRow(seq=seq, time=time, event=event, detail=detail, prev_hash=prev, hash=digest)
 
-    async def prune_audit(self, *, before_time: int) -> tuple[int, int]:
-        """Delete a prefix of old, sealed audit rows; see ``Store.prune_audit``."""
+    async def prune_audit(self, rows: Sequence[AuditRow]) -> int:
+        """Delete these audit rows, all or none; see ``Store.prune_audit``."""
         async with self._lock:
             try:
                 await self.db.execute("BEGIN IMMEDIATE")
-                last = await (await self.db.execute("SELECT MAX(seq) FROM audit")).fetchone()
-                if last is None or last[0] is None:
-                    await self.db.execute("COMMIT")
-                    return 0, 0
-                keep = await (
-                    await self.db.execute(
-                        "SELECT MIN(seq) FROM audit WHERE time >= ? OR leaf_index IS NULL", (before_time,)
+                deleted = 0
+                for row in rows:
+                    cursor = await self.db.execute(
+                        "DELETE FROM audit WHERE seq = ? AND time = ? AND hash = ? AND leaf_index = ?",
+                        (row.seq, row.time, row.hash, row.leaf_index),
                     )
-                ).fetchone()
-                first_kept = last[0] if keep is None or keep[0] is None else min(keep[0], last[0])
-                cursor = await self.db.execute("DELETE FROM audit WHERE seq < ?", (first_kept,))
+                    deleted += cursor.rowcount
+                if deleted != len(rows):  # a row changed since it was checked against its leaf
+                    await self._rollback()
+                    return 0
                 await self.db.execute("COMMIT")
-                return cursor.rowcount, first_kept
+                return deleted
             except sqlite3.Error as exc:
                 await self._rollback()
                 raise _translate(exc) from exc

@@ -26,6 +26,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from caseline.crypto.auth import AUTH_LABEL, CHALLENGE_TTL_MS, answer_challenge
+from caseline.crypto.caselog import DAY_MS
 from caseline.schemas.api import ChallengeRequest
 from caseline.schemas.wire import AuthChallenge, encode_signed
 from caseline.server import cli
@@ -33,7 +34,7 @@ from caseline.server.app import flush_rejections, prune_audit
 from caseline.server.config import ServerConfig
 from caseline.server.core import Limits
 from caseline.server.failures import MAX_DETAIL, TALLY_SOURCES
-from caseline.server.keys import CONFIG, METRICS, STORE, USED_NONCES
+from caseline.server.keys import AUDIT, CONFIG, METRICS, STORE, USED_NONCES
 from caseline.server.sqlite_store import SqliteStore, audit_hash
 
 from tests.conftest import Deployment
@@ -410,3 +411,203 @@ async def test_the_tally_is_written_at_shutdown(make_deployment: MakeDeployment)
         await store.close()
     assert [r.detail for r in rows] == ["source=127.0.0.1 count=1 reasons=unauthorized:1 routes=/v1/cases"]
     assert rows[0].leaf_index is not None  # sealed into the broker log by the stop
+
+
+# --------------------------------------------------------------------------- review F1: back-dated audit rows
+
+
+def _write_server_key(d: Deployment) -> ServerConfig:
+    """``audit verify`` reads the server key from the data directory, as the CLI would."""
+    config: ServerConfig = d.app[CONFIG]
+    config.key_path.write_bytes(d.server_key.seed)
+    config.key_path.chmod(0o600)
+    return config
+
+
+@pytest.mark.parametrize("rechained", [False, True])
+async def test_back_dated_audit_rows_are_not_pruned_and_audit_verify_catches_them(
+    make_deployment: MakeDeployment, capsys: pytest.CaptureFixture[str], rechained: bool
+) -> None:
+    """Someone with write access to the database sets ``time = 0`` on a prefix of recent, sealed
+    rows, then waits for the broker's own retention: it must delete none of them (age is read
+    from each row's sealed leaf, and these differ from theirs), and ``audit verify`` must fail.
+
+    Fix reverted (prune by the ``time`` column) → the rows are deleted under a genuine
+    ``audit-pruned`` record and ``audit verify`` says "intact" (red)."""
+    d = await make_deployment(audit_retention_days=30)
+    alice = await d.officer("ke-kra", "alice")
+    case_id = await alice.create_case([])
+    await alice.login()
+    await alice.say(case_id)  # a group commit: every row so far is sealed into the broker log
+    store = d.app[STORE]
+    before = await store.audit_rows()
+    sealed = [r.seq for r in before if r.leaf_index is not None]
+    target = max(sealed) - 1  # every sealed row but the newest: minutes old, not 30 days
+    assert target >= 2
+    config = _write_server_key(d)
+    with sqlite3.connect(config.db_path) as db:
+        db.execute("UPDATE audit SET time = 0 WHERE seq <= ?", (target,))
+        if rechained:  # a careful attacker also recomputes the hash chain, so only the leaves differ
+            prev = bytes(32)
+            for seq, at, event, detail in db.execute(
+                "SELECT seq, time, event, detail FROM audit ORDER BY seq"
+            ).fetchall():
+                digest = audit_hash(prev, seq, at, event, detail)
+                db.execute("UPDATE audit SET prev_hash = ?, hash = ? WHERE seq = ?", (prev, digest, seq))
+                prev = digest
+
+    assert await prune_audit(d.app) == 0  # the broker's retention loop
+    after = await store.audit_rows()
+    assert [r.seq for r in after] == [r.seq for r in before]
+    assert not any(r.event == "audit-pruned" for r in after)
+
+    await alice.say(case_id)
+    assert await cli._audit(config) != 0
+    err = capsys.readouterr().err
+    assert "BROKEN" in err and "intact" not in err
+    if rechained:
+        assert "differs from its leaf" in err
+
+
+@pytest.mark.parametrize("recorded", ["cut-off", "days only"])
+async def test_audit_verify_excuses_only_rows_whose_sealed_leaf_is_older_than_the_cut_off(
+    make_deployment: MakeDeployment, capsys: pytest.CaptureFixture[str], recorded: str
+) -> None:
+    """A sealed ``audit-pruned`` row excuses a missing row only if that row's sealed leaf is older
+    than the cut-off the record names (``before=``; for records written before it was named,
+    the record's own time less its ``days=``).  Here recent rows were deleted under a genuine,
+    sealed record, as a retention fooled by a back-dated ``time`` column would have done:
+    ``audit verify`` fails.
+
+    Fix reverted (excuse every row before ``first_kept``) → "intact" (red)."""
+    d = await make_deployment(audit_retention_days=30)
+    alice = await d.officer("ke-kra", "alice")
+    case_id = await alice.create_case([])
+    await alice.login()
+    await alice.say(case_id)
+    store = d.app[STORE]
+    rows = await store.audit_rows()
+    recent = [r for r in rows if r.leaf_index is not None][:-1]
+    assert len(recent) >= 2
+    assert await store.prune_audit(recent) == len(recent)  # the store deletes what it is told
+    first = recent[-1].seq + 1
+    cutoff = d.world.now - 30 * DAY_MS
+    detail = f"first_kept={first} rows={len(recent)} days=30"
+    await d.app[AUDIT]("audit-pruned", detail + (f" before={cutoff}" if recorded == "cut-off" else ""))
+    await alice.say(case_id)  # seal the record: a sealed record is a genuine one
+
+    config = _write_server_key(d)
+    assert await cli._audit(config) != 0
+    err = capsys.readouterr().err
+    assert "not older than the cut-off" in err
+
+
+# --------------------------------------------------------------------------- review F2: anonymous audit flood
+
+#: Requests each anonymous attack sends from its one source: below the anonymous burst (100), so
+#: only the defences under test can refuse them.
+ANON_FLOOD = 60
+#: The failure limit the F2 tests set: small, so the 429s start early in the flood.
+ANON_FAILURE_LIMIT = 10
+
+
+async def _log_size(d: Deployment) -> tuple[int, int]:
+    """Audit rows and broker-log leaves, each written for ever: what an anonymous flood could grow."""
+    rows = len(await d.app[STORE].audit_rows())
+    checkpoint = await d.app[STORE].latest_checkpoint()
+    return rows, 0 if checkpoint is None else checkpoint[0]
+
+
+async def test_replaying_a_stored_device_certificate_writes_nothing(make_deployment: MakeDeployment) -> None:
+    """Anyone holding a device's public certificate re-registers it ``ANON_FLOOD`` times: each is
+    a 204, and no audit row, no broker-log leaf is added.
+
+    Fix reverted (every registration written and audited) → one row and one leaf each (red)."""
+    d = await make_deployment()
+    alice = await d.officer("ke-kra", "alice")
+    case_id = await alice.create_case([])
+    await alice.say(case_id)  # seal every row so far: any later leaf would be the flood's
+    before = await _log_size(d)
+    async with source_session(d, 68) as session:
+        for _ in range(ANON_FLOOD):
+            async with session.post("/v1/devices", data=alice.device.cert, headers=MSGPACK) as r:
+                assert r.status == 204, await r.text()
+    await alice.say(case_id)  # a group commit: would seal any row the replays had added
+    rows, leaves = await _log_size(d)
+    assert rows == before[0]
+    assert leaves == before[1] + 1  # the one update just posted, nothing else
+    # The device's registration and session are untouched.
+    r = await d.client.get("/v1/cases", headers=alice.headers())
+    assert r.status == 200
+
+
+async def test_anonymous_rejections_are_tallied_per_source_and_limited(
+    make_deployment: MakeDeployment,
+) -> None:
+    """One source sends device certificates with a bad signature and root-signed revocation lists
+    with a bad signature, ``ANON_FLOOD`` in all: past ``auth_failures_per_window`` it gets 429
+    with Retry-After; no audit row is written per rejection, and the flush writes one row naming
+    the source and its count.  An honest device from another source registers and logs in
+    within the bound meanwhile.
+
+    Fix reverted (these codes audited one row each, not counted as failures) → ``ANON_FLOOD``
+    rows and no 429 (red).  Defences off by configuration: ``audit_flush_interval=0`` → a row
+    per rejection; ``auth_failures_per_window=0`` → no 429."""
+    d = await make_deployment(limits=Limits(auth_failures_per_window=ANON_FAILURE_LIMIT))
+    alice = await d.officer("ke-kra", "alice")
+    mallory = await d.officer("ke-kra", "mallory")
+    bad_cert = bytearray(mallory.device.cert)
+    bad_cert[-1] ^= 1
+    bad_crl = bytearray(d.world.revoke(mallory.device, at=d.world.now + DAY_MS))
+    bad_crl[-1] ^= 1
+    rows_before = len(await d.app[STORE].audit_rows())
+    statuses: dict[int, int] = {}
+    retry_after: set[str] = set()
+    async with source_session(d, 69) as session:
+        for i in range(ANON_FLOOD):
+            if i % 2:
+                sent = session.put("/v1/agencies/ke-kra/revocations", data=bytes(bad_crl), headers=MSGPACK)
+            else:
+                sent = session.post("/v1/devices", data=bytes(bad_cert), headers=MSGPACK)
+            async with sent as r:
+                await r.read()
+                statuses[r.status] = statuses.get(r.status, 0) + 1
+                if r.status == 429:
+                    retry_after.add(r.headers.get("Retry-After", ""))
+            if i == ANON_FLOOD // 2:  # mid-flood, from another source: the honest device is served
+                r = await timed(d.client.post("/v1/devices", data=alice.device.cert, headers=MSGPACK))
+                assert r.status == 204, await r.text()
+                await asyncio.wait_for(alice.login(), timeout=HONEST_BOUND_S)
+    assert statuses.get(429) == ANON_FLOOD - ANON_FAILURE_LIMIT, statuses
+    assert "" not in retry_after and all(int(v) >= 1 for v in retry_after)
+    assert rejections(d, "bad-signature") == ANON_FAILURE_LIMIT
+    added = [r for r in (await d.app[STORE].audit_rows())[rows_before:] if r.event == "rejected"]
+    assert added == [], added
+    await flush_rejections(d.app)
+    rows = [r for r in await d.app[STORE].audit_rows() if r.event == "rejected"]
+    assert len(rows) == 1, rows
+    assert rows[0].detail.startswith(
+        f"source=127.0.0.69 count={ANON_FLOOD} reasons=bad-signature:{ANON_FAILURE_LIMIT},"
+        f"blocked:{ANON_FLOOD - ANON_FAILURE_LIMIT}"
+    ), rows[0].detail
+
+
+async def test_audit_rows_changed_after_the_check_are_not_pruned(make_deployment: MakeDeployment) -> None:
+    """The store deletes the rows retention chose only if each still has the time, hash and leaf
+    it was checked with, all or none: a row back-dated between the check and the delete (or any
+    other change) makes the whole prune a no-op.
+
+    Fix reverted (delete ``seq < first_kept``) → the rows go (red)."""
+    d = await make_deployment(audit_retention_days=30)
+    alice = await d.officer("ke-kra", "alice")
+    case_id = await alice.create_case([])
+    await alice.say(case_id)
+    store = d.app[STORE]
+    rows = await store.audit_rows()
+    chosen = [r for r in rows if r.leaf_index is not None][:-1]
+    assert len(chosen) >= 2
+    config: ServerConfig = d.app[CONFIG]
+    with sqlite3.connect(config.db_path) as db:
+        db.execute("UPDATE audit SET time = time + 1 WHERE seq = ?", (chosen[-1].seq,))
+    assert await store.prune_audit(chosen) == 0
+    assert [r.seq for r in await store.audit_rows()] == [r.seq for r in rows]
