@@ -448,7 +448,9 @@ async def agency_signed(request: web.Request, cls: type[S]) -> tuple[str, bytes,
     """
     agency_id = AGENCY_ID.check(request.match_info["agency_id"], "agency_id")
     charge_anonymous(request)
-    refuse_failing_source(request)
+    # Not refused for its source's failed authentications: a revocation must never wait on a
+    # stranger's junk from the same address.  A forged list still costs one signature check,
+    # within the anonymous rate limit, and is tallied with the source's failures.
     row = await request.app[STORE].get_agency(agency_id)
     if row is None:
         raise BrokerNotFound("no such agency")
