@@ -93,7 +93,7 @@ from bench.chaos import setup
 from bench.coldstart import enrol_device, publish_crls, wall_ms
 from bench.core import RESULTS, machine
 from bench.peers.common import latency_summary, loadavg
-from tests.support.process import free_port
+from tests.support.process import end_process, free_port
 from tests.support.world import World
 
 #: The honest device posts one note per this period (20 updates/s)...
@@ -207,13 +207,8 @@ class Served:
         return self.log.stat().st_size
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            end_process(self.proc)
 
 
 # ------------------------------------------------------------------ the honest device

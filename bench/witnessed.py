@@ -80,6 +80,7 @@ from bench.peers.common import (
     latency_summary,
     loadavg,
 )
+from tests.support.process import end_process
 
 RATE: Final = 1000  # updates/s offered in the witnessed run
 SECONDS: Final = SATURATE_SECONDS  # of load in each run here
@@ -131,13 +132,7 @@ class WitnessProcess:
         return self.proc.pid
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        end_process(self.proc)
         self.log.close()
 
 

@@ -39,6 +39,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def end_process(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a child: SIGTERM, then SIGKILL if it has not exited within 10 s (benches' brokers)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def cli(data_dir: Path, *args: str) -> str:
     """Run one ``caseline-server`` operator command, as the operator would."""
     out = subprocess.run(
