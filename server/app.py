@@ -45,6 +45,7 @@ from caseline.server.keys import (
     FLIGHT_TICKET,
     HUB,
     IN_FLIGHT,
+    IN_FLIGHT_LOGINS,
     IN_FLIGHT_SESSIONS,
     METRICS,
     NONCE_KEY,
@@ -179,8 +180,11 @@ async def in_flight_middleware(
     Requests that present a session the broker holds count in a pool of their
     own, so no flood of anonymous requests from many sources can fill the
     global limit against members (only a held session's token gets in there).
+    Logins, whose bodies are at most ``routes.LOGIN_BODY_BYTES``, have a pool
+    bounded per source only: a slow login body holds a connection and at most
+    a kilobyte, and the body pace cuts it.
     """
-    admission = request.app[IN_FLIGHT_SESSIONS if routes.holds_session(request) else IN_FLIGHT]
+    admission = request.app[_pool(request)]
     source = routes.source(request)
     refused = admission.admit(source)
     if refused is not None:
@@ -196,6 +200,15 @@ async def in_flight_middleware(
         return await handler(request)
     finally:
         ticket.release()
+
+
+def _pool(request: web.Request) -> web.AppKey[Admission]:
+    if routes.holds_session(request):
+        return IN_FLIGHT_SESSIONS
+    resource = request.match_info.route.resource
+    if resource is not None and resource.canonical in routes.LOGIN_ROUTES:
+        return IN_FLIGHT_LOGINS
+    return IN_FLIGHT
 
 
 def create_app(
@@ -214,6 +227,7 @@ def create_app(
     per_source, total = config.limits.requests_in_flight_per_source, config.limits.requests_in_flight
     for pool in (IN_FLIGHT, IN_FLIGHT_SESSIONS):
         app[pool] = Admission(per_source=per_source, total=total)
+    app[IN_FLIGHT_LOGINS] = Admission(per_source=per_source, total=0)
     app[CLOCK] = clock
     app[SERVER_KEY] = server_key
     app[METRICS] = Metrics()
@@ -227,7 +241,8 @@ def create_app(
         limit=config.limits.auth_failures_per_window, window=config.limits.auth_failure_window
     )
     app[REJECTIONS] = RejectionTally()
-    app[METRICS].requests_in_flight.set_function(lambda: app[IN_FLIGHT].open + app[IN_FLIGHT_SESSIONS].open)
+    pools = (IN_FLIGHT, IN_FLIGHT_SESSIONS, IN_FLIGHT_LOGINS)
+    app[METRICS].requests_in_flight.set_function(lambda: sum(app[pool].open for pool in pools))
     app[SESSIONS] = {}
     the_store = store if store is not None else SqliteStore(config.db_path, max_bytes=config.db_max_bytes)
     app[STORE] = the_store

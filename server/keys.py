@@ -62,5 +62,7 @@ IN_FLIGHT: Final = web.AppKey("in_flight", Admission)
 #: The same for requests presenting a session the broker holds: a pool of their own, so that
 #: anonymous floods (slow bodies, logins, guessed tokens) cannot take every slot from members.
 IN_FLIGHT_SESSIONS: Final = web.AppKey("in_flight_sessions", Admission)
+#: And for logins, whose bodies are small: held to the per-source limit only (``routes.LOGIN_ROUTES``).
+IN_FLIGHT_LOGINS: Final = web.AppKey("in_flight_logins", Admission)
 #: A request's place in ``IN_FLIGHT``: a WebSocket gives it back once upgraded (it is a connection then).
 FLIGHT_TICKET: Final = web.RequestKey("flight_ticket", Ticket)

@@ -136,16 +136,17 @@ def reply(body: bytes, status: int = 200) -> web.Response:
     return web.Response(body=body, status=status, content_type=MSGPACK)
 
 
-async def read_body(request: web.Request) -> bytes:
+async def read_body(request: web.Request, *, limit: int | None = None) -> bytes:
     """Read a msgpack body, counting bytes ourselves (streamed bodies included), at a minimum pace.
 
     A body that trickles in (or a chunk size it never fills) is cut with 408
     and its connection closed, by the rules of ``body_pace.BodyPace``: it
     would otherwise hold a connection and a request slot for as long as the
-    sender likes.
+    sender likes.  ``limit`` lowers ``max_body_bytes`` for a route whose body
+    is small by its nature (a login's).
     """
     limits = request.app[CONFIG].limits
-    limit = limits.max_body_bytes
+    limit = limits.max_body_bytes if limit is None else min(limit, limits.max_body_bytes)
     if request.content_type != MSGPACK:
         raise web.HTTPUnsupportedMediaType(reason=f"send {MSGPACK}")
     declared = request.content_length
@@ -547,6 +548,12 @@ def charge_anonymous(request: web.Request) -> None:
 
 #: The login route: every refusal on it but a rate limit is a failed authentication (``failures.py``).
 LOGIN_ROUTE: Final = "/v1/auth/session"
+#: The two steps of a login.  Their bodies are small (``LOGIN_BODY_BYTES``), so they have an
+#: in-flight pool of their own with no global bound (``app.in_flight_middleware``): slow bodies
+#: from many addresses on other routes cannot stop a device from logging in.
+LOGIN_ROUTES: Final = frozenset({"/v1/auth/challenge", LOGIN_ROUTE})
+#: The most bytes a login's body may have: a challenge request, or a signed challenge (512).
+LOGIN_BODY_BYTES: Final = 1024
 #: Routes anyone may call without a session.  A security rejection on one of them (a bad
 #: signature, an unknown agency, a revoked certificate) is a stranger's failure: it is tallied per
 #: source and counts against the source's failure limit, like a failed login, rather than writing
@@ -583,7 +590,7 @@ async def auth_challenge(request: web.Request) -> web.Response:
     """A challenge costs the broker no memory: its nonce authenticates itself (``crypto/auth.py``)."""
     charge_anonymous(request)
     refuse_failing_source(request)
-    req = ChallengeRequest.decode(await read_body(request))
+    req = ChallengeRequest.decode(await read_body(request, limit=LOGIN_BODY_BYTES))
     if await request.app[STORE].get_device(req.device_id) is None:
         raise BrokerNotFound("device is not registered")
     challenge = make_challenge(
@@ -605,7 +612,7 @@ async def auth_session(request: web.Request) -> web.Response:
     """
     charge_anonymous(request)
     refuse_failing_source(request)
-    body = await read_body(request)
+    body = await read_body(request, limit=LOGIN_BODY_BYTES)
     app = request.app
     metrics = app[METRICS]
     now = app[CLOCK]()

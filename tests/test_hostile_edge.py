@@ -448,10 +448,11 @@ async def test_requests_in_flight_past_the_global_limit_get_503(make_edge: EdgeF
 async def test_anonymous_requests_filling_the_global_limit_leave_members_served(
     make_edge: EdgeFactory,
 ) -> None:
-    """Slow anonymous bodies from many sources take every anonymous slot, not a member's.
+    """Slow anonymous bodies from many sources take every anonymous slot, not a member's nor a login's.
 
     Requests that present a session the broker holds count in a pool of their
-    own: the member is answered while a new anonymous request gets 503.
+    own, and so do logins (small bodies, bounded per source only): the member
+    is answered and a device logs in while a new anonymous request gets 503.
     """
     edge = await make_edge(
         limits={"requests_in_flight_per_source": 0, "requests_in_flight": 4, "body_grace": 30.0}
@@ -463,6 +464,7 @@ async def test_anonymous_requests_filling_the_global_limit_leave_members_served(
         try:
             r = await asyncio.wait_for(session.get("/v1/cases", headers=officer.headers()), timeout=PROMPT)
             assert r.status == 200, await r.text()
+            await asyncio.wait_for(officer.login(), timeout=PROMPT)  # challenge and session: served
             r = await asyncio.wait_for(session.get("/v1/cases"), timeout=PROMPT)
             assert r.status == 503
         finally:
