@@ -118,7 +118,7 @@ async def problem_middleware(
 ) -> web.StreamResponse:
     """Map every failure to problem+json; count rejections by reason."""
     metrics = request.app[METRICS]
-    route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+    route = routes.route_name(request)
     start = time.perf_counter()
     try:
         response = await handler(request)
@@ -205,8 +205,7 @@ async def in_flight_middleware(
 def _pool(request: web.Request) -> web.AppKey[Admission]:
     if routes.holds_session(request):
         return IN_FLIGHT_SESSIONS
-    resource = request.match_info.route.resource
-    if resource is not None and resource.canonical in routes.LOGIN_ROUTES:
+    if routes.route_name(request) in routes.LOGIN_ROUTES:
         return IN_FLIGHT_LOGINS
     return IN_FLIGHT
 

@@ -196,16 +196,25 @@ async def authenticate(request: web.Request) -> bytes:
     return session.device_id
 
 
+def bearer_digest(request: web.Request) -> bytes | None:
+    """The hash of the session token a request presents, or None if it presents none worth a look.
+
+    Tokens are base64url; a header that was not even UTF-8 reaches us with surrogates.
+    """
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token or len(token) > 64 or not token.isascii():
+        return None
+    return token_hash(token)
+
+
 def holds_session(request: web.Request) -> bool:
     """Whether the request presents a session token the broker holds in memory (a dict lookup).
 
     Only a sorting hint for the in-flight limits: ``session_of`` still checks
     the session's expiry and its device's revocation.
     """
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token or len(token) > 64 or not token.isascii():
-        return False
-    return token_hash(token) in request.app[SESSIONS]
+    digest = bearer_digest(request)
+    return digest is not None and digest in request.app[SESSIONS]
 
 
 async def session_of(request: web.Request) -> tuple[SessionRow, DeviceCert]:
@@ -215,15 +224,12 @@ async def session_of(request: web.Request) -> tuple[SessionRow, DeviceCert]:
     never refused for its source's failures; anything else from a source past
     its failure limit is refused with 429 before the database is asked.
     """
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    # Tokens are base64url; a header that was not even UTF-8 reaches us with surrogates.
-    if scheme.lower() != "bearer" or not token or len(token) > 64 or not token.isascii():
+    digest = bearer_digest(request)
+    if digest is None:
         refuse_failing_source(request)
         raise web.HTTPUnauthorized(
             reason="a session token is required", headers={"WWW-Authenticate": "Bearer"}
         )
-    digest = token_hash(token)
     sessions = request.app[SESSIONS]
     cached = sessions.get(digest)
     if cached is None:
@@ -577,11 +583,12 @@ def refuse_failing_source(request: web.Request) -> None:
     wait = app[AUTH_FAILURES].blocked(src, now=time.monotonic())
     if wait > 0:
         if app[CONFIG].audit_flush_interval > 0:
-            app[REJECTIONS].add(src, "blocked", _route(request))
+            app[REJECTIONS].add(src, "blocked", route_name(request))
         raise BrokerRateLimited("too many failed authentications from this source", retry_after=wait)
 
 
-def _route(request: web.Request) -> str:
+def route_name(request: web.Request) -> str:
+    """The route's pattern (``/v1/cases/{case_id}/entries``): what metrics and audit rows name."""
     resource = request.match_info.route.resource
     return resource.canonical if resource is not None else "unmatched"
 
