@@ -125,7 +125,7 @@ def seal_update(
     try:
         check_content(content_type, content)
     except ContentError as exc:
-        raise InvalidContentError(str(exc)) from None
+        raise InvalidContentError(str(exc), fix=exc.fix) from None
     record = UpdateRecord(
         case_id=state.case_id,
         epoch=state.epoch,

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 import fastjsonschema
+from caseline.schemas import iso6346
 from caseline.schemas.errors import ContentError
 
 CONTENT_TYPES: Final = frozenset({"note", "seizure", "alert", "request", "reply", "status", "ack"})
@@ -158,10 +159,37 @@ def validate_content(content_type: str, data: bytes) -> dict[str, Any]:
     obj = decode_json(data)
     try:
         validator(obj)
-    except fastjsonschema.JsonSchemaValueException as exc:
-        where = "/".join(str(p) for p in exc.path[1:]) or "(top level)"
-        raise ContentError(f"{content_type} content is invalid at {where}: {exc.rule} check failed") from None
+    except fastjsonschema.JsonSchemaValueException:
+        from caseline.schemas.explain import explain  # noqa: PLC0415 - only once a document failed
+
+        message, fix = explain(content_type, obj)
+        raise ContentError(message, fix=fix) from None
+    if b'"container"' in data:
+        _check_containers(obj, [])
     return obj
+
+
+def _check_containers(node: Any, path: list[str | int]) -> None:
+    """Content rule: every ``container`` (a conveyance's ISO 6346 number) carries its right check digit.
+
+    The schemas hold the format; the check digit is a rule JSON Schema cannot
+    state, so every client applies it after the schema (PROTOCOL.md, content).
+    A schema-valid document holds ``container`` only in conveyance objects.
+    """
+    if isinstance(node, list):
+        for index, item in enumerate(node):
+            _check_containers(item, [*path, index])
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if key == "container" and isinstance(value, str) and not iso6346.valid(value):
+                from caseline.schemas.explain import field_name  # noqa: PLC0415 - only on a failure
+
+                field = field_name([*path, key])
+                raise ContentError(
+                    f"the check digit of {field} is wrong (expected {iso6346.check_digit(value)})",
+                    fix="check the number on the container; its last digit follows from the first ten",
+                )
+            _check_containers(value, [*path, key])
 
 
 def encode_content(content_type: str, obj: Mapping[str, Any]) -> bytes:
