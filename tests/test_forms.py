@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import string
 import subprocess
 import sys
 from typing import Any
@@ -30,41 +31,8 @@ TYPES = sorted(content_schemas.CONTENT_TYPES)
 
 # --------------------------------------------------------------------------- ISO 6346
 
-#: The letter values ISO 6346 tabulates (A = 10, the multiples of 11 skipped), written out by hand.
-LETTERS = dict(
-    zip(
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZ",
-        [
-            10,
-            12,
-            13,
-            14,
-            15,
-            16,
-            17,
-            18,
-            19,
-            20,
-            21,
-            23,
-            24,
-            25,
-            26,
-            27,
-            28,
-            29,
-            30,
-            31,
-            32,
-            34,
-            35,
-            36,
-            37,
-            38,
-        ],
-        strict=True,
-    )
-)
+#: The letter values ISO 6346 tabulates: A = 10, B = 12 … K = 21, L = 23 … U = 32, V = 34 … Z = 38.
+LETTERS = dict(zip(string.ascii_uppercase, [10, *range(12, 22), *range(23, 33), *range(34, 39)], strict=True))
 
 
 def reference_check_digit(number: str) -> int:
@@ -81,6 +49,12 @@ def test_published_and_fixture_numbers_check(number: str) -> None:
     """CSQU3054383 is the standard's worked example (BIC); the others are the fixtures we use."""
     assert iso6346.valid(number)
     assert reference_check_digit(number) == int(number[10])
+
+
+def test_protocol_md_works_its_example() -> None:
+    """PROTOCOL.md §6.1 shows the sum for CSQU3054383; it must be the one the rule gives."""
+    total = sum((LETTERS[c] if c.isalpha() else int(c)) * 2**i for i, c in enumerate("CSQU305438"))
+    assert total == 6185 and total % 11 == 3
 
 
 @pytest.mark.parametrize(
@@ -226,9 +200,8 @@ def test_messages_never_carry_the_contents_values(content_type: str, doc: dict[s
 def test_the_senders_error_carries_the_fix_as_its_hint() -> None:
     error = refusal("note", {"markings": {"handling": "H3", "tlp": "RED"}, "lang": "en", "text": "x"})
     sent = InvalidContentError(str(error), fix=error.fix)
-    assert sent.hint.startswith("add --field markings.restrictions=") and sent.hint.endswith(
-        "nothing was sent"
-    )
+    assert sent.hint.startswith("add --field markings.restrictions=")
+    assert sent.hint.endswith("nothing was sent")
     assert InvalidContentError("x").hint == InvalidContentError.hint  # no fix: the class's advice
     assert ContentError.hint == error.hint  # a received update's error keeps the receiver's advice
 
