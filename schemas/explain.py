@@ -128,8 +128,8 @@ def _child(schema: Mapping[str, Any], schema_path: list[Any], name: str) -> Mapp
         node = node[part]
         if isinstance(node, Mapping) and ("properties" in node or "allOf" in node) and part != "then":
             owner = node
-    merged: Mapping[str, Any] = forms._merged(owner)["properties"]
-    return merged.get(name, {})  # type: ignore[no-any-return]
+    properties: Mapping[str, Any] = forms.flattened(owner)["properties"]
+    return properties.get(name, {})  # type: ignore[no-any-return]
 
 
 def _field_flag(field: str, node: Mapping[str, Any]) -> str:

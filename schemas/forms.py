@@ -112,13 +112,13 @@ def condition_words(condition: Schema, prefix: str = "") -> str:
     return " and ".join(parts)
 
 
-def _merged(node: Schema) -> Schema:
+def flattened(node: Schema) -> Schema:
     """An object node with its ``allOf`` parts' properties and requirements folded in."""
     props: dict[str, Any] = dict(node.get("properties", {}))
     required = list(node.get("required", []))
     rules = [node] if "if" in node else []
     for part in node.get("allOf", []):
-        inner = _merged(part)
+        inner = flattened(part)
         props |= inner["properties"]
         required += inner["required"]
         rules += inner["rules"]
@@ -185,7 +185,7 @@ def example_value(node: Schema) -> Any:
 
 def example_document_of(node: Schema) -> dict[str, Any]:
     """The smallest object ``node`` accepts, filling in conditional requirements as they arise."""
-    merged = _merged(node)
+    merged = flattened(node)
     props = dict(merged["properties"])
     doc = {name: example_value(props[name]) for name in merged["required"]}
     for _ in range(len(merged["rules"]) + 1):  # each rule can add fields only once
@@ -259,7 +259,7 @@ def describe(content_type: str) -> Form:
 
 
 def _fields(node: Schema, *, prefix: str, required: bool, applies_when: str) -> Iterator[Field]:
-    merged = _merged(node)
+    merged = flattened(node)
     props: dict[str, Any] = merged["properties"]
     when_required: dict[str, list[str]] = {}
     variants: list[tuple[str, str, Schema]] = []
@@ -290,7 +290,7 @@ def _both(first: str, second: str) -> str:
 def _leaf_or_object(
     node: Schema, path: str, required: bool, required_when: str, applies_when: str
 ) -> Iterator[Field]:
-    merged = _merged(node)
+    merged = flattened(node)
     if merged["properties"]:
         yield from _fields(node, prefix=path + ".", required=required, applies_when=applies_when)
         return
@@ -305,5 +305,5 @@ def _leaf_or_object(
         example=example_value(node),
     )
     items = node.get("items", {})
-    if node.get("type") == "array" and _merged(items)["properties"]:
+    if node.get("type") == "array" and flattened(items)["properties"]:
         yield from _fields(items, prefix=path + "[].", required=True, applies_when=applies_when)
