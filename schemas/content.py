@@ -151,8 +151,14 @@ def _check_tree(obj: Any) -> None:
             stack.extend((child, depth + 1) for child in children)
 
 
-def validate_content(content_type: str, data: bytes) -> dict[str, Any]:
-    """Decode and validate one content document of ``content_type``; return the object."""
+def validate_content(content_type: str, data: bytes, *, sending: bool = False) -> dict[str, Any]:
+    """Decode and validate one content document of ``content_type``; return the object.
+
+    ``sending`` adds the content rules a sender must apply and a receiver must
+    not (PROTOCOL.md §6.1): a mistyped container number is refused at the
+    keyboard, but an update already in a case's log is not, or one typo (or a
+    history written before the rule) would stop the whole case for everyone.
+    """
     if content_type not in CONTENT_TYPES:
         raise ContentError("unknown content type")
     validator = _validator(content_type)
@@ -164,7 +170,7 @@ def validate_content(content_type: str, data: bytes) -> dict[str, Any]:
 
         message, fix = explain(content_type, obj)
         raise ContentError(message, fix=fix) from None
-    if b'"container"' in data:
+    if sending and b'"container"' in data:
         _check_containers(obj, [])
     return obj
 
@@ -173,7 +179,7 @@ def _check_containers(node: Any, path: list[str | int]) -> None:
     """Content rule: every ``container`` (a conveyance's ISO 6346 number) carries its right check digit.
 
     The schemas hold the format; the check digit is a rule JSON Schema cannot
-    state, so every client applies it after the schema (PROTOCOL.md, content).
+    state, so every sender applies it after the schema (PROTOCOL.md §6.1).
     A schema-valid document holds ``container`` only in conveyance objects.
     """
     if isinstance(node, list):
@@ -201,7 +207,7 @@ def encode_content(content_type: str, obj: Mapping[str, Any]) -> bytes:
     encoded = data.encode("utf-8", errors="strict") if _encodable(data) else b""
     if not encoded:
         raise ContentError("content holds a lone surrogate")
-    validate_content(content_type, encoded)
+    validate_content(content_type, encoded, sending=True)
     return encoded
 
 

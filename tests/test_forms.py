@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from caseline.client.forms_cmd import FILLED_IN, example_command, example_fields
+from caseline.crypto.updates import check_content
 from caseline.schemas import content as content_schemas
 from caseline.schemas import forms, iso6346
 from caseline.schemas.errors import EXIT_OK, EXIT_USAGE, ContentError, InvalidContentError
@@ -90,7 +91,7 @@ SEIZURE: dict[str, Any] = {
 
 def refusal(content_type: str, doc: dict[str, Any]) -> ContentError:
     with pytest.raises(ContentError) as caught:
-        content_schemas.validate_content(content_type, json.dumps(doc).encode())
+        content_schemas.validate_content(content_type, json.dumps(doc).encode(), sending=True)
     return caught.value
 
 
@@ -169,7 +170,17 @@ def test_a_container_number_with_a_wrong_check_digit_is_refused_without_echoing_
     }
     assert str(refusal("alert", alert)) == "the check digit of subject.container is wrong (expected 3)"
     ok = {**SEIZURE, "conveyance": {"mode": "sea", "container": "MSKU1234565"}}
-    content_schemas.validate_content("seizure", json.dumps(ok).encode())
+    content_schemas.validate_content("seizure", json.dumps(ok).encode(), sending=True)
+
+
+def test_the_check_digit_binds_senders_only() -> None:
+    """An opened update with a wrong digit still opens: refusing it would stop the case's log."""
+    typo = json.dumps({**SEIZURE, "conveyance": {"mode": "sea", "container": "MSKU1234566"}}).encode()
+    check_content("seizure", typo)  # what open_update runs
+    with pytest.raises(ContentError, match="check digit"):
+        check_content("seizure", typo, sending=True)  # what seal_update runs
+    with pytest.raises(ContentError, match="check digit"):
+        content_schemas.encode_content("seizure", json.loads(typo))  # what the client's post runs
 
 
 SECRET = "Wanjiru-secret-7731"
@@ -369,6 +380,11 @@ async def test_the_cli_says_what_to_fix(net: Network) -> None:
     code, _, err = await cli(home, *post, "--field", "colour=red")
     assert code == EXIT_USAGE, err
     assert "unknown field 'colour' for a note" in err and "allowed here:" in err
+    container = ("--field", "conveyance.mode=sea", "--field", "conveyance.container=MSKU1234566")
+    seizure = ("--profile", profile, "post", case_id.hex(), "--type", "seizure", *example_fields("seizure"))
+    code, _, err = await cli(home, *seizure, *container)
+    assert code == EXIT_USAGE, err
+    assert "the check digit of conveyance.container is wrong (expected 5)" in err and "MSKU" not in err
 
 
 JUNK = st.recursive(
