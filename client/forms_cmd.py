@@ -86,18 +86,14 @@ json_option = click.option(
 )
 
 
-@click.group(invoke_without_command=True)
+@click.group(
+    invoke_without_command=True,
+    epilog="\b\nExamples:\n  caseline forms\n  caseline forms show seizure\n  caseline forms --json",
+)
 @json_option
 @click.pass_context
 def forms(ctx: click.Context, as_json: bool) -> None:
-    """List the content types a case update can have, with their required fields.
-
-    \b
-    Examples:
-      caseline forms
-      caseline forms show seizure
-      caseline forms show alert --json
-    """
+    """List the content types a case update can have, with their required fields."""
     if ctx.invoked_subcommand is not None:
         return
     summaries = schema_forms.forms()
@@ -128,7 +124,11 @@ def forms(ctx: click.Context, as_json: bool) -> None:
     )
 
 
-@forms.command("show")
+@forms.command(
+    "show",
+    short_help="Each field of TYPE, and a caseline post line that posts as printed.",
+    epilog="\b\nExamples:\n  caseline forms show seizure\n  caseline forms show note --json",
+)
 @click.argument("content_type", metavar="TYPE", type=click.Choice(sorted(content_schemas.CONTENT_TYPES)))
 @json_option
 @click.pass_context
@@ -136,11 +136,6 @@ def show(ctx: click.Context, content_type: str, as_json: bool) -> None:
     """Show each field of TYPE: its type, whether it is required, allowed values and an example.
 
     Ends with a complete `caseline post` command line that posts as printed.
-
-    \b
-    Examples:
-      caseline forms show seizure
-      caseline forms show note --json
     """
     form = schema_forms.describe(content_type)
     command = example_command(content_type)

@@ -442,3 +442,12 @@ def test_any_broken_document_is_explained_in_words_without_its_values(
         words = [str(error), error.fix or ""]
     assert not any("ZZsecret" in w or "check failed" in w for w in words)
     assert not words or words[1]  # a refusal always says what to do
+
+
+@pytest.mark.parametrize("args", [(), ("show",)])
+def test_help_ends_with_examples(args: tuple[str, ...]) -> None:
+    done = forms_cli(*args, "--help")
+    assert done.returncode == EXIT_OK
+    tail = done.stdout.rstrip().splitlines()
+    assert "Examples:" in done.stdout and tail[-1].strip().startswith("caseline forms")
+    assert "--json  Print JSON" in done.stdout
