@@ -94,7 +94,7 @@ class Outbox:
             try:
                 data = content_schemas.encode_content(content_type, content)
             except ContentError as exc:
-                raise InvalidContentError(str(exc)) from None
+                raise InvalidContentError(str(exc), fix=exc.fix) from None
         else:
             data = content
         async with self._posting():

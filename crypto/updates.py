@@ -85,11 +85,11 @@ class OpenedUpdate:
     envelope: Envelope
 
 
-def check_content(content_type: str, content: bytes) -> None:
-    """Content must validate against its schema before sealing and after opening."""
+def check_content(content_type: str, content: bytes, *, sending: bool = False) -> None:
+    """Content must validate against its schema before sealing and after opening (and the sender's rules)."""
     if content_type in SYSTEM_CONTENT_TYPES:
         return
-    content_schemas.validate_content(content_type, content)
+    content_schemas.validate_content(content_type, content, sending=sending)
 
 
 def seal_update(
@@ -123,9 +123,9 @@ def seal_update(
     except NotAllowedError as exc:
         raise NotPermittedError(str(exc)) from None
     try:
-        check_content(content_type, content)
+        check_content(content_type, content, sending=True)
     except ContentError as exc:
-        raise InvalidContentError(str(exc)) from None
+        raise InvalidContentError(str(exc), fix=exc.fix) from None
     record = UpdateRecord(
         case_id=state.case_id,
         epoch=state.epoch,

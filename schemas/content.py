@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 import fastjsonschema
+from caseline.schemas import iso6346
 from caseline.schemas.errors import ContentError
 
 CONTENT_TYPES: Final = frozenset({"note", "seizure", "alert", "request", "reply", "status", "ack"})
@@ -150,18 +151,51 @@ def _check_tree(obj: Any) -> None:
             stack.extend((child, depth + 1) for child in children)
 
 
-def validate_content(content_type: str, data: bytes) -> dict[str, Any]:
-    """Decode and validate one content document of ``content_type``; return the object."""
+def validate_content(content_type: str, data: bytes, *, sending: bool = False) -> dict[str, Any]:
+    """Decode and validate one content document of ``content_type``; return the object.
+
+    ``sending`` adds the content rules a sender must apply and a receiver must
+    not (PROTOCOL.md §6.1): a mistyped container number is refused at the
+    keyboard, but an update already in a case's log is not, or one typo (or a
+    history written before the rule) would stop the whole case for everyone.
+    """
     if content_type not in CONTENT_TYPES:
         raise ContentError("unknown content type")
     validator = _validator(content_type)
     obj = decode_json(data)
     try:
         validator(obj)
-    except fastjsonschema.JsonSchemaValueException as exc:
-        where = "/".join(str(p) for p in exc.path[1:]) or "(top level)"
-        raise ContentError(f"{content_type} content is invalid at {where}: {exc.rule} check failed") from None
+    except fastjsonschema.JsonSchemaValueException:
+        from caseline.schemas.explain import explain  # noqa: PLC0415 - only once a document failed
+
+        message, fix = explain(content_type, obj)
+        raise ContentError(message, fix=fix) from None
+    if sending and b'"container"' in data:
+        _check_containers(obj, [])
     return obj
+
+
+def _check_containers(node: Any, path: list[str | int]) -> None:
+    """Content rule: every ``container`` (a conveyance's ISO 6346 number) carries its right check digit.
+
+    The schemas hold the format; the check digit is a rule JSON Schema cannot
+    state, so every sender applies it after the schema (PROTOCOL.md §6.1).
+    A schema-valid document holds ``container`` only in conveyance objects.
+    """
+    if isinstance(node, list):
+        for index, item in enumerate(node):
+            _check_containers(item, [*path, index])
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if key == "container" and isinstance(value, str) and not iso6346.valid(value):
+                from caseline.schemas.explain import field_name  # noqa: PLC0415 - only on a failure
+
+                field = field_name([*path, key])
+                raise ContentError(
+                    f"the check digit of {field} is wrong (expected {iso6346.check_digit(value)})",
+                    fix="check the number on the container; its last digit follows from the first ten",
+                )
+            _check_containers(value, [*path, key])
 
 
 def encode_content(content_type: str, obj: Mapping[str, Any]) -> bytes:
@@ -173,7 +207,7 @@ def encode_content(content_type: str, obj: Mapping[str, Any]) -> bytes:
     encoded = data.encode("utf-8", errors="strict") if _encodable(data) else b""
     if not encoded:
         raise ContentError("content holds a lone surrogate")
-    validate_content(content_type, encoded)
+    validate_content(content_type, encoded, sending=True)
     return encoded
 
 

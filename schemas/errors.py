@@ -63,7 +63,8 @@ class CaselineError(Exception):
     #: Stable, machine-readable name; the broker's problem ``type`` URI ends in it.
     code: ClassVar[str] = "error"
     title: ClassVar[str] = "Error"
-    hint: ClassVar[str] = "see caseline --help"
+    #: What to do next; a class default an error may refine (``InvalidContentError``'s field to fix).
+    hint: str = "see caseline --help"
 
     @property
     def exit_code(self) -> int:
@@ -95,7 +96,12 @@ class InvalidContentError(LocalError):
 
     code = "invalid-content"
     title = "Invalid content"
-    hint = "fix the fields named above (the content type's JSON Schema lists them); nothing was sent"
+    hint = "fix the fields named above (`caseline forms show TYPE` lists them); nothing was sent"
+
+    def __init__(self, message: str, *, fix: str | None = None) -> None:
+        super().__init__(message)
+        if fix:
+            self.hint = f"{fix}; nothing was sent"
 
 
 class UnknownError(LocalError):
@@ -150,10 +156,19 @@ class MalformedError(VerificationError):
 
 
 class ContentError(MalformedError):
-    """Received case-update content that does not validate against its JSON Schema."""
+    """Received case-update content that does not validate against its JSON Schema.
+
+    ``fix`` says what to type instead, in ``--field`` terms.  It is kept apart
+    from ``hint``: to the receiver of a partner's bad update it means nothing,
+    so only the sender's ``InvalidContentError`` shows it.
+    """
 
     code = "invalid-content"
     title = "Invalid content"
+
+    def __init__(self, message: str, *, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.fix = fix
 
 
 class UnsupportedError(VerificationError):

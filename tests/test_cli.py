@@ -85,7 +85,9 @@ async def test_exit_codes_and_json(net: Network, tmp_path: Path) -> None:
     code, _, err = await caseline(
         home, "--profile", "alice", "post", case_id.hex(), "--type", "seizure", stdin=doc
     )
-    assert code == EXIT_USAGE and "seizure content is invalid" in err and "Traceback" not in err
+    assert (
+        code == EXIT_USAGE and "for a seizure" in err and "check failed" not in err and "Traceback" not in err
+    )
     code, _, err = await caseline(
         home, "--profile", "alice", "post", case_id.hex(), "--type", "note", stdin=b"{"
     )

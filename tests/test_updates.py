@@ -36,7 +36,7 @@ from tests.support.world import Device, World, note, open_case, post
 ALERT = (
     b'{"lang":"en","markings":{"handling":"H1","information_assessment":"2",'
     b'"source_reliability":"B","tlp":"AMBER"},"reason":"x-ray anomaly",'
-    b'"subject":{"container":"MSCU1234565","mode":"sea"},"subject_kind":"container"}'
+    b'"subject":{"container":"MSCU1234566","mode":"sea"},"subject_kind":"container"}'
 )
 
 

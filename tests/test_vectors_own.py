@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from caseline.crypto import merkle, note, tlog
-from caseline.crypto.caselog import Applied, CaseView
-from caseline.crypto.certs import TrustStore
-from caseline.crypto.evidence import verify_evidence
-from caseline.crypto.keys import DeviceKeys
 
-from tests.vectors.generate import PATH, V1_PATH, broker_log, deterministic
+from tests.vectors.generate import (
+    PATH,
+    V1_PATH,
+    broker_log,
+    check_verify_only,
+    check_voided,
+    deterministic,
+    main,
+)
 
 
 @pytest.fixture(scope="module", params=[PATH, V1_PATH], ids=["protocol-2", "protocol-1-frozen"])
@@ -21,50 +26,43 @@ def vectors(request: pytest.FixtureRequest) -> dict[str, Any]:
     return json.loads(request.param.read_text())
 
 
-def replay(v: dict[str, Any], user: str, trust: TrustStore) -> tuple[CaseView, list[Applied]]:
-    """Feed a stored case log, entry by entry, to ``user``'s view."""
-    me = DeviceKeys(
-        sign_seed=bytes.fromhex(v["sign_seeds"][user]), kem_seed=bytes.fromhex(v["kem_seeds"][user])
-    )
-    view = CaseView(trust=trust, me=me)
-    applied = [
-        view.apply(seq=i, kind=kind, body=bytes.fromhex(body), now=v["now"], receipt=bytes.fromhex(r))
-        for i, ((kind, body), r) in enumerate(zip(v["entries"], v["receipts"], strict=True))
-    ]
-    return view, applied
-
-
 def test_deterministic_values_are_reproduced(vectors: dict[str, Any]) -> None:
     produced = {**deterministic(), "broker_log": broker_log()}
     assert {k: produced[k] for k in vectors["deterministic"]} == vectors["deterministic"]
 
 
 def test_stored_case_still_verifies_and_opens(vectors: dict[str, Any]) -> None:
-    v = vectors["verify_only"]
-    view, applied = replay(v, "bob", TrustStore({a: bytes.fromhex(k) for a, k in v["roots"].items()}))
-    opened = applied[1].opened
-    assert opened is not None
-    assert opened.update_id.hex() == v["update_id_1"]
-    assert view.message_key(1).hex() == v["message_key_1"]
-    report = verify_evidence(bytes.fromhex(v["evidence_bundle"]), pinned=v["fingerprints"])
-    assert report.records[0].update.update_id.hex() == v["update_id_1"]
+    check_verify_only(vectors["verify_only"])
 
 
 @pytest.mark.parametrize("revocations", [False, True])
 def test_an_update_sent_after_its_senders_revocation_is_voided(
     vectors: dict[str, Any], revocations: bool
 ) -> None:
-    v = vectors["voided"]
-    trust = TrustStore({a: bytes.fromhex(k) for a, k in v["roots"].items()})
-    if revocations:
-        trust.add_revocation_list(bytes.fromhex(v["revocation_list"]))
-    view, applied = replay(v, "alice", trust)
-    voided = [a.seq for a in applied if a.voided_by is not None]
-    opened = [a.seq for a in applied if a.opened is not None]
-    assert voided == (v["voided_seqs"] if revocations else [])
-    assert opened == (v["opened_seqs"] if revocations else v["opened_seqs"] + v["voided_seqs"])
-    assert all(a.voided_by == bytes.fromhex(v["bob_device_id"]) for a in applied if a.voided_by)
-    assert view.head.hex() == v["head"]  # voided or not, the chain is the same
+    check_voided(vectors["voided"], revocations=revocations)
+
+
+def test_make_vectors_reproduces_the_committed_file(tmp_path: Path) -> None:
+    """With no protocol change, regenerating leaves the committed file byte for byte (issue 13, item 17)."""
+    committed = PATH.read_bytes()
+    for name in ("first.json", "second.json"):
+        out = tmp_path / name
+        main([], path=out, keep_from=PATH)
+        assert out.read_bytes() == committed
+
+
+def test_a_case_that_no_longer_verifies_is_written_fresh(tmp_path: Path) -> None:
+    """A deliberate protocol change that breaks the stored cases gets new ones, which verify."""
+    stale = json.loads(PATH.read_text())
+    stale["verify_only"]["update_id_1"] = "00" * 32
+    source = tmp_path / "stale.json"
+    source.write_text(json.dumps(stale))
+    out = tmp_path / "out.json"
+    main([], path=out, keep_from=source)
+    written = json.loads(out.read_text())
+    check_verify_only(written["verify_only"])
+    assert written["verify_only"]["update_id_1"] != "00" * 32
+    assert written["voided"] == stale["voided"]
 
 
 def test_broker_log_vectors_verify_with_nothing_but_the_published_keys() -> None:

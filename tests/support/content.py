@@ -39,7 +39,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
             "mode": "road",
             "plate": "KDA 123X",
             "vin": "1HGCM82633A004352",
-            "container": "MSCU1234565",
+            "container": "MSCU1234566",
         },
         "parties": [
             {

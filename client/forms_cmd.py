@@ -1,0 +1,204 @@
+"""``caseline forms``: the content types as forms, so nobody files a report by reading JSON Schema.
+
+Everything shown comes from ``caseline.schemas.forms``, which reads the JSON
+Schemas the validator uses; this module only lays it out.  The example command
+line of ``forms show`` is built from the same smallest valid document, leaving
+out the markings and language that ``caseline post`` fills in from the case,
+so it posts as printed (tests/test_forms.py posts each one to a real broker).
+
+A self-contained click group: the CLI's root adds it (``root.add_command(forms)``),
+and ``python -m caseline.client.forms_cmd`` runs it alone.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import click
+from caseline.schemas import content as content_schemas
+from caseline.schemas import forms as schema_forms
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+#: What ``caseline post`` fills in when absent (client/content.py ``post_typed``).
+FILLED_IN = ("markings", "lang")
+
+
+def example_fields(content_type: str) -> list[str]:
+    """``--field`` arguments (unquoted argv items) for a smallest valid ``content_type``."""
+    doc = {k: v for k, v in schema_forms.example_document(content_type).items() if k not in FILLED_IN}
+    return [arg for path, value in _flatten(doc, "") for arg in ("--field", _field(path, value))]
+
+
+def _flatten(doc: Mapping[str, Any], prefix: str) -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for name, value in doc.items():
+        if isinstance(value, Mapping) and value:
+            out += _flatten(value, f"{prefix}{name}.")
+        else:
+            out.append((prefix + name, value))
+    return out
+
+
+def _field(path: str, value: Any) -> str:
+    """``NAME=TEXT`` for text, ``NAME:=JSON`` for the rest (lists, numbers), as ``--field`` takes them."""
+    if isinstance(value, str):
+        return f"{path}={value}"
+    return f"{path}:={json.dumps(value, ensure_ascii=False, separators=(',', ':'))}"
+
+
+def example_command(content_type: str) -> str:
+    """A complete, copyable ``caseline post`` line for ``content_type``."""
+    argv = ["caseline", "post", "CASE", "--type", content_type, *example_fields(content_type)]
+    return shlex.join(argv)
+
+
+def _as_json(ctx: click.Context, flag: bool) -> bool:
+    """``--json`` here, or on the root command when the root keeps it (``ctx.obj.as_json``)."""
+    return flag or bool(getattr(ctx.obj, "as_json", False))
+
+
+def _console() -> Console:
+    from rich.console import Console  # noqa: PLC0415 - rich only when printing for a person
+
+    return Console(highlight=False)
+
+
+def _table(console: Console, *headers: str) -> Table:
+    """A table that wraps every cell (ids and examples are folded, never cut), boxed only on a terminal."""
+    from rich import box  # noqa: PLC0415 - see _console
+    from rich.table import Table  # noqa: PLC0415 - see _console
+
+    table = Table(box=box.SIMPLE_HEAD if console.is_terminal else None, show_edge=False, expand=False)
+    for header in headers:
+        table.add_column(header, overflow="fold")
+    return table
+
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table."
+)
+
+
+@click.group(
+    invoke_without_command=True,
+    epilog="\b\nExamples:\n  caseline forms\n  caseline forms show seizure\n  caseline forms --json",
+)
+@json_option
+@click.pass_context
+def forms(ctx: click.Context, as_json: bool) -> None:
+    """List the content types a case update can have, with their required fields."""
+    if ctx.invoked_subcommand is not None:
+        return
+    summaries = schema_forms.forms()
+    if _as_json(ctx, as_json):
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "type": s.content_type,
+                        "title": s.title,
+                        "description": s.description,
+                        "required": list(s.required),
+                    }
+                    for s in summaries
+                ],
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
+        return
+    console = _console()
+    table = _table(console, "TYPE", "TITLE", "REQUIRED FIELDS")
+    for s in summaries:
+        table.add_row(s.content_type, s.title, ", ".join(n for n in s.required if n not in FILLED_IN))
+    console.print(table)
+    console.print(
+        "markings and lang are filled in from the case unless given; `caseline forms show TYPE` for more"
+    )
+
+
+@forms.command(
+    "show",
+    short_help="Each field of TYPE, and a caseline post line that posts as printed.",
+    epilog="\b\nExamples:\n  caseline forms show seizure\n  caseline forms show note --json",
+)
+@click.argument("content_type", metavar="TYPE", type=click.Choice(sorted(content_schemas.CONTENT_TYPES)))
+@json_option
+@click.pass_context
+def show(ctx: click.Context, content_type: str, as_json: bool) -> None:
+    """Show each field of TYPE: its type, whether it is required, allowed values and an example.
+
+    Ends with a complete `caseline post` command line that posts as printed.
+    """
+    form = schema_forms.describe(content_type)
+    command = example_command(content_type)
+    if _as_json(ctx, as_json):
+        fields = [
+            {
+                "path": f.path,
+                "type": f.type,
+                "required": f.required,
+                "required_when": f.required_when or None,
+                "applies_when": f.applies_when or None,
+                "choices": list(f.choices),
+                "description": f.description or None,
+                "example": f.example,
+            }
+            for f in form.fields
+        ]
+        doc = {"type": form.content_type, "title": form.title, "fields": fields, "example_command": command}
+        click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+        return
+    from rich.padding import Padding  # noqa: PLC0415 - see _console
+    from rich.text import Text  # noqa: PLC0415 - see _console
+
+    console = _console()
+    console.print(f"{form.content_type}: {form.title}", markup=False)
+    if form.description:
+        console.print(form.description, markup=False)
+    # One block a field rather than a table: a path such as subject.goods[].estimated_value.currency
+    # leaves a table's other columns too narrow at 80 columns, and a path must never be split.
+    for f in form.fields:
+        required = (
+            "required"
+            if f.required
+            else f"required when {f.required_when}"
+            if f.required_when
+            else "optional"
+        )
+        if f.applies_when:
+            required += f", if {f.applies_when}"
+        console.print()
+        if len(f.path) + 2 + len(required) <= console.width:
+            console.print(Text.assemble((f.path, "bold"), f"  {required}"))
+        else:  # the path whole on its own line, even wider than the screen, then the rest wrapped
+            console.print(Text(f.path, style="bold"), no_wrap=True, overflow="ignore", crop=False)
+            console.print(Padding(Text(required), (0, 0, 0, 4), expand=False))
+        console.print(Padding(Text(f.type), (0, 0, 0, 4), expand=False))
+        if f.description and f.description != f.type:
+            console.print(Padding(Text(f.description, style="dim"), (0, 0, 0, 4), expand=False))
+        console.print(Padding(Text(f"example: {_shown(f.example)}"), (0, 0, 0, 4), expand=False))
+    console.print()
+    console.print(
+        "Give text as --field NAME=TEXT and lists or numbers as --field NAME:=JSON; a part of a list's items "
+        "(NAME[].PART) goes inside that list's JSON, or give the whole update as JSON with --file or on "
+        "standard input.  markings and lang are filled in from the case unless given.",
+        markup=False,
+    )
+    console.print("Example:", markup=False)
+    console.print(command, markup=False, soft_wrap=True)  # one line, so it pastes as one command
+
+
+def _shown(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+if __name__ == "__main__":
+    forms(prog_name="caseline forms", args=sys.argv[1:])

@@ -1,0 +1,145 @@
+"""Why a content document does not fit its form, in words, and what to type to fix it.
+
+fastjsonschema says only ``markings: required check failed``; a person needs
+"markings.restrictions is required when markings.handling is H3" and the
+``--field`` to add.  The explanation runs only after fastjsonschema has
+refused a document (so the hot path keeps the compiled validator), using
+jsonschema's ``iter_errors`` on the schema with its references inlined, whose
+error paths then lead straight to the ``if`` behind a conditional requirement.
+
+The document is confidential case content and a message may be logged: the
+words name fields, the schema's own allowed values and examples, never a value
+taken from the document.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jsonschema
+from caseline.schemas import forms
+
+
+def field_name(path: Sequence[str | int]) -> str:
+    """``goods[0].description``: the dotted path a person reads, list positions in brackets."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def explain(content_type: str, doc: Mapping[str, Any]) -> tuple[str, str]:
+    """(What is wrong, what to type instead) for a document fastjsonschema refused."""
+    schema = forms.resolved(content_type)
+    errors = list(jsonschema.Draft7Validator(schema).iter_errors(doc))
+    if not errors:  # the two validators disagree: say so rather than invent a reason
+        return (
+            f"the {content_type} content does not fit its form",
+            f"`caseline forms show {content_type}` lists its fields",
+        )
+    error = min(errors, key=lambda e: (e.validator in ("not", "anyOf"), len(e.absolute_path)))
+    return _worded(content_type, schema, error)
+
+
+def _worded(content_type: str, schema: Mapping[str, Any], error: Any) -> tuple[str, str]:
+    where = list(error.absolute_path)
+    at = field_name(where)
+    prefix = at + "." if at else ""
+    rule = error.validator
+    node = error.schema
+    in_list = any(isinstance(p, int) for p in where)
+    how = "fix it in the list's JSON, given with --field NAME:='[...]' or --file" if in_list else ""
+    if rule == "required":
+        instance = error.instance if isinstance(error.instance, Mapping) else {}
+        name = next(n for n in error.validator_value if n not in instance)
+        field = prefix + name
+        condition = _condition(schema, list(error.relative_schema_path), prefix)
+        when = f" when {condition}" if condition else f" for {forms.article(content_type)}"
+        child = _child(schema, list(error.relative_schema_path), name)
+        words = str(child.get("description") or forms.type_words(child))
+        return f"{field} is required{when}", how or f"add {_field_flag(field, child)} ({words})"
+    if rule == "additionalProperties":
+        allowed = sorted(node.get("properties", {}))
+        instance = error.instance if isinstance(error.instance, Mapping) else {}
+        extra = sorted(n for n in instance if n not in allowed)
+        name = extra[0] if extra else "?"
+        guess = difflib.get_close_matches(name, allowed, n=1)
+        mean = f"did you mean '{prefix}{guess[0]}'? " if guess else ""
+        listed = ", ".join(prefix + n for n in allowed)
+        return (
+            f"unknown field '{prefix}{name}' for {forms.article(content_type)}",
+            f"{mean}allowed here: {listed}",
+        )
+    if rule in ("enum", "const"):
+        values = [node["const"]] if rule == "const" else list(node["enum"])
+        choices = ", ".join(str(v) for v in values)
+        return f"{at} must be one of {choices}", how or f"give --field {at}={values[0]} (or another of those)"
+    if rule == "pattern":
+        words = str(node.get("description") or "the form its schema gives")
+        example = forms.example_value(node)
+        return (
+            f"{at} must be {words}, e.g. {example}",
+            how or f"give --field {at}={example} with the real value",
+        )
+    if rule == "type":
+        words = forms.type_words(node)
+        if node.get("type") in ("number", "integer", "array", "boolean"):
+            fix = f"give it as JSON after :=, e.g. --field {at}:={_json(forms.example_value(node))}"
+        elif node.get("type") == "object":
+            fix = f"give its parts as --field {at}.NAME=TEXT"
+        else:
+            fix = f"give --field {at}=TEXT"
+        return f"{at or 'the content'} must be {words}", how or fix
+    if rule in ("minLength", "maxLength", "minimum", "maximum", "minItems", "maxItems"):
+        return f"{at} must be {forms.type_words(node)}", how or f"change {at} to fit"
+    if rule == "uniqueItems":
+        return f"{at} lists an item twice", how or f"give each item of {at} once"
+    if rule == "not":
+        banned = [n for part in node["not"].get("anyOf", []) for n in part.get("required", [])]
+        present = [prefix + n for n in banned if isinstance(error.instance, Mapping) and n in error.instance]
+        condition = _condition(schema, list(error.relative_schema_path), prefix)
+        when = f" when {condition}" if condition else ""
+        listed = " and ".join(present) or "these fields"
+        return f"{listed} cannot be given{when}", how or f"remove {listed}"
+    return (
+        f"{at or 'the content'} does not fit the {content_type} form",
+        f"`caseline forms show {content_type}` lists its fields",
+    )
+
+
+def _condition(schema: Mapping[str, Any], schema_path: list[Any], prefix: str) -> str:
+    """The ``if`` in words when the failing rule sits under a ``then``, else empty."""
+    if "then" not in schema_path:
+        return ""
+    cut = len(schema_path) - 1 - schema_path[::-1].index("then")
+    node: Any = schema
+    for part in schema_path[:cut]:
+        node = node[part]
+    return forms.condition_words(node.get("if", {}), prefix)
+
+
+def _child(schema: Mapping[str, Any], schema_path: list[Any], name: str) -> Mapping[str, Any]:
+    """The schema of the missing property ``name``, looked up beside the failing ``required``."""
+    node: Any = schema
+    owner: Any = schema
+    for part in schema_path[:-1]:
+        node = node[part]
+        if isinstance(node, Mapping) and ("properties" in node or "allOf" in node) and part != "then":
+            owner = node
+    properties: Mapping[str, Any] = forms.flattened(owner)["properties"]
+    return properties.get(name, {})  # type: ignore[no-any-return]
+
+
+def _field_flag(field: str, node: Mapping[str, Any]) -> str:
+    example = forms.example_value(node)
+    if isinstance(example, str):
+        return f"--field {field}='{example if 'pattern' in node or 'enum' in node else '…'}'"
+    return f"--field {field}:='{_json(example)}'"
+
+
+def _json(value: Any) -> str:
+    import json  # noqa: PLC0415 - only when an error is worded
+
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
