@@ -47,7 +47,7 @@ class JsonLogFormatter(logging.Formatter):
             "ts": rfc3339(record.created),
             "level": record.levelname,
             "logger": record.name,
-            "msg": record.getMessage(),
+            "message": record.getMessage(),
         }
         entry.update(fields_of(record))
         if record.exc_info and record.exc_info[0] is not None:
