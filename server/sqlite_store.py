@@ -70,7 +70,15 @@ class SqliteStore:
         else:
             uri = f"{Path(self.path).absolute().as_uri()}?mode=rw"
             self._db = await aiosqlite.connect(uri, isolation_level=None, uri=True)
-        db = self._db
+        try:
+            await self._configure()
+        except BaseException:
+            # A damaged or foreign file: close the connection, or its thread keeps the process alive.
+            await self.close()
+            raise
+
+    async def _configure(self) -> None:
+        db = self.db
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute("PRAGMA synchronous=FULL")
         await db.execute("PRAGMA foreign_keys=ON")

@@ -475,3 +475,18 @@ def test_usage_mistakes_are_one_line_and_exit_2(tmp_path: Path) -> None:
     out = server("agency", "add", "KE KRA!", "--name", "K", "--country", "KE", "--root-key", "00" * 32)
     assert out.returncode == 2
     assert "not an agency id" in one_line(out)
+
+
+def test_an_unexpected_failure_is_one_line_unless_debugging(tmp_path: Path) -> None:
+    data = tmp_path / "broker"
+    init(data)
+    (data / "broker.sqlite3").write_bytes(b"this is not a database" * 200)
+    out = server("--data-dir", data, "agency", "list")
+    assert out.returncode == 1
+    assert "run with CASELINE_DEBUG=1" in one_line(out)
+    debug = server("--data-dir", data, "agency", "list", env={**os.environ, "CASELINE_DEBUG": "1"})
+    assert "Traceback" in debug.stderr
+    (tmp_path / "file").write_text("x")
+    out = server("--data-dir", tmp_path / "file", "init")
+    assert out.returncode == 2
+    assert "is a file" in one_line(out)

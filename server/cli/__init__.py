@@ -32,7 +32,7 @@ _NO_ARGS: tuple[type[click.UsageError], ...] = tuple(
 )
 
 
-@cli.command()
+@cli.command(short_help="Print the completion script for bash, zsh or fish.")
 @click.argument("shell", type=click.Choice(SHELLS))
 def completion(shell: str) -> int:
     """Print the shell completion script for SHELL (bash, zsh or fish).

@@ -37,7 +37,7 @@ def log_vkey(key: SigningKey) -> str:
     return note.vkey(tlog.log_origin(key.public_key), note.ALG_ED25519, key.public_key)
 
 
-@cli.command()
+@cli.command(short_help="Create the data directory: key, operator token, database.")
 @global_options
 def init() -> int:
     """Create the data directory, the broker's key, an operator token and the database.
@@ -53,6 +53,8 @@ def init() -> int:
       caseline-server --data-dir /var/lib/caseline init
     """
     config = settings()
+    if config.data_dir.exists() and not config.data_dir.is_dir():
+        raise UsageError(f"{config.data_dir} is a file; give init the path of a directory to make")
     make_private_dir(config.data_dir)
     if config.key_path.exists():
         key = load_server_key(config.key_path)
@@ -79,7 +81,7 @@ async def _open_and_close(store: SqliteStore) -> None:
     await store.close()
 
 
-@cli.command()
+@cli.command(short_help="Print the broker key's 30-digit code, and the key in hex.")
 @global_options
 @_JSON
 def key(as_json: bool) -> int:
@@ -105,7 +107,7 @@ def key(as_json: bool) -> int:
     return 0
 
 
-@cli.command()
+@cli.command(short_help="Make a new operator token for /metrics.")
 @global_options
 def token() -> int:
     """Make a new operator token for GET /metrics; the old one stops working at once.
@@ -137,7 +139,7 @@ def agency() -> None:
     """
 
 
-@agency.command("add")
+@agency.command("add", short_help="Register an agency's root key; read its fingerprint back.")
 @click.argument("agency_id", metavar="AGENCY")
 @click.option("--name", required=True, help="The agency's full name, e.g. 'Kenya Revenue Authority'.")
 @click.option("--country", required=True, help="Its ISO 3166-1 alpha-2 country code, e.g. KE.")
@@ -188,7 +190,7 @@ async def _agency_add(config: ServerConfig, row: AgencyRow) -> int:
     return 0
 
 
-@agency.command("list")
+@agency.command("list", short_help="List the registered agencies and their fingerprints.")
 @global_options
 @_JSON
 def agency_list(as_json: bool) -> int:
@@ -208,7 +210,7 @@ def agency_list(as_json: bool) -> int:
     return 0
 
 
-@agency.command("show")
+@agency.command("show", short_help="Show one registered agency and its fingerprint.")
 @click.argument("agency_id", metavar="AGENCY")
 @global_options
 @_JSON
@@ -285,7 +287,7 @@ def audit() -> None:
     """
 
 
-@audit.command("verify")
+@audit.command("verify", short_help="Check the audit log's chain against the broker log.")
 @global_options
 def audit_verify_command() -> int:
     """Check the audit log's hash chain, each row against the broker log, and that log's checkpoint.
@@ -332,7 +334,7 @@ def log() -> None:
     """
 
 
-@log.command("vkey")
+@log.command("vkey", short_help="Print the broker log's origin and verifier key.")
 @global_options
 def log_vkey_command() -> int:
     """Print the broker log's origin and verifier key: `caseline-witness log add` takes the vkey.
@@ -348,7 +350,7 @@ def log_vkey_command() -> int:
     return 0
 
 
-@cli.command()
+@cli.command(short_help="Write an online backup of the database to DEST.")
 @click.argument("dest", metavar="DEST", type=click.Path(path_type=Path))
 @click.option("--force", is_flag=True, help="Replace DEST if it exists.")
 @global_options
@@ -371,7 +373,7 @@ def backup(dest: Path, force: bool) -> int:
     return 0
 
 
-@cli.command()
+@cli.command(short_help="Restore a backup into the data directory, ready to serve.")
 @click.argument("source", metavar="BACKUP", type=click.Path(path_type=Path))
 @click.option(
     "--server-key-file",

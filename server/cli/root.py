@@ -23,6 +23,8 @@ from caseline.server.datadir import require_initialised
 PROG: Final = "caseline-server"
 CONTEXT: Final = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 _META: Final = "caseline.server.cli."
+#: The commands in the order an operator meets them in ``--help``.
+ORDER: Final = ("init", "serve", "key", "token", "agency", "audit", "log", "backup", "restore", "completion")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -80,7 +82,8 @@ class Group(click.Group):
     """Subcommands in the order they were added, and a "did you mean" for a mistyped one."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(self.commands)
+        first = [name for name in ORDER if name in self.commands]
+        return first + [name for name in self.commands if name not in ORDER]
 
     def resolve_command(
         self, ctx: click.Context, args: list[str]
