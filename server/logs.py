@@ -66,6 +66,11 @@ class TextLogFormatter(logging.Formatter):
         return f"{line} {extra}".rstrip()
 
 
+def logging_json() -> bool:
+    """Is stderr a JSON-lines log now (``serve``)?  Then a fatal error goes there as a JSON line too."""
+    return any(isinstance(h.formatter, JsonLogFormatter) for h in logging.getLogger().handlers)
+
+
 def configure_logging(log_format: str = "json") -> None:
     """Every logger to stderr in ``log_format``; replaces whatever handlers were there."""
     handler = logging.StreamHandler()

@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -490,3 +491,17 @@ def test_an_unexpected_failure_is_one_line_unless_debugging(tmp_path: Path) -> N
     out = server("--data-dir", tmp_path / "file", "init")
     assert out.returncode == 2
     assert "is a file" in one_line(out)
+
+
+def test_serve_failing_to_listen_says_so_in_a_json_line(tmp_path: Path) -> None:
+    data = tmp_path / "broker"
+    init(data)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        out = server("--data-dir", data, "serve", "--port", str(taken.getsockname()[1]))
+    assert out.returncode == 2
+    lines = [json.loads(line) for line in out.stderr.splitlines()]
+    fatal = [line for line in lines if line.get("event") == "fatal"]
+    assert len(fatal) == 1 and fatal[0]["message"].startswith("cannot listen on 127.0.0.1:")
+    assert "Traceback" not in out.stderr

@@ -10,6 +10,7 @@ traceback reaches the operator unless ``CASELINE_DEBUG=1`` asks for it.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import sys
@@ -20,6 +21,7 @@ from caseline.server.cli import operator, serve  # noqa: F401 - registers their 
 from caseline.server.cli.operator import verify_audit
 from caseline.server.cli.root import PROG, cli
 from caseline.server.cli.serve import ACK_BEFORE_COMMIT_ENV
+from caseline.server.logs import logging_json
 from click.shell_completion import get_completion_class
 
 __all__ = ["ACK_BEFORE_COMMIT_ENV", "cli", "main", "verify_audit"]
@@ -53,7 +55,11 @@ def completion(shell: str) -> int:
 
 
 def _say(message: str) -> None:
-    click.echo(f"{PROG}: {message}", err=True)
+    """One line on stderr: a JSON log line once ``serve`` made stderr a JSON log, else text."""
+    if logging_json():
+        logging.getLogger("caseline.server").error("%s", message, extra={"event": "fatal"})
+    else:
+        click.echo(f"{PROG}: {message}", err=True)
 
 
 def main(argv: list[str] | None = None) -> int:
