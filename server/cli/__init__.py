@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-import sys
 
 import click
 from caseline.schemas.errors import EXIT_BUG, EXIT_INTERRUPTED, EXIT_USAGE, CaselineError
@@ -94,7 +93,3 @@ def main(argv: list[str] | None = None) -> int:
             _say(f"unexpected failure (a bug): {exc or 'no detail'}; run with {DEBUG_ENV}=1 for the details")
         return EXIT_BUG
     return result if isinstance(result, int) else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
