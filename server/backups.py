@@ -77,6 +77,8 @@ def backup(db_path: Path, dest: Path, *, force: bool) -> None:
 @dataclasses.dataclass(frozen=True, slots=True)
 class Restored:
     events: int
+    #: What the check of the backup noted; among them, that no checkpoint let the key be checked.
+    notes: list[str]
     #: A new operator token when the data directory had none (shown once), else None: the old one stands.
     operator_token: str | None
     key_installed: bool
@@ -116,7 +118,10 @@ def restore(source: Path, config: ServerConfig, *, server_key_file: Path | None,
     if install_key:
         create_private(config.key_path, key.seed)
     token = None if config.operator_token_path.exists() else mint_operator_token(config)
-    return Restored(verdict.events, token, install_key)
+    notes = list(verdict.notes)
+    if verdict.leaves == 0:
+        notes.append("the backup holds no signed checkpoint, so the key could not be checked against it")
+    return Restored(verdict.events, notes, token, install_key)
 
 
 def _restore_key(config: ServerConfig, server_key_file: Path | None) -> tuple[SigningKey, bool]:

@@ -406,6 +406,8 @@ def restore(source: Path, server_key_file: Path | None, force: bool) -> int:
     config = settings()
     done = backups.restore(source, config, server_key_file=server_key_file, force=force)
     click.echo(f"restored {source} into {config.data_dir}: {done.events} audit events verified")
+    for line in done.notes:
+        click.echo(f"note: {line}")
     if done.key_installed:
         click.echo(f"server key copied into {config.key_path}")
     if done.operator_token is not None:
