@@ -24,16 +24,20 @@ $(STAMP): pyproject.toml
 test: lint
 	$(BIN)/python -m pytest -q
 
+# make run HOST=0.0.0.0 PORT=18020 DATA=/srv/caseline: only what is given on the command line
+# counts for HOST and PORT (a shell's own $HOST, its host name, must not move the broker).
 DATA ?= .caseline-server
+HOST := $(if $(filter command line,$(origin HOST)),$(HOST),127.0.0.1)
+PORT := $(if $(filter command line,$(origin PORT)),$(PORT),8443)
 
 run: $(STAMP)
 	@test -f $(DATA)/server.key || $(BIN)/caseline-server --data-dir $(DATA) init
 	@echo
 	@echo "Next: register each partner agency's root key (checked with them by phone):"
 	@echo "  $(BIN)/caseline-server --data-dir $(DATA) agency add ke-kra --name 'Kenya Revenue Authority' --country KE --root-key HEX"
-	@echo "Devices then enrol against http://127.0.0.1:8443 ; Ctrl-C stops the broker."
+	@echo "Devices then enrol against http://$(HOST):$(PORT) ; Ctrl-C stops the broker."
 	@echo
-	$(BIN)/caseline-server --data-dir $(DATA) serve --host 127.0.0.1 --port 8443
+	$(BIN)/caseline-server --data-dir $(DATA) serve --host $(HOST) --port $(PORT)
 
 # A guided tour: a broker, two agencies, a bot and a case, on loopback; leaves nothing running.
 demo: $(STAMP)

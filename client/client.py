@@ -401,14 +401,28 @@ class Client(Outbox, ContentHelpers, Following, LogWatching):
         )
 
     async def login(
-        self, *, cert: bytes | None = None, server_url: str | None = None, server_key: bytes | None = None
+        self,
+        *,
+        cert: bytes | None = None,
+        server_url: str | None = None,
+        server_key: bytes | None = None,
+        server_key_code: str | None = None,
     ) -> Identity:
         """Install this device's certificate, pin the broker's key, register and log in.
 
         The broker's key signs every receipt, so it is pinned like an agency
         root: on first use it is shown for comparison with the operator (or
-        given as ``server_key``); later a different key is refused.
+        given as ``server_key``, or as ``server_key_code``: the 30-digit code
+        ``caseline-server key`` prints); later a different key is refused.
         """
+        expected_code = None
+        if server_key_code is not None:
+            try:
+                expected_code = normalize_fingerprint(server_key_code).encode()
+            except ValueError:
+                raise UsageError(
+                    "a broker key code is 30 digits, as `caseline-server key` prints it"
+                ) from None
         if server_url:
             self.server_url = broker_url(server_url)
             await self.store.put("server-url", self.server_url.encode())
@@ -430,6 +444,12 @@ class Client(Outbox, ContentHelpers, Following, LogWatching):
             raise UntrustedError("the broker's key has changed since this device first met it")
         if server_key is not None and not P.constant_time_equal(server_key, info.server_key):
             raise UntrustedError("the broker's key is not the one you were given")
+        if expected_code is not None and not P.constant_time_equal(
+            fingerprint("broker", info.server_key).encode(), expected_code
+        ):
+            raise UntrustedError(
+                "the broker's key code is not the one you were given: ask the broker's operator"
+            )
         await self.store.put("server-key", info.server_key)
         await self._load()
         await self.broker.register(self.cert)

@@ -59,6 +59,7 @@ from caseline.server.keys import (
     WITNESSING,
     Clock,
 )
+from caseline.server.logs import ACCESS_LOG, AccessLogger, request_id
 from caseline.server.metrics import Metrics
 from caseline.server.paging import check_paging, page_budget
 from caseline.server.revocations import RevocationsDigest
@@ -140,7 +141,9 @@ async def problem_middleware(
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception:
-        log.exception("unhandled error on %s", route)
+        log.exception(
+            "unhandled error on %s", route, extra={"route": route, "request_id": request_id(request)}
+        )
         response = problems.problem(500, "internal", "the broker hit an internal error")
     if not response.prepared:  # a WebSocket has sent its headers already
         with contextlib.suppress(CaselineError):  # a hint: never worth failing the answer over
@@ -334,7 +337,8 @@ def runner_options(config: ServerConfig) -> dict[str, object]:
     return {
         "lingering_time": config.unread_body_linger,
         "keepalive_timeout": config.header_timeout,
-        "access_log": None,
+        "access_log": ACCESS_LOG if config.access_log else None,
+        "access_log_class": AccessLogger,
         "logger": HTTP_LOG,
         "max_line_size": 8190,
         "max_field_size": 8190,

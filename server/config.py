@@ -20,13 +20,16 @@ Example ``caseline-server.toml``::
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import tomllib
-from collections.abc import Callable, Mapping
+import typing
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from caseline.schemas.api import is_loopback_host
+from caseline.schemas.errors import UsageError
 from caseline.server.core import Limits
 from caseline.server.paging import check_paging
 from caseline.server.sources import parse_networks
@@ -91,6 +94,9 @@ class ServerConfig:
     accept_error_log_interval: float = 10.0
     #: Seconds the broker drains a body its handler did not read before closing the connection.
     unread_body_linger: float = 2.0
+    #: One JSON line per answered request on stderr (``logs.py``): method, route template, status,
+    #: duration, bytes, source and a request id; never a path, token, query string or body.
+    access_log: bool = True
 
     @property
     def db_path(self) -> Path:
@@ -120,6 +126,13 @@ class ServerConfig:
         )
 
 
+class ConfigError(UsageError, ValueError):
+    """A setting the broker cannot run with: the operator's to fix (exit 2), named in one line.
+
+    Also a ``ValueError``, which is what a bad setting raised before the file was checked key by key.
+    """
+
+
 _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CASELINE_HOST": ("host", str),
     "CASELINE_PORT": ("port", int),
@@ -142,27 +155,110 @@ def load_config(
     values: dict[str, Any] = {}
     limits: dict[str, Any] = {}
     if path is not None:
-        data = tomllib.loads(path.read_text())
-        server = data.get("server", {})
-        allowed = {f.name for f in dataclasses.fields(ServerConfig)} - {"limits"}
-        unknown = set(server) - allowed
-        if unknown:
-            raise ValueError(f"unknown [server] settings: {sorted(unknown)}")
+        server, table = read_toml(path)
         values.update(server)
-        limits.update(data.get("limits", {}))
-        unknown = set(limits) - {f.name for f in dataclasses.fields(Limits)}
-        if unknown:
-            raise ValueError(f"unknown [limits] settings: {sorted(unknown)}")
+        limits.update(table)
     for name, (field, convert) in _ENV.items():
         if name in env:
-            values[field] = convert(env[name])
+            try:
+                values[field] = convert(env[name])
+            except ValueError:
+                raise ConfigError(f"{name}={env[name]!r} is not a valid {field}") from None
     values.update({k: v for k, v in overrides.items() if v is not None})
     for field in ("data_dir", "tls_cert", "tls_key"):
         if isinstance(values.get(field), str):
             values[field] = Path(values[field])
-    if "trusted_proxies" in values:
-        values["trusted_proxies"] = tuple(values["trusted_proxies"])
-        parse_networks(values["trusted_proxies"])  # a typo fails at start-up, not per request
-    config = ServerConfig(**values, limits=Limits(**limits))
-    check_paging(config.limits, max_frame_bytes=config.max_frame_bytes)  # a bad bound fails at start-up
+    try:
+        if "trusted_proxies" in values:
+            values["trusted_proxies"] = tuple(values["trusted_proxies"])
+            parse_networks(values["trusted_proxies"])  # a typo fails at start-up, not per request
+        config = ServerConfig(**values, limits=Limits(**limits))
+        check_paging(config.limits, max_frame_bytes=config.max_frame_bytes)  # a bad bound fails at start-up
+    except ValueError as exc:
+        raise ConfigError(f"{exc}{f' (in {path})' if path else ''}") from None
     return config
+
+
+def read_toml(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``[server]`` and ``[limits]`` tables, every key known and of its field's type.
+
+    A misspelt key must not be ignored: ``prot = 18020`` would serve on the
+    default port with no word said.  So every key, at every level, is checked
+    against the dataclass fields, with the nearest name suggested.
+    """
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"no configuration file at {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the configuration file {path}: {_reason(exc)}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    tables = {"server": _fields(ServerConfig) - {"limits"}, "limits": _fields(Limits)}
+    for key, value in data.items():
+        if key not in tables:
+            home = next((t for t, names in tables.items() if key in names), None)
+            where = f" (it belongs in the [{home}] table)" if home else _did_you_mean(key, tables)
+            raise ConfigError(f"unknown setting {key!r} in {path}{where}")
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key!r} in {path} must be a table: [{key}]")
+    server, limits = data.get("server", {}), data.get("limits", {})
+    _check_table(server, ServerConfig, tables["server"], path, "server")
+    _check_table(limits, Limits, tables["limits"], path, "limits")
+    return server, limits
+
+
+def _fields(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def _did_you_mean(key: str, names: Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, sorted(names), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _reason(exc: BaseException) -> str:
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else "not a UTF-8 text file"
+
+
+def _check_table(table: dict[str, Any], cls: type, names: set[str], path: Path, name: str) -> None:
+    hints = typing.get_type_hints(cls)
+    for key, value in table.items():
+        if key not in names:
+            raise ConfigError(f"unknown setting {key!r} in {path}{_did_you_mean(key, names)}")
+        expected = _toml_type(hints[key])
+        if expected is not None and not _fits(value, expected):
+            raise ConfigError(f"setting {key!r} in [{name}] of {path} must be {_TYPE_WORDS[expected]}")
+
+
+#: What a TOML value of each field type may be, and how an error names it.
+_TYPE_WORDS: Final = {
+    bool: "true or false",
+    int: "a whole number",
+    float: "a number",
+    str: "a string",
+    tuple: "a list of strings",
+}
+
+
+def _toml_type(hint: Any) -> type | None:
+    """The TOML type a field takes: ``Path`` and ``X | None`` fields take what ``X`` does."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if hint is Path or (args and args[0] is Path):
+        return str
+    if typing.get_origin(hint) is tuple:
+        return tuple
+    base = args[0] if args and typing.get_origin(hint) is not tuple else hint
+    return base if base in _TYPE_WORDS else None
+
+
+def _fits(value: Any, expected: type) -> bool:
+    if expected is bool:
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if expected is float:
+        return isinstance(value, int | float)
+    if expected is tuple:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return isinstance(value, expected)

@@ -49,9 +49,12 @@ def _migrations() -> list[tuple[int, str]]:
 class SqliteStore:
     """``Store`` on one SQLite file."""
 
-    def __init__(self, path: Path | str, *, max_bytes: int | None = None) -> None:
+    def __init__(self, path: Path | str, *, max_bytes: int | None = None, create: bool = True) -> None:
         self.path = str(path)
         self.max_bytes = max_bytes
+        #: False: open an existing database only, never make an empty one (the operator's
+        #: commands other than ``init``: a mistyped data directory must not become a new broker).
+        self.create = create
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()  # one write transaction at a time on the one connection
 
@@ -62,8 +65,20 @@ class SqliteStore:
         return self._db
 
     async def open(self) -> None:
-        self._db = await aiosqlite.connect(self.path, isolation_level=None)
-        db = self._db
+        if self.create:
+            self._db = await aiosqlite.connect(self.path, isolation_level=None)
+        else:
+            uri = f"{Path(self.path).absolute().as_uri()}?mode=rw"
+            self._db = await aiosqlite.connect(uri, isolation_level=None, uri=True)
+        try:
+            await self._configure()
+        except BaseException:
+            # A damaged or foreign file: close the connection, or its thread keeps the process alive.
+            await self.close()
+            raise
+
+    async def _configure(self) -> None:
+        db = self.db
         await db.execute("PRAGMA journal_mode=WAL")
         await db.execute("PRAGMA synchronous=FULL")
         await db.execute("PRAGMA foreign_keys=ON")

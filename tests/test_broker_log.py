@@ -577,7 +577,7 @@ async def test_audit_verify_fails_when_the_last_row_is_deleted(
         db.execute("DELETE FROM audit WHERE seq = (SELECT MAX(seq) FROM audit)")
     db.close()
     out = audit_verify(data)
-    assert out.returncode == 1
+    assert out.returncode == 3
     assert "was deleted" in out.stderr
 
 
@@ -587,7 +587,7 @@ async def test_audit_verify_fails_when_row_0_is_rewritten_and_the_chain_recomput
     data = await _used_data_dir(deployment, tmp_path)
     _rewrite_row_0_and_the_chain(data / "broker.sqlite3")
     out = audit_verify(data)
-    assert out.returncode == 1
+    assert out.returncode == 3
     assert "differs from its leaf" in out.stderr
 
 
@@ -624,7 +624,7 @@ async def test_audit_verify_with_witnesses_catches_a_rewritten_log_under_the_bro
         db.execute("UPDATE checkpoints SET note = ? WHERE size = ?", (forged, len(leaves)))
     db.close()
     out = audit_verify(data)
-    assert out.returncode == 1, out.stdout
+    assert out.returncode == 3, out.stdout
     assert "disagree with the checkpoint" in out.stderr
 
 

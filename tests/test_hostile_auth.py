@@ -353,7 +353,7 @@ async def test_audit_retention_deletes_old_rows_and_audit_verify_still_passes(
     config.key_path.write_bytes(d.server_key.seed)
     config.key_path.chmod(0o600)
     await alice.say(case_id)  # seal the audit-pruned row too
-    assert await cli._audit(config) == 0
+    assert await cli.verify_audit(config) == 0
     assert "intact" in capsys.readouterr().out
 
     # Only a sealed record excuses missing rows: someone who deletes a kept row and appends a
@@ -368,7 +368,7 @@ async def test_audit_retention_deletes_old_rows_and_audit_verify_still_passes(
         at, detail = d.world.now, f"first_kept={old + 1} rows=1 days=30"
         digest = audit_hash(prev, seq + 1, at, "audit-pruned", detail)
         db.execute(insert, (seq + 1, at, "audit-pruned", detail, prev, digest, 10**6))
-    assert await cli._audit(config) != 0
+    assert await cli.verify_audit(config) != 0
     assert "BROKEN" in capsys.readouterr().err
 
 
@@ -462,7 +462,7 @@ async def test_back_dated_audit_rows_are_not_pruned_and_audit_verify_catches_the
     assert not any(r.event == "audit-pruned" for r in after)
 
     await alice.say(case_id)
-    assert await cli._audit(config) != 0
+    assert await cli.verify_audit(config) != 0
     err = capsys.readouterr().err
     assert "BROKEN" in err and "intact" not in err
     if rechained:
@@ -497,7 +497,7 @@ async def test_audit_verify_excuses_only_rows_whose_sealed_leaf_is_older_than_th
     await alice.say(case_id)  # seal the record: a sealed record is a genuine one
 
     config = _write_server_key(d)
-    assert await cli._audit(config) != 0
+    assert await cli.verify_audit(config) != 0
     err = capsys.readouterr().err
     assert "not older than the cut-off" in err
 

@@ -31,6 +31,7 @@ from caseline.server.core import Limits, token_hash
 from caseline.server.edge import EdgeRequestHandler, EdgeServer, raise_descriptor_limit
 from caseline.server.keys import CORE, STORE
 from caseline.server.log_throttle import ACCEPT_ERROR, IntervalFilter, throttle_repeated_errors
+from caseline.server.logs import ACCESS_LOG, AccessLogger
 from caseline.server.store import AgencyRow
 
 from tests.support.broker import Officer
@@ -536,7 +537,8 @@ async def test_make_runner_builds_the_edge_server_with_the_runner_options(tmp_pa
         assert handler._lingering_time == 1.5
         assert handler.max_headers == 64
         assert handler.logger.name == "caseline.server.http"
-        assert handler.access_log is None
+        assert isinstance(handler.access_logger, AccessLogger)  # JSON access lines (logs.py)
+        assert handler.access_logger.logger is ACCESS_LOG
     finally:
         await runner.cleanup()
 

@@ -58,12 +58,12 @@ def test_init_agency_add_list_show_and_audit_verify(tmp_path: Path) -> None:
         "--root-key",
         root.public_key.hex(),
     )
-    assert again.returncode == 1
+    assert again.returncode == 2
     assert "already exists" in again.stderr
     assert "Traceback" not in again.stderr
     listed = run(tmp_path, "agency", "list").stdout
     assert fingerprint("ke-kra", root.public_key) in listed
-    assert run(tmp_path, "agency", "show", "nope").returncode == 1
+    assert run(tmp_path, "agency", "show", "nope").returncode == 2
     verify = run(tmp_path, "audit", "verify")
     assert verify.returncode == 0
     assert "intact: 1 events" in verify.stdout
@@ -76,7 +76,7 @@ def test_bad_agency_input_is_a_one_line_error(tmp_path: Path) -> None:
         assert out.returncode == 2
         assert out.stderr.count("\n") == 1
     out = run(tmp_path, "agency", "add", "KE KRA!", "--name", "K", "--country", "KE", "--root-key", "00" * 32)
-    assert out.returncode == 1
+    assert out.returncode == 2
     assert "Traceback" not in out.stderr
 
 
@@ -100,13 +100,13 @@ def test_tampered_audit_log_is_detected(tmp_path: Path) -> None:
         db.execute("UPDATE audit SET detail = 'agency=evil' WHERE seq = 0")
     db.close()
     out = run(tmp_path, "audit", "verify")
-    assert out.returncode == 1
+    assert out.returncode == 3
     assert "altered" in out.stderr
     db = sqlite3.connect(tmp_path / "broker.sqlite3")
     with db:
         db.execute("DELETE FROM audit WHERE seq = 0")
     db.close()
-    assert run(tmp_path, "audit", "verify").returncode == 1
+    assert run(tmp_path, "audit", "verify").returncode == 3
 
 
 def test_plain_http_beyond_loopback_needs_insecure_http(tmp_path: Path) -> None:
@@ -130,7 +130,7 @@ def test_config_file_and_environment_overrides(tmp_path: Path) -> None:
     toml.write_text("[server]\nprot = 1\n")
     with pytest.raises(ValueError, match="unknown"):
         load_config(toml, env={})
-    assert main(["--config", str(toml), "init"]) == 1
+    assert main(["--config", str(toml), "init"]) == 2
 
 
 async def test_health_and_metrics(deployment: Deployment) -> None:

@@ -1,0 +1,184 @@
+"""Online backups of the broker's database, and restoring one into a data directory.
+
+A backup is the database alone.  The server key is deliberately not in it
+(SECURITY.md: a backup copy leaked must not let anyone sign receipts as the
+broker), so ``restore`` takes the key from the data directory or from
+``--server-key-file``, and checks the backup against it before putting it in
+place: the audit log's chain and the broker log's checkpoint, signed with that
+key.  The operator token's hash is not in it either: it is a credential of the
+deployment, not data; a restored directory without one gets a fresh token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import sqlite3
+from pathlib import Path
+
+from caseline.crypto.keys import SigningKey
+from caseline.schemas.errors import UsageError, VerificationError
+from caseline.server import audit_verify
+from caseline.server.config import ServerConfig
+from caseline.server.datadir import (
+    create_private,
+    fsync,
+    load_server_key,
+    make_private_dir,
+    mint_operator_token,
+    private_temp_file,
+)
+from caseline.server.sqlite_store import SqliteStore
+
+#: Tables every caseline database has from its first migration.
+_TABLES = frozenset({"agencies", "devices", "cases", "entries", "audit"})
+
+
+class BackupError(UsageError):
+    """A backup or restore that cannot be done as asked: the destination, the source or the key."""
+
+
+def check_destination(dest: Path, *, force: bool) -> None:
+    if not dest.parent.is_dir():
+        raise BackupError(f"the folder {dest.parent} does not exist; create it or choose another destination")
+    if dest.is_dir():
+        raise BackupError(
+            f"{dest} is a folder; give the backup's file name, e.g. {dest / 'broker-backup.sqlite3'}"
+        )
+    if dest.exists() and not force:
+        raise BackupError(f"{dest} exists; refusing to overwrite it (--force replaces it)")
+
+
+def backup(db_path: Path, dest: Path, *, force: bool) -> None:
+    """An online backup through SQLite's backup API: consistent while the broker serves.
+
+    The copy holds device certificates, session-token hashes, the audit log and
+    every entry, so it is owner-only (0600) from its first byte whatever the
+    umask: SQLite writes into a private temporary file in DEST's directory,
+    which is then linked into place.  DEST appears only once complete, and an
+    existing DEST is kept unless ``force`` says to replace it.
+    """
+    check_destination(dest, force=force)
+    tmp = private_temp_file(dest)
+    try:
+        _copy(_open_existing(db_path), tmp)
+        if force:
+            os.replace(tmp, dest)
+        else:
+            try:
+                os.link(tmp, dest)  # fails if DEST appeared meanwhile: never clobbers
+            except FileExistsError:
+                raise BackupError(f"{dest} exists; refusing to overwrite it (--force replaces it)") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Restored:
+    events: int
+    #: What the check of the backup noted; among them, that no checkpoint let the key be checked.
+    notes: list[str]
+    #: A new operator token when the data directory had none (shown once), else None: the old one stands.
+    operator_token: str | None
+    key_installed: bool
+
+
+def restore(source: Path, config: ServerConfig, *, server_key_file: Path | None, force: bool) -> Restored:
+    """Put a backup in place as ``config``'s database, with the key it needs, once it verifies.
+
+    Nothing in the data directory changes unless every check passed: the copy
+    is made and verified beside the database, then renamed over it.  An old
+    database's ``-wal`` and ``-shm`` files are removed first, since SQLite
+    would otherwise replay the old write-ahead log onto the restored file.
+    """
+    if not source.is_file():
+        raise BackupError(f"no backup at {source}")
+    _check_is_caseline(source)
+    if config.db_path.exists() and not force:
+        raise BackupError(
+            f"{config.data_dir} already holds a database; stop its broker, and give --force to replace it"
+        )
+    key, install_key = _restore_key(config, server_key_file)
+    make_private_dir(config.data_dir)
+    tmp = private_temp_file(config.db_path)
+    try:
+        _copy(_open_existing(source), tmp)
+        verdict = asyncio.run(_verify(tmp, key))
+        if verdict.broken:
+            raise VerificationError(
+                f"the backup does not verify with this server key ({verdict.broken[0]}); nothing was restored"
+            )
+        for stale in ("-wal", "-shm"):
+            Path(f"{config.db_path}{stale}").unlink(missing_ok=True)
+        os.replace(tmp, config.db_path)
+    finally:
+        for leftover in ("", "-wal", "-shm"):
+            Path(f"{tmp}{leftover}").unlink(missing_ok=True)
+    if install_key:
+        create_private(config.key_path, key.seed)
+    token = None if config.operator_token_path.exists() else mint_operator_token(config)
+    notes = list(verdict.notes)
+    if verdict.leaves == 0:
+        notes.append("the backup holds no signed checkpoint, so the key could not be checked against it")
+    return Restored(verdict.events, notes, token, install_key)
+
+
+def _restore_key(config: ServerConfig, server_key_file: Path | None) -> tuple[SigningKey, bool]:
+    """The key to restore with, and whether it must be written into the data directory."""
+    if config.key_path.exists():
+        key = load_server_key(config.key_path)
+        if server_key_file is not None and load_server_key(server_key_file).seed != key.seed:
+            raise BackupError(
+                f"{config.key_path} is another key than {server_key_file}; nothing was restored"
+            )
+        return key, False
+    if server_key_file is None:
+        raise BackupError(
+            f"{config.data_dir} has no server.key, and backups do not hold it:"
+            " give the broker's key with --server-key-file"
+        )
+    return load_server_key(server_key_file), True
+
+
+async def _verify(db: Path, key: SigningKey) -> audit_verify.AuditVerdict:
+    store = SqliteStore(db, create=False)
+    await store.open()
+    try:
+        return await audit_verify.verify(store, key.public_key)
+    finally:
+        await store.close()
+
+
+def _open_existing(path: Path) -> sqlite3.Connection:
+    """Open a database that must exist: ``mode=rw`` never creates an empty one."""
+    return sqlite3.connect(f"{path.absolute().as_uri()}?mode=rw", uri=True)
+
+
+def _check_is_caseline(path: Path) -> None:
+    try:
+        db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            (integrity,) = db.execute("PRAGMA quick_check").fetchone()
+        finally:
+            db.close()
+    except sqlite3.DatabaseError:
+        raise BackupError(f"{path} is not a caseline backup (not an SQLite database)") from None
+    if not tables >= _TABLES:
+        raise BackupError(f"{path} is not a caseline backup (an SQLite database without the broker's tables)")
+    if integrity != "ok":
+        raise VerificationError(f"{path} is damaged (SQLite's check: {integrity}); nothing was restored")
+
+
+def _copy(src: sqlite3.Connection, dest: Path) -> None:
+    try:
+        out = sqlite3.connect(dest)
+        try:
+            with out:
+                src.backup(out)
+        finally:
+            out.close()
+    finally:
+        src.close()
+    fsync(dest)
