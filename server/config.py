@@ -97,6 +97,9 @@ class ServerConfig:
     #: One JSON line per answered request on stderr (``logs.py``): method, route template, status,
     #: duration, bytes, source and a request id; never a path, token, query string or body.
     access_log: bool = True
+    #: Access lines of refused answers (status 400 and up) are folded to one per source, route and
+    #: status per this many seconds, the next carrying ``folded`` = how many were held back.  0: all.
+    refused_access_log_interval: float = 10.0
 
     @property
     def db_path(self) -> Path:

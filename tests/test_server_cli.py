@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import shutil
 import socket
@@ -21,6 +22,7 @@ import pytest
 from caseline.client.client import Client
 from caseline.crypto.keys import AgencyRootKey, fingerprint
 from caseline.schemas.errors import UntrustedError, UsageError
+from caseline.server.log_throttle import RefusalFilter
 
 from tests.support.agencies import PASSPHRASE, start_network
 from tests.support.process import Server, free_port
@@ -258,6 +260,66 @@ async def test_logs_are_json_lines_with_an_access_line_per_request_and_no_secret
         assert len(a["request_id"]) == 16
     assert len({a["request_id"] for a in access}) == len(access)
     assert any(line.get("event") == "listening" for line in lines)
+
+
+@pytest.mark.parametrize("interval", [60, 0])
+async def test_a_flood_of_refused_requests_writes_one_access_line_per_interval(
+    tmp_path: Path, interval: int
+) -> None:
+    """A junk flood from one address must not become a log line per request (issue 14's disk filling).
+
+    With folding off (interval 0) every refusal is a line: the test's own red run.
+    """
+    data = tmp_path / "broker"
+    init(data)
+    port = free_port()
+    config = tmp_path / "broker.toml"
+    config.write_text(f"[server]\nport = {port}\nrefused_access_log_interval = {interval}\n")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "caseline.server.cli",
+        "--data-dir",
+        str(data),
+        "serve",
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await _wait_ready(proc)
+        base = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as session:
+            for path in ["/metrics"] * 40 + ["/healthz"] * 5:
+                async with session.get(base + path, headers={"Authorization": "Bearer junk"}) as r:
+                    await r.read()
+    finally:
+        proc.terminate()
+        _, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    access = [a for a in map(json.loads, err.decode().splitlines()) if a.get("event") == "access"]
+    refused = [a for a in access if a["status"] == 401]
+    assert len(refused) == (1 if interval else 40)
+    assert len([a for a in access if a["status"] == 200]) == 5  # answers below 400 are never folded
+
+
+def test_a_folded_run_is_counted_on_the_next_line() -> None:
+    now = [0.0]
+    folder = RefusalFilter(10.0, clock=lambda: now[0])
+
+    def line(status: int, source: str = "10.0.0.1") -> logging.LogRecord:
+        return logging.makeLogRecord(
+            {"msg": "access", "status": status, "source": source, "route": "/metrics"}
+        )
+
+    assert folder.filter(line(401))
+    assert not any(folder.filter(line(401)) for _ in range(7))
+    assert folder.filter(line(401, source="10.0.0.2"))  # another source is its own run
+    assert folder.filter(line(200))
+    now[0] = 10.5
+    record = line(401)
+    assert folder.filter(record)
+    assert record.folded == 7
 
 
 async def test_log_format_text_is_for_a_person(tmp_path: Path) -> None:

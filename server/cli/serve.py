@@ -23,7 +23,7 @@ from caseline.server.config import ServerConfig
 from caseline.server.datadir import load_server_key
 from caseline.server.edge import raise_descriptor_limit
 from caseline.server.keys import BROKER
-from caseline.server.log_throttle import throttle_repeated_errors
+from caseline.server.log_throttle import throttle_refused_access, throttle_repeated_errors
 from caseline.server.logs import FORMATS, configure_logging
 from caseline.server.sqlite_store import SqliteStore
 
@@ -93,6 +93,7 @@ def serve(host: str | None, port: int | None, insecure_http: bool | None, log_fo
     click.echo(f"caseline broker on {url} (data: {config.data_dir})")
     _descriptors(config)
     throttle_repeated_errors(config.accept_error_log_interval)
+    throttle_refused_access(config.refused_access_log_interval)
     with contextlib.suppress(web.GracefulExit, KeyboardInterrupt):  # SIGTERM, SIGINT: a clean stop
         asyncio.run(_serve(app, config, context, url))
     log.info("stopped", extra={"event": "stopped"})
