@@ -69,7 +69,9 @@ def register(root: click.Group) -> None:
     @root.group("agency")
     @global_options
     def agency() -> None:
-        """Agency administration: the root key, device certificates, revocations, witnesses.
+        """Agency administration: root key, certificates, revocations.
+
+        Witnesses are listed here too, and everything goes to the broker by `agency publish`.
 
         \b
         Examples:

@@ -79,7 +79,7 @@ def register(root: click.Group) -> None:
     def init(
         *, agency: str, user: str, server: str, key_file: str | None, kdf: str, request_out: str | None
     ) -> int:
-        """Create this device's keys and an enrolment request for your administrator.
+        """Create this device's keys and an enrolment request.
 
         \b
         Examples:
@@ -205,7 +205,9 @@ def _trust(root: click.Group) -> None:
     @root.group("trust")
     @global_options
     def trust() -> None:
-        """Pin partner agencies' roots after checking their fingerprints out of band.
+        """Pin partner agencies' roots.
+
+        Pin one only after its fingerprint was read to you out of band.
 
         \b
         Examples:
@@ -607,7 +609,9 @@ def _posting(root: click.Group) -> None:
         case_ref: str, content_type: str, field: tuple[str, ...], file: str | None,
         in_reply_to: str | None, of_: str | None, idempotency_key: str | None,
     ) -> int:  # fmt: skip
-        """Post an update to CASE: from --field values, a JSON file, or JSON on standard input.
+        """Post an update to a case.
+
+        The update comes from --field values, a JSON file, or JSON on standard input.
 
         Markings and language default to the case's; a reply or an ack names
         its update by the short id `case show` prints.
@@ -671,7 +675,9 @@ def _posting(root: click.Group) -> None:
         help="Stop after this many seconds.",
     )
     def follow(cases: tuple[str, ...], count: int, for_seconds: float | None) -> int:
-        """Print verified entries of your cases (or those named) as they arrive.
+        """Print verified entries as they arrive.
+
+        From all your cases, or only those named.
 
         \b
         Examples:
@@ -708,7 +714,7 @@ def _posting(root: click.Group) -> None:
     @command(root, "verify")
     @click.argument("case_ref", metavar="CASE")
     def verify(case_ref: str) -> int:
-        """Re-verify a case from its start and print its head code to compare with partners.
+        """Re-verify a case; print the head code partners compare.
 
         \b
         Examples:

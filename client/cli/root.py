@@ -83,7 +83,7 @@ def cli() -> None:
 @cli.command("completion")
 @click.argument("shell", type=click.Choice(SHELLS))
 def completion(shell: str) -> int:
-    """Print the shell completion script for SHELL (bash, zsh or fish).
+    """Print the shell completion script for bash, zsh or fish.
 
     \b
     Examples:
