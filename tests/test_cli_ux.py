@@ -374,6 +374,10 @@ async def test_errors_say_what_happened_in_words(net: Network, tmp_path: Path) -
     assert code == EXIT_TEMPORARY and f"cannot reach the broker at {closed}: connection refused" in err
     assert len(err.strip().splitlines()) == 2  # the reason, and what to do
 
+    request = tmp_path / "request.bin"
+    request.write_bytes(await alice.enrolment_request())
+    code, _, err = await run(home, "--profile", profile, "login", "--cert", str(request))
+    assert code == EXIT_USAGE and f"{request} is an enrolment request, not the certificate" in err
     code, _, err = await run(home, "--profile", profile, "login", "--server-key", "not-hex")
     assert code == EXIT_USAGE and "--server-key takes 64 hex digits" in err
     code, _, err = await run(tmp_path, "--profile", "root", "agency", "revoke", "zz")

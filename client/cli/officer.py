@@ -139,7 +139,7 @@ def register(root: click.Group) -> None:
         """
         s = settings()
         out = Out(s.as_json)
-        cert_bytes = Path(cert).read_bytes() if cert else None
+        cert_bytes = certificate_file(Path(cert)) if cert else None
         key = server_key_arg(server_key) if server_key else None
         secret = s.unlock()
 
@@ -816,6 +816,19 @@ def other_object(data: bytes) -> str | None:
             continue
         return name
     return None
+
+
+def certificate_file(path: Path) -> bytes:
+    """The device certificate in ``path``; another caseline file there is the caller's mistake."""
+    from caseline.schemas.wire import DeviceCert, decode_signed  # noqa: PLC0415 - with the command
+
+    data = path.read_bytes()
+    try:
+        DeviceCert.decode(decode_signed(data)[0])
+    except CaselineError:
+        what = other_object(data) or "not a caseline file"
+        raise UsageError(f"{path} is {what}, not the certificate from your administrator") from None
+    return data
 
 
 def _evidence(root: click.Group) -> None:

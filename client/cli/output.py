@@ -205,7 +205,7 @@ def entry(out: Out, event: CaseEvent, *, case: bool = False) -> None:
         marking_text(event),
     )
     out.say("  ".join(f for f in fields if f))
-    out.show(Padding(Text.from_markup(what(event)), (0, 0, 0, 4)))
+    out.show(Padding(Text.from_markup(what(event)), (0, 0, 0, 4), expand=False))
 
 
 def witness_line(status: WitnessStatus) -> str:
