@@ -136,6 +136,8 @@ async def test_tab_completes_a_command(tmp_path: Path) -> None:
 async def test_a_mistyped_command_or_option_gets_a_suggestion(tmp_path: Path) -> None:
     code, _, err = await run(tmp_path, "cse", "list")
     assert code == EXIT_USAGE and "did you mean case" in err
+    code, _, err = await run(tmp_path, "case", "shw", "x")
+    assert code == EXIT_USAGE and "did you mean show" in err
     code, _, err = await run(tmp_path, "case", "list", "--jsn")
     assert code == EXIT_USAGE and "--json" in err
 

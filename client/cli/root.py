@@ -116,10 +116,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None, state: Settings) -> int:
     import logging  # noqa: PLC0415 - kept with its one use
 
-    notices = logging.StreamHandler(sys.stderr)
-    notices.setFormatter(logging.Formatter("caseline: %(message)s"))
-    logging.getLogger("caseline.client").addHandler(notices)
-    logging.getLogger("caseline.client").setLevel(logging.INFO)
+    log = logging.getLogger("caseline.client")
+    if not log.handlers:  # once per process, however often main is called
+        notices = logging.StreamHandler(sys.stderr)
+        notices.setFormatter(logging.Formatter("caseline: %(message)s"))
+        log.addHandler(notices)
+        log.setLevel(logging.INFO)
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         code = cli.main(args, prog_name=PROG, complete_var=COMPLETE_VAR, standalone_mode=False, obj=state)
