@@ -16,9 +16,12 @@ import re
 import stat
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
+import msgpack
 import pytest
+from aiohttp import web
 from caseline.client.cli import main
 from caseline.client.cli.officer import STDIN_NOTICE
 from caseline.client.cli.root import cli as root_group
@@ -390,3 +393,20 @@ async def test_errors_say_what_happened_in_words(net: Network, tmp_path: Path) -
     not_a_bundle.write_bytes(b"\x93\x01\x0a\x00")
     code, _, err = await run(tmp_path, "evidence", "verify", str(not_a_bundle), "--pin", "ke-kra=1")
     assert code == EXIT_UNTRUSTED and "is not a caseline evidence bundle, or it is damaged" in err
+
+
+async def test_a_broker_that_answers_junk_is_named_in_words(net: Network, aiohttp_server: Any) -> None:
+    """A 'broker' whose answers decode as msgpack but are no caseline message: exit 3, no codec jargon."""
+
+    async def junk(_request: web.Request) -> web.Response:
+        return web.Response(body=msgpack.packb([1, 99, b"x"]), content_type="application/msgpack")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", junk)
+    server = await aiohttp_server(app)
+    alice = await net.device("ke-kra", "alice")
+    home, profile = cli_home(alice)
+    url = str(server.make_url("")).rstrip("/")
+    code, _, err = await run(home, "--profile", profile, "login", "--server", url)
+    assert code == EXIT_UNTRUSTED, err
+    assert "the broker sent something that is not a caseline message" in err
