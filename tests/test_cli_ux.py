@@ -33,6 +33,7 @@ from tests.support.agencies import PASSPHRASE, Network
 from tests.support.clirun import cli_env, cli_home, finish, until_following
 from tests.support.process import free_port
 
+BOXES = set("┃━│─┏┓┗┛╇╸┡┩╭╮╰╯")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 PYTHON_INTERNALS = re.compile(r"\b[A-Z][a-zA-Z]+(Error|Exception)\b|Traceback|\btag \d+")
 LONG_TEXT = (
@@ -210,7 +211,11 @@ async def test_tlp_is_coloured_on_a_terminal_and_output_is_plain_when_piped(net:
 
     code, out, _ = await run(home, "--profile", profile, "case", "show", case_id.hex())
     assert code == EXIT_OK and "TLP:RED" in out
-    assert "\x1b[" not in out and not set(out) & set("┃━│─┏┓┗┛╇╸┡┩")  # words only in a pipe
+    assert "\x1b[" not in out and not set(out) & BOXES  # words only in a pipe
+    for command in (("verify", case_id.hex()), ("whoami",), ("case", "list")):
+        code, out, _ = await run(home, "--profile", profile, *command)
+        assert code == EXIT_OK and "\x1b[" not in out and not set(out) & BOXES, out
+    assert case_id.hex() in out
 
 
 async def test_follow_shows_ids_markings_and_restrictions(net: Network) -> None:

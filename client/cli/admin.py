@@ -52,14 +52,10 @@ def _root_panel(out: Out, admin: AgencyAdmin) -> None:
     if out.as_json:
         out.data(data)
         return
-    from rich.panel import Panel  # noqa: PLC0415 - rich only when printing for a person
-
-    out.show(
-        Panel(
-            f"root key {data['root_key']}\nfingerprint [bold]{admin.fingerprint}[/]\n"
-            "Read the fingerprint aloud to each partner agency and to the broker's operator.",
-            title=f"agency {admin.agency_id}",
-        )
+    out.panel(
+        f"root key {data['root_key']}\nfingerprint [bold]{admin.fingerprint}[/]\n"
+        "Read the fingerprint aloud to each partner agency and to the broker's operator.",
+        title=f"agency {admin.agency_id}",
     )
 
 

@@ -112,16 +112,12 @@ def register(root: click.Group) -> None:
         if out.as_json:
             out.data({"profile": str(directory), "device": device.hex(), "request": str(target)})
         else:
-            from rich.panel import Panel  # noqa: PLC0415 - rich only when printing for a person
-
-            out.show(
-                Panel(
-                    f"device [bold]{device.hex()}[/] for {agency}:{user}\n"
-                    f"enrolment request: {target}\n"
-                    "Next: give the request to your agency administrator (`caseline agency issue`),\n"
-                    "pin your agency (`caseline trust add`), then `caseline login --cert FILE`.",
-                    title="new device",
-                )
+            out.panel(
+                f"device [bold]{device.hex()}[/] for {agency}:{user}\n"
+                f"enrolment request: {target}\n"
+                "Next: give the request to your agency administrator (`caseline agency issue`),\n"
+                "pin your agency (`caseline trust add`), then `caseline login --cert FILE`.",
+                title="new device",
             )
         return EXIT_OK
 
@@ -744,19 +740,15 @@ def _posting(root: click.Group) -> None:
                 }
             )  # fmt: skip
             return EXIT_OK
-        from rich.panel import Panel  # noqa: PLC0415 - rich only when printing for a person
-
-        out.show(
-            Panel(
-                f"{report.count} entries verified from genesis, epoch {report.epoch}, "
-                f"{report.readable}/{report.updates} updates readable here"
-                + (f", {report.voided} withheld (sent by revoked devices)" if report.voided else "")
-                + "\n"
-                f"members: {', '.join(f'{m.author.name} ({m.role})' for m in report.members)}\n"
-                f"head code: [bold]{report.code}[/] — the same code on your partner's screen "
-                "means you both hold the same history\n" + witness_line(status),
-                title=f"case {case_id.hex()} verified",
-            )
+        out.panel(
+            f"{report.count} entries verified from genesis, epoch {report.epoch}, "
+            f"{report.readable}/{report.updates} updates readable here"
+            + (f", {report.voided} withheld (sent by revoked devices)" if report.voided else "")
+            + "\n"
+            f"members: {', '.join(f'{m.author.name} ({m.role})' for m in report.members)}\n"
+            f"head code: [bold]{report.code}[/] — the same code on your partner's screen "
+            "means you both hold the same history\n" + witness_line(status),
+            title=f"case {case_id.hex()} verified",
         )
         return EXIT_OK
 

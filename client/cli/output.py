@@ -47,8 +47,8 @@ class Out:
 
     @property
     def plain(self) -> bool:
-        """No colour, no boxes: stdout is a pipe or a file."""
-        return not self.console.is_terminal
+        """No colour and no box drawing: stdout is a pipe or a file, or NO_COLOR is set."""
+        return not self.console.is_terminal or self.console.no_color
 
     def data(self, obj: Any) -> None:
         print(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False))
@@ -56,11 +56,22 @@ class Out:
     def say(self, text: str) -> None:
         """A line of rich markup for a person: wrapped between words on a terminal, whole in a pipe."""
         if not self.as_json:
-            self.console.print(text, soft_wrap=self.plain)
+            self.console.print(text, soft_wrap=not self.console.is_terminal)
 
     def show(self, renderable: RenderableType) -> None:
         """A table or panel, laid out to the terminal's width (wrapping, not cutting)."""
         self.console.print(renderable, soft_wrap=False)
+
+    def panel(self, text: str, title: str) -> None:
+        """A boxed panel on a terminal; its title and lines, unboxed, in a pipe."""
+        if self.plain:
+            self.say(f"{title}:")
+            for line in text.splitlines():
+                self.say(f"  {line}")
+            return
+        from rich.panel import Panel  # noqa: PLC0415 - see the module docstring
+
+        self.show(Panel(text, title=title))
 
     def table(self, title: str | None = None, *, header: bool = True) -> Table:
         from rich import box  # noqa: PLC0415 - see the module docstring
