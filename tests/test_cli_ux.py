@@ -415,3 +415,19 @@ async def test_a_broker_that_answers_junk_is_named_in_words(net: Network, aiohtt
     code, _, err = await run(home, "--profile", profile, "login", "--server", url)
     assert code == EXIT_UNTRUSTED, err
     assert "the broker sent something that is not a caseline message" in err
+
+
+async def test_membership_commands_say_what_they_changed(net: Network) -> None:
+    alice = await net.device("ke-kra", "alice")
+    await net.device("tz-tra", "juma.mussa")
+    case_id = await alice.create_case(title="Op", witnessed=False)
+    home, profile = cli_home(alice)
+    case = ("--profile", profile, "case")
+    code, out, err = await run(home, *case, "add", case_id.hex(), "tz-tra:juma.mussa", "--share-history")
+    assert (code, out.strip()) == (EXIT_OK, "added 1 device(s)"), err
+    code, out, _ = await run(home, *case, "role", case_id.hex(), "tz-tra:juma.mussa", "owner")
+    assert (code, out.strip()) == (EXIT_OK, "tz-tra:juma.mussa is now owner")
+    assert (await run(home, *case, "remove", case_id.hex()))[0] == EXIT_USAGE  # whom?
+    code, out, _ = await run(home, "--json", *case, "remove", case_id.hex(), "tz-tra:juma.mussa")
+    assert code == EXIT_OK and len(json.loads(out)["devices"]) == 1
+    assert [m.author.name for m in await alice.members(case_id)] == ["ke-kra:alice"]

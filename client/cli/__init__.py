@@ -22,6 +22,11 @@ policy and the one-line report), ``output`` (consoles, tables, JSON),
 options and the passphrase), ``files`` (files written with secrets),
 ``officer`` and ``admin`` (the commands), ``root`` (the ``caseline`` group,
 ``--version`` and ``completion``).
+
+The library (``Client``, ``AgencyAdmin``: aiohttp, aiosqlite) is imported by
+the command that opens it, and rich only when something is printed for a
+person: ``--help``, ``--version``, completion and a mistyped command answer
+without loading either, and a ``--json`` post never loads rich.
 """
 
 from __future__ import annotations

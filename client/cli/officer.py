@@ -478,7 +478,9 @@ def _case(root: click.Group) -> None:
 
         users = [parse_member(m, role) for m in member]
         return _membership(
-            case_ref, lambda c, cid: c.add_members(cid, users, share_history=share_history), "added"
+            case_ref,
+            lambda c, cid: c.add_members(cid, users, share_history=share_history),
+            "added {n} device(s)",
         )
 
     @command(case, "remove")
@@ -501,9 +503,9 @@ def _case(root: click.Group) -> None:
             raise UsageError("name members (AGENCY:USER) or --device IDs, not both")
         if device:
             ids = [hex_arg(d, "--device", 16) for d in device]
-            return _membership(case_ref, lambda c, cid: c.remove_devices(cid, ids), "removed")
+            return _membership(case_ref, lambda c, cid: c.remove_devices(cid, ids), "removed {n} device(s)")
         users = [(a, u) for a, u, _ in (parse_member(m) for m in member)]
-        return _membership(case_ref, lambda c, cid: c.remove_members(cid, users), "removed")
+        return _membership(case_ref, lambda c, cid: c.remove_members(cid, users), "removed {n} device(s)")
 
     @command(case, "role")
     @click.argument("case_ref", metavar="CASE")
@@ -528,6 +530,7 @@ def _case(root: click.Group) -> None:
 
 
 def _membership(case_ref: str, act: Any, verb: str) -> int:
+    """Run ``act(client, case_id)`` (it returns the devices it changed) and say ``verb``."""
     s = settings()
     out = Out(s.as_json)
     secret = s.unlock()
@@ -540,7 +543,7 @@ def _membership(case_ref: str, act: Any, verb: str) -> int:
     case_id, devices = run(go())
     if out.as_json:
         out.data({"case_id": case_id.hex(), "devices": [d.hex() for d in devices]})
-    out.say(f"{verb} {len(devices)} device(s)" if verb in ("added", "removed") else verb)
+    out.say(verb.format(n=len(devices)))
     return EXIT_OK
 
 

@@ -68,7 +68,7 @@ class Settings:
         return self.passphrase() if LocalStore.locked(self.directory()) else None
 
     async def client(self, secret: str | None) -> Client:
-        from caseline.client.client import Client  # noqa: PLC0415 - see the module docstring of cli
+        from caseline.client.client import Client  # noqa: PLC0415 - see the package docstring
 
         return await Client.open(self.directory(), passphrase=secret, timeout=self.timeout)
 
