@@ -11,10 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 from caseline.client.cli.files import refuse_existing, write_private
-from caseline.client.cli.officer import command
 from caseline.client.cli.output import Out, when
 from caseline.client.cli.params import KDF, choice, hex_arg, parse_instant, parse_witness
-from caseline.client.cli.settings import Settings, global_options, run, settings
+from caseline.client.cli.settings import Settings, command, global_options, run, settings
 from caseline.schemas.errors import EXIT_OK, UsageError
 
 if TYPE_CHECKING:

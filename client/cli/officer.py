@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -38,7 +37,7 @@ from caseline.client.cli.params import (
     parse_pins,
     server_key_arg,
 )
-from caseline.client.cli.settings import global_options, run, settings
+from caseline.client.cli.settings import command, global_options, run, settings
 from caseline.client.refs import resolve_update
 from caseline.schemas import content as content_schemas
 from caseline.schemas.errors import EXIT_OK, CaselineError, MalformedError, UsageError
@@ -49,15 +48,6 @@ if TYPE_CHECKING:
 STDIN_NOTICE: Final = (
     "reading the update's JSON from standard input; end with Ctrl-D (Ctrl-Z Enter on Windows)"
 )
-
-
-def command(group: click.Group, name: str) -> Callable[[Callable[..., int]], click.Command]:
-    """Register a command on ``group`` with the global options it repeats."""
-
-    def register(f: Callable[..., int]) -> click.Command:
-        return group.command(name)(global_options(f))
-
-    return register
 
 
 def _fpr(key: bytes | None) -> str:

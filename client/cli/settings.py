@@ -141,3 +141,12 @@ def global_options(f: F) -> F:
     for option in reversed(options):
         f = option(f)
     return f
+
+
+def command(group: click.Group, name: str) -> Callable[[Callable[..., int]], click.Command]:
+    """Register a command on ``group`` with the global options it repeats; every area's module uses it."""
+
+    def register(f: Callable[..., int]) -> click.Command:
+        return group.command(name)(global_options(f))
+
+    return register
