@@ -66,6 +66,21 @@ async def _read(resp: aiohttp.ClientResponse, limit: int = MAX_RESPONSE) -> byte
     return b"".join(chunks)
 
 
+def unreachable(exc: BaseException) -> str:
+    """Why a connection failed, in an officer's words rather than aiohttp's class names."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return (
+            "connection refused"
+            if isinstance(exc.os_error, ConnectionRefusedError)
+            else exc.strerror or "no route"
+        )
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
+        return "the connection closed before the answer"
+    return "the answer did not arrive whole"
+
+
 def _problem(status: int, body: bytes, headers: Mapping[str, str]) -> BrokerRefusal:
     code, detail = "http-error", f"HTTP {status}"
     with contextlib.suppress(ValueError, TypeError, AttributeError):
@@ -166,7 +181,9 @@ class BrokerConnection:
                 # A pooled connection closed under the request; no connection at all sent nothing.
                 stale = isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError)
                 if not (stale and resends) or isinstance(exc, aiohttp.ClientConnectorError):
-                    raise BrokerUnavailable(f"no answer from {self.url}: {type(exc).__name__}") from None
+                    raise BrokerUnavailable(
+                        f"cannot reach the broker at {self.url}: {unreachable(exc)}"
+                    ) from None
                 resends -= 1
         if status == 401 and auth and not retried:
             self._token = None  # expired or logged out: log in again once
@@ -345,7 +362,7 @@ class BrokerConnection:
                 exc.message, status=exc.status, problem="stream-refused"
             ) from None
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise BrokerUnavailable(f"no stream from {self.url}: {type(exc).__name__}") from None
+            raise BrokerUnavailable(f"cannot follow the broker at {self.url}: {unreachable(exc)}") from None
         try:
             subscribe = Subscribe(
                 cursors=tuple(Cursor(case_id=c, after=n) for c, n in sorted(cursors.items()))

@@ -1,0 +1,55 @@
+"""Files the CLI writes or reads that hold secrets or certificates.
+
+A certificate or an evidence bundle is written owner-only (0600), and never
+over an existing file unless ``--force`` says so: an accidental overwrite
+loses the earlier one, and ``agency issue`` would also have minted a second
+certificate for nothing, so the caller checks ``refuse_existing`` before
+doing the work.  A passphrase file gets the same check as a key file: one
+that other users can read is refused (exit 6).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+from caseline.client.profile import check_private
+from caseline.schemas.errors import UsageError
+
+
+def refuse_existing(path: Path, *, force: bool, option: str = "-o") -> None:
+    """Refuse, before any work is done, to replace a file the person did not ask to replace."""
+    if path.exists() and not force:
+        raise UsageError(f"{path} already exists: add --force to replace it, or give another {option}")
+
+
+def write_private(path: Path, data: bytes, *, force: bool) -> None:
+    """Write ``data`` to a new owner-only file; with ``force``, replace ``path`` atomically."""
+    if not force:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            refuse_existing(path, force=False)
+            raise
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # created 0600
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+
+
+def read_passphrase_file(path: Path) -> str:
+    """The passphrase in ``path``, refused like a key file if other users could read it."""
+    check_private(path)
+    return path.read_text(encoding="utf-8").rstrip("\n")

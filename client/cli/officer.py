@@ -1,0 +1,962 @@
+"""The officer's commands: a device, its broker, pinned partners, cases, updates, evidence.
+
+Each command is a thin shell: it reads its options, asks for the passphrase
+before the event loop starts (``Settings.unlock``), runs one coroutine on a
+``Client`` and prints through ``Out``.  Commands are registered on the groups
+here; another module adds its own the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import click
+from caseline.client.cli.files import refuse_existing, write_private
+from caseline.client.cli.output import (
+    UNWITNESSED_LINE,
+    Out,
+    entry,
+    event_json,
+    tlp,
+    when,
+    witness_json,
+    witness_line,
+)
+from caseline.client.cli.params import (
+    CASE_ROLE,
+    HANDLING,
+    KDF,
+    TLP,
+    hex_arg,
+    parse_fields,
+    parse_pins,
+    server_key_arg,
+)
+from caseline.client.cli.settings import command, global_options, run, settings
+from caseline.client.refs import resolve_update
+from caseline.schemas import content as content_schemas
+from caseline.schemas.errors import EXIT_OK, CaselineError, MalformedError, UsageError
+
+if TYPE_CHECKING:
+    from caseline.client.client import Client
+
+STDIN_NOTICE: Final = (
+    "reading the update's JSON from standard input; end with Ctrl-D (Ctrl-Z Enter on Windows)"
+)
+
+
+def _fpr(key: bytes | None) -> str:
+    from caseline.crypto.keys import fingerprint  # noqa: PLC0415 - with the command
+
+    return "-" if key is None else fingerprint("broker", key)
+
+
+def register(root: click.Group) -> None:
+    """Add the officer's commands to the ``caseline`` group."""
+
+    @command(root, "init")
+    @click.option("--agency", required=True, help="Your agency's id, e.g. ke-kra.")
+    @click.option("--user", required=True, help="Your user id in that agency, e.g. alice.")
+    @click.option("--server", required=True, help="The broker's URL, e.g. https://broker.example:8443.")
+    @click.option("--key-file", help="Bots: keep keys in this owner-only file instead of a passphrase.")
+    @click.option("--kdf", type=KDF, default="moderate", show_default=True, help="Passphrase hardening.")
+    @click.option("--request-out", help="Where to write the enrolment request (default: in the profile).")
+    def init(
+        *, agency: str, user: str, server: str, key_file: str | None, kdf: str, request_out: str | None
+    ) -> int:
+        """Create this device's keys and an enrolment request.
+
+        \b
+        Examples:
+          caseline init --agency ke-kra --user alice --server https://broker.example:8443
+          caseline --profile bot init --agency ke-kra --user bot --server URL --key-file bot.key
+        """
+        from caseline.client.client import Client  # noqa: PLC0415 - see the package docstring
+
+        s = settings()
+        out = Out(s.as_json)
+        secret = None if key_file else s.passphrase(new=True)
+        if key_file is None and not secret:
+            raise UsageError(
+                "give a passphrase (prompt, --passphrase-file or CASELINE_PASSPHRASE) or --key-file"
+            )
+        directory = s.directory()
+
+        async def act() -> tuple[Path, bytes]:
+            client = await Client.create(
+                directory, agency_id=agency, user_id=user, server_url=server, passphrase=secret,
+                key_file=Path(key_file) if key_file else None, kdf=kdf,
+            )  # fmt: skip
+            async with client:
+                request = await client.enrolment_request()
+                target = Path(request_out) if request_out else directory / "enrolment-request.bin"
+                target.write_bytes(request)
+                return target, (await client.identity()).device_id
+
+        target, device = run(act())
+        if out.as_json:
+            out.data({"profile": str(directory), "device": device.hex(), "request": str(target)})
+        else:
+            out.panel(
+                f"device [bold]{device.hex()}[/] for {agency}:{user}\n"
+                f"enrolment request: {target}\n"
+                "Next: give the request to your agency administrator (`caseline agency issue`),\n"
+                "pin your agency (`caseline trust add`), then `caseline login --cert FILE`.",
+                title="new device",
+            )
+        return EXIT_OK
+
+    @command(root, "login")
+    @click.option("--cert", help="The certificate file from your agency administrator.")
+    @click.option("--server", help="Change the broker URL.")
+    @click.option("--server-key", metavar="KEY", help="The broker key your operator gave you.")
+    def login(cert: str | None, server: str | None, server_key: str | None) -> int:
+        """Install your certificate, pin the broker's key and log in.
+
+        \b
+        Examples:
+          caseline login --cert alice.cert
+          caseline login --server https://broker.example:8443
+        """
+        s = settings()
+        out = Out(s.as_json)
+        cert_bytes = certificate_file(Path(cert)) if cert else None
+        key = server_key_arg(server_key) if server_key else None
+        secret = s.unlock()
+
+        async def act() -> Any:
+            async with await s.client(secret) as client:
+                return await client.login(cert=cert_bytes, server_url=server, server_key=key)
+
+        ident = run(act())
+        key_fpr = _fpr(ident.server_key)
+        if out.as_json:
+            out.data({"device": ident.device_id.hex(), "server": ident.server_url, "server_key": key_fpr})
+        else:
+            out.say(f"logged in as {ident.agency_id}:{ident.user_id} ({ident.role}) at {ident.server_url}")
+            out.say(f"broker key code: {key_fpr} — compare it with your broker's operator")
+        return EXIT_OK
+
+    @command(root, "whoami")
+    def whoami() -> int:
+        """Show this device's identity, certificate and broker.
+
+        \b
+        Examples:
+          caseline whoami
+          caseline whoami --json
+        """
+        s = settings()
+        out = Out(s.as_json)
+        secret = s.unlock()
+
+        async def act() -> Any:
+            async with await s.client(secret) as client:
+                return await client.identity()
+
+        ident = run(act())
+        data = {
+            "agency": ident.agency_id,
+            "user": ident.user_id,
+            "device": ident.device_id.hex(),
+            "role": ident.role or "(not enrolled)",
+            "scopes": list(ident.scopes),
+            "valid_until": when(ident.not_after) if ident.not_after else None,
+            "server": ident.server_url,
+            "server_key": _fpr(ident.server_key),
+        }
+        if out.as_json:
+            out.data(data)
+        else:
+            table = out.table(header=False)
+            table.add_column("", no_wrap=True)
+            out.text_column(table, "")
+            for k, v in data.items():
+                table.add_row(k, ", ".join(v) if isinstance(v, list) else str(v))
+            out.show(table)
+        return EXIT_OK
+
+    _trust(root)
+    _case(root)
+    _posting(root)
+    _evidence(root)
+
+
+def _trust(root: click.Group) -> None:
+    @root.group("trust")
+    @global_options
+    def trust() -> None:
+        """Pin partner agencies' roots.
+
+        Pin one only after its fingerprint was read to you out of band.
+
+        \b
+        Examples:
+          caseline trust add tz-tra 123456789012345678901234567890
+          caseline trust list
+        """
+
+    @command(trust, "add")
+    @click.argument("agency")
+    @click.argument("fingerprint")
+    @click.option("--root-key", metavar="HEX", help="The root key, if not taken from the broker's registry.")
+    def add(agency: str, fingerprint: str, root_key: str | None) -> int:
+        """Pin AGENCY's root key after its FINGERPRINT (30 digits) was read to you.
+
+        \b
+        Examples:
+          caseline trust add tz-tra 123456789012345678901234567890
+        """
+        s = settings()
+        out = Out(s.as_json)
+        root_bytes = hex_arg(root_key, "--root-key", 32) if root_key else None
+        secret = s.unlock()
+
+        async def act() -> str:
+            async with await s.client(secret) as client:
+                return await client.trust_add(agency, fingerprint, root_key=root_bytes)
+
+        fpr = run(act())
+        if out.as_json:
+            out.data({"agency": agency, "fingerprint": fpr})
+        out.say(f"pinned {agency}: {fpr}")
+        return EXIT_OK
+
+    @command(trust, "remove")
+    @click.argument("agency")
+    def remove(agency: str) -> int:
+        """Unpin AGENCY: its members' updates are no longer trusted here.
+
+        \b
+        Examples:
+          caseline trust remove tz-tra
+        """
+        s = settings()
+        out = Out(s.as_json)
+        secret = s.unlock()
+
+        async def act() -> bool:
+            async with await s.client(secret) as client:
+                return await client.trust_remove(agency)
+
+        if not run(act()):
+            raise UsageError(f"{agency} was not pinned")
+        if out.as_json:
+            out.data({"removed": agency})
+        out.say(f"unpinned {agency}")
+        return EXIT_OK
+
+    @command(trust, "list")
+    def trust_list() -> int:
+        """List the agency roots this device has pinned.
+
+        \b
+        Examples:
+          caseline trust list
+        """
+        s = settings()
+        out = Out(s.as_json)
+        secret = s.unlock()
+
+        async def act() -> dict[str, str]:
+            async with await s.client(secret) as client:
+                return client.trusted()
+
+        pins = run(act())
+        if out.as_json:
+            out.data([{"agency": a, "fingerprint": f} for a, f in pins.items()])
+        else:
+            table = out.table("pinned agency roots")
+            out.id_column(table, "agency", list(pins))
+            out.id_column(table, "fingerprint", list(pins.values()))
+            for a, f in pins.items():
+                table.add_row(a, f)
+            out.show(table)
+        return EXIT_OK
+
+
+def _case(root: click.Group) -> None:
+    @root.group("case")
+    @global_options
+    def case() -> None:
+        """Open, list, show and change cases.
+
+        \b
+        Examples:
+          caseline case create --title "Op Tembo" --member tz-tra:juma
+          caseline case list
+          caseline case show 3f2a9c
+        """
+
+    @command(case, "create")
+    @click.option("--title", required=True, help="The case's title, seen by every member.")
+    @click.option("--reference", default="", help="Your agency's own reference for the case.")
+    @click.option("--member", multiple=True, metavar="AGENCY:USER[:ROLE]", help="A member to add; repeat.")
+    @click.option(
+        "--handling", type=HANDLING, default="H2", show_default=True, help="The case's handling code."
+    )
+    @click.option("--tlp", "tlp_", type=TLP, default="AMBER", show_default=True, help="The case's TLP.")
+    @click.option(
+        "--retention-days", type=int, default=365, show_default=True,
+        help="Days the broker keeps update bodies (0: relay only, bodies go at its next retention pass).",
+    )  # fmt: skip
+    @click.option(
+        "--history", type=click.Choice(["shared", "none"]), default="shared", show_default=True,
+        help="Whether members added later get the keys of earlier updates.",
+    )  # fmt: skip
+    @click.option(
+        "--witnessed/--unwitnessed", default=None,
+        help="Require a witness of every agency in the case (default: when every agency lists one),"
+        " or not: a trial or single-agency case that only the broker vouches for.",
+    )  # fmt: skip
+    @click.option(
+        "--alarm-after", type=float, default=60.0, show_default=True, metavar="SECONDS",
+        help="Raise the split-view alarm when entries wait longer than this for the witnesses (1..3600).",
+    )  # fmt: skip
+    def create(
+        *,
+        title: str, reference: str, member: tuple[str, ...], handling: str, tlp_: str,
+        retention_days: int, history: str, witnessed: bool | None, alarm_after: float,
+    ) -> int:  # fmt: skip
+        """Open a case with you as its owner.
+
+        \b
+        Examples:
+          caseline case create --title "Op Tembo" --member tz-tra:juma --handling H3 --tlp RED
+          caseline case create --title "Trial" --unwitnessed
+        """
+        from caseline.client.client import parse_member  # noqa: PLC0415 - with the client
+
+        s = settings()
+        out = Out(s.as_json)
+        members = [parse_member(m) for m in member]
+        secret = s.unlock()
+
+        async def act() -> tuple[bytes, Any]:
+            async with await s.client(secret) as client:
+                case_id = await client.create_case(
+                    title=title, reference=reference, members=members, handling=handling, tlp=tlp_,
+                    retention_days=retention_days, history=history, witnessed=witnessed,
+                    alarm_after_ms=int(alarm_after * 1000),
+                )  # fmt: skip
+                return case_id, await client.witness_status(case_id)
+
+        case_id, status = run(act())
+        if out.as_json:
+            out.data({"case_id": case_id.hex(), "witnessed": status.witnessed})
+        from rich.markup import escape  # noqa: PLC0415 - rich only when printing for a person
+
+        out.say(f"opened case [bold]{case_id.hex()}[/] “{escape(title)}”")
+        out.say(witness_line(status) if not status.witnessed else "witnessed by every agency in it")
+        return EXIT_OK
+
+    @command(case, "list")
+    def case_list() -> int:
+        """List your cases with their full ids, markings and unread counts.
+
+        \b
+        Examples:
+          caseline case list
+          caseline case list --json
+        """
+        s = settings()
+        out = Out(s.as_json)
+        secret = s.unlock()
+
+        async def act() -> Any:
+            async with await s.client(secret) as client:
+                return await client.cases()
+
+        cases = run(act())
+        if out.as_json:
+            out.data(
+                [
+                    {
+                        "case_id": c.case_id.hex(), "title": c.title, "reference": c.reference,
+                        "role": c.role, "epoch": c.epoch, "entries": c.count, "unread": c.unread,
+                        "handling": c.handling, "tlp": c.tlp,
+                    }
+                    for c in cases
+                ]
+            )  # fmt: skip
+            return EXIT_OK
+        from rich.markup import escape  # noqa: PLC0415 - rich only when printing for a person
+
+        if not cases:
+            out.say("no cases yet: `caseline case create --title …`, or ask a partner to add you")
+        for c in cases:  # a block per case: the full id always fits, whatever the width
+            out.say(
+                f"[bold]{c.case_id.hex()}[/]  {escape(c.title)}"
+                + (f"  ({escape(c.reference)})" if c.reference else "")
+            )
+            unread = f"[bold]{c.unread} unread[/]" if c.unread else "0 unread"
+            out.say(f"    {c.role}  {c.handling} {tlp(c.tlp)}  {c.count} entries  {unread}")
+        return EXIT_OK
+
+    @command(case, "show")
+    @click.argument("case_ref", metavar="CASE")
+    @click.option("--limit", type=int, default=50, show_default=True, help="Show at most this many entries.")
+    def show(case_ref: str, limit: int) -> int:
+        """Show a case's latest entries: short id, markings, author and text of each.
+
+        CASE is the case id or a unique prefix of at least 6 hex digits.  The
+        short id in the first column is what `post --in-reply-to` and `--of`
+        take back.
+
+        \b
+        Examples:
+          caseline case show 3f2a9c
+          caseline case show 3f2a9c --json | jq '.events[].update_id'
+        """
+        s = settings()
+        out = Out(s.as_json)
+        secret = s.unlock()
+
+        async def act() -> tuple[bytes, Any, Any, Any]:
+            async with await s.client(secret) as client:
+                case_id = await client.resolve_case(case_ref)
+                await client.sync(case_id)
+                events = await client.history(case_id)
+                info = (await client.view(case_id)).case_info()
+                status = await client.witness_status(case_id)
+                await client.mark_read(case_id)
+                return case_id, events, info, status
+
+        case_id, events, info, status = run(act())
+        shown = events[-limit:] if limit > 0 else events
+        if out.as_json:
+            out.data(
+                {
+                    "case_id": case_id.hex(),
+                    "title": info.title if info else None,
+                    "reference": info.reference if info else None,
+                    "events": [event_json(e) for e in shown],
+                    "witness": witness_json(status),
+                }
+            )
+        else:
+            from rich.markup import escape  # noqa: PLC0415 - rich only when printing for a person
+
+            title = escape(f"{info.title} ({info.reference})" if info else "")
+            out.say(f"case [bold]{case_id.hex()}[/] {title}")
+            for event in shown:
+                entry(out, event)
+            out.say(witness_line(status))
+        return EXIT_OK
+
+    @command(case, "add")
+    @click.argument("case_ref", metavar="CASE")
+    @click.argument("member", nargs=-1, required=True, metavar="AGENCY:USER...")
+    @click.option(
+        "--role", type=CASE_ROLE, default="member", show_default=True, help="Their role in the case."
+    )
+    @click.option("--share-history", is_flag=True, help="Give them the keys of the updates so far.")
+    def add(case_ref: str, member: tuple[str, ...], role: str, share_history: bool) -> int:
+        """Add members (all their devices) to a case.
+
+        \b
+        Examples:
+          caseline case add 3f2a9c tz-tra:juma
+          caseline case add 3f2a9c ke-kra:bob --role observer --share-history
+        """
+        from caseline.client.client import parse_member  # noqa: PLC0415 - with the client
+
+        users = [parse_member(m, role) for m in member]
+        return _membership(
+            case_ref,
+            lambda c, cid: c.add_members(cid, users, share_history=share_history),
+            "added {n} device(s)",
+        )
+
+    @command(case, "remove")
+    @click.argument("case_ref", metavar="CASE")
+    @click.argument("member", nargs=-1, metavar="[AGENCY:USER]...")
+    @click.option(
+        "--device", multiple=True, metavar="HEX", help="Remove this one device only (its full id); repeat."
+    )
+    def remove(case_ref: str, member: tuple[str, ...], device: tuple[str, ...]) -> int:
+        """Remove members, or single devices, from a case.
+
+        \b
+        Examples:
+          caseline case remove 3f2a9c tz-tra:juma
+          caseline case remove 3f2a9c --device 0123456789abcdef0123456789abcdef
+        """
+        from caseline.client.client import parse_member  # noqa: PLC0415 - with the client
+
+        if bool(member) == bool(device):
+            raise UsageError("name members (AGENCY:USER) or --device IDs, not both")
+        if device:
+            ids = [hex_arg(d, "--device", 16) for d in device]
+            return _membership(case_ref, lambda c, cid: c.remove_devices(cid, ids), "removed {n} device(s)")
+        users = [(a, u) for a, u, _ in (parse_member(m) for m in member)]
+        return _membership(case_ref, lambda c, cid: c.remove_members(cid, users), "removed {n} device(s)")
+
+    @command(case, "role")
+    @click.argument("case_ref", metavar="CASE")
+    @click.argument("member", metavar="AGENCY:USER")
+    @click.argument("new_role", metavar="ROLE", type=CASE_ROLE)
+    def role(case_ref: str, member: str, new_role: str) -> int:
+        """Change a member's ROLE in a case (owner, member or observer).
+
+        \b
+        Examples:
+          caseline case role 3f2a9c tz-tra:juma owner
+        """
+        from caseline.client.client import parse_member  # noqa: PLC0415 - with the client
+
+        agency, user, _ = parse_member(member)
+
+        async def change(client: Client, case_id: bytes) -> list[bytes]:
+            await client.set_role(case_id, agency, user, new_role)
+            return []
+
+        return _membership(case_ref, change, f"{agency}:{user} is now {new_role}")
+
+
+def _membership(case_ref: str, act: Any, verb: str) -> int:
+    """Run ``act(client, case_id)`` (it returns the devices it changed) and say ``verb``."""
+    s = settings()
+    out = Out(s.as_json)
+    secret = s.unlock()
+
+    async def go() -> tuple[bytes, list[bytes]]:
+        async with await s.client(secret) as client:
+            case_id = await client.resolve_case(case_ref)
+            return case_id, list(await act(client, case_id))
+
+    case_id, devices = run(go())
+    if out.as_json:
+        out.data({"case_id": case_id.hex(), "devices": [d.hex() for d in devices]})
+    out.say(verb.format(n=len(devices)))
+    return EXIT_OK
+
+
+#: Fields that name another update of the same case, by content type.
+REF_FIELDS: Final = {"reply": "in_reply_to", "ack": "of"}
+
+
+async def _resolve_refs(client: Client, case_id: bytes, content_type: str, fields: dict[str, Any]) -> None:
+    """Turn a short id, prefix or ``#seq`` into the full id of an update this device verified."""
+    name = REF_FIELDS.get(content_type)
+    ref = fields.get(name) if name else None
+    if name is None or not isinstance(ref, str):
+        return
+    await client.sync(case_id)
+    events = [e for e in await client.history(case_id) if e.kind == "update" and e.update_id]
+    by_seq = {e.seq: e.update_id for e in events if e.update_id}
+    fields[name] = resolve_update(ref, by_seq.values(), by_seq=by_seq, case=case_id.hex()[:8]).hex()
+
+
+def _read_update(field: tuple[str, ...], file: str | None) -> dict[str, Any]:
+    if field and file:
+        raise UsageError("give --field or --file, not both")
+    if field:
+        return parse_fields(field)
+    if file in (None, "-"):
+        if sys.stdin.isatty():
+            print(STDIN_NOTICE, file=sys.stderr, flush=True)
+        raw = sys.stdin.buffer.read()
+    else:
+        raw = Path(file).read_bytes()
+    try:
+        return content_schemas.decode_json(raw)
+    except CaselineError as exc:
+        raise UsageError(f"the update is not valid JSON: {exc}") from None
+
+
+def _posting(root: click.Group) -> None:
+    @command(root, "post")
+    @click.argument("case_ref", metavar="CASE")
+    @click.option(
+        "--type", "content_type", required=True, type=click.Choice(sorted(content_schemas.CONTENT_TYPES)),
+        help="The update's content type.",
+    )  # fmt: skip
+    @click.option(
+        "--field",
+        multiple=True,
+        metavar="NAME=TEXT|NAME:=JSON",
+        help="Set one field (a.b for nesting); repeat.",
+    )
+    @click.option("--file", metavar="FILE", help="The update as a JSON document ('-' for standard input).")
+    @click.option(
+        "--in-reply-to", metavar="UPDATE", help="reply: the update answered (short id, prefix or #SEQ)."
+    )
+    @click.option(
+        "--of", "of_", metavar="UPDATE", help="ack: the update acknowledged (short id, prefix or #SEQ)."
+    )
+    @click.option(
+        "--idempotency-key", metavar="KEY", help="Scripts: a second post with the same key does nothing."
+    )
+    def post(
+        *,
+        case_ref: str, content_type: str, field: tuple[str, ...], file: str | None,
+        in_reply_to: str | None, of_: str | None, idempotency_key: str | None,
+    ) -> int:  # fmt: skip
+        """Post an update to a case.
+
+        The update comes from --field values, a JSON file, or JSON on standard input.
+
+        Markings and language default to the case's; a reply or an ack names
+        its update by the short id `case show` prints.
+
+        \b
+        Examples:
+          caseline post 3f2a9c --type note --field text="container MSKU1234565 flagged"
+          caseline post 3f2a9c --type reply --in-reply-to 9c1e07aa --field text="on it"
+          caseline post 3f2a9c --type ack --of '#12' --field level=received
+          echo '{"text": "from a script"}' | caseline --json post 3f2a9c --type note
+        """
+        s = settings()
+        out = Out(s.as_json)
+        fields = _read_update(field, file)
+        if in_reply_to is not None:
+            if content_type != "reply":
+                raise UsageError("--in-reply-to is for --type reply")
+            fields["in_reply_to"] = in_reply_to
+        if of_ is not None:
+            if content_type != "ack":
+                raise UsageError("--of is for --type ack")
+            fields["of"] = of_
+        secret = s.unlock()
+
+        async def act() -> tuple[bytes, Any, Any]:
+            async with await s.client(secret) as client:
+                case_id = await client.resolve_case(case_ref)
+                await _resolve_refs(client, case_id, content_type, fields)
+                posted = await client.post_typed(
+                    case_id, content_type, fields, idempotency_key=idempotency_key
+                )
+                return case_id, posted, await client.witness_status(case_id)
+
+        case_id, posted, status = run(act())
+        final = not status.witnessed or status.final > posted.seq
+        if out.as_json:
+            out.data(
+                {
+                    "case_id": case_id.hex(), "update_id": posted.update_id.hex(), "seq": posted.seq,
+                    "receipt_time": when(posted.receipt_time), "retries": posted.retries,
+                    "witnessed": status.witnessed, "final": final,
+                }
+            )  # fmt: skip
+        else:
+            state = "unwitnessed" if not status.witnessed else "final" if final else "pending witness"
+            out.say(
+                f"posted {content_type} #{posted.seq} id {posted.update_id.hex()[:8]}"
+                f" (receipt verified; {state})"
+            )
+        return EXIT_OK
+
+    @command(root, "follow")
+    @click.argument("cases", nargs=-1, metavar="[CASE]...")
+    @click.option("--count", type=int, default=0, help="Stop after this many entries (0: never).")
+    @click.option(
+        "--for",
+        "for_seconds",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="Stop after this many seconds.",
+    )
+    def follow(cases: tuple[str, ...], count: int, for_seconds: float | None) -> int:
+        """Print verified entries as they arrive.
+
+        From all your cases, or only those named.
+
+        \b
+        Examples:
+          caseline follow
+          caseline follow 3f2a9c --count 1
+          caseline --json follow | jq -r .content.text
+        """
+        s = settings()
+        out = Out(s.as_json)
+        secret = s.unlock()
+
+        async def act() -> None:
+            async with await s.client(secret) as client:
+                ids = [await client.resolve_case(c) for c in cases] or None
+                seen = 0
+
+                async def go() -> None:
+                    nonlocal seen
+                    async for event in client.follow(ids):
+                        if out.as_json:
+                            print(json.dumps(event_json(event), ensure_ascii=False), flush=True)
+                        else:
+                            entry(out, event, case=True)
+                        seen += 1
+                        if count and seen >= count:
+                            return
+
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(go(), timeout=for_seconds)
+
+        run(act())
+        return EXIT_OK
+
+    @command(root, "verify")
+    @click.argument("case_ref", metavar="CASE")
+    def verify(case_ref: str) -> int:
+        """Re-verify a case; print the head code partners compare.
+
+        \b
+        Examples:
+          caseline verify 3f2a9c
+        """
+        s = settings()
+        out = Out(s.as_json)
+        secret = s.unlock()
+
+        async def act() -> tuple[bytes, Any, Any]:
+            async with await s.client(secret) as client:
+                case_id = await client.resolve_case(case_ref)
+                return case_id, await client.verify_case(case_id), await client.witness_status(case_id)
+
+        case_id, report, status = run(act())
+        if out.as_json:
+            out.data(
+                {
+                    "case_id": case_id.hex(), "verified": True, "entries": report.count,
+                    "epoch": report.epoch,
+                    "head": report.head.hex(), "head_code": report.code, "updates": report.updates,
+                    "readable": report.readable, "voided": report.voided, "witness": witness_json(status),
+                    "members": [
+                        {"member": m.author.name, "device": m.author.device_id.hex(), "role": m.role}
+                        for m in report.members
+                    ],
+                }
+            )  # fmt: skip
+            return EXIT_OK
+        out.panel(
+            f"{report.count} entries verified from genesis, epoch {report.epoch}, "
+            f"{report.readable}/{report.updates} updates readable here"
+            + (f", {report.voided} withheld (sent by revoked devices)" if report.voided else "")
+            + "\n"
+            f"members: {', '.join(f'{m.author.name} ({m.role})' for m in report.members)}\n"
+            f"head code: [bold]{report.code}[/] — the same code on your partner's screen "
+            "means you both hold the same history\n" + witness_line(status),
+            title=f"case {case_id.hex()} verified",
+        )
+        return EXIT_OK
+
+    @root.group("log")
+    @global_options
+    def log() -> None:
+        """The broker's log as your agency's witnesses see it.
+
+        \b
+        Examples:
+          caseline log submit
+        """
+
+    @command(log, "submit")
+    def submit() -> int:
+        """Hand the broker's newest checkpoint to your agency's witnesses.
+
+        \b
+        Examples:
+          caseline log submit
+        """
+        s = settings()
+        out = Out(s.as_json)
+        secret = s.unlock()
+
+        async def act() -> list[tuple[str, str]]:
+            async with await s.client(secret) as client:
+                return list(await client.submit_to_witnesses())
+
+        outcomes = run(act())
+        if out.as_json:
+            out.data([{"witness": name, "outcome": what} for name, what in outcomes])
+        elif not outcomes:
+            out.say("your agency lists no witnesses")
+        for name, what in outcomes:
+            out.say(f"{name}: {what}")
+        return EXIT_OK
+
+
+def other_object(data: bytes) -> str | None:
+    """Name the caseline object ``data`` is, if it is one of those often mistaken for a bundle.
+
+    A file of the wrong kind is the caller's mistake (exit 2); only what is
+    meant to be a bundle and fails to verify is untrusted data (exit 3).
+    """
+    from caseline.crypto.certs import open_enrolment_request  # noqa: PLC0415 - with the command
+    from caseline.schemas.wire import DeviceCert, RevocationList, decode_signed  # noqa: PLC0415
+
+    for name, decode in (
+        ("a device certificate", lambda: DeviceCert.decode(decode_signed(data)[0])),
+        ("a revocation list", lambda: RevocationList.decode(decode_signed(data)[0])),
+        ("an enrolment request", lambda: open_enrolment_request(data)),
+    ):
+        try:
+            decode()
+        except CaselineError:
+            continue
+        return name
+    return None
+
+
+def certificate_file(path: Path) -> bytes:
+    """The device certificate in ``path``; another caseline file there is the caller's mistake."""
+    from caseline.schemas.wire import DeviceCert, decode_signed  # noqa: PLC0415 - with the command
+
+    data = path.read_bytes()
+    try:
+        DeviceCert.decode(decode_signed(data)[0])
+    except CaselineError:
+        what = other_object(data) or "not a caseline file"
+        raise UsageError(f"{path} is {what}, not the certificate from your administrator") from None
+    return data
+
+
+def _evidence(root: click.Group) -> None:
+    @root.group("evidence")
+    @global_options
+    def evidence() -> None:
+        """Export a case as an evidence bundle, and verify one offline.
+
+        \b
+        Examples:
+          caseline evidence export 3f2a9c -o case.evidence
+          caseline evidence verify case.evidence --pin ke-kra=123456789012345678901234567890
+        """
+
+    @command(evidence, "export")
+    @click.argument("case_ref", metavar="CASE")
+    @click.option(
+        "-o", "--output", required=True, metavar="FILE", help="Where to write the bundle (a new file)."
+    )
+    @click.option("--force", is_flag=True, help="Replace FILE if it exists.")
+    @click.option("--seq", type=int, multiple=True, help="Disclose only these log positions; repeat.")
+    def export(case_ref: str, output: str, force: bool, seq: tuple[int, ...]) -> int:
+        """Write a signed evidence bundle of CASE to a new owner-only file.
+
+        \b
+        Examples:
+          caseline evidence export 3f2a9c -o case.evidence
+          caseline evidence export 3f2a9c -o excerpt.evidence --seq 3 --seq 4
+        """
+        s = settings()
+        out = Out(s.as_json)
+        target = Path(output)
+        refuse_existing(target, force=force)
+        secret = s.unlock()
+
+        async def act() -> tuple[bytes, bytes]:
+            async with await s.client(secret) as client:
+                case_id = await client.resolve_case(case_ref)
+                return case_id, await client.export_evidence(case_id, seq or None)
+
+        case_id, bundle = run(act())
+        write_private(target, bundle, force=force)
+        if out.as_json:
+            out.data({"case_id": case_id.hex(), "bundle": output, "bytes": len(bundle)})
+        out.say(f"wrote evidence bundle {output} ({len(bundle)} bytes)")
+        return EXIT_OK
+
+    @command(evidence, "verify")
+    @click.argument("bundle")
+    @click.option(
+        "--pin",
+        multiple=True,
+        required=True,
+        metavar="AGENCY=FINGERPRINT",
+        help="A trusted agency root; repeat.",
+    )
+    def verify(bundle: str, pin: tuple[str, ...]) -> int:
+        """Verify an evidence BUNDLE offline: it needs only the pinned fingerprints.
+
+        \b
+        Examples:
+          caseline evidence verify case.evidence --pin ke-kra=123456789012345678901234567890
+        """
+        from caseline.client.client import verify_bundle  # noqa: PLC0415 - with the command
+
+        out = Out(settings().as_json)
+        pins = parse_pins(pin)
+        data = Path(bundle).read_bytes()
+        not_a_bundle = other_object(data)
+        if not_a_bundle:
+            raise UsageError(f"{bundle} is {not_a_bundle}, not an evidence bundle")
+        try:
+            report = verify_bundle(data, pins)
+        except MalformedError as exc:
+            if type(exc) is not MalformedError:  # a finer verdict (content, version) says more
+                raise
+            raise MalformedError(f"{bundle} is not a caseline evidence bundle, or it is damaged") from None
+        _print_bundle(out, report)
+        return EXIT_OK
+
+
+def _print_bundle(out: Out, report: Any) -> None:
+    records: list[dict[str, str | int]] = [
+        {
+            "seq": r.seq,
+            "author": f"{r.author.agency_id}:{r.author.user_id}",
+            "device": r.author.device_id.hex(),
+            "time": when(r.update.record.time),
+            "content_type": r.update.record.content_type,
+            "update_id": r.update.update_id.hex(),
+        }
+        for r in report.records
+    ]
+    checkpoint = (
+        None
+        if report.checkpoint is None
+        else {
+            "origin": report.checkpoint.origin,
+            "size": report.checkpoint.size,
+            "root": report.checkpoint.root.hex(),
+        }
+    )
+    witnesses = [{"name": v.name, "agency": v.agency_id, "time": when(v.time)} for v in report.witnesses]
+    if out.as_json:
+        out.data(
+            {
+                "verified": True,
+                "case_id": report.case_id.hex(),
+                "exporter": f"{report.exporter.agency_id}:{report.exporter.user_id}",
+                "exported_at": when(report.exported_at),
+                "log_length": report.log_length,
+                "records": records,
+                "witnessed": report.witnessed,
+                "checkpoint": checkpoint,
+                "witnesses": witnesses,
+                "witnessed_at": None if report.witnessed_at is None else when(report.witnessed_at),
+            }
+        )
+        return
+    from rich.markup import escape  # noqa: PLC0415 - rich only when printing for a person
+
+    out.say(f"evidence for case [bold]{report.case_id.hex()}[/]: VERIFIED")
+    table = out.table()
+    table.add_column("#", no_wrap=True, justify="right")
+    out.text_column(table, "time (UTC)")
+    out.id_column(table, "author", [str(r["author"]) for r in records])
+    table.add_column("type", no_wrap=True)
+    out.id_column(table, "update id", [str(r["update_id"])[:8] for r in records])
+    for r in records:
+        table.add_row(
+            *(str(r[k]) for k in ("seq", "time", "author", "content_type")), str(r["update_id"])[:8]
+        )
+    out.show(table)
+    out.say(
+        f"exported by {report.exporter.agency_id}:{report.exporter.user_id} "
+        f"at {when(report.exported_at)}; log of {report.log_length} entries signed by the broker"
+    )
+    if checkpoint is not None:
+        origin, size, root = (checkpoint[k] for k in ("origin", "size", "root"))
+        out.say(f"checkpoint: {escape(str(origin))}  size {size}  root {root}")
+    if report.witnessed and report.witnessed_at is not None:
+        out.say(f"WITNESSED at {when(report.witnessed_at)} by:")
+        for w in witnesses:
+            out.say(f"  {escape(w['name'])} ({w['agency']}) at {w['time']}")
+    else:
+        out.say(UNWITNESSED_LINE)

@@ -1,0 +1,238 @@
+"""What the commands print: rich tables and panels for a person, JSON for a script.
+
+rich is imported only when something is printed for a person: it costs tens
+of milliseconds of a command's start, and a script's ``--json`` post prints
+none of it (issue 11).  The console follows the terminal's width; when
+stdout is not a terminal, or NO_COLOR is set, the output is plain text — no
+colour and no box drawing — so a pipe or a log gets words only.  Ids a
+person must type (case ids, update ids, agency:user names) are never cut:
+their columns do not wrap and are at least as wide as the id; free text
+wraps instead of being cut.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from caseline.client.refs import short_id
+
+if TYPE_CHECKING:
+    from caseline.client.core import CaseEvent
+    from caseline.client.watch import WitnessStatus
+    from rich.console import Console, RenderableType
+    from rich.table import Table
+
+#: TLP labels as the FIRST standard colours them; CLEAR stays plain.
+TLP_STYLE: Final = {"RED": "bold red", "AMBER": "yellow", "AMBER+STRICT": "bold yellow", "GREEN": "green"}
+UNWITNESSED_LINE: Final = "UNWITNESSED: only the broker vouches for this history's order and time"
+
+
+class Out:
+    """Where a command prints: one JSON document, or rich output for a person."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self._console: Console | None = None
+
+    @property
+    def console(self) -> Console:
+        if self._console is None:
+            from rich.console import Console  # noqa: PLC0415 - see the module docstring
+
+            self._console = Console(highlight=False)
+        return self._console
+
+    @property
+    def plain(self) -> bool:
+        """No colour and no box drawing: stdout is a pipe or a file, or NO_COLOR is set."""
+        return not self.console.is_terminal or self.console.no_color
+
+    def data(self, obj: Any) -> None:
+        print(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False))
+
+    def say(self, text: str) -> None:
+        """A line of rich markup for a person: wrapped between words on a terminal, whole in a pipe."""
+        if not self.as_json:
+            self.console.print(text, soft_wrap=not self.console.is_terminal)
+
+    def show(self, renderable: RenderableType) -> None:
+        """A table or panel, laid out to the terminal's width (wrapping, not cutting)."""
+        self.console.print(renderable, soft_wrap=False)
+
+    def panel(self, text: str, title: str) -> None:
+        """A boxed panel on a terminal; its title and lines, unboxed, in a pipe."""
+        if self.plain:
+            self.say(f"{title}:")
+            for line in text.splitlines():
+                self.say(f"  {line}")
+            return
+        from rich.panel import Panel  # noqa: PLC0415 - see the module docstring
+
+        self.show(Panel(text, title=title))
+
+    def table(self, title: str | None = None, *, header: bool = True) -> Table:
+        from rich import box  # noqa: PLC0415 - see the module docstring
+        from rich.table import Table  # noqa: PLC0415 - see the module docstring
+
+        return Table(
+            title=title,
+            title_justify="left",
+            show_header=header,
+            box=None if self.plain else box.HEAVY_HEAD,
+            pad_edge=not self.plain,
+        )
+
+    def id_column(self, table: Table, header: str, values: Sequence[str]) -> None:
+        """A column of ids a person must type: never wrapped, never narrower than its longest id."""
+        width = max([len(header), *(len(v) for v in values)])
+        table.add_column(header, no_wrap=True, min_width=width, overflow="ignore")
+
+    def text_column(self, table: Table, header: str, *, ratio: int | None = None) -> None:
+        table.add_column(header, overflow="fold", ratio=ratio)
+
+
+def when(ms: int) -> str:
+    if not ms:
+        return "-"
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def tlp(label: str | None) -> str:
+    """``TLP:RED`` with its colour as rich markup (the console drops colour when plain)."""
+    if not label:
+        return ""
+    style = TLP_STYLE.get(label)
+    return f"[{style}]TLP:{label}[/]" if style else f"TLP:{label}"
+
+
+def markings(event: CaseEvent) -> dict[str, Any] | None:
+    if event.content is None:
+        return None
+    found = event.content.get("markings")
+    return found if isinstance(found, dict) else None
+
+
+def marking_text(event: CaseEvent) -> str:
+    """The handling code and coloured TLP of an update, e.g. ``H3 TLP:RED``."""
+    m = markings(event)
+    if not m:
+        return ""
+    return " ".join(x for x in (str(m.get("handling", "")), tlp(m.get("tlp"))) if x)
+
+
+def summary(event: CaseEvent) -> str:
+    """The update in a few words: its text, or what kind of entry it is.  Never cut."""
+    if event.kind == "commit":
+        return "members: " + ", ".join(f"{m.author.name} ({m.role})" for m in event.members)
+    if event.kind == "purged":
+        return "(removed by the case's retention policy)"
+    if event.kind == "voided":
+        return "(withheld: sent after its device was revoked by its agency)"
+    if not event.readable or event.content is None:
+        return "(sealed: this device holds no key for it)"
+    c = event.content
+    for key in ("text", "reason", "subject", "status"):
+        value = c.get(key)
+        if isinstance(value, str):
+            return value
+    if event.content_type == "seizure":
+        goods = "; ".join(g.get("description", "?") for g in c.get("goods", []))
+        return f"{goods} at {c.get('place', {}).get('name', '?')}"
+    if event.content_type == "ack":
+        return f"{c.get('level')} {str(c.get('of', ''))[:8]}"
+    return json.dumps({k: v for k, v in c.items() if k not in ("markings", "lang")}, ensure_ascii=False)
+
+
+def what(event: CaseEvent) -> str:
+    """The summary, with a reply's target and an H3's restrictions on lines of their own."""
+    from rich.markup import escape  # noqa: PLC0415 - see the module docstring
+
+    lines = [escape(summary(event))]
+    c = event.content or {}
+    target = c.get("in_reply_to")
+    if isinstance(target, str) and len(target) == 64:
+        lines.insert(0, f"[dim]re {target[:8]}[/]")
+    restrictions = (markings(event) or {}).get("restrictions")
+    if restrictions:
+        lines.append(f"[bold]restrictions:[/] {escape(str(restrictions))}")
+    return "\n".join(lines)
+
+
+def event_json(event: CaseEvent) -> dict[str, Any]:
+    return {
+        "case_id": event.case_id.hex(),
+        "seq": event.seq,
+        "kind": event.kind,
+        "epoch": event.epoch,
+        "author": None
+        if event.author is None
+        else {
+            "agency": event.author.agency_id,
+            "user": event.author.user_id,
+            "device": event.author.device_id.hex(),
+        },
+        "time": when(event.time) if event.time else None,
+        "readable": event.readable,
+        "verified": True,
+        "content_type": event.content_type,
+        "content": event.content,
+        "markings": markings(event),
+        "update_id": event.update_id.hex() if event.update_id else None,
+        "members": [
+            {
+                "agency": m.author.agency_id,
+                "user": m.author.user_id,
+                "device": m.author.device_id.hex(),
+                "role": m.role,
+            }
+            for m in event.members
+        ],
+        "shared": event.shared,
+    }
+
+
+def entry(out: Out, event: CaseEvent, *, case: bool = False) -> None:
+    """One entry as a block: a head line of ids and markings, then its text, indented.
+
+    A block rather than a table row: a row of eight columns leaves the text a
+    sliver of an 80-column screen, where even a word would be cut.  rich wraps
+    the head line between its fields (each id stays whole) and the text
+    between words, to the terminal's width.
+    """
+    from rich.markup import escape  # noqa: PLC0415 - see the module docstring
+    from rich.padding import Padding  # noqa: PLC0415 - see the module docstring
+    from rich.text import Text  # noqa: PLC0415 - see the module docstring
+
+    fields = (
+        f"case {event.case_id.hex()[:8]}" if case else "",
+        f"[bold]{short_id(event.update_id)}[/]" if event.update_id else "",
+        f"#{event.seq}",
+        f"[dim]{when(event.time)}[/]",
+        f"[bold]{escape(event.author.name)}[/]" if event.author else "",
+        escape(event.content_type or event.kind),
+        marking_text(event),
+    )
+    out.say("  ".join(f for f in fields if f))
+    out.show(Padding(Text.from_markup(what(event)), (0, 0, 0, 4), expand=False))
+
+
+def witness_line(status: WitnessStatus) -> str:
+    if not status.witnessed:
+        return f"[yellow]{UNWITNESSED_LINE}[/]"
+    if status.pending:
+        return f"[yellow]{status.pending} pending witness[/]; {status.final} of {status.count} entries final"
+    return f"[green]final[/]: all {status.count} entries witnessed" + (
+        f", last at {when(status.witnessed_at)}" if status.witnessed_at else ""
+    )
+
+
+def witness_json(status: WitnessStatus) -> dict[str, Any]:
+    return {
+        "witnessed": status.witnessed,
+        "final": status.final,
+        "pending": status.pending,
+        "witnessed_at": when(status.witnessed_at) if status.witnessed_at else None,
+    }

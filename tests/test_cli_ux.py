@@ -1,0 +1,433 @@
+"""The ``caseline`` CLI as a person meets it (issue 13): help, flags anywhere, ids and
+markings on screen at any width, short update ids, safe files, errors in words.
+
+Every command runs as a real process (``python -m caseline.client.cli``) against
+a real broker on loopback; every stderr it prints is checked for Python
+internals (``assert_words``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pty
+import re
+import stat
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import msgpack
+import pytest
+from aiohttp import web
+from caseline.client.cli import main
+from caseline.client.cli.officer import STDIN_NOTICE
+from caseline.client.cli.root import cli as root_group
+from caseline.client.client import Client
+from caseline.schemas.errors import EXIT_OK, EXIT_PROFILE, EXIT_TEMPORARY, EXIT_UNTRUSTED, EXIT_USAGE
+from caseline.server.keys import STORE
+
+from tests.support.agencies import PASSPHRASE, Network
+from tests.support.clirun import cli_env, cli_home, finish, until_following
+from tests.support.process import free_port
+
+BOXES = set("┃━│─┏┓┗┛╇╸┡┩╭╮╰╯")
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+PYTHON_INTERNALS = re.compile(r"\b[A-Z][a-zA-Z]+(Error|Exception)\b|Traceback|\btag \d+")
+LONG_TEXT = (
+    "Container MSKU1234565 was released at Mombasa after the scanner flagged dense organic matter "
+    "behind the false wall; the consignee's agent insisted on a second inspection at the inland depot "
+    "and asked that the broker's operator be told before anyone moves it again"
+)
+RESTRICTIONS = "not for court without the originator's written consent; no onward sharing to third parties"
+
+
+def assert_words(err: str) -> None:
+    """What a person reads on stderr names no Python class and shows no traceback."""
+    assert not PYTHON_INTERNALS.search(err), err
+
+
+async def run(
+    home: Path, *args: str, env: dict[str, str] | None = None, stdin: bytes | None = None
+) -> tuple[int, str, str]:
+    """One CLI process with ``env`` layered over the usual test environment."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "caseline.client.cli", *args,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**cli_env(home), **(env or {})},
+    )  # fmt: skip
+    code, out, err = await finish(proc, stdin=stdin)
+    assert_words(err)
+    return code, out, err
+
+
+def terminal(columns: int, *, colour: bool = False) -> dict[str, str]:
+    """A forced terminal of ``columns`` (rich honours TTY_COMPATIBLE and COLUMNS)."""
+    env = {"TTY_COMPATIBLE": "1", "COLUMNS": str(columns)}
+    if colour:
+        env["FORCE_COLOR"] = "1"
+    return env
+
+
+# --------------------------------------------------------------------------- help, version, completion
+
+
+def commands(group: click.Group, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], click.Command]]:
+    found: list[tuple[tuple[str, ...], click.Command]] = [(path, group)]
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        assert command is not None
+        if isinstance(command, click.Group):
+            found += commands(command, (*path, name))
+        else:
+            found.append(((*path, name), command))
+    return found
+
+
+ALL_COMMANDS = commands(root_group)
+
+
+@pytest.mark.parametrize(
+    ("path", "command"), ALL_COMMANDS, ids=[" ".join(p) or "caseline" for p, _ in ALL_COMMANDS]
+)
+def test_every_command_explains_its_options_and_ends_with_examples(
+    path: tuple[str, ...], command: click.Command, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*path, "--help"]) == EXIT_OK
+    shown = capsys.readouterr().out
+    assert "Examples:" in shown
+    assert (
+        shown.rstrip()
+        .rsplit("Examples:", 1)[1]
+        .strip()
+        .splitlines()[0]
+        .lstrip()
+        .startswith(("caseline", "bash"))
+    )
+    assert shown.index("Examples:") < shown.index("Options:")  # the help text ends with them
+    for param in command.params:
+        if isinstance(param, click.Option):
+            assert param.help, f"{' '.join(path)} {param.opts[0]} has no help text"
+
+
+async def test_version_names_the_package_and_the_protocol(tmp_path: Path) -> None:
+    code, out, _ = await run(tmp_path, "--version")
+    assert code == EXIT_OK
+    assert re.fullmatch(r"caseline \d+\.\d+\.\d+\S* \(protocol \d+\)\n", out), out
+
+
+@pytest.mark.parametrize(
+    ("shell", "mark"), [("bash", "complete -o"), ("zsh", "#compdef caseline"), ("fish", "complete")]
+)
+async def test_completion_scripts_for_each_shell(tmp_path: Path, shell: str, mark: str) -> None:
+    code, out, _ = await run(tmp_path, "completion", shell)
+    assert code == EXIT_OK and mark in out and "_CASELINE_COMPLETE" in out
+
+
+async def test_tab_completes_a_command(tmp_path: Path) -> None:
+    env = {"_CASELINE_COMPLETE": "bash_complete", "COMP_WORDS": "caseline ca", "COMP_CWORD": "1"}
+    code, out, _ = await run(tmp_path, env=env)
+    assert code == EXIT_OK and "plain,case" in out.splitlines()  # bash's "type,value" lines
+    env = {"_CASELINE_COMPLETE": "bash_complete", "COMP_WORDS": "caseline case sh", "COMP_CWORD": "2"}
+    code, out, _ = await run(tmp_path, env=env)
+    assert "plain,show" in out.splitlines()
+
+
+async def test_a_mistyped_command_or_option_gets_a_suggestion(tmp_path: Path) -> None:
+    code, _, err = await run(tmp_path, "cse", "list")
+    assert code == EXIT_USAGE and "did you mean case" in err
+    code, _, err = await run(tmp_path, "case", "shw", "x")
+    assert code == EXIT_USAGE and "did you mean show" in err
+    code, _, err = await run(tmp_path, "case", "list", "--jsn")
+    assert code == EXIT_USAGE and "--json" in err
+
+
+# --------------------------------------------------------------------------- views
+
+
+async def marked_case(net: Network) -> tuple[Client, Client, bytes]:
+    """An H3 / TLP:RED case between two agencies with a long note from each side."""
+    alice, juma = await net.device("ke-kra", "alice"), await net.device("tz-tra", "juma.mussa")
+    case_id = await alice.create_case(
+        title="Op Tembo", members=[("tz-tra", "juma.mussa", "member")], handling="H3", tlp="RED",
+        witnessed=False,
+    )  # fmt: skip
+    markings = {"restrictions": RESTRICTIONS}
+    await alice.post_typed(case_id, "note", {"text": LONG_TEXT, "markings": markings})
+    await juma.sync(case_id)
+    await juma.post_typed(case_id, "note", {"text": "seen", "markings": markings})
+    await alice.sync(case_id)
+    return alice, juma, case_id
+
+
+def words_intact(text: str, screen: str) -> None:
+    flat = " ".join(screen.split())
+    for word in text.split():
+        assert word in flat, word
+
+
+@pytest.mark.parametrize("columns", [80, 60])
+async def test_case_show_and_list_on_a_narrow_terminal_cut_no_id_and_no_word(
+    net: Network, columns: int
+) -> None:
+    alice, _, case_id = await marked_case(net)
+    home, profile = cli_home(alice)
+    code, out, _ = await run(
+        home, "--profile", profile, "case", "show", case_id.hex()[:8], env=terminal(columns)
+    )
+    assert code == EXIT_OK
+    assert all(len(ANSI.sub("", line)) <= columns for line in out.splitlines()), out
+    assert case_id.hex() in out
+    assert "ke-kra:alice" in out and "tz-tra:juma.mussa" in out
+    words_intact(LONG_TEXT, out)
+    words_intact(RESTRICTIONS, out)
+    assert "H3" in out and "TLP:RED" in out
+    events = await alice.history(case_id)
+    for event in events:
+        if event.update_id:
+            assert event.update_id.hex()[:8] in out
+
+    code, out, _ = await run(home, "--profile", profile, "case", "list", env=terminal(columns))
+    assert code == EXIT_OK and case_id.hex() in out
+
+
+async def test_tlp_is_coloured_on_a_terminal_and_output_is_plain_when_piped(net: Network) -> None:
+    alice, _, case_id = await marked_case(net)
+    home, profile = cli_home(alice)
+    env = {**terminal(100, colour=True)}
+    proc_env = {k: v for k, v in cli_env(home).items() if k != "NO_COLOR"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "caseline.client.cli", "--profile", profile, "case", "show", case_id.hex(),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**proc_env, **env},
+    )  # fmt: skip
+    code, out, _ = await finish(proc)
+    assert code == EXIT_OK
+    assert re.search(r"\x1b\[[0-9;]*31m(\x1b\[[0-9;]*m)*TLP:RED", out), out  # red
+
+    code, out, _ = await run(home, "--profile", profile, "case", "show", case_id.hex())
+    assert code == EXIT_OK and "TLP:RED" in out
+    assert "\x1b[" not in out and not set(out) & BOXES  # words only in a pipe
+    for command in (("verify", case_id.hex()), ("whoami",), ("case", "list")):
+        code, out, _ = await run(home, "--profile", profile, *command)
+        assert code == EXIT_OK and "\x1b[" not in out and not set(out) & BOXES, out
+    assert case_id.hex() in out
+
+
+async def test_follow_shows_ids_markings_and_restrictions(net: Network) -> None:
+    alice, juma, case_id = await marked_case(net)
+    home, profile = cli_home(alice)
+    markings = {"restrictions": RESTRICTIONS}
+    for args, env in (((), terminal(60)), (("--json",), {})):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "caseline.client.cli", "--profile", profile,
+            "follow", case_id.hex(), "--count", "1", *args,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env={**cli_env(home), **env},
+        )  # fmt: skip
+        await until_following(proc)
+        posted = await juma.post_typed(case_id, "note", {"text": LONG_TEXT, "markings": markings})
+        code, out, err = await finish(proc)
+        assert code == EXIT_OK
+        assert_words(err)
+        if not args:
+            assert posted.update_id.hex()[:8] in out and "tz-tra:juma.mussa" in out
+            assert "H3" in out and "TLP:RED" in out
+            words_intact(LONG_TEXT, out)
+            words_intact(RESTRICTIONS, out)
+        else:
+            shown = json.loads(out)
+            assert shown["update_id"] == posted.update_id.hex()
+            assert shown["markings"] == {"handling": "H3", "tlp": "RED", "restrictions": RESTRICTIONS}
+
+
+# --------------------------------------------------------------------------- flags anywhere, refs
+
+
+async def test_global_flags_work_before_and_after_the_command(net: Network) -> None:
+    alice, _, case_id = await marked_case(net)
+    home, profile = cli_home(alice)
+    before = await run(home, "--json", "--profile", profile, "case", "list")
+    after = await run(home, "case", "list", "--json", "--profile", profile)
+    between = await run(home, "case", "--json", "list", "--profile", profile)
+    assert before[0] == after[0] == between[0] == EXIT_OK
+    assert json.loads(before[1]) == json.loads(after[1]) == json.loads(between[1])
+    assert json.loads(after[1])[0]["case_id"] == case_id.hex()
+    # An error is JSON too when --json comes after the command.
+    code, _, err = await run(home, "case", "show", "ffffffff", "--json", "--profile", profile)
+    assert code == EXIT_USAGE and json.loads(err)["exit"] == EXIT_USAGE
+
+
+async def test_a_reply_names_its_update_by_the_short_id_and_an_unknown_one_is_refused(net: Network) -> None:
+    alice, juma, case_id = await marked_case(net)
+    home, profile = cli_home(juma)
+    first = next(e for e in await alice.history(case_id) if e.content_type == "note")
+    assert first.update_id is not None
+    post = ("--json", "--profile", profile, "post", case_id.hex()[:8], "--type", "reply")
+    fields = ("--field", "text=on it", "--field", f"markings.restrictions={RESTRICTIONS}")
+    code, _, err = await run(home, *post, "--in-reply-to", first.update_id.hex()[:8], *fields)
+    assert code == EXIT_OK, err
+    await alice.sync(case_id)
+    reply = (await alice.history(case_id))[-1]
+    assert reply.content is not None and reply.content["in_reply_to"] == first.update_id.hex()
+
+    # By position too; and an id that is not in the case is refused, with nothing sent.
+    ack = ("--json", "--profile", profile, "post", case_id.hex(), "--type", "ack", "--of", f"#{first.seq}")
+    code, _, err = await run(
+        home, *ack, "--field", "level=received", "--field", f"markings.restrictions={RESTRICTIONS}"
+    )
+    assert code == EXIT_OK, err
+    stored = len(await net.app[STORE].entries(case_id, after=0, limit=100))
+    for bad in ("ffffffff", "f" * 64):
+        code, _, err = await run(home, *post, "--in-reply-to", bad, *fields)
+        assert code == EXIT_USAGE and f"no update {bad}" in json.loads(err)["message"]
+        code, _, err = await run(home, *post, "--field", f"in_reply_to={bad}", *fields)
+        assert code == EXIT_USAGE
+    assert len(await net.app[STORE].entries(case_id, after=0, limit=100)) == stored
+
+
+async def test_on_a_terminal_post_says_it_reads_standard_input(net: Network) -> None:
+    alice = await net.device("ke-kra", "alice")
+    case_id = await alice.create_case(title="Op", witnessed=False)
+    home, profile = cli_home(alice)
+    main_fd, child = pty.openpty()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "caseline.client.cli",
+        "--profile", profile, "post", case_id.hex(), "--type", "note",
+        stdin=child, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=cli_env(home),
+    )  # fmt: skip
+    os.close(child)
+    assert proc.stderr is not None
+    line = await asyncio.wait_for(proc.stderr.readline(), timeout=60)
+    assert line.decode().strip() == STDIN_NOTICE
+    os.write(main_fd, b'{"text": "typed by hand"}\n\x04')
+    code, out, err = await finish(proc)
+    os.close(main_fd)
+    assert code == EXIT_OK, err
+    assert "posted note #1" in out
+
+    # A script's pipe is read without a word.
+    code, _, err = await run(home, "--profile", profile, "post", case_id.hex(), "--type", "note",
+                             stdin=b'{"text": "piped"}')  # fmt: skip
+    assert code == EXIT_OK and STDIN_NOTICE not in err
+
+
+# --------------------------------------------------------------------------- safe files
+
+
+async def test_issue_refuses_to_overwrite_and_mints_nothing(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    root = ("--profile", "root")
+    assert (await run(home, *root, "agency", "init", "ke-kra", "--kdf", "interactive"))[0] == EXIT_OK
+    request = tmp_path / "alice.req"
+    code, _, err = await run(
+        home, "--profile", "alice", "init", "--agency", "ke-kra", "--user", "alice",
+        "--server", "http://127.0.0.1:9", "--kdf", "interactive", "--request-out", str(request),
+    )  # fmt: skip
+    assert code == EXIT_OK, err
+    cert = tmp_path / "alice.cert"
+    assert (await run(home, *root, "agency", "issue", str(request), "-o", str(cert)))[0] == EXIT_OK
+    assert stat.S_IMODE(cert.stat().st_mode) == 0o600
+    first = cert.read_bytes()
+
+    code, _, err = await run(home, *root, "agency", "issue", str(request), "-o", str(cert))
+    assert code == EXIT_USAGE and "--force" in err
+    assert cert.read_bytes() == first
+    code, out, _ = await run(home, "--json", *root, "agency", "list")
+    assert len(json.loads(out)) == 1  # nothing minted for the refused run
+
+    assert (await run(home, *root, "agency", "issue", str(request), "-o", str(cert), "--force"))[0] == EXIT_OK
+    assert cert.read_bytes() != first and stat.S_IMODE(cert.stat().st_mode) == 0o600
+    code, out, _ = await run(home, "--json", *root, "agency", "list")
+    assert len(json.loads(out)) == 2
+
+
+async def test_evidence_export_refuses_to_overwrite(net: Network, tmp_path: Path) -> None:
+    alice = await net.device("ke-kra", "alice")
+    case_id = await alice.create_case(title="Op", witnessed=False)
+    home, profile = cli_home(alice)
+    bundle = tmp_path / "case.evidence"
+    bundle.write_bytes(b"earlier work")
+    export = ("--profile", profile, "evidence", "export", case_id.hex(), "-o", str(bundle))
+    code, _, err = await run(home, *export)
+    assert code == EXIT_USAGE and "--force" in err and bundle.read_bytes() == b"earlier work"
+    assert (await run(home, *export, "--force"))[0] == EXIT_OK
+    assert bundle.read_bytes() != b"earlier work" and stat.S_IMODE(bundle.stat().st_mode) == 0o600
+
+
+async def test_a_passphrase_file_others_can_read_is_refused(net: Network, tmp_path: Path) -> None:
+    alice = await net.device("ke-kra", "alice")
+    home, profile = cli_home(alice)
+    secret = tmp_path / "passphrase"
+    secret.write_text(PASSPHRASE + "\n")
+    secret.chmod(0o644)
+    env = {"CASELINE_PASSPHRASE": ""}
+    args = ("--profile", profile, "whoami", "--passphrase-file", str(secret))
+    code, _, err = await run(home, *args, env=env)
+    assert code == EXIT_PROFILE and "chmod go-rwx" in err
+    secret.chmod(0o600)
+    assert (await run(home, *args, env=env))[0] == EXIT_OK
+
+
+# --------------------------------------------------------------------------- errors in words
+
+
+async def test_errors_say_what_happened_in_words(net: Network, tmp_path: Path) -> None:
+    alice = await net.device("ke-kra", "alice")
+    home, profile = cli_home(alice)
+    closed = f"http://127.0.0.1:{free_port()}"
+    code, _, err = await run(home, "--profile", profile, "login", "--server", closed)
+    assert code == EXIT_TEMPORARY and f"cannot reach the broker at {closed}: connection refused" in err
+    assert len(err.strip().splitlines()) == 2  # the reason, and what to do
+
+    request = tmp_path / "request.bin"
+    request.write_bytes(await alice.enrolment_request())
+    code, _, err = await run(home, "--profile", profile, "login", "--cert", str(request))
+    assert code == EXIT_USAGE and f"{request} is an enrolment request, not the certificate" in err
+    code, _, err = await run(home, "--profile", profile, "login", "--server-key", "not-hex")
+    assert code == EXIT_USAGE and "--server-key takes 64 hex digits" in err
+    code, _, err = await run(tmp_path, "--profile", "root", "agency", "revoke", "zz")
+    assert code == EXIT_USAGE and "DEVICE takes 32 hex digits" in err
+    code, _, err = await run(home, "--profile", profile, "case", "show", "xyz")
+    assert code == EXIT_USAGE and "is not a case id" in err
+    not_a_bundle = tmp_path / "junk.evidence"
+    not_a_bundle.write_bytes(b"\x93\x01\x0a\x00")
+    code, _, err = await run(tmp_path, "evidence", "verify", str(not_a_bundle), "--pin", "ke-kra=1")
+    assert code == EXIT_UNTRUSTED and "is not a caseline evidence bundle, or it is damaged" in err
+
+
+async def test_a_broker_that_answers_junk_is_named_in_words(net: Network, aiohttp_server: Any) -> None:
+    """A 'broker' whose answers decode as msgpack but are no caseline message: exit 3, no codec jargon."""
+
+    async def junk(_request: web.Request) -> web.Response:
+        return web.Response(body=msgpack.packb([1, 99, b"x"]), content_type="application/msgpack")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", junk)
+    server = await aiohttp_server(app)
+    alice = await net.device("ke-kra", "alice")
+    home, profile = cli_home(alice)
+    url = str(server.make_url("")).rstrip("/")
+    code, _, err = await run(home, "--profile", profile, "login", "--server", url)
+    assert code == EXIT_UNTRUSTED, err
+    assert "the broker sent something that is not a caseline message" in err
+
+
+async def test_membership_commands_say_what_they_changed(net: Network) -> None:
+    alice = await net.device("ke-kra", "alice")
+    await net.device("tz-tra", "juma.mussa")
+    case_id = await alice.create_case(title="Op", witnessed=False)
+    home, profile = cli_home(alice)
+    case = ("--profile", profile, "case")
+    code, out, err = await run(home, *case, "add", case_id.hex(), "tz-tra:juma.mussa", "--share-history")
+    assert (code, out.strip()) == (EXIT_OK, "added 1 device(s)"), err
+    code, out, _ = await run(home, *case, "role", case_id.hex(), "tz-tra:juma.mussa", "owner")
+    assert (code, out.strip()) == (EXIT_OK, "tz-tra:juma.mussa is now owner")
+    assert (await run(home, *case, "remove", case_id.hex()))[0] == EXIT_USAGE  # whom?
+    code, out, _ = await run(home, "--json", *case, "remove", case_id.hex(), "tz-tra:juma.mussa")
+    assert code == EXIT_OK and len(json.loads(out)["devices"]) == 1
+    assert [m.author.name for m in await alice.members(case_id)] == ["ke-kra:alice"]
