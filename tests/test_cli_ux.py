@@ -26,6 +26,7 @@ from caseline.client.cli import main
 from caseline.client.cli.officer import STDIN_NOTICE
 from caseline.client.cli.root import cli as root_group
 from caseline.client.client import Client
+from caseline.crypto.keys import fingerprint
 from caseline.schemas.errors import EXIT_OK, EXIT_PROFILE, EXIT_TEMPORARY, EXIT_UNTRUSTED, EXIT_USAGE
 from caseline.server.keys import STORE
 
@@ -373,6 +374,23 @@ async def test_a_passphrase_file_others_can_read_is_refused(net: Network, tmp_pa
     assert (await run(home, *args, env=env))[0] == EXIT_OK
 
 
+# --------------------------------------------------------------------------- broker key code
+
+
+async def test_login_takes_the_broker_key_code_the_operator_reads_out(net: Network) -> None:
+    """Item 10: the code ``caseline-server key`` prints is what ``login --server-key`` takes."""
+    alice = await net.device("ke-kra", "alice")
+    home, profile = cli_home(alice)
+    code = fingerprint("broker", (await alice.identity()).server_key or b"")
+    done, out, err = await run(home, "--profile", profile, "--json", "login", "--server-key", code)
+    assert done == EXIT_OK, err
+    assert json.loads(out)["server_key"] == code
+    wrong = ("1" if code[0] != "1" else "2") + code[1:]
+    done, _, err = await run(home, "--profile", profile, "login", "--server-key", wrong)
+    assert done == EXIT_UNTRUSTED, err
+    assert_words(err)
+
+
 # --------------------------------------------------------------------------- errors in words
 
 
@@ -389,7 +407,7 @@ async def test_errors_say_what_happened_in_words(net: Network, tmp_path: Path) -
     code, _, err = await run(home, "--profile", profile, "login", "--cert", str(request))
     assert code == EXIT_USAGE and f"{request} is an enrolment request, not the certificate" in err
     code, _, err = await run(home, "--profile", profile, "login", "--server-key", "not-hex")
-    assert code == EXIT_USAGE and "--server-key takes 64 hex digits" in err
+    assert code == EXIT_USAGE and "--server-key takes the broker key's 30-digit code" in err
     code, _, err = await run(tmp_path, "--profile", "root", "agency", "revoke", "zz")
     assert code == EXIT_USAGE and "DEVICE takes 32 hex digits" in err
     code, _, err = await run(home, "--profile", profile, "case", "show", "xyz")

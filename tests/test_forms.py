@@ -17,7 +17,7 @@ import sys
 from typing import Any
 
 import pytest
-from caseline.client.forms_cmd import FILLED_IN, example_command, example_fields
+from caseline.client.cli.forms import FILLED_IN, example_command, example_fields
 from caseline.crypto.updates import check_content
 from caseline.schemas import content as content_schemas
 from caseline.schemas import forms, iso6346
@@ -299,7 +299,7 @@ def test_the_example_command_leaves_out_what_post_fills_in() -> None:
 def forms_cli(*args: str, columns: int = 80) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": str(columns), "NO_COLOR": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "caseline.client.forms_cmd", *args],
+        [sys.executable, "-m", "caseline.client.cli", "forms", *args],
         capture_output=True,
         text=True,
         env=env,
@@ -450,4 +450,4 @@ def test_help_ends_with_examples(args: tuple[str, ...]) -> None:
     assert done.returncode == EXIT_OK
     tail = done.stdout.rstrip().splitlines()
     assert "Examples:" in done.stdout and tail[-1].strip().startswith("caseline forms")
-    assert "--json  Print JSON" in done.stdout
+    assert "--json" in done.stdout and "Print one JSON document" in done.stdout

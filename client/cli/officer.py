@@ -114,7 +114,11 @@ def register(root: click.Group) -> None:
     @command(root, "login")
     @click.option("--cert", help="The certificate file from your agency administrator.")
     @click.option("--server", help="Change the broker URL.")
-    @click.option("--server-key", metavar="KEY", help="The broker key your operator gave you.")
+    @click.option(
+        "--server-key",
+        metavar="CODE",
+        help="The broker key's 30-digit code your operator read to you (`caseline-server key`), or its hex.",
+    )
     def login(cert: str | None, server: str | None, server_key: str | None) -> int:
         """Install your certificate, pin the broker's key and log in.
 
@@ -122,16 +126,19 @@ def register(root: click.Group) -> None:
         Examples:
           caseline login --cert alice.cert
           caseline login --server https://broker.example:8443
+          caseline login --server-key '12345 67890 12345 67890 12345 67890'
         """
         s = settings()
         out = Out(s.as_json)
         cert_bytes = certificate_file(Path(cert)) if cert else None
-        key = server_key_arg(server_key) if server_key else None
+        key, code = server_key_arg(server_key) if server_key else (None, None)
         secret = s.unlock()
 
         async def act() -> Any:
             async with await s.client(secret) as client:
-                return await client.login(cert=cert_bytes, server_url=server, server_key=key)
+                return await client.login(
+                    cert=cert_bytes, server_url=server, server_key=key, server_key_code=code
+                )
 
         ident = run(act())
         key_fpr = _fpr(ident.server_key)

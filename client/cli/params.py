@@ -28,9 +28,21 @@ def hex_arg(text: str, name: str, size: int) -> bytes:
     return value
 
 
-def server_key_arg(text: str) -> bytes:
-    """``login --server-key``: the broker's public key as its operator gives it."""
-    return hex_arg(text, "--server-key", 32)
+def server_key_arg(text: str) -> tuple[bytes | None, str | None]:
+    """``login --server-key``: the broker key's 30-digit code (``caseline-server key``) or its hex.
+
+    Returns ``(key, None)`` for the 64-digit hex key and ``(None, code)`` for the
+    code, which the client checks against the key the broker presents.  The two
+    cannot be confused: a code has 30 decimal digits, a key 64 hex digits.
+    """
+    digits = "".join(ch for ch in text if ch not in " -")
+    if len(digits) == 30 and digits.isdigit():
+        return None, digits
+    if len(digits) == 64:
+        return hex_arg(digits, "--server-key", 32), None
+    raise UsageError(
+        "--server-key takes the broker key's 30-digit code (from `caseline-server key`) or its 64 hex digits"
+    )
 
 
 def parse_instant(text: str, name: str = "--since") -> int:

@@ -14,7 +14,7 @@ from importlib import metadata
 from typing import Any, Final
 
 import click
-from caseline.client.cli import admin, officer
+from caseline.client.cli import admin, forms, officer
 from caseline.client.cli.exits import report
 from caseline.client.cli.settings import Settings, global_options
 from caseline.schemas.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
@@ -102,6 +102,7 @@ def completion(shell: str) -> int:
 
 officer.register(cli)
 admin.register(cli)
+forms.register(cli)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,19 +6,19 @@ line of ``forms show`` is built from the same smallest valid document, leaving
 out the markings and language that ``caseline post`` fills in from the case,
 so it posts as printed (tests/test_forms.py posts each one to a real broker).
 
-A self-contained click group: the CLI's root adds it (``root.add_command(forms)``),
-and ``python -m caseline.client.forms_cmd`` runs it alone.
+Registered on the ``caseline`` group by ``register``, with the global options
+every command takes.
 """
 
 from __future__ import annotations
 
 import json
 import shlex
-import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import click
+from caseline.client.cli.settings import global_options, settings
 from caseline.schemas import content as content_schemas
 from caseline.schemas import forms as schema_forms
 
@@ -59,11 +59,6 @@ def example_command(content_type: str) -> str:
     return shlex.join(argv)
 
 
-def _as_json(ctx: click.Context, flag: bool) -> bool:
-    """``--json`` here, or on the root command when the root keeps it (``ctx.obj.as_json``)."""
-    return flag or bool(getattr(ctx.obj, "as_json", False))
-
-
 def _console() -> Console:
     from rich.console import Console  # noqa: PLC0415 - rich only when printing for a person
 
@@ -81,23 +76,19 @@ def _table(console: Console, *headers: str) -> Table:
     return table
 
 
-json_option = click.option(
-    "--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table."
-)
-
-
 @click.group(
+    "forms",
     invoke_without_command=True,
     epilog="\b\nExamples:\n  caseline forms\n  caseline forms show seizure\n  caseline forms --json",
 )
-@json_option
+@global_options
 @click.pass_context
-def forms(ctx: click.Context, as_json: bool) -> None:
+def forms(ctx: click.Context) -> None:
     """List the content types a case update can have, with their required fields."""
     if ctx.invoked_subcommand is not None:
         return
     summaries = schema_forms.forms()
-    if _as_json(ctx, as_json):
+    if settings().as_json:
         click.echo(
             json.dumps(
                 [
@@ -130,16 +121,15 @@ def forms(ctx: click.Context, as_json: bool) -> None:
     epilog="\b\nExamples:\n  caseline forms show seizure\n  caseline forms show note --json",
 )
 @click.argument("content_type", metavar="TYPE", type=click.Choice(sorted(content_schemas.CONTENT_TYPES)))
-@json_option
-@click.pass_context
-def show(ctx: click.Context, content_type: str, as_json: bool) -> None:
+@global_options
+def show(content_type: str) -> None:
     """Show each field of TYPE: its type, whether it is required, allowed values and an example.
 
     Ends with a complete `caseline post` command line that posts as printed.
     """
     form = schema_forms.describe(content_type)
     command = example_command(content_type)
-    if _as_json(ctx, as_json):
+    if settings().as_json:
         fields = [
             {
                 "path": f.path,
@@ -200,5 +190,6 @@ def _shown(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
-if __name__ == "__main__":
-    forms(prog_name="caseline forms", args=sys.argv[1:])
+def register(root: click.Group) -> None:
+    """Add ``forms`` to the ``caseline`` group."""
+    root.add_command(forms)
