@@ -79,6 +79,7 @@ def _table(console: Console, *headers: str) -> Table:
 @click.group(
     "forms",
     invoke_without_command=True,
+    short_help="The content types an update can have, and their fields.",
     epilog="\b\nExamples:\n  caseline forms\n  caseline forms show seizure\n  caseline forms --json",
 )
 @global_options

@@ -81,6 +81,14 @@ def initialised(**overrides: Any) -> ServerConfig:
 class Group(click.Group):
     """Subcommands in the order they were added, and a "did you mean" for a mistyped one."""
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Each command's first sentence, wrapped — click would cut it at the width with "..."."""
+        listed = [(name, self.get_command(ctx, name)) for name in self.list_commands(ctx)]
+        rows = [(name, c.get_short_help_str(limit=300)) for name, c in listed if c and not c.hidden]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         first = [name for name in ORDER if name in self.commands]
         return first + [name for name in self.commands if name not in ORDER]
