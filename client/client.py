@@ -50,6 +50,7 @@ from caseline.crypto.snapshot import trust_binding
 from caseline.crypto.updates import HISTORY_SHARE
 from caseline.schemas.api import Directory, EntryPage, Session, is_loopback_host
 from caseline.schemas.errors import (
+    BrokerForbidden,
     BrokerRefusal,
     CaselineError,
     ForkError,
@@ -631,7 +632,12 @@ class Client(Outbox, ContentHelpers, Following, LogWatching):
         whether they changed, so unchanged lists cost no request.
         """
         asked = (await self.view(case_id)).count
-        first: EntryPage | None = await self.broker.entries(case_id, after=asked)
+        try:
+            first: EntryPage | None = await self.broker.entries(case_id, after=asked)
+        except BrokerForbidden:
+            if self._ledger().reissued_would_allow(case_id, None):
+                raise self._ledger().repin_needed(case_id, None) from None
+            raise
         await self.refresh_revocations()
         # A new list may have sent the view back to genesis: then ask again from there.
         after: int | None = (await self.view(case_id)).count

@@ -26,7 +26,7 @@ from caseline.crypto.caselog import (
     signed_entry_hash,
     verify_receipt,
 )
-from caseline.crypto.certs import TrustStore, VerifiedCert, cert_hash, check_may_post
+from caseline.crypto.certs import TrustStore, VerifiedCert, cert_hash, check_may_post, check_may_read
 from caseline.crypto.commits import CaseState, create_commit, log_anchor
 from caseline.crypto.keys import DeviceKeys, Rng
 from caseline.crypto.updates import HISTORY_SHARE, OpenedUpdate
@@ -523,25 +523,43 @@ class Ledger:
                 content_type=content_type, content=content, now=now, nonce=nonce, witnessed=witnessed
             )
         except NotPermittedError:
-            if self._reissued_would_allow(case_id, content_type):
-                raise NotPermittedError(
-                    f"your certificate was re-issued, but this case still holds the old one, which does"
-                    f" not allow {content_type}: ask an owner of the case to run"
-                    f" `caseline case repin {case_id.hex()}`"
-                ) from None
+            if self.reissued_would_allow(case_id, content_type):
+                raise self.repin_needed(case_id, content_type) from None
             raise
 
-    def _reissued_would_allow(self, case_id: bytes, content_type: str) -> bool:
-        """Whether this device's installed certificate differs from the case's pin and allows the post."""
-        state = self.views[case_id].state
+    def reissued_would_allow(self, case_id: bytes, content_type: str | None) -> bool:
+        """Whether this device's installed certificate is not the case's pin, and allows posting
+        ``content_type`` (``None``: reading) where the pinned one may not.
+
+        A bot that may not read holds no view of the case, so for reading an
+        unknown pin counts as another one: the broker refused to serve the case
+        by a certificate this device no longer holds.
+        """
+        view = self.views.get(case_id)
+        state = None if view is None else view.state
         pinned = None if state is None else state.certs.get(self.keys.device_id)
-        if pinned is None or not self.cert or P.constant_time_equal(pinned.hash, cert_hash(self.cert)):
+        if not self.cert or (pinned is None and content_type is not None):
+            return False
+        if pinned is not None and P.constant_time_equal(pinned.hash, cert_hash(self.cert)):
             return False
         try:
-            check_may_post(DeviceCert.decode(decode_signed(self.cert)[0]), content_type)
+            cert = DeviceCert.decode(decode_signed(self.cert)[0])
+            if content_type is None:
+                check_may_read(cert)
+            else:
+                check_may_post(cert, content_type)
         except CaselineError:
             return False
         return True
+
+    @staticmethod
+    def repin_needed(case_id: bytes, content_type: str | None) -> NotPermittedError:
+        """What a device is told when only its re-issued certificate would allow the act."""
+        act = "reading" if content_type is None else content_type
+        return NotPermittedError(
+            f"your certificate was re-issued, but this case still holds the old one, which does not"
+            f" allow {act}: ask an owner of the case to run `caseline case repin {case_id.hex()}`"
+        )
 
     def confirm(self, case_id: bytes, staged: Staged) -> None:
         """The staged update is kept safe (in the outbox): its message key is now used up."""

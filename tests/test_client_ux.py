@@ -21,6 +21,7 @@ from caseline.crypto.keys import DeviceKeys
 from caseline.schemas.errors import (
     EXIT_UNTRUSTED,
     EXIT_USAGE,
+    BrokerForbidden,
     NotPermittedError,
     PostedAfterRevocationError,
     UnknownError,
@@ -277,3 +278,22 @@ async def test_a_reissued_certificate_with_other_keys_is_refused(net: Network) -
         await alice.repin(case_id)
     await juma.sync(case_id)
     assert (await juma.view(case_id)).count == before, "no commit was made"
+
+
+async def test_a_bot_given_read_reads_once_an_owner_repins(net: Network) -> None:
+    alice = await net.device("ke-kra", "alice")
+    bot = await net.device("ke-kra", "scanner", role="bot", scopes=("alert",))
+    case_id = await alice.create_case(title="Op. Read", members=[("ke-kra", "scanner")])
+    note = await alice.post_note(case_id, "for the bot to read")
+    with pytest.raises(BrokerForbidden, match="does not allow reading"):
+        await bot.sync(case_id)
+    await reissue(net, bot, ("alert", "read"))
+    with pytest.raises(NotPermittedError) as stale:  # the broker still judges by the case's pin
+        await bot.sync(case_id)
+    assert str(stale.value) == (
+        "your certificate was re-issued, but this case still holds the old one, which does not allow"
+        f" reading: ask an owner of the case to run `caseline case repin {case_id.hex()}`"
+    )
+    await alice.repin(case_id)
+    events = await bot.sync(case_id)
+    assert note.update_id in [e.update_id for e in events]
