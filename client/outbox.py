@@ -105,6 +105,12 @@ class Outbox:
 
         ``idempotency_key`` extends that to whole runs of a script: a second call
         with the same key returns the first update instead of posting again.
+
+        ``PostedAfterRevocationError`` (exit 3) means the broker took the update
+        but this device's agency had revoked the device by its time: it stays
+        in the case, and every member shows it voided.  Learnt from the own
+        agency's list asked for after the receipt; a revocation published later
+        than that is learnt by members (and this device) only when it is.
         """
         if isinstance(content, Mapping):
             try:
