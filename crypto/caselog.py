@@ -602,9 +602,11 @@ class CaseView:
         """
         if content_type in SYSTEM_CONTENT_TYPES:
             return
-        for field, text in referenced_updates(content_type, decode_json(content)):
+        references = referenced_updates(content_type, decode_json(content))
+        held = set(self._slots.values()) - {b"", bytes(32)} if references else set()
+        for field, text in references:
             try:
-                known = self.holds_update(bytes.fromhex(text))
+                known = bytes.fromhex(text) in held
             except ValueError:
                 known = False
             if not known:
