@@ -29,6 +29,7 @@ from caseline.crypto.certs import (
     open_enrolment_request,
 )
 from caseline.crypto.keys import AgencyRootKey, device_id_for
+from caseline.schemas.content import CONTENT_TYPES
 from caseline.schemas.errors import (
     BrokerRefusal,
     MalformedError,
@@ -39,7 +40,6 @@ from caseline.schemas.errors import (
 )
 from caseline.schemas.wire import (
     AGENCY_ID,
-    CONTENT_TYPE,
     DEVICE_ROLES,
     READ_SCOPE,
     REVOCATION_REASONS,
@@ -58,6 +58,70 @@ MAX_CERT_DAYS: Final = 3 * 365
 class Published:
     certificates: int
     revocation_number: int | None
+
+
+#: What a bot's certificate may name: the content types it may post, and ``read`` for history.
+BOT_SCOPES: Final = (*sorted(CONTENT_TYPES), READ_SCOPE)
+
+
+def check_scopes(role: str, scopes: Iterable[str]) -> tuple[str, ...]:
+    """The scopes of a new certificate, or the caller's mistake named with the valid ones.
+
+    A scope the devices do not know would sign a certificate that allows
+    nothing (a bot scoped ``alerts`` posts no ``alert``); other roles carry no
+    scopes at all (PROTOCOL.md §4.4), so one given for them is a mistake too.
+    """
+    scopes = tuple(scopes)
+    valid = ", ".join(BOT_SCOPES)
+    if role != "bot":
+        if scopes:
+            raise UsageError(f"only a bot certificate takes scopes; an {role} may post every content type")
+        return scopes
+    if not scopes:
+        raise UsageError(f"a bot needs at least one scope: one or more of {valid}")
+    unknown = [s for s in scopes if s not in BOT_SCOPES]
+    if unknown:
+        raise UsageError(f"{', '.join(map(repr, unknown))} is not a scope: the valid scopes are {valid}")
+    if len(set(scopes)) != len(scopes):
+        raise UsageError("a scope is given twice")
+    return scopes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class IssuedCert:
+    """One certificate an agency issued, as ``agency list`` shows it (times in ms since the epoch)."""
+
+    serial: int
+    device_id: bytes
+    user_id: str
+    role: str
+    scopes: tuple[str, ...]
+    not_before: int
+    not_after: int
+    issued_at: int
+    published: bool
+    #: When its device was revoked (the agency revokes devices, so every cert of one), else None.
+    revoked_at: int | None
+    revocation_reason: str | None
+    cert: bytes
+
+    @classmethod
+    def of(cls, item: Issued, revoked: tuple[int, str] | None) -> IssuedCert:
+        cert = DeviceCert.decode(decode_signed(item.cert)[0])
+        return cls(
+            serial=item.serial,
+            device_id=item.device_id,
+            user_id=item.user_id,
+            role=item.role,
+            scopes=cert.scopes,
+            not_before=cert.not_before,
+            not_after=cert.not_after,
+            issued_at=item.issued_at,
+            published=item.published,
+            revoked_at=None if revoked is None else revoked[0],
+            revocation_reason=None if revoked is None else revoked[1],
+            cert=item.cert,
+        )
 
 
 CERT_SUFFIX: Final = ".cert"
@@ -134,12 +198,7 @@ class AgencyAdmin:
             )
         if role not in DEVICE_ROLES:
             raise UsageError(f"role must be one of {', '.join(sorted(DEVICE_ROLES))}")
-        scopes = tuple(scopes)
-        if role == "bot" and not scopes:
-            raise UsageError("a bot needs at least one scope (content types it may post, or 'read')")
-        for scope in scopes:
-            if scope != READ_SCOPE:
-                CONTENT_TYPE.check(scope, "scope")
+        scopes = check_scopes(role, scopes)
         if not 1 <= days <= MAX_CERT_DAYS:
             raise UsageError(f"a certificate lives 1 to {MAX_CERT_DAYS} days")
         device_id = device_id_for(req.sign_key)
@@ -160,8 +219,10 @@ class AgencyAdmin:
         await self.store.add_issued(Issued(serial, device_id, req.user_id, role, cert, now, published=False))
         return cert
 
-    async def issued(self) -> list[Issued]:
-        return await self.store.issued()
+    async def issued(self) -> list[IssuedCert]:
+        """Every certificate this root signed, with what it allows and whether it was revoked."""
+        revoked = {d: (t, r) for d, _, t, r in await self.store.revoked()}
+        return [IssuedCert.of(item, revoked.get(item.device_id)) for item in await self.store.issued()]
 
     async def revoke(
         self, device_id: bytes, *, reason: str = "unspecified", since: int | None = None

@@ -48,8 +48,9 @@ from caseline.crypto.evidence import EvidenceReport, export_evidence, verify_evi
 from caseline.crypto.keys import DeviceKeys, fingerprint, normalize_fingerprint
 from caseline.crypto.snapshot import trust_binding
 from caseline.crypto.updates import HISTORY_SHARE
-from caseline.schemas.api import EntryPage, Session, is_loopback_host
+from caseline.schemas.api import Directory, EntryPage, Session, is_loopback_host
 from caseline.schemas.errors import (
+    BrokerForbidden,
     BrokerRefusal,
     CaselineError,
     ForkError,
@@ -100,6 +101,8 @@ class Identity:
     not_after: int
     server_url: str
     server_key: bytes | None
+    #: When this device's agency revoked it, if a list this profile holds says so.
+    revoked_at: int | None = None
 
     @property
     def enrolled(self) -> bool:
@@ -117,6 +120,15 @@ class CaseSummary:
     unread: int
     handling: str
     tlp: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Repinned:
+    """A case whose roster ``Client.repin`` moved onto re-issued certificates."""
+
+    case_id: bytes
+    #: The devices whose pinned certificate changed.
+    devices: tuple[bytes, ...]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -398,6 +410,7 @@ class Client(Outbox, ContentHelpers, Following, LogWatching):
             not_after=not_after,
             server_url=self.server_url,
             server_key=self.server_key,
+            revoked_at=self.own_revocation(),
         )
 
     async def login(
@@ -514,16 +527,50 @@ class Client(Outbox, ContentHelpers, Following, LogWatching):
         # lands meanwhile, the next command sees a digest that differs and asks again.
         seen = hint
         for agency_id in self.trust.roots:
-            crl = await self.broker.revocations(agency_id, held=self.trust.revocation_list(agency_id))
+            await self._fetch_revocations(agency_id)
             seen = seen or self.broker.revocations_hint
-            if crl is None:
-                continue  # none published, or the one held is current (304)
-            async with self._changing_trust():
-                parsed = self.trust.add_revocation_list(crl)  # verified; an older list raises RevokedError
-            await self.store.put_crl(agency_id, parsed.number, crl)
         self._crl_checked_at = now
         if seen is not None:
             await self._views.put_secret(REVOCATIONS_SEEN, [seen, *pins])
+
+    async def _fetch_revocations(self, agency_id: str) -> None:
+        """Ask for one agency's list by its ETag, and adopt it if it is new (a 304 costs no body)."""
+        crl = await self.broker.revocations(agency_id, held=self.trust.revocation_list(agency_id))
+        if crl is None:
+            return  # none published, or the one held is current (304)
+        async with self._changing_trust():
+            parsed = self.trust.add_revocation_list(crl)  # verified; an older list raises RevokedError
+        await self.store.put_crl(agency_id, parsed.number, crl)
+
+    def own_revocation(self) -> int | None:
+        """When this device's agency revoked it, as far as the lists this profile holds say."""
+        if not self.cert:
+            return None
+        return self.trust.revoked_at(DeviceCert.decode(decode_signed(self.cert)[0]))
+
+    async def _revoked_since_post(self, case_id: bytes, seq: int) -> int | None:
+        """After a post: the revocation that voids it, if this device's own agency published one.
+
+        The own agency's list is asked for by its ETag (a 304 when unchanged:
+        one small request), since a list published while the post was on its
+        way is in no digest this device has seen.  Whether the update is void
+        is the view's judgement, made as every member makes it (§6.4: revoked
+        at or before the later of the record's and the receipt's times).  A
+        revocation its agency has not yet published anywhere cannot be known
+        here: members learn it with the list, and the update turns voided then.
+        """
+        agency = (await self.store.get("agency") or b"").decode()
+        if agency in self.trust.roots:
+            try:
+                await self._fetch_revocations(agency)
+            except BrokerRefusal as exc:  # the post itself succeeded: do not report it as failed
+                log.warning("could not check this device's revocation after posting: %s", exc)
+        revoked_at = self.own_revocation()
+        if revoked_at is None:
+            return None
+        await self.view(case_id)  # re-verified under the new list if it changed
+        events = await self._views.events(case_id, seq)
+        return revoked_at if any(e.seq == seq and e.kind == "voided" for e in events) else None
 
     @contextlib.asynccontextmanager
     async def _changing_trust(self) -> AsyncIterator[None]:
@@ -605,7 +652,12 @@ class Client(Outbox, ContentHelpers, Following, LogWatching):
         whether they changed, so unchanged lists cost no request.
         """
         asked = (await self.view(case_id)).count
-        first: EntryPage | None = await self.broker.entries(case_id, after=asked)
+        try:
+            first: EntryPage | None = await self.broker.entries(case_id, after=asked)
+        except BrokerForbidden:
+            if self._ledger().reissued_would_allow(case_id, None):
+                raise self._ledger().repin_needed(case_id, None) from None
+            raise
         await self.refresh_revocations()
         # A new list may have sent the view back to genesis: then ask again from there.
         after: int | None = (await self.view(case_id)).count
@@ -837,6 +889,45 @@ class Client(Outbox, ContentHelpers, Following, LogWatching):
                 for vc, r in roster
             ],
         )
+
+    async def repin(self, case_id: bytes | None = None) -> list[Repinned]:
+        """Move members onto their agencies' re-issued certificates: one commit per case that changed.
+
+        A roster pins each device's exact certificate, so a certificate its
+        agency re-issued (new scopes, a later expiry) takes effect in a case
+        only once an owner commits the same roster with the new one
+        (PROTOCOL.md §5.3).  Every case this device owns is done, or only
+        ``case_id`` (refused unless this device owns it).  The candidates come
+        from the broker's directory and are verified here: pinned root, valid
+        and not revoked now, same device and keys (``repinned_roster``).
+        Cases where nothing changed get no commit.
+        """
+        self._ledger()
+        await self.refresh_revocations(force=True)
+        cases = [case_id] if case_id is not None else [c.case_id for c in (await self.broker.cases()).cases]
+        directories: dict[tuple[str, str], Directory] = {}
+        done = []
+        for cid in cases:
+            await self.sync(cid)
+            state = (await self.view(cid)).state
+            mine = None if state is None else state.members.get(self.keys.device_id)
+            if mine is None or mine.role != "owner":
+                if case_id is not None:
+                    raise NotPermittedError("only an owner of the case may re-pin its members' certificates")
+                continue
+            users = sorted({(vc.cert.agency_id, vc.cert.user_id) for vc, _ in self._ledger().roster(cid)})
+            for user in users:
+                if user not in directories:
+                    directories[user] = await self.broker.directory(*user)
+            asked = [directories[u] for u in users]
+            async with self._changing_trust():  # a directory may carry a newer revocation list
+                self._ledger().adopt_revocations(asked)
+            await self.view(cid)
+            roster, changed = self._ledger().repinned(cid, asked, now=self.clock())
+            if changed:
+                await self._commit(cid, roster)
+                done.append(Repinned(case_id=cid, devices=tuple(changed)))
+        return done
 
     async def members(self, case_id: bytes) -> tuple[Member, ...]:
         return members_of(await self.view(case_id))

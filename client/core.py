@@ -26,7 +26,7 @@ from caseline.crypto.caselog import (
     signed_entry_hash,
     verify_receipt,
 )
-from caseline.crypto.certs import TrustStore, VerifiedCert
+from caseline.crypto.certs import TrustStore, VerifiedCert, cert_hash, check_may_post, check_may_read
 from caseline.crypto.commits import CaseState, create_commit, log_anchor
 from caseline.crypto.keys import DeviceKeys, Rng
 from caseline.crypto.updates import HISTORY_SHARE, OpenedUpdate
@@ -117,6 +117,52 @@ def _update_event(
         update_id=opened.update_id,
         shared=shared,
     )
+
+
+def repinned_roster(
+    roster: Sequence[tuple[VerifiedCert, str]], offered: Sequence[VerifiedCert]
+) -> tuple[list[tuple[VerifiedCert, str]], list[bytes]]:
+    """The roster with each member's newest re-issued certificate, and the devices that changed.
+
+    A re-issued certificate takes a member's place only if it is for the very
+    same device — same id, same signing and encryption keys, same agency and
+    user — and starts after the pinned one.  One for the same device id with
+    other keys is refused outright, never skipped: the device's keys are
+    what the case trusts, and a certificate binding another encryption key to
+    them would hand the next epoch secret to whoever holds that key.  The
+    ``offered`` certificates must already be verified (chained to a pinned
+    root, valid and not revoked now).
+    """
+    out: list[tuple[VerifiedCert, str]] = []
+    changed: list[bytes] = []
+    for pinned, role in roster:
+        old = pinned.cert
+        newer = [
+            vc for vc in offered if vc.device_id == pinned.device_id and vc.cert.not_before > old.not_before
+        ]
+        for vc in newer:
+            new = vc.cert
+            if (new.sign_key, new.kem_key, new.agency_id, new.user_id) != (
+                old.sign_key,
+                old.kem_key,
+                old.agency_id,
+                old.user_id,
+            ):
+                raise UntrustedError(
+                    f"a certificate offered for {old.agency_id}:{old.user_id}'s device"
+                    f" {pinned.device_id.hex()} binds other keys than the case holds: not re-pinned;"
+                    f" ask {old.agency_id}'s administrator"
+                )
+        newest = max(newer, key=lambda vc: (vc.cert.not_before, vc.cert.serial), default=pinned)
+        if newest.cert.role == "bot" and role == "owner":
+            raise NotPermittedError(
+                f"{old.agency_id}:{old.user_id} was re-issued as a bot, and a bot cannot own a case:"
+                " make them a member first"
+            )
+        out.append((newest, role))
+        if newest is not pinned:
+            changed.append(pinned.device_id)
+    return out, changed
 
 
 def members_of(view: CaseView) -> tuple[Member, ...]:
@@ -284,6 +330,38 @@ class Ledger:
             )
         return found
 
+    def adopt_revocations(self, directories: Sequence[Directory]) -> None:
+        """Take in the revocation lists directory answers carry (verified; older ones refused)."""
+        for directory in directories:
+            if directory.revocations:
+                self.trust.add_revocation_list(directory.revocations)
+
+    def repinned(
+        self, case_id: bytes, directories: Sequence[Directory], *, now: int
+    ) -> tuple[list[tuple[VerifiedCert, str]], list[bytes]]:
+        """The case's roster with its members' re-issued certificates (``repinned_roster``).
+
+        Each directory must answer for a user in the roster, and every
+        certificate in it must verify under the pinned roots now and name that
+        user; one that does not verify (expired, revoked, foreign) is no
+        candidate, one naming someone else is the broker lying.
+        """
+        roster = self.roster(case_id)
+        users = {(vc.cert.agency_id, vc.cert.user_id) for vc, _ in roster}
+        offered: list[VerifiedCert] = []
+        for directory in directories:
+            if (directory.agency_id, directory.user_id) not in users:
+                raise UntrustedError("the broker answered for another user than the one asked about")
+            for signed in directory.certs:
+                try:
+                    vc = self.trust.verify_cert(signed, at=now)
+                except CaselineError:
+                    continue
+                if (vc.cert.agency_id, vc.cert.user_id) != (directory.agency_id, directory.user_id):
+                    raise UntrustedError("the directory returned a certificate for someone else")
+                offered.append(vc)
+        return repinned_roster(roster, offered)
+
     def roster(self, case_id: bytes) -> list[tuple[VerifiedCert, str]]:
         state = self._state(case_id)
         return [(state.certs[d], m.role) for d, m in state.members.items()]
@@ -440,8 +518,47 @@ class Ledger:
         witnessed: LogRef | None = None,
     ) -> Staged:
         """Seal the next update of ``case_id``; nothing moves until ``confirm``."""
-        return self.view(case_id).prepare(
-            content_type=content_type, content=content, now=now, nonce=nonce, witnessed=witnessed
+        try:
+            return self.view(case_id).prepare(
+                content_type=content_type, content=content, now=now, nonce=nonce, witnessed=witnessed
+            )
+        except NotPermittedError:
+            if self.reissued_would_allow(case_id, content_type):
+                raise self.repin_needed(case_id, content_type) from None
+            raise
+
+    def reissued_would_allow(self, case_id: bytes, content_type: str | None) -> bool:
+        """Whether this device's installed certificate is not the case's pin, and allows posting
+        ``content_type`` (``None``: reading) where the pinned one may not.
+
+        A bot that may not read holds no view of the case, so for reading an
+        unknown pin counts as another one: the broker refused to serve the case
+        by a certificate this device no longer holds.
+        """
+        view = self.views.get(case_id)
+        state = None if view is None else view.state
+        pinned = None if state is None else state.certs.get(self.keys.device_id)
+        if not self.cert or (pinned is None and content_type is not None):
+            return False
+        if pinned is not None and P.constant_time_equal(pinned.hash, cert_hash(self.cert)):
+            return False
+        try:
+            cert = DeviceCert.decode(decode_signed(self.cert)[0])
+            if content_type is None:
+                check_may_read(cert)
+            else:
+                check_may_post(cert, content_type)
+        except CaselineError:
+            return False
+        return True
+
+    @staticmethod
+    def repin_needed(case_id: bytes, content_type: str | None) -> NotPermittedError:
+        """What a device is told when only its re-issued certificate would allow the act."""
+        act = "reading" if content_type is None else content_type
+        return NotPermittedError(
+            f"your certificate was re-issued, but this case still holds the old one, which does not"
+            f" allow {act}: ask an owner of the case to run `caseline case repin {case_id.hex()}`"
         )
 
     def confirm(self, case_id: bytes, staged: Staged) -> None:

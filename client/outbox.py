@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 import secrets
 import time
@@ -28,7 +29,14 @@ from caseline.crypto import primitives as P
 from caseline.crypto.caselog import KIND_UPDATE
 from caseline.schemas import content as content_schemas
 from caseline.schemas.codec import pack, unpack
-from caseline.schemas.errors import BrokerRefusal, ContentError, InvalidContentError, ProfileError, UsageError
+from caseline.schemas.errors import (
+    BrokerRefusal,
+    ContentError,
+    InvalidContentError,
+    PostedAfterRevocationError,
+    ProfileError,
+    UsageError,
+)
 
 if TYPE_CHECKING:
     from caseline.client.core import CaseEvent, Ledger
@@ -37,6 +45,13 @@ if TYPE_CHECKING:
     from caseline.schemas.wire import LogRef
 
 log = logging.getLogger("caseline.client")
+
+
+def utc_text(ms: int) -> str:
+    """A time as the CLI shows it (``2026-12-03 08:15:02Z``)."""
+    return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
 #: How long a post waits for another process posting from the same profile.
 POSTING_LOCK_WAIT_S: Final = 120.0
 
@@ -60,6 +75,7 @@ class Outbox:
         async def history(self, case_id: bytes) -> list[CaseEvent]: ...
         async def _accept(self, case_id: bytes, entries: Sequence[StoredEntry]) -> list[CaseEvent]: ...
         async def gossip_ref(self) -> LogRef | None: ...
+        async def _revoked_since_post(self, case_id: bytes, seq: int) -> int | None: ...
 
     def _seal_local(self, update_id: bytes, content_type: str, content: bytes) -> bytes:
         nonce = secrets.token_bytes(P.AEAD_NONCE_SIZE)
@@ -89,6 +105,12 @@ class Outbox:
 
         ``idempotency_key`` extends that to whole runs of a script: a second call
         with the same key returns the first update instead of posting again.
+
+        ``PostedAfterRevocationError`` (exit 3) means the broker took the update
+        but this device's agency had revoked the device by its time: it stays
+        in the case, and every member shows it voided.  Learnt from the own
+        agency's list asked for after the receipt; a revocation published later
+        than that is learnt by members (and this device) only when it is.
         """
         if isinstance(content, Mapping):
             try:
@@ -202,6 +224,15 @@ class Outbox:
         await self.store.drop_pending(pending.update_id)
         await self._settle(case_id, pending.envelope, receipt, r)
         ledger.check_acknowledged(case_id, r)
+        revoked_at = await self._revoked_since_post(case_id, r.seq)
+        if revoked_at is not None:
+            raise PostedAfterRevocationError(
+                case_id=case_id,
+                update_id=pending.update_id,
+                seq=r.seq,
+                revoked_at=revoked_at,
+                shown_at=utc_text(revoked_at),
+            )
         return Posted(
             case_id=case_id, update_id=pending.update_id, seq=r.seq, receipt_time=r.time, retries=retries
         )

@@ -51,6 +51,7 @@ from caseline.crypto.keys import DeviceKeys, SigningKey
 from caseline.crypto.ratchet import Chain
 from caseline.crypto.updates import (
     HISTORY_SHARE,
+    SYSTEM_CONTENT_TYPES,
     OpenedUpdate,
     SealedUpdate,
     check_envelope,
@@ -58,6 +59,7 @@ from caseline.crypto.updates import (
     seal_update,
 )
 from caseline.schemas.codec import unpack
+from caseline.schemas.content import decode_json
 from caseline.schemas.errors import (
     ChainError,
     ForkError,
@@ -68,7 +70,9 @@ from caseline.schemas.errors import (
     NotMemberError,
     NotPermittedError,
     ReplayError,
+    UnknownError,
 )
+from caseline.schemas.references import referenced_updates
 from caseline.schemas.wire import (
     MAX_SEEN,
     CaseInfo,
@@ -245,6 +249,14 @@ class CaseView:
             return self._message_keys[seq]
         except KeyError:
             raise NotMemberError("this view never opened the update at that position") from None
+
+    def holds_update(self, update_id: bytes) -> bool:
+        """Whether this view accepted, and can name, the update with this id.
+
+        Updates it could not open (no key, or purged) have no id it knows; one a
+        history share opened later has its real id from then on.
+        """
+        return bool(update_id) and update_id != bytes(32) and update_id in self._slots.values()
 
     def case_info(self) -> CaseInfo | None:
         """The title and reference sealed in the current commit, if this device can read them."""
@@ -482,9 +494,10 @@ class CaseView:
             )
             if not voided:
                 self._held[seq] = _Held(envelope, state, eh, receipt_time)
-        for old_seq, key in unlocked_keys:
+        for (old_seq, key), old in zip(unlocked_keys, unlocked, strict=True):
             self._held.pop(old_seq, None)
             self._message_keys[old_seq] = key
+            self._slots[(old.record.sender, old.record.epoch, old.record.counter)] = old.update_id
         return Applied(
             seq=seq,
             kind=KIND_UPDATE,
@@ -577,7 +590,30 @@ class CaseView:
             nonce=nonce,
             witnessed=witnessed,
         )
+        self._check_references(content_type, content)
         return Staged(sealed=sealed, epoch=state.epoch, counter=counter)
+
+    def _check_references(self, content_type: str, content: bytes) -> None:
+        """A sender names only updates its own view accepted (a reply to nothing is a typo).
+
+        Receivers do not check this (PROTOCOL.md §6.1): a member who joined later
+        or was not shared the history lacks updates others can see.  Runs after
+        ``seal_update`` validated the content, so the JSON here is well formed.
+        """
+        if content_type in SYSTEM_CONTENT_TYPES:
+            return
+        references = referenced_updates(content_type, decode_json(content))
+        held = set(self._slots.values()) - {b"", bytes(32)} if references else set()
+        for field, text in references:
+            try:
+                known = bytes.fromhex(text) in held
+            except ValueError:
+                known = False
+            if not known:
+                raise UnknownError(
+                    f"{field} names update {text[:16]}…, which is not an update of this case you can"
+                    " see: give an id that `caseline case show CASE` lists"
+                )
 
     def confirm(self, staged: Staged) -> None:
         """Commit a prepared update: its message key is used up and the next one follows it."""

@@ -207,6 +207,28 @@ class RevokedError(VerificationError):
     title = "Device revoked"
 
 
+class PostedAfterRevocationError(RevokedError):
+    """The broker accepted this device's update, but its agency had revoked the device by then.
+
+    Raised by the sender after the post, never by the broker (it shares
+    ``revoked``'s problem code only so that the broker's catalogue is
+    unchanged).  The update is in the case for good, and every member shows it
+    voided (PROTOCOL.md §6.4): the verification family (exit 3), because what
+    the person believes happened — partners can read the post — did not.
+    """
+
+    title = "Posted after revocation"
+    hint = "this device can no longer post; ask your agency's administrator about the revocation"
+
+    def __init__(self, *, case_id: bytes, update_id: bytes, seq: int, revoked_at: int, shown_at: str) -> None:
+        """``shown_at`` is ``revoked_at`` as the person reads times (this module keeps no clock)."""
+        super().__init__(f"posted, but your device was revoked at {shown_at}; partners will see it voided")
+        self.case_id = case_id
+        self.update_id = update_id
+        self.seq = seq
+        self.revoked_at = revoked_at
+
+
 class ExpiredError(VerificationError):
     """A certificate or challenge is outside its validity window."""
 

@@ -66,12 +66,15 @@ async def test_an_unchanged_revocation_list_is_answered_304(net: Network) -> Non
     assert alice.trust.revocation_number("tz-tra") > number
 
 
-async def test_a_warm_post_makes_three_requests_and_checks_no_unchanged_list(net: Network) -> None:
+async def test_a_warm_post_makes_four_requests_and_checks_only_its_own_agencys_list(net: Network) -> None:
     """Issue 11 (b): the entries page's revocations digest stands in for a 304 per pinned agency.
 
     Issue 12 adds the third: every command's first contact checks the broker
     log (``/v1/log/witnessed``), so that a restored backup or a fork is an
-    alarm everywhere, not only in ``verify``.
+    alarm everywhere, not only in ``verify``.  Issue 13 adds the fourth, after
+    the receipt: the device's own agency's list by its ETag (a 304 here), so
+    that a post the agency voided while it was on its way says so at once.
+    No other agency's unchanged list is asked for.
     """
     alice, _, case_id = await a_case(net, notes=1)
     await net.publish("tz-tra")  # both agencies have a list now: each would cost a request
@@ -81,12 +84,13 @@ async def test_a_warm_post_makes_three_requests_and_checks_no_unchanged_list(net
     again = await reopen(alice)
     net.clients.append(again)
     before = served(net)
-    await again.post_note(case_id, "three requests")
+    await again.post_note(case_id, "four requests")
     made = since(net, before)
     assert made == {
         ("/v1/cases/{case_id}/entries", "200"): 1,
         ("/v1/log/witnessed", "200"): 1,
         ("/v1/cases/{case_id}/updates", "201"): 1,
+        (CRL_ROUTE, "304"): 1,
     }
     assert again.broker.revocations_hint is not None
 
@@ -99,10 +103,10 @@ async def test_a_revocation_published_between_two_commands_is_seen_by_the_second
     await alice.sync(case_id)
     await alice.close()
     net.clients.remove(alice)
-    first = await reopen(alice)  # one command: nothing revoked yet, no list fetched
+    first = await reopen(alice)  # one command: nothing revoked yet, no new list fetched
     before = served(net)
     await first.post_note(case_id, "before the revocation")
-    assert not [r for r, _ in since(net, before) if r == CRL_ROUTE]
+    assert [(r, s) for r, s in since(net, before) if r == CRL_ROUTE] == [(CRL_ROUTE, "304")]  # its own
     await first.close()
     # Between the two commands the agency revokes juma's key from before his note.
     number = first.trust.revocation_number("tz-tra")

@@ -1,0 +1,299 @@
+"""Issue 13's library behaviour behind the CLI, against a real broker on loopback.
+
+Replies to updates that exist (item 1), a post its own agency voided (item 7),
+bot scopes and re-issued certificates (item 9).  Real agencies, real devices,
+real aiohttp broker (``tests.support.agencies``); nothing here is a stub.
+"""
+
+from __future__ import annotations
+
+import datetime
+import secrets
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+import pytest
+from caseline.client.client import Client, wall_clock
+from caseline.client.transport import BrokerConnection
+from caseline.crypto.certs import issue_device_cert
+from caseline.crypto.keys import DeviceKeys
+from caseline.schemas.errors import (
+    EXIT_UNTRUSTED,
+    EXIT_USAGE,
+    BrokerForbidden,
+    NotPermittedError,
+    PostedAfterRevocationError,
+    UnknownError,
+    UntrustedError,
+    UsageError,
+)
+from caseline.schemas.wire import DeviceCert, decode_signed
+from caseline.server.keys import STORE
+
+from tests.support.agencies import PASSPHRASE, Network
+
+SEIZURE: dict[str, Any] = {
+    "occurred_at": "2026-11-20T08:00:00Z",
+    "place": {"name": "Mombasa port", "country": "KE"},
+    "goods": [{"description": "heroin in rice bags", "quantity": 12, "unit": "kg"}],
+}
+
+
+async def stored_updates(net: Network, case_id: bytes) -> int:
+    rows = await net.app[STORE].entries(case_id, after=0, limit=10_000)
+    return sum(1 for r in rows if r.kind == "update")
+
+
+# --------------------------------------------------------------------------- item 1: replies
+
+
+async def test_a_reply_to_an_update_that_does_not_exist_is_refused_and_uses_up_nothing(net: Network) -> None:
+    alice, juma = await net.device("ke-kra", "alice"), await net.device("tz-tra", "juma")
+    case_id = await alice.create_case(title="Op. Reply", members=[("tz-tra", "juma")])
+    note = await alice.post_note(case_id, "container held at berth 11")
+    nowhere = secrets.token_bytes(32)
+
+    with pytest.raises(UnknownError) as refused:
+        await juma.post_reply(case_id, in_reply_to=nowhere, text="which one?")
+    assert str(refused.value) == (
+        f"in_reply_to names update {nowhere.hex()[:16]}…, which is not an update of this case you can"
+        " see: give an id that `caseline case show CASE` lists"
+    )
+    assert refused.value.exit_code == EXIT_USAGE
+    with pytest.raises(UnknownError, match=r"^refs names update"):
+        await juma.post_ack(case_id, of=note.update_id, refs=[note.update_id.hex(), nowhere.hex()])
+    with pytest.raises(UnknownError, match=r"^of names update"):
+        await juma.post_ack(case_id, of=nowhere)
+    assert await stored_updates(net, case_id) == 1, "nothing was sent"
+    assert not await juma.store.outbox(case_id), "nothing was kept to send later"
+
+    # Nothing was used up: juma's next update takes the very position, and alice verifies it.
+    reply = await juma.post_reply(case_id, in_reply_to=note.update_id, text="seen, sending a team")
+    ack = await juma.post_ack(case_id, of=note.update_id, refs=[reply.update_id.hex()])
+    events = await alice.sync(case_id)
+    assert [(e.content_type, e.update_id) for e in events] == [
+        ("reply", reply.update_id),
+        ("ack", ack.update_id),
+    ]
+    assert events[0].content and events[0].content["in_reply_to"] == note.update_id.hex()
+
+
+async def test_a_receiver_accepts_a_reply_to_an_update_it_cannot_see(net: Network) -> None:
+    """Only the sender checks references: a member who joined later lacks history others hold."""
+    alice = await net.device("ke-kra", "alice")
+    case_id = await alice.create_case(title="Op. Later")
+    before = await alice.post_note(case_id, "before juma joined")
+    juma = await net.device("tz-tra", "juma")
+    await alice.add_members(case_id, [("tz-tra", "juma", "member")])  # history not shared
+    reply = await alice.post_reply(case_id, in_reply_to=before.update_id, text="as noted before")
+    events = [e for e in await juma.sync(case_id) if e.kind == "update"]
+    assert [(e.readable, e.update_id) for e in events] == [(False, None), (True, reply.update_id)]
+    # juma cannot name what it never saw, so it cannot reply to it either.
+    with pytest.raises(UnknownError):
+        await juma.post_reply(case_id, in_reply_to=before.update_id, text="what note?")
+
+
+async def test_a_newcomer_given_the_history_can_reply_to_it(net: Network) -> None:
+    alice = await net.device("ke-kra", "alice")
+    case_id = await alice.create_case(title="Op. Shared")
+    before = await alice.post_note(case_id, "before juma joined")
+    juma = await net.device("tz-tra", "juma")
+    await alice.add_members(case_id, [("tz-tra", "juma", "member")], share_history=True)
+    await juma.sync(case_id)
+    reply = await juma.post_reply(case_id, in_reply_to=before.update_id, text="read it, thanks")
+    events = await alice.sync(case_id)
+    assert [e.update_id for e in events] == [reply.update_id]
+
+
+# --------------------------------------------------------------------------- item 7: after revocation
+
+
+async def test_a_post_accepted_before_its_revocation_was_published_says_so_at_once(net: Network) -> None:
+    """The agency revokes alice's device and publishes while her post is on its way back.
+
+    The broker accepts the post (it does not hold the list yet); the client
+    learns of the list right after the receipt and says the update is void.
+    """
+    alice, juma = await net.device("ke-kra", "alice"), await net.device("tz-tra", "juma")
+    case_id = await alice.create_case(title="Op. Late", members=[("tz-tra", "juma")])
+    await alice.post_note(case_id, "an honest note")
+    assert (await alice.identity()).revoked_at is None
+    await alice.close()
+    net.clients.remove(alice)
+    await net.admins["ke-kra"].revoke(alice.keys.device_id, reason="device-lost")  # signed, not published
+    after_revoking = wall_clock()
+
+    published: list[int] = []
+
+    async def on_request_end(_: object, __: SimpleNamespace, params: aiohttp.TraceRequestEndParams) -> None:
+        if params.method == "POST" and params.url.path.endswith("/updates") and params.response.status == 201:
+            await net.publish("ke-kra")  # the broker answered: the list lands before alice looks
+            published.append(params.response.status)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_end.append(on_request_end)
+    async with aiohttp.ClientSession(trace_configs=[trace]) as session:
+        again = await Client.open(alice.directory, passphrase=PASSPHRASE, session=session)
+        try:
+            with pytest.raises(PostedAfterRevocationError) as voided:
+                await again.post_note(case_id, "written after the phone was lost")
+            assert published == [201], "the broker accepted the post"
+            entry_at = again.own_revocation()
+            assert entry_at is not None and entry_at <= after_revoking
+            when = datetime.datetime.fromtimestamp(entry_at / 1000, tz=datetime.UTC)
+            assert str(voided.value) == (
+                f"posted, but your device was revoked at {when:%Y-%m-%d %H:%M:%SZ};"
+                " partners will see it voided"
+            )
+            assert voided.value.exit_code == EXIT_UNTRUSTED
+            assert (voided.value.seq, voided.value.revoked_at) == (2, entry_at)
+            assert not await again.store.outbox(case_id), "delivered: nothing left to resend"
+            assert (await again.identity()).revoked_at == entry_at  # whoami shows it
+        finally:
+            await again.close()
+    # Partners see exactly that: the honest note, then a voided update from alice's device.
+    await juma.sync(case_id)
+    events = [e for e in await juma.history(case_id) if e.kind != "commit"]
+    assert [e.kind for e in events] == ["update", "voided"]
+    assert events[1].author is not None and events[1].author.device_id == alice.keys.device_id
+
+
+# --------------------------------------------------------------------------- item 9: scopes
+
+
+async def test_a_scope_that_names_no_content_type_is_refused_with_the_valid_ones(net: Network) -> None:
+    admin = net.admins["ke-kra"]
+    bot = await Client.create(
+        net.root / "bot",
+        agency_id="ke-kra",
+        user_id="scanner",
+        server_url=net.url,
+        passphrase=PASSPHRASE,
+        kdf="interactive",
+    )
+    net.clients.append(bot)
+    request = await bot.enrolment_request()
+    with pytest.raises(UsageError) as refused:
+        await admin.issue(request, role="bot", scopes=["alerts"])
+    assert str(refused.value) == (
+        "'alerts' is not a scope: the valid scopes are"
+        " ack, alert, note, reply, request, seizure, status, read"
+    )
+    with pytest.raises(UsageError, match=r"^a bot needs at least one scope: one or more of ack, alert"):
+        await admin.issue(request, role="bot")
+    with pytest.raises(UsageError, match=r"^only a bot certificate takes scopes"):
+        await admin.issue(request, role="officer", scopes=["alert"])
+    assert await admin.issued() == [], "nothing was signed"
+
+    await admin.issue(request, role="bot", scopes=["alert", "read"])
+    await admin.revoke(bot.keys.device_id, reason="superseded")
+    [row] = await admin.issued()
+    assert (row.user_id, row.role, row.scopes, row.revocation_reason) == (
+        "scanner",
+        "bot",
+        ("alert", "read"),
+        "superseded",
+    )
+    assert row.device_id == bot.keys.device_id and row.revoked_at is not None
+    assert row.not_before <= row.revoked_at < row.not_after and row.published is False
+
+
+# --------------------------------------------------------------------------- item 9: re-issued certificates
+
+
+async def reissue(net: Network, client: Client, scopes: tuple[str, ...]) -> bytes:
+    """The bot's agency re-issues its certificate from the same request, publishes it, and the bot logs in."""
+    cert = await net.admins["ke-kra"].issue(await client.enrolment_request(), role="bot", scopes=scopes)
+    await net.publish("ke-kra")
+    await client.login(cert=cert)
+    return cert
+
+
+async def test_a_reissued_certificate_takes_effect_once_an_owner_repins(net: Network) -> None:
+    alice, juma = await net.device("ke-kra", "alice"), await net.device("tz-tra", "juma")
+    # ``read``: the library syncs before it posts (a bot without it posts over the raw API only).
+    bot = await net.device("ke-kra", "scanner", role="bot", scopes=("alert", "read"))
+    case_id = await alice.create_case(title="Op. Scopes", members=[("tz-tra", "juma"), ("ke-kra", "scanner")])
+    other = await alice.create_case(title="Op. Without the bot", members=[("tz-tra", "juma")])
+    with pytest.raises(NotPermittedError, match="does not allow this content type"):
+        await bot.post_seizure(case_id, **SEIZURE)
+
+    await reissue(net, bot, ("alert", "read", "seizure"))
+    assert (await bot.identity()).scopes == ("alert", "read", "seizure")
+    with pytest.raises(NotPermittedError) as stale:  # the case still pins the old certificate
+        await bot.post_seizure(case_id, **SEIZURE)
+    assert str(stale.value) == (
+        "your certificate was re-issued, but this case still holds the old one, which does not allow"
+        f" seizure: ask an owner of the case to run `caseline case repin {case_id.hex()}`"
+    )
+    assert await stored_updates(net, case_id) == 0
+
+    with pytest.raises(NotPermittedError, match="only an owner"):
+        await juma.repin(case_id)
+    assert await juma.repin() == []  # juma owns no case: nothing to do, nothing refused
+    epoch = (await juma.view(case_id)).state.epoch  # type: ignore[union-attr]
+
+    [done] = await alice.repin()  # every case alice owns; only the bot's changed
+    assert (done.case_id, done.devices) == (case_id, (bot.keys.device_id,))
+    assert await alice.repin() == [], "nothing changed since: no commit"
+    assert (await alice.view(other)).state.epoch == 0  # type: ignore[union-attr]
+
+    posted = await bot.post_seizure(case_id, **SEIZURE)
+    events = await juma.sync(case_id)
+    assert [e.kind for e in events] == ["commit", "update"]
+    assert events[0].epoch == epoch + 1
+    assert (events[1].content_type, events[1].update_id) == ("seizure", posted.update_id)
+    assert events[1].author is not None and events[1].author.name == "ke-kra:scanner"
+    members = {m.author.name: m.role for m in await juma.members(case_id)}
+    assert members == {"ke-kra:alice": "owner", "tz-tra:juma": "member", "ke-kra:scanner": "member"}
+
+
+async def test_a_reissued_certificate_with_other_keys_is_refused(net: Network) -> None:
+    alice, juma = await net.device("ke-kra", "alice"), await net.device("tz-tra", "juma")
+    bot = await net.device("ke-kra", "scanner", role="bot", scopes=("alert",))
+    case_id = await alice.create_case(title="Op. Keys", members=[("tz-tra", "juma"), ("ke-kra", "scanner")])
+    # The agency signs the bot's signing key with someone else's encryption key (a mistake, or worse).
+    pinned = DeviceCert.decode(decode_signed(bot.cert)[0])
+    admin = net.admins["ke-kra"]
+    now = wall_clock()
+    forged = issue_device_cert(
+        admin.root,
+        user_id="scanner",
+        role="bot",
+        scopes=("alert", "seizure"),
+        sign_key=pinned.sign_key,
+        kem_key=DeviceKeys.generate(secrets.token_bytes).kem_public,
+        not_before=max(now, pinned.not_before + 1),
+        not_after=now + 86_400_000,
+        serial=await admin.store.next_serial(),
+    )
+    broker = BrokerConnection(net.url, keys=None, server_key=None)
+    try:
+        await broker.register(forged)
+    finally:
+        await broker.close()
+    before = (await alice.view(case_id)).count
+    with pytest.raises(UntrustedError, match="binds other keys than the case holds: not re-pinned"):
+        await alice.repin(case_id)
+    await juma.sync(case_id)
+    assert (await juma.view(case_id)).count == before, "no commit was made"
+
+
+async def test_a_bot_given_read_reads_once_an_owner_repins(net: Network) -> None:
+    alice = await net.device("ke-kra", "alice")
+    bot = await net.device("ke-kra", "scanner", role="bot", scopes=("alert",))
+    case_id = await alice.create_case(title="Op. Read", members=[("ke-kra", "scanner")])
+    note = await alice.post_note(case_id, "for the bot to read")
+    with pytest.raises(BrokerForbidden, match="does not allow reading"):
+        await bot.sync(case_id)
+    await reissue(net, bot, ("alert", "read"))
+    with pytest.raises(NotPermittedError) as stale:  # the broker still judges by the case's pin
+        await bot.sync(case_id)
+    assert str(stale.value) == (
+        "your certificate was re-issued, but this case still holds the old one, which does not allow"
+        f" reading: ask an owner of the case to run `caseline case repin {case_id.hex()}`"
+    )
+    await alice.repin(case_id)
+    events = await bot.sync(case_id)
+    assert note.update_id in [e.update_id for e in events]
