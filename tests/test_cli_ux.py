@@ -33,6 +33,7 @@ from caseline.server.keys import STORE
 from tests.support.agencies import PASSPHRASE, Network
 from tests.support.clirun import cli_env, cli_home, finish, until_following
 from tests.support.process import free_port
+from tests.test_client_ux import SEIZURE
 
 BOXES = set("┃━│─┏┓┗┛╇╸┡┩╭╮╰╯")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -345,6 +346,53 @@ async def test_issue_refuses_to_overwrite_and_mints_nothing(tmp_path: Path) -> N
     assert cert.read_bytes() != first and stat.S_IMODE(cert.stat().st_mode) == 0o600
     code, out, _ = await run(home, "--json", *root, "agency", "list")
     assert len(json.loads(out)) == 2
+
+
+async def test_agency_issue_checks_scopes_and_list_shows_them(tmp_path: Path) -> None:
+    """Item 9: a scope that names no content type is refused with the valid ones; list shows scopes."""
+    home = tmp_path / "home"
+    root = ("--profile", "root")
+    assert (await run(home, *root, "agency", "init", "ke-kra", "--kdf", "interactive"))[0] == EXIT_OK
+    request = tmp_path / "bot.req"
+    code, _, err = await run(
+        home, "--profile", "bot", "init", "--agency", "ke-kra", "--user", "scanner",
+        "--server", "http://127.0.0.1:9", "--kdf", "interactive", "--request-out", str(request),
+    )  # fmt: skip
+    assert code == EXIT_OK, err
+    issue = (*root, "agency", "issue", str(request), "--role", "bot")
+    code, _, err = await run(home, *issue, "--scope", "alerts", "-o", str(tmp_path / "bot.cert"))
+    assert code == EXIT_USAGE and "'alerts' is not a scope" in err and "alert, " in err
+    assert not (tmp_path / "bot.cert").exists()
+    code, out, _ = await run(home, "--json", *root, "agency", "list")
+    assert json.loads(out) == []  # nothing signed for the refused run
+    code, _, err = await run(
+        home, *issue, "--scope", "alert", "--scope", "read", "-o", str(tmp_path / "bot.cert")
+    )
+    assert code == EXIT_OK, err
+    code, out, _ = await run(home, *root, "agency", "list", "--json")
+    [row] = json.loads(out)
+    assert (row["role"], row["scopes"]) == ("bot", ["alert", "read"])
+    assert row["valid_from"] and row["valid_until"] and row["revoked"] is None
+
+
+async def test_case_repin_moves_a_member_onto_its_reissued_certificate(net: Network) -> None:
+    """Item 9: re-issuing takes effect with one owner command, not a remove and re-add per case."""
+    alice = await net.device("ke-kra", "alice")
+    bot = await net.device("ke-kra", "scanner", role="bot", scopes=("alert", "read"))
+    case_id = await alice.create_case(title="Op. Repin", members=[("ke-kra", "scanner")], witnessed=False)
+    cert = await net.admins["ke-kra"].issue(
+        await bot.enrolment_request(), role="bot", scopes=("alert", "read", "seizure")
+    )
+    await net.publish("ke-kra")
+    await bot.login(cert=cert)
+    home, profile = cli_home(alice)
+    code, out, err = await run(home, "--profile", profile, "case", "repin", "--json")
+    assert code == EXIT_OK, err
+    assert json.loads(out) == [{"case_id": case_id.hex(), "devices": [bot.keys.device_id.hex()]}]
+    code, out, err = await run(home, "--profile", profile, "case", "repin", case_id.hex()[:8])
+    assert code == EXIT_OK and "nothing to re-pin" in out, err
+    posted = await bot.post_seizure(case_id, **SEIZURE)  # what the re-issued certificate allows
+    assert posted.update_id in {e.update_id for e in await alice.sync(case_id)}
 
 
 async def test_evidence_export_refuses_to_overwrite(net: Network, tmp_path: Path) -> None:

@@ -204,13 +204,14 @@ def register(root: click.Group) -> None:
         out = Out(s.as_json)
 
         async def act(admin: AgencyAdmin) -> tuple[str, list[dict[str, Any]]]:
-            revoked = {d: (t, r) for d, _, t, r in await admin.store.revoked()}
             return admin.agency_id, [
                 {
-                    "serial": i.serial, "user": i.user_id, "role": i.role, "device": i.device_id.hex(),
-                    "issued": when(i.issued_at), "published": i.published,
-                    "revoked": when(revoked[i.device_id][0]) if i.device_id in revoked else None,
-                    "reason": revoked[i.device_id][1] if i.device_id in revoked else None,
+                    "serial": i.serial, "user": i.user_id, "role": i.role, "scopes": list(i.scopes),
+                    "device": i.device_id.hex(), "issued": when(i.issued_at),
+                    "valid_from": when(i.not_before), "valid_until": when(i.not_after),
+                    "published": i.published,
+                    "revoked": when(i.revoked_at) if i.revoked_at is not None else None,
+                    "reason": i.revocation_reason,
                 }
                 for i in await admin.issued()
             ]  # fmt: skip
@@ -223,6 +224,7 @@ def register(root: click.Group) -> None:
         table.add_column("serial", no_wrap=True, justify="right")
         out.id_column(table, "user", [str(r["user"]) for r in rows])
         table.add_column("role", no_wrap=True)
+        out.text_column(table, "scopes")
         out.id_column(table, "device", [str(r["device"]) for r in rows])
         out.text_column(table, "issued")
         table.add_column("published", no_wrap=True)
@@ -230,7 +232,8 @@ def register(root: click.Group) -> None:
         for row in rows:
             revoked_text = f"{row['revoked']} ({row['reason']})" if row["revoked"] else "-"
             table.add_row(
-                str(row["serial"]), str(row["user"]), str(row["role"]), str(row["device"]),
+                str(row["serial"]), str(row["user"]), str(row["role"]), ", ".join(row["scopes"]) or "-",
+                str(row["device"]),
                 str(row["issued"]), "yes" if row["published"] else "no", revoked_text,
             )  # fmt: skip
         out.show(table)

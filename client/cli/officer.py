@@ -174,6 +174,7 @@ def register(root: click.Group) -> None:
             "role": ident.role or "(not enrolled)",
             "scopes": list(ident.scopes),
             "valid_until": when(ident.not_after) if ident.not_after else None,
+            "revoked": when(ident.revoked_at) if ident.revoked_at is not None else None,
             "server": ident.server_url,
             "server_key": _fpr(ident.server_key),
         }
@@ -524,6 +525,40 @@ def _case(root: click.Group) -> None:
             return []
 
         return _membership(case_ref, change, f"{agency}:{user} is now {new_role}")
+
+    @command(case, "repin")
+    @click.argument("case_ref", metavar="[CASE]", required=False)
+    def repin(case_ref: str | None) -> int:
+        """Move members onto the certificates their agencies re-issued (owners).
+
+        A case pins each member to the exact certificate they joined with.  When
+        an agency re-issues a member's certificate (new scopes, a new validity)
+        for the same device and keys, an owner re-pins it here: one commit per
+        case that changes, in CASE or in every case you own.  A certificate
+        for other keys is refused: that is a new device, to be added.
+
+        \b
+        Examples:
+          caseline case repin 3f2a9c
+          caseline case repin            # every case you own
+        """
+        s = settings()
+        out = Out(s.as_json)
+        secret = s.unlock()
+
+        async def go() -> list[Any]:
+            async with await s.client(secret) as client:
+                case_id = await client.resolve_case(case_ref) if case_ref else None
+                return list(await client.repin(case_id))
+
+        changed = run(go())
+        if out.as_json:
+            out.data([{"case_id": c.case_id.hex(), "devices": [d.hex() for d in c.devices]} for c in changed])
+        elif not changed:
+            out.say("nothing to re-pin: every member already holds the certificate its case pins")
+        for c in changed:
+            out.say(f"case {c.case_id.hex()}: re-pinned {len(c.devices)} device(s)")
+        return EXIT_OK
 
 
 def _membership(case_ref: str, act: Any, verb: str) -> int:
