@@ -563,8 +563,12 @@ class Client(Outbox, ContentHelpers, Following, LogWatching):
         if agency in self.trust.roots:
             try:
                 await self._fetch_revocations(agency)
-            except BrokerRefusal as exc:  # the post itself succeeded: do not report it as failed
-                log.warning("could not check this device's revocation after posting: %s", exc)
+            except CaselineError as exc:
+                # The post itself is stored and out of the outbox: reporting it as failed would
+                # have the officer post it again.  Whatever the list's answer was (a refusal, junk,
+                # a bad signature, a rollback), the check is said to have failed, not the post.
+                log.warning("posted; could not check this device's revocation afterwards: %s", exc)
+                return None
         revoked_at = self.own_revocation()
         if revoked_at is None:
             return None

@@ -45,9 +45,12 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
-def check_private(path: Path) -> None:
-    """Refuse a file or directory that another user could read or that someone else owns."""
-    info = path.stat()
+def check_private(path: Path, info: os.stat_result | None = None) -> None:
+    """Refuse a file or directory that another user could read or that someone else owns.
+
+    ``info`` is the ``fstat`` of a file already opened, so that what is checked is what is read.
+    """
+    info = path.stat() if info is None else info
     if info.st_uid != os.getuid():
         raise ProfileError(f"{path} belongs to another user")
     if stat.S_IMODE(info.st_mode) & 0o077:

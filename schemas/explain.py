@@ -15,11 +15,15 @@ taken from the document.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 import jsonschema
 from caseline.schemas import forms
+
+#: A name this module quotes back: what a field name of ours could look like, and short.
+_PLAIN_NAME: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 def field_name(path: Sequence[str | int]) -> str:
@@ -68,8 +72,11 @@ def _worded(content_type: str, schema: Mapping[str, Any], error: Any) -> tuple[s
         guess = difflib.get_close_matches(name, allowed, n=1)
         mean = f"did you mean '{prefix}{guess[0]}'? " if guess else ""
         listed = ", ".join(prefix + n for n in allowed)
+        # The name is quoted only when it looks like a field name: one with control characters or
+        # of any length could write to the terminal or the log that prints this message.
+        shown = f"'{prefix}{name}'" if _PLAIN_NAME.fullmatch(name) else f"in {prefix or 'the top level'}"
         return (
-            f"unknown field '{prefix}{name}' for {forms.article(content_type)}",
+            f"unknown field {shown} for {forms.article(content_type)}",
             f"{mean}allowed here: {listed}",
         )
     if rule in ("enum", "const"):

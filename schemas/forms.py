@@ -17,7 +17,7 @@ import functools
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from caseline.schemas import content
+from caseline.schemas import documents
 
 Schema = Mapping[str, Any]
 
@@ -77,8 +77,8 @@ def resolved(content_type: str) -> Schema:
     Our schemas hold no recursive references, so inlining ends; a node holding
     ``$ref`` holds nothing else (draft-07 ignores a ``$ref``'s siblings anyway).
     """
-    files = {name + ".schema.json": doc for name, doc in content._files().items()}
-    top = content.load_schema(content_type)
+    files = {name + ".schema.json": doc for name, doc in documents.schema_files().items()}
+    top = documents.load_schema(content_type)
     return _inline(top, top, files)  # type: ignore[no-any-return]
 
 
@@ -234,7 +234,7 @@ def example_document(content_type: str) -> dict[str, Any]:
 def forms() -> list[FormSummary]:
     """Every content type, with its title, description and (always) required top-level fields."""
     out = []
-    for content_type in sorted(content.CONTENT_TYPES):
+    for content_type in sorted(documents.CONTENT_TYPES):
         schema = resolved(content_type)
         out.append(
             FormSummary(

@@ -103,7 +103,7 @@ def restore(source: Path, config: ServerConfig, *, server_key_file: Path | None,
     make_private_dir(config.data_dir)
     tmp = private_temp_file(config.db_path)
     try:
-        _copy(_open_existing(source), tmp)
+        _copy(sqlite3.connect(f"{source.absolute().as_uri()}?mode=ro", uri=True), tmp)  # never writes it
         verdict = asyncio.run(_verify(tmp, key))
         if verdict.broken:
             raise VerificationError(

@@ -220,6 +220,32 @@ async def test_tlp_is_coloured_on_a_terminal_and_output_is_plain_when_piped(net:
     assert case_id.hex() in out
 
 
+async def test_a_partners_text_cannot_write_escape_sequences_to_the_terminal(net: Network) -> None:
+    """A hostile member's note carries OSC 52 (set the clipboard), a line overwrite and a bidi override.
+
+    On a real terminal every escape sequence in the output is rich's own colour (SGR), and the
+    partner's control and format characters are shown as U+FFFD.
+    """
+    alice, juma = await net.device("ke-kra", "alice"), await net.device("tz-tra", "juma")
+    case_id = await alice.create_case(
+        title="Op \x1b]0;pwned\x07", members=[("tz-tra", "juma")], witnessed=False
+    )
+    await juma.post_note(case_id, text="ok\x1b]52;c;ZXZpbA==\x1b\\\r\x1b[2Kreceipt verified\u202eevil")
+    home, profile = cli_home(alice)
+    proc_env = {k: v for k, v in cli_env(home).items() if k != "NO_COLOR"}
+    for command in (("case", "show", case_id.hex()), ("case", "list")):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "caseline.client.cli", "--profile", profile, *command,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env={**proc_env, **terminal(100, colour=True)},
+        )  # fmt: skip
+        code, out, _ = await finish(proc)
+        assert code == EXIT_OK
+        assert re.sub(r"\x1b\[[0-9;]*m", "", out).count("\x1b") == 0, repr(out)
+        assert "\r" not in out and "\u202e" not in out and "\x07" not in out
+        assert "\ufffd" in out
+
+
 async def test_follow_shows_ids_markings_and_restrictions(net: Network) -> None:
     alice, juma, case_id = await marked_case(net)
     home, profile = cli_home(alice)
@@ -420,6 +446,11 @@ async def test_a_passphrase_file_others_can_read_is_refused(net: Network, tmp_pa
     assert code == EXIT_PROFILE and "chmod go-rwx" in err
     secret.chmod(0o600)
     assert (await run(home, *args, env=env))[0] == EXIT_OK
+    # A link is not followed: what is checked must be what is read.
+    link = tmp_path / "link"
+    link.symlink_to(secret)
+    code, _, err = await run(home, "--profile", profile, "whoami", "--passphrase-file", str(link), env=env)
+    assert code == EXIT_USAGE and "is a symbolic link" in err
 
 
 # --------------------------------------------------------------------------- broker key code

@@ -8,6 +8,7 @@ real aiohttp broker (``tests.support.agencies``); nothing here is a stub.
 from __future__ import annotations
 
 import datetime
+import logging
 import secrets
 from types import SimpleNamespace
 from typing import Any
@@ -157,6 +158,39 @@ async def test_a_post_accepted_before_its_revocation_was_published_says_so_at_on
     events = [e for e in await juma.history(case_id) if e.kind != "commit"]
     assert [e.kind for e in events] == ["update", "voided"]
     assert events[1].author is not None and events[1].author.device_id == alice.keys.device_id
+
+
+async def test_a_junk_revocation_list_after_a_stored_post_does_not_report_the_post_as_failed(
+    net: Network, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The post is stored and out of the outbox; the check after it fails (a broker answering junk).
+
+    Reporting the post as failed would have the officer post it again: a second copy.  The
+    check's failure is logged and the post returns as posted.
+    """
+    alice = await net.device("ke-kra", "alice")
+    await net.device("tz-tra", "juma")
+    case_id = await alice.create_case(title="Op. Junk list", members=[("tz-tra", "juma")])
+    await alice.close()
+    net.clients.remove(alice)
+
+    async def on_request_end(_: object, __: SimpleNamespace, params: aiohttp.TraceRequestEndParams) -> None:
+        if params.method == "POST" and params.url.path.endswith("/updates") and params.response.status == 201:
+            await net.app[STORE].put_revocation_list("ke-kra", 99, b"\x93junk")  # what the broker serves next
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_end.append(on_request_end)
+    async with aiohttp.ClientSession(trace_configs=[trace]) as session:
+        again = await Client.open(alice.directory, passphrase=PASSPHRASE, session=session)
+        try:
+            with caplog.at_level(logging.WARNING, logger="caseline.client"):
+                posted = await again.post_note(case_id, "stored once")
+            assert not await again.store.outbox(case_id)
+        finally:
+            await again.close()
+    assert "could not check this device's revocation" in caplog.text
+    assert await stored_updates(net, case_id) == 1  # one copy, and the officer was told it is posted
+    assert posted.update_id is not None
 
 
 # --------------------------------------------------------------------------- item 9: scopes

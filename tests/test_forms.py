@@ -437,17 +437,32 @@ def test_any_broken_document_is_explained_in_words_without_its_values(
         _set(doc, path, value)
     words: list[str] = []
     try:
-        content_schemas.validate_content(content_type, json.dumps(doc).encode())
+        content_schemas.validate_content(content_type, json.dumps(doc).encode(), sending=True)
     except ContentError as error:
         words = [str(error), error.fix or ""]
     assert not any("ZZsecret" in w or "check failed" in w for w in words)
     assert not words or words[1]  # a refusal always says what to do
 
 
+def test_a_received_document_is_refused_without_explaining_it() -> None:
+    """The words are for the author; a receiver refusing a partner's update gets no field names.
+
+    A hostile member's field names (control characters, secrets) then never reach another
+    member's terminal or log, and explaining costs a receiver nothing.
+    """
+    doc = {**forms.example_document("note"), "\x1b]52;c;ZZsecret\x07": 1}
+    with pytest.raises(ContentError) as refused:
+        content_schemas.validate_content("note", json.dumps(doc).encode())
+    assert str(refused.value) == "the note does not follow its schema"
+    with pytest.raises(ContentError) as told:
+        content_schemas.validate_content("note", json.dumps(doc).encode(), sending=True)
+    assert "ZZsecret" not in str(told.value) and "\x1b" not in str(told.value)
+
+
 @pytest.mark.parametrize("args", [(), ("show",)])
-def test_help_ends_with_examples(args: tuple[str, ...]) -> None:
+def test_help_gives_examples(args: tuple[str, ...]) -> None:
     done = forms_cli(*args, "--help")
     assert done.returncode == EXIT_OK
-    tail = done.stdout.rstrip().splitlines()
-    assert "Examples:" in done.stdout and tail[-1].strip().startswith("caseline forms")
+    examples = done.stdout.split("Examples:", 1)[1].split("Options:", 1)[0]
+    assert "caseline forms show seizure" in examples
     assert "--json" in done.stdout and "Print one JSON document" in done.stdout

@@ -51,18 +51,21 @@ def test_make_vectors_reproduces_the_committed_file(tmp_path: Path) -> None:
         assert out.read_bytes() == committed
 
 
-def test_a_case_that_no_longer_verifies_is_written_fresh(tmp_path: Path) -> None:
-    """A deliberate protocol change that breaks the stored cases gets new ones, which verify."""
+def test_a_case_that_no_longer_verifies_stops_the_run_unless_fresh(tmp_path: Path) -> None:
+    """An accidental break must not regenerate away the vectors that caught it; --fresh is deliberate."""
     stale = json.loads(PATH.read_text())
     stale["verify_only"]["update_id_1"] = "00" * 32
     source = tmp_path / "stale.json"
     source.write_text(json.dumps(stale))
     out = tmp_path / "out.json"
-    main([], path=out, keep_from=source)
+    with pytest.raises(SystemExit, match="rerun with --fresh"):
+        main([], path=out, keep_from=source)
+    assert not out.exists()
+    main(["--fresh"], path=out, keep_from=source)
     written = json.loads(out.read_text())
     check_verify_only(written["verify_only"])
+    check_voided(written["voided"])
     assert written["verify_only"]["update_id_1"] != "00" * 32
-    assert written["voided"] == stale["voided"]
 
 
 def test_broker_log_vectors_verify_with_nothing_but_the_published_keys() -> None:

@@ -15,6 +15,7 @@ import sys
 from typing import NamedTuple
 
 import click
+from caseline.client.cli.output import printable
 from caseline.schemas.errors import (
     EXIT_BUG,
     EXIT_TEMPORARY,
@@ -93,12 +94,14 @@ def report(exc: BaseException, *, as_json: bool) -> int:
     if os.environ.get("CASELINE_DEBUG") and classify(exc).code == EXIT_BUG:
         raise exc
     failure = classify(exc)
+    # The reason may quote a broker's problem detail or a file's name: one line, no control characters.
+    reason, hint = printable(failure.reason, lines=False), printable(failure.hint, lines=False)
     if as_json:
         print(
-            json.dumps({"error": failure.name, "message": failure.reason, "exit": failure.code}),
+            json.dumps({"error": failure.name, "message": reason, "exit": failure.code}),
             file=sys.stderr,
         )
     else:
-        print(f"caseline: {failure.reason}", file=sys.stderr)
-        print(f"hint: {failure.hint}", file=sys.stderr)
+        print(f"caseline: {reason}", file=sys.stderr)
+        print(f"hint: {hint}", file=sys.stderr)
     return failure.code

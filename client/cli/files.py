@@ -50,6 +50,18 @@ def write_private(path: Path, data: bytes, *, force: bool) -> None:
 
 
 def read_passphrase_file(path: Path) -> str:
-    """The passphrase in ``path``, refused like a key file if other users could read it."""
-    check_private(path)
-    return path.read_text(encoding="utf-8").rstrip("\n")
+    """The passphrase in ``path``, refused like a key file if other users could read it.
+
+    The file is opened once, not through a symbolic link, and the open file is
+    checked: a check of the name and a second open to read would leave a moment
+    in which another file could be put in its place.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        if path.is_symlink():
+            raise UsageError(f"{path} is a symbolic link: give the passphrase file itself") from None
+        raise exc
+    with os.fdopen(fd, "rb") as f:
+        check_private(path, os.fstat(f.fileno()))
+        return f.read().decode("utf-8").rstrip("\r\n")

@@ -80,12 +80,18 @@ def _table(console: Console, *headers: str) -> Table:
     "forms",
     invoke_without_command=True,
     short_help="The content types an update can have, and their fields.",
-    epilog="\b\nExamples:\n  caseline forms\n  caseline forms show seizure\n  caseline forms --json",
 )
 @global_options
 @click.pass_context
 def forms(ctx: click.Context) -> None:
-    """List the content types a case update can have, with their required fields."""
+    """List the content types a case update can have, with their required fields.
+
+    \b
+    Examples:
+      caseline forms
+      caseline forms show seizure
+      caseline forms --json
+    """
     if ctx.invoked_subcommand is not None:
         return
     summaries = schema_forms.forms()
@@ -119,7 +125,6 @@ def forms(ctx: click.Context) -> None:
 @forms.command(
     "show",
     short_help="Each field of TYPE, and a caseline post line that posts as printed.",
-    epilog="\b\nExamples:\n  caseline forms show seizure\n  caseline forms show note --json",
 )
 @click.argument("content_type", metavar="TYPE", type=click.Choice(sorted(content_schemas.CONTENT_TYPES)))
 @global_options
@@ -127,6 +132,11 @@ def show(content_type: str) -> None:
     """Show each field of TYPE: its type, whether it is required, allowed values and an example.
 
     Ends with a complete `caseline post` command line that posts as printed.
+
+    \b
+    Examples:
+      caseline forms show seizure
+      caseline forms show note --json
     """
     form = schema_forms.describe(content_type)
     command = example_command(content_type)

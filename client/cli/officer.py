@@ -22,6 +22,7 @@ from caseline.client.cli.output import (
     Out,
     entry,
     event_json,
+    safe,
     tlp,
     when,
     witness_json,
@@ -357,9 +358,8 @@ def _case(root: click.Group) -> None:
         case_id, status = run(act())
         if out.as_json:
             out.data({"case_id": case_id.hex(), "witnessed": status.witnessed})
-        from rich.markup import escape  # noqa: PLC0415 - rich only when printing for a person
 
-        out.say(f"opened case [bold]{case_id.hex()}[/] “{escape(title)}”")
+        out.say(f"opened case [bold]{case_id.hex()}[/] “{safe(title)}”")
         out.say(witness_line(status) if not status.witnessed else "witnessed by every agency in it")
         return EXIT_OK
 
@@ -393,14 +393,13 @@ def _case(root: click.Group) -> None:
                 ]
             )  # fmt: skip
             return EXIT_OK
-        from rich.markup import escape  # noqa: PLC0415 - rich only when printing for a person
 
         if not cases:
             out.say("no cases yet: `caseline case create --title …`, or ask a partner to add you")
         for c in cases:  # a block per case: the full id always fits, whatever the width
             out.say(
-                f"[bold]{c.case_id.hex()}[/]  {escape(c.title)}"
-                + (f"  ({escape(c.reference)})" if c.reference else "")
+                f"[bold]{c.case_id.hex()}[/]  {safe(c.title)}"
+                + (f"  ({safe(c.reference)})" if c.reference else "")
             )
             unread = f"[bold]{c.unread} unread[/]" if c.unread else "0 unread"
             out.say(f"    {c.role}  {c.handling} {tlp(c.tlp)}  {c.count} entries  {unread}")
@@ -448,9 +447,7 @@ def _case(root: click.Group) -> None:
                 }
             )
         else:
-            from rich.markup import escape  # noqa: PLC0415 - rich only when printing for a person
-
-            title = escape(f"{info.title} ({info.reference})" if info else "")
+            title = safe(f"{info.title} ({info.reference})" if info else "")
             out.say(f"case [bold]{case_id.hex()}[/] {title}")
             for event in shown:
                 entry(out, event)
@@ -975,7 +972,6 @@ def _print_bundle(out: Out, report: Any) -> None:
             }
         )
         return
-    from rich.markup import escape  # noqa: PLC0415 - rich only when printing for a person
 
     out.say(f"evidence for case [bold]{report.case_id.hex()}[/]: VERIFIED")
     table = out.table()
@@ -995,10 +991,10 @@ def _print_bundle(out: Out, report: Any) -> None:
     )
     if checkpoint is not None:
         origin, size, root = (checkpoint[k] for k in ("origin", "size", "root"))
-        out.say(f"checkpoint: {escape(str(origin))}  size {size}  root {root}")
+        out.say(f"checkpoint: {safe(str(origin))}  size {size}  root {root}")
     if report.witnessed and report.witnessed_at is not None:
         out.say(f"WITNESSED at {when(report.witnessed_at)} by:")
         for w in witnesses:
-            out.say(f"  {escape(w['name'])} ({w['agency']}) at {w['time']}")
+            out.say(f"  {safe(w['name'])} ({w['agency']}) at {w['time']}")
     else:
         out.say(UNWITNESSED_LINE)

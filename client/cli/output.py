@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import unicodedata
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -28,6 +29,27 @@ if TYPE_CHECKING:
 #: TLP labels as the FIRST standard colours them; CLEAR stays plain.
 TLP_STYLE: Final = {"RED": "bold red", "AMBER": "yellow", "AMBER+STRICT": "bold yellow", "GREEN": "green"}
 UNWITNESSED_LINE: Final = "UNWITNESSED: only the broker vouches for this history's order and time"
+
+
+def printable(text: str, *, lines: bool = True) -> str:
+    """``text`` with every control and format character shown as U+FFFD, newlines kept if ``lines``.
+
+    Text from partners, the broker or a file reaches a terminal: an escape
+    sequence in it could set the clipboard (OSC 52), retitle the window or
+    overwrite a line already shown ("receipt verified"), and a bidi override
+    could reverse what a line seems to say.  rich strips a few of these, not ESC.
+    """
+    return "".join(
+        ch if (ch == "\n" and lines) or unicodedata.category(ch) not in ("Cc", "Cf") else "\ufffd"
+        for ch in text
+    )
+
+
+def safe(text: str) -> str:
+    """Text from elsewhere as rich markup that prints as itself: no markup, no control characters."""
+    from rich.markup import escape  # noqa: PLC0415 - see the module docstring
+
+    return escape(printable(text))
 
 
 class Out:
@@ -148,16 +170,14 @@ def summary(event: CaseEvent) -> str:
 
 def what(event: CaseEvent) -> str:
     """The summary, with a reply's target and an H3's restrictions on lines of their own."""
-    from rich.markup import escape  # noqa: PLC0415 - see the module docstring
-
-    lines = [escape(summary(event))]
+    lines = [safe(summary(event))]
     c = event.content or {}
     target = c.get("in_reply_to")
     if isinstance(target, str) and len(target) == 64:
         lines.insert(0, f"[dim]re {target[:8]}[/]")
     restrictions = (markings(event) or {}).get("restrictions")
     if restrictions:
-        lines.append(f"[bold]restrictions:[/] {escape(str(restrictions))}")
+        lines.append(f"[bold]restrictions:[/] {safe(str(restrictions))}")
     return "\n".join(lines)
 
 
@@ -202,7 +222,6 @@ def entry(out: Out, event: CaseEvent, *, case: bool = False) -> None:
     the head line between its fields (each id stays whole) and the text
     between words, to the terminal's width.
     """
-    from rich.markup import escape  # noqa: PLC0415 - see the module docstring
     from rich.padding import Padding  # noqa: PLC0415 - see the module docstring
     from rich.text import Text  # noqa: PLC0415 - see the module docstring
 
@@ -211,8 +230,8 @@ def entry(out: Out, event: CaseEvent, *, case: bool = False) -> None:
         f"[bold]{short_id(event.update_id)}[/]" if event.update_id else "",
         f"#{event.seq}",
         f"[dim]{when(event.time)}[/]",
-        f"[bold]{escape(event.author.name)}[/]" if event.author else "",
-        escape(event.content_type or event.kind),
+        f"[bold]{safe(event.author.name)}[/]" if event.author else "",
+        safe(event.content_type or event.kind),
         marking_text(event),
     )
     out.say("  ".join(f for f in fields if f))

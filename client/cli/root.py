@@ -8,6 +8,7 @@ ends in one of the documented exit codes, as one line, never a traceback.
 from __future__ import annotations
 
 import difflib
+import logging
 import sys
 from collections.abc import Sequence
 from importlib import metadata
@@ -16,6 +17,7 @@ from typing import Any, Final
 import click
 from caseline.client.cli import admin, forms, officer
 from caseline.client.cli.exits import report
+from caseline.client.cli.output import printable
 from caseline.client.cli.settings import Settings, global_options
 from caseline.schemas.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
@@ -49,6 +51,13 @@ class Commands(click.Group):
             if not near or typed.startswith("-"):
                 raise
             raise click.UsageError(f"no command {typed!r}; did you mean {' or '.join(near)}?", ctx) from None
+
+
+class Notices(logging.Formatter):
+    """The library's notices on stderr, one line each: a notice may quote what a broker sent."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record), lines=False)
 
 
 def version() -> str:
@@ -123,12 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None, state: Settings) -> int:
-    import logging  # noqa: PLC0415 - kept with its one use
-
     log = logging.getLogger("caseline.client")
     if not log.handlers:  # once per process, however often main is called
         notices = logging.StreamHandler(sys.stderr)
-        notices.setFormatter(logging.Formatter("caseline: %(message)s"))
+        notices.setFormatter(Notices("caseline: %(message)s"))
         log.addHandler(notices)
         log.setLevel(logging.INFO)
     args = list(sys.argv[1:] if argv is None else argv)

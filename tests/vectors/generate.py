@@ -9,8 +9,8 @@ Those two cases hold commits whose epoch secrets are HPKE-sealed (X-Wing), and
 pyca's HPKE draws its encapsulation randomness inside the library with no way
 to pass it in; caseline will not carry its own HPKE to make it seedable.  So the
 generator keeps the committed cases as long as the current code still verifies
-and opens them, and writes fresh ones only when it no longer does (or with
-``--fresh``): with no protocol change, ``make vectors`` leaves the tree clean.
+and opens them, stops when it no longer does, and writes fresh ones only with
+``--fresh``: with no protocol change, ``make vectors`` leaves the tree clean.
 
 Provenance: produced by this project's own code; the deterministic values rest
 on RFC 8032 (Ed25519), RFC 5869 (HKDF-SHA256), SHA-256, XChaCha20-Poly1305 and
@@ -307,14 +307,22 @@ def check_voided(v: dict[str, Any], *, revocations: bool = True) -> None:
 def _kept(
     previous: dict[str, Any], name: str, check: Callable[[dict[str, Any]], None], make: Callable[[], Any]
 ) -> Any:
-    """The committed case ``name`` while the code still verifies it, else a fresh one."""
+    """The committed case ``name`` while the code still verifies it; a fresh one only when asked.
+
+    A committed case that no longer verifies stops the run: either the code
+    broke compatibility by accident (fix the code) or on purpose (rerun with
+    ``--fresh``, change PROTOCOL.md and the version).  Regenerating it quietly
+    would let an accident rewrite the vectors that should have caught it.
+    """
     if name in previous:
         try:
             check(previous[name])
         except Exception as exc:
-            print(f"{name}: the committed case no longer verifies ({exc!r}); writing a fresh one")
-        else:
-            return previous[name]
+            raise SystemExit(
+                f"{name}: the committed case no longer verifies ({exc!r}); if the protocol changed on"
+                " purpose, rerun with --fresh"
+            ) from exc
+        return previous[name]
     return make()
 
 
