@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import tomllib
 import typing
@@ -232,6 +233,10 @@ def _check_table(table: dict[str, Any], cls: type, names: set[str], path: Path, 
         expected = _toml_type(hints[key])
         if expected is not None and not _fits(value, expected):
             raise ConfigError(f"setting {key!r} in [{name}] of {path} must be {_TYPE_WORDS[expected]}")
+        # Every number here is a size, a count, a rate, a time or a port: none is negative, and a
+        # NaN or an infinity would make every comparison with it false (a limit that never trips).
+        if isinstance(value, int | float) and not isinstance(value, bool) and not 0 <= value < math.inf:
+            raise ConfigError(f"setting {key!r} in [{name}] of {path} must be a finite number, 0 or more")
 
 
 #: What a TOML value of each field type may be, and how an error names it.

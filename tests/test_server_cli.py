@@ -140,6 +140,14 @@ def test_a_data_dir_that_is_a_file_is_named(tmp_path: Path) -> None:
         ('[server]\nport = "18020"\n', "setting 'port' in [server] of {F} must be a whole number"),
         ("[server]\ninsecure_http = 1\n", "setting 'insecure_http' in [server] of {F} must be true or false"),
         ("[server]\nport = \n", "{F} is not valid TOML"),
+        (
+            "[limits]\nmax_members = -5\n",
+            "setting 'max_members' in [limits] of {F} must be a finite number, 0 or more",
+        ),
+        (
+            "[limits]\nbody_min_rate = nan\n",
+            "setting 'body_min_rate' in [limits] of {F} must be a finite number",
+        ),
     ],
 )
 def test_a_mistyped_setting_is_refused_before_or_after_the_command(
@@ -568,3 +576,52 @@ def test_serve_failing_to_listen_says_so_in_a_json_line(tmp_path: Path) -> None:
     fatal = [line for line in lines if line.get("event") == "fatal"]
     assert len(fatal) == 1 and fatal[0]["message"].startswith("cannot listen on 127.0.0.1:")
     assert "Traceback" not in out.stderr
+
+
+# ------------------------------------------------------------------------- what a new-user walk found
+
+
+def test_json_before_the_command_and_an_empty_list_that_says_so(tmp_path: Path) -> None:
+    data = tmp_path / "broker"
+    init(data)
+    empty = server("--data-dir", data, "agency", "list")
+    assert empty.returncode == 0 and "no agencies registered yet" in empty.stdout
+    root = add_agency(data)
+    before = server("--json", "--data-dir", data, "agency", "list")
+    after = server("--data-dir", data, "agency", "list", "--json")
+    assert before.returncode == after.returncode == 0
+    assert json.loads(before.stdout) == json.loads(after.stdout)
+    assert json.loads(before.stdout)[0]["root_key"] == root.public_key.hex()
+    assert json.loads(server("--json", "--data-dir", data, "key").stdout)["code"].count(" ") == 5
+
+
+def test_an_agency_needs_a_name_and_a_root_key_of_its_own(tmp_path: Path) -> None:
+    """One root key speaks for one agency: the same key under a second id would certify in both names."""
+    data = tmp_path / "broker"
+    init(data)
+    root = add_agency(data)
+    add = (
+        "--data-dir",
+        data,
+        "agency",
+        "add",
+        "ug-ura",
+        "--country",
+        "UG",
+        "--root-key",
+        root.public_key.hex(),
+    )
+    nameless = server(*add, "--name", " ")
+    assert nameless.returncode == 2 and "--name must be the agency's full name" in one_line(nameless)
+    again = server(*add, "--name", "Uganda Revenue Authority")
+    assert again.returncode == 2 and "already registered for ke-kra" in one_line(again)
+    assert [
+        a["agency"] for a in json.loads(server("--data-dir", data, "agency", "list", "--json").stdout)
+    ] == ["ke-kra"]
+
+
+def test_the_officers_cli_takes_dash_capital_v_too() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "caseline.client.cli", "-V"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0 and done.stdout.startswith("caseline ") and "(protocol " in done.stdout

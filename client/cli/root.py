@@ -79,7 +79,7 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
 
 @click.group(PROG, cls=Commands, context_settings=CONTEXT)
 @click.option(
-    "--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+    "--version", "-V", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
     help="Print the version of caseline and of its protocol, and exit.",
 )  # fmt: skip
 @global_options

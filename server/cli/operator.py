@@ -14,7 +14,7 @@ from caseline.crypto.keys import SigningKey, fingerprint
 from caseline.schemas.errors import EXIT_UNTRUSTED, CaselineError, UnknownError, UsageError
 from caseline.schemas.wire import AGENCY_ID
 from caseline.server import audit_verify, backups
-from caseline.server.cli.root import cli, global_options, initialised, settings
+from caseline.server.cli.root import cli, global_options, initialised, settings, wants_json
 from caseline.server.config import ServerConfig
 from caseline.server.datadir import (
     create_private,
@@ -99,7 +99,7 @@ def key(as_json: bool) -> int:
     """
     config = initialised()
     public = load_server_key(config.key_path).public_key
-    if as_json:
+    if wants_json(as_json):
         click.echo(json.dumps({"code": broker_key_code(public), "key": public.hex()}))
     else:
         click.echo(f"broker key code: {broker_key_code(public)}")
@@ -168,6 +168,9 @@ def agency_add(agency_id: str, name: str, country: str, root_key: str) -> int:
         raise UsageError("--root-key must be 64 hex digits (32 bytes)")
     if not (len(country) == 2 and country.isalpha() and country.isupper()):
         raise UsageError("--country must be an ISO 3166-1 alpha-2 code such as KE")
+    name = name.strip()
+    if not name or not name.isprintable():
+        raise UsageError("--name must be the agency's full name, e.g. 'Kenya Revenue Authority'")
     config = initialised()
     return asyncio.run(
         _agency_add(config, AgencyRow(agency_id, name, country, root, int(time.time() * 1000)))
@@ -178,7 +181,15 @@ async def _agency_add(config: ServerConfig, row: AgencyRow) -> int:
     store = await _open(config)
     try:
         if await store.get_agency(row.agency_id) is not None:
-            raise UsageError(f"agency {row.agency_id} already exists")
+            raise UsageError(
+                f"agency {row.agency_id} already exists; `caseline-server agency show {row.agency_id}`"
+                " shows its key and fingerprint"
+            )
+        # One root key speaks for one agency: the same key under a second id would let that
+        # agency's administrator certify devices in both names.
+        for other in await store.list_agencies():
+            if other.root_key == row.root_key:
+                raise UsageError(f"that root key is already registered for {other.agency_id}")
         await store.add_agency(row)
         await store.append_audit("agency-added", f"agency={row.agency_id}", time=row.created_at)
     finally:
@@ -206,7 +217,7 @@ def agency_list(as_json: bool) -> int:
       caseline-server agency list --json
     """
     rows = asyncio.run(_agencies(initialised()))
-    _print_agencies(rows, as_json)
+    _print_agencies(rows, wants_json(as_json))
     return 0
 
 
@@ -228,7 +239,7 @@ def agency_show(agency_id: str, as_json: bool) -> int:
         raise UnknownError(
             f"no agency {agency_id!r} is registered; `caseline-server agency list` shows those that are"
         )
-    _print_agencies(rows, as_json)
+    _print_agencies(rows, wants_json(as_json))
     return 0
 
 
@@ -272,6 +283,11 @@ def _print_agencies(rows: list[AgencyRow], as_json: bool) -> None:
             )
         )
         return
+    if not rows:
+        click.echo(
+            "no agencies registered yet: caseline-server agency add AGENCY --name NAME --country CC"
+            " --root-key HEX"
+        )
     for r in rows:
         click.echo(f"{r.agency_id}\t{r.country}\t{r.name}\t{fingerprint(r.agency_id, r.root_key)}")
 

@@ -60,6 +60,21 @@ _CONFIG = click.option(
 )
 
 
+def wants_json(flag: bool) -> bool:
+    """``--json`` on the command, or before it (``caseline-server --json agency list``)."""
+    return flag or bool(click.get_current_context().find_root().meta.get(_META + "json"))
+
+
+_ROOT_JSON = click.option(
+    "--json",
+    is_flag=True,
+    default=None,
+    expose_value=False,
+    callback=_remember,
+    help="Print JSON for scripts (key, agency list, agency show); also accepted after the command.",
+)
+
+
 def global_options(f: F) -> F:
     """``--data-dir`` and ``--config`` on a command, so they may follow its name."""
     return _DATA_DIR(_CONFIG(f))
@@ -113,6 +128,7 @@ class Group(click.Group):
     version(), "--version", "-V", message="%(version)s", help="Print the version and protocol."
 )
 @global_options
+@_ROOT_JSON
 def cli() -> None:
     """Run and administer a caseline broker.
 
