@@ -140,7 +140,8 @@ class Sandbox:
             text=True,
             start_new_session=True,
         )
-        threading.Thread(target=self._read, args=(self.bash.stdout, self.lines), daemon=True).start()
+        self.reader = threading.Thread(target=self._read, args=(self.bash.stdout, self.lines), daemon=True)
+        self.reader.start()
 
     @staticmethod
     def _read(stream: Any, into: queue.Queue[str | None]) -> None:
@@ -164,7 +165,7 @@ class Sandbox:
         self.bash.stdin.flush()
 
     def _until_done(self, block: Block) -> list[str]:
-        got = []
+        got: list[str] = []
         while True:
             try:
                 line = self.lines.get(timeout=BLOCK_TIMEOUT)
@@ -241,14 +242,16 @@ class Sandbox:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
                 reader.join(timeout=30)
-        if self.bash.poll() is None:
-            assert self.bash.stdin is not None
+        assert self.bash.stdin is not None and self.bash.stdout is not None
+        with contextlib.suppress(BrokenPipeError):
             self.bash.stdin.close()
-            try:
-                self.bash.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.bash.pid, signal.SIGKILL)
-                self.bash.wait()
+        try:
+            self.bash.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.bash.pid, signal.SIGKILL)
+            self.bash.wait()
+        self.reader.join(timeout=30)
+        self.bash.stdout.close()
 
 
 @contextlib.contextmanager
@@ -321,7 +324,7 @@ async def core_names(case_id: bytes) -> dict[str, Any]:
             "device_keys": alice.keys,
             "entries_from_broker": [(e.seq, e.kind, e.body, e.receipt) for e in entries],
             "now_ms": alice.clock(),
-            "note_json": b'{"markings": {"handling": "H2", "tlp": "AMBER"}, "lang": "en", "text": "Convoy at Namanga"}',
+            "note_json": b'{"markings": {"handling": "H2", "tlp": "AMBER"}, "lang": "en", "text": "Hold"}',
         }
 
 
