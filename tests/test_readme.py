@@ -61,7 +61,7 @@ import pytest
 from caseline.client import Client, profile_dir
 
 from tests.support.agencies import PASSPHRASE, Network
-from tests.support.readme import INERT, PYTHON, README, SHELL, Block, parse, scan
+from tests.support.readme import INERT, PYTHON, README, SHELL, Block, ReadmeError, parse, scan
 
 ROOT = README.parent
 BIN = ROOT / ".venv" / "bin"
@@ -97,6 +97,34 @@ def test_every_block_has_a_rule() -> None:
     assert {b.rule for b in BLOCKS} <= {"run", "dry-run", "background", "skip", "python"}
     skips = [b.where for b in BLOCKS if b.rule == "skip"]
     assert len(skips) <= 1, f"skip as few blocks as possible: {skips}"
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("## A\n\n<!-- readme-test: dryrun -->\n```sh\nmake x\n```\n", "unknown readme-test annotation"),
+        ("## A\n\n<!-- readme-test: skip later -->\n```sh\nls\n```\n", "reason written out"),
+        ("## A\n\n<!-- readme-test: dry-run -->\ntext\n\n```sh\nls\n```\n", "not followed by a block"),
+        ("## A\n\n```\nls\n```\n", "no language"),
+        ("## A\n\n```zsh\nls\n```\n", "a block in zsh"),
+        ("## A\n\n<!-- readme-test: dry-run -->\n```python\npass\n```\n", "for shell blocks only"),
+    ],
+)
+def test_a_block_without_a_valid_rule_is_refused(text: str, why: str) -> None:
+    with pytest.raises(ReadmeError, match=why):
+        parse(text)
+
+
+def test_rules_sections_and_console_commands() -> None:
+    text = (
+        "## One\n\n```sh\necho a\n```\n\n## Two\n\n<!-- readme-test: background until http://h/ -->\n"
+        "```console\n$ serve \\\n  --port 1\noutput line\n$ next\n```\n\n```text\nnot run\n```\n"
+    )
+    one, two = parse(text)
+    assert (one.section, one.rule, one.line) == ("One", "run", 3)
+    assert (two.section, two.rule, two.arg) == ("Two", "background", "http://h/")
+    assert two.commands() == "serve \\\n  --port 1\nnext\n"
+    assert [lang for _, lang in scan(text)] == ["sh", "console", "text"]
 
 
 def free_port() -> int:
