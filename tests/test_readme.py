@@ -257,8 +257,12 @@ class Sandbox:
         assert ready.wait(timeout=120), self.failure(block, "the server never said it was ready")
         assert said.empty(), self.failure(block, "the server stopped before it was ready")
         url = self.text(Block(block.section, block.line, "sh", block.arg, "run"))
-        with urllib.request.urlopen(url.strip(), timeout=30) as answer:  # noqa: S310 - loopback  # nosec B310
-            assert answer.status == 200, self.failure(block, f"{url} answered {answer.status}")
+        try:
+            with urllib.request.urlopen(url.strip(), timeout=30) as answer:  # noqa: S310 - loopback  # nosec B310
+                status = answer.status
+        except OSError as exc:  # URLError, refused: the server is not where the README says
+            pytest.fail(self.failure(block, f"{url.strip()}: {exc}"))
+        assert status == 200, self.failure(block, f"{url.strip()} answered {status}")
 
     def close(self) -> None:
         """Stop what the section started, by process group, then the shell."""
