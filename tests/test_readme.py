@@ -12,7 +12,7 @@ A new user copies the README's commands one after another; so does this test.
   ``make run`` gets ``HOST``, ``PORT`` and ``DATA`` from the environment (make's
   ``?=``), DATA in a temporary directory. Nothing else comes from the
   harness: passphrases come from ``CASELINE_PASSPHRASE`` set in a visible block.
-* **Ports**: the README's ports (8443 the broker, 8444 a witness, 8445 a second
+* **Ports**: the README's ports (8443 the broker, 8444 and 8446 witnesses, 8445 a second
   broker) are replaced by free loopback ports in the section's text, so two
   runs, or a broker a developer left running, never collide.
 * **Annotations** (tests/support/readme.py): ``dry-run`` blocks hold ``make``
@@ -66,7 +66,9 @@ from tests.support.readme import INERT, PYTHON, README, SHELL, Block, ReadmeErro
 ROOT = README.parent
 BIN = ROOT / ".venv" / "bin"
 #: The README's ports, each replaced by a free one in its section.
-PORTS = (8443, 8444, 8445)
+PORTS = (8443, 8444, 8445, 8446)
+#: A port written in a command, a URL or a TOML line: each must be one of PORTS.
+PORT_IN_TEXT = re.compile(r"(?::|--port |port = )(\d{4,5})\b")
 #: Sections about the checkout itself, run in it rather than in an empty directory.
 IN_CHECKOUT = frozenset({"Set-up"})
 MAKE = shutil.which("make") or "make"
@@ -179,6 +181,8 @@ class Sandbox:
 
     def text(self, block: Block) -> str:
         text = block.commands()
+        unknown = {p for p in PORT_IN_TEXT.findall(text) if p not in self.ports}
+        assert not unknown, f"{block.where}: ports {sorted(unknown)} are not in PORTS: add them"
         for old, new in self.ports.items():
             text = text.replace(old, new)
         return text
