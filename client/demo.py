@@ -4,9 +4,13 @@ It starts a broker and one witness per agency, creates the Kenya Revenue
 Authority and the Tanzania Revenue Authority with a scanner bot, lists each
 agency's witness, pins fingerprints both ways, runs a witnessed case from first
 report to evidence bundle, and stops everything it started.  Every step is a
-real ``caseline``/``caseline-server``/``caseline-witness`` command, printed as
-typed, so a newcomer can repeat any of them by hand.  State lives in a
-temporary directory that is removed at the end (``--keep DIR`` keeps it).
+real ``caseline``/``caseline-server``/``caseline-witness`` command, or a
+plain shell command (the piped bot post, the forged bundle), printed as one
+``$ `` line that runs as printed: after the transcript's first lines (``cd``
+into the demo's directory, ``export`` its environment) a newcomer can paste
+any of them.  Output follows the terminal's width (``COLUMNS``) and is never
+cut.  State lives in a temporary directory that is removed at the end
+(``--keep DIR`` keeps it).
 
 ``make demo-fork`` (``--fork``): the attack the witnesses exist for.  The
 broker's operator copies its data directory and starts a second broker on the
@@ -28,6 +32,7 @@ import socket
 import subprocess  # runs our own CLI and broker (SECURITY.md, Supply chain)  # nosec B404
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,6 +47,13 @@ MODULES = {
     "caseline-witness": "caseline.witness.cli",
 }
 EXIT_SPLIT_VIEW = 3
+#: Command output is indented by this much under its ``$ `` line.
+INDENT = "  "
+#: Flips one bit in the middle of a file: the forgery step 8 catches, as one pasteable command.
+FORGE = (
+    'import sys; data = bytearray(open(sys.argv[1], "rb").read()); '
+    'data[len(data) // 2] ^= 1; open(sys.argv[2], "wb").write(data)'
+)
 
 
 def free_port() -> int:
@@ -52,14 +64,18 @@ def free_port() -> int:
 
 class Demo:
     def __init__(self, root: Path, *, quiet: bool = False) -> None:
-        self.root = root
+        self.root = root.resolve()
         self.quiet = quiet
+        #: The terminal's width (COLUMNS when set): commands print for the width left after the indent.
+        self.width = max(40, shutil.get_terminal_size((80, 24)).columns)
+        self.bin = str(Path(sys.executable).parent)
         self.env = {
             **os.environ,
-            "CASELINE_HOME": str(root / "home"),
+            "PATH": f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}",
+            "CASELINE_HOME": str(self.root / "home"),
             "CASELINE_PASSPHRASE": PASSPHRASE,
             "NO_COLOR": "1",
-            "COLUMNS": "110",
+            "COLUMNS": str(self.width - len(INDENT)),
         }
         self.url = ""
         self.port = 0
@@ -68,8 +84,48 @@ class Demo:
         self.last_code = 0
 
     def step(self, title: str) -> None:
+        if self.quiet:
+            return
+        lead = " " * (len(title) - len(title.lstrip()))  # a sub-step's indent survives the wrapping
+        lines = textwrap.wrap(title.strip(), self.width - 4 - len(lead)) or [""]
+        heads = [f"── {lead}{lines[0]}", *(f"   {lead}{line}" for line in lines[1:])]
+        heads[-1] += " " + "─" * max(0, min(self.width, 74) - len(heads[-1]) - 1)
+        print("\n" + "\n".join(heads), flush=True)
+
+    def intro(self) -> None:
+        """The lines that make every later ``$ `` line pasteable: where, and with which environment."""
+        if self.quiet:
+            return
+        print("Every command below runs as printed, after these two:")
+        print(f"$ cd {shlex.quote(str(self.root))}")
+        exports = {k: self.env[k] for k in ("CASELINE_HOME", "CASELINE_PASSPHRASE")}
+        path = f'{shlex.quote(self.bin)}:"$PATH"'
+        print(f"$ export PATH={path} " + " ".join(f"{k}={shlex.quote(v)}" for k, v in exports.items()))
+
+    def show(self, text: str) -> None:
         if not self.quiet:
-            print(f"\n── {title} " + "─" * max(0, 70 - len(title)), flush=True)
+            for line in text.rstrip().splitlines():
+                print(INDENT + line if line else "")
+
+    def sh(self, line: str, *, expect: int = 0) -> str:
+        """A plain shell command (a pipe, a file edit), printed as the one line that runs."""
+        if not self.quiet:
+            print(f"$ {line}", flush=True)
+        done = subprocess.run(  # noqa: S603 - a line this script wrote, values shlex-quoted  # nosec B603
+            [shutil.which("bash") or "/bin/bash", "-c", line],
+            env=self.env,
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        self.last_code = done.returncode
+        if done.returncode != expect:
+            sys.stderr.write(done.stdout + done.stderr)
+            raise SystemExit(f"demo: `{line}` exited {done.returncode}, expected {expect}")
+        self.show(done.stdout + done.stderr)
+        return done.stdout
 
     def say(self, text: str) -> None:
         if not self.quiet:
@@ -86,6 +142,7 @@ class Demo:
         done = subprocess.run(  # noqa: S603 - our own CLI, arguments from this script  # nosec B603
             [*command, *argv[1:]],
             env=self.env,
+            cwd=self.root,
             input=stdin,
             capture_output=True,
             text=True,
@@ -96,16 +153,14 @@ class Demo:
         if done.returncode not in accepted:
             sys.stderr.write(done.stdout + done.stderr)
             raise SystemExit(f"demo: `{' '.join(shown)}` exited {done.returncode}, expected {expect}")
-        if show and not self.quiet:
-            for line in (done.stdout + done.stderr).rstrip().splitlines():
-                print("  " + line)
+        if show:
+            self.show(done.stdout + done.stderr)
         return done.stdout
 
     def json(self, *argv: str, stdin: str | None = None) -> Any:
         out = self.run(argv[0], "--json", *argv[1:], stdin=stdin, show=False)
         data = json.loads(out)
-        if not self.quiet:
-            print("  " + json.dumps(data, ensure_ascii=False)[:300])
+        self.show(json.dumps(data, ensure_ascii=False, indent=2))
         return data
 
     @contextlib.contextmanager
@@ -121,6 +176,7 @@ class Demo:
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             env=self.env,
+            cwd=self.root,
         )
         try:
             for line in proc.stdout or ():
@@ -143,7 +199,8 @@ class Demo:
         return self.root / "broker"
 
     def init_broker(self) -> None:
-        self.run("caseline-server", "--data-dir", str(self.broker_dir()), "init")
+        self.intro()
+        self.run("caseline-server", "--data-dir", "broker", "init")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
 
@@ -152,7 +209,8 @@ class Demo:
         """A broker on ``data`` (default: the demo's own) at ``port`` (default: its own); its URL."""
         data = data or self.broker_dir()
         port = port or self.port
-        with self.process("caseline-server", "--data-dir", str(data), "serve", "--port", str(port)):
+        where = str(data.relative_to(self.root))
+        with self.process("caseline-server", "--data-dir", where, "serve", "--port", str(port)):
             try:
                 yield f"http://127.0.0.1:{port}"
             finally:
@@ -162,11 +220,11 @@ class Demo:
     def witnesses_running(self) -> Iterator[None]:
         """Each agency's witness: its own key and state, told which broker log to cosign."""
         self.step("0. Each agency starts a witness, on its own machine, for the broker's log")
-        out = self.run("caseline-server", "--data-dir", str(self.broker_dir()), "log", "vkey")
+        out = self.run("caseline-server", "--data-dir", "broker", "log", "vkey")
         log_vkey = next(line.split(" ", 1)[1] for line in out.splitlines() if line.startswith("vkey: "))
         with contextlib.ExitStack() as stack:
             for agency, *_ in (KRA, TRA):
-                data = str(self.root / f"witness-{agency}")
+                data = f"witness-{agency}"
                 port = free_port()
                 self.run(
                     "caseline-witness", "--data-dir", data, "init", "--name", f"witness.{agency}.example/w1"
@@ -184,7 +242,6 @@ class Demo:
 
     def setup(self, people: list[tuple[str, str, str, str]], *, alarm_after: str = "60") -> str:
         """Steps 1-4: agencies, their witnesses, devices, pins, and a witnessed case; its id."""
-        root = self.root
         self.step("1. Each agency creates its root key and reads the fingerprint to the other")
         fpr = self.fingerprints
         for agency, name, country in (KRA, TRA):
@@ -203,7 +260,7 @@ class Demo:
             self.run(
                 "caseline-server",
                 "--data-dir",
-                str(self.broker_dir()),
+                "broker",
                 "agency",
                 "add",
                 agency,
@@ -227,9 +284,7 @@ class Demo:
 
         self.step("2. Officers and a bot create device keys; administrators certify them")
         for profile, agency, user, role in people:
-            extra = (
-                ["--key-file", str(root / "scanner-bot.key")] if role == "bot" else ["--kdf", "interactive"]
-            )
+            extra = ["--key-file", "scanner-bot.key"] if role == "bot" else ["--kdf", "interactive"]
             self.run(
                 "caseline",
                 "--profile",
@@ -242,7 +297,7 @@ class Demo:
                 "--server",
                 self.url,
                 "--request-out",
-                str(root / f"{profile}.req"),
+                f"{profile}.req",
                 *extra,
             )
             scopes = ["--scope", "alert", "--scope", "read"] if role == "bot" else []
@@ -252,12 +307,12 @@ class Demo:
                 f"{agency}-admin",
                 "agency",
                 "issue",
-                str(root / f"{profile}.req"),
+                f"{profile}.req",
                 "--role",
                 role,
                 *scopes,
                 "-o",
-                str(root / f"{profile}.cert"),
+                f"{profile}.cert",
             )
         for agency in (KRA[0], TRA[0]):
             self.run("caseline", "--profile", f"{agency}-admin", "agency", "publish", "--server", self.url)
@@ -266,7 +321,7 @@ class Demo:
         for profile, *_ in people:
             for agency in (KRA[0], TRA[0]):
                 self.run("caseline", "--profile", profile, "trust", "add", agency, fpr[agency], show=False)
-            self.run("caseline", "--profile", profile, "login", "--cert", str(root / f"{profile}.cert"))
+            self.run("caseline", "--profile", profile, "login", "--cert", f"{profile}.cert")
 
         self.step("4. Alice (KRA) opens a case witnessed by both agencies' witnesses")
         members = ["--member", "ke-kra:scanner-bot"] if any(p[3] == "bot" for p in people) else []
@@ -302,7 +357,6 @@ class Demo:
                 raise SystemExit("demo: the witnesses did not cosign within 30 s")
 
     def story(self) -> dict[str, Any]:
-        root = self.root
         self.init_broker()
         with self.witnesses_running(), self.broker_running():
             fpr = self.fingerprints
@@ -357,18 +411,9 @@ class Demo:
                 "reason": "X-ray anomaly matching the Namanga seizure pattern",
                 "action_requested": "stop_and_check",
             }
-            if not self.quiet:
-                print(f"$ echo '{json.dumps(alert)}' \\")
-            self.run(
-                "caseline",
-                "--profile",
-                "bot",
-                "post",
-                case,
-                "--type",
-                "alert",
-                stdin=json.dumps(alert),
-                show=True,
+            self.sh(
+                f"printf '%s\\n' {shlex.quote(json.dumps(alert))}"
+                f" | caseline --profile bot post {case} --type alert"
             )
             self.until_final("juma", case)
             self.run("caseline", "--profile", "juma", "case", "show", case)
@@ -402,15 +447,13 @@ class Demo:
                 print(f"  alice reads {a['head_code']}, juma reads {j['head_code']}: the same history")
 
             self.step("8. Evidence: export, verify offline with only the fingerprints, and catch a forgery")
-            bundle = root / "kilimanjaro.evidence"
-            self.run("caseline", "--profile", "alice", "evidence", "export", case, "-o", str(bundle))
+            bundle = "kilimanjaro.evidence"
+            self.run("caseline", "--profile", "alice", "evidence", "export", case, "-o", bundle)
             pins = ["--pin", f"ke-kra={fpr['ke-kra']}", "--pin", f"tz-tra={fpr['tz-tra']}"]
-            self.run("caseline", "evidence", "verify", str(bundle), *pins)
-            forged = root / "forged.evidence"
-            data = bytearray(bundle.read_bytes())
-            data[len(data) // 2] ^= 0x01
-            forged.write_bytes(bytes(data))
-            self.run("caseline", "evidence", "verify", str(forged), *pins, expect=3)
+            self.run("caseline", "evidence", "verify", bundle, *pins)
+            self.say("   a forger flips one bit in the middle of the bundle:")
+            self.sh(f"python -c {shlex.quote(FORGE)} {bundle} forged.evidence")
+            self.run("caseline", "evidence", "verify", "forged.evidence", *pins, expect=3)
         return {"case_id": case, "head_code": a["head_code"], "fingerprints": fpr}
 
     def fork(self) -> dict[str, Any]:
@@ -426,8 +469,7 @@ class Demo:
                 self.run("caseline", "--profile", "juma", "case", "show", case)
             self.step("5. A compromised operator copies the broker's data directory (same key)")
             copy = self.root / "broker-copy"
-            self.say(f"$ cp -a {self.broker_dir()} {copy}")
-            shutil.copytree(self.broker_dir(), copy)
+            self.sh("cp -a broker broker-copy")
             stack.enter_context(self.broker_running())
             other = stack.enter_context(self.broker_running(copy, free_port()))
             self.step("   ... and sends TRA's officer to the copy (a DNS entry, a proxy: Juma cannot tell)")

@@ -1,0 +1,103 @@
+"""``make demo``'s transcript can be copied and pasted, at 80 columns, and nothing in it is cut.
+
+The demo runs once as a real process with ``COLUMNS=80`` and no terminal (as
+``COLUMNS=80 make demo | less`` would), keeping its directory; then the
+transcript is read as a newcomer would use it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess  # nosec B404 - the demo and the shell lines it printed
+import sys
+from pathlib import Path
+
+import pytest
+
+BASH = shutil.which("bash") or "/bin/bash"
+
+
+@pytest.fixture(scope="module")
+def transcript(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    root = tmp_path_factory.mktemp("demo") / "kept"
+    done = subprocess.run(  # nosec B603 - our own demo
+        [sys.executable, "-m", "caseline.client.demo", "--keep", str(root)],
+        env={**os.environ, "COLUMNS": "80"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return root, done.stdout
+
+
+def commands(text: str) -> list[str]:
+    return [line[2:] for line in text.splitlines() if line.startswith("$ ")]
+
+
+def panels(text: str) -> list[str]:
+    """Each rich panel's text, its borders taken off and its wrapped lines joined."""
+    found: list[str] = []
+    lines: list[str] | None = None
+    for line in text.splitlines():
+        inner = line.strip()
+        if inner.startswith("╭"):
+            lines = [inner.strip("╭─╮ ")]
+        elif inner.startswith("╰") and lines is not None:
+            found.append(" ".join(part for part in lines if part))
+            lines = None
+        elif lines is not None:
+            lines.append(inner.strip("│").strip())
+    return found
+
+
+def test_every_printed_command_is_one_complete_shell_line(transcript: tuple[Path, str]) -> None:
+    _, text = transcript
+    lines = commands(text)
+    assert lines[0].startswith("cd ") and lines[1].startswith("export "), lines[:2]
+    for line in lines:
+        assert not line.rstrip().endswith("\\"), f"a command continued on the next line: {line}"
+        checked = subprocess.run(  # nosec B603 - bash -n parses, runs nothing
+            [BASH, "-n", "-c", line], capture_output=True, text=True, check=False
+        )
+        assert checked.returncode == 0, f"not a complete shell command: {line}\n{checked.stderr}"
+    assert not any(line.lstrip().startswith("|") for line in text.splitlines()), "a pipe split over lines"
+    assert any(re.fullmatch(r"printf .+ \| caseline --profile bot post \w+ --type alert", c) for c in lines)
+
+
+def test_the_forgery_is_shown_and_the_printed_lines_run_as_printed(transcript: tuple[Path, str]) -> None:
+    """Paste the transcript's set-up lines, its forgery and both verifications: they run as shown."""
+    root, text = transcript
+    lines = commands(text)
+    forge = next(c for c in lines if c.startswith("python -c ") and c.endswith(" forged.evidence"))
+    verify = next(c for c in lines if c.startswith("caseline evidence verify kilimanjaro.evidence "))
+    forged = next(c for c in lines if c.startswith("caseline evidence verify forged.evidence "))
+    assert lines.index(forge) < lines.index(forged)
+    (root / "forged.evidence").unlink()
+    pasted = "\n".join([*lines[:2], forge, verify, f"{forged} && exit 99 || exit $?"])
+    done = subprocess.run(  # nosec B603 - the demo's own printed lines
+        [BASH, "-euc", pasted], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "VERIFIED" in done.stdout
+    assert (root / "forged.evidence").exists()
+
+
+def test_no_id_is_cut_at_80_columns(transcript: tuple[Path, str]) -> None:
+    """No id or text in a table is cut short with an ellipsis: an id must be typed back in full."""
+    _, text = transcript
+    cut = [line for line in text.splitlines() if "…" in line]
+    assert not cut, "cut at 80 columns:\n" + "\n".join(cut)
+
+
+def test_no_panel_is_cut_at_80_columns(transcript: tuple[Path, str]) -> None:
+    """A panel's lines wrap: each sentence of the new-device panel arrives whole."""
+    _, text = transcript
+    devices = [p for p in panels(text) if p.startswith("new device")]
+    assert len(devices) == 3
+    for panel in devices:
+        assert "(`caseline agency issue`)," in panel, panel
+        assert "`caseline login --cert FILE`" in panel, panel
