@@ -9,8 +9,8 @@ A new user copies the README's commands one after another; so does this test.
   working directory, and ``PATH`` starts with the checkout's ``.venv/bin``, as
   after the README's ``. .venv/bin/activate``. The "Set-up" section runs in the
   checkout itself, since it is about the checkout (``make``, ``.venv``); its
-  ``make run`` gets ``HOST``, ``PORT`` and ``DATA`` from the environment (make's
-  ``?=``), DATA in a temporary directory. Nothing else comes from the
+  ``make run`` gets ``HOST``, ``PORT`` and ``DATA`` as command-line variables
+  (through ``MAKEFLAGS``), DATA in a temporary directory. Nothing else comes from the
   harness: passphrases come from ``CASELINE_PASSPHRASE`` set in a visible block.
 * **Ports**: the README's ports (8443 the broker, 8444 and 8446 witnesses, 8445 a second
   broker) are replaced by free loopback ports in the section's text, so two
@@ -153,9 +153,9 @@ class Sandbox:
             "CASELINE_HOME": str(tmp / "caseline-home"),
             "NO_COLOR": "1",
             "COLUMNS": "100",
-            "HOST": "127.0.0.1",
-            "PORT": self.ports["8443"],
-            "DATA": str(tmp / "make-run-data"),
+            # As if typed after ``make run``: the Makefile takes HOST and PORT from the command line
+            # only (a shell's own $HOST is its host name), and make reads MAKEFLAGS' variables as such.
+            "MAKEFLAGS": f"HOST=127.0.0.1 PORT={self.ports['8443']} DATA={tmp / 'make-run-data'}",
         }
         self.transcript: list[str] = []
         self.lines: queue.Queue[str | None] = queue.Queue()
