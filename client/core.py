@@ -92,6 +92,7 @@ class CaseEvent:
     readable: bool = False
     content_type: str | None = None
     content: dict[str, Any] | None = None
+    #: Updates, and voided updates this device could open (so a reference to one is recognised).
     update_id: bytes | None = None
     #: Commits: the complete roster the commit set.
     members: tuple[Member, ...] = ()
@@ -285,6 +286,7 @@ class Ledger:
                     epoch=state.epoch,
                     author=Author.of(state.certs[applied.voided_by].cert),
                     time=0,
+                    update_id=applied.voided_id,  # its content is withheld, its name is not
                 )
             ]
         elif applied.opened is not None:

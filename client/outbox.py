@@ -191,7 +191,7 @@ class Outbox:
 
     async def _posted_before(self, case_id: bytes, update_id: bytes) -> Posted:
         for event in await self.history(case_id):
-            if event.update_id == update_id:
+            if event.kind == "update" and event.update_id == update_id:
                 return Posted(
                     case_id=case_id, update_id=update_id, seq=event.seq, receipt_time=event.time, retries=0
                 )

@@ -292,6 +292,43 @@ async def test_a_reply_names_its_update_by_the_short_id_and_an_unknown_one_is_re
     assert len(await net.app[STORE].entries(case_id, after=0, limit=100)) == stored
 
 
+async def test_a_reply_to_an_update_voided_since_it_was_shown_is_refused_not_redirected(
+    net: Network,
+) -> None:
+    """An update juma saw turns voided when its sender's revocation is learnt, just before he answers.
+
+    The reference he types must not resolve to another update sharing its
+    prefix: it is matched against the voided update's id too, and refused.  A
+    reply that does resolve says which update and whose it answers.
+    """
+    alice, juma = await net.device("ke-kra", "alice"), await net.device("tz-tra", "juma")
+    bob = await net.device("ke-kra", "bob")
+    case_id = await alice.create_case(
+        title="Op. Voided", members=[("tz-tra", "juma"), ("ke-kra", "bob")], witnessed=False
+    )
+    honest = await alice.post_note(case_id, "an honest note")
+    await net.admins["ke-kra"].revoke(bob.keys.device_id, reason="device-lost")  # signed, not published
+    late = await bob.post_note(case_id, "posted after the phone was lost")  # the broker cannot tell yet
+    shown = {e.update_id: e.kind for e in await juma.sync(case_id)}
+    assert shown[late.update_id] == "update"  # what juma saw: an ordinary update
+    await net.publish("ke-kra")
+
+    home, profile = cli_home(juma)
+    post = ("--profile", profile, "post", case_id.hex()[:8], "--type", "reply", "--field", "text=on it")
+    stored = len(await net.app[STORE].entries(case_id, after=0, limit=100))
+    for ref in (late.update_id.hex()[:8], late.update_id.hex()[:4], late.update_id.hex()):
+        code, _, err = await run(home, *post, "--in-reply-to", ref)
+        assert code == EXIT_USAGE, err
+        assert f"update {late.update_id.hex()[:8]} in case {case_id.hex()[:8]} was voided" in err
+    assert len(await net.app[STORE].entries(case_id, after=0, limit=100)) == stored  # nothing sent
+    voided = [e for e in await juma.history(case_id) if e.kind == "voided"]
+    assert [e.update_id for e in voided] == [late.update_id]  # the view keeps the voided update's id
+
+    code, out, err = await run(home, *post, "--in-reply-to", honest.update_id.hex()[:6])
+    assert code == EXIT_OK, err
+    assert f"replying to {honest.update_id.hex()[:8]} (#{honest.seq}) by ke-kra:alice" in out
+
+
 async def test_on_a_terminal_post_says_it_reads_standard_input(net: Network) -> None:
     alice = await net.device("ke-kra", "alice")
     case_id = await alice.create_case(title="Op", witnessed=False)

@@ -38,12 +38,13 @@ from caseline.client.cli.params import (
     server_key_arg,
 )
 from caseline.client.cli.settings import command, global_options, run, settings
-from caseline.client.refs import resolve_update
+from caseline.client.refs import resolve_update, short_id
 from caseline.schemas import content as content_schemas
 from caseline.schemas.errors import EXIT_OK, CaselineError, MalformedError, UsageError
 
 if TYPE_CHECKING:
     from caseline.client.client import Client
+    from caseline.client.core import CaseEvent
 
 STDIN_NOTICE: Final = (
     "reading the update's JSON from standard input; end with Ctrl-D (Ctrl-Z Enter on Windows)"
@@ -583,16 +584,44 @@ def _membership(case_ref: str, act: Any, verb: str) -> int:
 REF_FIELDS: Final = {"reply": "in_reply_to", "ack": "of"}
 
 
-async def _resolve_refs(client: Client, case_id: bytes, content_type: str, fields: dict[str, Any]) -> None:
-    """Turn a short id, prefix or ``#seq`` into the full id of an update this device verified."""
+async def _resolve_refs(
+    client: Client, case_id: bytes, content_type: str, fields: dict[str, Any]
+) -> CaseEvent | None:
+    """Turn a short id, prefix or ``#seq`` into the full id of an update this device verified.
+
+    Returns the update named, so that the person sees what they answer.  A
+    reference is matched against every entry the views show, voided and purged
+    ones included, so one that names an update voided since it was shown is
+    refused, never resolved to another update sharing its prefix
+    (``refs.resolve_update``).
+    """
     name = REF_FIELDS.get(content_type)
     ref = fields.get(name) if name else None
     if name is None or not isinstance(ref, str):
-        return
+        return None
     await client.sync(case_id)
-    events = [e for e in await client.history(case_id) if e.kind == "update" and e.update_id]
-    by_seq = {e.seq: e.update_id for e in events if e.update_id}
-    fields[name] = resolve_update(ref, by_seq.values(), by_seq=by_seq, case=case_id.hex()[:8]).hex()
+    history = await client.history(case_id)
+    updates = {e.seq: e for e in history if e.kind == "update" and e.update_id}
+    by_seq = {seq: e.update_id for seq, e in updates.items() if e.update_id}
+    target = resolve_update(
+        ref,
+        by_seq.values(),
+        by_seq=by_seq,
+        withdrawn=[e.update_id for e in history if e.kind == "voided" and e.update_id],
+        gone={e.seq: e.kind for e in history if e.kind in ("voided", "purged")},
+        case=case_id.hex()[:8],
+    )
+    fields[name] = target.hex()
+    return next(e for e in updates.values() if e.update_id == target)
+
+
+def _target_line(content_type: str, target: CaseEvent) -> str:
+    """``replying to 9c1e07aa (#12) by ke-kra:alice``: the update a reference resolved to."""
+    from rich.markup import escape  # noqa: PLC0415 - rich only when printing for a person
+
+    verb = "replying to" if content_type == "reply" else "acknowledging"
+    author = f" by {escape(target.author.name)}" if target.author else ""
+    return f"{verb} [bold]{short_id(target.update_id or b'')}[/] (#{target.seq}){author}"
 
 
 def _read_update(field: tuple[str, ...], file: str | None) -> dict[str, Any]:
@@ -667,16 +696,18 @@ def _posting(root: click.Group) -> None:
             fields["of"] = of_
         secret = s.unlock()
 
-        async def act() -> tuple[bytes, Any, Any]:
+        async def act() -> tuple[bytes, Any, Any, CaseEvent | None]:
             async with await s.client(secret) as client:
                 case_id = await client.resolve_case(case_ref)
-                await _resolve_refs(client, case_id, content_type, fields)
+                target = await _resolve_refs(client, case_id, content_type, fields)
+                if target is not None:  # said before the post: the person sees what they answer
+                    out.say(_target_line(content_type, target))
                 posted = await client.post_typed(
                     case_id, content_type, fields, idempotency_key=idempotency_key
                 )
-                return case_id, posted, await client.witness_status(case_id)
+                return case_id, posted, await client.witness_status(case_id), target
 
-        case_id, posted, status = run(act())
+        case_id, posted, status, target = run(act())
         final = not status.witnessed or status.final > posted.seq
         if out.as_json:
             out.data(
@@ -684,6 +715,7 @@ def _posting(root: click.Group) -> None:
                     "case_id": case_id.hex(), "update_id": posted.update_id.hex(), "seq": posted.seq,
                     "receipt_time": when(posted.receipt_time), "retries": posted.retries,
                     "witnessed": status.witnessed, "final": final,
+                    "target": None if target is None else event_json(target),
                 }
             )  # fmt: skip
         else:
