@@ -584,11 +584,28 @@ class Client(Outbox, ContentHelpers, Following, LogWatching):
         """
         views = {} if self.ledger is None else dict(self.ledger.views)
         before = {case_id: trust_binding(view, self.trust) for case_id, view in views.items()}
-        yield
-        for case_id, view in views.items():
-            if trust_binding(view, self.trust) != before[case_id] and self.ledger is not None:
-                self.ledger.forget(case_id)
-                await self._views.drop(case_id)
+        try:
+            yield
+        finally:  # also when the change stopped part-way: what was adopted stands
+            for case_id, view in views.items():
+                if trust_binding(view, self.trust) != before[case_id] and self.ledger is not None:
+                    self.ledger.forget(case_id)
+                    await self._views.drop(case_id)
+
+    async def _adopt_lists(self, directories: Sequence[Directory]) -> None:
+        """Take in the revocation lists directory answers carry, and keep each one adopted.
+
+        Verified under the pinned roots; an older list than the one held is
+        refused (``RevokedError``).  Each list is stored as soon as it is taken,
+        as ``_fetch_revocations`` does, so a later directory's junk list leaves
+        the earlier ones both adopted and kept, and the views they concern
+        dropped (``_changing_trust``).
+        """
+        async with self._changing_trust():
+            for directory in directories:
+                if directory.revocations:
+                    parsed = self.trust.add_revocation_list(directory.revocations)
+                    await self.store.put_crl(parsed.agency_id, parsed.number, directory.revocations)
 
     # ---------------------------------------------------------------- case views
     async def view(self, case_id: bytes) -> CaseView:
@@ -751,10 +768,10 @@ class Client(Outbox, ContentHelpers, Following, LogWatching):
     # ---------------------------------------------------------------- membership
     async def _devices(self, agency_id: str, user_id: str) -> list[VerifiedCert]:
         directory = await self.broker.directory(agency_id, user_id)
-        async with self._changing_trust():  # the directory may carry a newer revocation list
-            return self._ledger().eligible_devices(
-                directory, agency_id=agency_id, user_id=user_id, now=self.clock()
-            )
+        await self._adopt_lists([directory])  # it may carry a newer revocation list
+        return self._ledger().eligible_devices(
+            directory, agency_id=agency_id, user_id=user_id, now=self.clock()
+        )
 
     async def create_case(
         self,
@@ -920,8 +937,7 @@ class Client(Outbox, ContentHelpers, Following, LogWatching):
                 if user not in directories:
                     directories[user] = await self.broker.directory(*user)
             asked = [directories[u] for u in users]
-            async with self._changing_trust():  # a directory may carry a newer revocation list
-                self._ledger().adopt_revocations(asked)
+            await self._adopt_lists(asked)  # a directory may carry a newer revocation list
             await self.view(cid)
             roster, changed = self._ledger().repinned(cid, asked, now=self.clock())
             if changed:

@@ -310,13 +310,13 @@ class Ledger:
     ) -> list[VerifiedCert]:
         """The directory's certificates for one user that verify under our pins, now.
 
+        Its revocation list is the caller's to adopt first (``Client._adopt_lists``).
+
         The broker's answer is only a claim: every certificate must chain to the
         pinned root of the agency asked about and name the user asked about.
         """
         if directory.agency_id != agency_id or directory.user_id != user_id:
             raise UntrustedError("the broker answered for another user than the one asked about")
-        if directory.revocations:
-            self.trust.add_revocation_list(directory.revocations)
         found: list[VerifiedCert] = []
         for signed in directory.certs:
             try:
@@ -331,12 +331,6 @@ class Ledger:
                 f"{agency_id}:{user_id} has no device certified by a pinned root of {agency_id!r}"
             )
         return found
-
-    def adopt_revocations(self, directories: Sequence[Directory]) -> None:
-        """Take in the revocation lists directory answers carry (verified; older ones refused)."""
-        for directory in directories:
-            if directory.revocations:
-                self.trust.add_revocation_list(directory.revocations)
 
     def repinned(
         self, case_id: bytes, directories: Sequence[Directory], *, now: int

@@ -18,8 +18,10 @@ from caseline.client.client import Client, wall_clock
 from caseline.client.transport import BrokerConnection
 from caseline.crypto.certs import issue_device_cert
 from caseline.crypto.keys import DeviceKeys
+from caseline.schemas.api import Directory
 from caseline.schemas.errors import (
     EXIT_UNTRUSTED,
+    CaselineError,
     EXIT_USAGE,
     BrokerForbidden,
     NotPermittedError,
@@ -157,6 +159,37 @@ async def test_a_post_accepted_before_its_revocation_was_published_says_so_at_on
     events = [e for e in await juma.history(case_id) if e.kind != "commit"]
     assert [e.kind for e in events] == ["update", "voided"]
     assert events[1].author is not None and events[1].author.device_id == alice.keys.device_id
+
+
+async def test_lists_taken_from_directories_drop_their_views_and_are_kept_even_if_a_later_one_is_junk(
+    net: Network,
+) -> None:
+    """Several directories' lists are adopted at once (``repin``); the last is junk.
+
+    The first list voids an update juma's view holds: the view must go even
+    though the adoption stopped part-way, and the list must be kept in the
+    profile, as a list fetched on its own is.
+    """
+    alice, juma = await net.device("ke-kra", "alice"), await net.device("tz-tra", "juma")
+    bob = await net.device("ke-kra", "bob")
+    case_id = await alice.create_case(
+        title="Op. Partial", members=[("tz-tra", "juma"), ("ke-kra", "bob")], witnessed=False
+    )
+    await net.admins["ke-kra"].revoke(bob.keys.device_id, reason="device-lost")  # signed, not published
+    late = await bob.post_note(case_id, "posted after the phone was lost")
+    await juma.sync(case_id)
+    assert juma.ledger is not None and case_id in juma.ledger.views
+    await net.publish("ke-kra")
+    crl = await net.app[STORE].get_revocation_list("ke-kra")
+    assert crl is not None
+    good = Directory(agency_id="ke-kra", user_id="bob", certs=(), revocations=crl)
+    junk = Directory(agency_id="tz-tra", user_id="juma", certs=(), revocations=b"\x00junk")
+    with pytest.raises(CaselineError):
+        await juma._adopt_lists([good, junk])
+    assert juma.ledger is not None and case_id not in juma.ledger.views  # dropped, to be re-verified
+    assert crl in await juma.store.crls()  # kept: the next run starts from it
+    kinds = {e.update_id: e.kind for e in await juma.history(case_id)}
+    assert kinds[late.update_id] == "voided"
 
 
 # --------------------------------------------------------------------------- item 9: scopes
