@@ -21,9 +21,9 @@ from caseline.crypto.keys import DeviceKeys
 from caseline.schemas.api import Directory
 from caseline.schemas.errors import (
     EXIT_UNTRUSTED,
-    CaselineError,
     EXIT_USAGE,
     BrokerForbidden,
+    CaselineError,
     NotPermittedError,
     PostedAfterRevocationError,
     UnknownError,
