@@ -120,10 +120,33 @@ def _update_event(
     )
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class CertChange:
+    """One member's device moved onto a re-issued certificate: what the case pinned, and now pins.
+
+    Kept whole so that an owner sees what a re-pin grants before and after
+    (role, scopes, validity), not only that something changed.
+    """
+
+    old: DeviceCert
+    new: DeviceCert
+
+    @property
+    def device_id(self) -> bytes:
+        return self.new.device_id
+
+    @property
+    def name(self) -> str:
+        return f"{self.new.agency_id}:{self.new.user_id}"
+
+
 def repinned_roster(
     roster: Sequence[tuple[VerifiedCert, str]], offered: Sequence[VerifiedCert]
-) -> tuple[list[tuple[VerifiedCert, str]], list[bytes]]:
-    """The roster with each member's newest re-issued certificate, and the devices that changed.
+) -> tuple[list[tuple[VerifiedCert, str]], list[CertChange]]:
+    """The roster with each member's newest re-issued certificate, and what changed for whom.
+
+    Of several newer certificates for one device the latest ``not_before``
+    wins, then the highest serial.
 
     A re-issued certificate takes a member's place only if it is for the very
     same device — same id, same signing and encryption keys, same agency and
@@ -135,7 +158,7 @@ def repinned_roster(
     root, valid and not revoked now).
     """
     out: list[tuple[VerifiedCert, str]] = []
-    changed: list[bytes] = []
+    changed: list[CertChange] = []
     for pinned, role in roster:
         old = pinned.cert
         newer = [
@@ -162,7 +185,7 @@ def repinned_roster(
             )
         out.append((newest, role))
         if newest is not pinned:
-            changed.append(pinned.device_id)
+            changed.append(CertChange(old=old, new=newest.cert))
     return out, changed
 
 
@@ -334,7 +357,7 @@ class Ledger:
 
     def repinned(
         self, case_id: bytes, directories: Sequence[Directory], *, now: int
-    ) -> tuple[list[tuple[VerifiedCert, str]], list[bytes]]:
+    ) -> tuple[list[tuple[VerifiedCert, str]], list[CertChange]]:
         """The case's roster with its members' re-issued certificates (``repinned_roster``).
 
         Each directory must answer for a user in the roster, and every

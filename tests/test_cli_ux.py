@@ -24,10 +24,12 @@ import pytest
 from aiohttp import web
 from caseline.client.cli import main
 from caseline.client.cli.officer import STDIN_NOTICE
+from caseline.client.cli.output import when
 from caseline.client.cli.root import cli as root_group
 from caseline.client.client import Client
 from caseline.crypto.keys import fingerprint
 from caseline.schemas.errors import EXIT_OK, EXIT_PROFILE, EXIT_TEMPORARY, EXIT_UNTRUSTED, EXIT_USAGE
+from caseline.schemas.wire import DeviceCert, decode_signed
 from caseline.server.keys import STORE
 
 from tests.support.agencies import PASSPHRASE, Network
@@ -423,13 +425,40 @@ async def test_case_repin_moves_a_member_onto_its_reissued_certificate(net: Netw
     await net.publish("ke-kra")
     await bot.login(cert=cert)
     home, profile = cli_home(alice)
-    code, out, err = await run(home, "--profile", profile, "case", "repin", "--json")
+    old = DeviceCert.decode(decode_signed(bot.cert)[0])
+    new = DeviceCert.decode(decode_signed(cert)[0])
+    code, out, err = await run(home, "--profile", profile, "case", "repin", env=terminal(200))
     assert code == EXIT_OK, err
-    assert json.loads(out) == [{"case_id": case_id.hex(), "devices": [bot.keys.device_id.hex()]}]
+    assert f"case {case_id.hex()}: re-pinned 1 device(s)" in out
+    # The owner sees what the re-pin grants: scopes and validity, before and after.
+    until = when(old.not_after), when(new.not_after)
+    until_text = until[0] if until[0] == until[1] else f"{until[0]} → {until[1]}"  # within one second
+    assert (
+        f"ke-kra:scanner (device {bot.keys.device_id.hex()[:8]}): scopes alert, read → alert, read, seizure;"
+        f" valid until {until_text}"
+    ) in " ".join(out.split())
     code, out, err = await run(home, "--profile", profile, "case", "repin", case_id.hex()[:8])
     assert code == EXIT_OK and "nothing to re-pin" in out, err
     posted = await bot.post_seizure(case_id, **SEIZURE)  # what the re-issued certificate allows
     assert posted.update_id in {e.update_id for e in await alice.sync(case_id)}
+
+
+async def test_case_repin_reports_the_cases_done_and_each_that_failed(net: Network) -> None:
+    alice, bob = await net.device("ke-kra", "alice"), await net.device("ke-kra", "bob")
+    owned = await alice.create_case(title="Op. Owned", members=[("ke-kra", "bob")], witnessed=False)
+    await alice.set_role(owned, "ke-kra", "bob", "owner")
+    member = await alice.create_case(title="Op. Member", members=[("ke-kra", "bob")], witnessed=False)
+    cert = await net.admins["ke-kra"].issue(await bob.enrolment_request(), role="bot", scopes=("alert",))
+    await net.publish("ke-kra")
+    await bob.login(cert=cert)
+    home, profile = cli_home(alice)
+    code, out, err = await run(home, "--profile", profile, "case", "repin")
+    assert code == EXIT_USAGE
+    assert f"case {member.hex()}: re-pinned 1 device(s)" in out and "role officer → bot" in out
+    assert (
+        f"re-pinned 1 case(s), but 1 failed: case {owned.hex()[:8]}: ke-kra:bob was re-issued as a bot"
+        in (" ".join(err.split()))
+    )
 
 
 async def test_evidence_export_refuses_to_overwrite(net: Network, tmp_path: Path) -> None:

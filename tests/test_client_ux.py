@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from caseline.client.client import Client, wall_clock
+from caseline.client.client import Client, RepinIncompleteError, wall_clock
 from caseline.client.transport import BrokerConnection
 from caseline.crypto.certs import issue_device_cert
 from caseline.crypto.keys import DeviceKeys
@@ -311,6 +311,28 @@ async def test_a_reissued_certificate_with_other_keys_is_refused(net: Network) -
         await alice.repin(case_id)
     await juma.sync(case_id)
     assert (await juma.view(case_id)).count == before, "no commit was made"
+
+
+async def test_repin_over_every_case_goes_on_past_a_case_that_fails_and_names_it(net: Network) -> None:
+    """One case cannot take the re-issued certificate (its holder owns it, and is now a bot);
+    the other case still moves onto it, and the failure names its case."""
+    alice = await net.device("ke-kra", "alice")
+    bob = await net.device("ke-kra", "bob")
+    owned = await alice.create_case(title="Op. Owned", members=[("ke-kra", "bob")], witnessed=False)
+    await alice.set_role(owned, "ke-kra", "bob", "owner")
+    member = await alice.create_case(title="Op. Member", members=[("ke-kra", "bob")], witnessed=False)
+    await reissue(net, bob, ("alert", "read"))  # bob's device, now a bot
+    with pytest.raises(RepinIncompleteError) as partly:
+        await alice.repin()
+    [(failed_case, why)] = partly.value.failed
+    assert failed_case == owned and isinstance(why, NotPermittedError)
+    assert [(d.case_id, d.devices) for d in partly.value.done] == [(member, (bob.keys.device_id,))]
+    assert partly.value.exit_code == EXIT_USAGE
+    assert f"case {owned.hex()[:8]}: ke-kra:bob was re-issued as a bot" in str(partly.value)
+    [change] = partly.value.done[0].changes
+    assert (change.old.role, change.new.role, change.new.scopes) == ("officer", "bot", ("alert", "read"))
+    members = {m.author.device_id: m for m in await alice.members(member)}
+    assert members[bob.keys.device_id].author.device_role == "bot"  # committed, though the other failed
 
 
 async def test_a_bot_given_read_reads_once_an_owner_repins(net: Network) -> None:

@@ -43,8 +43,9 @@ from caseline.schemas import content as content_schemas
 from caseline.schemas.errors import EXIT_OK, CaselineError, MalformedError, UsageError
 
 if TYPE_CHECKING:
-    from caseline.client.client import Client
-    from caseline.client.core import CaseEvent
+    from caseline.client.client import Client, Repinned
+    from caseline.client.core import CaseEvent, CertChange
+    from caseline.schemas.wire import DeviceCert
 
 STDIN_NOTICE: Final = (
     "reading the update's JSON from standard input; end with Ctrl-D (Ctrl-Z Enter on Windows)"
@@ -552,14 +553,56 @@ def _case(root: click.Group) -> None:
                 case_id = await client.resolve_case(case_ref) if case_ref else None
                 return list(await client.repin(case_id))
 
-        changed = run(go())
+        from caseline.client.client import RepinIncompleteError  # noqa: PLC0415 - see the package docstring
+
+        failure: RepinIncompleteError | None = None
+        try:
+            changed = run(go())
+        except RepinIncompleteError as exc:  # the cases done are committed: say so, then fail
+            changed, failure = exc.done, exc
         if out.as_json:
-            out.data([{"case_id": c.case_id.hex(), "devices": [d.hex() for d in c.devices]} for c in changed])
-        elif not changed:
+            out.data([_repinned_json(c) for c in changed])
+        elif not changed and failure is None:
             out.say("nothing to re-pin: every member already holds the certificate its case pins")
         for c in changed:
             out.say(f"case {c.case_id.hex()}: re-pinned {len(c.devices)} device(s)")
+            for change in c.changes:
+                out.say(f"  {_cert_change(change)}")
+        if failure is not None:
+            raise failure
         return EXIT_OK
+
+
+def _cert_change(change: CertChange) -> str:
+    """``ke-kra:scanner: scopes alert, read → alert, read, seizure; valid until …``: what a re-pin grants."""
+    from rich.markup import escape  # noqa: PLC0415 - rich only when printing for a person
+
+    old, new = change.old, change.new
+    parts = [f"role {old.role} → {new.role}"] if old.role != new.role else []
+    scopes = ", ".join(old.scopes) or "none", ", ".join(new.scopes) or "none"
+    parts.append(f"scopes {scopes[0]} → {scopes[1]}" if scopes[0] != scopes[1] else f"scopes {scopes[0]}")
+    until = when(old.not_after), when(new.not_after)
+    parts.append(
+        f"valid until {until[0]} → {until[1]}" if until[0] != until[1] else f"valid until {until[0]}"
+    )
+    return escape(f"{change.name} (device {new.device_id.hex()[:8]}): {'; '.join(parts)}")
+
+
+def _repinned_json(c: Repinned) -> dict[str, Any]:
+    def cert(d: DeviceCert) -> dict[str, Any]:
+        return {
+            "role": d.role, "scopes": list(d.scopes), "serial": d.serial,
+            "valid_from": when(d.not_before), "valid_until": when(d.not_after),
+        }  # fmt: skip
+
+    return {
+        "case_id": c.case_id.hex(),
+        "devices": [d.hex() for d in c.devices],
+        "changes": [
+            {"member": x.name, "device": x.device_id.hex(), "old": cert(x.old), "new": cert(x.new)}
+            for x in c.changes
+        ],
+    }
 
 
 def _membership(case_ref: str, act: Any, verb: str) -> int:
