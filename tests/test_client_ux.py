@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from caseline.client.client import Client, RepinIncompleteError, wall_clock
 from caseline.client.transport import BrokerConnection
 from caseline.crypto.certs import issue_device_cert
@@ -23,6 +24,7 @@ from caseline.schemas.errors import (
     EXIT_UNTRUSTED,
     EXIT_USAGE,
     BrokerForbidden,
+    BrokerRefusal,
     CaselineError,
     NotPermittedError,
     PostedAfterRevocationError,
@@ -34,6 +36,7 @@ from caseline.schemas.wire import DeviceCert, decode_signed
 from caseline.server.keys import STORE
 
 from tests.support.agencies import PASSPHRASE, Network
+from tests.support.hostile import forward
 
 SEIZURE: dict[str, Any] = {
     "occurred_at": "2026-11-20T08:00:00Z",
@@ -190,6 +193,62 @@ async def test_lists_taken_from_directories_drop_their_views_and_are_kept_even_i
     assert crl in await juma.store.crls()  # kept: the next run starts from it
     kinds = {e.update_id: e.kind for e in await juma.history(case_id)}
     assert kinds[late.update_id] == "voided"
+
+
+async def test_an_earlier_runs_update_found_voided_names_itself_and_the_new_one_is_not_sent(
+    net: Network, aiohttp_server: Any
+) -> None:
+    """An update left in the outbox by an earlier run goes first, and turns out voided.
+
+    The error must say which update it concerns, and that the content given
+    now was not sent (this device is revoked: it would be voided too).
+    """
+    alice = await net.device("ke-kra", "alice")
+    case_id = await alice.create_case(title="Op. Outbox", witnessed=False)
+    await alice.close()
+    net.clients.remove(alice)
+    async with aiohttp.ClientSession() as upstream:
+
+        async def overloaded(request: web.Request) -> web.StreamResponse:
+            if request.method == "POST" and request.path.endswith("/updates"):
+                return web.json_response({"type": "about:blank", "detail": "overloaded"}, status=503)
+            data, status, ctype = await forward(upstream, net.url, request, await request.read())
+            return web.Response(body=data, status=status, headers={"Content-Type": ctype})
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", overloaded)
+        proxy = await aiohttp_server(app)
+        cut_off = await Client.open(alice.directory, passphrase=PASSPHRASE)
+        try:
+            await cut_off.login(server_url=str(proxy.make_url("")))
+            note = {"markings": {"handling": "H2", "tlp": "AMBER"}, "lang": "en", "text": "sealed before"}
+            with pytest.raises(BrokerRefusal):
+                await cut_off.post(case_id, "note", note, tries=1)
+            [left] = await cut_off.store.outbox(case_id)
+        finally:
+            await cut_off.close()
+    await net.admins["ke-kra"].revoke(alice.keys.device_id, reason="device-lost")  # signed, not published
+
+    async def on_request_end(_: object, __: SimpleNamespace, params: aiohttp.TraceRequestEndParams) -> None:
+        if params.method == "POST" and params.url.path.endswith("/updates") and params.response.status == 201:
+            await net.publish("ke-kra")
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_end.append(on_request_end)
+    async with aiohttp.ClientSession(trace_configs=[trace]) as session:
+        again = await Client.open(alice.directory, passphrase=PASSPHRASE, session=session)
+        try:
+            await again.login(server_url=net.url)
+            with pytest.raises(PostedAfterRevocationError) as voided:
+                await again.post_note(case_id, "typed after the phone was lost")
+            assert voided.value.update_id == left.update_id and voided.value.earlier
+            message = str(voided.value)
+            assert message.startswith(f"update {left.update_id.hex()[:8]}, left unsent by an earlier run,")
+            assert message.endswith("partners will see it voided; this update was not sent")
+            assert await again.store.outbox(case_id) == []
+        finally:
+            await again.close()
+    assert await stored_updates(net, case_id) == 1  # the earlier one only
 
 
 # --------------------------------------------------------------------------- item 9: scopes
