@@ -144,6 +144,9 @@ class RepinIncompleteError(CaselineError):
     first failure's.
     """
 
+    code = "repin-incomplete"
+    title = "Re-pin incomplete"
+
     def __init__(self, done: list[Repinned], failed: list[tuple[bytes, CaselineError]]) -> None:
         cases = "; ".join(f"case {cid.hex()[:8]}: {exc}" for cid, exc in failed)
         super().__init__(f"re-pinned {len(done)} case(s), but {len(failed)} failed: {cases}")
