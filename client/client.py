@@ -961,7 +961,6 @@ class Client(Outbox, ContentHelpers, Following, LogWatching):
             except CaselineError as exc:
                 if case_id is not None:
                     raise
-                log.warning("case %s: not re-pinned: %s", cid.hex(), exc)
                 failed.append((cid, exc))
                 continue
             if repinned is not None:

@@ -419,20 +419,20 @@ async def test_case_repin_moves_a_member_onto_its_reissued_certificate(net: Netw
     alice = await net.device("ke-kra", "alice")
     bot = await net.device("ke-kra", "scanner", role="bot", scopes=("alert", "read"))
     case_id = await alice.create_case(title="Op. Repin", members=[("ke-kra", "scanner")], witnessed=False)
+    old = DeviceCert.decode(decode_signed(bot.cert)[0])  # the certificate the case pins
     cert = await net.admins["ke-kra"].issue(
         await bot.enrolment_request(), role="bot", scopes=("alert", "read", "seizure")
     )
     await net.publish("ke-kra")
     await bot.login(cert=cert)
     home, profile = cli_home(alice)
-    old = DeviceCert.decode(decode_signed(bot.cert)[0])
     new = DeviceCert.decode(decode_signed(cert)[0])
     code, out, err = await run(home, "--profile", profile, "case", "repin", env=terminal(200))
     assert code == EXIT_OK, err
     assert f"case {case_id.hex()}: re-pinned 1 device(s)" in out
     # The owner sees what the re-pin grants: scopes and validity, before and after.
     until = when(old.not_after), when(new.not_after)
-    until_text = until[0] if until[0] == until[1] else f"{until[0]} → {until[1]}"  # within one second
+    until_text = until[0] if until[0] == until[1] else f"{until[0]} → {until[1]}"  # issued in one second
     assert (
         f"ke-kra:scanner (device {bot.keys.device_id.hex()[:8]}): scopes alert, read → alert, read, seizure;"
         f" valid until {until_text}"
@@ -452,11 +452,22 @@ async def test_case_repin_reports_the_cases_done_and_each_that_failed(net: Netwo
     await net.publish("ke-kra")
     await bob.login(cert=cert)
     home, profile = cli_home(alice)
-    code, out, err = await run(home, "--profile", profile, "case", "repin")
+    code, out, err = await run(home, "--profile", profile, "case", "repin", "--json")
     assert code == EXIT_USAGE
-    assert f"case {member.hex()}: re-pinned 1 device(s)" in out and "role officer → bot" in out
+    [done] = json.loads(out)  # the case done, with what changed, though another failed
+    assert (done["case_id"], done["devices"]) == (member.hex(), [bob.keys.device_id.hex()])
+    [change] = done["changes"]
+    assert (change["member"], change["old"]["role"], change["new"]["role"]) == (
+        "ke-kra:bob",
+        "officer",
+        "bot",
+    )
+    assert change["new"]["scopes"] == ["alert"] and change["new"]["serial"] > change["old"]["serial"]
+    assert f"case {owned.hex()[:8]}: ke-kra:bob was re-issued as a bot" in json.loads(err)["message"]
+    code, out, err = await run(home, "--profile", profile, "case", "repin")  # the failed case is left
+    assert code == EXIT_USAGE and "nothing to re-pin" not in out
     assert (
-        f"re-pinned 1 case(s), but 1 failed: case {owned.hex()[:8]}: ke-kra:bob was re-issued as a bot"
+        f"re-pinned 0 case(s), but 1 failed: case {owned.hex()[:8]}: ke-kra:bob was re-issued as a bot"
         in (" ".join(err.split()))
     )
 
