@@ -32,7 +32,7 @@ from typing import Final
 import aiohttp
 from caseline.client import keystore
 from caseline.client.content import ContentHelpers
-from caseline.client.core import CaseEvent, Ledger, Member, head_code, members_of
+from caseline.client.core import CaseEvent, CertChange, Ledger, Member, head_code, members_of
 from caseline.client.follow import Following
 from caseline.client.outbox import Outbox
 from caseline.client.profile import PostingLock
@@ -127,8 +127,36 @@ class Repinned:
     """A case whose roster ``Client.repin`` moved onto re-issued certificates."""
 
     case_id: bytes
-    #: The devices whose pinned certificate changed.
-    devices: tuple[bytes, ...]
+    #: Each device whose pinned certificate changed: the old certificate and the new.
+    changes: tuple[CertChange, ...]
+
+    @property
+    def devices(self) -> tuple[bytes, ...]:
+        return tuple(c.device_id for c in self.changes)
+
+
+class RepinIncompleteError(CaselineError):
+    """``Client.repin`` over every case: some cases were re-pinned, others failed.
+
+    Each case is its own commit, so one case's failure (a member re-issued as
+    a bot who owns it, a broker refusal) does not stop the others; the cases
+    done are committed, and this names each that failed.  Its exit code is the
+    first failure's.
+    """
+
+    code = "repin-incomplete"
+    title = "Re-pin incomplete"
+
+    def __init__(self, done: list[Repinned], failed: list[tuple[bytes, CaselineError]]) -> None:
+        cases = "; ".join(f"case {cid.hex()[:8]}: {exc}" for cid, exc in failed)
+        super().__init__(f"re-pinned {len(done)} case(s), but {len(failed)} failed: {cases}")
+        self.done = done
+        self.failed = failed
+        self.hint = failed[0][1].hint
+
+    @property
+    def exit_code(self) -> int:
+        return self.failed[0][1].exit_code
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -588,11 +616,28 @@ class Client(Outbox, ContentHelpers, Following, LogWatching):
         """
         views = {} if self.ledger is None else dict(self.ledger.views)
         before = {case_id: trust_binding(view, self.trust) for case_id, view in views.items()}
-        yield
-        for case_id, view in views.items():
-            if trust_binding(view, self.trust) != before[case_id] and self.ledger is not None:
-                self.ledger.forget(case_id)
-                await self._views.drop(case_id)
+        try:
+            yield
+        finally:  # also when the change stopped part-way: what was adopted stands
+            for case_id, view in views.items():
+                if trust_binding(view, self.trust) != before[case_id] and self.ledger is not None:
+                    self.ledger.forget(case_id)
+                    await self._views.drop(case_id)
+
+    async def _adopt_lists(self, directories: Sequence[Directory]) -> None:
+        """Take in the revocation lists directory answers carry, and keep each one adopted.
+
+        Verified under the pinned roots; an older list than the one held is
+        refused (``RevokedError``).  Each list is stored as soon as it is taken,
+        as ``_fetch_revocations`` does, so a later directory's junk list leaves
+        the earlier ones both adopted and kept, and the views they concern
+        dropped (``_changing_trust``).
+        """
+        async with self._changing_trust():
+            for directory in directories:
+                if directory.revocations:
+                    parsed = self.trust.add_revocation_list(directory.revocations)
+                    await self.store.put_crl(parsed.agency_id, parsed.number, directory.revocations)
 
     # ---------------------------------------------------------------- case views
     async def view(self, case_id: bytes) -> CaseView:
@@ -755,10 +800,10 @@ class Client(Outbox, ContentHelpers, Following, LogWatching):
     # ---------------------------------------------------------------- membership
     async def _devices(self, agency_id: str, user_id: str) -> list[VerifiedCert]:
         directory = await self.broker.directory(agency_id, user_id)
-        async with self._changing_trust():  # the directory may carry a newer revocation list
-            return self._ledger().eligible_devices(
-                directory, agency_id=agency_id, user_id=user_id, now=self.clock()
-            )
+        await self._adopt_lists([directory])  # it may carry a newer revocation list
+        return self._ledger().eligible_devices(
+            directory, agency_id=agency_id, user_id=user_id, now=self.clock()
+        )
 
     async def create_case(
         self,
@@ -904,34 +949,53 @@ class Client(Outbox, ContentHelpers, Following, LogWatching):
         ``case_id`` (refused unless this device owns it).  The candidates come
         from the broker's directory and are verified here: pinned root, valid
         and not revoked now, same device and keys (``repinned_roster``).
-        Cases where nothing changed get no commit.
+        Cases where nothing changed get no commit.  Over every case, one that
+        fails does not stop the others: ``RepinIncompleteError`` names each
+        failed case and carries those done.
         """
         self._ledger()
         await self.refresh_revocations(force=True)
         cases = [case_id] if case_id is not None else [c.case_id for c in (await self.broker.cases()).cases]
         directories: dict[tuple[str, str], Directory] = {}
-        done = []
+        done: list[Repinned] = []
+        failed: list[tuple[bytes, CaselineError]] = []
         for cid in cases:
-            await self.sync(cid)
-            state = (await self.view(cid)).state
-            mine = None if state is None else state.members.get(self.keys.device_id)
-            if mine is None or mine.role != "owner":
+            try:
+                repinned = await self._repin_case(cid, directories, only=case_id is not None)
+            except CaselineError as exc:
                 if case_id is not None:
-                    raise NotPermittedError("only an owner of the case may re-pin its members' certificates")
+                    raise
+                failed.append((cid, exc))
                 continue
-            users = sorted({(vc.cert.agency_id, vc.cert.user_id) for vc, _ in self._ledger().roster(cid)})
-            for user in users:
-                if user not in directories:
-                    directories[user] = await self.broker.directory(*user)
-            asked = [directories[u] for u in users]
-            async with self._changing_trust():  # a directory may carry a newer revocation list
-                self._ledger().adopt_revocations(asked)
-            await self.view(cid)
-            roster, changed = self._ledger().repinned(cid, asked, now=self.clock())
-            if changed:
-                await self._commit(cid, roster)
-                done.append(Repinned(case_id=cid, devices=tuple(changed)))
+            if repinned is not None:
+                done.append(repinned)
+        if failed:
+            raise RepinIncompleteError(done, failed)
         return done
+
+    async def _repin_case(
+        self, cid: bytes, directories: dict[tuple[str, str], Directory], *, only: bool
+    ) -> Repinned | None:
+        """One case of ``repin``: its commit if a member's certificate changed, else None."""
+        await self.sync(cid)
+        state = (await self.view(cid)).state
+        mine = None if state is None else state.members.get(self.keys.device_id)
+        if mine is None or mine.role != "owner":
+            if only:
+                raise NotPermittedError("only an owner of the case may re-pin its members' certificates")
+            return None
+        users = sorted({(vc.cert.agency_id, vc.cert.user_id) for vc, _ in self._ledger().roster(cid)})
+        for user in users:
+            if user not in directories:
+                directories[user] = await self.broker.directory(*user)
+        asked = [directories[u] for u in users]
+        await self._adopt_lists(asked)  # a directory may carry a newer revocation list
+        await self.view(cid)
+        roster, changed = self._ledger().repinned(cid, asked, now=self.clock())
+        if not changed:
+            return None
+        await self._commit(cid, roster)
+        return Repinned(case_id=cid, changes=tuple(changed))
 
     async def members(self, case_id: bytes) -> tuple[Member, ...]:
         return members_of(await self.view(case_id))

@@ -92,6 +92,7 @@ class CaseEvent:
     readable: bool = False
     content_type: str | None = None
     content: dict[str, Any] | None = None
+    #: Updates, and voided updates this device could open (so a reference to one is recognised).
     update_id: bytes | None = None
     #: Commits: the complete roster the commit set.
     members: tuple[Member, ...] = ()
@@ -119,10 +120,33 @@ def _update_event(
     )
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class CertChange:
+    """One member's device moved onto a re-issued certificate: what the case pinned, and now pins.
+
+    Kept whole so that an owner sees what a re-pin grants before and after
+    (role, scopes, validity), not only that something changed.
+    """
+
+    old: DeviceCert
+    new: DeviceCert
+
+    @property
+    def device_id(self) -> bytes:
+        return self.new.device_id
+
+    @property
+    def name(self) -> str:
+        return f"{self.new.agency_id}:{self.new.user_id}"
+
+
 def repinned_roster(
     roster: Sequence[tuple[VerifiedCert, str]], offered: Sequence[VerifiedCert]
-) -> tuple[list[tuple[VerifiedCert, str]], list[bytes]]:
-    """The roster with each member's newest re-issued certificate, and the devices that changed.
+) -> tuple[list[tuple[VerifiedCert, str]], list[CertChange]]:
+    """The roster with each member's newest re-issued certificate, and what changed for whom.
+
+    Of several newer certificates for one device the latest ``not_before``
+    wins, then the highest serial.
 
     A re-issued certificate takes a member's place only if it is for the very
     same device — same id, same signing and encryption keys, same agency and
@@ -134,7 +158,7 @@ def repinned_roster(
     root, valid and not revoked now).
     """
     out: list[tuple[VerifiedCert, str]] = []
-    changed: list[bytes] = []
+    changed: list[CertChange] = []
     for pinned, role in roster:
         old = pinned.cert
         newer = [
@@ -161,7 +185,7 @@ def repinned_roster(
             )
         out.append((newest, role))
         if newest is not pinned:
-            changed.append(pinned.device_id)
+            changed.append(CertChange(old=old, new=newest.cert))
     return out, changed
 
 
@@ -285,6 +309,7 @@ class Ledger:
                     epoch=state.epoch,
                     author=Author.of(state.certs[applied.voided_by].cert),
                     time=0,
+                    update_id=applied.voided_id,  # its content is withheld, its name is not
                 )
             ]
         elif applied.opened is not None:
@@ -308,13 +333,13 @@ class Ledger:
     ) -> list[VerifiedCert]:
         """The directory's certificates for one user that verify under our pins, now.
 
+        Its revocation list is the caller's to adopt first (``Client._adopt_lists``).
+
         The broker's answer is only a claim: every certificate must chain to the
         pinned root of the agency asked about and name the user asked about.
         """
         if directory.agency_id != agency_id or directory.user_id != user_id:
             raise UntrustedError("the broker answered for another user than the one asked about")
-        if directory.revocations:
-            self.trust.add_revocation_list(directory.revocations)
         found: list[VerifiedCert] = []
         for signed in directory.certs:
             try:
@@ -330,15 +355,9 @@ class Ledger:
             )
         return found
 
-    def adopt_revocations(self, directories: Sequence[Directory]) -> None:
-        """Take in the revocation lists directory answers carry (verified; older ones refused)."""
-        for directory in directories:
-            if directory.revocations:
-                self.trust.add_revocation_list(directory.revocations)
-
     def repinned(
         self, case_id: bytes, directories: Sequence[Directory], *, now: int
-    ) -> tuple[list[tuple[VerifiedCert, str]], list[bytes]]:
+    ) -> tuple[list[tuple[VerifiedCert, str]], list[CertChange]]:
         """The case's roster with its members' re-issued certificates (``repinned_roster``).
 
         Each directory must answer for a user in the roster, and every

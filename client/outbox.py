@@ -110,7 +110,10 @@ class Outbox:
         but this device's agency had revoked the device by its time: it stays
         in the case, and every member shows it voided.  Learnt from the own
         agency's list asked for after the receipt; a revocation published later
-        than that is learnt by members (and this device) only when it is.
+        than that is learnt by members (and this device) only when it is.  When
+        the voided update is an earlier run's, sent first from the outbox, this
+        one is not sealed or sent (it would be voided too), and the error says
+        which update it concerns (``earlier``).
         """
         if isinstance(content, Mapping):
             try:
@@ -156,7 +159,17 @@ class Outbox:
         retried = None
         for pending in await self.store.outbox(case_id):
             same = self._open_local(pending) == (content_type, data)
-            posted = await self._deliver(pending, tries=tries)
+            try:
+                posted = await self._deliver(pending, tries=tries)
+            except PostedAfterRevocationError as exc:
+                if same:
+                    raise
+                # An earlier update turned out voided: this device is revoked, so this
+                # one would be too.  It is not sealed or sent, and the error says so.
+                raise PostedAfterRevocationError(
+                    case_id=exc.case_id, update_id=exc.update_id, seq=exc.seq,
+                    revoked_at=exc.revoked_at, shown_at=utc_text(exc.revoked_at), earlier=True,
+                ) from None  # fmt: skip
             retried = posted if same and retried is None else retried
         if retried is not None:
             return retried
@@ -191,7 +204,7 @@ class Outbox:
 
     async def _posted_before(self, case_id: bytes, update_id: bytes) -> Posted:
         for event in await self.history(case_id):
-            if event.update_id == update_id:
+            if event.kind == "update" and event.update_id == update_id:
                 return Posted(
                     case_id=case_id, update_id=update_id, seq=event.seq, receipt_time=event.time, retries=0
                 )

@@ -184,6 +184,9 @@ class Applied:
     unlocked_seqs: tuple[int, ...] = ()
     #: For a voided update (its sender was revoked when it was sent): that sender.
     voided_by: bytes | None = None
+    #: ...and its id, when this device could open it: a member may have seen and named it
+    #: before the revocation was learnt, so a reference to it must still find it.
+    voided_id: bytes | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -508,6 +511,7 @@ class CaseView:
             unlocked=unlocked,
             unlocked_seqs=tuple(s for s, _ in unlocked_keys),
             voided_by=envelope.sender if voided else None,
+            voided_id=opened.update_id if voided and opened is not None else None,
         )
 
     def _check_record(self, opened: OpenedUpdate, last: Seen | None, seq: int) -> None:

@@ -220,10 +220,32 @@ class PostedAfterRevocationError(RevokedError):
     title = "Posted after revocation"
     hint = "this device can no longer post; ask your agency's administrator about the revocation"
 
-    def __init__(self, *, case_id: bytes, update_id: bytes, seq: int, revoked_at: int, shown_at: str) -> None:
-        """``shown_at`` is ``revoked_at`` as the person reads times (this module keeps no clock)."""
-        super().__init__(f"posted, but your device was revoked at {shown_at}; partners will see it voided")
+    def __init__(
+        self,
+        *,
+        case_id: bytes,
+        update_id: bytes,
+        seq: int,
+        revoked_at: int,
+        shown_at: str,
+        earlier: bool = False,
+    ) -> None:
+        """``shown_at`` is ``revoked_at`` as the person reads times (this module keeps no clock).
+
+        ``earlier``: the update is one an earlier run sealed and left in the
+        outbox, sent first; the one being posted now was then not sent.
+        """
+        if earlier:
+            super().__init__(
+                f"update {update_id.hex()[:8]}, left unsent by an earlier run, was posted now, but your"
+                f" device was revoked at {shown_at}; partners will see it voided; this update was not sent"
+            )
+        else:
+            super().__init__(
+                f"posted, but your device was revoked at {shown_at}; partners will see it voided"
+            )
         self.case_id = case_id
+        self.earlier = earlier
         self.update_id = update_id
         self.seq = seq
         self.revoked_at = revoked_at

@@ -12,6 +12,7 @@ deployment, not data; a restored directory without one gets a fresh token.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import sqlite3
@@ -23,6 +24,7 @@ from caseline.server import audit_verify
 from caseline.server.config import ServerConfig
 from caseline.server.datadir import (
     create_private,
+    exclusive,
     fsync,
     load_server_key,
     make_private_dir,
@@ -85,6 +87,22 @@ class Restored:
 
 
 def restore(source: Path, config: ServerConfig, *, server_key_file: Path | None, force: bool) -> Restored:
+    """``_restore`` under the data directory's lock, which a serving broker holds (``exclusive``).
+
+    Renaming a file over a database that a running broker has open, and
+    deleting its write-ahead log, would lose what it writes and corrupt what
+    it reads: with a broker running, this is refused before anything changes.
+    A directory that does not exist yet has no broker on it (``serve`` needs
+    the database this makes last).
+    """
+    held: contextlib.AbstractContextManager[None] = (
+        exclusive(config.data_dir) if config.data_dir.is_dir() else contextlib.nullcontext()
+    )
+    with held:
+        return _restore(source, config, server_key_file=server_key_file, force=force)
+
+
+def _restore(source: Path, config: ServerConfig, *, server_key_file: Path | None, force: bool) -> Restored:
     """Put a backup in place as ``config``'s database, with the key it needs, once it verifies.
 
     Nothing in the data directory changes unless every check passed: the copy

@@ -10,11 +10,15 @@ backups) is owner-only from its first byte, whatever the umask.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import secrets
 import shlex
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Final
 
 from caseline.crypto.keys import SigningKey
 from caseline.schemas.errors import UsageError
@@ -22,6 +26,8 @@ from caseline.server.config import ServerConfig
 from caseline.server.core import token_hash
 
 KEY_BYTES = 32
+#: Held (``flock`` LOCK_EX) by a serving broker for its lifetime; ``init`` and ``restore`` take it too.
+SERVE_LOCK: Final = "serve.lock"
 
 
 def init_hint(data_dir: Path) -> str:
@@ -45,6 +51,35 @@ def require_initialised(config: ServerConfig) -> None:
             raise UsageError(
                 f"{data_dir} is not an initialised data directory (no {path.name}); {init_hint(data_dir)}"
             )
+
+
+@contextlib.contextmanager
+def exclusive(data_dir: Path) -> Iterator[None]:
+    """Hold the data directory's lock, or refuse at once: a broker is running on it.
+
+    ``serve`` holds it for as long as it runs, so a second broker on the same
+    database, or a ``restore --force`` that would rename a file over the
+    database a running broker has open (and delete its write-ahead log), is
+    refused before it touches anything.  The kernel drops the lock when its
+    holder exits, however it exits: a killed broker leaves no stale lock.
+    """
+    path = data_dir / SERVE_LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise UsageError(f"cannot open the lock file {path}: {exc.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            pid = f" (pid {holder})" if holder.isdigit() else ""
+            raise UsageError(f"the broker is running on {data_dir}{pid}; stop it first") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def load_server_key(path: Path) -> SigningKey:

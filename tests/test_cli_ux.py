@@ -24,10 +24,12 @@ import pytest
 from aiohttp import web
 from caseline.client.cli import main
 from caseline.client.cli.officer import STDIN_NOTICE
+from caseline.client.cli.output import when
 from caseline.client.cli.root import cli as root_group
 from caseline.client.client import Client
 from caseline.crypto.keys import fingerprint
 from caseline.schemas.errors import EXIT_OK, EXIT_PROFILE, EXIT_TEMPORARY, EXIT_UNTRUSTED, EXIT_USAGE
+from caseline.schemas.wire import DeviceCert, decode_signed
 from caseline.server.keys import STORE
 
 from tests.support.agencies import PASSPHRASE, Network
@@ -318,6 +320,43 @@ async def test_a_reply_names_its_update_by_the_short_id_and_an_unknown_one_is_re
     assert len(await net.app[STORE].entries(case_id, after=0, limit=100)) == stored
 
 
+async def test_a_reply_to_an_update_voided_since_it_was_shown_is_refused_not_redirected(
+    net: Network,
+) -> None:
+    """An update juma saw turns voided when its sender's revocation is learnt, just before he answers.
+
+    The reference he types must not resolve to another update sharing its
+    prefix: it is matched against the voided update's id too, and refused.  A
+    reply that does resolve says which update and whose it answers.
+    """
+    alice, juma = await net.device("ke-kra", "alice"), await net.device("tz-tra", "juma")
+    bob = await net.device("ke-kra", "bob")
+    case_id = await alice.create_case(
+        title="Op. Voided", members=[("tz-tra", "juma"), ("ke-kra", "bob")], witnessed=False
+    )
+    honest = await alice.post_note(case_id, "an honest note")
+    await net.admins["ke-kra"].revoke(bob.keys.device_id, reason="device-lost")  # signed, not published
+    late = await bob.post_note(case_id, "posted after the phone was lost")  # the broker cannot tell yet
+    shown = {e.update_id: e.kind for e in await juma.sync(case_id)}
+    assert shown[late.update_id] == "update"  # what juma saw: an ordinary update
+    await net.publish("ke-kra")
+
+    home, profile = cli_home(juma)
+    post = ("--profile", profile, "post", case_id.hex()[:8], "--type", "reply", "--field", "text=on it")
+    stored = len(await net.app[STORE].entries(case_id, after=0, limit=100))
+    for ref in (late.update_id.hex()[:8], late.update_id.hex()[:4], late.update_id.hex()):
+        code, _, err = await run(home, *post, "--in-reply-to", ref)
+        assert code == EXIT_USAGE, err
+        assert f"update {late.update_id.hex()[:8]} in case {case_id.hex()[:8]} was voided" in err
+    assert len(await net.app[STORE].entries(case_id, after=0, limit=100)) == stored  # nothing sent
+    voided = [e for e in await juma.history(case_id) if e.kind == "voided"]
+    assert [e.update_id for e in voided] == [late.update_id]  # the view keeps the voided update's id
+
+    code, out, err = await run(home, *post, "--in-reply-to", honest.update_id.hex()[:6])
+    assert code == EXIT_OK, err
+    assert f"replying to {honest.update_id.hex()[:8]} (#{honest.seq}) by ke-kra:alice" in out
+
+
 async def test_on_a_terminal_post_says_it_reads_standard_input(net: Network) -> None:
     alice = await net.device("ke-kra", "alice")
     case_id = await alice.create_case(title="Op", witnessed=False)
@@ -406,19 +445,57 @@ async def test_case_repin_moves_a_member_onto_its_reissued_certificate(net: Netw
     alice = await net.device("ke-kra", "alice")
     bot = await net.device("ke-kra", "scanner", role="bot", scopes=("alert", "read"))
     case_id = await alice.create_case(title="Op. Repin", members=[("ke-kra", "scanner")], witnessed=False)
+    old = DeviceCert.decode(decode_signed(bot.cert)[0])  # the certificate the case pins
     cert = await net.admins["ke-kra"].issue(
         await bot.enrolment_request(), role="bot", scopes=("alert", "read", "seizure")
     )
     await net.publish("ke-kra")
     await bot.login(cert=cert)
     home, profile = cli_home(alice)
-    code, out, err = await run(home, "--profile", profile, "case", "repin", "--json")
+    new = DeviceCert.decode(decode_signed(cert)[0])
+    code, out, err = await run(home, "--profile", profile, "case", "repin", env=terminal(200))
     assert code == EXIT_OK, err
-    assert json.loads(out) == [{"case_id": case_id.hex(), "devices": [bot.keys.device_id.hex()]}]
+    assert f"case {case_id.hex()}: re-pinned 1 device(s)" in out
+    # The owner sees what the re-pin grants: scopes and validity, before and after.
+    until = when(old.not_after), when(new.not_after)
+    until_text = until[0] if until[0] == until[1] else f"{until[0]} → {until[1]}"  # issued in one second
+    assert (
+        f"ke-kra:scanner (device {bot.keys.device_id.hex()[:8]}): scopes alert, read → alert, read, seizure;"
+        f" valid until {until_text}"
+    ) in " ".join(out.split())
     code, out, err = await run(home, "--profile", profile, "case", "repin", case_id.hex()[:8])
     assert code == EXIT_OK and "nothing to re-pin" in out, err
     posted = await bot.post_seizure(case_id, **SEIZURE)  # what the re-issued certificate allows
     assert posted.update_id in {e.update_id for e in await alice.sync(case_id)}
+
+
+async def test_case_repin_reports_the_cases_done_and_each_that_failed(net: Network) -> None:
+    alice, bob = await net.device("ke-kra", "alice"), await net.device("ke-kra", "bob")
+    owned = await alice.create_case(title="Op. Owned", members=[("ke-kra", "bob")], witnessed=False)
+    await alice.set_role(owned, "ke-kra", "bob", "owner")
+    member = await alice.create_case(title="Op. Member", members=[("ke-kra", "bob")], witnessed=False)
+    cert = await net.admins["ke-kra"].issue(await bob.enrolment_request(), role="bot", scopes=("alert",))
+    await net.publish("ke-kra")
+    await bob.login(cert=cert)
+    home, profile = cli_home(alice)
+    code, out, err = await run(home, "--profile", profile, "case", "repin", "--json")
+    assert code == EXIT_USAGE
+    [done] = json.loads(out)  # the case done, with what changed, though another failed
+    assert (done["case_id"], done["devices"]) == (member.hex(), [bob.keys.device_id.hex()])
+    [change] = done["changes"]
+    assert (change["member"], change["old"]["role"], change["new"]["role"]) == (
+        "ke-kra:bob",
+        "officer",
+        "bot",
+    )
+    assert change["new"]["scopes"] == ["alert"] and change["new"]["serial"] > change["old"]["serial"]
+    assert f"case {owned.hex()[:8]}: ke-kra:bob was re-issued as a bot" in json.loads(err)["message"]
+    code, out, err = await run(home, "--profile", profile, "case", "repin")  # the failed case is left
+    assert code == EXIT_USAGE and "nothing to re-pin" not in out
+    assert (
+        f"re-pinned 0 case(s), but 1 failed: case {owned.hex()[:8]}: ke-kra:bob was re-issued as a bot"
+        in (" ".join(err.split()))
+    )
 
 
 async def test_evidence_export_refuses_to_overwrite(net: Network, tmp_path: Path) -> None:

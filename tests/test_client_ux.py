@@ -15,14 +15,18 @@ from typing import Any
 
 import aiohttp
 import pytest
-from caseline.client.client import Client, wall_clock
+from aiohttp import web
+from caseline.client.client import Client, RepinIncompleteError, wall_clock
 from caseline.client.transport import BrokerConnection
 from caseline.crypto.certs import issue_device_cert
 from caseline.crypto.keys import DeviceKeys
+from caseline.schemas.api import Directory
 from caseline.schemas.errors import (
     EXIT_UNTRUSTED,
     EXIT_USAGE,
     BrokerForbidden,
+    BrokerRefusal,
+    CaselineError,
     NotPermittedError,
     PostedAfterRevocationError,
     UnknownError,
@@ -33,6 +37,7 @@ from caseline.schemas.wire import DeviceCert, decode_signed
 from caseline.server.keys import STORE
 
 from tests.support.agencies import PASSPHRASE, Network
+from tests.support.hostile import forward
 
 SEIZURE: dict[str, Any] = {
     "occurred_at": "2026-11-20T08:00:00Z",
@@ -193,6 +198,93 @@ async def test_a_junk_revocation_list_after_a_stored_post_does_not_report_the_po
     assert posted.update_id is not None
 
 
+async def test_lists_taken_from_directories_drop_their_views_and_are_kept_even_if_a_later_one_is_junk(
+    net: Network,
+) -> None:
+    """Several directories' lists are adopted at once (``repin``); the last is junk.
+
+    The first list voids an update juma's view holds: the view must go even
+    though the adoption stopped part-way, and the list must be kept in the
+    profile, as a list fetched on its own is.
+    """
+    alice, juma = await net.device("ke-kra", "alice"), await net.device("tz-tra", "juma")
+    bob = await net.device("ke-kra", "bob")
+    case_id = await alice.create_case(
+        title="Op. Partial", members=[("tz-tra", "juma"), ("ke-kra", "bob")], witnessed=False
+    )
+    await net.admins["ke-kra"].revoke(bob.keys.device_id, reason="device-lost")  # signed, not published
+    late = await bob.post_note(case_id, "posted after the phone was lost")
+    await juma.sync(case_id)
+    assert juma.ledger is not None and case_id in juma.ledger.views
+    await net.publish("ke-kra")
+    crl = await net.app[STORE].get_revocation_list("ke-kra")
+    assert crl is not None
+    good = Directory(agency_id="ke-kra", user_id="bob", certs=(), revocations=crl)
+    junk = Directory(agency_id="tz-tra", user_id="juma", certs=(), revocations=b"\x00junk")
+    with pytest.raises(CaselineError):
+        await juma._adopt_lists([good, junk])
+    assert juma.ledger is not None and case_id not in juma.ledger.views  # dropped, to be re-verified
+    assert crl in await juma.store.crls()  # kept: the next run starts from it
+    kinds = {e.update_id: e.kind for e in await juma.history(case_id)}
+    assert kinds[late.update_id] == "voided"
+
+
+async def test_an_earlier_runs_update_found_voided_names_itself_and_the_new_one_is_not_sent(
+    net: Network, aiohttp_server: Any
+) -> None:
+    """An update left in the outbox by an earlier run goes first, and turns out voided.
+
+    The error must say which update it concerns, and that the content given
+    now was not sent (this device is revoked: it would be voided too).
+    """
+    alice = await net.device("ke-kra", "alice")
+    case_id = await alice.create_case(title="Op. Outbox", witnessed=False)
+    await alice.close()
+    net.clients.remove(alice)
+    async with aiohttp.ClientSession() as upstream:
+
+        async def overloaded(request: web.Request) -> web.StreamResponse:
+            if request.method == "POST" and request.path.endswith("/updates"):
+                return web.json_response({"type": "about:blank", "detail": "overloaded"}, status=503)
+            data, status, ctype = await forward(upstream, net.url, request, await request.read())
+            return web.Response(body=data, status=status, headers={"Content-Type": ctype})
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", overloaded)
+        proxy = await aiohttp_server(app)
+        cut_off = await Client.open(alice.directory, passphrase=PASSPHRASE)
+        try:
+            await cut_off.login(server_url=str(proxy.make_url("")))
+            note = {"markings": {"handling": "H2", "tlp": "AMBER"}, "lang": "en", "text": "sealed before"}
+            with pytest.raises(BrokerRefusal):
+                await cut_off.post(case_id, "note", note, tries=1)
+            [left] = await cut_off.store.outbox(case_id)
+        finally:
+            await cut_off.close()
+    await net.admins["ke-kra"].revoke(alice.keys.device_id, reason="device-lost")  # signed, not published
+
+    async def on_request_end(_: object, __: SimpleNamespace, params: aiohttp.TraceRequestEndParams) -> None:
+        if params.method == "POST" and params.url.path.endswith("/updates") and params.response.status == 201:
+            await net.publish("ke-kra")
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_end.append(on_request_end)
+    async with aiohttp.ClientSession(trace_configs=[trace]) as session:
+        again = await Client.open(alice.directory, passphrase=PASSPHRASE, session=session)
+        try:
+            await again.login(server_url=net.url)
+            with pytest.raises(PostedAfterRevocationError) as voided:
+                await again.post_note(case_id, "typed after the phone was lost")
+            assert voided.value.update_id == left.update_id and voided.value.earlier
+            message = str(voided.value)
+            assert message.startswith(f"update {left.update_id.hex()[:8]}, left unsent by an earlier run,")
+            assert message.endswith("partners will see it voided; this update was not sent")
+            assert await again.store.outbox(case_id) == []
+        finally:
+            await again.close()
+    assert await stored_updates(net, case_id) == 1  # the earlier one only
+
+
 # --------------------------------------------------------------------------- item 9: scopes
 
 
@@ -312,6 +404,28 @@ async def test_a_reissued_certificate_with_other_keys_is_refused(net: Network) -
         await alice.repin(case_id)
     await juma.sync(case_id)
     assert (await juma.view(case_id)).count == before, "no commit was made"
+
+
+async def test_repin_over_every_case_goes_on_past_a_case_that_fails_and_names_it(net: Network) -> None:
+    """One case cannot take the re-issued certificate (its holder owns it, and is now a bot);
+    the other case still moves onto it, and the failure names its case."""
+    alice = await net.device("ke-kra", "alice")
+    bob = await net.device("ke-kra", "bob")
+    owned = await alice.create_case(title="Op. Owned", members=[("ke-kra", "bob")], witnessed=False)
+    await alice.set_role(owned, "ke-kra", "bob", "owner")
+    member = await alice.create_case(title="Op. Member", members=[("ke-kra", "bob")], witnessed=False)
+    await reissue(net, bob, ("alert", "read"))  # bob's device, now a bot
+    with pytest.raises(RepinIncompleteError) as partly:
+        await alice.repin()
+    [(failed_case, why)] = partly.value.failed
+    assert failed_case == owned and isinstance(why, NotPermittedError)
+    assert [(d.case_id, d.devices) for d in partly.value.done] == [(member, (bob.keys.device_id,))]
+    assert partly.value.exit_code == EXIT_USAGE
+    assert f"case {owned.hex()[:8]}: ke-kra:bob was re-issued as a bot" in str(partly.value)
+    [change] = partly.value.done[0].changes
+    assert (change.old.role, change.new.role, change.new.scopes) == ("officer", "bot", ("alert", "read"))
+    members = {m.author.device_id: m for m in await alice.members(member)}
+    assert members[bob.keys.device_id].author.device_role == "bot"  # committed, though the other failed
 
 
 async def test_a_bot_given_read_reads_once_an_owner_repins(net: Network) -> None:

@@ -60,3 +60,24 @@ def test_a_sequence_number_names_the_update_at_that_position() -> None:
         resolve_update("#4", by_seq.values(), by_seq=by_seq)
     with pytest.raises(UsageError):
         resolve_update("#7", by_seq.values())  # no positions given: not guessed
+
+
+def test_a_prefix_of_a_voided_update_is_refused_never_resolved_to_another() -> None:
+    # The person saw abcd0100 and typed "abcd"; it has since turned voided (its sender's
+    # revocation was learnt), and another member posted abcd0200 sharing the prefix.
+    seen, ground = bytes.fromhex("abcd01" + "00" * 29), bytes.fromhex("abcd02" + "00" * 29)
+    with pytest.raises(UsageError) as raised:
+        resolve_update("abcd", [ground], withdrawn=[seen])
+    assert "abcd0100" in str(raised.value) and "abcd0200" in str(raised.value)  # ambiguous: both named
+    with pytest.raises(UsageError, match="abcd0100 in case 3f2a9c1b was voided"):
+        resolve_update("abcd01", [ground], withdrawn=[seen], case="3f2a9c1b")
+    assert resolve_update("abcd02", [ground], withdrawn=[seen]) == ground  # a prefix only it holds
+
+
+@pytest.mark.parametrize(("kind", "why"), [("voided", "voided"), ("purged", "retention policy")])
+def test_a_sequence_number_of_a_voided_or_purged_entry_is_refused(kind: str, why: str) -> None:
+    other = bytes([1]) * 32
+    by_seq = {7: other}
+    with pytest.raises(UsageError, match=why):
+        resolve_update("#3", by_seq.values(), by_seq=by_seq, gone={3: kind})
+    assert resolve_update("#7", by_seq.values(), by_seq=by_seq, gone={3: kind}) == other

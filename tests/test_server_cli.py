@@ -419,6 +419,40 @@ async def test_restore_brings_back_a_broker_that_serves_with_a_new_operator_toke
         await restored.stop()
 
 
+async def test_a_running_broker_holds_its_data_dir_against_restore_init_and_a_second_serve(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "d"
+    token = _token(init(data))
+    add_agency(data)
+    db = data / "broker.sqlite3"
+    backup = tmp_path / "backup.sqlite3"
+    port = free_port()
+    broker = Server(data, port)
+    await broker.start()
+    try:
+        assert server("--data-dir", data, "backup", backup).returncode == 0
+        before = db.stat().st_ino
+        for refused in (
+            ["restore", "--force", backup],
+            ["init"],
+            ["serve", "--port", str(free_port())],  # a second broker on the same database
+        ):
+            out = server("--data-dir", data, *refused)
+            assert out.returncode == 2, (refused, out.stderr)
+            assert f"the broker is running on {data}" in one_line(out)
+            assert "stop it first" in out.stderr
+        assert db.stat().st_ino == before  # not renamed over
+        assert Path(f"{db}-wal").exists()  # the running broker's write-ahead log was left alone
+        assert await _metrics(port, token) == 200  # and it still serves
+    finally:
+        await broker.stop()
+    out = server("--data-dir", data, "restore", "--force", backup)
+    assert out.returncode == 0, out.stderr
+    assert db.stat().st_ino != before
+    assert (data / "serve.lock").stat().st_mode & 0o777 == 0o600
+
+
 def test_restore_refuses_what_is_not_a_backup(tmp_path: Path) -> None:
     junk = tmp_path / "junk.sqlite3"
     junk.write_bytes(b"not a database at all" * 100)

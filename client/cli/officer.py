@@ -39,12 +39,14 @@ from caseline.client.cli.params import (
     server_key_arg,
 )
 from caseline.client.cli.settings import command, global_options, run, settings
-from caseline.client.refs import resolve_update
+from caseline.client.refs import resolve_update, short_id
 from caseline.schemas import content as content_schemas
 from caseline.schemas.errors import EXIT_OK, CaselineError, MalformedError, UsageError
 
 if TYPE_CHECKING:
-    from caseline.client.client import Client
+    from caseline.client.client import Client, Repinned
+    from caseline.client.core import CaseEvent, CertChange
+    from caseline.schemas.wire import DeviceCert
 
 STDIN_NOTICE: Final = (
     "reading the update's JSON from standard input; end with Ctrl-D (Ctrl-Z Enter on Windows)"
@@ -548,14 +550,56 @@ def _case(root: click.Group) -> None:
                 case_id = await client.resolve_case(case_ref) if case_ref else None
                 return list(await client.repin(case_id))
 
-        changed = run(go())
+        from caseline.client.client import RepinIncompleteError  # noqa: PLC0415 - see the package docstring
+
+        failure: RepinIncompleteError | None = None
+        try:
+            changed = run(go())
+        except RepinIncompleteError as exc:  # the cases done are committed: say so, then fail
+            changed, failure = exc.done, exc
         if out.as_json:
-            out.data([{"case_id": c.case_id.hex(), "devices": [d.hex() for d in c.devices]} for c in changed])
-        elif not changed:
+            out.data([_repinned_json(c) for c in changed])
+        elif not changed and failure is None:
             out.say("nothing to re-pin: every member already holds the certificate its case pins")
         for c in changed:
             out.say(f"case {c.case_id.hex()}: re-pinned {len(c.devices)} device(s)")
+            for change in c.changes:
+                out.say(f"  {_cert_change(change)}")
+        if failure is not None:
+            raise failure
         return EXIT_OK
+
+
+def _cert_change(change: CertChange) -> str:
+    """``ke-kra:scanner: scopes alert, read → alert, read, seizure; valid until …``: what a re-pin grants."""
+    from rich.markup import escape  # noqa: PLC0415 - rich only when printing for a person
+
+    old, new = change.old, change.new
+    parts = [f"role {old.role} → {new.role}"] if old.role != new.role else []
+    scopes = ", ".join(old.scopes) or "none", ", ".join(new.scopes) or "none"
+    parts.append(f"scopes {scopes[0]} → {scopes[1]}" if scopes[0] != scopes[1] else f"scopes {scopes[0]}")
+    until = when(old.not_after), when(new.not_after)
+    parts.append(
+        f"valid until {until[0]} → {until[1]}" if until[0] != until[1] else f"valid until {until[0]}"
+    )
+    return escape(f"{change.name} (device {new.device_id.hex()[:8]}): {'; '.join(parts)}")
+
+
+def _repinned_json(c: Repinned) -> dict[str, Any]:
+    def cert(d: DeviceCert) -> dict[str, Any]:
+        return {
+            "role": d.role, "scopes": list(d.scopes), "serial": d.serial,
+            "valid_from": when(d.not_before), "valid_until": when(d.not_after),
+        }  # fmt: skip
+
+    return {
+        "case_id": c.case_id.hex(),
+        "devices": [d.hex() for d in c.devices],
+        "changes": [
+            {"member": x.name, "device": x.device_id.hex(), "old": cert(x.old), "new": cert(x.new)}
+            for x in c.changes
+        ],
+    }
 
 
 def _membership(case_ref: str, act: Any, verb: str) -> int:
@@ -580,16 +624,44 @@ def _membership(case_ref: str, act: Any, verb: str) -> int:
 REF_FIELDS: Final = {"reply": "in_reply_to", "ack": "of"}
 
 
-async def _resolve_refs(client: Client, case_id: bytes, content_type: str, fields: dict[str, Any]) -> None:
-    """Turn a short id, prefix or ``#seq`` into the full id of an update this device verified."""
+async def _resolve_refs(
+    client: Client, case_id: bytes, content_type: str, fields: dict[str, Any]
+) -> CaseEvent | None:
+    """Turn a short id, prefix or ``#seq`` into the full id of an update this device verified.
+
+    Returns the update named, so that the person sees what they answer.  A
+    reference is matched against every entry the views show, voided and purged
+    ones included, so one that names an update voided since it was shown is
+    refused, never resolved to another update sharing its prefix
+    (``refs.resolve_update``).
+    """
     name = REF_FIELDS.get(content_type)
     ref = fields.get(name) if name else None
     if name is None or not isinstance(ref, str):
-        return
+        return None
     await client.sync(case_id)
-    events = [e for e in await client.history(case_id) if e.kind == "update" and e.update_id]
-    by_seq = {e.seq: e.update_id for e in events if e.update_id}
-    fields[name] = resolve_update(ref, by_seq.values(), by_seq=by_seq, case=case_id.hex()[:8]).hex()
+    history = await client.history(case_id)
+    updates = {e.seq: e for e in history if e.kind == "update" and e.update_id}
+    by_seq = {seq: e.update_id for seq, e in updates.items() if e.update_id}
+    target = resolve_update(
+        ref,
+        by_seq.values(),
+        by_seq=by_seq,
+        withdrawn=[e.update_id for e in history if e.kind == "voided" and e.update_id],
+        gone={e.seq: e.kind for e in history if e.kind in ("voided", "purged")},
+        case=case_id.hex()[:8],
+    )
+    fields[name] = target.hex()
+    return next(e for e in updates.values() if e.update_id == target)
+
+
+def _target_line(content_type: str, target: CaseEvent) -> str:
+    """``replying to 9c1e07aa (#12) by ke-kra:alice``: the update a reference resolved to."""
+    from rich.markup import escape  # noqa: PLC0415 - rich only when printing for a person
+
+    verb = "replying to" if content_type == "reply" else "acknowledging"
+    author = f" by {escape(target.author.name)}" if target.author else ""
+    return f"{verb} [bold]{short_id(target.update_id or b'')}[/] (#{target.seq}){author}"
 
 
 def _read_update(field: tuple[str, ...], file: str | None) -> dict[str, Any]:
@@ -664,16 +736,18 @@ def _posting(root: click.Group) -> None:
             fields["of"] = of_
         secret = s.unlock()
 
-        async def act() -> tuple[bytes, Any, Any]:
+        async def act() -> tuple[bytes, Any, Any, CaseEvent | None]:
             async with await s.client(secret) as client:
                 case_id = await client.resolve_case(case_ref)
-                await _resolve_refs(client, case_id, content_type, fields)
+                target = await _resolve_refs(client, case_id, content_type, fields)
+                if target is not None:  # said before the post: the person sees what they answer
+                    out.say(_target_line(content_type, target))
                 posted = await client.post_typed(
                     case_id, content_type, fields, idempotency_key=idempotency_key
                 )
-                return case_id, posted, await client.witness_status(case_id)
+                return case_id, posted, await client.witness_status(case_id), target
 
-        case_id, posted, status = run(act())
+        case_id, posted, status, target = run(act())
         final = not status.witnessed or status.final > posted.seq
         if out.as_json:
             out.data(
@@ -681,6 +755,7 @@ def _posting(root: click.Group) -> None:
                     "case_id": case_id.hex(), "update_id": posted.update_id.hex(), "seq": posted.seq,
                     "receipt_time": when(posted.receipt_time), "retries": posted.retries,
                     "witnessed": status.witnessed, "final": final,
+                    "target": None if target is None else event_json(target),
                 }
             )  # fmt: skip
         else:

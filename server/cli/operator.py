@@ -18,6 +18,7 @@ from caseline.server.cli.root import cli, global_options, initialised, settings,
 from caseline.server.config import ServerConfig
 from caseline.server.datadir import (
     create_private,
+    exclusive,
     load_server_key,
     make_private_dir,
     mint_operator_token,
@@ -56,20 +57,21 @@ def init() -> int:
     if config.data_dir.exists() and not config.data_dir.is_dir():
         raise UsageError(f"{config.data_dir} is a file; give init the path of a directory to make")
     make_private_dir(config.data_dir)
-    if config.key_path.exists():
-        key = load_server_key(config.key_path)
-        click.echo(f"already initialised: {config.data_dir}")
-    else:
-        create_private(config.key_path, SigningKey.generate(secrets.token_bytes).seed)
-        key = load_server_key(config.key_path)
-        token = mint_operator_token(config)  # a new key, a new token
-        click.echo(f"initialised {config.data_dir}")
-        click.echo(f"operator token (for /metrics; shown once): {token}")
-    if not config.db_path.exists():
-        # Owner-only from the start: it holds token hashes, devices and the audit log (SQLite gives
-        # its WAL and shared-memory files the database file's mode).  An empty file is an empty database.
-        create_private(config.db_path, b"")
-    asyncio.run(_open_and_close(SqliteStore(config.db_path)))  # applies the schema
+    with exclusive(config.data_dir):  # never under a running broker (restore's rule)
+        if config.key_path.exists():
+            key = load_server_key(config.key_path)
+            click.echo(f"already initialised: {config.data_dir}")
+        else:
+            create_private(config.key_path, SigningKey.generate(secrets.token_bytes).seed)
+            key = load_server_key(config.key_path)
+            token = mint_operator_token(config)  # a new key, a new token
+            click.echo(f"initialised {config.data_dir}")
+            click.echo(f"operator token (for /metrics; shown once): {token}")
+        if not config.db_path.exists():
+            # Owner-only from the start: it holds token hashes, devices and the audit log (SQLite gives
+            # its WAL and shared-memory files the database file's mode).  An empty file is an empty database.
+            create_private(config.db_path, b"")
+        asyncio.run(_open_and_close(SqliteStore(config.db_path)))  # applies the schema
     click.echo(f"broker key code: {broker_key_code(key.public_key)}")
     click.echo(f"server receipt key: {key.public_key.hex()}")
     click.echo(f"log key for witnesses: {log_vkey(key)}")

@@ -16,11 +16,12 @@ import ssl
 
 import click
 from aiohttp import web
+from caseline.crypto.keys import SigningKey
 from caseline.schemas.errors import UsageError
 from caseline.server.app import create_app, make_runner
 from caseline.server.cli.root import cli, global_options, initialised
 from caseline.server.config import ServerConfig
-from caseline.server.datadir import load_server_key
+from caseline.server.datadir import exclusive, load_server_key
 from caseline.server.edge import raise_descriptor_limit
 from caseline.server.keys import BROKER
 from caseline.server.log_throttle import throttle_refused_access, throttle_repeated_errors
@@ -79,6 +80,13 @@ def serve(host: str | None, port: int | None, insecure_http: bool | None, log_fo
             raise UsageError(
                 f"cannot load tls_cert {config.tls_cert} and tls_key {config.tls_key}: {exc}"
             ) from None
+    with exclusive(config.data_dir):  # one broker per data directory, and no restore under it
+        _run(config, key, context, log_format)
+    return 0
+
+
+def _run(config: ServerConfig, key: SigningKey, context: ssl.SSLContext | None, log_format: str) -> None:
+    """The broker's whole life, inside the data directory's lock."""
     configure_logging(log_format)
     store = SqliteStore(config.db_path, max_bytes=config.db_max_bytes, create=False)
     app = create_app(config, server_key=key, store=store)
@@ -97,7 +105,6 @@ def serve(host: str | None, port: int | None, insecure_http: bool | None, log_fo
     with contextlib.suppress(web.GracefulExit, KeyboardInterrupt):  # SIGTERM, SIGINT: a clean stop
         asyncio.run(_serve(app, config, context, url))
     log.info("stopped", extra={"event": "stopped"})
-    return 0
 
 
 def _descriptors(config: ServerConfig) -> None:
