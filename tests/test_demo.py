@@ -39,18 +39,28 @@ def commands(text: str) -> list[str]:
 
 
 def panels(text: str) -> list[str]:
-    """Each rich panel's text, its borders taken off and its wrapped lines joined."""
+    """Each panel's text, lines joined: boxed on a terminal, or ``title:`` and indented lines in a pipe."""
     found: list[str] = []
     lines: list[str] | None = None
+    indent = 0
     for line in text.splitlines():
         inner = line.strip()
+        depth = len(line) - len(line.lstrip())
         if inner.startswith("╭"):
             lines = [inner.strip("╭─╮ ")]
         elif inner.startswith("╰") and lines is not None:
             found.append(" ".join(part for part in lines if part))
             lines = None
-        elif lines is not None:
+        elif lines is not None and (inner.startswith("│") or depth > indent):
             lines.append(inner.strip("│").strip())
+        else:
+            if lines is not None:  # a plain panel ends where its indentation does
+                found.append(" ".join(part for part in lines if part))
+                lines = None
+            if inner.endswith(":") and not inner.startswith("$"):
+                lines, indent = [inner.removesuffix(":")], depth
+    if lines is not None:
+        found.append(" ".join(part for part in lines if part))
     return found
 
 
