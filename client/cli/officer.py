@@ -41,7 +41,14 @@ from caseline.client.cli.params import (
 from caseline.client.cli.settings import command, global_options, run, settings
 from caseline.client.refs import resolve_update
 from caseline.schemas import content as content_schemas
-from caseline.schemas.errors import EXIT_OK, CaselineError, IntegrityError, MalformedError, UsageError
+from caseline.schemas.errors import (
+    EXIT_OK,
+    CaselineError,
+    IntegrityError,
+    MalformedError,
+    UntrustedError,
+    UsageError,
+)
 
 if TYPE_CHECKING:
     from caseline.client.client import Client
@@ -930,13 +937,16 @@ def _evidence(root: click.Group) -> None:
         if not_a_bundle:
             raise UsageError(f"{bundle} is {not_a_bundle}, not an evidence bundle")
         try:
+            report = verify_bundle(data, pins)
+        except UntrustedError:
+            # Most often an agency in the bundle that was not pinned: the caller's mistake.
             missing = [agency for agency in bundle_agencies(data) if agency not in pins]
             if missing:
                 raise UsageError(
                     " and ".join(f"add --pin {a}=FINGERPRINT" for a in missing)
                     + f" (read it from {', '.join(missing)}'s administrator): the bundle holds their members"
-                )
-            report = verify_bundle(data, pins)
+                ) from None
+            raise
         except MalformedError as exc:
             if type(exc) is not MalformedError:  # a finer verdict (content, version) says more
                 raise
