@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from caseline.schemas.errors import EXIT_OK, EXIT_TEMPORARY, EXIT_USAGE
+from caseline.crypto.evidence import MAX_BUNDLE_BYTES
+from caseline.schemas.errors import EXIT_OK, EXIT_TEMPORARY, EXIT_UNTRUSTED, EXIT_USAGE
+from caseline.schemas.wire import EvidenceBundle, decode_signed
 
 from tests.support.agencies import Network
 from tests.support.clirun import cli_home
@@ -170,3 +172,22 @@ async def test_evidence_verify_names_the_missing_pin(net: Network, tmp_path: Pat
         tmp_path, "evidence", "verify", str(bundle), "--pin", f"ke-kra={ke}", "--pin", f"tz-tra={tz}"
     )
     assert code == EXIT_OK, err
+
+
+async def test_a_bundle_whose_parts_do_not_fit_is_said_to_be_altered(net: Network, tmp_path: Path) -> None:
+    """Item 7: an altered log entry reads as a damaged bundle, not as the verifier's own jargon."""
+    alice = await net.device("ke-kra", "alice")
+    case_id = await alice.create_case(title="Op", witnessed=False)
+    home, profile = cli_home(alice)
+    bundle = tmp_path / "case.evidence"
+    export = ("--profile", profile, "evidence", "export", case_id.hex(), "-o", str(bundle))
+    assert (await run(home, *export))[0] == EXIT_OK
+    data = bytearray(bundle.read_bytes())
+    tbs, _ = decode_signed(bytes(data), max_size=MAX_BUNDLE_BYTES)
+    first = EvidenceBundle.decode(tbs, max_size=MAX_BUNDLE_BYTES).entry_hashes[0]
+    data[data.index(first)] ^= 0x01  # the genesis commit's entry in the bundle's log
+    bundle.write_bytes(bytes(data))
+    pin = f"ke-kra={net.admins['ke-kra'].fingerprint}"
+    code, _, err = await run(tmp_path, "evidence", "verify", str(bundle), "--pin", pin)
+    assert code == EXIT_UNTRUSTED
+    assert "the evidence bundle is damaged or was altered: " in err
