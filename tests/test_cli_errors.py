@@ -129,6 +129,12 @@ async def test_own_input_that_does_not_fit_is_named_in_words(net: Network, tmp_p
     assert code == EXIT_USAGE
     assert "an agency id is lowercase letters, digits, '.' and '-', like ke-kra" in err
     assert not (fresh / "profiles" / "x" / "state.db").exists()
+    code, _, err = await run(
+        fresh, "--profile", "x", "init", "--agency", "ke-kra", "--user", "alice",
+        "--server", "ftp://broker.example", "--kdf", "interactive",
+    )  # fmt: skip
+    assert code == EXIT_USAGE and "is not a broker URL" in err
+    assert not (fresh / "profiles" / "x" / "state.db").exists()
 
 
 async def test_a_failed_login_leaves_the_profile_on_its_broker(net: Network) -> None:
