@@ -296,7 +296,7 @@ class AgencyAdmin:
         """
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         if any(folder.iterdir()):
-            raise ProfileError(f"{folder} is not empty; export into a new folder")
+            raise UsageError(f"{folder} is not empty; export into a new or empty folder")
         revoked, now, count = {d for d, *_ in await self.store.revoked()}, self.clock(), 0
         for item in await self.store.issued():
             if item.device_id in revoked or DeviceCert.decode(decode_signed(item.cert)[0]).not_after <= now:

@@ -49,6 +49,7 @@ from caseline.crypto.keys import DeviceKeys, fingerprint, normalize_fingerprint
 from caseline.crypto.snapshot import trust_binding
 from caseline.crypto.updates import HISTORY_SHARE
 from caseline.schemas.api import Directory, EntryPage, Session, is_loopback_host
+from caseline.schemas.codec import own_input
 from caseline.schemas.errors import (
     BrokerForbidden,
     BrokerRefusal,
@@ -175,6 +176,17 @@ class CaseReport:
     voided: int
 
 
+def check_new_device(*, agency_id: str, user_id: str, server_url: str) -> str:
+    """Check what ``init`` was given before anything is written or asked; the broker URL as kept.
+
+    A refused value leaves no profile behind and is the caller's mistake (exit 2).
+    """
+    with own_input():
+        AGENCY_ID.check(agency_id, "agency")
+        USER_ID.check(user_id, "user")
+    return broker_url(server_url)
+
+
 def broker_url(text: str) -> str:
     """A broker's base URL as typed: ``https://host[:port]``, or ``http://`` on loopback only.
 
@@ -258,8 +270,9 @@ class Client(Outbox, ContentHelpers, Following, LogWatching):
         session: aiohttp.ClientSession | None = None,
     ) -> Client:
         """Make a new device: fresh keys, sealed at rest, and an enrolment request."""
-        AGENCY_ID.check(agency_id, "agency")
-        USER_ID.check(user_id, "user")
+        server_url = check_new_device(agency_id=agency_id, user_id=user_id, server_url=server_url)
+        if key_file is None and not passphrase:
+            raise ProfileError("a new device needs a passphrase, or a key file for a bot")
         store = await LocalStore.open(directory)
         try:
             if await store.get("identity") is not None:
@@ -278,7 +291,7 @@ class Client(Outbox, ContentHelpers, Following, LogWatching):
                 raise ProfileError("a new device needs a passphrase, or a key file for a bot")
             await store.put("agency", agency_id.encode())
             await store.put("user", user_id.encode())
-            await store.put("server-url", broker_url(server_url).encode())
+            await store.put("server-url", server_url.encode())
             request = make_enrolment_request(device.keys(), agency_id=agency_id, user_id=user_id, now=clock())
             await store.put("request", request)
         except BaseException:
@@ -464,6 +477,26 @@ class Client(Outbox, ContentHelpers, Following, LogWatching):
                 raise UsageError(
                     "a broker key code is 30 digits, as `caseline-server key` prints it"
                 ) from None
+        # Kept only if the login succeeds: a failed one (a mistyped URL, another broker's key)
+        # must not leave the profile pointing at that broker.
+        saved = {key: await self.store.get(key) for key in ("server-url", "cert", "server-key")}
+        try:
+            return await self._login(
+                cert=cert, server_url=server_url, server_key=server_key, expected_code=expected_code
+            )
+        except BaseException:
+            await self.store.restore(saved)
+            await self._load()
+            raise
+
+    async def _login(
+        self,
+        *,
+        cert: bytes | None,
+        server_url: str | None,
+        server_key: bytes | None,
+        expected_code: bytes | None,
+    ) -> Identity:
         if server_url:
             self.server_url = broker_url(server_url)
             await self.store.put("server-url", self.server_url.encode())
@@ -826,6 +859,15 @@ class Client(Outbox, ContentHelpers, Following, LogWatching):
         lists witnesses.  The rule is signed into the case and cannot change.
         """
         ledger = self._ledger()
+        with own_input():  # checked before anything is asked of the broker
+            policy = Policy(
+                retention_days=retention_days,
+                handling=handling,
+                tlp=tlp,
+                history=history,
+                receipt_key=self.server_key or b"",
+            )
+            info = CaseInfo(title=title, reference=reference)
         await self.refresh_revocations(force=True)
         roster = []
         for m in members:
@@ -850,18 +892,11 @@ class Client(Outbox, ContentHelpers, Following, LogWatching):
                     ", ".join(missing),
                 )
         case_id = secrets.token_bytes(16)
-        policy = Policy(
-            retention_days=retention_days,
-            handling=handling,
-            tlp=tlp,
-            history=history,
-            receipt_key=self.server_key or b"",
-        )
         body = ledger.genesis(
             case_id=case_id,
             members=roster,
             policy=policy,
-            info=CaseInfo(title=title, reference=reference),
+            info=info,
             now=self.clock(),
             rng=secrets.token_bytes,
             witnessing=rule,
@@ -871,8 +906,22 @@ class Client(Outbox, ContentHelpers, Following, LogWatching):
         return case_id
 
     async def _commit(self, case_id: bytes, roster: Sequence[tuple[VerifiedCert, str]]) -> None:
+        """Commit ``roster``, refused here if it still holds a device its agency revoked.
+
+        The broker refuses such a commit too, but its words ("device was
+        revoked") read as if this device were; the member to remove is named.
+        Nobody is dropped silently: which member leaves is the owner's decision.
+        """
         ledger = self._ledger()
-        body = ledger.change(case_id, roster, now=self.clock(), rng=secrets.token_bytes)
+        now = self.clock()
+        for vc, _ in roster:
+            if vc.device_id != self.keys.device_id and self.trust.is_revoked(vc.cert, at=now):
+                name = f"{vc.cert.agency_id}:{vc.cert.user_id}"
+                raise UsageError(
+                    f"{name}'s device was revoked by its agency; remove it first:"
+                    f" caseline case remove {case_id.hex()} {name}"
+                )
+        body = ledger.change(case_id, roster, now=now, rng=secrets.token_bytes)
         await self.broker.commit(case_id, body)
         await self.sync(case_id)
 

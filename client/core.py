@@ -10,6 +10,7 @@ broker hands over goes through ``CaseView.apply`` before it becomes a
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -340,6 +341,12 @@ class Ledger:
         """
         if directory.agency_id != agency_id or directory.user_id != user_id:
             raise UntrustedError("the broker answered for another user than the one asked about")
+        if agency_id not in self.trust.roots:
+            raise UnknownError(f"{agency_id} is not pinned: caseline trust add {agency_id} FINGERPRINT")
+        if not directory.certs:  # a mistyped or unknown user: nothing was received to distrust
+            raise UnknownError(
+                f"{agency_id}:{user_id} has no enrolled device{self._did_you_mean(agency_id, user_id)}"
+            )
         found: list[VerifiedCert] = []
         for signed in directory.certs:
             try:
@@ -354,6 +361,17 @@ class Ledger:
                 f"{agency_id}:{user_id} has no device certified by a pinned root of {agency_id!r}"
             )
         return found
+
+    def _did_you_mean(self, agency_id: str, user_id: str) -> str:
+        """A close name among the members of the cases this device has open, if there is one."""
+        known = {
+            f"{vc.cert.agency_id}:{vc.cert.user_id}"
+            for view in self.views.values()
+            if view.state is not None
+            for vc in view.state.certs.values()
+        }
+        close = difflib.get_close_matches(f"{agency_id}:{user_id}", sorted(known), n=1, cutoff=0.8)
+        return f" (did you mean {close[0]}?)" if close else ""
 
     def repinned(
         self, case_id: bytes, directories: Sequence[Directory], *, now: int

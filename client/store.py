@@ -186,6 +186,15 @@ class LocalStore:
         await self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
         await self.db.commit()
 
+    async def restore(self, saved: dict[str, bytes | None]) -> None:
+        """Put back meta values read earlier with ``get``: a key that was absent is removed."""
+        for key, value in saved.items():
+            if value is None:
+                await self.db.execute("DELETE FROM meta WHERE key=?", (key,))
+            else:
+                await self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+        await self.db.commit()
+
     # -- trust
     async def pins(self) -> dict[str, bytes]:
         async with self.db.execute("SELECT agency_id, root_key FROM pins ORDER BY agency_id") as cur:

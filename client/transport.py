@@ -68,6 +68,13 @@ async def _read(resp: aiohttp.ClientResponse, limit: int = MAX_RESPONSE) -> byte
 
 def unreachable(exc: BaseException) -> str:
     """Why a connection failed, in an officer's words rather than aiohttp's class names."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return "its TLS certificate is not trusted on this machine"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        reason = str(getattr(exc, "os_error", "") or exc)
+        if any(word in reason for word in ("WRONG_VERSION_NUMBER", "record layer failure", "packet length")):
+            return "it does not speak TLS (try http:// instead of https://)"
+        return "the TLS handshake failed"
     if isinstance(exc, aiohttp.ClientConnectorError):
         return (
             "connection refused"
@@ -181,9 +188,15 @@ class BrokerConnection:
                 # A pooled connection closed under the request; no connection at all sent nothing.
                 stale = isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError)
                 if not (stale and resends) or isinstance(exc, aiohttp.ClientConnectorError):
-                    raise BrokerUnavailable(
-                        f"cannot reach the broker at {self.url}: {unreachable(exc)}"
-                    ) from None
+                    # Status 0: no broker answered, so none refused (the CLI says so).
+                    failed = BrokerUnavailable(
+                        f"cannot reach the broker at {self.url}: {unreachable(exc)}", status=0
+                    )
+                    if method == "POST" and path.endswith("/updates"):
+                        failed.hint = (
+                            "temporary: run the same command again (a post resends the very same update)"
+                        )
+                    raise failed from None
                 resends -= 1
         if status == 401 and auth and not retried:
             self._token = None  # expired or logged out: log in again once
@@ -362,7 +375,9 @@ class BrokerConnection:
                 exc.message, status=exc.status, problem="stream-refused"
             ) from None
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise BrokerUnavailable(f"cannot follow the broker at {self.url}: {unreachable(exc)}") from None
+            raise BrokerUnavailable(
+                f"cannot follow the broker at {self.url}: {unreachable(exc)}", status=0
+            ) from None
         try:
             subscribe = Subscribe(
                 cursors=tuple(Cursor(case_id=c, after=n) for c, n in sorted(cursors.items()))

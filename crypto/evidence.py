@@ -189,6 +189,16 @@ def export_evidence(
     return encode_signed(tbs, exporter.sign(EVIDENCE_LABEL, tbs))
 
 
+def bundle_agencies(signed: bytes) -> list[str]:
+    """The agencies whose roots a bundle carries: the fingerprints its verifier must be given.
+
+    Nothing here is verified; it tells a verifier which pin is missing before
+    the check fails on a member of an agency it did not pin.
+    """
+    tbs, _ = decode_signed(signed, max_size=MAX_BUNDLE_BYTES)
+    return sorted({root.agency_id for root in EvidenceBundle.decode(tbs, max_size=MAX_BUNDLE_BYTES).roots})
+
+
 def verify_evidence(signed: bytes, *, pinned: Mapping[str, str]) -> EvidenceReport:
     """Verify a bundle with nothing but pinned root fingerprints (agency id → 30 digits)."""
     tbs, sig = decode_signed(signed, max_size=MAX_BUNDLE_BYTES)

@@ -13,6 +13,7 @@ from typing import Final
 
 from caseline.crypto import note
 from caseline.crypto import primitives as P
+from caseline.schemas.errors import UsageError
 from caseline.schemas.wire import ID_SIZE
 
 Rng = Callable[[int], bytes]
@@ -53,11 +54,19 @@ def _digit_groups(digest: bytes) -> str:
     return " ".join(groups)
 
 
+#: What a fingerprint looks like, for whoever typed one wrong.
+FINGERPRINT_FORM: Final = "a fingerprint is 30 digits (6 groups of 5), as `caseline agency show` prints it"
+
+
+class FingerprintError(UsageError, ValueError):
+    """A fingerprint typed wrong: the caller's mistake (exit 2), and still a ``ValueError``."""
+
+
 def normalize_fingerprint(text: str) -> str:
     """Accept a fingerprint typed with any spacing or dashes; raise if it is not 30 digits."""
     digits = "".join(ch for ch in text if ch.isdigit())
     if len(digits) != 5 * FINGERPRINT_GROUPS or any(ch not in "0123456789 -" for ch in text):
-        raise ValueError("a fingerprint is 30 digits, optionally grouped by spaces or dashes")
+        raise FingerprintError(FINGERPRINT_FORM)
     return " ".join(digits[i : i + 5] for i in range(0, len(digits), 5))
 
 

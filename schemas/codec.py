@@ -22,14 +22,15 @@ that exists in memory always encodes to a valid message.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar, Final, Self
 
 import msgpack
-from caseline.schemas.errors import MalformedError, UnsupportedError
+from caseline.schemas.errors import InvalidValueError, MalformedError, UnsupportedError
 
 WIRE_VERSION: Final = 1
 #: The newest object version this codec reads.  An object is encoded with the
@@ -237,6 +238,52 @@ def wire(kind: Kind, *, since: int = 1) -> Any:
     if since == 1:
         return dataclasses.field(metadata={"wire": kind})
     return dataclasses.field(default=None, metadata={"wire": kind, "since": since})
+
+
+#: Fields whose form is easier shown than described.
+_FORMS: Final = {
+    "agency": "an agency id is lowercase letters, digits, '.' and '-', like ke-kra",
+    "agency_id": "an agency id is lowercase letters, digits, '.' and '-', like ke-kra",
+    "user": "a user id is letters, digits, '.', '_', '@' and '-', like alice or juma.mussa",
+    "user_id": "a user id is letters, digits, '.', '_', '@' and '-', like alice or juma.mussa",
+}
+
+
+def in_words(message: str) -> str:
+    """A ``Kind`` check's message as a person reads it: the field named, its class dropped.
+
+    ``CaseInfo.title: longer than 200 characters`` becomes ``the title is
+    longer than 200 characters``; the struct's class name is a Python name.
+    """
+    where, sep, what = message.partition(": ")
+    if not sep:
+        return message
+    field = where.rsplit(".", 1)[-1]
+    if what == "does not match the required form" and field in _FORMS:
+        return _FORMS[field]
+    name = field.replace("_", " ")
+    bounds = re.fullmatch(r"integer outside (\d+)\.\.(\d+)", what)
+    if bounds:
+        return f"the {name} must be between {bounds[1]} and {bounds[2]}"
+    if what.startswith("expected "):
+        return f"the {name}: {what}"
+    return f"the {name} is {what.replace('does not match the required form', 'not in the required form')}"
+
+
+@contextlib.contextmanager
+def own_input() -> Iterator[None]:
+    """Around building objects from what the person typed: a failed check is their mistake.
+
+    Only the plain ``MalformedError`` of a field check is turned into an
+    ``InvalidValueError`` (exit 2); wrap no I/O in it, since the same error on
+    received bytes means they failed verification (exit 3).
+    """
+    try:
+        yield
+    except MalformedError as exc:
+        if type(exc) is not MalformedError:
+            raise
+        raise InvalidValueError(in_words(str(exc))) from None
 
 
 # --------------------------------------------------------------------------- structs

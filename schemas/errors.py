@@ -91,6 +91,18 @@ class UsageError(LocalError):
     """An argument that cannot be acted on: a malformed id, a bad option, a missing file."""
 
 
+class InvalidValueError(UsageError):
+    """A value this device was asked to send does not fit its field: a title too long, a bad id.
+
+    The same check on received bytes is a ``MalformedError`` (exit 3); here the
+    value came from the person, so it is their mistake to fix (exit 2), said
+    in their words (``codec.own_input``).
+    """
+
+    code = "invalid-value"
+    title = "Invalid value"
+
+
 class InvalidContentError(LocalError):
     """Content this device was asked to send does not fit its content type's form."""
 
@@ -483,7 +495,7 @@ class BrokerUnavailable(BrokerRefusal):
     status_hint = 503
     code = "unavailable"
     title = "Service unavailable"
-    hint = "temporary: run the same command again (a post resends the very same update)"
+    hint = "temporary: check the broker's address, then run the same command again"
 
     @property
     def transient(self) -> bool:

@@ -570,7 +570,7 @@ async def test_errors_say_what_happened_in_words(net: Network, tmp_path: Path) -
     assert code == EXIT_USAGE and "is not a case id" in err
     not_a_bundle = tmp_path / "junk.evidence"
     not_a_bundle.write_bytes(b"\x93\x01\x0a\x00")
-    code, _, err = await run(tmp_path, "evidence", "verify", str(not_a_bundle), "--pin", "ke-kra=1")
+    code, _, err = await run(tmp_path, "evidence", "verify", str(not_a_bundle), "--pin", "ke-kra=" + "1" * 30)
     assert code == EXIT_UNTRUSTED and "is not a caseline evidence bundle, or it is damaged" in err
 
 

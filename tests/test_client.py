@@ -22,6 +22,7 @@ from caseline.schemas.errors import (
     InvalidContentError,
     NotPermittedError,
     ProfileError,
+    UnknownError,
     UntrustedError,
     UsageError,
 )
@@ -82,7 +83,7 @@ async def test_a_lost_device_is_removed_and_its_user_stays(net: Network) -> None
 async def test_members_come_from_pinned_roots_only(net: Network) -> None:
     alice = await net.device("ke-kra", "alice", pin_all=False)  # has not pinned tz-tra
     await net.device("tz-tra", "juma")
-    with pytest.raises(UntrustedError):
+    with pytest.raises(UnknownError, match="tz-tra is not pinned: caseline trust add tz-tra"):
         await alice.create_case(title="Op", members=[("tz-tra", "juma")])
     assert await alice.cases() == []  # nothing was sent
 

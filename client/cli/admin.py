@@ -144,11 +144,19 @@ def register(root: click.Group) -> None:
           caseline --profile root agency issue alice.req -o alice.cert
           caseline --profile root agency issue bot.req --role bot --scope alert --scope read -o bot.cert
         """
+        from caseline.client.cli.officer import other_object  # noqa: PLC0415 - with the command
+
         s = settings()
         out = Out(s.as_json)
         target = Path(output)
         refuse_existing(target, force=force)  # before minting: no certificate for nothing
         data = Path(request).read_bytes()
+        what = other_object(data)
+        if what != "an enrolment request":  # checked before the root's passphrase is asked
+            raise UsageError(
+                f"{request} is {what or 'not a caseline file'}, not an enrolment request"
+                " (the file `caseline init` wrote)"
+            )
 
         async def act(admin: AgencyAdmin) -> bytes:
             return await admin.issue(data, role=role, scopes=list(scope), days=days)
@@ -250,6 +258,8 @@ def register(root: click.Group) -> None:
         """
         s = settings()
         out = Out(s.as_json)
+        if Path(folder).is_dir() and any(Path(folder).iterdir()):  # before the passphrase is asked
+            raise UsageError(f"{folder} is not empty; export into a new or empty folder")
 
         async def act(admin: AgencyAdmin) -> Any:
             return await admin.export(Path(folder))

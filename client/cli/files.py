@@ -20,7 +20,15 @@ from caseline.schemas.errors import UsageError
 
 
 def refuse_existing(path: Path, *, force: bool, option: str = "-o") -> None:
-    """Refuse, before any work is done, to replace a file the person did not ask to replace."""
+    """Refuse, before any work is done, to replace a file the person did not ask to replace,
+    or to write where nothing can be written (a missing or read-only folder)."""
+    folder = path.parent
+    if not folder.is_dir():
+        raise UsageError(f"{option} {path}: there is no folder {folder}; create it or give another {option}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {path}: the folder {folder} is not writable; give another {option}")
+    if path.is_dir():
+        raise UsageError(f"{option} {path} is a folder: give a file name")
     if path.exists() and not force:
         raise UsageError(f"{path} already exists: add --force to replace it, or give another {option}")
 

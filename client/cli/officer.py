@@ -41,7 +41,14 @@ from caseline.client.cli.params import (
 from caseline.client.cli.settings import command, global_options, run, settings
 from caseline.client.refs import resolve_update, short_id
 from caseline.schemas import content as content_schemas
-from caseline.schemas.errors import EXIT_OK, CaselineError, MalformedError, UsageError
+from caseline.schemas.errors import (
+    EXIT_OK,
+    CaselineError,
+    IntegrityError,
+    MalformedError,
+    UntrustedError,
+    UsageError,
+)
 
 if TYPE_CHECKING:
     from caseline.client.client import Client, Repinned
@@ -79,10 +86,11 @@ def register(root: click.Group) -> None:
           caseline init --agency ke-kra --user alice --server https://broker.example:8443
           caseline --profile bot init --agency ke-kra --user bot --server URL --key-file bot.key
         """
-        from caseline.client.client import Client  # noqa: PLC0415 - see the package docstring
+        from caseline.client.client import Client, check_new_device  # noqa: PLC0415 - see the package docstring
 
         s = settings()
         out = Out(s.as_json)
+        check_new_device(agency_id=agency, user_id=user, server_url=server)  # before any prompt or file
         secret = None if key_file else s.passphrase(new=True)
         if key_file is None and not secret:
             raise UsageError(
@@ -226,6 +234,9 @@ def _trust(root: click.Group) -> None:
         s = settings()
         out = Out(s.as_json)
         root_bytes = hex_arg(root_key, "--root-key", 32) if root_key else None
+        from caseline.crypto.keys import normalize_fingerprint  # noqa: PLC0415 - with the command
+
+        normalize_fingerprint(fingerprint)  # a mistyped one is refused before the passphrase is asked
         secret = s.unlock()
 
         async def act() -> str:
@@ -313,7 +324,7 @@ def _case(root: click.Group) -> None:
     )
     @click.option("--tlp", "tlp_", type=TLP, default="AMBER", show_default=True, help="The case's TLP.")
     @click.option(
-        "--retention-days", type=int, default=365, show_default=True,
+        "--retention-days", type=click.IntRange(0, 36500), default=365, show_default=True,
         help="Days the broker keeps update bodies (0: relay only, bodies go at its next retention pass).",
     )  # fmt: skip
     @click.option(
@@ -992,6 +1003,7 @@ def _evidence(root: click.Group) -> None:
           caseline evidence verify case.evidence --pin ke-kra=123456789012345678901234567890
         """
         from caseline.client.client import verify_bundle  # noqa: PLC0415 - with the command
+        from caseline.crypto.evidence import bundle_agencies  # noqa: PLC0415 - with the command
 
         out = Out(settings().as_json)
         pins = parse_pins(pin)
@@ -1001,10 +1013,21 @@ def _evidence(root: click.Group) -> None:
             raise UsageError(f"{bundle} is {not_a_bundle}, not an evidence bundle")
         try:
             report = verify_bundle(data, pins)
+        except UntrustedError:
+            # Most often an agency in the bundle that was not pinned: the caller's mistake.
+            missing = [agency for agency in bundle_agencies(data) if agency not in pins]
+            if missing:
+                raise UsageError(
+                    " and ".join(f"add --pin {a}=FINGERPRINT" for a in missing)
+                    + f" (read it from {', '.join(missing)}'s administrator): the bundle holds their members"
+                ) from None
+            raise
         except MalformedError as exc:
             if type(exc) is not MalformedError:  # a finer verdict (content, version) says more
                 raise
             raise MalformedError(f"{bundle} is not a caseline evidence bundle, or it is damaged") from None
+        except IntegrityError as exc:  # its parts do not fit together: say it of the bundle
+            raise type(exc)(f"the evidence bundle is damaged or was altered: {exc}") from None
         _print_bundle(out, report)
         return EXIT_OK
 

@@ -83,13 +83,18 @@ def parse_fields(items: Sequence[str]) -> dict[str, Any]:
 
 
 def parse_pins(items: Sequence[str]) -> dict[str, str]:
-    """``--pin AGENCY=FINGERPRINT``, repeated."""
+    """``--pin AGENCY=FINGERPRINT``, repeated; a mistyped fingerprint is refused here (exit 2)."""
+    from caseline.crypto.keys import normalize_fingerprint  # noqa: PLC0415 - loads the crypto backend
+
     pins = {}
     for item in items:
         agency, sep, fpr = item.partition("=")
         if not sep or not agency:
             raise UsageError(f"--pin {item!r}: expected AGENCY=FINGERPRINT")
-        pins[agency] = fpr
+        try:
+            pins[agency] = normalize_fingerprint(fpr)
+        except UsageError as exc:
+            raise UsageError(f"--pin {item!r}: {exc}") from None
     return pins
 
 
