@@ -668,7 +668,9 @@ class Client(Outbox, ContentHelpers, Following, LogWatching):
         """
         async with self._changing_trust():
             for directory in directories:
-                if directory.revocations:
+                # An unpinned agency's list cannot be verified: the member check that follows
+                # says to pin it (``Ledger.eligible_devices``), a caller's mistake, not an attack.
+                if directory.revocations and directory.agency_id in self.trust.roots:
                     parsed = self.trust.add_revocation_list(directory.revocations)
                     await self.store.put_crl(parsed.agency_id, parsed.number, directory.revocations)
 
