@@ -208,29 +208,26 @@ async def _wait_ready(proc: asyncio.subprocess.Process) -> None:
             return
 
 
-async def test_logs_are_json_lines_with_an_access_line_per_request_and_no_secret(tmp_path: Path) -> None:
+async def start_serving(tmp_path: Path, settings: str = "") -> tuple[asyncio.subprocess.Process, str]:
+    """``serve --config`` on a fresh data directory and a free port, once it says it is ready."""
     data = tmp_path / "broker"
     init(data)
     port = free_port()
     config = tmp_path / "broker.toml"
-    config.write_text(f"[server]\nport = {port}\n")
+    config.write_text(f"[server]\nport = {port}\n{settings}")
     proc = await asyncio.create_subprocess_exec(
-        *(
-            sys.executable,
-            "-m",
-            "caseline.server.cli",
-            "--data-dir",
-            str(data),
-            "serve",
-            "--config",
-            str(config),
-        ),
+        sys.executable, "-m", "caseline.server.cli", "--data-dir", str(data),
+        "serve", "--config", str(config),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-    )
+    )  # fmt: skip
+    await _wait_ready(proc)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+async def test_logs_are_json_lines_with_an_access_line_per_request_and_no_secret(tmp_path: Path) -> None:
+    proc, base = await start_serving(tmp_path)
     try:
-        await _wait_ready(proc)
-        base = f"http://127.0.0.1:{port}"
         secret = {"Authorization": f"Bearer {BEARER_SECRET}"}
         async with aiohttp.ClientSession() as session:
             requests: list[tuple[str, str, dict[str, Any]]] = [
@@ -278,26 +275,8 @@ async def test_a_flood_of_refused_requests_writes_one_access_line_per_interval(
 
     With folding off (interval 0) every refusal is a line: the test's own red run.
     """
-    data = tmp_path / "broker"
-    init(data)
-    port = free_port()
-    config = tmp_path / "broker.toml"
-    config.write_text(f"[server]\nport = {port}\nrefused_access_log_interval = {interval}\n")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "caseline.server.cli",
-        "--data-dir",
-        str(data),
-        "serve",
-        "--config",
-        str(config),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc, base = await start_serving(tmp_path, f"refused_access_log_interval = {interval}\n")
     try:
-        await _wait_ready(proc)
-        base = f"http://127.0.0.1:{port}"
         async with aiohttp.ClientSession() as session:
             for path in ["/metrics"] * 40 + ["/healthz"] * 5:
                 async with session.get(base + path, headers={"Authorization": "Bearer junk"}) as r:
