@@ -123,6 +123,33 @@ class Out:
             wrapped.rstrip()
             self.console.print(Text(" " * indent) + wrapped, soft_wrap=True)
 
+    def head(self, fields: Sequence[str]) -> None:
+        """Fields of rich markup on one line, wrapped on a terminal only between fields.
+
+        rich would wrap at any space, splitting ``2026-11-20 08:45:46Z`` or
+        ``H3 TLP:RED``; a field here moves whole to the next line (indented by
+        two), and one wider than the screen stands alone, uncut.  Piped: one line.
+        """
+        fields = [f for f in fields if f]
+        if self.as_json:
+            return
+        if not self.console.is_terminal:
+            self.say("  ".join(fields))
+            return
+        from rich.text import Text  # noqa: PLC0415 - see the module docstring
+
+        lines: list[list[str]] = [[]]
+        used = 0
+        for field in fields:
+            size = Text.from_markup(field).cell_len
+            if lines[-1] and used + 2 + size > self.console.width:
+                lines.append([])
+                used = 2
+            used += size + (2 if lines[-1] else 0)
+            lines[-1].append(field)
+        for number, line in enumerate(lines):
+            self.say(("  " if number else "") + "  ".join(line), whole=True)
+
     def block(self, head: Sequence[str], details: Sequence[tuple[str, str]]) -> None:
         """One record as a head line of ids, then indented ``key: value`` lines.
 
@@ -130,10 +157,15 @@ class Out:
         and squeezes free text to nothing, and drops columns when piped.  The head
         wraps between its fields (each id whole), a value between its words.
         """
-        self.say("  ".join(f for f in head if f))
+        self.head(head)
         lines = [f"[bold]{key}:[/] {value}" for key, value in details if value]
         if lines:
             self.indented("\n".join(lines))
+
+
+def entries(count: int, adjective: str = "") -> str:
+    """``1 entry``, ``14 earlier entries``."""
+    return " ".join(x for x in (str(count), adjective, "entry" if count == 1 else "entries") if x)
 
 
 def when(ms: int) -> str:
@@ -255,7 +287,7 @@ def entry(out: Out, event: CaseEvent, *, case: bool = False) -> None:
         safe(event.content_type or event.kind),
         marking_text(event),
     )
-    out.say("  ".join(f for f in fields if f))
+    out.head(fields)
     out.indented(what(event))
 
 
@@ -263,8 +295,8 @@ def witness_line(status: WitnessStatus) -> str:
     if not status.witnessed:
         return f"[yellow]{UNWITNESSED_LINE}[/]"
     if status.pending:
-        return f"[yellow]{status.pending} pending witness[/]; {status.final} of {status.count} entries final"
-    return f"[green]final[/]: all {status.count} entries witnessed" + (
+        return f"[yellow]{status.pending} pending witness[/]; {status.final} of {entries(status.count)} final"
+    return f"[green]final[/]: {'the' if status.count == 1 else 'all'} {entries(status.count)} witnessed" + (
         f", last at {when(status.witnessed_at)}" if status.witnessed_at else ""
     )
 
