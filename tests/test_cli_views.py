@@ -98,6 +98,12 @@ async def test_whoami_says_no_and_learns_its_own_revocation(net: Network) -> Non
     shown = json.loads((await run(home, "--profile", profile, "whoami", "--json"))[1])
     assert shown["revoked"] and TIME.fullmatch(shown["revoked"]) and shown["revocations_checked"] is True
 
+    await net.server.close()  # a broker out of reach: whoami still answers, from what it holds
+    code, out, err = await run(home, "--profile", profile, "whoami")
+    assert code == EXIT_OK, err
+    [line] = [line for line in out.splitlines() if line.startswith("    revoked: ")]
+    assert TIME.search(line) and line.endswith("(as last known: the broker was not reached)"), out
+
 
 @pytest.mark.parametrize("columns", WIDTHS)
 async def test_evidence_verify_shows_markings_and_splits_no_value(
