@@ -880,18 +880,20 @@ class Client(Outbox, ContentHelpers, Following, LogWatching):
         if witnessed is not False:
             await self.refresh_witness_lists(agencies)
             missing = sorted(a for a in agencies if not self.trust.witnesses(a))
+            lists = "lists" if len(missing) == 1 else "list"
             if missing and witnessed:
                 raise NotPermittedError(
-                    f"{', '.join(missing)} list no witnesses: a witnessed case needs one of every"
+                    f"{', '.join(missing)} {lists} no witnesses: a witnessed case needs one of every"
                     " agency in it (or create it with --unwitnessed)"
                 )
             if not missing:
                 rule = Witnessing(rule="each-agency", alarm_after=alarm_after_ms)
             else:
                 log.warning(
-                    "this case is unwitnessed: %s list no witnesses, so only the broker vouches for"
+                    "this case is unwitnessed: %s %s no witnesses, so only the broker vouches for"
                     " its order and time",
                     ", ".join(missing),
+                    lists,
                 )
         case_id = secrets.token_bytes(16)
         body = ledger.genesis(

@@ -59,8 +59,14 @@ def _worded(content_type: str, schema: Mapping[str, Any], error: Any) -> tuple[s
         instance = error.instance if isinstance(error.instance, Mapping) else {}
         name = next(n for n in error.validator_value if n not in instance)
         field = prefix + name
-        condition = _condition(schema, list(error.relative_schema_path), prefix)
-        when = f" when {condition}" if condition else f" for {forms.article(content_type)}"
+        condition = _condition(schema, list(error.relative_schema_path), where)
+        when = (
+            f" when {condition}"
+            if condition
+            else f" when {at} is given"  # inside an object: a seizure without a conveyance needs no mode
+            if at
+            else f" for {forms.article(content_type)}"
+        )
         child = _child(schema, list(error.relative_schema_path), name)
         words = str(child.get("description") or forms.type_words(child))
         return f"{field} is required{when}", how or f"add {_field_flag(field, child)} ({words})"
@@ -80,9 +86,17 @@ def _worded(content_type: str, schema: Mapping[str, Any], error: Any) -> tuple[s
             f"{mean}allowed here: {listed}",
         )
     if rule in ("enum", "const"):
-        values = [node["const"]] if rule == "const" else list(node["enum"])
-        choices = ", ".join(str(v) for v in values)
-        return f"{at} must be one of {choices}", how or f"give --field {at}={values[0]} (or another of those)"
+        values = [str(v) for v in ([node["const"]] if rule == "const" else node["enum"])]
+        choices = ", ".join(values)
+        # Only ever one of the schema's own values is named, and never the first one as a default:
+        # proposing CLEAR for a mistyped "red" would downgrade a marking.
+        meant = closest(str(error.instance), values) if isinstance(error.instance, str) else None
+        fix = (
+            f"did you mean {meant}? give --field {at}={meant}"
+            if meant
+            else f"give --field {at}=VALUE with one of those"
+        )
+        return f"{at} must be one of {choices}", how or fix
     if rule == "pattern":
         words = str(node.get("description") or "the form its schema gives")
         example = forms.example_value(node)
@@ -106,7 +120,7 @@ def _worded(content_type: str, schema: Mapping[str, Any], error: Any) -> tuple[s
     if rule == "not":
         banned = [n for part in node["not"].get("anyOf", []) for n in part.get("required", [])]
         present = [prefix + n for n in banned if isinstance(error.instance, Mapping) and n in error.instance]
-        condition = _condition(schema, list(error.relative_schema_path), prefix)
+        condition = _condition(schema, list(error.relative_schema_path), where)
         when = f" when {condition}" if condition else ""
         listed = " and ".join(present) or "these fields"
         return f"{listed} cannot be given{when}", how or f"remove {listed}"
@@ -116,15 +130,39 @@ def _worded(content_type: str, schema: Mapping[str, Any], error: Any) -> tuple[s
     )
 
 
-def _condition(schema: Mapping[str, Any], schema_path: list[Any], prefix: str) -> str:
-    """The ``if`` in words when the failing rule sits under a ``then``, else empty."""
+def closest(given: str, values: Sequence[str]) -> str | None:
+    """The one of ``values`` that ``given`` most likely meant: the same but for case, else a near spelling."""
+    same = [v for v in values if v.casefold() == given.casefold()]
+    if same:
+        return same[0]
+    folded = {v.casefold(): v for v in values}
+    near = difflib.get_close_matches(given.casefold(), list(folded), n=1, cutoff=0.6)
+    return folded[near[0]] if near else None
+
+
+def _condition(schema: Mapping[str, Any], schema_path: list[Any], where: list[Any]) -> str:
+    """The ``if`` in words when the failing rule sits under a ``then``, else empty.
+
+    The ``if`` names fields of the object that holds it, which can be above the
+    failing one: an alert's ``subject.mode`` is required when the top-level
+    ``subject_kind`` is vehicle.  Each ``properties``/``items`` step after the
+    ``then`` went one level down into the document; the ``if``'s own fields are
+    named from that many levels up.
+    """
     if "then" not in schema_path:
         return ""
     cut = len(schema_path) - 1 - schema_path[::-1].index("then")
     node: Any = schema
     for part in schema_path[:cut]:
         node = node[part]
-    return forms.condition_words(node.get("if", {}), prefix)
+    below = schema_path[cut + 1 :]
+    depth = sum(
+        1
+        for i, part in enumerate(below)
+        if part in ("properties", "items") and (i == 0 or below[i - 1] != "properties")
+    )
+    owner = field_name(where[: len(where) - depth])
+    return forms.condition_words(node.get("if", {}), owner + "." if owner else "")
 
 
 def _child(schema: Mapping[str, Any], schema_path: list[Any], name: str) -> Mapping[str, Any]:

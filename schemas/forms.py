@@ -41,6 +41,9 @@ class Field:
     required_when: str
     #: When the field exists only under a condition (an alert's subject), that condition.
     applies_when: str
+    #: The optional object (or list) this field is required within: ``conveyance`` for
+    #: ``conveyance.mode``, which a seizure needs only when it gives a conveyance at all.
+    required_if_given: str
     choices: tuple[str, ...]
     description: str
     example: Any
@@ -270,17 +273,27 @@ def _fields(node: Schema, *, prefix: str, required: bool, applies_when: str) -> 
         for name, extra in rule.get("then", {}).get("properties", {}).items():
             variants.append((name, condition, {**props.get(name, {}), **extra}))
     varied = {name for name, _, _ in variants}
+    # A field required within an object the document need not have: required once that object is given.
+    given = prefix[:-1].removesuffix("[]") if prefix and not required else ""
     for name, child in props.items():
         is_required = required and name in merged["required"]
-        conditions = " or ".join(when_required.get(name, [])) if required else ""
+        if_given = given if name in merged["required"] else ""
+        conditions = " or ".join(when_required.get(name, []))
         if name in varied:
             for variant_name, condition, variant in variants:
                 if variant_name == name:
                     yield from _leaf_or_object(
-                        variant, f"{prefix}{name}", is_required, conditions, _both(applies_when, condition)
+                        variant,
+                        f"{prefix}{name}",
+                        is_required,
+                        conditions,
+                        _both(applies_when, condition),
+                        required_if_given=if_given,
                     )
         else:
-            yield from _leaf_or_object(child, f"{prefix}{name}", is_required, conditions, applies_when)
+            yield from _leaf_or_object(
+                child, f"{prefix}{name}", is_required, conditions, applies_when, required_if_given=if_given
+            )
 
 
 def _both(first: str, second: str) -> str:
@@ -288,7 +301,7 @@ def _both(first: str, second: str) -> str:
 
 
 def _leaf_or_object(
-    node: Schema, path: str, required: bool, required_when: str, applies_when: str
+    node: Schema, path: str, required: bool, required_when: str, applies_when: str, *, required_if_given: str
 ) -> Iterator[Field]:
     merged = flattened(node)
     if merged["properties"]:
@@ -300,10 +313,11 @@ def _leaf_or_object(
         required=required,
         required_when=required_when,
         applies_when=applies_when,
+        required_if_given=required_if_given,
         choices=tuple(str(v) for v in node.get("enum", ())),
         description=str(node.get("description", "")),
         example=example_value(node),
     )
     items = node.get("items", {})
     if node.get("type") == "array" and flattened(items)["properties"]:
-        yield from _fields(items, prefix=path + "[].", required=True, applies_when=applies_when)
+        yield from _fields(items, prefix=path + "[].", required=required, applies_when=applies_when)

@@ -363,7 +363,8 @@ def test_evidence_verify_prints_the_checkpoint_and_its_witnesses(scene: Scene, t
     root = scene.broker.tree.root(6).hex()
     text = run()
     assert text.returncode == 0, text.stderr
-    assert f"size 6  root {root}" in text.stdout
+    assert "checkpoint of the broker's log at size 6, its origin and root:" in text.stdout
+    assert f"  {root}" in text.stdout.splitlines()  # on a line of its own, whole, to compare
     assert (
         "witness.ke-kra.example (ke-kra)" in text.stdout and "witness.tz-tra.example (tz-tra)" in text.stdout
     )

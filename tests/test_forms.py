@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import string
 import subprocess
@@ -126,7 +127,47 @@ def test_an_unknown_field_suggests_the_closest() -> None:
 def test_a_value_outside_an_enum_lists_the_allowed_values() -> None:
     error = refusal("note", {"markings": {"handling": "H1", "tlp": "PINK"}, "lang": "en", "text": "x"})
     assert str(error) == "markings.tlp must be one of CLEAR, GREEN, AMBER, AMBER+STRICT, RED"
-    assert error.fix is not None and "--field markings.tlp=CLEAR" in error.fix
+    # No value proposed for a word that is none of them: the first, CLEAR, would be a downgrade.
+    assert error.fix == "give --field markings.tlp=VALUE with one of those"
+
+
+@pytest.mark.parametrize("typed", ["red", "Red", "rde"])
+def test_a_mistyped_value_is_matched_to_the_one_meant_never_to_a_default(typed: str) -> None:
+    error = refusal("note", {"markings": {"handling": "H1", "tlp": typed}, "lang": "en", "text": "x"})
+    assert error.fix == "did you mean RED? give --field markings.tlp=RED"
+
+
+def test_a_field_required_inside_an_optional_object_says_so() -> None:
+    """Posting a conveyance with only a container: mode is required because a conveyance was given."""
+    error = refusal("seizure", {**SEIZURE, "conveyance": {"container": "CSQU3054383"}})
+    assert str(error) == "conveyance.mode is required when conveyance is given"
+    form = forms.describe("seizure")
+    mode = form.field("conveyance.mode")
+    assert not mode.required and mode.required_if_given == "conveyance"
+    assert form.field("parties[].kind").required_if_given == "parties"
+    assert (
+        form.field("goods[].description").required and not form.field("goods[].description").required_if_given
+    )
+
+
+def test_an_alerts_condition_names_the_top_level_field() -> None:
+    """subject.mode is required because of the top-level subject_kind, not a subject.subject_kind."""
+    markings = {"handling": "H0", "tlp": "AMBER", "source_reliability": "B", "information_assessment": "2"}
+    doc = {
+        "markings": markings, "lang": "en", "subject_kind": "vehicle", "subject": {"plate": "KBX 123A"},
+        "reason": "x",
+    }  # fmt: skip
+    error = refusal("alert", doc)
+    assert str(error) == "subject.mode is required when subject_kind is vehicle or container or vessel"
+
+
+@pytest.mark.parametrize("content_type", TYPES)
+def test_no_example_is_a_placeholder(content_type: str) -> None:
+    """Each field's example is one a person could have typed, not "text", 0 or a range's end."""
+    for field in forms.describe(content_type).fields:
+        if field.choices or field.example == []:
+            continue
+        assert field.example not in ("text", 0, -90, -180, 1), (content_type, field.path)
 
 
 def test_a_pattern_is_said_in_words_with_an_example() -> None:
@@ -296,8 +337,9 @@ def test_the_example_command_leaves_out_what_post_fills_in() -> None:
 # --------------------------------------------------------------------------- the command
 
 
-def forms_cli(*args: str, columns: int = 80) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": str(columns), "NO_COLOR": "1"}
+def forms_cli(*args: str, columns: int = 80, tty: bool = False) -> subprocess.CompletedProcess[str]:
+    """``caseline forms`` piped, or on a forced terminal of ``columns`` (rich honours TTY_COMPATIBLE)."""
+    env = {**os.environ, "COLUMNS": str(columns), "NO_COLOR": "1", **({"TTY_COMPATIBLE": "1"} if tty else {})}
     return subprocess.run(
         [sys.executable, "-m", "caseline.client.cli", "forms", *args],
         capture_output=True,
@@ -321,9 +363,9 @@ def test_forms_lists_the_types_with_their_required_fields() -> None:
 
 @pytest.mark.parametrize("columns", [40, 80])
 def test_forms_show_wraps_and_never_cuts_a_path(columns: int) -> None:
-    done = forms_cli("show", "alert", columns=columns)
+    done = forms_cli("show", "alert", columns=columns, tty=True)
     assert done.returncode == EXIT_OK, done.stderr
-    lines = done.stdout.splitlines()
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout).splitlines()  # NO_COLOR keeps bold and dim
     paths = [field.path for field in forms.describe("alert").fields]
     for path in paths:
         assert any(line == path or line.startswith(path + "  ") for line in lines), path
@@ -332,6 +374,41 @@ def test_forms_show_wraps_and_never_cuts_a_path(columns: int) -> None:
         len(line) <= columns for line in lines if not line.startswith("caseline post") and line not in paths
     )
     assert example_command("alert") in lines  # the command is one line, to paste whole
+
+
+@pytest.mark.parametrize("args", [(), ("show", "seizure"), ("show", "alert")])
+def test_piped_forms_are_neither_padded_nor_wrapped(args: tuple[str, ...]) -> None:
+    done = forms_cli(*args, columns=40)
+    assert done.returncode == EXIT_OK, done.stderr
+    lines = done.stdout.splitlines()
+    assert all(line == line.rstrip() for line in lines), [line for line in lines if line != line.rstrip()]
+    if args:  # one line a field's head and each of its details, however narrow COLUMNS says
+        paths = [field.path for field in forms.describe(args[1]).fields]
+        assert all(any(line.startswith(path + "  ") for line in lines) for path in paths)
+        assert any(len(line) > 40 for line in lines)
+
+
+def test_forms_show_says_what_post_fills_in_and_what_an_optional_object_needs() -> None:
+    done = forms_cli("show", "seizure")
+    lines = done.stdout.splitlines()
+    assert "conveyance.mode  required if conveyance is given" in lines
+    assert "markings.handling  filled in from the case" in lines
+    assert "markings.tlp  filled in from the case" in lines
+    assert "lang  filled in as en unless given" in lines
+    assert "markings.restrictions  required when markings.handling is H3" in lines
+    assert "place.lat  optional" in lines
+    assert "    example: -1.2921" in lines  # not the range's end, -90
+    shown = json.loads(forms_cli("show", "seizure", "--json").stdout)
+    by_path = {f["path"]: f for f in shown["fields"]}
+    assert by_path["markings.tlp"]["filled_in"] is True and by_path["lang"]["filled_in"] is True
+    assert by_path["occurred_at"]["filled_in"] is False
+    assert by_path["conveyance.mode"]["required_if_given"] == "conveyance"
+
+
+def test_a_mistyped_type_gets_a_suggestion() -> None:
+    done = forms_cli("show", "siezure")
+    assert done.returncode == EXIT_USAGE
+    assert "did you mean seizure?" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_forms_show_json_describes_each_field() -> None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 from caseline.client.cli.files import refuse_existing, write_private
-from caseline.client.cli.output import Out, when
+from caseline.client.cli.output import Out, safe, when
 from caseline.client.cli.params import KDF, choice, hex_arg, parse_instant, parse_witness
 from caseline.client.cli.settings import Settings, command, global_options, run, settings
 from caseline.schemas.errors import EXIT_OK, UsageError
@@ -183,8 +183,8 @@ def register(root: click.Group) -> None:
         \b
         Examples:
           caseline --profile root agency revoke 0123456789abcdef0123456789abcdef --reason device-lost
-          caseline --profile root agency revoke 0123…cdef --reason key-compromise --since 2026-11-20T06:00Z
-        """
+          caseline --profile root agency revoke 5e3fa1c08b2d4e6f7a9b0c1d2e3f4051 --reason key-compromise --since 2026-11-20T06:00Z
+        """  # noqa: E501 - an example is a whole line, to copy
         s = settings()
         out = Out(s.as_json)
         instant = parse_instant(since) if since else None
@@ -228,23 +228,17 @@ def register(root: click.Group) -> None:
         if out.as_json:
             out.data(rows)
             return EXIT_OK
-        table = out.table(f"certificates issued by {agency_id}")
-        table.add_column("serial", no_wrap=True, justify="right")
-        out.id_column(table, "user", [str(r["user"]) for r in rows])
-        table.add_column("role", no_wrap=True)
-        out.text_column(table, "scopes")
-        out.id_column(table, "device", [str(r["device"]) for r in rows])
-        out.text_column(table, "issued")
-        table.add_column("published", no_wrap=True)
-        out.text_column(table, "revoked")
+        out.say(f"certificates issued by {safe(agency_id)}: {len(rows)}")
         for row in rows:
-            revoked_text = f"{row['revoked']} ({row['reason']})" if row["revoked"] else "-"
-            table.add_row(
-                str(row["serial"]), str(row["user"]), str(row["role"]), ", ".join(row["scopes"]) or "-",
-                str(row["device"]),
-                str(row["issued"]), "yes" if row["published"] else "no", revoked_text,
+            revoked = f"{row['revoked']} ({safe(str(row['reason']))})" if row["revoked"] else "no"
+            out.block(
+                [f"serial {row['serial']}", f"[bold]{safe(str(row['user']))}[/]", str(row["role"])],
+                [
+                    ("device", str(row["device"])), ("scopes", ", ".join(row["scopes"]) or "-"),
+                    ("issued", str(row["issued"])), ("valid", f"{row['valid_from']} to {row['valid_until']}"),
+                    ("published", "yes" if row["published"] else "no"), ("revoked", revoked),
+                ],
             )  # fmt: skip
-        out.show(table)
         return EXIT_OK
 
     @command(agency, "export")
@@ -285,7 +279,7 @@ def register(root: click.Group) -> None:
         \b
         Examples:
           caseline --profile root agency witnesses
-          caseline --profile root agency witnesses --witness 'witness.ke-kra.example/w1+…@https://w1.example'
+          caseline --profile root agency witnesses --witness 'witness.ke-kra.example/w1+eb8c794e+BPoH1kzaWoxRWWOgQ0dUN4QNwXnrSCugzEwoFBoTei8t@https://w1.ke-kra.example'
         """
         from caseline.crypto.keys import witness_fingerprint  # noqa: PLC0415 - with the command
         from caseline.schemas.wire import WitnessList, decode_signed  # noqa: PLC0415 - with the command
@@ -316,7 +310,10 @@ def register(root: click.Group) -> None:
             out.say("no witnesses listed: cases with this agency's members stay unwitnessed")
         else:
             for row in rows:
-                out.say(f"{row['name']}  {row['url']}\n  fingerprint [bold]{row['fingerprint']}[/]")
+                out.block(
+                    [f"[bold]{safe(str(row['name']))}[/]"],
+                    [("url", safe(str(row["url"]))), ("fingerprint", str(row["fingerprint"]))],
+                )
             if listed:
                 out.say("signed a new witness list; run `caseline agency publish` to send it to the broker")
         return EXIT_OK

@@ -15,19 +15,23 @@ from __future__ import annotations
 import json
 import shlex
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
+from caseline.client.cli.output import Out, safe
+from caseline.client.cli.params import choice
 from caseline.client.cli.settings import global_options, settings
 from caseline.schemas import content as content_schemas
 from caseline.schemas import forms as schema_forms
 
-if TYPE_CHECKING:
-    from rich.console import Console
-    from rich.table import Table
-
 #: What ``caseline post`` fills in when absent (client/content.py ``post_typed``).
 FILLED_IN = ("markings", "lang")
+#: What ``post`` fills in that is not the case's own marking (client/content.py ``_markings``).
+FILLED_IN_WORDS = {
+    "lang": "filled in as en unless given",
+    "markings.source_reliability": "filled in as X (cannot be judged) unless given",
+    "markings.information_assessment": "filled in as 4 (cannot be judged) unless given",
+}
 
 
 def example_fields(content_type: str) -> list[str]:
@@ -57,23 +61,6 @@ def example_command(content_type: str) -> str:
     """A complete, copyable ``caseline post`` line for ``content_type``."""
     argv = ["caseline", "post", "CASE", "--type", content_type, *example_fields(content_type)]
     return shlex.join(argv)
-
-
-def _console() -> Console:
-    from rich.console import Console  # noqa: PLC0415 - rich only when printing for a person
-
-    return Console(highlight=False)
-
-
-def _table(console: Console, *headers: str) -> Table:
-    """A table that wraps every cell (ids and examples are folded, never cut), boxed only on a terminal."""
-    from rich import box  # noqa: PLC0415 - see _console
-    from rich.table import Table  # noqa: PLC0415 - see _console
-
-    table = Table(box=box.SIMPLE_HEAD if console.is_terminal else None, show_edge=False, expand=False)
-    for header in headers:
-        table.add_column(header, overflow="fold")
-    return table
 
 
 @click.group(
@@ -112,21 +99,18 @@ def forms(ctx: click.Context) -> None:
             )
         )
         return
-    console = _console()
-    table = _table(console, "TYPE", "TITLE", "REQUIRED FIELDS")
+    out = Out(as_json=False)
     for s in summaries:
-        table.add_row(s.content_type, s.title, ", ".join(n for n in s.required if n not in FILLED_IN))
-    console.print(table)
-    console.print(
-        "markings and lang are filled in from the case unless given; `caseline forms show TYPE` for more"
-    )
+        required = ", ".join(n for n in s.required if n not in FILLED_IN)
+        out.block([f"[bold]{s.content_type}[/]", safe(s.title)], [("required", required)])
+    out.say("markings and lang are filled in from the case unless given; `caseline forms show TYPE` for more")
 
 
 @forms.command(
     "show",
     short_help="Each field of TYPE, and a caseline post line that posts as printed.",
 )
-@click.argument("content_type", metavar="TYPE", type=click.Choice(sorted(content_schemas.CONTENT_TYPES)))
+@click.argument("content_type", metavar="TYPE", type=choice(*sorted(content_schemas.CONTENT_TYPES)))
 @global_options
 def show(content_type: str) -> None:
     """Show each field of TYPE: its type, whether it is required, allowed values and an example.
@@ -147,6 +131,8 @@ def show(content_type: str) -> None:
                 "type": f.type,
                 "required": f.required,
                 "required_when": f.required_when or None,
+                "required_if_given": f.required_if_given or None,
+                "filled_in": filled_in(f),
                 "applies_when": f.applies_when or None,
                 "choices": list(f.choices),
                 "description": f.description or None,
@@ -157,44 +143,53 @@ def show(content_type: str) -> None:
         doc = {"type": form.content_type, "title": form.title, "fields": fields, "example_command": command}
         click.echo(json.dumps(doc, indent=2, ensure_ascii=False))
         return
-    from rich.padding import Padding  # noqa: PLC0415 - see _console
-    from rich.text import Text  # noqa: PLC0415 - see _console
-
-    console = _console()
-    console.print(f"{form.content_type}: {form.title}", markup=False)
+    out = Out(as_json=False)
+    out.say(safe(f"{form.content_type}: {form.title}"))
     if form.description:
-        console.print(form.description, markup=False)
+        out.say(safe(form.description))
     # One block a field rather than a table: a path such as subject.goods[].estimated_value.currency
     # leaves a table's other columns too narrow at 80 columns, and a path must never be split.
     for f in form.fields:
-        required = (
-            "required"
-            if f.required
-            else f"required when {f.required_when}"
-            if f.required_when
-            else "optional"
-        )
-        if f.applies_when:
-            required += f", if {f.applies_when}"
-        console.print()
-        if len(f.path) + 2 + len(required) <= console.width:
-            console.print(Text.assemble((f.path, "bold"), f"  {required}"))
+        required = requirement(f)
+        out.say("")
+        if not out.console.is_terminal or len(f.path) + 2 + len(required) <= out.console.width:
+            out.say(f"[bold]{safe(f.path)}[/]  {safe(required)}")
         else:  # the path whole on its own line, even wider than the screen, then the rest wrapped
-            console.print(Text(f.path, style="bold"), no_wrap=True, overflow="ignore", crop=False)
-            console.print(Padding(Text(required), (0, 0, 0, 4), expand=False))
-        console.print(Padding(Text(f.type), (0, 0, 0, 4), expand=False))
+            out.say(f"[bold]{safe(f.path)}[/]", whole=True)
+            out.indented(safe(required))
+        lines = [safe(f.type)]
         if f.description and f.description != f.type:
-            console.print(Padding(Text(f.description, style="dim"), (0, 0, 0, 4), expand=False))
-        console.print(Padding(Text(f"example: {_shown(f.example)}"), (0, 0, 0, 4), expand=False))
-    console.print()
-    console.print(
+            lines.append(f"[dim]{safe(f.description)}[/]")
+        lines.append(safe(f"example: {_shown(f.example)}"))
+        out.indented("\n".join(lines))
+    out.say("")
+    out.say(
         "Give text as --field NAME=TEXT and lists or numbers as --field NAME:=JSON; a part of a list's items "
         "(NAME[].PART) goes inside that list's JSON, or give the whole update as JSON with --file or on "
-        "standard input.  markings and lang are filled in from the case unless given.",
-        markup=False,
+        "standard input.  markings and lang are filled in from the case unless given."
     )
-    console.print("Example:", markup=False)
-    console.print(command, markup=False, soft_wrap=True)  # one line, so it pastes as one command
+    out.say("Example:")
+    out.console.print(command, markup=False, soft_wrap=True)  # one line, so it pastes as one command
+
+
+def filled_in(field: schema_forms.Field) -> bool:
+    """Required by the schema, but ``caseline post`` fills it in from the case when it is not given."""
+    return field.required and field.path.split(".", 1)[0] in FILLED_IN
+
+
+def requirement(field: schema_forms.Field) -> str:
+    """Whether a person must give ``field``, in words."""
+    if filled_in(field):
+        return FILLED_IN_WORDS.get(field.path, "filled in from the case")
+    if field.required:
+        words = "required"
+    elif field.required_when:
+        words = f"required when {field.required_when}"
+    elif field.required_if_given:
+        words = f"required if {field.required_if_given} is given"
+    else:
+        words = "optional"
+    return f"{words}, if {field.applies_when}" if field.applies_when else words
 
 
 def _shown(value: Any) -> str:

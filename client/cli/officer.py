@@ -20,8 +20,10 @@ from caseline.client.cli.files import refuse_existing, write_private
 from caseline.client.cli.output import (
     UNWITNESSED_LINE,
     Out,
+    entries,
     entry,
     event_json,
+    markings_text,
     safe,
     tlp,
     when,
@@ -43,6 +45,7 @@ from caseline.client.refs import resolve_update, short_id
 from caseline.schemas import content as content_schemas
 from caseline.schemas.errors import (
     EXIT_OK,
+    BrokerUnavailable,
     CaselineError,
     IntegrityError,
     MalformedError,
@@ -173,11 +176,21 @@ def register(root: click.Group) -> None:
         out = Out(s.as_json)
         secret = s.unlock()
 
-        async def act() -> Any:
-            async with await s.client(secret) as client:
-                return await client.identity()
+        async def act() -> tuple[Any, bool]:
+            import aiohttp  # noqa: PLC0415 - loaded with the client
 
-        ident = run(act())
+            async with await s.client(secret) as client:
+                # Learn this device's own revocation before saying it is not revoked.  Unforced,
+                # the broker's digest usually means no request; an unreachable broker leaves
+                # the lists this profile holds, and says so.
+                try:
+                    await client.refresh_revocations()
+                    reached = True
+                except (OSError, TimeoutError, aiohttp.ClientError, BrokerUnavailable):
+                    reached = False
+                return await client.identity(), reached
+
+        ident, reached = run(act())
         data = {
             "agency": ident.agency_id,
             "user": ident.user_id,
@@ -190,14 +203,16 @@ def register(root: click.Group) -> None:
             "server_key": _fpr(ident.server_key),
         }
         if out.as_json:
-            out.data(data)
-        else:
-            table = out.table(header=False)
-            table.add_column("", no_wrap=True)
-            out.text_column(table, "")
-            for k, v in data.items():
-                table.add_row(k, ", ".join(v) if isinstance(v, list) else str(v))
-            out.show(table)
+            out.data({**data, "revocations_checked": reached})
+            return EXIT_OK
+        shown = {**data, "scopes": ", ".join(ident.scopes) or "-", "valid_until": data["valid_until"] or "-"}
+        shown["revoked"] = data["revoked"] or "no"
+        if not reached:
+            shown["revoked"] += " (as last known: the broker was not reached)"
+        out.block(
+            [f"[bold]{safe(ident.agency_id)}:{safe(ident.user_id)}[/]"],
+            [(k, safe(str(v))) for k, v in shown.items() if k not in ("agency", "user")],
+        )
         return EXIT_OK
 
     _trust(root)
@@ -292,13 +307,11 @@ def _trust(root: click.Group) -> None:
         pins = run(act())
         if out.as_json:
             out.data([{"agency": a, "fingerprint": f} for a, f in pins.items()])
-        else:
-            table = out.table("pinned agency roots")
-            out.id_column(table, "agency", list(pins))
-            out.id_column(table, "fingerprint", list(pins.values()))
-            for a, f in pins.items():
-                table.add_row(a, f)
-            out.show(table)
+            return EXIT_OK
+        if not pins:
+            out.say("no agency roots pinned: `caseline trust add AGENCY FINGERPRINT`")
+        for a, f in pins.items():
+            out.say(f"[bold]{safe(a)}[/]  {f}")
         return EXIT_OK
 
 
@@ -373,7 +386,10 @@ def _case(root: click.Group) -> None:
             out.data({"case_id": case_id.hex(), "witnessed": status.witnessed})
 
         out.say(f"opened case [bold]{case_id.hex()}[/] “{safe(title)}”")
-        out.say(witness_line(status) if not status.witnessed else "witnessed by every agency in it")
+        if status.witnessed:
+            out.say("witnessed by every agency in it")
+        elif witnessed is False:  # asked for; when it was not, the client's notice said why, once
+            out.say(witness_line(status))
         return EXIT_OK
 
     @command(case, "list")
@@ -415,13 +431,17 @@ def _case(root: click.Group) -> None:
                 + (f"  ({safe(c.reference)})" if c.reference else "")
             )
             unread = f"[bold]{c.unread} unread[/]" if c.unread else "0 unread"
-            out.say(f"    {c.role}  {c.handling} {tlp(c.tlp)}  {c.count} entries  {unread}")
+            out.say(f"    {c.role}  {c.handling} {tlp(c.tlp)}  {entries(c.count)}  {unread}")
         return EXIT_OK
 
     @command(case, "show")
     @click.argument("case_ref", metavar="CASE")
-    @click.option("--limit", type=int, default=50, show_default=True, help="Show at most this many entries.")
-    def show(case_ref: str, limit: int) -> int:
+    @click.option(
+        "--limit", type=click.IntRange(min=1), default=50, show_default=True,
+        help="Show at most this many of the latest entries.",
+    )  # fmt: skip
+    @click.option("--all", "show_all", is_flag=True, help="Show every entry, however many.")
+    def show(case_ref: str, limit: int, show_all: bool) -> int:
         """Show a case's latest entries: short id, markings, author and text of each.
 
         CASE is the case id or a unique prefix of at least 6 hex digits.  The
@@ -431,7 +451,8 @@ def _case(root: click.Group) -> None:
         \b
         Examples:
           caseline case show 3f2a9c
-          caseline case show 3f2a9c --json | jq '.events[].update_id'
+          caseline case show 3f2a9c --limit 5
+          caseline case show 3f2a9c --all --json | jq '.events[].update_id'
         """
         s = settings()
         out = Out(s.as_json)
@@ -448,7 +469,8 @@ def _case(root: click.Group) -> None:
                 return case_id, events, info, status
 
         case_id, events, info, status = run(act())
-        shown = events[-limit:] if limit > 0 else events
+        shown = events if show_all else events[-limit:]
+        hidden = len(events) - len(shown)
         if out.as_json:
             out.data(
                 {
@@ -456,12 +478,17 @@ def _case(root: click.Group) -> None:
                     "title": info.title if info else None,
                     "reference": info.reference if info else None,
                     "events": [event_json(e) for e in shown],
+                    "hidden": hidden,
                     "witness": witness_json(status),
                 }
             )
         else:
-            title = safe(f"{info.title} ({info.reference})" if info else "")
+            title = safe(
+                f"{info.title} ({info.reference})" if info and info.reference else info.title if info else ""
+            )
             out.say(f"case [bold]{case_id.hex()}[/] {title}")
+            if hidden:
+                out.say(f"[dim]… {entries(hidden, 'earlier')} not shown (--limit N or --all)[/]")
             for event in shown:
                 entry(out, event)
             out.say(witness_line(status))
@@ -859,7 +886,7 @@ def _posting(root: click.Group) -> None:
             )  # fmt: skip
             return EXIT_OK
         out.panel(
-            f"{report.count} entries verified from genesis, epoch {report.epoch}, "
+            f"{entries(report.count)} verified from genesis, epoch {report.epoch}, "
             f"{report.readable}/{report.updates} updates readable here"
             + (f", {report.voided} withheld (sent by revoked devices)" if report.voided else "")
             + "\n"
@@ -1032,6 +1059,17 @@ def _evidence(root: click.Group) -> None:
         return EXIT_OK
 
 
+def _disclosed_markings(content_type: str, content: bytes) -> dict[str, Any] | None:
+    """A disclosed update's ``markings``, as ``case show`` shows them; None for a system entry."""
+    if content_type not in content_schemas.CONTENT_TYPES:
+        return None
+    try:
+        found = content_schemas.decode_json(content).get("markings")
+    except CaselineError:
+        return None
+    return found if isinstance(found, dict) else None
+
+
 def _print_bundle(out: Out, report: Any) -> None:
     records: list[dict[str, str | int]] = [
         {
@@ -1072,24 +1110,24 @@ def _print_bundle(out: Out, report: Any) -> None:
         return
 
     out.say(f"evidence for case [bold]{report.case_id.hex()}[/]: VERIFIED")
-    table = out.table()
-    table.add_column("#", no_wrap=True, justify="right")
-    out.text_column(table, "time (UTC)")
-    out.id_column(table, "author", [str(r["author"]) for r in records])
-    table.add_column("type", no_wrap=True)
-    out.id_column(table, "update id", [str(r["update_id"])[:8] for r in records])
-    for r in records:
-        table.add_row(
-            *(str(r[k]) for k in ("seq", "time", "author", "content_type")), str(r["update_id"])[:8]
-        )
-    out.show(table)
+    for r, row in zip(report.records, records, strict=True):
+        marks = _disclosed_markings(r.update.record.content_type, r.update.record.content)
+        out.block(
+            [
+                f"[bold]{str(row['update_id'])[:8]}[/]", f"#{row['seq']}", f"[dim]{row['time']}[/]",
+                f"[bold]{safe(str(row['author']))}[/]", safe(str(row["content_type"])), markings_text(marks),
+            ],
+            [("restrictions", safe(str(marks.get("restrictions") or "")) if marks else "")],
+        )  # fmt: skip
     out.say(
         f"exported by {report.exporter.agency_id}:{report.exporter.user_id} "
-        f"at {when(report.exported_at)}; log of {report.log_length} entries signed by the broker"
+        f"at {when(report.exported_at)}; log of {entries(report.log_length)} signed by the broker"
     )
     if checkpoint is not None:
         origin, size, root = (checkpoint[k] for k in ("origin", "size", "root"))
-        out.say(f"checkpoint: {safe(str(origin))}  size {size}  root {root}")
+        out.say(f"checkpoint of the broker's log at size {size}, its origin and root:")
+        out.say(f"  {safe(str(origin))}", whole=True)  # each whole on its line, to compare and copy
+        out.say(f"  {root}", whole=True)
     if report.witnessed and report.witnessed_at is not None:
         out.say(f"WITNESSED at {when(report.witnessed_at)} by:")
         for w in witnesses:

@@ -1,4 +1,4 @@
-"""What the commands print: rich tables and panels for a person, JSON for a script.
+"""What the commands print: blocks and panels for a person, JSON for a script.
 
 rich is imported only when something is printed for a person: it costs tens
 of milliseconds of a command's start, and a script's ``--json`` post prints
@@ -6,8 +6,9 @@ none of it (issue 11).  The console follows the terminal's width; when
 stdout is not a terminal, or NO_COLOR is set, the output is plain text — no
 colour and no box drawing — so a pipe or a log gets words only.  Ids a
 person must type (case ids, update ids, agency:user names) are never cut:
-their columns do not wrap and are at least as wide as the id; free text
-wraps instead of being cut.
+a record is a block — a head line of ids that wraps only between them, then
+indented ``key: value`` lines whose text wraps between words — not a table
+row, whose columns rich would narrow, cut or drop.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
     from caseline.client.core import CaseEvent
     from caseline.client.watch import WitnessStatus
     from rich.console import Console, RenderableType
-    from rich.table import Table
 
 #: TLP labels as the FIRST standard colours them; CLEAR stays plain.
 TLP_STYLE: Final = {"RED": "bold red", "AMBER": "yellow", "AMBER+STRICT": "bold yellow", "GREEN": "green"}
@@ -75,9 +75,17 @@ class Out:
     def data(self, obj: Any) -> None:
         print(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False))
 
-    def say(self, text: str) -> None:
-        """A line of rich markup for a person: wrapped between words on a terminal, whole in a pipe."""
-        if not self.as_json:
+    def say(self, text: str, *, whole: bool = False) -> None:
+        """A line of rich markup for a person: wrapped between words on a terminal, whole in a pipe.
+
+        ``whole``: one line even on a terminal narrower than it (a key or hash
+        split across lines cannot be compared or copied).
+        """
+        if self.as_json:
+            return
+        if whole:
+            self.console.print(text, no_wrap=True, overflow="ignore", crop=False)
+        else:
             self.console.print(text, soft_wrap=not self.console.is_terminal)
 
     def show(self, renderable: RenderableType) -> None:
@@ -95,25 +103,69 @@ class Out:
 
         self.show(Panel(text, title=title))
 
-    def table(self, title: str | None = None, *, header: bool = True) -> Table:
-        from rich import box  # noqa: PLC0415 - see the module docstring
-        from rich.table import Table  # noqa: PLC0415 - see the module docstring
+    def indented(self, markup: str, indent: int = 4) -> None:
+        """Lines of rich markup set in by ``indent``: wrapped between words on a terminal, whole when piped.
 
-        return Table(
-            title=title,
-            title_justify="left",
-            show_header=header,
-            box=None if self.plain else box.HEAVY_HEAD,
-            pad_edge=not self.plain,
-        )
+        A pipe gets each line as it is, unwrapped; a terminal gets lines wrapped
+        to its width.  Neither gets trailing spaces: rich pads a Padding out to
+        the console's width, which a log, a ``grep`` or a copied line carries.
+        """
+        if self.as_json:
+            return
+        if not self.console.is_terminal:
+            for line in markup.splitlines():
+                self.say(" " * indent + line)
+            return
+        from rich.text import Text  # noqa: PLC0415 - see the module docstring
 
-    def id_column(self, table: Table, header: str, values: Sequence[str]) -> None:
-        """A column of ids a person must type: never wrapped, never narrower than its longest id."""
-        width = max([len(header), *(len(v) for v in values)])
-        table.add_column(header, no_wrap=True, min_width=width, overflow="ignore")
+        width = max(self.console.width - indent, 20)
+        for wrapped in Text.from_markup(markup).wrap(self.console, width, overflow="fold"):
+            wrapped.rstrip()
+            self.console.print(Text(" " * indent) + wrapped, soft_wrap=True)
 
-    def text_column(self, table: Table, header: str, *, ratio: int | None = None) -> None:
-        table.add_column(header, overflow="fold", ratio=ratio)
+    def head(self, fields: Sequence[str]) -> None:
+        """Fields of rich markup on one line, wrapped on a terminal only between fields.
+
+        rich would wrap at any space, splitting ``2026-11-20 08:45:46Z`` or
+        ``H3 TLP:RED``; a field here moves whole to the next line (indented by
+        two), and one wider than the screen stands alone, uncut.  Piped: one line.
+        """
+        fields = [f for f in fields if f]
+        if self.as_json:
+            return
+        if not self.console.is_terminal:
+            self.say("  ".join(fields))
+            return
+        from rich.text import Text  # noqa: PLC0415 - see the module docstring
+
+        lines: list[list[str]] = [[]]
+        used = 0
+        for field in fields:
+            size = Text.from_markup(field).cell_len
+            if lines[-1] and used + 2 + size > self.console.width:
+                lines.append([])
+                used = 2
+            used += size + (2 if lines[-1] else 0)
+            lines[-1].append(field)
+        for number, line in enumerate(lines):
+            self.say(("  " if number else "") + "  ".join(line), whole=True)
+
+    def block(self, head: Sequence[str], details: Sequence[tuple[str, str]]) -> None:
+        """One record as a head line of ids, then indented ``key: value`` lines.
+
+        Not a table row: a table of six columns on 80 columns cuts its headers
+        and squeezes free text to nothing, and drops columns when piped.  The head
+        wraps between its fields (each id whole), a value between its words.
+        """
+        self.head(head)
+        lines = [f"[bold]{key}:[/] {value}" for key, value in details if value]
+        if lines:
+            self.indented("\n".join(lines))
+
+
+def entries(count: int, adjective: str = "") -> str:
+    """``1 entry``, ``14 earlier entries``."""
+    return " ".join(x for x in (str(count), adjective, "entry" if count == 1 else "entries") if x)
 
 
 def when(ms: int) -> str:
@@ -139,10 +191,14 @@ def markings(event: CaseEvent) -> dict[str, Any] | None:
 
 def marking_text(event: CaseEvent) -> str:
     """The handling code and coloured TLP of an update, e.g. ``H3 TLP:RED``."""
-    m = markings(event)
+    return markings_text(markings(event))
+
+
+def markings_text(m: dict[str, Any] | None) -> str:
+    """``H3 TLP:RED`` from a content's ``markings`` (empty when it has none)."""
     if not m:
         return ""
-    return " ".join(x for x in (str(m.get("handling", "")), tlp(m.get("tlp"))) if x)
+    return " ".join(x for x in (safe(str(m.get("handling", ""))), tlp(m.get("tlp"))) if x)
 
 
 def summary(event: CaseEvent) -> str:
@@ -222,9 +278,6 @@ def entry(out: Out, event: CaseEvent, *, case: bool = False) -> None:
     the head line between its fields (each id stays whole) and the text
     between words, to the terminal's width.
     """
-    from rich.padding import Padding  # noqa: PLC0415 - see the module docstring
-    from rich.text import Text  # noqa: PLC0415 - see the module docstring
-
     fields = (
         f"case {event.case_id.hex()[:8]}" if case else "",
         f"[bold]{short_id(event.update_id)}[/]" if event.update_id else "",
@@ -234,16 +287,16 @@ def entry(out: Out, event: CaseEvent, *, case: bool = False) -> None:
         safe(event.content_type or event.kind),
         marking_text(event),
     )
-    out.say("  ".join(f for f in fields if f))
-    out.show(Padding(Text.from_markup(what(event)), (0, 0, 0, 4), expand=False))
+    out.head(fields)
+    out.indented(what(event))
 
 
 def witness_line(status: WitnessStatus) -> str:
     if not status.witnessed:
         return f"[yellow]{UNWITNESSED_LINE}[/]"
     if status.pending:
-        return f"[yellow]{status.pending} pending witness[/]; {status.final} of {status.count} entries final"
-    return f"[green]final[/]: all {status.count} entries witnessed" + (
+        return f"[yellow]{status.pending} pending witness[/]; {status.final} of {entries(status.count)} final"
+    return f"[green]final[/]: {'the' if status.count == 1 else 'all'} {entries(status.count)} witnessed" + (
         f", last at {when(status.witnessed_at)}" if status.witnessed_at else ""
     )
 

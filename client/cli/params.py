@@ -112,9 +112,28 @@ def parse_witness(text: str) -> Witness:
         raise UsageError(f"--witness {text!r}: {exc}") from None
 
 
+class SuggestingChoice(click.Choice[str]):
+    """click's Choice, whose refusal also says which value was most likely meant.
+
+    Matching stays exact: ``red`` for a TLP is refused, not taken as RED, so a
+    marking is never guessed; the refusal names RED.
+    """
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter:
+            from caseline.schemas.explain import closest  # noqa: PLC0415 - only when refusing
+
+            values = [str(c) for c in self.choices]
+            meant = closest(str(value), values)
+            mean = f"did you mean {meant}? " if meant else ""
+            self.fail(f"{str(value)!r} is not one of {', '.join(values)}; {mean}".rstrip("; "), param, ctx)
+
+
 def choice(*values: str) -> click.Choice[str]:
     """A fixed set of values, matched exactly (a person sees the list in --help and in the error)."""
-    return click.Choice(values)
+    return SuggestingChoice(values)
 
 
 KDF = choice("moderate", "interactive")
