@@ -31,7 +31,7 @@ from caseline.server.keys import HUB, STORE
 from caseline.server.stream import CLOSE_SLOW
 
 from tests.support.agencies import PASSPHRASE, Network
-from tests.support.hostile import forward
+from tests.support.hostile import forward, refusing_posts
 
 
 async def stored_updates(net: Network, case_id: bytes) -> list[bytes]:
@@ -230,17 +230,7 @@ async def test_an_update_left_by_a_crash_is_sent_once_by_the_next_run(
     case_id = await alice.create_case(title="Op")
     note = {"markings": {"handling": "H2", "tlp": "AMBER"}, "lang": "en", "text": "seizure at Namanga"}
     async with aiohttp.ClientSession() as upstream:
-
-        async def overloaded(request: web.Request) -> web.StreamResponse:
-            """A broker that serves reads but answers every post with 503."""
-            if request.method == "POST" and request.path.endswith("/updates"):
-                return web.json_response({"type": "about:blank", "detail": "overloaded"}, status=503)
-            data, status, ctype = await forward(upstream, net.url, request, await request.read())
-            return web.Response(body=data, status=status, headers={"Content-Type": ctype})
-
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", overloaded)
-        server = await aiohttp_server(app)
+        server = await aiohttp_server(refusing_posts(upstream, net.url))
         cut_off = await Client.open(alice.directory, passphrase=PASSPHRASE)
         try:
             await cut_off.login(server_url=str(server.make_url("")))

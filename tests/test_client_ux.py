@@ -15,7 +15,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from caseline.client.client import Client, RepinIncompleteError, wall_clock
 from caseline.client.transport import BrokerConnection
 from caseline.crypto.certs import issue_device_cert
@@ -37,7 +36,7 @@ from caseline.schemas.wire import DeviceCert, decode_signed
 from caseline.server.keys import STORE
 
 from tests.support.agencies import PASSPHRASE, Network
-from tests.support.hostile import forward
+from tests.support.hostile import refusing_posts
 
 SEIZURE: dict[str, Any] = {
     "occurred_at": "2026-11-20T08:00:00Z",
@@ -242,16 +241,7 @@ async def test_an_earlier_runs_update_found_voided_names_itself_and_the_new_one_
     await alice.close()
     net.clients.remove(alice)
     async with aiohttp.ClientSession() as upstream:
-
-        async def overloaded(request: web.Request) -> web.StreamResponse:
-            if request.method == "POST" and request.path.endswith("/updates"):
-                return web.json_response({"type": "about:blank", "detail": "overloaded"}, status=503)
-            data, status, ctype = await forward(upstream, net.url, request, await request.read())
-            return web.Response(body=data, status=status, headers={"Content-Type": ctype})
-
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", overloaded)
-        proxy = await aiohttp_server(app)
+        proxy = await aiohttp_server(refusing_posts(upstream, net.url))
         cut_off = await Client.open(alice.directory, passphrase=PASSPHRASE)
         try:
             await cut_off.login(server_url=str(proxy.make_url("")))

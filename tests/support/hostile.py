@@ -52,6 +52,20 @@ async def forward(
         return await r.read(), r.status, r.headers.get("Content-Type", "")
 
 
+def refusing_posts(session: aiohttp.ClientSession, upstream: str) -> web.Application:
+    """A broker that serves reads but answers every post with 503 (an outbox's update stays sealed)."""
+
+    async def overloaded(request: web.Request) -> web.StreamResponse:
+        if request.method == "POST" and request.path.endswith("/updates"):
+            return web.json_response({"type": "about:blank", "detail": "overloaded"}, status=503)
+        data, status, ctype = await forward(session, upstream, request, await request.read())
+        return web.Response(body=data, status=status, headers={"Content-Type": ctype})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", overloaded)
+    return app
+
+
 class HostileBroker:
     def __init__(self, net: Network, session: aiohttp.ClientSession) -> None:
         self.net, self.session = net, session
