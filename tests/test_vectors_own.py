@@ -12,6 +12,8 @@ from caseline.crypto import merkle, note, tlog
 from tests.vectors.generate import (
     PATH,
     V1_PATH,
+    V2_PATH,
+    attachments,
     broker_log,
     check_verify_only,
     check_voided,
@@ -20,14 +22,19 @@ from tests.vectors.generate import (
 )
 
 
-@pytest.fixture(scope="module", params=[PATH, V1_PATH], ids=["protocol-2", "protocol-1-frozen"])
+@pytest.fixture(
+    scope="module",
+    params=[PATH, V2_PATH, V1_PATH],
+    ids=["protocol-3", "protocol-2-frozen", "protocol-1-frozen"],
+)
 def vectors(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """Protocol 2's vectors, and protocol 1's as it wrote them: old histories must still verify."""
+    """Protocol 3's vectors, and protocols 1's and 2's as they wrote them: old histories must
+    still verify."""
     return json.loads(request.param.read_text())
 
 
 def test_deterministic_values_are_reproduced(vectors: dict[str, Any]) -> None:
-    produced = {**deterministic(), "broker_log": broker_log()}
+    produced = {**deterministic(), "broker_log": broker_log(), "attachments": attachments()}
     assert {k: produced[k] for k in vectors["deterministic"]} == vectors["deterministic"]
 
 

@@ -20,12 +20,14 @@ canonical msgpack, each of which is checked against public vectors in
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from caseline.crypto import attachments as att
 from caseline.crypto import merkle, tlog
 from caseline.crypto import note as signed_note
 from caseline.crypto import primitives as P
@@ -41,13 +43,23 @@ from caseline.crypto.evidence import export_evidence, verify_evidence
 from caseline.crypto.keys import AgencyRootKey, DeviceKeys, SigningKey, device_id_for
 from caseline.crypto.ratchet import Chain, epoch_authenticator
 from caseline.crypto.updates import seal_update
-from caseline.schemas.wire import EntryLeaf, LogPosition, Revocation, Witness
+from caseline.schemas.codec import pack
+from caseline.schemas.wire import (
+    EntryLeaf,
+    Envelope,
+    LogPosition,
+    Revocation,
+    UpdateRecord,
+    Witness,
+)
 
 from tests.support.world import T0, YEAR, Broker, Device, World, note, open_case, post
 
-#: Protocol 2's vectors (``make vectors`` rewrites this file).  ``caseline_v1.json`` is
-#: frozen as protocol 1 wrote it: histories recorded then must still verify.
-PATH = Path(__file__).with_name("caseline_v2.json")
+#: Protocol 3's vectors (``make vectors`` rewrites this file).  ``caseline_v1.json`` and
+#: ``caseline_v2.json`` are frozen as protocols 1 and 2 wrote them: histories recorded
+#: then must still verify.
+PATH = Path(__file__).with_name("caseline_v3.json")
+V2_PATH = Path(__file__).with_name("caseline_v2.json")
 V1_PATH = Path(__file__).with_name("caseline_v1.json")
 
 
@@ -168,6 +180,66 @@ def broker_log() -> dict[str, Any]:
         "witness_vkey": signed_note.vkey(witness_name, signed_note.ALG_COSIGNATURE_V1, witness.public_key),
         "cosignature_line": cosigned.line().decode(),
         "witness_list": issue_witness_list(root, number=1, issued_at=T0, witnesses=[listed]).hex(),
+    }
+
+
+def sample_file(size: int) -> bytes:
+    """A file anyone can rebuild: byte i is i mod 251."""
+    return bytes(i % 251 for i in range(size))
+
+
+def attachments() -> dict[str, Any]:
+    """PROTOCOL.md §6.6: padding, the STREAM chunks, the blob address, and the v3 record form."""
+    key = seed("attachment key")
+    small, small_blob = att.seal_bytes(b"hello world", name="note.txt", media_type="text/plain", key=key)
+    big_data = sample_file(70000)
+    big, big_blob = att.seal_bytes(big_data, name="photo 1.jpg", media_type="image/jpeg", key=key)
+    record = UpdateRecord(
+        case_id=bytes(range(16)),
+        epoch=1,
+        sender=bytes(range(16, 32)),
+        counter=0,
+        prev_own=b"",
+        seen=(),
+        log=LogPosition(count=2, head=bytes(32)),
+        commit_hash=bytes(range(32)),
+        content_type="seizure",
+        content=b'{"summary":"x"}',
+        time=T0,
+        witnessed=None,
+        attachments=(small, big),
+    )
+    envelope = Envelope(
+        case_id=record.case_id,
+        epoch=1,
+        sender=record.sender,
+        counter=0,
+        nonce=bytes(24),
+        ciphertext=b"sealed record goes here",
+        blobs=(small.address, big.address),
+    )
+    return {
+        "sizes": {
+            str(n): [att.padded_size(n), att.ciphertext_size(n)]
+            for n in (0, 1, 4096, 4097, 65535, 65536, 65537, 70000, 1048577, 2**32 + 1)
+        },
+        "key": key.hex(),
+        "small": {
+            "plaintext": b"hello world".hex(),
+            "ref": pack(small.to_fields()).hex(),
+            "blob": small_blob.hex(),
+        },
+        "big": {
+            "plaintext": "sample_file(70000): byte i is i mod 251",
+            "ref_sha256": big.sha256.hex(),
+            "address": big.address.hex(),
+            "blob_size": len(big_blob),
+            "blob_sha256": hashlib.sha256(big_blob).hexdigest(),
+            "first_chunk_tag": big_blob[65536 : 65536 + 16].hex(),
+            "last_chunk_tag": big_blob[-16:].hex(),
+        },
+        "record_v3": record.encode().hex(),
+        "envelope_v2": envelope.encode().hex(),
     }
 
 
@@ -330,8 +402,8 @@ def build(previous: dict[str, Any] | None = None) -> dict[str, Any]:
     """The vector file's content; ``previous`` supplies the HPKE-bearing cases worth keeping."""
     previous = previous or {}
     return {
-        "about": "caseline protocol 2 known-answer vectors; see PROTOCOL.md and tests/vectors/generate.py",
-        "deterministic": {**deterministic(), "broker_log": broker_log()},
+        "about": "caseline protocol 3 known-answer vectors; see PROTOCOL.md and tests/vectors/generate.py",
+        "deterministic": {**deterministic(), "broker_log": broker_log(), "attachments": attachments()},
         "verify_only": _kept(previous, "verify_only", check_verify_only, verify_only),
         "voided": _kept(previous, "voided", check_voided, voided),
     }
