@@ -21,7 +21,6 @@ evidence verifier feed them from files or the network.
 from __future__ import annotations
 
 import hashlib
-import secrets
 from typing import Final
 
 from caseline.crypto import primitives as P
@@ -66,10 +65,6 @@ def chunk_nonce(index: int, *, last: bool) -> bytes:
     return index.to_bytes(11, "big") + (b"\x01" if last else b"\x00")
 
 
-def new_key() -> bytes:
-    return secrets.token_bytes(KEY_SIZE)
-
-
 class AddressHasher:
     """``SHA-256(L("hash blob") || u64(length) || ciphertext)``, fed as the bytes go by.
 
@@ -106,14 +101,15 @@ class Sealer:
 
     ``feed`` returns the ciphertext of every chunk completed so far; ``finish``
     pads, seals the last chunk and returns what is left.  Afterwards ``ref``
-    gives the reference that goes into the signed record.  The key is drawn
-    here unless a journalled one is given back (a resumed upload re-encrypts
-    the same bytes under the same key to rebuild its hashes).
+    gives the reference that goes into the signed record.  The caller draws
+    the key (32 random bytes, fresh for each file; the core takes its
+    randomness as input) and journals it, so that a resumed upload can
+    re-encrypt the same bytes under the same key to rebuild its hashes.
     """
 
-    def __init__(self, size: int, *, key: bytes | None = None) -> None:
+    def __init__(self, size: int, *, key: bytes) -> None:
         self.size = size
-        self.key = new_key() if key is None else key
+        self.key = key
         if len(self.key) != KEY_SIZE:
             raise InvalidValueError("an attachment key is 32 bytes")
         self._aead = ChaCha20Poly1305(self.key)
