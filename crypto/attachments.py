@@ -262,9 +262,7 @@ class Opener:
         return out
 
 
-def seal_bytes(
-    data: bytes, *, name: str, media_type: str, key: bytes | None = None
-) -> tuple[AttachmentRef, bytes]:
+def seal_bytes(data: bytes, *, name: str, media_type: str, key: bytes) -> tuple[AttachmentRef, bytes]:
     """A small file sealed in one go (tests, vectors, the demo): its reference and blob."""
     sealer = Sealer(len(data), key=key)
     blob = sealer.feed(data) + sealer.finish()
