@@ -49,6 +49,7 @@ from caseline.schemas.errors import (
     MalformedError,
     NotAllowedError,
     NotMemberError,
+    RevokedError,
 )
 from caseline.schemas.wire import CommitMessage, EntryLeaf, Envelope, Receipt, decode_signed
 from caseline.server.buckets import BucketTable
@@ -374,7 +375,7 @@ class BrokerCore:
             raise BrokerConflict(f"commit does not continue the case's head: {exc}") from exc
         if state.commit.log.count > runtime.count or state.commit.log.count <= runtime.commit_seq:
             raise BrokerConflict("commit was made against another log position")
-        self._check_commit(state, device_id)
+        self._check_commit(state, device_id, runtime.state)
         accepted = self._append(
             runtime,
             kind=KIND_COMMIT,
@@ -388,9 +389,15 @@ class BrokerCore:
         runtime.state, runtime.commit_seq, runtime.next_counter = state, accepted.seq, {}
         return dataclasses.replace(accepted, state=state)
 
-    def _check_commit(self, state: CaseState, device_id: bytes) -> None:
+    def _check_commit(self, state: CaseState, device_id: bytes, prev: CaseState | None = None) -> None:
         if state.commit.committer != device_id:
             raise NotAllowedError("a commit must be posted by its committer")
+        # Members void such a commit (PROTOCOL.md §5.3) so that one that got in before the
+        # revocation was published cannot stop the case; a new one has no place in it.
+        if state.voided_committer is not None:
+            if prev is not None and device_id in prev.voided:
+                raise NotMemberError("committer is not a member of the case")
+            raise RevokedError("device was revoked by its agency")
         if len(state.members) > self.limits.max_members:
             raise BrokerLimit(f"a case may have at most {self.limits.max_members} member devices")
         if not P.constant_time_equal(state.policy.receipt_key, self.server_key.public_key):
@@ -410,7 +417,7 @@ class BrokerCore:
             if envelope.epoch < state.epoch:
                 return Retry(case_id=case_id, slot=slot, body=body)  # a retry, or stale
             raise BrokerConflict("update is for an epoch the case has not reached")
-        if envelope.sender not in state.members:
+        if not state.active(envelope.sender):  # voided ones too: members would withhold it
             raise NotMemberError("sender is not a member of the case in this epoch")
         check_envelope(envelope, tbs, sig, state)
         self.trust.check_not_revoked(state.certs[envelope.sender].cert, at=now)
