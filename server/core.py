@@ -375,7 +375,7 @@ class BrokerCore:
             raise BrokerConflict(f"commit does not continue the case's head: {exc}") from exc
         if state.commit.log.count > runtime.count or state.commit.log.count <= runtime.commit_seq:
             raise BrokerConflict("commit was made against another log position")
-        self._check_commit(state, device_id, runtime.state)
+        self._check_commit(state, device_id)
         accepted = self._append(
             runtime,
             kind=KIND_COMMIT,
@@ -389,14 +389,12 @@ class BrokerCore:
         runtime.state, runtime.commit_seq, runtime.next_counter = state, accepted.seq, {}
         return dataclasses.replace(accepted, state=state)
 
-    def _check_commit(self, state: CaseState, device_id: bytes, prev: CaseState | None = None) -> None:
+    def _check_commit(self, state: CaseState, device_id: bytes) -> None:
         if state.commit.committer != device_id:
             raise NotAllowedError("a commit must be posted by its committer")
         # Members void such a commit (PROTOCOL.md §5.3) so that one that got in before the
         # revocation was published cannot stop the case; a new one has no place in it.
         if state.voided_committer is not None:
-            if prev is not None and device_id in prev.voided:
-                raise NotMemberError("committer is not a member of the case")
             raise RevokedError("device was revoked by its agency")
         if len(state.members) > self.limits.max_members:
             raise BrokerLimit(f"a case may have at most {self.limits.max_members} member devices")
