@@ -269,7 +269,9 @@ def verify_commit(
     else:
         if commit.committer not in previous_members:
             raise NotMemberError("committer is not a member of the case")
-        if previous_members[commit.committer].role != "owner":
+        if _signed_role(prev, commit.committer) != "owner":
+            # Owner only by a voided commit's grant (its standing role is lower): the commit
+            # is voided, not refused, as it may have been accepted before the list was known.
             raise NotAllowedError("committer may not change membership")
         committer_cert = known[commit.committer]
     P.verify_labeled(committer_cert.cert.sign_key, COMMIT_LABEL, message.tbs, message.signature)
@@ -340,7 +342,8 @@ def voiding(
     """Who of an authentic commit's roster counts, under the revocations ``trust`` holds (§5.3).
 
     Returns the roster as it stands, the voided devices with why, and the
-    committer if the commit itself is voided.  A voided commit keeps its place
+    committer if the commit itself is voided: revoked at its time, voided in
+    the previous epoch, or an owner there only by a voided commit's grant.  A voided commit keeps its place
     (its removals and lowered roles stand) but grants nothing: a device it
     added is voided and a role it raised stays at the previous one.  A device
     voided in the previous epoch stays voided while it is carried over, so a
@@ -351,7 +354,11 @@ def voiding(
     previous: Mapping[bytes, Member] = {} if prev is None else prev.members
     was_voided: Mapping[bytes, str] = {} if prev is None else prev.voided
     committer_cert = (certs if prev is None else prev.certs)[commit.committer].cert
-    committer_voided = commit.committer in was_voided or trust.is_revoked(committer_cert, at=commit.time)
+    committer_voided = (
+        commit.committer in was_voided
+        or trust.is_revoked(committer_cert, at=commit.time)
+        or (prev is not None and previous[commit.committer].role != "owner")
+    )
     members: dict[bytes, Member] = {}
     voided: dict[bytes, str] = {}
     for signed_member in commit.roster:
@@ -367,6 +374,14 @@ def voiding(
             member = dataclasses.replace(member, role=before.role)
         members[device_id] = member
     return members, voided, commit.committer if committer_voided else None
+
+
+def _signed_role(state: CaseState, device_id: bytes) -> str:
+    """The role ``state``'s commit signed for a device, before a voided commit's raise is undone."""
+    for member in state.commit.roster:
+        if member.device_id == device_id:
+            return member.role
+    raise NotMemberError("committer is not a member of the case")
 
 
 def _genesis_committer_cert(commit: Commit, trust: TrustStore) -> VerifiedCert:

@@ -140,6 +140,29 @@ def test_a_commit_by_a_device_revoked_at_its_time_keeps_its_place_and_grants_not
     assert _texts(world, broker, carol)[-1] == ("update", note("after the re-key"))
 
 
+def test_a_commit_by_a_member_the_thief_raised_to_owner_is_voided_not_refused(world: World) -> None:
+    """Carol, made owner by the thief before anyone knew, commits in good faith: the case goes on."""
+    alice, thief, carol = (
+        world.device("ke-kra", "alice"),
+        world.device("tz-tra", "juma"),
+        world.device("ke-kra", "carol"),
+    )
+    broker, _, _ = open_case(world, alice, [(thief, "owner"), (carol, "member")])
+    world.now += 1000
+    stolen_at = world.now
+    raised = [(alice, "owner"), (thief, "owner"), (carol, "owner")]
+    broker.append(KIND_COMMIT, commit_change(world, _view(world, broker, thief), thief, raised))
+    world.now += 1000
+    broker.append(
+        KIND_COMMIT,
+        commit_change(world, _view(world, broker, carol), carol, [(alice, "owner"), (carol, "owner")]),
+    )
+    world.revoke(thief, at=stolen_at)
+    state = _view(world, broker, alice).state
+    assert state is not None and state.epoch == 2 and state.voided_committer == carol.id
+    assert state.members[carol.id].role == "member" and not state.voided
+
+
 def test_the_broker_refuses_a_new_commit_by_a_revoked_device(world: World) -> None:
     alice, thief = world.device("ke-kra", "alice"), world.device("tz-tra", "juma")
     broker, _, _ = open_case(world, alice, [(thief, "owner")])
