@@ -415,7 +415,7 @@ class BrokerCore:
             if envelope.epoch < state.epoch:
                 return Retry(case_id=case_id, slot=slot, body=body)  # a retry, or stale
             raise BrokerConflict("update is for an epoch the case has not reached")
-        if not state.active(envelope.sender):  # voided ones too: members would withhold it
+        if envelope.sender not in state.members:
             raise NotMemberError("sender is not a member of the case in this epoch")
         check_envelope(envelope, tbs, sig, state)
         self.trust.check_not_revoked(state.certs[envelope.sender].cert, at=now)

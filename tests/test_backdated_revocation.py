@@ -60,6 +60,10 @@ async def test_a_commit_carrying_a_device_revoked_since_before_it_keeps_the_case
     assert [e.author.user_id for e in history if e.kind == "voided" and e.author] == ["juma"]
     voided = {m.author.user_id: m.voided for m in await alice.members(case_id)}
     assert voided == {"alice": False, "juma": True, "bob": False}
+    home, profile = cli_home(alice)  # the officer sees it too
+    code, out, err = await cli(home, "--profile", profile, "case", "show", case_id.hex())
+    assert code == EXIT_OK, err
+    assert "tz-tra:juma (member, voided)" in " ".join(out.split())
     await bob.refresh_revocations(force=True)
     await bob.sync(case_id)
     await bob.post_note(case_id, "bob reads and posts")
@@ -137,6 +141,18 @@ async def test_a_commit_by_the_stolen_device_grants_nothing_and_taints_its_epoch
     await alice.post_note(case_id, "after the re-key")
     assert [e.content["text"] for e in await alice.history(case_id) if e.content][-1] == "after the re-key"
 
+    # Evidence across the voided commit verifies, and says what was voided and why.
+    bundle = alice.directory.parent / "case.evidence"
+    bundle.write_bytes(await alice.export_evidence(case_id))
+    pins = [f"--pin={a}={admin.fingerprint}" for a, admin in net.admins.items()]
+    code, out, err = await cli(home, "--json", "evidence", "verify", str(bundle), *pins)
+    assert code == EXIT_OK, err
+    voided = {(v["seq"], v["device"], v["reason"]) for v in json.loads(out)["voided"]}
+    assert (thief_seq, juma.keys.device_id.hex(), "voided-commit") in voided
+    assert (thief_seq, juma2.keys.device_id.hex(), "added-by-voided-commit") in voided
+    code, out, err = await cli(home, "evidence", "verify", str(bundle), *pins)
+    assert code == EXIT_OK and f"commit #{thief_seq}: VOIDED" in " ".join(out.split()), out
+
 
 async def test_one_case_that_fails_does_not_hide_the_others_from_case_list_or_follow(net: Network) -> None:
     alice, juma = await net.device("ke-kra", "alice"), await net.device("tz-tra", "juma")
@@ -163,6 +179,8 @@ async def test_one_case_that_fails_does_not_hide_the_others_from_case_list_or_fo
     listed = {c["case_id"]: c for c in json.loads(out)}
     assert listed[case_b.hex()]["title"] == "Case B" and listed[case_b.hex()]["error"] is None
     assert listed[case_a.hex()]["error"] and "Traceback" not in err
+    code, out, err = await cli(home, "--profile", profile, "--json", "whoami")
+    assert code == EXIT_OK and json.loads(out)["user"] == "alice", err
 
     follow = await start_cli(home, "--profile", profile, "--json", "follow", "--count", "1")
     await until_following(follow)
