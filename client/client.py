@@ -177,7 +177,7 @@ class CaseReport:
     members: tuple[Member, ...]
     updates: int
     readable: int
-    #: Updates withheld because their sender's agency revoked it before they were sent.
+    #: Updates withheld: their sender was revoked when it sent them, or voided in their epoch.
     voided: int
 
 
@@ -798,10 +798,12 @@ class Client(Outbox, ContentHelpers, Following, LogWatching):
                 # error, as far as this device verified it.
                 log.error("case %s could not be brought up to date: %s", summary.case_id.hex(), exc)
                 error = str(exc)
-                view = self._ledger().view(summary.case_id)
-            if view.state is None:
-                if error:
+                held = self._ledger().views.get(summary.case_id)  # never an empty one left behind
+                if held is None or held.state is None:
                     out.append(CaseSummary(summary.case_id, "", "", "?", 0, 0, 0, "", "", error=error))
+                    continue
+                view = held
+            if view.state is None:
                 continue
             read_upto = await self.store.read_upto(summary.case_id)
             unread = sum(

@@ -911,7 +911,7 @@ def _posting(root: click.Group) -> None:
         out.panel(
             f"{entries(report.count)} verified from genesis, epoch {report.epoch}, "
             f"{report.readable}/{report.updates} updates readable here"
-            + (f", {report.voided} withheld (sent by revoked devices)" if report.voided else "")
+            + (f", {report.voided} withheld (sent by revoked or voided devices)" if report.voided else "")
             + "\n"
             f"members: {', '.join(f'{m.author.name} ({m.role})' for m in report.members)}\n"
             f"head code: [bold]{report.code}[/] — the same code on your partner's screen "

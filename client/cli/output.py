@@ -217,7 +217,7 @@ def summary(event: CaseEvent) -> str:
     if event.kind == "purged":
         return "(removed by the case's retention policy)"
     if event.kind == "voided":
-        return "(withheld: sent after its device was revoked by its agency)"
+        return "(withheld: its device was revoked by its agency, or added to the case by a revoked one)"
     if not event.readable or event.content is None:
         return "(sealed: this device holds no key for it)"
     c = event.content
