@@ -4,8 +4,11 @@ The stream is only a faster way to receive what ``sync`` would fetch: every
 frame goes through the same checks, and after any cut the client resubscribes
 from the last entry it verified in each case, so nothing is missed and nothing
 is shown twice.  A broker that is away (restarting, unreachable) is waited for
-with jittered backoff; a revoked or logged-out device, or an entry that fails
-verification, ends the stream with the error that says so.  A stream closed
+with jittered backoff; a revoked or logged-out device ends the stream with the
+error that says so.  An entry that fails verification is reported (logged as
+an error naming its case) and its case is no longer followed: the others go
+on, and the stream ends with that error only when no case asked for is left.
+A split view concerns the whole broker log and always ends it.  A stream closed
 because its session expired (4002) is resumed after logging in again.
 """
 
@@ -74,8 +77,10 @@ class Following:
         """Yield verified events as they arrive; reconnect and resume by cursor when cut off.
 
         Ends with ``RevokedError`` if this device is revoked, ``BrokerRefusal`` if
-        it is logged out, and the protocol error of any entry that fails to
-        verify — a broker that misbehaves on the stream is reported, not skipped.
+        it is logged out, and a split view's error.  A case whose entry fails to
+        verify is reported and dropped (``_case_failed``): one broken case must
+        not silence the others, and it ends ``follow`` only once no case asked
+        for is left.
         A stream the broker cut for falling behind (4008) catches up over HTTP
         before it reconnects, as the broker asks.
         """
