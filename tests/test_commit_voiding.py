@@ -255,3 +255,15 @@ def _rows(broker: Broker) -> list[EntryRow]:
         EntryRow(broker.case_id, seq, kind, body, b"", None, 0)
         for seq, (kind, body) in enumerate(broker.entries)
     ]
+
+
+def test_a_genesis_by_a_device_revoked_at_its_time_is_voided_whole_and_refused_when_new(world: World) -> None:
+    thief, bob = world.device("tz-tra", "juma"), world.device("ke-kra", "bob")
+    broker, _, _ = open_case(world, thief, [(bob, "member")])
+    world.revoke(thief, at=world.now - 10)
+    state = _view(world, broker, bob).state  # bob's client lists the case; nothing in it counts
+    assert state is not None and state.voided_committer == thief.id
+    assert dict(state.voided) == {thief.id: VOID_REVOKED, bob.id: VOID_ADDED}
+    core = BrokerCore(server_key=world.server_key, trust=world.trust(), limits=Limits())
+    with pytest.raises(RevokedError):
+        core.accept_genesis(broker.entries[0][1], device_id=thief.id, now=world.now)
