@@ -7,14 +7,16 @@ concerns, dated back before them, as an agency that learns of a theft late does.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from caseline.crypto.caselog import KIND_COMMIT, CaseView
 from caseline.crypto.commits import VOID_ADDED, VOID_CARRIED, VOID_REVOKED, verify_commit
-from caseline.crypto.evidence import VOIDED_COMMIT, export_evidence, verify_evidence
+from caseline.crypto.evidence import EVIDENCE_LABEL, VOIDED_COMMIT, export_evidence, verify_evidence
 from caseline.crypto.keys import fingerprint
 from caseline.crypto.snapshot import Snapshot, snapshot, trust_binding
 from caseline.schemas.errors import NotPermittedError, RevokedError
-from caseline.schemas.wire import CommitMessage
+from caseline.schemas.wire import CommitMessage, EvidenceBundle, decode_signed, encode_signed
 from caseline.server.core import BrokerCore, Limits
 from caseline.server.store import EntryRow
 
@@ -267,3 +269,30 @@ def test_a_genesis_by_a_device_revoked_at_its_time_is_voided_whole_and_refused_w
     core = BrokerCore(server_key=world.server_key, trust=world.trust(), limits=Limits())
     with pytest.raises(RevokedError):
         core.accept_genesis(broker.entries[0][1], device_id=thief.id, now=world.now)
+
+
+def test_evidence_disclosing_an_update_of_a_voided_member_fails(world: World) -> None:
+    """An exporter who did not hold the list discloses the accomplice's update: with the list, refused."""
+    alice, thief = world.device("ke-kra", "alice"), world.device("tz-tra", "juma")
+    accomplice = world.device("tz-tra", "juma")
+    broker, _, _ = open_case(world, alice, [(thief, "owner")])
+    world.now += 1000
+    stolen_at = world.now
+    roster = [(alice, "owner"), (thief, "owner"), (accomplice, "member")]
+    broker.append(KIND_COMMIT, commit_change(world, _view(world, broker, thief), thief, roster))
+    post(world, _view(world, broker, accomplice), broker, note("planted by the accomplice"))
+    view_a = _view(world, broker, alice)  # no list yet: the update opens
+    signed = export_evidence(
+        view_a,
+        exporter=alice.keys,
+        envelopes={2: broker.entries[2][1]},
+        receipt=broker.receipts[-1],
+        now=world.now,
+    )
+    pins = {a: fingerprint(a, r.public_key) for a, r in world.roots.items()}
+    assert [r.author.device_id for r in verify_evidence(signed, pinned=pins).records] == [accomplice.id]
+    crl = world.revoke(thief, at=stolen_at)
+    tbs, _ = decode_signed(signed)
+    with_list = dataclasses.replace(EvidenceBundle.decode(tbs), revocations=(crl,)).encode()
+    with pytest.raises(RevokedError):
+        verify_evidence(encode_signed(with_list, alice.keys.sign(EVIDENCE_LABEL, with_list)), pinned=pins)
