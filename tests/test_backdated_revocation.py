@@ -188,3 +188,36 @@ async def test_one_case_that_fails_does_not_hide_the_others_from_case_list_or_fo
     code, out, err = await finish(follow)
     assert code == EXIT_OK, err
     assert json.loads(out.splitlines()[-1])["update_id"] == posted.update_id.hex()
+
+
+async def test_follow_goes_on_with_the_other_cases_when_one_fails_midway(
+    net: Network, caplog: pytest.LogCaptureFixture
+) -> None:
+    alice, bob = await net.device("ke-kra", "alice"), await net.device("ke-kra", "bob")
+    case_a = await alice.create_case(title="Case A", members=[("ke-kra", "bob")])
+    case_b = await alice.create_case(title="Case B", members=[("ke-kra", "bob")])
+    got: list[tuple[bytes, str]] = []
+    first_seen = asyncio.Event()
+
+    async def follow() -> None:
+        async for event in bob.follow([case_a, case_b]):
+            if event.kind == "update" and event.content:
+                got.append((event.case_id, event.content["text"]))
+                first_seen.set()
+                if event.case_id == case_b:
+                    return
+
+    task = asyncio.create_task(follow())
+    await alice.post_note(case_a, "A one")
+    await asyncio.wait_for(first_seen.wait(), 20)
+    # Bob's record of case A is damaged in memory (a stored head that is not the log's): A's next
+    # entry fails verification there.  B must go on being followed.
+    bob._ledger().views[case_a].heads[-1] = bytes(32)
+    with caplog.at_level("ERROR", logger="caseline.client"):
+        await alice.post_note(case_a, "A two")
+        await alice.post_note(case_b, "B one")
+        await asyncio.wait_for(task, 20)
+    assert got == [(case_a, "A one"), (case_b, "B one")]
+    assert any(
+        case_a.hex() in r.getMessage() and "no longer followed" in r.getMessage() for r in caplog.records
+    )
