@@ -688,23 +688,31 @@ class Client(Outbox, ContentHelpers, Following, LogWatching):
         """
         ledger = self._ledger()
         if case_id not in ledger.views:
-            restored = await self._views.load(case_id, trust=self.trust, me=self.keys)
-            after = 0
-            if restored is not None:
-                ledger.views[case_id] = restored
-                after = restored.count
             try:
-                await self._replay(case_id, after)
+                await self._load_view(case_id)
             except CaselineError:
-                if restored is None:
-                    raise
-                log.warning(
-                    "case %s: entries after the snapshot fail; re-verifying from genesis", case_id.hex()
-                )
+                # A replay that stopped at a bad entry leaves the entries before it in the
+                # ledger; served next time, they would pass for the verified case.
                 ledger.forget(case_id)
-                await self._views.drop(case_id)
-                await self._replay(case_id, 0)
+                raise
         return ledger.view(case_id)
+
+    async def _load_view(self, case_id: bytes) -> None:
+        ledger = self._ledger()
+        restored = await self._views.load(case_id, trust=self.trust, me=self.keys)
+        after = 0
+        if restored is not None:
+            ledger.views[case_id] = restored
+            after = restored.count
+        try:
+            await self._replay(case_id, after)
+        except CaselineError:
+            if restored is None:
+                raise
+            log.warning("case %s: entries after the snapshot fail; re-verifying from genesis", case_id.hex())
+            ledger.forget(case_id)
+            await self._views.drop(case_id)
+            await self._replay(case_id, 0)
 
     async def _replay(self, case_id: bytes, after: int) -> None:
         """Verify the stored entries from ``after`` on and keep the events they produce."""
