@@ -126,7 +126,7 @@ class Sealer:
     def ciphertext_size(self) -> int:
         return self._address.length
 
-    def _seal(self, chunk: bytes, *, last: bool) -> bytes:
+    def _seal(self, chunk: bytes | memoryview, *, last: bool) -> bytes:
         sealed = self._aead.encrypt(chunk_nonce(self._index, last=last), chunk, AAD)
         self._index += 1
         self._address.update(sealed)
@@ -139,16 +139,16 @@ class Sealer:
         if self._read > self.size:
             raise InvalidValueError(f"the file grew past the {self.size} bytes it had when it was attached")
         self._plain_hash.update(data)
-        self._pending += data
-        out = bytearray()
+        buf = memoryview(bytes(self._pending) + data if self._pending else data)
+        out: list[bytes] = []
+        pos, end = 0, len(buf)
         # Keep at least one byte back while chunks remain: the last chunk must be
         # sealed with the last flag, and it may be a full one.
-        while len(self._pending) > CHUNK_SIZE or (
-            len(self._pending) == CHUNK_SIZE and self._index < self._chunks - 1
-        ):
-            out += self._seal(bytes(self._pending[:CHUNK_SIZE]), last=False)
-            del self._pending[:CHUNK_SIZE]
-        return bytes(out)
+        while end - pos > CHUNK_SIZE or (end - pos == CHUNK_SIZE and self._index < self._chunks - 1):
+            out.append(self._seal(buf[pos : pos + CHUNK_SIZE], last=False))
+            pos += CHUNK_SIZE
+        self._pending = bytearray(buf[pos:])
+        return b"".join(out)
 
     def finish(self) -> bytes:
         if self._done is not None:
@@ -212,7 +212,7 @@ class Opener:
         self._address = AddressHasher(ciphertext_size(ref.size))
         self._finished = False
 
-    def _open(self, sealed: bytes) -> bytes:
+    def _open(self, sealed: bytes | memoryview) -> bytes:
         if self._index >= self._chunks:
             raise IntegrityError("the blob goes on after its last chunk")
         last = self._index == self._chunks - 1
@@ -236,13 +236,15 @@ class Opener:
         if self._finished:
             raise IntegrityError("the blob goes on after its end")
         self._address.update(data)
-        self._pending += data
-        out = bytearray()
+        buf = memoryview(bytes(self._pending) + data if self._pending else data)
+        out: list[bytes] = []
+        pos, end = 0, len(buf)
         sealed_size = CHUNK_SIZE + TAG_SIZE
-        while len(self._pending) >= sealed_size:
-            out += self._open(bytes(self._pending[:sealed_size]))
-            del self._pending[:sealed_size]
-        return bytes(out)
+        while end - pos >= sealed_size:
+            out.append(self._open(buf[pos : pos + sealed_size]))
+            pos += sealed_size
+        self._pending = bytearray(buf[pos:])
+        return b"".join(out)
 
     def finish(self) -> bytes:
         """The plaintext of the last (short) chunk; raises unless the whole blob checks."""
