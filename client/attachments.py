@@ -240,7 +240,11 @@ class Attachments:
         progress: ProgressSink | None = None,
         tries: int = 5,
     ) -> Draft:
-        """Upload every file of ``draft`` not yet complete; the draft with every blob checked."""
+        """Upload every file of ``draft`` not yet complete; the draft with every blob checked.
+
+        A post with a stream that fails in this run is dropped at once: the
+        stream is spent, so the journal could never finish it.
+        """
         for index, planned in enumerate(draft.files):
             if planned.complete:
                 continue
@@ -251,7 +255,12 @@ class Attachments:
                     f" cannot be read again: drop it (Client.drop_pending({draft.draft_id.hex()!r}))"
                     " and post it anew"
                 )
-            done = await self._upload_file(draft, index, source, progress or _NoProgress(), tries)
+            try:
+                done = await self._upload_file(draft, index, source, progress or _NoProgress(), tries)
+            except Exception:
+                if any(s is not None for s in sources):
+                    await self.drop_pending(draft.draft_id)
+                raise
             draft = draft.with_file(index, done)
             await self._journal(draft)
         return draft
@@ -311,13 +320,20 @@ class Attachments:
         cipher = CipherStream(sealer, skip=offset)
         reader = self._plaintext(planned, source)
         progress.start(planned.name, length)
-        progress.advance(offset)
+        if offset:
+            progress.advance(offset)  # what the broker already holds, from an earlier run
+        failed: list[BaseException] = []  # what stopped a body: aiohttp reports only a cut
         try:
             for size in uploads.part_sizes(offset, length, min(self.upload_part_size, PART_SIZE)):
-                body = self._part(cipher, reader, size, progress, planned)
-                state = await self.broker.patch_upload(
-                    case_id, upload_id, offset=offset, size=size, body=body, length=length
-                )
+                body = self._part(cipher, reader, size, progress=progress, planned=planned, failed=failed)
+                try:
+                    state = await self.broker.patch_upload(
+                        case_id, upload_id, offset=offset, size=size, body=body, length=length
+                    )
+                except BrokerRefusal:
+                    if failed:
+                        raise failed[0] from None
+                    raise
                 offset += size
                 if state.offset != offset:
                     raise MalformedError(f"the broker holds {state.offset} bytes of the upload, not {offset}")
@@ -384,20 +400,28 @@ class Attachments:
         cipher: CipherStream,
         reader: AsyncIterator[bytes],
         size: int,
+        *,
         progress: ProgressSink,
         planned: PlannedFile,
+        failed: list[BaseException],
     ) -> AsyncIterator[bytes]:
         """Exactly ``size`` bytes of ciphertext for one PATCH body, produced as it is sent."""
         sent = 0
-        while sent < size:
-            while not cipher.ready or cipher.skipping:
-                if cipher.finished:
-                    raise UsageError(f"{planned.name!r} ended before its declared size; nothing was posted")
-                await self._refill(cipher, reader, planned)
-            piece = cipher.take(min(cipher.ready, size - sent, READ_SIZE))
-            sent += len(piece)
-            progress.advance(len(piece))
-            yield piece
+        try:
+            while sent < size:
+                while not cipher.ready or cipher.skipping:
+                    if cipher.finished:
+                        raise UsageError(
+                            f"{planned.name!r} ended before its declared size; nothing was posted"
+                        )
+                    await self._refill(cipher, reader, planned)
+                piece = cipher.take(min(cipher.ready, size - sent, READ_SIZE))
+                sent += len(piece)
+                progress.advance(len(piece))
+                yield piece
+        except CaselineError as exc:
+            failed.append(exc)
+            raise
 
     # ---------------------------------------------------------------- reading
     async def _attachment_event(self, case_id: bytes, update: bytes | int) -> CaseEvent:

@@ -28,6 +28,8 @@ Log = list[tuple[str, bytes]]
 #: (asking device, case id, the real log) -> the log that device is shown.
 LogRewrite = Callable[[bytes, bytes, Log], Log]
 DirectoryRewrite = Callable[[Directory], Directory]
+#: (case id, blob address, the real blob) -> the bytes served for it.
+BlobRewrite = Callable[[bytes, bytes, bytes], bytes]
 
 
 def signed_page(key: SigningKey, case_id: bytes, log: Log, after: int, *, time: int = 0) -> EntryPage:
@@ -72,6 +74,7 @@ class HostileBroker:
         self.rewrite_log: LogRewrite | None = None
         self.rewrite_directory: DirectoryRewrite | None = None
         self.rewrite_challenge: Callable[[bytes], bytes] | None = None
+        self.rewrite_blob: BlobRewrite | None = None
         #: Serve the (rewritten) log even to a device the real broker refuses.
         self.serve_anyone = False
         #: The key receipts are re-signed with (another broker's key, to test pinning).
@@ -98,6 +101,8 @@ class HostileBroker:
             after = int(request.query.get("after", "0"))
             now = time.time_ns() // 1_000_000
             data = signed_page(self.receipt_key, case_id, log, after, time=now).encode()
+        if status == 200 and self.rewrite_blob and len(parts) == 5 and parts[3] == "blobs":
+            data = self.rewrite_blob(bytes.fromhex(parts[2]), bytes.fromhex(parts[4]), data)
         if status == 200 and self.rewrite_challenge and parts == ["v1", "auth", "challenge"]:
             data = self.rewrite_challenge(data)
         if status == 200 and self.rewrite_directory and parts[:2] == ["v1", "directory"]:
