@@ -375,9 +375,18 @@ class Attachments:
             async for piece in source.open():
                 yield bytes(piece)
             return
-        f = await asyncio.to_thread(Path(planned.path).open, "rb")
         try:
-            while piece := await asyncio.to_thread(f.read, READ_SIZE):
+            f = await asyncio.to_thread(Path(planned.path).open, "rb")
+        except OSError as exc:
+            raise UsageError(f"{planned.name!r} cannot be read any more ({exc.strerror})") from None
+        try:
+            while True:
+                try:
+                    piece = await asyncio.to_thread(f.read, READ_SIZE)
+                except OSError as exc:
+                    raise UsageError(f"{planned.name!r} could not be read ({exc.strerror})") from None
+                if not piece:
+                    break
                 yield piece
         finally:
             await asyncio.to_thread(f.close)
@@ -562,7 +571,10 @@ class Attachments:
         final = target_dir / name
         if not force and (final.exists() or final.is_symlink()):
             raise UsageError(f"{final} exists: give another directory or name, or force overwriting it")
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{name[:100]}.part-", dir=target_dir)
+        try:
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{name[:100]}.part-", dir=target_dir)
+        except OSError as exc:
+            raise UsageError(f"cannot write in {target_dir} ({exc.strerror})") from None
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -580,9 +592,11 @@ class Attachments:
                     ) from None
                 tmp.unlink()
             _fsync_dir(target_dir)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+            if isinstance(exc, OSError):
+                raise UsageError(f"cannot save {final} ({exc.strerror})") from None
             raise
         return final
 

@@ -384,6 +384,31 @@ async def test_an_upload_cut_mid_part_resumes_and_sends_at_most_one_part_again(
     assert await alice.store.drafts() == []
 
 
+async def test_an_upload_the_broker_no_longer_holds_starts_again_from_its_first_byte(
+    net: Network, tmp_path: Path
+) -> None:
+    alice, juma, case_id = await two_officers(net)
+    scan = tmp_path / "scan.tif"
+    scan.write_bytes(pattern(500 * KIB, seed=10))
+    first = Progress(after=2 * PART)
+    task = asyncio.create_task(alice.post(case_id, "note", NOTE, attachments=[scan], progress=first))
+    await first.reached.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    [draft] = await alice._drafts(case_id)
+    upload_id = draft.files[0].upload_id
+    assert upload_id is not None
+    await alice.broker.delete_upload(case_id, upload_id)  # as its grace period running out would
+    again = Progress()
+    [posted] = await alice.flush(case_id, progress=again)
+    assert again.sent == ciphertext_size(500 * KIB)  # all of it, from byte 0
+    await juma.sync(case_id)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert (await juma.save_attachment(case_id, posted.seq, 0, out)).read_bytes() == scan.read_bytes()
+
+
 CHILD = r"""
 import asyncio, json, signal, sys
 from pathlib import Path
