@@ -50,6 +50,7 @@ from caseline.schemas.errors import (
     BrokerNotFound,
     BrokerRefusal,
     BrokerUnauthorized,
+    BrokerUnavailable,
     CaselineError,
     IntegrityError,
     InvalidValueError,
@@ -70,6 +71,8 @@ log = logging.getLogger("caseline.client")
 Attachable = str | os.PathLike[str] | AttachmentSource
 #: The names an upload's state may take once the broker no longer has it.
 GONE_STATUSES: Final = (404, 410)
+#: Times a cut download goes on from where it was cut before giving up.
+DOWNLOAD_TRIES: Final = 5
 _NAME_KIND = next(f.metadata["wire"] for f in dataclasses.fields(AttachmentRef) if f.name == "name")
 
 
@@ -492,12 +495,23 @@ class Attachments:
         self, case_id: bytes, event: CaseEvent, index: int, ref: AttachmentRef
     ) -> AsyncIterator[bytes]:
         opener = Opener(ref)
+        received = 0
         try:
-            async with self.broker.blob(case_id, ref.address) as body:
-                async for piece in body:
-                    plain = opener.feed(piece)
-                    if plain:
-                        yield plain
+            for attempt in range(1, DOWNLOAD_TRIES + 1):
+                try:
+                    # A cut download goes on with ``Range`` from the bytes already opened:
+                    # the Opener's state is the hash of everything before, nothing is re-read.
+                    async with self.broker.blob(case_id, ref.address, start=received) as body:
+                        async for piece in body:
+                            received += len(piece)
+                            plain = opener.feed(piece)
+                            if plain:
+                                yield plain
+                    break
+                except BrokerUnavailable:
+                    if attempt == DOWNLOAD_TRIES:
+                        raise
+                    log.info("a download was cut; going on from byte %d", received)
             last = opener.finish()
         except IntegrityError as exc:
             uid = (event.update_id or b"").hex()[:16]

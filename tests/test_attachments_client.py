@@ -320,6 +320,24 @@ async def test_a_tampered_blob_is_caught_and_never_saved(
     assert (await juma.save_attachment(case_id, posted.update_id, 1, out)).read_bytes() == second.read_bytes()
 
 
+async def test_a_cut_download_goes_on_from_where_it_was_cut(
+    net: Network, hostile: tuple[HostileBroker, str], tmp_path: Path
+) -> None:
+    broker, url = hostile
+    alice, juma, case_id = await two_officers(net)
+    scan = tmp_path / "scan.tif"
+    scan.write_bytes(pattern(400 * KIB, seed=11))
+    posted = await alice.post(case_id, "note", NOTE, attachments=[scan])
+    await juma.login(server_url=url)
+    await juma.sync(case_id)
+    broker.cut_blob_after = 150_000
+    out = tmp_path / "out"
+    out.mkdir()
+    saved = await juma.save_attachment(case_id, posted.seq, 0, out)
+    assert saved.read_bytes() == scan.read_bytes()
+    assert broker.blob_ranges == [None, "bytes=150000-"]  # only the rest was asked for again
+
+
 @pytest.mark.parametrize("lie", ["size", "sha256"])
 async def test_a_member_who_lies_about_a_file_is_caught_by_the_partner(
     net: Network, tmp_path: Path, lie: str
