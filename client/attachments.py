@@ -40,6 +40,7 @@ from caseline.client.uploads import (
     CipherStream,
     Draft,
     DraftId,
+    PendingUpload,
     PlannedFile,
     ProgressSink,
     UploadId,
@@ -213,6 +214,23 @@ class Attachments:
         )
         await self._journal(draft)  # before the first byte is sent
         return draft
+
+    async def pending_uploads(self, case_id: bytes | None = None) -> list[PendingUpload]:
+        """Posts with files this device journalled and has not posted yet, oldest first.
+
+        The next ``post`` or ``flush`` finishes them; one that cannot be
+        finished (its file changed) stays here until ``drop_pending``.
+        """
+        return [
+            PendingUpload(
+                pending_id=d.draft_id,
+                case_id=d.case_id,
+                content_type=d.content_type,
+                created_at=d.created_at,
+                files=tuple((f.name, f.size, f.complete) for f in d.files),
+            )
+            for d in await self._drafts(case_id)
+        ]
 
     async def drop_pending(self, pending_id: bytes) -> bool:
         """Forget a post this device journalled but did not finish: a draft with files, or an

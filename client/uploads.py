@@ -109,6 +109,21 @@ class AttachmentInfo:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class PendingUpload:
+    """A post with files journalled on this device and not yet posted (``Client.pending_uploads``).
+
+    ``pending_id`` is what ``Client.drop_pending`` takes; ``files`` gives each
+    file's name, size and whether its blob is complete at the broker.
+    """
+
+    pending_id: bytes
+    case_id: bytes
+    content_type: str
+    created_at: int
+    files: tuple[tuple[str, int, bool], ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class PlannedFile:
     """One file of a draft: where it comes from, its key, and how far its upload got.
 

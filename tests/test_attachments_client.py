@@ -506,8 +506,10 @@ async def test_a_file_changed_between_cut_and_resume_is_refused(
     with pytest.raises(expected):  # the next post stops on it too, before sealing anything
         await alice.post_note(case_id, "later")
     assert await updates_in_log(alice, case_id) == before
-    [draft] = await alice._drafts(case_id)
-    assert await alice.drop_pending(draft.draft_id)
+    [pending] = await alice.pending_uploads(case_id)
+    assert pending.files == (("scan.tif", 600 * KIB, False),)
+    assert await alice.drop_pending(pending.pending_id)
+    assert await alice.pending_uploads() == []
     await alice.post_note(case_id, "later")
     assert await updates_in_log(alice, case_id) == before + 1
     assert await alice.attachments(case_id) == []
