@@ -202,7 +202,12 @@ class Attachments:
         return out
 
     async def _new_draft(
-        self, case_id: bytes, content_type: str, content: bytes, files: Sequence[PlannedFile]
+        self,
+        case_id: bytes,
+        content_type: str,
+        content: bytes,
+        files: Sequence[PlannedFile],
+        key_name: str | None = None,
     ) -> Draft:
         draft = Draft(
             draft_id=DraftId(secrets.token_bytes(16)),
@@ -211,6 +216,7 @@ class Attachments:
             content=content,
             files=tuple(files),
             created_at=self.clock(),
+            key_name=key_name,
         )
         await self._journal(draft)  # before the first byte is sent
         return draft

@@ -112,7 +112,7 @@ def test_a_resumed_cipher_stream_gives_the_suffix_of_the_whole() -> None:
 def test_a_draft_survives_its_encoding() -> None:
     f = PlannedFile(path="/x/a.jpg", size=5, mtime_ns=7, name="a.jpg", media_type="image/jpeg", key=bytes(32))
     done = dataclasses.replace(f, upload_id=UploadId(bytes(16)), sha256=bytes(32), address=b"\x01" * 32)
-    draft = Draft(DraftId(b"d" * 16), b"c" * 16, "note", b"{}", (f, done), 9)
+    draft = Draft(DraftId(b"d" * 16), b"c" * 16, "note", b"{}", (f, done), 9, key_name="posted:ab")
     assert Draft.decode(draft.draft_id, draft.case_id, 9, draft.encode()) == draft
 
 
@@ -380,7 +380,8 @@ async def test_an_upload_cut_mid_part_resumes_and_sends_at_most_one_part_again(
     scan.write_bytes(pattern(900 * KIB, seed=6))
     length = ciphertext_size(900 * KIB)
     first = Progress(after=3 * PART)
-    task = asyncio.create_task(alice.post(case_id, "note", NOTE, attachments=[scan], progress=first))
+    once = {"idempotency_key": "seizure-report-7"}
+    task = asyncio.create_task(alice.post(case_id, "note", NOTE, attachments=[scan], progress=first, **once))
     await first.reached.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -395,6 +396,9 @@ async def test_an_upload_cut_mid_part_resumes_and_sends_at_most_one_part_again(
     sent_again = first.sent - resumed_from
     assert 0 <= sent_again <= PART
     assert first.sent + (second.sent - resumed_from) <= length + PART
+    # The same post asked for again (a script's retry) is the one posted, not a second.
+    again = await alice.post(case_id, "note", NOTE, attachments=[scan], **once)
+    assert (again.update_id, again.seq) == (posted.update_id, posted.seq)
     await juma.sync(case_id)
     out = tmp_path / "out"
     out.mkdir()
