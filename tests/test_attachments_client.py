@@ -380,8 +380,10 @@ async def test_an_upload_cut_mid_part_resumes_and_sends_at_most_one_part_again(
     scan.write_bytes(pattern(900 * KIB, seed=6))
     length = ciphertext_size(900 * KIB)
     first = Progress(after=3 * PART)
-    once = {"idempotency_key": "seizure-report-7"}
-    task = asyncio.create_task(alice.post(case_id, "note", NOTE, attachments=[scan], progress=first, **once))
+    once = "seizure-report-7"
+    task = asyncio.create_task(
+        alice.post(case_id, "note", NOTE, attachments=[scan], progress=first, idempotency_key=once)
+    )
     await first.reached.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -397,7 +399,7 @@ async def test_an_upload_cut_mid_part_resumes_and_sends_at_most_one_part_again(
     assert 0 <= sent_again <= PART
     assert first.sent + (second.sent - resumed_from) <= length + PART
     # The same post asked for again (a script's retry) is the one posted, not a second.
-    again = await alice.post(case_id, "note", NOTE, attachments=[scan], **once)
+    again = await alice.post(case_id, "note", NOTE, attachments=[scan], idempotency_key=once)
     assert (again.update_id, again.seq) == (posted.update_id, posted.seq)
     await juma.sync(case_id)
     out = tmp_path / "out"
