@@ -269,8 +269,11 @@ class Attachments:
     ) -> Draft:
         """Upload every file of ``draft`` not yet complete; the draft with every blob checked.
 
-        A post with a stream that fails in this run is dropped at once: the
-        stream is spent, so the journal could never finish it.
+        A post the broker refuses for good (too large, over quota, no longer
+        a member) is dropped, as the outbox drops a refused update: sending
+        it again would meet the same answer.  So is a post with a stream that
+        fails in this run: the stream is spent, the journal could never
+        finish it.  A cut keeps it journalled for the next run.
         """
         for index, planned in enumerate(draft.files):
             if planned.complete:
@@ -284,8 +287,10 @@ class Attachments:
                 )
             try:
                 done = await self._upload_file(draft, index, source, progress or _NoProgress(), tries)
-            except Exception:
-                if any(s is not None for s in sources):
+            except Exception as exc:
+                if any(s is not None for s in sources) or (
+                    isinstance(exc, BrokerRefusal) and not _resumable(exc)
+                ):
                     await self.drop_pending(draft.draft_id)
                 raise
             draft = draft.with_file(index, done)
@@ -310,8 +315,7 @@ class Attachments:
                 progress.done()
                 return done
             except BrokerRefusal as exc:
-                retry = exc.transient or isinstance(exc, BrokerUnauthorized) or exc.status == 409
-                if not retry or source is not None or attempt == tries:
+                if not _resumable(exc) or source is not None or attempt == tries:
                     raise
                 log.info("an upload was cut (%s); resuming from the broker's offset", exc.code)
                 await asyncio.sleep(min(0.05 * 2**attempt, 2.0))
@@ -637,6 +641,11 @@ class Attachments:
                 raise UsageError(f"cannot save {final} ({exc.strerror})") from None
             raise
         return final
+
+
+def _resumable(exc: BrokerRefusal) -> bool:
+    """A cut or a passing refusal (overload, an expired session, an offset moved): go on later."""
+    return exc.transient or isinstance(exc, BrokerUnauthorized) or exc.status == 409
 
 
 def _fsync_dir(directory: Path) -> None:

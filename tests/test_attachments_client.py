@@ -33,9 +33,9 @@ from caseline.client.uploads import (
     save_name,
 )
 from caseline.crypto.attachments import Sealer, ciphertext_size, seal_bytes
-from caseline.schemas.errors import IntegrityError, UnknownError, UsageError
+from caseline.schemas.errors import BrokerTooLarge, IntegrityError, UnknownError, UsageError
 
-from tests.support.agencies import PASSPHRASE, Network
+from tests.support.agencies import PARTNERS, PASSPHRASE, Network, start_network
 from tests.support.hostile import HostileBroker, start_hostile
 
 KIB = 1024
@@ -222,6 +222,24 @@ async def test_limits_are_refused_locally_with_nothing_sent(net: Network, tmp_pa
             await alice.post(case_id, "note", NOTE, attachments=given)
     assert await alice.store.drafts() == []
     assert await updates_in_log(alice, case_id) == before
+
+
+async def test_a_file_over_the_brokers_maximum_is_refused_and_not_kept(
+    aiohttp_server: Any, tmp_path: Path
+) -> None:
+    net = await start_network(aiohttp_server, tmp_path / "net", attachment_max_bytes=64 * KIB)
+    try:
+        for agency in PARTNERS:
+            await net.agency(*agency)
+        alice, _, case_id = await two_officers(net)
+        big = tmp_path / "big.bin"
+        big.write_bytes(pattern(100 * KIB))
+        with pytest.raises(BrokerTooLarge):
+            await alice.post(case_id, "note", NOTE, attachments=[big])
+        assert await alice.pending_uploads() == []  # refused for good: not journalled for a retry
+        await alice.post_note(case_id, "the case goes on")
+    finally:
+        await net.close()
 
 
 async def test_a_sender_name_that_leaves_the_directory_is_not_saved_as_is(
