@@ -429,7 +429,8 @@ class Attachments:
             if piece is None:
                 cipher.finish()
             else:
-                cipher.feed(piece)
+                # ~1 MiB of encryption and hashing off the event loop: the socket drains meanwhile.
+                await asyncio.to_thread(cipher.feed, piece)
         except InvalidValueError as exc:  # the Sealer: more or fewer bytes than attached
             raise UsageError(
                 f"{planned.name!r} changed while it was sent ({exc}); nothing was posted"
