@@ -78,8 +78,9 @@ def encode_events(events: Sequence[CaseEvent]) -> bytes:
                 e.content_type,
                 None if e.content is None else json.dumps(e.content, ensure_ascii=False).encode(),
                 e.update_id,
-                [[_author(m.author), m.role] for m in e.members],
+                [[_author(m.author), m.role, m.voided] for m in e.members],
                 e.shared,
+                _author(e.voided_by),
             ]
             for e in events
         ]
@@ -90,7 +91,11 @@ def decode_events(case_id: bytes, data: bytes) -> list[CaseEvent]:
     out = []
     try:
         for row in unpack(data, max_size=len(data)):
-            seq, kind, epoch, author, time, readable, content_type, content, update_id, members, shared = row
+            # Rows stored before voided commits existed have no ``voided_by``, members no flag.
+            seq, kind, epoch, author, time, readable, content_type, content, update_id, members, shared = row[
+                :11
+            ]
+            voided_by = row[11] if len(row) > 11 else None
             out.append(
                 CaseEvent(
                     case_id=case_id,
@@ -103,8 +108,11 @@ def decode_events(case_id: bytes, data: bytes) -> list[CaseEvent]:
                     content_type=content_type,
                     content=None if content is None else json.loads(content),
                     update_id=update_id,
-                    members=tuple(Member(_member_author(a), role) for a, role in members),
+                    members=tuple(
+                        Member(_member_author(m[0]), m[1], voided=m[2:] == [True]) for m in members
+                    ),
                     shared=shared,
+                    voided_by=_author_from(voided_by),
                 )
             )
     except (ValueError, TypeError, IndexError) as exc:

@@ -41,6 +41,7 @@ from caseline.schemas.errors import (
     NotPermittedError,
 )
 from caseline.schemas.wire import (
+    AttachmentRef,
     Envelope,
     LogPosition,
     LogRef,
@@ -106,16 +107,22 @@ def seal_update(
     now: int,
     nonce: bytes,
     witnessed: LogRef | None = None,
+    attachments: Sequence[AttachmentRef] = (),
 ) -> SealedUpdate:
     """Seal one update for ``state``'s epoch with the sender chain's key at ``counter``.
 
     ``witnessed`` is the newest witnessed checkpoint the sender holds: signed
     into the record, it lets every reader check that the broker shows them the
-    same log (gossip).
+    same log (gossip).  ``attachments`` name blobs already uploaded to the
+    case; their addresses go on the envelope too, where the broker can see them.
     """
     member, cert = state.member(keys.device_id)
     # The sender's own checks: a refusal here is the caller's mistake, not a
     # verification failure, and nothing has been used up yet.
+    if state.tainted:
+        raise NotPermittedError("this epoch was opened by a revoked device: an owner must re-key the case")
+    if keys.device_id in state.voided:
+        raise NotPermittedError("this device does not count as a member of the case in this epoch")
     if member.role == "observer":
         raise NotPermittedError("observers of a case do not post to it")
     try:
@@ -139,6 +146,7 @@ def seal_update(
         content=content,
         time=now,
         witnessed=witnessed,
+        attachments=tuple(attachments) or None,
     )
     tbs = record.encode()
     plaintext = encode_signed(tbs, keys.sign(UPDATE_LABEL, tbs))
@@ -150,6 +158,7 @@ def seal_update(
         counter=counter,
         nonce=nonce,
         ciphertext=P.xchacha_seal(message_key, nonce, plaintext, aad),
+        blobs=tuple(a.address for a in attachments) or None,
     )
     env_tbs = envelope.encode()
     signed_envelope = encode_signed(env_tbs, keys.sign(ENVELOPE_LABEL, env_tbs))
@@ -195,6 +204,8 @@ def open_update(envelope: Envelope, *, state: CaseState, message_key: bytes) -> 
         envelope.counter,
     ):
         raise MalformedError("envelope header does not match the signed record")
+    if envelope.blobs != (tuple(a.address for a in record.attachments) if record.attachments else None):
+        raise MalformedError("the envelope's blobs are not the ones its signed record's attachments name")
     if not P.constant_time_equal(record.commit_hash, state.commit_hash):
         raise MalformedError("update names another commit than its epoch's")
     check_may_post(cert.cert, record.content_type)

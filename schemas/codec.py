@@ -35,7 +35,7 @@ from caseline.schemas.errors import InvalidValueError, MalformedError, Unsupport
 WIRE_VERSION: Final = 1
 #: The newest object version this codec reads.  An object is encoded with the
 #: lowest version that can carry its fields (PROTOCOL.md §12).
-MAX_WIRE_VERSION: Final = 2
+MAX_WIRE_VERSION: Final = 3
 MAX_MESSAGE_BYTES: Final = 4 * 1024 * 1024
 MAX_INT: Final = 2**63 - 1
 
@@ -192,12 +192,17 @@ class Seq(Kind):
 
     item: Kind
     max: int = 256
+    #: A field of a later form that is set only when it has items (so that an
+    #: object without them keeps its earlier form) has ``min=1``.
+    min: int = 0
 
     def check(self, value: Any, name: str) -> tuple[Any, ...]:
         if not isinstance(value, list | tuple):
             raise MalformedError(f"{name}: expected an array")
         if len(value) > self.max:
             raise MalformedError(f"{name}: more than {self.max} items")
+        if len(value) < self.min:
+            raise MalformedError(f"{name}: fewer than {self.min} items")
         return tuple(self.item.check(v, f"{name}[{i}]") for i, v in enumerate(value))
 
     def to_wire(self, value: Any) -> list[Any]:
@@ -299,18 +304,26 @@ class Struct:
 
     TAG: ClassVar[int] = 0
     _wire_fields: ClassVar[tuple[tuple[str, Kind], ...]] = ()
-    #: How many leading fields the version-1 form has (the rest are ``since=2``).
-    _v1_count: ClassVar[int] = 0
+    #: The version (``since``) of each field, in field order: 1s first, then ascending.
+    _since: ClassVar[tuple[int, ...]] = ()
 
     def __post_init__(self) -> None:
         fields = self._fields()
-        present = [getattr(self, name) is not None for name, _ in fields[self._v1_count :]]
-        if any(present) and not all(present):
-            raise MalformedError(f"{type(self).__name__}: version-2 fields are all set or none")
+        version = self.version
+        for level in range(2, version + 1):
+            present = [
+                getattr(self, n) is not None
+                for (n, _), s in zip(fields, self._since, strict=True)
+                if s == level
+            ]
+            if level == version and not all(present):
+                raise MalformedError(f"{type(self).__name__}: version-{level} fields are all set or none")
+            if any(present) and not all(present):
+                raise MalformedError(f"{type(self).__name__}: version-{level} fields are all set or none")
         try:
-            for i, (name, kind) in enumerate(fields):
+            for (name, kind), since in zip(fields, self._since, strict=True):
                 value = getattr(self, name)
-                if i >= self._v1_count and value is None:
+                if since > 1 and value is None:
                     continue
                 checked = kind.check(value, name)
                 if checked is not value:
@@ -325,37 +338,54 @@ class Struct:
             return cached  # type: ignore[no-any-return]
         declared = dataclasses.fields(cls)  # type: ignore[arg-type]
         fields = tuple((f.name, f.metadata["wire"]) for f in declared)
-        since = [f.metadata.get("since", 1) for f in declared]
-        if since != sorted(since):
-            raise TypeError(f"{cls.__name__}: version-2 fields must come last")
+        since = tuple(f.metadata.get("since", 1) for f in declared)
+        if list(since) != sorted(since):
+            raise TypeError(f"{cls.__name__}: a later version's fields must come after an earlier one's")
         cls._wire_fields = fields
-        cls._v1_count = since.count(1)
+        cls._since = since
         return fields
 
     @property
     def version(self) -> int:
-        """The object's wire version: 2 when it carries its version-2 fields."""
+        """The object's wire version: the newest form any field it sets belongs to."""
         fields = self._fields()
-        if len(fields) > self._v1_count and getattr(self, fields[-1][0]) is not None:
-            return 2
-        return WIRE_VERSION
+        return max(
+            (
+                s
+                for (n, _), s in zip(fields, self._since, strict=True)
+                if s > 1 and getattr(self, n) is not None
+            ),
+            default=WIRE_VERSION,
+        )
 
     def to_fields(self) -> list[Any]:
+        """The fields of the object's version form; an unset field of an earlier form is nil."""
         fields = self._fields()
-        if self.version == 1:
-            fields = fields[: self._v1_count]
-        return [kind.to_wire(getattr(self, name)) for name, kind in fields]
+        version = self.version
+        return [
+            None if (value := getattr(self, name)) is None else kind.to_wire(value)
+            for (name, kind), since in zip(fields, self._since, strict=True)
+            if since <= version
+        ]
 
     @classmethod
     def from_fields(cls, items: Sequence[Any], *, where: str = "", version: int = WIRE_VERSION) -> Self:
         fields = cls._fields()
-        if version == 1:
-            fields = fields[: cls._v1_count]
-        elif len(fields) == cls._v1_count:
+        if version > 1 and version not in cls._since:
             raise UnsupportedError(f"{where or cls.__name__}: has no version {version}")
-        if len(items) != len(fields):
-            raise MalformedError(f"{where or cls.__name__}: expected {len(fields)} fields, got {len(items)}")
-        return cls(**{name: value for (name, _), value in zip(fields, items, strict=True)})
+        named = [
+            (name, since) for (name, _), since in zip(fields, cls._since, strict=True) if since <= version
+        ]
+        if len(items) != len(named):
+            raise MalformedError(f"{where or cls.__name__}: expected {len(named)} fields, got {len(items)}")
+        for (name, since), value in zip(named, items, strict=True):
+            # nil stands only for an unset field of an earlier form above version 1.
+            if value is None and not 1 < since < version:
+                raise MalformedError(f"{where or cls.__name__}.{name}: expected a value, got nil")
+        obj = cls(**{name: value for (name, _), value in zip(named, items, strict=True)})
+        if obj.version != version:
+            raise MalformedError(f"{where or cls.__name__}: not in the lowest version form for its fields")
+        return obj
 
     def encode(self) -> bytes:
         """The canonical bytes of this object: ``[version, tag, *fields]``."""

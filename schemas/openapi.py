@@ -45,29 +45,36 @@ def kind_schema(kind: Kind) -> dict[str, Any]:
             s["enum"] = sorted(kind.choices)
         return s
     if isinstance(kind, Seq):
-        return {"type": "array", "items": kind_schema(kind.item), "maxItems": kind.max}
+        return {"type": "array", "items": kind_schema(kind.item), "maxItems": kind.max} | (
+            {"minItems": kind.min} if kind.min else {}
+        )
     if isinstance(kind, Nested):
         return {"$ref": f"#/components/schemas/{kind.cls.__name__}"}
     raise TypeError(kind)
 
 
 def struct_schema(cls: type[Struct]) -> dict[str, Any]:
-    """An object's array; one with a version-2 form (PROTOCOL.md §2.2) has its v2 fields last,
-    present exactly when ``version`` is 2."""
+    """An object's array; one with later forms (PROTOCOL.md §2.2) has each form's fields after
+    the earlier forms', present from that version on (nil for an unset field of an earlier
+    form above version 1)."""
     declared = dataclasses.fields(cls)  # type: ignore[arg-type]
-    v1 = sum(1 for f in declared if f.metadata.get("since", 1) == 1)
+    since = [f.metadata.get("since", 1) for f in declared]
+    v1 = since.count(1)
+    versions = sorted({WIRE_VERSION, *since})
     items: list[dict[str, Any]] = []
     if cls.TAG:
         version: dict[str, Any] = (
-            {"const": WIRE_VERSION} if v1 == len(declared) else {"enum": [WIRE_VERSION, WIRE_VERSION + 1]}
+            {"const": WIRE_VERSION} if versions == [WIRE_VERSION] else {"enum": versions}
         )
         items += [{**version, "title": "version"}, {"const": cls.TAG, "title": "tag"}]
     head = len(items)
-    items += [
-        {**kind_schema(f.metadata["wire"]), "title": f.name}
-        | ({"x-since-version": 2} if f.metadata.get("since", 1) > 1 else {})
-        for f in declared
-    ]
+    for f, s in zip(declared, since, strict=True):
+        item = {**kind_schema(f.metadata["wire"]), "title": f.name}
+        if s > 1:
+            item["x-since-version"] = s
+        if 1 < s < versions[-1]:
+            item = {"anyOf": [item, {"type": "null"}], "title": f.name, "x-since-version": s}
+        items.append(item)
     return {
         "type": "array",
         "description": (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else cls.__name__,
@@ -308,6 +315,7 @@ def build() -> dict[str, Any]:
         wire.CommitMessage,
         wire.Seen,
         wire.LogRef,
+        wire.AttachmentRef,
         wire.UpdateRecord,
         wire.Envelope,
         wire.Receipt,

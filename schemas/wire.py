@@ -263,6 +263,32 @@ class LogRef(Struct):
     root: bytes = wire(HASH)
 
 
+#: At most this many files ride on one update (PROTOCOL.md §6.6).
+MAX_ATTACHMENTS: Final = 16
+#: The largest file the protocol can describe; a broker sets its own, lower, maximum.
+MAX_ATTACHMENT_SIZE: Final = 2**40
+MEDIA_TYPE = Text(max=127, pattern=r"[a-z0-9][a-z0-9!#$&^_.+-]{0,62}/[a-z0-9][a-z0-9!#$&^_.+-]{0,62}")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AttachmentRef(Struct):
+    """One file riding on an update: what it is, and how to fetch, open and check it.
+
+    The key travels only inside the signed, encrypted record, so the broker
+    that stores the ciphertext never holds it.  The name is the sender's word
+    for the file, not a path: a reader sanitises it before saving anything.
+    """
+
+    name: str = wire(Text(max=255, pattern=r"[^\x00-\x1f\x7f]{1,255}"))
+    media_type: str = wire(MEDIA_TYPE)
+    size: int = wire(UInt(max=MAX_ATTACHMENT_SIZE))
+    #: SHA-256 of the file's bytes, as forensic tools print it.
+    sha256: bytes = wire(HASH)
+    #: The blob's address: the labelled hash of its ciphertext (PROTOCOL.md §6.6).
+    address: bytes = wire(HASH)
+    key: bytes = wire(Bin(size=KEY_SIZE))
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class UpdateRecord(Struct):
     """The signed plaintext of a case update: what officers rely on and courts see."""
@@ -281,6 +307,15 @@ class UpdateRecord(Struct):
     time: int = wire(TIME)
     #: Version 2: the newest witnessed checkpoint the sender held (gossip, PROTOCOL.md §7.9).
     witnessed: LogRef | None = wire(Nested(LogRef), since=2)
+    #: Version 3: the files riding on the update; set only when there is at least one.
+    attachments: tuple[AttachmentRef, ...] | None = wire(
+        Seq(Nested(AttachmentRef), max=MAX_ATTACHMENTS, min=1), since=3
+    )
+
+
+#: What the attachments can add to a sealed record beyond its content (16 references
+#: with 255-character names of up to four UTF-8 bytes each, plus framing).
+ATTACHMENTS_OVERHEAD: Final = MAX_ATTACHMENTS * 1280
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -293,7 +328,10 @@ class Envelope(Struct):
     sender: bytes = wire(ID)
     counter: int = wire(UInt())
     nonce: bytes = wire(Bin(size=24))
-    ciphertext: bytes = wire(Bin(max=MAX_CONTENT + 8192))
+    ciphertext: bytes = wire(Bin(max=MAX_CONTENT + 8192 + ATTACHMENTS_OVERHEAD))
+    #: Version 2: the addresses of the blobs the record's attachments name, in their
+    #: order, so that the broker can check they are stored and keep them while referenced.
+    blobs: tuple[bytes, ...] | None = wire(Seq(HASH, max=MAX_ATTACHMENTS, min=1), since=2)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

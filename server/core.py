@@ -49,6 +49,7 @@ from caseline.schemas.errors import (
     MalformedError,
     NotAllowedError,
     NotMemberError,
+    RevokedError,
 )
 from caseline.schemas.wire import CommitMessage, EntryLeaf, Envelope, Receipt, decode_signed
 from caseline.server.buckets import BucketTable
@@ -413,6 +414,10 @@ class BrokerCore:
     def _check_commit(self, state: CaseState, device_id: bytes) -> None:
         if state.commit.committer != device_id:
             raise NotAllowedError("a commit must be posted by its committer")
+        # Members void such a commit (PROTOCOL.md §5.3) so that one that got in before the
+        # revocation was published cannot stop the case; a new one has no place in it.
+        if state.voided_committer is not None:
+            raise RevokedError("device was revoked by its agency")
         if len(state.members) > self.limits.max_members:
             raise BrokerLimit(f"a case may have at most {self.limits.max_members} member devices")
         if not P.constant_time_equal(state.policy.receipt_key, self.server_key.public_key):

@@ -12,22 +12,30 @@ from caseline.crypto import merkle, note, tlog
 from tests.vectors.generate import (
     PATH,
     V1_PATH,
+    V2_PATH,
+    attachments,
     broker_log,
     check_verify_only,
     check_voided,
+    check_voided_commits,
     deterministic,
     main,
 )
 
 
-@pytest.fixture(scope="module", params=[PATH, V1_PATH], ids=["protocol-2", "protocol-1-frozen"])
+@pytest.fixture(
+    scope="module",
+    params=[PATH, V2_PATH, V1_PATH],
+    ids=["protocol-3", "protocol-2-frozen", "protocol-1-frozen"],
+)
 def vectors(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """Protocol 2's vectors, and protocol 1's as it wrote them: old histories must still verify."""
+    """Protocol 3's vectors, and protocols 1's and 2's as they wrote them: old histories must
+    still verify."""
     return json.loads(request.param.read_text())
 
 
 def test_deterministic_values_are_reproduced(vectors: dict[str, Any]) -> None:
-    produced = {**deterministic(), "broker_log": broker_log()}
+    produced = {**deterministic(), "broker_log": broker_log(), "attachments": attachments()}
     assert {k: produced[k] for k in vectors["deterministic"]} == vectors["deterministic"]
 
 
@@ -40,6 +48,16 @@ def test_an_update_sent_after_its_senders_revocation_is_voided(
     vectors: dict[str, Any], revocations: bool
 ) -> None:
     check_voided(vectors["voided"], revocations=revocations)
+
+
+@pytest.mark.parametrize("revocations", [False, True])
+@pytest.mark.parametrize("case", ["voided_member", "voided_commit"])
+def test_a_commit_across_a_backdated_revocation_voids_and_the_case_goes_on(
+    vectors: dict[str, Any], case: str, revocations: bool
+) -> None:
+    if case not in vectors:
+        pytest.skip("protocols 1 and 2 wrote no voided commits: their verifiers refused them")
+    check_voided_commits(vectors[case], revocations=revocations)
 
 
 def test_make_vectors_reproduces_the_committed_file(tmp_path: Path) -> None:
@@ -65,6 +83,7 @@ def test_a_case_that_no_longer_verifies_stops_the_run_unless_fresh(tmp_path: Pat
     written = json.loads(out.read_text())
     check_verify_only(written["verify_only"])
     check_voided(written["voided"])
+    check_voided_commits(written["voided_commit"])
     assert written["verify_only"]["update_id_1"] != "00" * 32
 
 
