@@ -453,3 +453,40 @@ async def test_a_blob_released_by_retention_goes_after_the_grace_period(deployme
     collected = await blobs.collect()
     assert collected.blobs == 1
     assert not blob_file.exists()
+
+
+async def test_a_backup_carries_the_blobs_and_a_restore_puts_them_back(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    import os
+    import sqlite3
+
+    from caseline.server import backups
+    from caseline.server.config import ServerConfig
+
+    d = deployment
+    alice, _, case_id = await two_members(d)
+    data = payload(9 * KIB, "evidence")
+    address = await upload(alice, case_id, data)
+    in_progress = await started(alice, case_id, 4 * KIB)
+    dest = tmp_path / "backups" / "broker.sqlite3"
+    dest.parent.mkdir()
+    copy = await asyncio.to_thread(backups.backup, d.app[CONFIG].db_path, dest, force=False)
+    assert copy == backups.BlobCopy(copied=1, missing=0)
+    relative = Path(address.hex()[:2], address.hex()[2:4], address.hex())
+    assert (backups.blobs_beside(dest) / relative).read_bytes() == data
+
+    key_file = tmp_path / "server.key"
+    key_file.write_bytes(d.server_key.seed)
+    os.chmod(key_file, 0o600)
+    restored = ServerConfig(data_dir=tmp_path / "restored")
+    await asyncio.to_thread(backups.restore, dest, restored, server_key_file=key_file, force=False)
+    assert (restored.data_dir / BLOBS_DIR / relative).read_bytes() == data
+    db = sqlite3.connect(restored.db_path)
+    try:  # the upload in progress has no bytes in the backup: it is dropped, its client starts again
+        assert db.execute(
+            "SELECT COUNT(*) FROM uploads WHERE upload_id = ?", (in_progress.upload_id,)
+        ).fetchone() == (0,)
+        assert db.execute("SELECT COUNT(*) FROM blobs").fetchone() == (1,)
+    finally:
+        db.close()
