@@ -26,6 +26,7 @@ import os
 import shutil
 import sqlite3
 from pathlib import Path
+from typing import BinaryIO
 
 from caseline.crypto.keys import SigningKey
 from caseline.schemas.errors import UsageError, VerificationError
@@ -74,13 +75,19 @@ class BlobCopy:
 
 
 def _blob_addresses(db: Path) -> list[bytes]:
-    conn = sqlite3.connect(f"{db.absolute().as_uri()}?mode=ro", uri=True)
+    # immutable: read without a -wal or -shm file appearing beside it (nothing writes it meanwhile).
+    conn = sqlite3.connect(f"{db.absolute().as_uri()}?mode=ro&immutable=1", uri=True)
     try:
         if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'blobs'").fetchone():
             return []
         return [bytes(r[0]) for r in conn.execute("SELECT DISTINCT address FROM blobs ORDER BY address")]
     finally:
         conn.close()
+
+
+def create_private_file(path: Path) -> BinaryIO:
+    """A new file, owner-only from its first byte whatever the umask."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
 
 
 def copy_blobs(db: Path, source: Path, dest: Path) -> BlobCopy:
@@ -95,8 +102,10 @@ def copy_blobs(db: Path, source: Path, dest: Path) -> BlobCopy:
         target = dest / relative
         make_private_dir(target.parent)
         if not target.exists():
-            shutil.copyfile(source / relative, target)
-            fsync(target)
+            with open(source / relative, "rb") as src, create_private_file(target) as out:
+                shutil.copyfileobj(src, out, 1024 * 1024)
+                out.flush()
+                os.fsync(out.fileno())
         copied += 1
     return BlobCopy(copied, missing)
 
