@@ -266,12 +266,13 @@ async def test_a_member_removed_mid_upload_is_refused_on_the_next_part(deploymen
     assert r.status == 404
 
 
-async def _cut_patch(
+async def _open_patch(
     d: Deployment, o: Officer, case_id: bytes, upload_id: bytes, *, offset: int, declared: int, sent: bytes
-) -> None:
-    """Send a PATCH's headers and part of its body on a raw connection, then hang up."""
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Send a PATCH's headers and the first bytes of its body on a raw connection; wait until the
+    broker has written them (not yet acknowledged: the body is not complete)."""
     server = d.client.server
-    _, writer = await asyncio.open_connection(str(server.host), server.port)
+    reader, writer = await asyncio.open_connection(str(server.host), server.port)
     head = (
         f"PATCH {upload_path(case_id, upload_id)} HTTP/1.1\r\n"
         f"Host: {server.host}\r\nAuthorization: Bearer {o.token}\r\n"
@@ -281,12 +282,25 @@ async def _cut_patch(
     writer.write(head.encode() + sent)
     await writer.drain()
     blobs = d.app[BLOBS]
-    async with blobs.settled:  # the broker wrote what arrived (not yet acknowledged)...
+    async with blobs.settled:
         await blobs.settled.wait_for(lambda: _stored(d, upload_id) == offset + len(sent))
-    writer.close()  # ...then the sender hangs up
-    await writer.wait_closed()
+    return reader, writer
+
+
+async def _settled(d: Deployment, upload_id: bytes) -> None:
+    blobs = d.app[BLOBS]
     async with blobs.settled:
         await blobs.settled.wait_for(lambda: upload_id not in blobs.patching)
+
+
+async def _cut_patch(
+    d: Deployment, o: Officer, case_id: bytes, upload_id: bytes, *, offset: int, declared: int, sent: bytes
+) -> None:
+    """Send part of a PATCH, then hang up; return once the broker recorded what arrived."""
+    _, writer = await _open_patch(d, o, case_id, upload_id, offset=offset, declared=declared, sent=sent)
+    writer.close()
+    await writer.wait_closed()
+    await _settled(d, upload_id)
 
 
 def _stored(d: Deployment, upload_id: bytes) -> int:
@@ -490,3 +504,25 @@ async def test_a_backup_carries_the_blobs_and_a_restore_puts_them_back(
         assert db.execute("SELECT COUNT(*) FROM blobs").fetchone() == (1,)
     finally:
         db.close()
+
+
+async def test_a_stalled_patch_is_cut_keeps_its_bytes_and_holds_nothing_more(make_deployment) -> None:  # type: ignore[no-untyped-def]
+    from caseline.server.core import Limits
+
+    d = await make_deployment(limits=Limits(body_grace=0.5, body_min_rate=1024.0, uploads_per_device=2))
+    alice, _, case_id = await two_members(d)
+    first = await started(alice, case_id, 8 * KIB)
+    await started(alice, case_id, 8 * KIB)
+    r = await start(alice, case_id, KIB)  # a slow uploader holds at most uploads_per_device uploads
+    assert r.status == 429 and await problem(r) == "rate-limited"
+    reader, writer = await _open_patch(
+        d, alice, case_id, first.upload_id, offset=0, declared=4 * KIB, sent=bytes(100)
+    )
+    # While it trickles, the same upload takes no second writer.
+    r = await patch(alice, case_id, first.upload_id, 0, bytes(KIB))
+    assert r.status == 409 and await problem(r) == "conflict"
+    answer = await reader.read()  # the broker cuts the stalled body and closes the connection
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:40]
+    writer.close()
+    await _settled(d, first.upload_id)
+    assert (await state_of(alice, case_id, first.upload_id)).offset == 100  # what arrived is kept
