@@ -526,3 +526,58 @@ async def test_a_stalled_patch_is_cut_keeps_its_bytes_and_holds_nothing_more(mak
     writer.close()
     await _settled(d, first.upload_id)
     assert (await state_of(alice, case_id, first.upload_id)).offset == 100  # what arrived is kept
+
+
+async def test_kill_9_of_the_broker_loses_no_acknowledged_part(tmp_path: Path) -> None:
+    """``caseline-server serve`` in a process: PATCH parts, kill -9 after an acknowledged one,
+    restart, and the acknowledged offset and bytes are all there (then the upload completes)."""
+    import aiohttp
+    from caseline.crypto.keys import SigningKey
+
+    from tests.support.process import Server, UrlClient, cli, free_port
+    from tests.support.world import World
+
+    world = World("blob-kill")
+    world.agency("ke-kra")
+    cli(tmp_path, "init")
+    root = world.roots["ke-kra"]
+    cli(
+        tmp_path,
+        "agency",
+        "add",
+        "ke-kra",
+        "--name",
+        "KRA",
+        "--country",
+        "KE",
+        "--root-key",
+        root.public_key.hex(),
+    )
+    server_key = SigningKey((tmp_path / "server.key").read_bytes())
+    world.server_key = server_key
+    server = Server(tmp_path, free_port())
+    await server.start()
+    data = payload(200 * KIB, "kill")
+    try:
+        async with aiohttp.ClientSession() as session:
+            client = UrlClient(session, f"http://127.0.0.1:{server.port}")
+            alice = await Officer(client, world, world.device("ke-kra", "alice"), server_key).enrol()
+            case_id = await alice.create_case([])
+            state = await started(alice, case_id, len(data))
+            for offset in range(0, 120 * KIB, 40 * KIB):
+                r = await patch(alice, case_id, state.upload_id, offset, data[offset : offset + 40 * KIB])
+                assert r.status == 200, await r.text()
+            acknowledged = UploadState.decode(await r.read()).offset
+            server.kill()
+            await server.wait()
+            await server.start()
+            await alice.login()
+            assert (await state_of(alice, case_id, state.upload_id)).offset == acknowledged == 120 * KIB
+            r = await patch(alice, case_id, state.upload_id, acknowledged, data[acknowledged:])
+            assert r.status == 200, await r.text()
+            assert UploadState.decode(await r.read()).address == blob_address(data)
+            r = await download(alice, case_id, blob_address(data))
+            assert await r.read() == data
+    finally:
+        server.kill()
+        await server.wait()
