@@ -581,3 +581,28 @@ async def test_kill_9_of_the_broker_loses_no_acknowledged_part(tmp_path: Path) -
     finally:
         server.kill()
         await server.wait()
+
+
+def test_the_attachment_settings_are_read_strictly(tmp_path: Path) -> None:
+    import pytest
+    from caseline.server.config import ConfigError, load_config
+
+    path = tmp_path / "caseline-server.toml"
+    path.write_text(
+        "[limits]\nattachment_max_bytes = 1048576\nattachment_case_quota_bytes = 0\n"
+        "uploads_per_device = 2\nblob_gc_interval_seconds = 60\n"
+    )
+    limits = load_config(path, env={}).limits
+    assert (limits.attachment_max_bytes, limits.attachment_case_quota_bytes) == (1048576, 0)
+    assert (limits.uploads_per_device, limits.blob_gc_interval_seconds) == (2, 60)
+    assert limits.upload_grace_seconds == 86400  # a default
+    for text, says in (
+        ("upload_grace_second = 10", "did you mean 'upload_grace_seconds'"),
+        ("uploads_per_device = -1", "0 or more"),
+        ('attachment_max_bytes = "2GiB"', "a whole number"),
+        ("blob_grace_seconds = 1.5", "a whole number"),
+        ("blob_gc_interval_seconds = inf", "finite"),
+    ):
+        path.write_text(f"[limits]\n{text}\n")
+        with pytest.raises(ConfigError, match=says):
+            load_config(path, env={})
