@@ -17,11 +17,16 @@ if TYPE_CHECKING:
     from caseline.client.content import Posted
     from caseline.client.core import Author, CaseEvent, Member
     from caseline.client.profile import profile_dir
+    from caseline.client.uploads import AttachmentInfo, AttachmentSource, PendingUpload, ProgressSink
     from caseline.schemas.errors import BrokerRefusal, BrokerUnavailable, ProfileError
 
 #: Public name -> the module that defines it.
 _LAZY: dict[str, str] = {
     "AgencyAdmin": "caseline.client.admin",
+    "AttachmentInfo": "caseline.client.uploads",
+    "AttachmentSource": "caseline.client.uploads",
+    "PendingUpload": "caseline.client.uploads",
+    "ProgressSink": "caseline.client.uploads",
     "CaseReport": "caseline.client.client",
     "CaseSummary": "caseline.client.client",
     "Client": "caseline.client.client",
@@ -39,6 +44,8 @@ _LAZY: dict[str, str] = {
 
 __all__ = [
     "AgencyAdmin",
+    "AttachmentInfo",
+    "AttachmentSource",
     "Author",
     "BrokerRefusal",
     "BrokerUnavailable",
@@ -48,8 +55,10 @@ __all__ = [
     "Client",
     "Identity",
     "Member",
+    "PendingUpload",
     "Posted",
     "ProfileError",
+    "ProgressSink",
     "profile_dir",
     "verify_bundle",
 ]

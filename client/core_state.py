@@ -28,6 +28,7 @@ from caseline.client.core import Author, CaseEvent, Member
 from caseline.crypto import primitives as P
 from caseline.schemas.codec import pack, unpack
 from caseline.schemas.errors import MalformedError
+from caseline.schemas.wire import AttachmentRef
 
 EVENTS_VERSION: Final = 1
 
@@ -81,6 +82,7 @@ def encode_events(events: Sequence[CaseEvent]) -> bytes:
                 [[_author(m.author), m.role, m.voided] for m in e.members],
                 e.shared,
                 _author(e.voided_by),
+                *([[a.to_fields() for a in e.attachments]] if e.attachments else []),
             ]
             for e in events
         ]
@@ -96,6 +98,11 @@ def decode_events(case_id: bytes, data: bytes) -> list[CaseEvent]:
                 :11
             ]
             voided_by = row[11] if len(row) > 11 else None
+            # A thirteenth field, the update's attachments, is written only when it has some,
+            # so events stored before attachments existed read as they always did.
+            files = (
+                tuple(AttachmentRef.from_fields(f, where="attachment") for f in row[12]) if row[12:] else ()
+            )
             out.append(
                 CaseEvent(
                     case_id=case_id,
@@ -113,6 +120,7 @@ def decode_events(case_id: bytes, data: bytes) -> list[CaseEvent]:
                     ),
                     shared=shared,
                     voided_by=_author_from(voided_by),
+                    attachments=files,
                 )
             )
     except (ValueError, TypeError, IndexError) as exc:
