@@ -120,3 +120,30 @@ def safe_name(name: str, *, index: int = 1) -> SafeName:
         reasons.append("nothing of it was left")
         text = f"attachment-{index}"
     return SafeName(text, tuple(dict.fromkeys(reasons)))
+
+
+def unique_names(names: list[str]) -> list[SafeName]:
+    """Each name made safe (``safe_name``), then made distinct among themselves.
+
+    Two attachments of one update may come out the same (``a/x.jpg`` and
+    ``x.jpg``, or ``X.JPG`` on a file system that ignores case): the later
+    ones get ``-2``, ``-3`` before the extension, so that saving all of them
+    never writes one over another.
+    """
+    taken: set[str] = set()
+    result: list[SafeName] = []
+    for position, name in enumerate(names, start=1):
+        safe = safe_name(name, index=position)
+        chosen, number = safe.name, 1
+        while chosen.casefold() in taken:
+            number += 1
+            stem, dot, extension = safe.name.rpartition(".")
+            if not dot or not stem:
+                stem, extension = safe.name, ""
+            tail = f"-{number}" + (f".{extension}" if extension else "")
+            chosen = _cut(stem, MAX_NAME_BYTES - len(tail.encode("utf-8"))) + tail
+        if chosen != safe.name:
+            safe = SafeName(chosen, (*safe.reasons, "another attachment of the update has the same name"))
+        taken.add(chosen.casefold())
+        result.append(safe)
+    return result

@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import pytest
-from caseline.client.filenames import MAX_NAME_BYTES, is_device_name, safe_name
+from caseline.client.filenames import MAX_NAME_BYTES, is_device_name, safe_name, unique_names
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -99,3 +99,24 @@ def test_an_over_long_name_is_cut_at_a_character_and_keeps_its_extension() -> No
 )
 def test_an_ordinary_name_is_kept_unchanged(name: str) -> None:
     assert safe_name(name) == safe_name(name).__class__(name, ())
+
+
+@settings(max_examples=300, deadline=None)
+@given(names=st.lists(NAMES, max_size=16))
+@example(names=["a/x.jpg", "x.jpg", "X.JPG", "x-2.jpg"])
+@example(names=["é" * 200 + ".jpg"] * 3)
+def test_the_files_of_one_update_get_distinct_harmless_names(
+    names: list[str], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    folder = tmp_path_factory.getbasetemp() / "out"
+    result = unique_names(names)
+    assert len(result) == len(names)
+    for safe in result:
+        assert_harmless(safe.name, folder)
+    assert len({r.name.casefold() for r in result}) == len(result), "one file would replace another"
+
+
+def test_a_second_file_of_the_same_name_is_numbered_and_says_why() -> None:
+    first, second, third = unique_names(["../x.jpg", "x.jpg", "X.JPG"])
+    assert (first.name, second.name, third.name) == ("x.jpg", "x-2.jpg", "X-3.JPG")
+    assert second.reasons == ("another attachment of the update has the same name",)
