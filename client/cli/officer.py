@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import click
+from caseline.client.cli.attachments import check_files
 from caseline.client.cli.files import refuse_existing, write_private
 from caseline.client.cli.output import (
     UNWITNESSED_LINE,
@@ -742,27 +743,36 @@ def _posting(root: click.Group) -> None:
     @click.option(
         "--idempotency-key", metavar="KEY", help="Scripts: a second post with the same key does nothing."
     )
+    @click.option(
+        "--attach", multiple=True, metavar="FILE",
+        help="A file to send with the update, encrypted (up to 16); repeat.",
+    )  # fmt: skip
     def post(
         *,
         case_ref: str, content_type: str, field: tuple[str, ...], file: str | None,
-        in_reply_to: str | None, of_: str | None, idempotency_key: str | None,
+        in_reply_to: str | None, of_: str | None, idempotency_key: str | None, attach: tuple[str, ...],
     ) -> int:  # fmt: skip
         """Post an update to a case.
 
         The update comes from --field values, a JSON file, or JSON on standard input.
 
         Markings and language default to the case's; a reply or an ack names
-        its update by the short id `case show` prints.
+        its update by the short id `case show` prints.  Files given with
+        --attach are encrypted on this device and uploaded before the update
+        is posted; an upload cut short (Ctrl-C, a lost network) goes on from
+        where it stopped at the next `caseline post`.
 
         \b
         Examples:
           caseline post 3f2a9c --type note --field text="container MSKU1234565 flagged"
           caseline post 3f2a9c --type reply --in-reply-to 9c1e07aa --field text="on it"
           caseline post 3f2a9c --type ack --of '#12' --field level=received
+          caseline post 3f2a9c --type note --field text="X-ray" --attach xray.png --attach manifest.pdf
           echo '{"text": "from a script"}' | caseline --json post 3f2a9c --type note
         """
         s = settings()
         out = Out(s.as_json)
+        files = check_files(attach) if attach else []
         fields = _read_update(field, file)
         if in_reply_to is not None:
             if content_type != "reply":
@@ -780,9 +790,18 @@ def _posting(root: click.Group) -> None:
                 target = await _resolve_refs(client, case_id, content_type, fields)
                 if target is not None:  # said before the post: the person sees what they answer
                     out.say(_target_line(content_type, target))
-                posted = await client.post_typed(
-                    case_id, content_type, fields, idempotency_key=idempotency_key
-                )
+                if files:
+                    from caseline.client.cli.progress import progress  # noqa: PLC0415 - only when files move
+
+                    with progress("uploading", as_json=out.as_json) as sink:
+                        posted = await client.post_typed(
+                            case_id, content_type, fields, idempotency_key=idempotency_key,
+                            attachments=files, progress=sink,
+                        )  # fmt: skip
+                else:
+                    posted = await client.post_typed(
+                        case_id, content_type, fields, idempotency_key=idempotency_key
+                    )
                 return case_id, posted, await client.witness_status(case_id), target
 
         case_id, posted, status, target = run(act())
