@@ -177,7 +177,7 @@ def register(root: click.Group) -> None:
         out = Out(s.as_json)
         secret = s.unlock()
 
-        async def act() -> tuple[Any, bool]:
+        async def act() -> tuple[Any, bool, list[bytes]]:
             import aiohttp  # noqa: PLC0415 - loaded with the client
 
             async with await s.client(secret) as client:
@@ -189,9 +189,10 @@ def register(root: click.Group) -> None:
                     reached = True
                 except (OSError, TimeoutError, aiohttp.ClientError, BrokerUnavailable):
                     reached = False
-                return await client.identity(), reached
+                drafts = [case_id for _, case_id, _, _ in await client.store.drafts()]
+                return await client.identity(), reached, drafts
 
-        ident, reached = run(act())
+        ident, reached, drafts = run(act())
         data = {
             "agency": ident.agency_id,
             "user": ident.user_id,
@@ -204,7 +205,7 @@ def register(root: click.Group) -> None:
             "server_key": _fpr(ident.server_key),
         }
         if out.as_json:
-            out.data({**data, "revocations_checked": reached})
+            out.data({**data, "revocations_checked": reached, "unfinished_posts": [c.hex() for c in drafts]})
             return EXIT_OK
         shown = {**data, "scopes": ", ".join(ident.scopes) or "-", "valid_until": data["valid_until"] or "-"}
         shown["revoked"] = data["revoked"] or "no"
@@ -214,6 +215,8 @@ def register(root: click.Group) -> None:
             [f"[bold]{safe(ident.agency_id)}:{safe(ident.user_id)}[/]"],
             [(k, safe(str(v))) for k, v in shown.items() if k not in ("agency", "user")],
         )
+        if drafts:
+            out.say(_unfinished(len(drafts), ", ".join(sorted({c.hex()[:8] for c in drafts}))))
         return EXIT_OK
 
     _trust(root)
@@ -459,7 +462,7 @@ def _case(root: click.Group) -> None:
         out = Out(s.as_json)
         secret = s.unlock()
 
-        async def act() -> tuple[bytes, Any, Any, Any]:
+        async def act() -> tuple[bytes, Any, Any, Any, int]:
             async with await s.client(secret) as client:
                 case_id = await client.resolve_case(case_ref)
                 await client.sync(case_id)
@@ -467,9 +470,9 @@ def _case(root: click.Group) -> None:
                 info = (await client.view(case_id)).case_info()
                 status = await client.witness_status(case_id)
                 await client.mark_read(case_id)
-                return case_id, events, info, status
+                return case_id, events, info, status, len(await client.store.drafts(case_id))
 
-        case_id, events, info, status = run(act())
+        case_id, events, info, status, drafts = run(act())
         shown = events if show_all else events[-limit:]
         hidden = len(events) - len(shown)
         if out.as_json:
@@ -481,6 +484,7 @@ def _case(root: click.Group) -> None:
                     "events": [event_json(e) for e in shown],
                     "hidden": hidden,
                     "witness": witness_json(status),
+                    "unfinished_posts": drafts,
                 }
             )
         else:
@@ -493,6 +497,8 @@ def _case(root: click.Group) -> None:
             for event in shown:
                 entry(out, event)
             out.say(witness_line(status))
+            if drafts:
+                out.say(_unfinished(drafts, "this case"))
         return EXIT_OK
 
     @command(case, "add")
@@ -607,6 +613,15 @@ def _case(root: click.Group) -> None:
         if failure is not None:
             raise failure
         return EXIT_OK
+
+
+def _unfinished(count: int, where: str) -> str:
+    """The posts with files this profile started and has not finished, and what finishes them."""
+    posts = "1 post" if count == 1 else f"{count} posts"
+    return (
+        f"[yellow]{posts} with files not finished yet ({where})[/]: the next `caseline post` there"
+        " uploads the rest from where it stopped, then posts"
+    )
 
 
 def _cert_change(change: CertChange) -> str:
