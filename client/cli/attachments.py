@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import click
 from caseline.client.cli.output import Out, safe, size_text, when
-from caseline.client.cli.settings import command, run, settings
+from caseline.client.cli.settings import command, global_options, run, settings
 from caseline.client.refs import resolve_update, short_id
 from caseline.schemas.errors import EXIT_OK, UsageError, VerificationError
 
@@ -128,7 +128,8 @@ def _pick(infos: list[AttachmentInfo], index: int | None, name: str | None, upda
 
 
 def register(root: click.Group) -> None:
-    """Add ``attachments`` and ``get`` to the ``caseline`` group."""
+    """Add ``attachments``, ``get`` and ``outbox`` to the ``caseline`` group."""
+    _outbox(root)
 
     @command(root, "attachments")
     @click.argument("case_ref", metavar="CASE")
@@ -274,3 +275,89 @@ def register(root: click.Group) -> None:
             if shown.rewritten:
                 out.say(_renamed_line(shown, info.name))
         return EXIT_OK
+
+
+def _outbox(root: click.Group) -> None:
+    @root.group("outbox")
+    @global_options
+    def outbox() -> None:
+        """Posts this profile started and has not finished: list them, or drop one.
+
+        The next `caseline post` to a case finishes its unfinished posts first
+        (an upload goes on from where it stopped).  Drop one only when it
+        cannot be finished: a file changed or was removed after it was attached.
+
+        \b
+        Examples:
+          caseline outbox list
+          caseline outbox drop 5b0c2e7f9a1d4c3e8f6a2b1c0d9e8f7a
+        """
+
+    @command(outbox, "list")
+    def outbox_list() -> int:
+        """List the unfinished posts: id, case, when it was started, and whether it carries files.
+
+        \b
+        Examples:
+          caseline outbox list
+        """
+        s = settings()
+        out = Out(s.as_json)
+        secret = s.unlock()
+
+        async def act() -> list[tuple[str, bytes, bytes, int]]:
+            async with await s.client(secret) as client:
+                drafts = [("files", d, c, t) for d, c, _, t in await client.store.drafts()]
+                sealed = [
+                    ("sealed", p.update_id, p.case_id, p.created_at) for p in await client.store.outbox()
+                ]
+                return drafts + sealed
+
+        rows = run(act())
+        if out.as_json:
+            out.data(
+                [{"id": i.hex(), "case_id": c.hex(), "started": when(t), "kind": k} for k, i, c, t in rows]
+            )
+            return EXIT_OK
+        if not rows:
+            out.say("nothing unfinished")
+        for kind, ident, case_id, started in rows:
+            what = "with files, uploading" if kind == "files" else "sealed, not yet acknowledged"
+            out.say(f"[bold]{ident.hex()}[/]  case {case_id.hex()[:8]}  {when(started)}  {what}", whole=True)
+        return EXIT_OK
+
+    @command(outbox, "drop")
+    @click.argument("ident", metavar="ID")
+    def drop(ident: str) -> int:
+        """Forget the unfinished post ID (its full id, as `outbox list` prints it); nothing is posted.
+
+        \b
+        Examples:
+          caseline outbox drop 5b0c2e7f9a1d4c3e8f6a2b1c0d9e8f7a
+        """
+        s = settings()
+        out = Out(s.as_json)
+        raw = _full_id(ident)
+        secret = s.unlock()
+
+        async def act() -> bool:
+            async with await s.client(secret) as client:
+                return await client.drop_pending(raw)
+
+        if not run(act()):
+            raise UsageError(f"no unfinished post {ident} (`caseline outbox list` lists them)")
+        if out.as_json:
+            out.data({"dropped": ident})
+        out.say(f"dropped {ident}: it will not be posted")
+        return EXIT_OK
+
+
+def _full_id(text: str) -> bytes:
+    """An unfinished post's id in full: a prefix could name another post, and dropping is final."""
+    try:
+        raw = bytes.fromhex(text.strip())
+    except ValueError:
+        raw = b""
+    if len(raw) not in (16, 32):
+        raise UsageError(f"{text!r} is not a full id: give it as `caseline outbox list` prints it")
+    return raw
