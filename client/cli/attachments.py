@@ -14,6 +14,7 @@ Numbers: an update's attachments are numbered from 1 here, in the text and in
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +24,7 @@ import click
 from caseline.client.cli.output import Out, safe, size_text, when
 from caseline.client.cli.settings import command, global_options, run, settings
 from caseline.client.refs import resolve_update, short_id
-from caseline.schemas.errors import EXIT_OK, UsageError, VerificationError
+from caseline.schemas.errors import EXIT_OK, IntegrityError, UsageError, VerificationError
 
 if TYPE_CHECKING:
     from caseline.client.client import Client
@@ -63,6 +64,18 @@ def check_files(paths: Sequence[str]) -> list[Path]:
             raise UsageError(f"--attach {name}: permission denied (this user cannot read it)")
         files.append(path)
     return files
+
+
+#: The library's advice for a post that cannot be finished, in its own (Python) words.
+_LIBRARY_DROP: Final = re.compile(r"Client\.drop_pending\('([0-9a-f]{32,64})'\)")
+
+
+def in_cli_words(exc: UsageError | IntegrityError) -> UsageError | IntegrityError:
+    """``exc`` with the library's ``Client.drop_pending('…')`` advice as the command that does it."""
+    text = str(exc)
+    if not _LIBRARY_DROP.search(text):
+        return exc
+    return type(exc)(_LIBRARY_DROP.sub(r"`caseline outbox drop \1`", text))
 
 
 async def named_update(client: Client, case_id: bytes, ref: str) -> tuple[CaseEvent, bytes]:

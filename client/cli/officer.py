@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import click
-from caseline.client.cli.attachments import check_files
+from caseline.client.cli.attachments import check_files, in_cli_words
 from caseline.client.cli.files import refuse_existing, write_private
 from caseline.client.cli.output import (
     UNWITNESSED_LINE,
@@ -819,7 +819,10 @@ def _posting(root: click.Group) -> None:
                     )
                 return case_id, posted, await client.witness_status(case_id), target
 
-        case_id, posted, status, target = run(act())
+        try:
+            case_id, posted, status, target = run(act())
+        except (UsageError, IntegrityError) as exc:
+            raise in_cli_words(exc) from None
         final = not status.witnessed or status.final > posted.seq
         if out.as_json:
             out.data(
