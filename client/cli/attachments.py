@@ -24,7 +24,7 @@ import click
 from caseline.client.cli.output import Out, safe, size_text, when
 from caseline.client.cli.settings import command, global_options, run, settings
 from caseline.client.refs import resolve_update, short_id
-from caseline.schemas.errors import EXIT_OK, IntegrityError, UsageError, VerificationError
+from caseline.schemas.errors import EXIT_OK, IntegrityError, UsageError
 
 if TYPE_CHECKING:
     from caseline.client.client import Client
@@ -255,7 +255,11 @@ def register(root: click.Group) -> None:
                 chosen = _pick(infos, index, name, short_id(update_id))
                 names = unique_names([i.name for i in infos])
                 plan = [(infos[n], names[n]) for n in chosen]
-                existing = [str(folder / shown.name) for _, shown in plan if (folder / shown.name).exists()]
+                existing = [
+                    str(folder / shown.name)
+                    for _, shown in plan
+                    if (folder / shown.name).exists() or (folder / shown.name).is_symlink()
+                ]
                 if existing and not force:  # before a byte is downloaded
                     raise UsageError(
                         f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}:"
@@ -269,11 +273,12 @@ def register(root: click.Group) -> None:
                                 case_id, update_id, info.index, folder,
                                 filename=shown.name, force=force, progress=sink,
                             )  # fmt: skip
-                        except VerificationError as exc:
-                            raise type(exc)(
+                        except IntegrityError as exc:
+                            why = str(exc).rsplit("failed verification: ", 1)[-1]  # the library's reason
+                            raise IntegrityError(
                                 f"attachment {info.index + 1} ({info.name!r}) of update"
-                                f" {short_id(update_id)} by {_sender(event)} failed verification,"
-                                f" nothing was saved under its name: {exc}"
+                                f" {short_id(update_id)} by {_sender(event)} failed verification"
+                                f" and nothing was saved under its name: {why}"
                             ) from None
                         saved.append((info, shown, path))
                 return event, saved
