@@ -460,6 +460,9 @@ async def test_a_file_changed_after_a_cut_upload_stops_the_post_until_it_is_drop
     assert code == EXIT_OK, err
     (unfinished,) = json.loads(out)
     assert unfinished["kind"] == "files" and unfinished["case_id"] == case_id.hex()
+    assert unfinished["files"] == [{"name": "scan.pdf", "size": 512 * 1024, "uploaded": False}]
+    code, out, _ = await cli(home, "--profile", profile, "outbox", "list")
+    assert unfinished["id"] in out and "file 1: scan.pdf (512.0 KiB, not yet uploaded)" in out, out
     assert f"caseline outbox drop {unfinished['id']}" in (await cli(home, *post, "--field", "text=next"))[2]
     assert await stored(net, case_id) == ["commit"]
 

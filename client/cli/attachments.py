@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from caseline.client.client import Client
     from caseline.client.core import CaseEvent
     from caseline.client.filenames import SafeName
-    from caseline.client.uploads import AttachmentInfo
+    from caseline.client.store import Pending
+    from caseline.client.uploads import AttachmentInfo, PendingUpload
 
 #: The most files one update carries (PROTOCOL.md §6.6); checked here before a passphrase is asked.
 MAX_ATTACHMENTS: Final = 16
@@ -313,7 +314,7 @@ def _outbox(root: click.Group) -> None:
 
     @command(outbox, "list")
     def outbox_list() -> int:
-        """List the unfinished posts: id, case, when it was started, and whether it carries files.
+        """List the unfinished posts: id, case, when it was started, and its files and how far they got.
 
         \b
         Examples:
@@ -323,25 +324,40 @@ def _outbox(root: click.Group) -> None:
         out = Out(s.as_json)
         secret = s.unlock()
 
-        async def act() -> list[tuple[str, bytes, bytes, int]]:
+        async def act() -> tuple[list[PendingUpload], list[Pending]]:
             async with await s.client(secret) as client:
-                drafts = [("files", d, c, t) for d, c, _, t in await client.store.drafts()]
-                sealed = [
-                    ("sealed", p.update_id, p.case_id, p.created_at) for p in await client.store.outbox()
-                ]
-                return drafts + sealed
+                return await client.pending_uploads(), await client.store.outbox()
 
-        rows = run(act())
+        uploads, sealed = run(act())
         if out.as_json:
             out.data(
-                [{"id": i.hex(), "case_id": c.hex(), "started": when(t), "kind": k} for k, i, c, t in rows]
-            )
+                [
+                    {
+                        "id": p.pending_id.hex(), "case_id": p.case_id.hex(), "started": when(p.created_at),
+                        "kind": "files", "content_type": p.content_type,
+                        "files": [{"name": n, "size": z, "uploaded": done} for n, z, done in p.files],
+                    }
+                    for p in uploads
+                ]
+                + [
+                    {"id": p.update_id.hex(), "case_id": p.case_id.hex(), "started": when(p.created_at),
+                     "kind": "sealed"}
+                    for p in sealed
+                ]
+            )  # fmt: skip
             return EXIT_OK
-        if not rows:
+        if not uploads and not sealed:
             out.say("nothing unfinished")
-        for kind, ident, case_id, started in rows:
-            what = "with files, uploading" if kind == "files" else "sealed, not yet acknowledged"
-            out.say(f"[bold]{ident.hex()}[/]  case {case_id.hex()[:8]}  {when(started)}  {what}", whole=True)
+        for p in uploads:
+            out.block(
+                [f"[bold]{p.pending_id.hex()}[/]", f"case {p.case_id.hex()[:8]}", when(p.created_at),
+                 safe(p.content_type)],
+                [(f"file {n}", f"{safe(name)} ({size_text(size)}, {'' if done else 'not yet '}uploaded)")
+                 for n, (name, size, done) in enumerate(p.files, start=1)],
+            )  # fmt: skip
+        for q in sealed:
+            out.head([f"[bold]{q.update_id.hex()}[/]", f"case {q.case_id.hex()[:8]}", when(q.created_at)])
+            out.indented("sealed, not yet acknowledged by the broker")
         return EXIT_OK
 
     @command(outbox, "drop")

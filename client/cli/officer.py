@@ -189,7 +189,7 @@ def register(root: click.Group) -> None:
                     reached = True
                 except (OSError, TimeoutError, aiohttp.ClientError, BrokerUnavailable):
                     reached = False
-                drafts = [case_id for _, case_id, _, _ in await client.store.drafts()]
+                drafts = [p.case_id for p in await client.pending_uploads()]
                 return await client.identity(), reached, drafts
 
         ident, reached, drafts = run(act())
@@ -477,7 +477,7 @@ def _case(root: click.Group) -> None:
                 info = (await client.view(case_id)).case_info()
                 status = await client.witness_status(case_id)
                 await client.mark_read(case_id)
-                return case_id, events, info, status, len(await client.store.drafts(case_id))
+                return case_id, events, info, status, len(await client.pending_uploads(case_id))
 
         case_id, events, info, status, drafts = run(act())
         shown = events if show_all else events[-limit:]
