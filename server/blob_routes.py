@@ -168,12 +168,17 @@ async def _receive(request: web.Request, blobs: Blobs, row: UploadRow, offset: i
     written, buffer = 0, bytearray()
 
     async def flush() -> None:
-        nonlocal written
+        nonlocal written, hasher
         if buffer:
             data = bytes(buffer)
-            await writer.write(data)
-            if hasher is not None:
-                hasher.update(data)
+            if hasher is None:
+                await writer.write(data)
+            else:  # both release the GIL: hash while the bytes go to disk, off the event loop
+                try:
+                    await asyncio.gather(writer.write(data), asyncio.to_thread(hasher.update, data))
+                except BaseException:
+                    hasher = None  # it may have seen bytes that were not written: completion re-reads
+                    raise
             written += len(data)
             buffer.clear()
             async with blobs.settled:

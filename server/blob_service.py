@@ -102,8 +102,6 @@ class Blobs:
         #: Completion's binding and collection's deleting of one address never interleave.
         self.lock = asyncio.Lock()
         self.settled = asyncio.Condition()
-        #: Set while a backup copies the blobs: collection deletes nothing meanwhile.
-        self.paused = False
 
     # ---------------------------------------------------------------- uploads
     async def create(self, row: UploadRow) -> None:
@@ -207,8 +205,6 @@ class Blobs:
         that no accepted, unpurged update referenced for ``blob_grace_seconds``
         (a purge by retention releases its update's blobs this way).
         """
-        if self.paused:
-            return Collected()
         now = self.clock()
         uploads = upload_bytes = 0
         for row in await self.store.expired_uploads(now=now, limit=GC_BATCH):

@@ -19,7 +19,7 @@ from caseline.crypto.updates import seal_update
 from caseline.schemas.api import UPLOAD_OFFSET_HEADER, UPLOAD_PART_TYPE, UploadRequest, UploadState
 from caseline.schemas.wire import AttachmentRef
 from caseline.server.file_blobs import BLOBS_DIR
-from caseline.server.keys import BLOBS, CONFIG
+from caseline.server.keys import BLOBS, CONFIG, STORE
 
 from tests.conftest import Deployment
 from tests.support.broker import Officer
@@ -207,6 +207,13 @@ async def test_length_limits_quotas_and_uploads_in_progress(make_deployment) -> 
     assert (await start(alice, other, KIB)).status == 201
     r = await start(alice, other, KIB)
     assert r.status == 429 and await problem(r) == "rate-limited"
+    # The operator sees quota refusals in the audit log: ids, reasons and sizes, no names.
+    refused = [r.detail for r in await d.app[STORE].audit_rows() if r.event == "blob-refused"]
+    assert refused == [
+        f"case={case_id.hex()} reason=case-full length={60 * KIB} by={alice.id.hex()}",
+        f"case={case_id.hex()} reason=case-full length={KIB} by={bob.id.hex()}",
+        f"case={other.hex()} reason=agency-full length={40 * KIB} by={alice.id.hex()}",
+    ]
 
 
 async def test_who_may_touch_uploads_and_blobs(deployment: Deployment) -> None:
@@ -348,6 +355,8 @@ async def test_gc_deletes_stale_uploads_and_unreferenced_blobs(deployment: Deplo
     assert (collected.uploads, collected.upload_bytes) == (1, KIB)
     assert not (root / "uploads" / stale.upload_id.hex()).exists()
     assert collected.blobs == 1 and not blob_file.exists()
+    gc_rows = [r.detail for r in await d.app[STORE].audit_rows() if r.event == "blob-gc"]
+    assert gc_rows == [f"uploads=1 upload_bytes={KIB} blobs=1 blob_bytes={4 * KIB}"]
     await alice.login()  # a day passed: the session expired
     r = await alice.client.get(upload_path(case_id, stale.upload_id), headers=auth(alice))
     assert r.status == 404
@@ -521,7 +530,8 @@ async def test_a_stalled_patch_is_cut_keeps_its_bytes_and_holds_nothing_more(mak
     # While it trickles, the same upload takes no second writer.
     r = await patch(alice, case_id, first.upload_id, 0, bytes(KIB))
     assert r.status == 409 and await problem(r) == "conflict"
-    answer = await reader.read()  # the broker cuts the stalled body and closes the connection
+    # The broker cuts the stalled body and closes the connection (the bound only stops a hang).
+    answer = await asyncio.wait_for(reader.read(), timeout=60)
     assert answer.startswith(b"HTTP/1.1 408"), answer[:40]
     writer.close()
     await _settled(d, first.upload_id)
