@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import BinaryIO, Final
 
+from caseline.client.filenames import MAX_EXTENSION_CHARS, MAX_NAME_BYTES, safe_name
 from caseline.crypto.evidence import EvidenceReport, verify_evidence
 from caseline.crypto.evidence_files import (
     ATTACHMENTS_DIR,
@@ -41,34 +42,22 @@ from caseline.crypto.evidence_files import (
 from caseline.schemas.errors import IntegrityError, UsageError
 
 READ_SIZE: Final = 1024 * 1024
-MAX_NAME_BYTES: Final = 255
 
 #: Fetches one attachment's verified plaintext into an open file; raises IntegrityError on failure.
 Fetch = Callable[[ExhibitStatus, BinaryIO], Awaitable[None]]
 
 
-def local_safe_name(name: str) -> str:
-    """The sender's name as one harmless path component (the export's minimal rule).
-
-    The ``SEQ-INDEX-`` prefix already keeps it from being hidden, a device
-    name or ``..``; here separators and control, format and bidi characters
-    become ``_``, Windows-illegal trailing dots and spaces go, and it is cut to
-    fit 255 UTF-8 bytes with the prefix, keeping its extension.
-    """
-    cleaned = "".join(
-        "_" if ch in '/\\:*?"<>|' or unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") else ch
-        for ch in name
-    ).rstrip(". ")
-    cleaned = cleaned or "file"
-    budget = MAX_NAME_BYTES - len("4294967295-15-")
-    if len(cleaned.encode()) > budget:
-        stem, dot, ext = cleaned.rpartition(".")
-        ext = dot + ext if dot and 0 < len(ext.encode()) <= 16 else ""
-        stem = cleaned[: len(cleaned) - len(ext)] if ext else cleaned
-        while len((stem + ext).encode()) > budget:
-            stem = stem[:-1]
-        cleaned = stem + ext
-    return cleaned
+def exported_name(status: ExhibitStatus) -> str:
+    """``SEQ-INDEX-NAME``: the sender's name made safe (client/filenames.py), cut to fit 255 bytes."""
+    prefix = f"{status.seq}-{status.index}-"
+    safe = safe_name(status.ref.name, index=status.index + 1).name
+    budget = MAX_NAME_BYTES - len(prefix)
+    if len(safe.encode()) > budget:
+        stem, dot, ext = safe.rpartition(".")
+        tail = f".{ext}" if dot and stem and len(ext) <= MAX_EXTENSION_CHARS else ""
+        room = budget - len(tail.encode())
+        safe = safe[: len(safe) - len(tail)].encode()[:room].decode(errors="ignore").rstrip(". ") + tail
+    return file_name(status.seq, status.index, safe)
 
 
 def _shown(text: str) -> str:
@@ -237,7 +226,6 @@ async def write_export(
     chosen: Iterable[tuple[int, int]],
     fetch: Fetch,
     force: bool = False,
-    safe_name: Callable[[str], str] = local_safe_name,
 ) -> EvidenceReport:
     """Write the export directory ``out``: the bundle, the chosen attachments, the manifest.
 
@@ -258,7 +246,7 @@ async def write_export(
             if key not in picked:
                 statuses.append(status)
                 continue
-            name = file_name(status.seq, status.index, safe_name(status.ref.name))
+            name = exported_name(status)
             fd = os.open(temp / ATTACHMENTS_DIR / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as f:
                 await fetch(status, f)
