@@ -454,6 +454,11 @@ class Demo:
             self.say("   a forger flips one bit in the middle of the bundle:")
             self.sh(f"python -c {shlex.quote(FORGE)} {bundle} forged.evidence")
             self.run("caseline", "evidence", "verify", "forged.evidence", *pins, expect=3)
+            self.say("   the export for court: the bundle, the disclosed updates' files and a manifest")
+            export = "kilimanjaro-export"
+            export_cmd = ("caseline", "--profile", "alice", "evidence", "export", case, "-o", export)
+            self.run(*export_cmd, "--with-attachments")
+            self.run("caseline", "evidence", "verify", export, *pins)
         return {"case_id": case, "head_code": a["head_code"], "fingerprints": fpr}
 
     def fork(self) -> dict[str, Any]:
