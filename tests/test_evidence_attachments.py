@@ -21,18 +21,24 @@ import stat
 import subprocess  # nosec B404 - runs the caseline CLI under test
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from caseline.client.client import Client, verify_bundle, wall_clock
+from caseline.client.evidence_dir import verify_export, write_export
+from caseline.crypto.attachments import seal_bytes
+from caseline.crypto.caselog import KIND_UPDATE, CaseView
+from caseline.crypto.evidence import export_evidence, verify_evidence
 from caseline.crypto.evidence_files import AttachmentFiles, ExhibitStatus, choose, parse_file_name
+from caseline.crypto.keys import fingerprint
 from caseline.schemas.errors import EXIT_OK, EXIT_UNTRUSTED, EXIT_USAGE, IntegrityError, UsageError
 from caseline.schemas.wire import AttachmentRef
 
 from tests.support.agencies import PARTNERS, start_network
 from tests.support.clirun import cli, cli_home
+from tests.support.world import World, note, open_case
 
 PHOTO = bytes(range(256)) * 600  # 150 KiB: three chunks
 SCAN = b"%PDF-1.4 scanned customs declaration\n" * 120
@@ -413,3 +419,49 @@ def test_the_checker_matches_files_by_seq_and_index_and_reports_the_rest() -> No
     assert [s.index for s in choose(disclosed, [(3, 1)])] == [1]
     with pytest.raises(UsageError):
         choose(disclosed, [(5, 0)])
+
+
+def test_hostile_names_are_written_as_one_safe_file_each_and_still_verify(tmp_path: Path) -> None:
+    """A sender's name is theirs to choose: in an export it becomes SEQ-INDEX-<safe name>, inside
+    attachments/, and the verifier reports the signed name (a protocol-level case, no broker)."""
+    w = World("evidence-names")
+    w.agency("ke-kra")
+    alice = w.device("ke-kra", "alice")
+    broker, _, _ = open_case(w, alice, [])
+    view = CaseView(trust=w.trust(), me=alice.keys)
+    broker.feed(view)
+    files = {"../../etc/passwd": b"root:x:0:0\n", "CON.txt": b"console", "photo\u202egnp.exe": b"MZ"}
+    refs = [
+        seal_bytes(data, name=name, media_type="application/octet-stream", key=bytes([n]) * 32)[0]
+        for n, (name, data) in enumerate(files.items())
+    ]
+    staged = view.prepare(
+        content_type="note", content=note("files"), now=w.now, nonce=w.rng(24), attachments=refs
+    )
+    view.confirm(staged)
+    broker.append(KIND_UPDATE, staged.sealed.envelope)
+    broker.feed(view)
+    seq = len(broker.entries) - 1
+    bundle = export_evidence(
+        view,
+        exporter=alice.keys,
+        envelopes={seq: staged.sealed.envelope},
+        receipt=broker.receipts[-1],
+        now=w.now,
+    )
+    pins = {a: fingerprint(a, r.public_key) for a, r in w.roots.items()}
+    report = verify_evidence(bundle, pinned=pins)
+
+    async def fetch(status: ExhibitStatus, fileobj: BinaryIO) -> None:
+        fileobj.write(files[status.ref.name])
+
+    out = tmp_path / "export"
+    asyncio.run(
+        write_export(out, bundle=bundle, report=report, chosen=[(seq, 0), (seq, 1), (seq, 2)], fetch=fetch)
+    )
+    names = sorted(p.name for p in (out / "attachments").iterdir())
+    assert names == [f"{seq}-0-passwd", f"{seq}-1-_CON.txt", f"{seq}-2-photo_gnp.exe"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+    checked = verify_export(out, pins)
+    assert [(a.ref.name, a.file) for a in checked.attachments] == list(zip(files, names, strict=True))
+    assert '"photo\\u202egnp.exe"' in (out / "MANIFEST.txt").read_text()
