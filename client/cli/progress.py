@@ -3,7 +3,7 @@
 stdout carries a command's results and its ``--json`` document, so progress
 never goes there.  A terminal gets a bar per file with bytes, rate and time
 left; a pipe or a log gets a line when a file starts, at most one per tenth
-of it or per few seconds, and one when it is done — enough to see it move
+of it and per few seconds, and one when it is done — enough to see it move
 without filling a log.  With ``--json`` and no terminal nothing is printed:
 a script reads stdout, and its stderr is kept for the one-line error.
 
@@ -22,13 +22,14 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Final, Protocol, TextIO
 
-from caseline.client.cli.output import printable
+from caseline.client.cli.output import printable, size_text
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
-#: A plain line at most every this many seconds, and at every tenth of a file.
-PLAIN_EVERY_SECONDS: Final = 5.0
+#: Between a file's first and last line, a plain line at most every this many seconds and every
+#: tenth of the file: a file that takes a second gets two lines, a ten-minute one about twelve.
+PLAIN_EVERY_SECONDS: Final = 3.0
 PLAIN_STEPS: Final = 10
 
 
@@ -38,15 +39,6 @@ class Sink(Protocol):
     def start(self, name: str, total_bytes: int) -> None: ...
     def advance(self, n: int) -> None: ...
     def done(self) -> None: ...
-
-
-def size_text(n: float) -> str:
-    """``812 B``, ``3.4 KiB``, ``1.2 GiB``: binary units, as file managers show sizes."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 class Quiet:
@@ -84,7 +76,7 @@ class PlainLines:
         now = self._clock()
         if self._seen >= self._total:
             return  # ``done`` says it
-        if step > self._step or now - self._since >= PLAIN_EVERY_SECONDS:
+        if step > self._step and now - self._since >= PLAIN_EVERY_SECONDS:
             self._step, self._since = step, now
             percent = self._seen * 100 // self._total
             self._write(f"{self._name}: {percent} % ({size_text(self._seen)} of {size_text(self._total)})")
