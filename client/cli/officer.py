@@ -1271,6 +1271,8 @@ def _print_bundle(out: Out, report: Any) -> None:
             ],
             [("restrictions", safe(str(marks.get("restrictions") or "")) if marks else "")],
         )  # fmt: skip
+    if report.attachments:
+        out.say("attachments of the disclosed updates (log position:index):")
     for a in report.attachments:
         out.block(
             [
