@@ -345,6 +345,10 @@ async def metrics(request: web.Request) -> web.Response:
     m.connections.set(hub.connections())
     m.queue_depth.set(max(hub.queue_depths(), default=0))
     m.buffered.set(max(hub.buffered(), default=0))
+    totals = await request.app[STORE].blob_totals()
+    m.blob_stored.set(totals.stored_bytes)
+    m.blob_uploads.set(totals.uploads_in_progress)
+    m.blob_in_flight.set(totals.bytes_in_flight)
     return web.Response(body=generate_latest(m.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
