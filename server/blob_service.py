@@ -23,18 +23,18 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
-import hashlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Final
 
-from caseline.schemas.errors import BrokerConflict, BrokerMissingBlob, BrokerStorageFull
+from caseline.crypto.attachments import AddressHasher
+from caseline.schemas.errors import BrokerConflict, BrokerMissingBlob, BrokerStorageFull, CaselineError
+from caseline.schemas.wire import Envelope, decode_signed
 from caseline.server.blobs import (
     Address,
     BlobLimits,
     BlobStore,
     UploadId,
-    address_hasher,
     admit,
     check_length,
 )
@@ -59,6 +59,13 @@ class Collected:
 
     def __bool__(self) -> bool:
         return bool(self.uploads or self.blobs)
+
+
+def envelope_blobs(body: bytes) -> tuple[bytes, ...]:
+    """The blob addresses a signed envelope names (none if it does not decode: the core refuses it)."""
+    with contextlib.suppress(CaselineError):
+        return Envelope.decode(decode_signed(body)[0]).blobs or ()
+    return ()
 
 
 def blob_limits(limits: Limits) -> BlobLimits:
@@ -89,7 +96,7 @@ class Blobs:
         self.patching: set[bytes] = set()
         #: Each upload's running address hash and the offset it reached (lost on restart:
         #: completion then reads the bytes back once).
-        self.hashers: dict[bytes, tuple[int, hashlib._Hash]] = {}
+        self.hashers: dict[bytes, tuple[int, AddressHasher]] = {}
         #: Addresses of updates being posted: collection keeps them whatever their age.
         self.pinned: collections.Counter[bytes] = collections.Counter()
         #: Completion's binding and collection's deleting of one address never interleave.
@@ -128,14 +135,14 @@ class Blobs:
             async with self.settled:
                 self.settled.notify_all()
 
-    def hasher_at(self, row: UploadRow, offset: int) -> hashlib._Hash | None:
+    def hasher_at(self, row: UploadRow, offset: int) -> AddressHasher | None:
         """The running address hash of an upload, if it has seen exactly its first ``offset`` bytes."""
         if offset == 0:
-            return address_hasher(row.length)
+            return AddressHasher(row.length)
         held = self.hashers.get(row.upload_id)
         return held[1] if held is not None and held[0] == offset else None
 
-    async def received(self, row: UploadRow, offset: int, hasher: hashlib._Hash | None) -> None:
+    async def received(self, row: UploadRow, offset: int, hasher: AddressHasher | None) -> None:
         """Record bytes durably written up to ``offset``; complete the upload when it is whole."""
         if hasher is not None:
             self.hashers[row.upload_id] = (offset, hasher)
@@ -143,10 +150,10 @@ class Blobs:
         if offset == row.length:
             await self._complete(row, hasher)
 
-    async def _complete(self, row: UploadRow, hasher: hashlib._Hash | None) -> None:
+    async def _complete(self, row: UploadRow, hasher: AddressHasher | None) -> None:
         upload = UploadId(row.upload_id)
         if hasher is None:
-            hasher = address_hasher(row.length)
+            hasher = AddressHasher(row.length)
             async for chunk in self.files.read_upload(upload):
                 hasher.update(chunk)
         address = Address(hasher.digest())

@@ -13,13 +13,13 @@ hash.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import re
 from collections.abc import AsyncIterator
 from typing import Final, NewType, Protocol
 
-from caseline.crypto import primitives as P
+from caseline.crypto.attachments import ciphertext_size
 from caseline.schemas.errors import BrokerAgencyFull, BrokerCaseFull, BrokerRateLimited, BrokerTooLarge
+from caseline.schemas.wire import MAX_ATTACHMENT_SIZE
 
 #: A blob's content address: SHA-256 over the label, the ciphertext length and the ciphertext
 #: (PROTOCOL.md §6.6); what names it in URLs (hex), on disk and in an envelope's ``blobs``.
@@ -65,16 +65,6 @@ class BlobStore(Protocol):
     async def has_upload(self, upload: UploadId) -> bool: ...
 
     async def delete_blob(self, address: Address) -> None: ...
-
-
-# --------------------------------------------------------------------------- the address
-
-
-def address_hasher(length: int) -> hashlib._Hash:
-    """A running SHA-256 of a blob's address: feed it the ciphertext, then ``digest()``."""
-    h = hashlib.sha256(P.label("hash blob"))
-    h.update(P.u64(length))
-    return h
 
 
 # --------------------------------------------------------------------------- Range
@@ -151,10 +141,22 @@ class Usage:
     device_uploads: int
 
 
+def max_length(limits: BlobLimits) -> int:
+    """The longest blob a file of ``max_bytes`` (plaintext) encrypts to: padding and tags included."""
+    return ciphertext_size(min(limits.max_bytes or MAX_ATTACHMENT_SIZE, MAX_ATTACHMENT_SIZE))
+
+
 def check_length(length: int, limits: BlobLimits) -> None:
-    """Refuse a declared length over the configured maximum (413, before anything is stored)."""
-    if limits.max_bytes and length > limits.max_bytes:
-        raise BrokerTooLarge(f"an attachment may be at most {limits.max_bytes} bytes once encrypted")
+    """Refuse a declared length no allowed file encrypts to (413, before anything is stored).
+
+    The setting is about files (plaintext); the broker sees only the blob's
+    length, so it compares with the length the largest allowed file has once
+    padded and encrypted (PROTOCOL.md §6.6).
+    """
+    if length > max_length(limits):
+        raise BrokerTooLarge(
+            f"an attachment may be at most {limits.max_bytes} bytes (a blob of {max_length(limits)})"
+        )
 
 
 def admit(usage: Usage, length: int, limits: BlobLimits) -> None:

@@ -161,6 +161,8 @@ class Accepted:
     slot: tuple[bytes, int, int] | None  # (sender, epoch, counter) for updates
     state: CaseState  # membership after this entry
     undo: CaseRuntime | None  # the case as it was before this entry (None: a new case)
+    #: The blob addresses an update's envelope names: stored as its references.
+    blobs: tuple[bytes, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -451,6 +453,7 @@ class BrokerCore:
             runtime, kind=KIND_UPDATE, body=body, tbs=tbs, sig=sig, sender=device_id, slot=slot, now=now
         )
         runtime.next_counter[envelope.sender] = expected + 1
+        accepted.blobs = envelope.blobs or ()
         return accepted
 
     def _check_room(self, runtime: CaseRuntime, size: int) -> None:

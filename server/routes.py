@@ -57,11 +57,13 @@ from caseline.schemas.wire import (
     decode_signed,
 )
 from caseline.server import problems
+from caseline.server.blob_service import envelope_blobs
 from caseline.server.body_pace import BodyPace
 from caseline.server.core import Accepted, entry_of, token_hash
 from caseline.server.keys import (
     AUDIT,
     AUTH_FAILURES,
+    BLOBS,
     BROKER,
     CLOCK,
     CONFIG,
@@ -720,7 +722,8 @@ async def post_update(request: web.Request) -> web.Response:
     body = await read_body(request)
     core = request.app[CORE]
     core.charge(device_id, len(body), now=time.monotonic())
-    receipt = await request.app[BROKER].post_update(case_id, body, device_id=device_id)
+    async with request.app[BLOBS].referencing(case_id, envelope_blobs(body)):
+        receipt = await request.app[BROKER].post_update(case_id, body, device_id=device_id)
     request.app[METRICS].updates.inc()
     return reply(receipt, status=201)
 
@@ -914,7 +917,8 @@ async def _post_on_stream(app: web.Application, conn: Connection, device_id: byt
             raise BrokerUnauthorized(stop[1])
         app[CORE].member_runtime(post.case_id, device_id)
         app[CORE].charge(device_id, len(post.envelope), now=time.monotonic())
-        receipt = await app[BROKER].post_update(post.case_id, post.envelope, device_id=device_id)
+        async with app[BLOBS].referencing(post.case_id, envelope_blobs(post.envelope)):
+            receipt = await app[BROKER].post_update(post.case_id, post.envelope, device_id=device_id)
         app[METRICS].updates.inc()
         result = PostResult(request_id=post.request_id, status=201, receipt=receipt, problem="", detail="")
     except CaselineError as exc:

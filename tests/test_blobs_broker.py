@@ -9,25 +9,23 @@ nothing waits for a timer).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 from pathlib import Path
 
 from aiohttp import ClientResponse
+from caseline.crypto.attachments import blob_address, ciphertext_size, seal_bytes
+from caseline.crypto.updates import seal_update
 from caseline.schemas.api import UPLOAD_OFFSET_HEADER, UPLOAD_PART_TYPE, UploadRequest, UploadState
-from caseline.server.blobs import address_hasher
+from caseline.schemas.wire import AttachmentRef
 from caseline.server.file_blobs import BLOBS_DIR
 from caseline.server.keys import BLOBS, CONFIG
 
 from tests.conftest import Deployment
 from tests.support.broker import Officer
+from tests.support.world import note
 
 KIB = 1024
-
-
-def blob_address(data: bytes) -> bytes:
-    h = address_hasher(len(data))
-    h.update(data)
-    return h.digest()
 
 
 def payload(size: int, seed: str = "blob") -> bytes:
@@ -181,7 +179,8 @@ async def test_length_limits_quotas_and_uploads_in_progress(make_deployment) -> 
     )
     d = await make_deployment(limits=limits)
     alice, bob, case_id = await two_members(d)
-    r = await start(alice, case_id, 100 * KIB + 1)
+    # The maximum is about files: a blob longer than a 100 KiB file encrypts to is refused.
+    r = await start(alice, case_id, ciphertext_size(100 * KIB) + 1)
     assert r.status == 413 and await problem(r) == "too-large"
     # A part over upload_part_max_bytes is refused before a byte is read.
     big = await started(alice, case_id, 100 * KIB)
@@ -367,3 +366,127 @@ async def test_metrics_show_blob_figures(deployment: Deployment, tmp_path: Path)
     assert figures["caseline_blob_upload_bytes_in_flight"] == 9 * KIB
     assert figures["caseline_blob_received_bytes_total"] == 7 * KIB
     assert figures["caseline_blob_served_bytes_total"] == 100
+
+
+def seal_with(o: Officer, case_id: bytes, refs: list[AttachmentRef]) -> bytes:
+    """An update of ``o``'s naming ``refs`` (its envelope's ``blobs``), sealed by the real core.
+
+    The view's sending chain is not moved on: a refused post leaves the counter
+    free, and each test posts at most one accepted update per officer this way.
+    """
+    view = o.views[case_id]
+    me, state, secret = view.me, view.state, view._epoch_secret  # the core's own parts
+    assert me is not None and state is not None and secret is not None
+    chain, counter, prev_own = view._send_position(me, state, secret)
+    sealed = seal_update(
+        keys=me,
+        state=state,
+        counter=counter,
+        message_key=chain.peek(counter),
+        prev_own=prev_own,
+        seen=[],
+        log=view.position(),
+        content_type="note",
+        content=note("seizure photo attached"),
+        now=o.world.now,
+        nonce=o.world.rng(24),
+        attachments=refs,
+    )
+    return sealed.envelope
+
+
+async def upload_file(o: Officer, case_id: bytes, data: bytes, name: str = "photo.jpg") -> AttachmentRef:
+    ref, blob = seal_bytes(data, name=name, media_type="image/jpeg", key=o.world.rng(32))
+    assert await upload(o, case_id, blob) == ref.address
+    return ref
+
+
+async def test_an_update_naming_a_blob_the_case_lacks_is_refused(deployment: Deployment) -> None:
+    d = deployment
+    alice, bob, case_id = await two_members(d)
+    other = await alice.create_case([])
+    here = await upload_file(alice, case_id, payload(5 * KIB, "here"))
+    elsewhere = await upload_file(alice, other, payload(5 * KIB, "elsewhere"))
+    partial_ref, partial_blob = seal_bytes(
+        payload(5 * KIB, "partial"), name="p.jpg", media_type="image/jpeg", key=d.world.rng(32)
+    )
+    started_upload = await started(alice, case_id, len(partial_blob))
+    assert (await patch(alice, case_id, started_upload.upload_id, 0, partial_blob[:KIB])).status == 200
+    unknown = dataclasses.replace(here, address=d.world.rng(32))
+    before = (await alice.entries(case_id)).count
+    for refs in ([unknown], [elsewhere], [partial_ref], [here, unknown]):
+        r = await alice.post(case_id, seal_with(alice, case_id, refs))
+        assert r.status == 422, await r.text()
+        assert await problem(r) == "missing-blob"
+    assert (await alice.entries(case_id)).count == before
+    r = await alice.post(case_id, seal_with(alice, case_id, [here]))
+    assert r.status == 201, await r.text()
+    await bob.sync(case_id)  # Bob's real core accepts it: envelope blobs match the signed refs
+    assert (await alice.entries(case_id)).count == before + 1
+    # Referenced: kept past the grace period; the unreferenced one in the other case goes.
+    await alice.login()
+    d.world.now += d.app[CONFIG].limits.blob_grace_seconds * 1000
+    collected = await d.app[BLOBS].collect()
+    assert (collected.blobs, collected.uploads) == (1, 1)  # the other case's blob, the partial upload
+    await alice.login()
+    assert (await download(alice, case_id, here.address)).status == 200
+    assert (await download(alice, other, elsewhere.address)).status == 404
+
+
+async def test_a_blob_released_by_retention_goes_after_the_grace_period(deployment: Deployment) -> None:
+    from caseline.server.app import purge_expired
+
+    d = deployment
+    alice = await d.officer("ke-kra", "alice")
+    case_id = await alice.create_case([], retention_days=1)
+    ref = await upload_file(alice, case_id, payload(3 * KIB))
+    r = await alice.post(case_id, seal_with(alice, case_id, [ref]))
+    assert r.status == 201, await r.text()
+    blobs = d.app[BLOBS]
+    root = d.app[CONFIG].data_dir / BLOBS_DIR
+    blob_file = root / ref.address.hex()[:2] / ref.address.hex()[2:4] / ref.address.hex()
+    d.world.now += 2 * 86400 * 1000  # past the blob grace: still referenced, so kept
+    assert not await blobs.collect() and blob_file.exists()
+    assert await purge_expired(d.app) == 1  # retention purges the update...
+    assert not await blobs.collect() and blob_file.exists()  # ...which releases the blob from now
+    d.world.now += d.app[CONFIG].limits.blob_grace_seconds * 1000
+    collected = await blobs.collect()
+    assert collected.blobs == 1
+    assert not blob_file.exists()
+
+
+async def test_a_backup_carries_the_blobs_and_a_restore_puts_them_back(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    import os
+    import sqlite3
+
+    from caseline.server import backups
+    from caseline.server.config import ServerConfig
+
+    d = deployment
+    alice, _, case_id = await two_members(d)
+    data = payload(9 * KIB, "evidence")
+    address = await upload(alice, case_id, data)
+    in_progress = await started(alice, case_id, 4 * KIB)
+    dest = tmp_path / "backups" / "broker.sqlite3"
+    dest.parent.mkdir()
+    copy = await asyncio.to_thread(backups.backup, d.app[CONFIG].db_path, dest, force=False)
+    assert copy == backups.BlobCopy(copied=1, missing=0)
+    relative = Path(address.hex()[:2], address.hex()[2:4], address.hex())
+    assert (backups.blobs_beside(dest) / relative).read_bytes() == data
+
+    key_file = tmp_path / "server.key"
+    key_file.write_bytes(d.server_key.seed)
+    os.chmod(key_file, 0o600)
+    restored = ServerConfig(data_dir=tmp_path / "restored")
+    await asyncio.to_thread(backups.restore, dest, restored, server_key_file=key_file, force=False)
+    assert (restored.data_dir / BLOBS_DIR / relative).read_bytes() == data
+    db = sqlite3.connect(restored.db_path)
+    try:  # the upload in progress has no bytes in the backup: it is dropped, its client starts again
+        assert db.execute(
+            "SELECT COUNT(*) FROM uploads WHERE upload_id = ?", (in_progress.upload_id,)
+        ).fetchone() == (0,)
+        assert db.execute("SELECT COUNT(*) FROM blobs").fetchone() == (1,)
+    finally:
+        db.close()
