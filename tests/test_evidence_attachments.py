@@ -204,7 +204,7 @@ def test_an_export_with_attachments_verifies_offline_with_the_pins_only(scene: S
     assert listed[(photo, 0)] | {"update_id": None, "device": None} == {
         "seq": photo, "index": 0, "update_id": None, "device": None, "name": "photo.jpg",
         "media_type": "image/jpeg", "size": len(PHOTO), "sha256": hashlib.sha256(PHOTO).hexdigest(),
-        "sender": "ke-kra:alice", "file": f"attachments/{photo}-0-photo.jpg",
+        "sender": "ke-kra:alice", "file": f"attachments/{photo}-0-photo.jpg", "status": "verified",
     }  # fmt: skip
     assert listed[(report, 0)]["sender"] == "tz-tra:juma"
 
@@ -285,12 +285,6 @@ def test_a_voided_updates_attachments_are_never_exported(scene: Scene) -> None:
 
 # --------------------------------------------------------------------------- tampering: exit 3, said in words
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> Scene:
-    """Exports to tamper with: TEMPORARY protocol-level source while the broker routes are pending."""
-    return _protocol_scene(tmp_path_factory.mktemp("evidence-protocol"))
-
-
 
 def _refused(scene: Scene, export: Path, *words: str) -> str:
     code, out, err = scene.verify(export)
@@ -303,95 +297,95 @@ def _refused(scene: Scene, export: Path, *words: str) -> str:
     return line
 
 
-def test_a_changed_byte_in_an_attachment_fails(exported: Scene, tmp_path: Path) -> None:
-    export = exported.copy("full", tmp_path)
-    path = _file(export, exported.seqs["photo"], 0)
+def test_a_changed_byte_in_an_attachment_fails(scene: Scene, tmp_path: Path) -> None:
+    export = scene.copy("full", tmp_path)
+    path = _file(export, scene.seqs["photo"], 0)
     data = bytearray(path.read_bytes())
     data[70_000] ^= 0x01
     path.write_bytes(bytes(data))
-    _refused(exported, export, path.name, "SHA-256 differs")
+    _refused(scene, export, path.name, "SHA-256 differs")
 
 
-def test_a_file_swapped_for_another_attachments_fails(exported: Scene, tmp_path: Path) -> None:
-    export = exported.copy("full", tmp_path)
-    photo, scan = _file(export, exported.seqs["photo"], 0), _file(export, exported.seqs["photo"], 1)
+def test_a_file_swapped_for_another_attachments_fails(scene: Scene, tmp_path: Path) -> None:
+    export = scene.copy("full", tmp_path)
+    photo, scan = _file(export, scene.seqs["photo"], 0), _file(export, scene.seqs["photo"], 1)
     photo_bytes = photo.read_bytes()
     photo.write_bytes(scan.read_bytes())
     scan.write_bytes(photo_bytes)
-    _refused(exported, export, "than the", "bytes")
+    _refused(scene, export, "than the", "bytes")
 
 
-def test_a_truncated_attachment_fails(exported: Scene, tmp_path: Path) -> None:
-    export = exported.copy("full", tmp_path)
-    path = _file(export, exported.seqs["report"], 0)
+def test_a_truncated_attachment_fails(scene: Scene, tmp_path: Path) -> None:
+    export = scene.copy("full", tmp_path)
+    path = _file(export, scene.seqs["report"], 0)
     path.write_bytes(path.read_bytes()[:-1])
-    _refused(exported, export, path.name, "shorter than the")
+    _refused(scene, export, path.name, "shorter than the")
 
 
-def test_an_extended_attachment_fails(exported: Scene, tmp_path: Path) -> None:
-    export = exported.copy("full", tmp_path)
-    path = _file(export, exported.seqs["report"], 0)
+def test_an_extended_attachment_fails(scene: Scene, tmp_path: Path) -> None:
+    export = scene.copy("full", tmp_path)
+    path = _file(export, scene.seqs["report"], 0)
     path.write_bytes(path.read_bytes() + b"\n")
-    _refused(exported, export, path.name, "longer than the")
+    _refused(scene, export, path.name, "longer than the")
 
 
-def test_an_extra_file_fails(exported: Scene, tmp_path: Path) -> None:
-    export = exported.copy("full", tmp_path)
+def test_an_extra_file_fails(scene: Scene, tmp_path: Path) -> None:
+    export = scene.copy("full", tmp_path)
     (export / "attachments" / "notes.txt").write_text("added later")
-    _refused(exported, export, "attachments/notes.txt is not an exported attachment")
+    _refused(scene, export, "attachments/notes.txt is not an exported attachment")
     (export / "attachments" / "notes.txt").unlink()
     (export / "README.txt").write_text("added later")
-    _refused(exported, export, "README.txt does not belong in an evidence export")
+    _refused(scene, export, "README.txt does not belong in an evidence export")
 
 
-def test_a_file_claiming_an_attachment_no_disclosed_update_has_fails(exported: Scene, tmp_path: Path) -> None:
-    export = exported.copy("full", tmp_path)
-    path = _file(export, exported.seqs["report"], 0)
-    path.rename(path.with_name(f"{exported.seqs['plain']}-0-report.txt"))
-    _refused(exported, export, f"attachment 0 of entry {exported.seqs['plain']}")
+def test_a_file_claiming_an_attachment_no_disclosed_update_has_fails(scene: Scene, tmp_path: Path) -> None:
+    export = scene.copy("full", tmp_path)
+    path = _file(export, scene.seqs["report"], 0)
+    path.rename(path.with_name(f"{scene.seqs['plain']}-0-report.txt"))
+    _refused(scene, export, f"attachment 0 of entry {scene.seqs['plain']}")
 
 
-def test_a_file_renamed_to_another_seq_and_index_fails(exported: Scene, tmp_path: Path) -> None:
-    export = exported.copy("part", tmp_path)  # only the scan: #photo:1
-    path = _file(export, exported.seqs["photo"], 1)
-    path.rename(path.with_name(f"{exported.seqs['photo']}-0-scan.pdf"))
-    _refused(exported, export, f"{exported.seqs['photo']}-0-scan.pdf")
+def test_a_file_renamed_to_another_seq_and_index_fails(scene: Scene, tmp_path: Path) -> None:
+    export = scene.copy("part", tmp_path)  # only the scan: #photo:1
+    path = _file(export, scene.seqs["photo"], 1)
+    path.rename(path.with_name(f"{scene.seqs['photo']}-0-scan.pdf"))
+    _refused(scene, export, f"{scene.seqs['photo']}-0-scan.pdf")
 
 
-def test_two_files_claiming_one_attachment_fail(exported: Scene, tmp_path: Path) -> None:
-    export = exported.copy("full", tmp_path)
-    path = _file(export, exported.seqs["report"], 0)
-    shutil.copyfile(path, path.with_name(f"{exported.seqs['report']}-0-copy.txt"))
-    _refused(exported, export, "both claim to be attachment 0")
+def test_two_files_claiming_one_attachment_fail(scene: Scene, tmp_path: Path) -> None:
+    export = scene.copy("full", tmp_path)
+    path = _file(export, scene.seqs["report"], 0)
+    shutil.copyfile(path, path.with_name(f"{scene.seqs['report']}-0-copy.txt"))
+    _refused(scene, export, "both claim to be attachment 0")
 
 
-def test_an_altered_manifest_fails(exported: Scene, tmp_path: Path) -> None:
-    export = exported.copy("full", tmp_path)
+def test_an_altered_manifest_fails(scene: Scene, tmp_path: Path) -> None:
+    export = scene.copy("full", tmp_path)
     manifest = export / "MANIFEST.txt"
     manifest.write_text(manifest.read_text().replace("photo.jpg", "holiday.jpg", 1))
-    _refused(exported, export, "MANIFEST.txt is not the list")
+    _refused(scene, export, "MANIFEST.txt is not the list")
 
 
-def test_a_file_removed_after_the_export_fails_on_the_manifest(exported: Scene, tmp_path: Path) -> None:
-    export = exported.copy("full", tmp_path)
-    _file(export, exported.seqs["report"], 0).unlink()
-    _refused(exported, export, "MANIFEST.txt is not the list")
+def test_a_file_removed_after_the_export_fails_on_the_manifest(scene: Scene, tmp_path: Path) -> None:
+    export = scene.copy("full", tmp_path)
+    _file(export, scene.seqs["report"], 0).unlink()
+    _refused(scene, export, "MANIFEST.txt is not the list")
 
 
-def test_a_symbolic_link_fails(exported: Scene, tmp_path: Path) -> None:
-    export = exported.copy("full", tmp_path)
-    path = _file(export, exported.seqs["report"], 0)
+def test_a_symbolic_link_fails(scene: Scene, tmp_path: Path) -> None:
+    export = scene.copy("full", tmp_path)
+    path = _file(export, scene.seqs["report"], 0)
     outside = tmp_path / "outside.txt"
     outside.write_bytes(REPORT)
     path.unlink()
     path.symlink_to(outside)
-    _refused(exported, export, path.name, "not a regular file")
+    _refused(scene, export, path.name, "not a regular file")
 
 
-def test_a_folder_without_a_bundle_is_the_callers_mistake(exported: Scene, tmp_path: Path) -> None:
-    export = exported.copy("full", tmp_path)
+def test_a_folder_without_a_bundle_is_the_callers_mistake(scene: Scene, tmp_path: Path) -> None:
+    export = scene.copy("full", tmp_path)
     (export / "bundle.caseline").unlink()
-    code, _, err = exported.verify(export)
+    code, _, err = scene.verify(export)
     assert code == EXIT_USAGE and "without bundle.caseline" in err
 
 
@@ -471,54 +465,3 @@ def test_hostile_names_are_written_as_one_safe_file_each_and_still_verify(tmp_pa
     checked = verify_export(out, pins)
     assert [(a.ref.name, a.file) for a in checked.attachments] == list(zip(files, names, strict=True))
     assert '"photo\\u202egnp.exe"' in (out / "MANIFEST.txt").read_text()
-
-
-def _protocol_scene(root: Path) -> Scene:
-    """The same story as the broker's at the protocol level, written by the same export writer."""
-    w = World("evidence-protocol")
-    w.agency("ke-kra")
-    w.agency("tz-tra")
-    alice, juma = w.device("ke-kra", "alice"), w.device("tz-tra", "juma")
-    broker, _, _ = open_case(w, alice, [(juma, "member")])
-    views = {
-        "alice": CaseView(trust=w.trust(), me=alice.keys),
-        "juma": CaseView(trust=w.trust(), me=juma.keys),
-    }
-    data: dict[str, bytes] = {"photo.jpg": PHOTO, "scan.pdf": SCAN, "report.txt": REPORT}
-    seqs = {}
-    story = [
-        ("photo", "alice", ["photo.jpg", "scan.pdf"]),
-        ("report", "juma", ["report.txt"]),
-        ("plain", "alice", []),
-    ]
-    for label, who, names in story:
-        view = views[who]
-        broker.feed(view)
-        refs = [
-            seal_bytes(data[n], name=n, media_type="image/jpeg", key=hashlib.sha256(n.encode()).digest())[0]
-            for n in names
-        ]
-        staged = view.prepare(
-            content_type="note", content=note(label), now=w.now, nonce=w.rng(24), attachments=refs
-        )
-        view.confirm(staged)
-        broker.append(KIND_UPDATE, staged.sealed.envelope)
-        seqs[label] = len(broker.entries) - 1
-    broker.feed(views["alice"])
-    bundle = export_evidence(
-        views["alice"],
-        exporter=alice.keys,
-        envelopes={s: broker.entries[s][1] for s in seqs.values()},
-        receipt=broker.receipts[-1],
-        now=w.now,
-    )
-    pins = {a: fingerprint(a, r.public_key) for a, r in w.roots.items()}
-    report = verify_evidence(bundle, pinned=pins)
-
-    async def fetch(status: ExhibitStatus, fileobj: BinaryIO) -> None:
-        fileobj.write(data[status.ref.name])
-
-    for name, chosen in (("full", None), ("part", [(seqs["photo"], 1)])):
-        picked = [(a.seq, a.index) for a in choose(report.attachments, chosen)]
-        asyncio.run(write_export(root / name, bundle=bundle, report=report, chosen=picked, fetch=fetch))
-    return Scene(root=root, pins=pins, seqs=seqs, runs={})
