@@ -19,7 +19,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
-import json
 import os
 import shutil
 import stat
@@ -61,13 +60,16 @@ def exported_name(status: ExhibitStatus) -> str:
 
 
 def _shown(text: str) -> str:
-    """A name as a JSON string with control and format characters escaped: what it is, unambiguously."""
-    quoted = json.dumps(text, ensure_ascii=False)
-    return "".join(
-        (f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}")
-        if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") else ch
-        for ch in quoted
-    )  # fmt: skip
+    """A name in quotes with its invisible characters escaped: what it is, unambiguously (PROTOCOL.md §8)."""
+
+    def one(ch: str) -> str:
+        if ch in '"\\':
+            return "\\" + ch
+        if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
+            return f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}"
+        return ch
+
+    return '"' + "".join(one(ch) for ch in text) + '"'
 
 
 def _utc(ms: int) -> str:
