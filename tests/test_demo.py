@@ -126,5 +126,5 @@ def test_the_export_for_court_carries_the_reports_files_and_catches_an_altered_o
     files = sorted(p.name for p in (root / "kilimanjaro-export" / "attachments").iterdir())
     assert [f.split("-", 2)[2] for f in files] == sorted([PHOTO, SCAN])
     for name in files:
-        original = PHOTO if name.endswith(PHOTO) else SCAN
-        assert (root / "kilimanjaro-export" / "attachments" / name).read_bytes() == (root / original).read_bytes()
+        original = root / (PHOTO if name.endswith(PHOTO) else SCAN)
+        assert (root / "kilimanjaro-export" / "attachments" / name).read_bytes() == original.read_bytes()
