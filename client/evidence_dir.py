@@ -167,6 +167,10 @@ def check_export(directory: Path, report: EvidenceReport, bundle: bytes) -> Evid
         for name, entry in sorted(_entries(directory / ATTACHMENTS_DIR).items()):
             if not entry.is_file(follow_symlinks=False):
                 raise IntegrityError(f"{ATTACHMENTS_DIR}/{name} is not a regular file")
+            try:
+                name.encode()
+            except UnicodeEncodeError:  # the OS handed back undecodable bytes as surrogates
+                raise IntegrityError(f"{ATTACHMENTS_DIR}/{name} has a name that is not UTF-8") from None
             ref = checker.claim(name)
             digest = hashlib.sha256()
             size = _read_bounded(directory / ATTACHMENTS_DIR / name, ref.size + 1, digest.update)

@@ -382,6 +382,13 @@ def test_a_symbolic_link_fails(scene: Scene, tmp_path: Path) -> None:
     _refused(scene, export, path.name, "not a regular file")
 
 
+def test_a_file_name_that_is_not_utf8_fails_in_words(scene: Scene, tmp_path: Path) -> None:
+    export = scene.copy("full", tmp_path)
+    path = _file(export, scene.seqs["report"], 0)
+    os.rename(bytes(path), bytes(path.parent) + f"/{scene.seqs['report']}-0-".encode() + b"\xff.txt")
+    _refused(scene, export, "has a name that is not UTF-8")
+
+
 def test_a_folder_without_a_bundle_is_the_callers_mistake(scene: Scene, tmp_path: Path) -> None:
     export = scene.copy("full", tmp_path)
     (export / "bundle.caseline").unlink()
