@@ -83,7 +83,8 @@ async def test_post_two_files_list_them_and_get_them_back_identical(net: Network
         "--attach", str(sent["photo.jpg"]), "--attach", str(sent["report.pdf"]),
     )  # fmt: skip
     assert code == EXIT_OK, err
-    assert "posted note #1" in out and "uploading" not in out  # progress is stderr's
+    assert "posted note #1 id " in out and " with 2 files (receipt verified" in out
+    assert "uploading" not in out  # progress is stderr's
     assert "caseline: uploading photo.jpg" in err and "photo.jpg: done" in err
     assert "caseline: uploading report.pdf" in err
 
