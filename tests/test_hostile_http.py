@@ -353,6 +353,11 @@ ROUTES = {
     ("GET", "/v1/log/proof/inclusion"): None,
     ("GET", "/v1/log/proof/consistency"): None,
     ("GET", "/v1/log/leaves"): None,
+    ("POST", "/v1/cases/{case_id}/uploads"): None,
+    ("GET", "/v1/cases/{case_id}/uploads/{upload_id}"): None,
+    ("PATCH", "/v1/cases/{case_id}/uploads/{upload_id}"): None,
+    ("DELETE", "/v1/cases/{case_id}/uploads/{upload_id}"): None,
+    ("GET", "/v1/cases/{case_id}/blobs/{address}"): None,
 }
 
 
@@ -367,7 +372,13 @@ async def test_hostile_requests_are_problems_and_change_nothing(
     method, template = route
     scene = await build(make_deployment)
     d = scene.d
-    valid = {"agency_id": "ke-kra", "user_id": "alice", "case_id": scene.case_id.hex()}
+    valid = {
+        "agency_id": "ke-kra",
+        "user_id": "alice",
+        "case_id": scene.case_id.hex(),
+        "upload_id": "ab" * 16,
+        "address": "cd" * 32,
+    }
     # A valid session only where the route cannot act on it alone (logout would log out).
     # Mostly valid parameters and session, so most examples reach the handler's own checks.
     session = st.just(f"Bearer {scene.alice.token}")
