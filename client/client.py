@@ -21,24 +21,27 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import secrets
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Final
+from typing import BinaryIO, Final
 
 import aiohttp
 from caseline.client import keystore
 from caseline.client.attachments import Attachments
 from caseline.client.content import ContentHelpers
 from caseline.client.core import CaseEvent, CertChange, Ledger, Member, head_code, members_of
+from caseline.client.evidence_dir import refuse_existing_export, verify_export, write_export
 from caseline.client.follow import Following
 from caseline.client.outbox import Outbox
 from caseline.client.profile import PostingLock
 from caseline.client.store import LocalStore, StoredEntry
 from caseline.client.transport import BrokerConnection
+from caseline.client.uploads import ProgressSink
 from caseline.client.viewstore import ViewStore
 from caseline.client.watch import LogWatching
 from caseline.crypto import primitives as P
@@ -46,6 +49,7 @@ from caseline.crypto import tlog
 from caseline.crypto.caselog import CaseView
 from caseline.crypto.certs import TrustStore, VerifiedCert, make_enrolment_request
 from caseline.crypto.evidence import EvidenceReport, export_evidence, verify_evidence
+from caseline.crypto.evidence_files import ExhibitStatus, choose
 from caseline.crypto.keys import DeviceKeys, fingerprint, normalize_fingerprint
 from caseline.crypto.snapshot import trust_binding
 from caseline.crypto.updates import HISTORY_SHARE
@@ -1203,6 +1207,46 @@ class Client(Outbox, Attachments, ContentHelpers, Following, LogWatching):
             upto=upto,
         )
 
+    async def export_evidence_folder(
+        self,
+        case_id: bytes,
+        out: str | os.PathLike[str],
+        seqs: Iterable[int] | None = None,
+        *,
+        attachments: Iterable[tuple[int, int]] | None = None,
+        force: bool = False,
+        progress: ProgressSink | None = None,
+    ) -> EvidenceReport:
+        """An export folder: the bundle ``export_evidence`` makes, with the disclosed updates' files.
+
+        ``attachments`` names (seq, index) pairs to include (default: every file of
+        every disclosed update); one of an update the bundle does not disclose is
+        refused (``UsageError``) before anything is fetched.  The bundle is verified
+        with this device's own pins before use, each file is fetched through the
+        verified download path, and the folder appears at ``out`` only once all of
+        it is written (client/evidence_dir.py).  Returns the report of what was written.
+        """
+        target = Path(os.fspath(out))
+        refuse_existing_export(target, force=force)
+        bundle = await self.export_evidence(case_id, seqs)
+        own_pins = {a: fingerprint(a, key) for a, key in self.trust.roots.items()}
+        report = verify_evidence(bundle, pinned=own_pins)
+        chosen = choose(report.attachments, attachments)
+
+        async def fetch(status: ExhibitStatus, fileobj: BinaryIO) -> None:
+            await self.fetch_attachment_into(
+                case_id, status.update_id, status.index, fileobj, progress=progress
+            )
+
+        return await write_export(
+            target,
+            bundle=bundle,
+            report=report,
+            chosen=[(c.seq, c.index) for c in chosen],
+            fetch=fetch,
+            force=force,
+        )
+
 
 def _raise_alarms(events: Iterable[CaseEvent]) -> None:
     """A voided commit is an alarm: a device its agency revoked set the case's members and secret.
@@ -1224,6 +1268,15 @@ def _raise_alarms(events: Iterable[CaseEvent]) -> None:
             )
 
 
-def verify_bundle(bundle: bytes, pins: Mapping[str, str]) -> EvidenceReport:
-    """Verify an evidence bundle offline, trusting only the fingerprints given."""
-    return verify_evidence(bundle, pinned=pins)
+def verify_bundle(bundle: bytes | str | os.PathLike[str], pins: Mapping[str, str]) -> EvidenceReport:
+    """Verify an evidence bundle offline, trusting only the fingerprints given.
+
+    ``bundle`` is the bundle's bytes, or the path of a bundle file or of an
+    export folder (whose attachments are then checked too; see ``EvidenceReport.attachments``).
+    """
+    if isinstance(bundle, bytes):
+        return verify_evidence(bundle, pinned=pins)
+    path = Path(os.fspath(bundle))
+    if path.is_dir():
+        return verify_export(path, pins)
+    return verify_evidence(path.read_bytes(), pinned=pins)

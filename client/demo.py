@@ -479,8 +479,18 @@ class Demo:
             self.say("   a forger flips one bit in the middle of the bundle:")
             self.sh(f"python -c {shlex.quote(FORGE)} {bundle} forged.evidence")
             self.run("caseline", "evidence", "verify", "forged.evidence", *pins, expect=3)
-            # Next: the bundle with the seizure report's files (`evidence export --with-attachments`),
-            # verified offline against the hashes its sender signed.
+            self.say("   the export for court: the bundle, the seizure report's photo and scan, a manifest;")
+            self.say("   each file is checked offline against the size and SHA-256 its sender signed")
+            export = "kilimanjaro-export"
+            export_cmd = ("caseline", "--profile", "alice", "evidence", "export", case, "-o", export)
+            self.run(*export_cmd, "--with-attachments")
+            self.run("caseline", "evidence", "verify", export, *pins)
+            self.say("   one bit of the photo changed in a copy of the export:")
+            self.sh(
+                f"cp -r {export} altered-export && f=$(ls altered-export/attachments/*-{PHOTO}) "
+                f'&& python -c {shlex.quote(FORGE)} "$f" "$f"'
+            )
+            self.run("caseline", "evidence", "verify", "altered-export", *pins, expect=3)
         return {"case_id": case, "head_code": a["head_code"], "fingerprints": fpr}
 
     def fork(self) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from caseline.crypto.caselog import (
 )
 from caseline.crypto.certs import TrustStore, VerifiedCert
 from caseline.crypto.commits import CaseState, verify_commit
+from caseline.crypto.evidence_files import ExhibitStatus, disclosed_attachments
 from caseline.crypto.keys import DeviceKeys, fingerprint, normalize_fingerprint
 from caseline.crypto.updates import OpenedUpdate, open_update, verify_envelope
 from caseline.schemas.errors import (
@@ -131,6 +132,9 @@ class EvidenceReport:
     witnessed_at: int | None = None
     #: Voided commits and roster devices, in log order.
     voided: tuple[Voided, ...] = ()
+    #: Every attachment of the disclosed updates; a bundle alone includes none of their
+    #: files, an export directory those its verifier checked (crypto/evidence_files.py).
+    attachments: tuple[ExhibitStatus, ...] = ()
 
 
 def export_evidence(
@@ -295,6 +299,9 @@ def verify_evidence(signed: bytes, *, pinned: Mapping[str, str]) -> EvidenceRepo
         witnesses=proof.witnesses,
         witnessed_at=proof.witnessed_at,
         voided=_voided(states),
+        attachments=disclosed_attachments(
+            (r.seq, r.update.update_id, r.update.record.attachments, r.author) for r in records
+        ),
     )
 
 

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from caseline.client.demo import PHOTO, SCAN
 
 BASH = shutil.which("bash") or "/bin/bash"
 
@@ -111,3 +112,19 @@ def test_no_panel_is_cut_at_80_columns(transcript: tuple[Path, str]) -> None:
     for panel in devices:
         assert "(`caseline agency issue`)," in panel, panel
         assert "`caseline login --cert FILE`" in panel, panel
+
+
+def test_the_export_for_court_carries_the_reports_files_and_catches_an_altered_one(
+    transcript: tuple[Path, str],
+) -> None:
+    """Step 8 ends with an export folder: the photo and the scan verify offline; a changed bit fails."""
+    root, text = transcript
+    lines = commands(text)
+    assert any(c.startswith("caseline evidence verify kilimanjaro-export --pin ") for c in lines)
+    assert any(c.startswith("caseline evidence verify altered-export --pin ") for c in lines)
+    assert "2 of 2 attachments verified" in text
+    files = sorted(p.name for p in (root / "kilimanjaro-export" / "attachments").iterdir())
+    assert [f.split("-", 2)[2] for f in files] == sorted([PHOTO, SCAN])
+    for name in files:
+        original = root / (PHOTO if name.endswith(PHOTO) else SCAN)
+        assert (root / "kilimanjaro-export" / "attachments" / name).read_bytes() == original.read_bytes()

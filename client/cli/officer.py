@@ -37,6 +37,7 @@ from caseline.client.cli.params import (
     KDF,
     TLP,
     hex_arg,
+    parse_attachment_keys,
     parse_fields,
     parse_pins,
     server_key_arg,
@@ -1044,21 +1045,54 @@ def _evidence(root: click.Group) -> None:
     @command(evidence, "export")
     @click.argument("case_ref", metavar="CASE")
     @click.option(
-        "-o", "--output", required=True, metavar="FILE", help="Where to write the bundle (a new file)."
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT",
+        help="Where to write the bundle: a new file, or with attachments a new folder.",
     )
-    @click.option("--force", is_flag=True, help="Replace FILE if it exists.")
+    @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
     @click.option("--seq", type=int, multiple=True, help="Disclose only these log positions; repeat.")
-    def export(case_ref: str, output: str, force: bool, seq: tuple[int, ...]) -> int:
+    @click.option(
+        "--with-attachments",
+        is_flag=True,
+        help="Write a folder: the bundle, and the files of the disclosed updates, verified.",
+    )
+    @click.option(
+        "--attachment",
+        "attachments",
+        multiple=True,
+        metavar="SEQ:INDEX",
+        help="Include only this attachment (the update's log position and its index); repeat.",
+    )
+    def export(
+        case_ref: str,
+        *,
+        output: str,
+        force: bool,
+        seq: tuple[int, ...],
+        with_attachments: bool,
+        attachments: tuple[str, ...],
+    ) -> int:
         """Write a signed evidence bundle of CASE to a new owner-only file.
+
+        With --with-attachments (or --attachment) OUT is a new folder holding
+        bundle.caseline, the disclosed updates' files under attachments/ and a
+        MANIFEST.txt; each file is downloaded and verified before it is written.
 
         \b
         Examples:
           caseline evidence export 3f2a9c -o case.evidence
           caseline evidence export 3f2a9c -o excerpt.evidence --seq 3 --seq 4
+          caseline evidence export 3f2a9c -o case-export --with-attachments
+          caseline evidence export 3f2a9c -o photo-only --seq 3 --attachment 3:0
         """
         s = settings()
         out = Out(s.as_json)
         target = Path(output)
+        if with_attachments or attachments:
+            keys = parse_attachment_keys(attachments) if attachments else None
+            return _export_folder(out, case_ref, target, force=force, seqs=seq, attachments=keys)
         refuse_existing(target, force=force)
         secret = s.unlock()
 
@@ -1084,18 +1118,25 @@ def _evidence(root: click.Group) -> None:
         help="A trusted agency root; repeat.",
     )
     def verify(bundle: str, pin: tuple[str, ...]) -> int:
-        """Verify an evidence BUNDLE offline: it needs only the pinned fingerprints.
+        """Verify an evidence BUNDLE (a file, or an export folder) offline: it needs only the pins.
+
+        For a folder, every file under attachments/ must be one the disclosed
+        updates signed for (size and SHA-256); attachments left out are listed
+        as not included.
 
         \b
         Examples:
           caseline evidence verify case.evidence --pin ke-kra=123456789012345678901234567890
+          caseline evidence verify case-export --pin ke-kra=123456789012345678901234567890
         """
         from caseline.client.client import verify_bundle  # noqa: PLC0415 - with the command
+        from caseline.client.evidence_dir import check_export, read_bundle  # noqa: PLC0415 - with the command
         from caseline.crypto.evidence import bundle_agencies  # noqa: PLC0415 - with the command
 
         out = Out(settings().as_json)
         pins = parse_pins(pin)
-        data = Path(bundle).read_bytes()
+        folder = Path(bundle) if Path(bundle).is_dir() else None
+        data = Path(bundle).read_bytes() if folder is None else read_bundle(folder)
         not_a_bundle = other_object(data)
         if not_a_bundle:
             raise UsageError(f"{bundle} is {not_a_bundle}, not an evidence bundle")
@@ -1116,8 +1157,81 @@ def _evidence(root: click.Group) -> None:
             raise MalformedError(f"{bundle} is not a caseline evidence bundle, or it is damaged") from None
         except IntegrityError as exc:  # its parts do not fit together: say it of the bundle
             raise type(exc)(f"the evidence bundle is damaged or was altered: {exc}") from None
+        if folder is not None:
+            try:
+                report = check_export(folder, report, data)
+            except IntegrityError as exc:
+                raise type(exc)(f"the evidence export {bundle} is not as exported: {exc}") from None
         _print_bundle(out, report)
         return EXIT_OK
+
+
+def _export_folder(
+    out: Out,
+    case_ref: str,
+    target: Path,
+    *,
+    force: bool,
+    seqs: tuple[int, ...],
+    attachments: tuple[tuple[int, int], ...] | None,
+) -> int:
+    """``evidence export --with-attachments``: a folder with the bundle and its files, verified."""
+    from caseline.client.cli.progress import progress  # noqa: PLC0415 - a command that moves files
+    from caseline.client.evidence_dir import refuse_existing_export  # noqa: PLC0415 - with the command
+
+    s = settings()
+    refuse_existing_export(target, force=force)
+    secret = s.unlock()
+
+    async def act() -> Any:
+        with progress("exporting", as_json=s.as_json) as sink:
+            async with await s.client(secret) as client:
+                case_id = await client.resolve_case(case_ref)
+                return await client.export_evidence_folder(
+                    case_id, target, seqs or None, attachments=attachments, force=force, progress=sink
+                )
+
+    report = run(act())
+    included = [a for a in report.attachments if a.included]
+    if out.as_json:
+        out.data(
+            {
+                "case_id": report.case_id.hex(),
+                "export": str(target),
+                "records": len(report.records),
+                "attachments": [_attachment_json(a) for a in report.attachments],
+            }
+        )
+    out.say(
+        f"wrote evidence export {safe(str(target))}: bundle of {len(report.records)} "
+        f"update{'s' if len(report.records) != 1 else ''}, {len(included)} of "
+        f"{len(report.attachments)} attachment{'s' if len(report.attachments) != 1 else ''} verified"
+    )
+    for a in report.attachments:
+        where = f"attachments/{a.file}" if a.file is not None else "not included"
+        out.say(f"  #{a.seq}:{a.index} {safe(where)}  sha256 {a.ref.sha256.hex()}", whole=True)
+    return EXIT_OK
+
+
+def _attachment_json(a: Any) -> dict[str, Any]:
+    return {
+        "seq": a.seq,
+        "index": a.index,
+        "update_id": a.update_id.hex(),
+        "name": a.ref.name,
+        "media_type": a.ref.media_type,
+        "size": a.ref.size,
+        "sha256": a.ref.sha256.hex(),
+        "sender": f"{a.sender.agency_id}:{a.sender.user_id}",
+        "device": a.sender.device_id.hex(),
+        "file": None if a.file is None else f"attachments/{a.file}",
+        "status": "verified" if a.included else "not included",
+    }
+
+
+def _quoted(name: str) -> str:
+    """A partner's file name in quotes, its control and format characters shown as escapes."""
+    return json.dumps(name, ensure_ascii=False)
 
 
 def _disclosed_markings(content_type: str, content: bytes) -> dict[str, Any] | None:
@@ -1183,6 +1297,7 @@ def _print_bundle(out: Out, report: Any) -> None:
                 "witnesses": witnesses,
                 "witnessed_at": None if report.witnessed_at is None else when(report.witnessed_at),
                 "voided": voided,
+                "attachments": [_attachment_json(a) for a in report.attachments],
             }
         )
         return
@@ -1196,6 +1311,20 @@ def _print_bundle(out: Out, report: Any) -> None:
                 f"[bold]{safe(str(row['author']))}[/]", safe(str(row["content_type"])), markings_text(marks),
             ],
             [("restrictions", safe(str(marks.get("restrictions") or "")) if marks else "")],
+        )  # fmt: skip
+    if report.attachments:
+        out.say("attachments of the disclosed updates (log position:index):")
+    for a in report.attachments:
+        out.block(
+            [
+                f"[bold]#{a.seq}:{a.index}[/]", safe(_quoted(a.ref.name)), a.ref.media_type,
+                f"{a.ref.size} bytes", "VERIFIED" if a.included else "not included",
+            ],
+            [
+                ("file", safe(f"attachments/{a.file}") if a.file is not None else ""),
+                ("sha256", a.ref.sha256.hex()),
+                ("sender", safe(f"{a.sender.agency_id}:{a.sender.user_id}")),
+            ],
         )  # fmt: skip
     out.say(
         f"exported by {report.exporter.agency_id}:{report.exporter.user_id} "

@@ -140,3 +140,16 @@ KDF = choice("moderate", "interactive")
 CASE_ROLE = choice("owner", "member", "observer")
 HANDLING = choice("H0", "H1", "H2", "H3")
 TLP = choice("CLEAR", "GREEN", "AMBER", "AMBER+STRICT", "RED")
+
+
+def parse_attachment_keys(items: Sequence[str]) -> tuple[tuple[int, int], ...]:
+    """``--attachment SEQ:INDEX`` values: an update's log position and the file's index in it."""
+    keys = []
+    for item in items:
+        seq, colon, index = item.strip().partition(":")
+        if not (colon and seq.isdigit() and index.isdigit() and seq.isascii() and index.isascii()):
+            raise UsageError(
+                f"--attachment {item!r}: give SEQ:INDEX, e.g. 3:0 for the first file of the update at #3"
+            )
+        keys.append((int(seq), int(index)))
+    return tuple(keys)
