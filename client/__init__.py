@@ -17,11 +17,15 @@ if TYPE_CHECKING:
     from caseline.client.content import Posted
     from caseline.client.core import Author, CaseEvent, Member
     from caseline.client.profile import profile_dir
+    from caseline.client.uploads import AttachmentInfo, AttachmentSource, ProgressSink
     from caseline.schemas.errors import BrokerRefusal, BrokerUnavailable, ProfileError
 
 #: Public name -> the module that defines it.
 _LAZY: dict[str, str] = {
     "AgencyAdmin": "caseline.client.admin",
+    "AttachmentInfo": "caseline.client.uploads",
+    "AttachmentSource": "caseline.client.uploads",
+    "ProgressSink": "caseline.client.uploads",
     "CaseReport": "caseline.client.client",
     "CaseSummary": "caseline.client.client",
     "Client": "caseline.client.client",
@@ -39,6 +43,8 @@ _LAZY: dict[str, str] = {
 
 __all__ = [
     "AgencyAdmin",
+    "AttachmentInfo",
+    "AttachmentSource",
     "Author",
     "BrokerRefusal",
     "BrokerUnavailable",
@@ -50,6 +56,7 @@ __all__ = [
     "Member",
     "Posted",
     "ProfileError",
+    "ProgressSink",
     "profile_dir",
     "verify_bundle",
 ]

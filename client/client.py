@@ -31,6 +31,7 @@ from typing import Final
 
 import aiohttp
 from caseline.client import keystore
+from caseline.client.attachments import Attachments
 from caseline.client.content import ContentHelpers
 from caseline.client.core import CaseEvent, CertChange, Ledger, Member, head_code, members_of
 from caseline.client.follow import Following
@@ -220,7 +221,7 @@ def parse_member(text: str, default_role: str = "member") -> tuple[str, str, str
     return agency, user, role
 
 
-class Client(Outbox, ContentHelpers, Following, LogWatching):
+class Client(Outbox, Attachments, ContentHelpers, Following, LogWatching):
     """One device's session with its broker, over its local profile."""
 
     def __init__(

@@ -44,6 +44,7 @@ from caseline.schemas.errors import (
     UsageError,
 )
 from caseline.schemas.wire import (
+    AttachmentRef,
     CaseInfo,
     DeviceCert,
     Envelope,
@@ -99,6 +100,9 @@ class CaseEvent:
     members: tuple[Member, ...] = ()
     #: Set for an earlier update that a history share has just made readable.
     shared: bool = False
+    #: Updates: the files riding on it, as its signed record names them (keys included:
+    #: an event stays in memory or sealed at rest).  Never set on a voided update.
+    attachments: tuple[AttachmentRef, ...] = ()
 
 
 def _update_event(
@@ -118,6 +122,7 @@ def _update_event(
         content=content,
         update_id=opened.update_id,
         shared=shared,
+        attachments=record.attachments or (),
     )
 
 
@@ -553,11 +558,20 @@ class Ledger:
         now: int,
         nonce: bytes,
         witnessed: LogRef | None = None,
+        attachments: Sequence[AttachmentRef] = (),
     ) -> Staged:
-        """Seal the next update of ``case_id``; nothing moves until ``confirm``."""
+        """Seal the next update of ``case_id``; nothing moves until ``confirm``.
+
+        ``attachments`` name blobs already uploaded to the case and checked.
+        """
         try:
             return self.view(case_id).prepare(
-                content_type=content_type, content=content, now=now, nonce=nonce, witnessed=witnessed
+                content_type=content_type,
+                content=content,
+                now=now,
+                nonce=nonce,
+                witnessed=witnessed,
+                attachments=attachments,
             )
         except NotPermittedError:
             if self.reissued_would_allow(case_id, content_type):

@@ -28,6 +28,7 @@ from caseline.client.core import Author, CaseEvent, Member
 from caseline.crypto import primitives as P
 from caseline.schemas.codec import pack, unpack
 from caseline.schemas.errors import MalformedError
+from caseline.schemas.wire import AttachmentRef
 
 EVENTS_VERSION: Final = 1
 
@@ -80,6 +81,7 @@ def encode_events(events: Sequence[CaseEvent]) -> bytes:
                 e.update_id,
                 [[_author(m.author), m.role] for m in e.members],
                 e.shared,
+                *([[a.to_fields() for a in e.attachments]] if e.attachments else []),
             ]
             for e in events
         ]
@@ -90,7 +92,14 @@ def decode_events(case_id: bytes, data: bytes) -> list[CaseEvent]:
     out = []
     try:
         for row in unpack(data, max_size=len(data)):
-            seq, kind, epoch, author, time, readable, content_type, content, update_id, members, shared = row
+            seq, kind, epoch, author, time, readable, content_type, content, update_id, members, shared = row[
+                :11
+            ]
+            # A twelfth field, the update's attachments, is written only when it has some,
+            # so events stored before attachments existed read as they always did.
+            files = (
+                tuple(AttachmentRef.from_fields(f, where="attachment") for f in row[11]) if row[11:] else ()
+            )
             out.append(
                 CaseEvent(
                     case_id=case_id,
@@ -105,6 +114,7 @@ def decode_events(case_id: bytes, data: bytes) -> list[CaseEvent]:
                     update_id=update_id,
                     members=tuple(Member(_member_author(a), role) for a, role in members),
                     shared=shared,
+                    attachments=files,
                 )
             )
     except (ValueError, TypeError, IndexError) as exc:

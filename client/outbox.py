@@ -21,10 +21,12 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from caseline.client import keystore
+from caseline.client.attachments import Attachable, plan_files
 from caseline.client.content import Posted
 from caseline.client.profile import PostingLock
 from caseline.client.store import LocalStore, Pending, StoredEntry
 from caseline.client.transport import with_retries
+from caseline.client.uploads import AttachmentSource, Draft, PlannedFile, ProgressSink
 from caseline.crypto import primitives as P
 from caseline.crypto.caselog import KIND_UPDATE
 from caseline.schemas import content as content_schemas
@@ -37,6 +39,7 @@ from caseline.schemas.errors import (
     ProfileError,
     UsageError,
 )
+from caseline.schemas.wire import AttachmentRef
 
 if TYPE_CHECKING:
     from caseline.client.core import CaseEvent, Ledger
@@ -76,13 +79,36 @@ class Outbox:
         async def _accept(self, case_id: bytes, entries: Sequence[StoredEntry]) -> list[CaseEvent]: ...
         async def gossip_ref(self) -> LogRef | None: ...
         async def _revoked_since_post(self, case_id: bytes, seq: int) -> int | None: ...
+        async def _drafts(self, case_id: bytes | None = None) -> list[Draft]: ...
+        async def _new_draft(
+            self, case_id: bytes, content_type: str, content: bytes, files: Sequence[PlannedFile]
+        ) -> Draft: ...
+        async def _upload_draft(
+            self,
+            draft: Draft,
+            *,
+            sources: Sequence[AttachmentSource | None] = (),
+            progress: ProgressSink | None = None,
+            tries: int = 5,
+        ) -> Draft: ...
 
-    def _seal_local(self, update_id: bytes, content_type: str, content: bytes) -> bytes:
+    def _seal_local(
+        self, update_id: bytes, content_type: str, content: bytes, refs: Sequence[AttachmentRef] = ()
+    ) -> bytes:
+        """What a refused update needs to be sealed again, under the local key: its content, and
+        its files' references (keys included) when it has any."""
         nonce = secrets.token_bytes(P.AEAD_NONCE_SIZE)
         aad = P.label("outbox") + update_id
-        return nonce + P.xchacha_seal(self._secrets.local_key, nonce, pack([content_type, content]), aad)
+        kept: list[object] = [content_type, content]
+        if refs:
+            kept.append([r.to_fields() for r in refs])
+        return nonce + P.xchacha_seal(self._secrets.local_key, nonce, pack(kept), aad)
 
     def _open_local(self, pending: Pending) -> tuple[str, bytes]:
+        content_type, data, _ = self._open_local_all(pending)
+        return content_type, data
+
+    def _open_local_all(self, pending: Pending) -> tuple[str, bytes, tuple[AttachmentRef, ...]]:
         nonce, sealed = (
             pending.sealed_content[: P.AEAD_NONCE_SIZE],
             pending.sealed_content[P.AEAD_NONCE_SIZE :],
@@ -90,7 +116,8 @@ class Outbox:
         obj = unpack(
             P.xchacha_open(self._secrets.local_key, nonce, sealed, P.label("outbox") + pending.update_id)
         )
-        return str(obj[0]), bytes(obj[1])
+        refs = tuple(AttachmentRef.from_fields(r, where="attachment") for r in obj[2]) if obj[2:] else ()
+        return str(obj[0]), bytes(obj[1]), refs
 
     async def post(
         self,
@@ -98,10 +125,26 @@ class Outbox:
         content_type: str,
         content: Mapping[str, Any] | bytes,
         *,
+        attachments: Sequence[Attachable] = (),
+        progress: ProgressSink | None = None,
         tries: int = 5,
         idempotency_key: str | None = None,
     ) -> Posted:
         """Seal, sign and post one update exactly once, however often it must be retried.
+
+        ``attachments``: up to 16 files, each a path (named by its basename,
+        its media type guessed from it) or an ``AttachmentSource``.  Every
+        file is checked before anything is sent (a directory, a pipe, an
+        unreadable file: ``UsageError``).  The post is journalled first (sealed
+        under the local key), each file is encrypted as it is read and
+        uploaded in parts, each blob's address is checked against the
+        broker's, and only then is the update sealed with their references
+        and posted.  A run cut anywhere — Ctrl-C, a network cut, ``kill -9`` —
+        is finished by the next ``post`` or ``flush`` of this profile, from
+        the broker's offset: at most one part is sent again.  A file that
+        changed meanwhile stops that post (``UsageError``, or
+        ``IntegrityError`` if only its bytes differ) and leaves it journalled
+        until ``drop_pending``.  ``progress`` hears of every upload.
 
         ``idempotency_key`` extends that to whole runs of a script: a second call
         with the same key returns the first update instead of posting again.
@@ -122,8 +165,11 @@ class Outbox:
                 raise InvalidContentError(str(exc), fix=exc.fix) from None
         else:
             data = content
+        planned = plan_files(attachments, secrets.token_bytes) if attachments else []
         async with self._posting():
-            return await self._post_locked(case_id, content_type, data, tries, idempotency_key)
+            return await self._post_locked(
+                case_id, content_type, data, tries, idempotency_key, files=planned, progress=progress
+            )
 
     @contextlib.asynccontextmanager
     async def _posting(self) -> AsyncIterator[None]:
@@ -149,7 +195,16 @@ class Outbox:
                 self._profile_lock.release()
 
     async def _post_locked(
-        self, case_id: bytes, content_type: str, data: bytes, tries: int, idempotency_key: str | None
+        self,
+        case_id: bytes,
+        content_type: str,
+        data: bytes,
+        tries: int,
+        idempotency_key: str | None,
+        *,
+        files: Sequence[tuple[PlannedFile, AttachmentSource | None]] = (),
+        progress: ProgressSink | None = None,
+        refs: Sequence[AttachmentRef] = (),
     ) -> Posted:
         # Another process of this profile may have posted since: sync first, so
         # the next position is sealed from the log, not from a stale memory.
@@ -171,6 +226,12 @@ class Outbox:
                     revoked_at=exc.revoked_at, shown_at=utc_text(exc.revoked_at), earlier=True,
                 ) from None  # fmt: skip
             retried = posted if same and retried is None else retried
+        # Then posts with files an earlier run journalled: their uploads resume.
+        names = [(f.name, f.size) for f, _ in files]
+        for draft in await self._drafts(case_id):
+            posted = await self._finish_draft(draft, tries=tries, progress=progress)
+            if draft.same_post(content_type, data, names) and retried is None:
+                retried = posted
         if retried is not None:
             return retried
         key_name = None
@@ -179,6 +240,49 @@ class Outbox:
             earlier = await self.store.get(key_name)
             if earlier is not None:
                 return await self._posted_before(case_id, earlier)
+        if files:
+            # Checked (for the sender's own mistakes) before the journal or any byte is sent.
+            self._ledger().prepare(
+                case_id, content_type=content_type, content=data, now=self.clock(), nonce=bytes(24)
+            )
+            draft = await self._new_draft(case_id, content_type, data, [f for f, _ in files])
+            return await self._finish_draft(
+                draft, tries=tries, progress=progress, sources=[s for _, s in files], key_name=key_name
+            )
+        return await self._seal_and_deliver(case_id, content_type, data, refs, tries=tries, key_name=key_name)
+
+    async def _finish_draft(
+        self,
+        draft: Draft,
+        *,
+        tries: int,
+        progress: ProgressSink | None,
+        sources: Sequence[AttachmentSource | None] = (),
+        key_name: str | None = None,
+    ) -> Posted:
+        """Upload what is left of a journalled post with files, then seal and post its update."""
+        draft = await self._upload_draft(draft, sources=sources, progress=progress, tries=tries)
+        return await self._seal_and_deliver(
+            draft.case_id,
+            draft.content_type,
+            draft.content,
+            draft.refs,
+            tries=tries,
+            key_name=key_name,
+            draft_id=draft.draft_id,
+        )
+
+    async def _seal_and_deliver(
+        self,
+        case_id: bytes,
+        content_type: str,
+        data: bytes,
+        refs: Sequence[AttachmentRef],
+        *,
+        tries: int,
+        key_name: str | None,
+        draft_id: bytes | None = None,
+    ) -> Posted:
         ledger = self._ledger()
         staged = ledger.prepare(
             case_id,
@@ -187,16 +291,20 @@ class Outbox:
             now=self.clock(),
             nonce=secrets.token_bytes(24),
             witnessed=await self.gossip_ref(),
+            attachments=refs,
         )
         sealed = staged.sealed
         pending = Pending(
             update_id=sealed.update_id,
             case_id=case_id,
             envelope=sealed.envelope,
-            sealed_content=self._seal_local(sealed.update_id, content_type, data),
+            sealed_content=self._seal_local(sealed.update_id, content_type, data, refs),
             created_at=self.clock(),
         )
-        await self.store.add_pending(pending)
+        if draft_id is None:
+            await self.store.add_pending(pending)
+        else:
+            await self.store.promote_draft(draft_id, pending)
         ledger.confirm(case_id, staged)  # only now is the message key used up
         if key_name is not None:
             await self.store.put(key_name, sealed.update_id)
@@ -210,10 +318,17 @@ class Outbox:
                 )
         raise UsageError("an update with this idempotency key was refused earlier; use a new key")
 
-    async def flush(self, case_id: bytes | None = None, *, tries: int = 5) -> list[Posted]:
-        """Send what an earlier run sealed but could not confirm, in order, before anything new."""
+    async def flush(
+        self, case_id: bytes | None = None, *, tries: int = 5, progress: ProgressSink | None = None
+    ) -> list[Posted]:
+        """Send what an earlier run sealed but could not confirm, in order, before anything new;
+        then finish the posts with files an earlier run journalled (their uploads resume)."""
         async with self._posting():
-            return [await self._deliver(p, tries=tries) for p in await self.store.outbox(case_id)]
+            posted = [await self._deliver(p, tries=tries) for p in await self.store.outbox(case_id)]
+            for draft in await self._drafts(case_id):
+                await self.sync(draft.case_id)
+                posted.append(await self._finish_draft(draft, tries=tries, progress=progress))
+            return posted
 
     async def _deliver(self, pending: Pending, *, tries: int) -> Posted:
         case_id = pending.case_id
@@ -271,6 +386,6 @@ class Outbox:
         view.abandon_unsent()
         await self.sync(pending.case_id)
         if self._ledger().reseal_after_refusal(pending.case_id, pending.envelope, exc.status):
-            content_type, data = self._open_local(pending)
-            return await self._post_locked(pending.case_id, content_type, data, tries, None)
+            content_type, data, refs = self._open_local_all(pending)
+            return await self._post_locked(pending.case_id, content_type, data, tries, None, refs=refs)
         raise exc

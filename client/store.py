@@ -59,9 +59,15 @@ CREATE TABLE finality (
     receipt BLOB
 ) WITHOUT ROWID;
 """
+#: Version 4: posts with files, journalled (sealed) before their first byte is sent (issue 15;
+#: client/uploads.py says why they are not outbox rows until their blobs are complete).
+SCHEMA_V4: Final = """
+CREATE TABLE drafts (
+    draft_id BLOB PRIMARY KEY, case_id BLOB NOT NULL, sealed BLOB NOT NULL, created_at INTEGER NOT NULL);
+"""
 #: ``MIGRATIONS[n]`` takes a database from ``user_version`` n to n + 1.  Append only:
 #: a released migration is never edited, since profiles out there already ran it.
-MIGRATIONS: Final[tuple[str, ...]] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3)
+MIGRATIONS: Final[tuple[str, ...]] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
@@ -343,6 +349,55 @@ class LocalStore:
     async def drop_pending(self, update_id: bytes) -> None:
         await self.db.execute("DELETE FROM outbox WHERE update_id=?", (update_id,))
         await self.db.commit()
+
+    # -- posts with files, before their update is sealed
+    async def drafts(self, case_id: bytes | None = None) -> list[tuple[bytes, bytes, bytes, int]]:
+        """``(draft_id, case_id, sealed, created_at)`` in the order they were journalled."""
+        query = "SELECT draft_id, case_id, sealed, created_at FROM drafts"
+        args: tuple[bytes, ...] = ()
+        if case_id is not None:
+            query += " WHERE case_id=?"
+            args = (case_id,)
+        async with self.db.execute(query + " ORDER BY rowid", args) as cur:
+            return [(bytes(r[0]), bytes(r[1]), bytes(r[2]), int(r[3])) async for r in cur]
+
+    async def put_draft(self, draft_id: bytes, case_id: bytes, sealed: bytes, created_at: int) -> None:
+        """Journal a draft, or replace its sealed state (an upload id or an address learnt)."""
+        await self.db.execute(
+            "INSERT INTO drafts VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (draft_id) DO UPDATE SET sealed=excluded.sealed",
+            (draft_id, case_id, sealed, created_at),
+        )
+        await self.db.commit()
+
+    async def drop_draft(self, draft_id: bytes) -> bool:
+        cur = await self.db.execute("DELETE FROM drafts WHERE draft_id=?", (draft_id,))
+        await self.db.commit()
+        return cur.rowcount > 0
+
+    async def promote_draft(self, draft_id: bytes, pending: Pending) -> None:
+        """The draft's update is sealed: it becomes an outbox row, in one transaction.
+
+        A crash leaves either the draft (sealed again on resume, under a fresh
+        counter: the first sealing never left this device) or the outbox row
+        (sent as is), never both, so a post with files is never sent twice.
+        """
+        try:
+            await self.db.execute("DELETE FROM drafts WHERE draft_id=?", (draft_id,))
+            await self.db.execute(
+                "INSERT INTO outbox VALUES (?, ?, ?, ?, ?)",
+                (
+                    pending.update_id,
+                    pending.case_id,
+                    pending.envelope,
+                    pending.sealed_content,
+                    pending.created_at,
+                ),
+            )
+            await self.db.commit()
+        except BaseException:
+            await self.db.rollback()
+            raise
 
     # -- agency administration
     async def issued(self) -> list[Issued]:

@@ -15,7 +15,7 @@ import contextlib
 import hashlib
 import json
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Final, TypeVar
 
 import aiohttp
@@ -32,6 +32,8 @@ from caseline.schemas.api import (
     ServerInfo,
     Session,
     Subscribe,
+    UploadRequest,
+    UploadState,
     WitnessedAnswer,
     revocation_etag,
 )
@@ -355,6 +357,123 @@ class BrokerConnection:
             raise MalformedError("the broker answered with another case's entries")
         return page
 
+    # ---------------------------------------------------------------- blobs (PROTOCOL.md §9)
+    def _long_timeout(self) -> aiohttp.ClientTimeout:
+        """A body may take minutes; what must not take long is any one wait for the other side."""
+        read = self.timeout.total or 30.0
+        return aiohttp.ClientTimeout(total=None, sock_connect=self.timeout.sock_connect, sock_read=read)
+
+    async def _auth_headers(self) -> dict[str, str]:
+        if self._token is None:
+            await self.login()
+        return {"Authorization": f"Bearer {self._token}"}
+
+    async def create_upload(self, case_id: bytes, length: int) -> UploadState:
+        """Reserve a ``length``-byte upload in the case (counted against its quotas at once)."""
+        path = f"/v1/cases/{case_id.hex()}/uploads"
+        body = UploadRequest(length=length).encode()
+        return self._upload_state((await self.request("POST", path, body=body))[1], length)
+
+    async def upload_state(self, case_id: bytes, upload_id: bytes, length: int) -> UploadState:
+        """Where the broker's copy of an upload stands: what to resume from."""
+        path = f"/v1/cases/{case_id.hex()}/uploads/{upload_id.hex()}"
+        return self._upload_state((await self.request("GET", path))[1], length, upload_id)
+
+    async def delete_upload(self, case_id: bytes, upload_id: bytes) -> None:
+        await self.request("DELETE", f"/v1/cases/{case_id.hex()}/uploads/{upload_id.hex()}", idempotent=True)
+
+    @staticmethod
+    def _upload_state(body: bytes, length: int, upload_id: bytes | None = None) -> UploadState:
+        state = UploadState.decode(body)
+        if state.length != length or (upload_id is not None and state.upload_id != upload_id):
+            raise MalformedError("the broker answered for another upload than the one asked about")
+        if state.offset > state.length:
+            raise MalformedError("the broker claims more bytes of an upload than it has")
+        return state
+
+    async def patch_upload(
+        self,
+        case_id: bytes,
+        upload_id: bytes,
+        *,
+        offset: int,
+        size: int,
+        body: AsyncIterable[bytes],
+        length: int,
+    ) -> UploadState:
+        """Send ``size`` bytes at ``offset`` as one streamed PATCH body; the broker fsyncs before it answers.
+
+        The body is streamed with its ``Content-Length`` (never chunked), so
+        the broker can refuse an oversized part before reading it.  It cannot
+        be sent twice: any failure is raised, and the caller asks
+        ``upload_state`` where to go on from.
+        """
+        headers = await self._auth_headers()
+        headers.update(
+            {
+                "Content-Type": "application/offset+octet-stream",
+                "Upload-Offset": str(offset),
+                "Content-Length": str(size),
+            }
+        )
+        url = f"{self.url}/v1/cases/{case_id.hex()}/uploads/{upload_id.hex()}"
+        try:
+            async with self.session.patch(
+                url, data=body, headers=headers, timeout=self._long_timeout()
+            ) as resp:
+                data = await _read(resp)
+                self._note_hint(resp.headers.get(REVOCATIONS_HEADER))
+                status, resp_headers = resp.status, resp.headers
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise BrokerUnavailable(
+                f"the upload to the broker at {self.url} was cut: {unreachable(exc)}", status=0
+            ) from None
+        if status == 401:
+            self._token = None  # the caller re-reads the offset, which logs in again
+        if status >= 400:
+            raise _problem(status, data, resp_headers)
+        return self._upload_state(data, length, upload_id)
+
+    @contextlib.asynccontextmanager
+    async def blob(
+        self, case_id: bytes, address: bytes, *, start: int = 0
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        """The bytes of a blob from ``start`` on, as the broker sends them (unverified: open them).
+
+        Asks with ``Range`` when ``start`` is past 0; a broker that ignores it
+        and sends the whole blob (200) is handled by dropping the first bytes.
+        """
+        for attempt in (0, 1):
+            headers = await self._auth_headers()
+            if start:
+                headers["Range"] = f"bytes={start}-"
+            url = f"{self.url}/v1/cases/{case_id.hex()}/blobs/{address.hex()}"
+            try:
+                resp = await self.session.get(url, headers=headers, timeout=self._long_timeout())
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise BrokerUnavailable(
+                    f"cannot reach the broker at {self.url}: {unreachable(exc)}", status=0
+                ) from None
+            try:
+                self._note_hint(resp.headers.get(REVOCATIONS_HEADER))
+                if resp.status == 401 and attempt == 0:
+                    self._token = None
+                    continue
+                if resp.status >= 400:
+                    raise _problem(resp.status, await _read(resp, 65536), resp.headers)
+                skip = start if resp.status == 200 else 0
+                if (
+                    start
+                    and resp.status == 206
+                    and not resp.headers.get("Content-Range", "").startswith(f"bytes {start}-")
+                ):
+                    raise MalformedError("the broker answered with another range of the blob than asked for")
+                yield _blob_body(resp, skip, self.url)
+                return
+            finally:
+                resp.release()
+        raise AssertionError("unreachable")  # pragma: no cover
+
     @contextlib.asynccontextmanager
     async def stream(self, cursors: dict[bytes, int]) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
         """Open the device's WebSocket and subscribe from the given cursors."""
@@ -386,6 +505,19 @@ class BrokerConnection:
             yield ws
         finally:
             await ws.close()
+
+
+async def _blob_body(resp: aiohttp.ClientResponse, skip: int, url: str) -> AsyncIterator[bytes]:
+    try:
+        async for received in resp.content.iter_any():
+            dropped = min(skip, len(received))
+            skip -= dropped
+            if dropped < len(received):
+                yield received[dropped:]
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise BrokerUnavailable(
+            f"the download from the broker at {url} was cut: {unreachable(exc)}", status=0
+        ) from None
 
 
 async def with_retries(

@@ -34,7 +34,7 @@ view exactly as it was.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Final
 
 from caseline.crypto import note, tlog
@@ -75,6 +75,7 @@ from caseline.schemas.errors import (
 from caseline.schemas.references import referenced_updates
 from caseline.schemas.wire import (
     MAX_SEEN,
+    AttachmentRef,
     CaseInfo,
     CommitMessage,
     Envelope,
@@ -567,7 +568,14 @@ class CaseView:
 
     # ---------------------------------------------------------------- sending
     def prepare(
-        self, *, content_type: str, content: bytes, now: int, nonce: bytes, witnessed: LogRef | None = None
+        self,
+        *,
+        content_type: str,
+        content: bytes,
+        now: int,
+        nonce: bytes,
+        witnessed: LogRef | None = None,
+        attachments: Sequence[AttachmentRef] = (),
     ) -> Staged:
         """Seal this device's next update without changing the view (vodozemac's rule).
 
@@ -593,6 +601,7 @@ class CaseView:
             now=now,
             nonce=nonce,
             witnessed=witnessed,
+            attachments=attachments,
         )
         self._check_references(content_type, content)
         return Staged(sealed=sealed, epoch=state.epoch, counter=counter)

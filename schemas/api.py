@@ -25,6 +25,7 @@ from caseline.schemas.wire import (
     MAX_NOTE_BYTES,
     MAX_PROOF,
     MAX_ROSTER,
+    OPT_HASH,
     TIME,
     USER_ID,
 )
@@ -293,3 +294,27 @@ class LeafPage(Struct):
     TAG = 37
     start: int = wire(UInt())
     leaves: tuple[bytes, ...] = wire(Seq(Bin(max=256), max=MAX_LEAVES))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class UploadRequest(Struct):
+    """``POST /v1/cases/{case}/uploads``: reserve room for one blob of ``length`` bytes."""
+
+    TAG = 40
+    length: int = wire(UInt())
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class UploadState(Struct):
+    """An upload as the broker holds it: ``offset`` bytes durably stored of ``length``.
+
+    ``address`` is empty until the last byte arrived; then it is the blob's
+    address as the broker computed it, which the uploader compares with its own.
+    """
+
+    TAG = 41
+    upload_id: bytes = wire(ID)
+    length: int = wire(UInt())
+    offset: int = wire(UInt())
+    expires_at: int = wire(TIME)
+    address: bytes = wire(OPT_HASH)
