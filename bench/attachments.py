@@ -70,6 +70,8 @@ from bench.core import RESULTS, machine
 from bench.devices import enrol_device
 from bench.http_tap import HttpTap
 from bench.peers.common import latency_summary
+from bench.profile import record as spy_record
+from bench.profile import summarise
 from tests.support.world import note
 
 MiB: Final = 1024**2
@@ -341,31 +343,55 @@ class Bench:
 # ------------------------------------------------------------------ scenarios
 
 
-async def timed_transfer(b: Bench, w: Worker) -> tuple[dict[str, Any], dict[str, Any], float]:
-    """Start ``w``, sample it and the broker from just before ``go`` to its result."""
+async def timed_transfer(
+    b: Bench, w: Worker, profile: Path | None = None
+) -> tuple[dict[str, Any], dict[str, Any], float]:
+    """Start ``w``, sample it and the broker from just before ``go`` to its result.
+
+    ``profile``: also py-spy both processes for the transfer (files ``<profile>-client.txt``
+    and ``-broker.txt``); the summaries go into the RSS report under ``profile``.
+    """
     await w.start()
     assert b.broker.proc is not None
+    pids = {"client": w.pid, "broker": b.broker.proc.pid}
+    spies = {}
+    if profile is not None:
+        for name, pid in pids.items():
+            spy = spy_record(pid, 600, profile.with_name(f"{profile.name}-{name}.txt"))
+            if spy is not None:
+                spies[name] = spy
     load_before = load1()
-    with RssSampler({"client": w.pid, "broker": b.broker.proc.pid}) as sampler:
+    with RssSampler(pids) as sampler:
         w.go()
         result = await w.result()
+    report = sampler.report()
+    for name, spy in spies.items():
+        spy.send_signal(signal.SIGINT)  # py-spy writes what it sampled and exits
+        await asyncio.to_thread(spy.wait, 60)
+        out = profile.with_name(f"{profile.name}-{name}.txt") if profile else None
+        if out is not None and out.exists():
+            report.setdefault("profile", {})[name] = summarise(out)
     if not result.get("ok"):
         raise RuntimeError(f"the transfer failed: {result.get('error')}")
-    return result, sampler.report(), load_before
+    return result, report, load_before
 
 
-async def throughput(b: Bench, size: int) -> dict[str, Any]:
+async def throughput(b: Bench, size: int, *, profile: bool = False) -> dict[str, Any]:
     source = b.root / "big.bin"
     print(f"  writing {human(size)} of random bytes ...", flush=True)
     sha = write_random(source, size)
     try:
         up, up_rss, up_load = await timed_transfer(
-            b, b.worker("alice", op="upload", file=str(source), key=f"throughput-{size}")
+            b,
+            b.worker("alice", op="upload", file=str(source), key=f"throughput-{size}"),
+            b.root / "upload" if profile else None,
         )
         out = b.root / "saved"
         out.mkdir(exist_ok=True)
         down, down_rss, down_load = await timed_transfer(
-            b, b.worker("juma", op="download", update=up["update"], directory=str(out))
+            b,
+            b.worker("juma", op="download", update=up["update"], directory=str(out)),
+            b.root / "download" if profile else None,
         )
         saved = Path(down["path"])
         matches = file_sha256(saved) == sha
@@ -376,7 +402,9 @@ async def throughput(b: Bench, size: int) -> dict[str, Any]:
     def side(result: dict[str, Any], rss: dict[str, Any], load: float) -> dict[str, Any]:
         mb_s = size / 1e6 / result["wall_s"]
         worst = max(rss["client"]["growth_mib"], rss["broker"]["growth_mib"])
+        spied = rss.pop("profile", None)
         return {
+            **({"profile": spied} if spied else {}),
             "wall_s": round(result["wall_s"], 2),
             "mb_per_s": round(mb_s, 1),
             "rss": rss,
@@ -690,7 +718,7 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         await b.start(SMALL_POSTERS if "small" in args.only else 0)
         print(f"broker up, case {b.case.hex()[:12]} (load {load1()})", flush=True)
         if "throughput" in args.only:
-            r = await throughput(b, args.size)
+            r = await throughput(b, args.size, profile=args.profile)
             results[f"throughput_{human(args.size).replace(' ', '')}"] = r
             for way in ("upload", "download"):
                 s = r[way]
@@ -725,6 +753,7 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=50.0, help="small files: posts/s offered")
     p.add_argument("--seconds", type=float, default=10.0, help="small files: the measured window")
     p.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
+    p.add_argument("--profile", action="store_true", help="py-spy the client and broker during throughput")
     p.add_argument("--no-readme", dest="readme", action="store_false")
     p.add_argument("--out", type=Path, default=RESULTS / "attachments.json")
     args = p.parse_args()
