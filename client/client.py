@@ -64,6 +64,7 @@ from caseline.schemas.errors import (
     UnknownError,
     UntrustedError,
     UsageError,
+    VerificationError,
 )
 from caseline.schemas.wire import (
     AGENCY_ID,
@@ -122,6 +123,10 @@ class CaseSummary:
     unread: int
     handling: str
     tlp: str
+    #: Why this case could not be brought up to date (the others were): empty when it was.
+    error: str = ""
+    #: The current epoch was opened by a revoked device: nothing is posted until an owner re-keys.
+    tainted: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -173,7 +178,7 @@ class CaseReport:
     members: tuple[Member, ...]
     updates: int
     readable: int
-    #: Updates withheld because their sender's agency revoked it before they were sent.
+    #: Updates withheld: their sender was revoked when it sent them, or voided in their epoch.
     voided: int
 
 
@@ -684,23 +689,31 @@ class Client(Outbox, Attachments, ContentHelpers, Following, LogWatching):
         """
         ledger = self._ledger()
         if case_id not in ledger.views:
-            restored = await self._views.load(case_id, trust=self.trust, me=self.keys)
-            after = 0
-            if restored is not None:
-                ledger.views[case_id] = restored
-                after = restored.count
             try:
-                await self._replay(case_id, after)
+                await self._load_view(case_id)
             except CaselineError:
-                if restored is None:
-                    raise
-                log.warning(
-                    "case %s: entries after the snapshot fail; re-verifying from genesis", case_id.hex()
-                )
+                # A replay that stopped at a bad entry leaves the entries before it in the
+                # ledger; served next time, they would pass for the verified case.
                 ledger.forget(case_id)
-                await self._views.drop(case_id)
-                await self._replay(case_id, 0)
+                raise
         return ledger.view(case_id)
+
+    async def _load_view(self, case_id: bytes) -> None:
+        ledger = self._ledger()
+        restored = await self._views.load(case_id, trust=self.trust, me=self.keys)
+        after = 0
+        if restored is not None:
+            ledger.views[case_id] = restored
+            after = restored.count
+        try:
+            await self._replay(case_id, after)
+        except CaselineError:
+            if restored is None:
+                raise
+            log.warning("case %s: entries after the snapshot fail; re-verifying from genesis", case_id.hex())
+            ledger.forget(case_id)
+            await self._views.drop(case_id)
+            await self._replay(case_id, 0)
 
     async def _replay(self, case_id: bytes, after: int) -> None:
         """Verify the stored entries from ``after`` on and keep the events they produce."""
@@ -710,6 +723,7 @@ class Client(Outbox, Attachments, ContentHelpers, Following, LogWatching):
         for e in await self.store.entries(case_id, after):
             events += ledger.apply(case_id, seq=e.seq, kind=e.kind, body=e.body, receipt=e.receipt, now=now)
         await self._views.put_events(case_id, events)
+        _raise_alarms(events)
 
     async def _accept(self, case_id: bytes, entries: Sequence[StoredEntry]) -> list[CaseEvent]:
         """Verify entries in log order, store what passed, and describe it."""
@@ -726,6 +740,7 @@ class Client(Outbox, Attachments, ContentHelpers, Following, LogWatching):
     async def _kept(self, case_id: bytes, view: CaseView, events: list[CaseEvent]) -> None:
         """Entries were stored: keep their events, and now and then the view (long-running follow)."""
         await self._views.put_events(case_id, events)
+        _raise_alarms(events)
         if view.count - self._views.saved.get(case_id, 0) >= SNAPSHOT_EVERY:
             await self._views.save(case_id, view, self.trust)
 
@@ -780,9 +795,23 @@ class Client(Outbox, Attachments, ContentHelpers, Following, LogWatching):
         me = self.keys.device_id
         await self.check_log()
         for summary in (await self.broker.cases()).cases:
-            view = await self.view(summary.case_id)
-            if view.count < summary.count:
-                await self.sync(summary.case_id)
+            error = ""
+            try:
+                view = await self.view(summary.case_id)
+                if view.count < summary.count:
+                    await self.sync(summary.case_id)
+            except VerificationError as exc:
+                if isinstance(exc, SplitViewError):
+                    raise  # the broker's whole log: no case of it is to be believed
+                # One case whose entries fail must not hide the others: it is listed with its
+                # error, as far as this device verified it.
+                log.error("case %s could not be brought up to date: %s", summary.case_id.hex(), exc)
+                error = str(exc)
+                held = self._ledger().views.get(summary.case_id)  # never an empty one left behind
+                if held is None or held.state is None:
+                    out.append(CaseSummary(summary.case_id, "", "", "?", 0, 0, 0, "", "", error=error))
+                    continue
+                view = held
             if view.state is None:
                 continue
             read_upto = await self.store.read_upto(summary.case_id)
@@ -799,12 +828,20 @@ class Client(Outbox, Attachments, ContentHelpers, Following, LogWatching):
                     case_id=summary.case_id,
                     title=info.title if info else "",
                     reference=info.reference if info else "",
-                    role=view.state.members[me].role if me in view.state.members else "removed",
+                    role=(
+                        "voided"
+                        if me in view.state.voided
+                        else view.state.members[me].role
+                        if me in view.state.members
+                        else "removed"
+                    ),
                     epoch=view.state.epoch,
                     count=view.count,
                     unread=unread,
                     handling=view.state.policy.handling,
                     tlp=view.state.policy.tlp,
+                    error=error,
+                    tainted=view.state.tainted,
                 )
             )
         return out
@@ -937,7 +974,8 @@ class Client(Outbox, Attachments, ContentHelpers, Following, LogWatching):
         await self.sync(case_id)
         await self.refresh_revocations(force=True)
         roster = self._ledger().roster(case_id)
-        present = {vc.device_id for vc, _ in roster}
+        # A voided device is not added back here: carried over it would stay voided (§5.3).
+        present = {vc.device_id for vc, _ in self._ledger().roster(case_id, voided=True)}
         added = []
         for agency, user, role in users:
             for vc in await self._devices(agency, user):
@@ -950,8 +988,10 @@ class Client(Outbox, Attachments, ContentHelpers, Following, LogWatching):
         view = await self.view(case_id)
         readable = [e.seq for e in await self.history(case_id) if e.kind == "update" and e.readable]
         await self._commit(case_id, roster)
-        if share_history and readable:
-            share = view.history_share(recipients=added, seqs=readable)
+        state = view.state
+        recipients = [d for d in added if state is not None and state.active(d)]
+        if share_history and readable and recipients:
+            share = view.history_share(recipients=recipients, seqs=readable)
             await self.post(case_id, HISTORY_SHARE, share)
         return added
 
@@ -959,9 +999,13 @@ class Client(Outbox, Attachments, ContentHelpers, Following, LogWatching):
         """Remove every device of the given users; they cannot read what follows."""
         await self.sync(case_id)
         gone = set(users)
-        roster = self._ledger().roster(case_id)
-        keep = [(vc, r) for vc, r in roster if (vc.cert.agency_id, vc.cert.user_id) not in gone]
-        removed = [vc.device_id for vc, _ in roster if (vc.cert.agency_id, vc.cert.user_id) in gone]
+        listed = self._ledger().roster(case_id, voided=True)
+        keep = [
+            (vc, r)
+            for vc, r in self._ledger().roster(case_id)
+            if (vc.cert.agency_id, vc.cert.user_id) not in gone
+        ]
+        removed = [vc.device_id for vc, _ in listed if (vc.cert.agency_id, vc.cert.user_id) in gone]
         if not removed:
             raise UnknownError("none of those users is in the case")
         await self._commit(case_id, keep)
@@ -972,11 +1016,29 @@ class Client(Outbox, Attachments, ContentHelpers, Following, LogWatching):
         await self.sync(case_id)
         gone = set(device_ids)
         roster = self._ledger().roster(case_id)
-        removed = [vc.device_id for vc, _ in roster if vc.device_id in gone]
+        removed = [
+            vc.device_id for vc, _ in self._ledger().roster(case_id, voided=True) if vc.device_id in gone
+        ]
         if not removed:
             raise UnknownError("none of those devices is in the case")
         await self._commit(case_id, [(vc, r) for vc, r in roster if vc.device_id not in gone])
         return removed
+
+    async def rekey(self, case_id: bytes) -> list[bytes]:
+        """Commit the current roster, without its voided members, under a fresh epoch secret.
+
+        The way out of a tainted epoch (PROTOCOL.md §5.3): the case's secret was
+        chosen by a device its agency revoked, so an owner gives the case a new
+        one, wrapped only to the members that count.  Returns the devices dropped.
+        """
+        await self.sync(case_id)
+        await self.refresh_revocations(force=True)
+        await self.sync(case_id)  # under the lists just fetched
+        state = (await self.view(case_id)).state
+        listed = self._ledger().roster(case_id, voided=True)
+        dropped = [vc.device_id for vc, _ in listed if state is not None and vc.device_id in state.voided]
+        await self._commit(case_id, self._ledger().roster(case_id))
+        return dropped
 
     async def set_role(self, case_id: bytes, agency_id: str, user_id: str, role: str) -> None:
         if role not in CASE_ROLES:
@@ -1140,6 +1202,26 @@ class Client(Outbox, Attachments, ContentHelpers, Following, LogWatching):
             now=self.clock(),
             upto=upto,
         )
+
+
+def _raise_alarms(events: Iterable[CaseEvent]) -> None:
+    """A voided commit is an alarm: a device its agency revoked set the case's members and secret.
+
+    Raised (logged as an error) each time this device verifies it, so also
+    when a new revocation list makes it re-verify a case from genesis.
+    """
+    for e in events:
+        if e.kind == "commit" and e.voided_by is not None:
+            log.error(
+                "ALARM case %s: entry %d is a commit by %s (device %s) made after its agency revoked"
+                " that device; whom it added does not count, and nothing is posted in the case until"
+                " an owner re-keys it: caseline case rekey %s",
+                e.case_id.hex(),
+                e.seq,
+                e.voided_by.name,
+                e.voided_by.device_id.hex(),
+                e.case_id.hex(),
+            )
 
 
 def verify_bundle(bundle: bytes, pins: Mapping[str, str]) -> EvidenceReport:

@@ -78,6 +78,9 @@ class Author:
 class Member:
     author: Author
     role: str
+    #: Listed but not counted in this epoch (PROTOCOL.md §5.3): revoked at the commit's time, or
+    #: added by a voided commit.  Its updates are withheld; owners' next commits drop it.
+    voided: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -103,6 +106,10 @@ class CaseEvent:
     #: Updates: the files riding on it, as its signed record names them (keys included:
     #: an event stays in memory or sealed at rest).  Never set on a voided update.
     attachments: tuple[AttachmentRef, ...] = ()
+    #: Commits made by a device its agency revoked at the commit's time: that device.  Such a
+    #: commit grants nothing and opens a tainted epoch, where nothing is posted until an owner
+    #: re-keys the case.
+    voided_by: Author | None = None
 
 
 def _update_event(
@@ -199,7 +206,10 @@ def members_of(view: CaseView) -> tuple[Member, ...]:
     state = view.state
     if state is None:
         return ()
-    return tuple(Member(Author.of(state.certs[d].cert), m.role) for d, m in state.members.items())
+    return tuple(
+        Member(Author.of(state.certs[d].cert), m.role, voided=d in state.voided)
+        for d, m in state.members.items()
+    )
 
 
 def head_code(count: int, head: bytes) -> str:
@@ -298,6 +308,9 @@ class Ledger:
                     else None,
                     time=commit.time,
                     members=members_of(self.views[case_id]),
+                    voided_by=None
+                    if state.voided_committer is None
+                    else Author.of(self._committer_cert(case_id, state)),
                 )
             ]
         elif applied.kind == KIND_PURGED:
@@ -404,9 +417,19 @@ class Ledger:
                 offered.append(vc)
         return repinned_roster(roster, offered)
 
-    def roster(self, case_id: bytes) -> list[tuple[VerifiedCert, str]]:
+    def _committer_cert(self, case_id: bytes, state: CaseState) -> DeviceCert:
+        """A commit's committer, as the epoch before it certified it (genesis: itself)."""
+        certs = state.certs if state.epoch == 0 else self.views[case_id].states[state.epoch - 1].certs
+        return certs[state.commit.committer].cert
+
+    def roster(self, case_id: bytes, *, voided: bool = False) -> list[tuple[VerifiedCert, str]]:
+        """The case's roster as an owner's next commit starts from: without its voided members.
+
+        An owner's commit drops them (PROTOCOL.md §5.3), so no new epoch secret
+        is wrapped to them; ``voided=True`` lists them too, to name whom to remove.
+        """
         state = self._state(case_id)
-        return [(state.certs[d], m.role) for d, m in state.members.items()]
+        return [(state.certs[d], m.role) for d, m in state.members.items() if voided or d not in state.voided]
 
     def _state(self, case_id: bytes) -> CaseState:
         view = self.views.get(case_id)
@@ -447,7 +470,7 @@ class Ledger:
         """The next commit of ``case_id`` with a new complete roster (same policy and title)."""
         state = self._state(case_id)
         view = self.views[case_id]
-        mine = state.members.get(self.keys.device_id)
+        mine = state.members.get(self.keys.device_id) if state.active(self.keys.device_id) else None
         if mine is None or mine.role != "owner":
             raise NotPermittedError("only an owner of the case may change its members")
         if len({vc.device_id for vc, _ in roster}) != len(roster):

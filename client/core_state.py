@@ -79,8 +79,9 @@ def encode_events(events: Sequence[CaseEvent]) -> bytes:
                 e.content_type,
                 None if e.content is None else json.dumps(e.content, ensure_ascii=False).encode(),
                 e.update_id,
-                [[_author(m.author), m.role] for m in e.members],
+                [[_author(m.author), m.role, m.voided] for m in e.members],
                 e.shared,
+                _author(e.voided_by),
                 *([[a.to_fields() for a in e.attachments]] if e.attachments else []),
             ]
             for e in events
@@ -92,13 +93,14 @@ def decode_events(case_id: bytes, data: bytes) -> list[CaseEvent]:
     out = []
     try:
         for row in unpack(data, max_size=len(data)):
+            # Rows stored before voided commits existed have no ``voided_by``, members no flag;
+            # a thirteenth field, the update's attachments, is written only when it has some.
             seq, kind, epoch, author, time, readable, content_type, content, update_id, members, shared = row[
                 :11
             ]
-            # A twelfth field, the update's attachments, is written only when it has some,
-            # so events stored before attachments existed read as they always did.
+            voided_by = row[11] if len(row) > 11 else None
             files = (
-                tuple(AttachmentRef.from_fields(f, where="attachment") for f in row[11]) if row[11:] else ()
+                tuple(AttachmentRef.from_fields(f, where="attachment") for f in row[12]) if row[12:] else ()
             )
             out.append(
                 CaseEvent(
@@ -112,9 +114,12 @@ def decode_events(case_id: bytes, data: bytes) -> list[CaseEvent]:
                     content_type=content_type,
                     content=None if content is None else json.loads(content),
                     update_id=update_id,
-                    members=tuple(Member(_member_author(a), role) for a, role in members),
+                    members=tuple(
+                        Member(_member_author(m[0]), m[1], voided=m[2:] == [True]) for m in members
+                    ),
                     shared=shared,
                     attachments=files,
+                    voided_by=_author_from(voided_by),
                 )
             )
     except (ValueError, TypeError, IndexError) as exc:

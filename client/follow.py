@@ -4,8 +4,11 @@ The stream is only a faster way to receive what ``sync`` would fetch: every
 frame goes through the same checks, and after any cut the client resubscribes
 from the last entry it verified in each case, so nothing is missed and nothing
 is shown twice.  A broker that is away (restarting, unreachable) is waited for
-with jittered backoff; a revoked or logged-out device, or an entry that fails
-verification, ends the stream with the error that says so.  A stream closed
+with jittered backoff; a revoked or logged-out device ends the stream with the
+error that says so.  An entry that fails verification is reported (logged as
+an error naming its case) and its case is no longer followed: the others go
+on, and the stream ends with that error only when no case asked for is left.
+A split view concerns the whole broker log and always ends it.  A stream closed
 because its session expired (4002) is resumed after logging in again.
 """
 
@@ -28,6 +31,7 @@ from caseline.schemas.errors import (
     MalformedError,
     RevokedError,
     SplitViewError,
+    VerificationError,
 )
 
 if TYPE_CHECKING:
@@ -73,12 +77,15 @@ class Following:
         """Yield verified events as they arrive; reconnect and resume by cursor when cut off.
 
         Ends with ``RevokedError`` if this device is revoked, ``BrokerRefusal`` if
-        it is logged out, and the protocol error of any entry that fails to
-        verify — a broker that misbehaves on the stream is reported, not skipped.
+        it is logged out, and a split view's error.  A case whose entry fails to
+        verify is reported and dropped (``_case_failed``): one broken case must
+        not silence the others, and it ends ``follow`` only once no case asked
+        for is left.
         A stream the broker cut for falling behind (4008) catches up over HTTP
         before it reconnects, as the broker asks.
         """
         wanted = None if case_ids is None else set(case_ids)
+        broken: set[bytes] = set()  # cases whose entries failed: reported, and left out
         failures = 0
         while True:
             close_code = None
@@ -86,7 +93,14 @@ class Following:
             try:
                 # Inside the ``try``: a broker that is restarting refuses these too.
                 await self.refresh_revocations(force=True)
-                cursors = {c: (await self.view(c)).count for c in await self.store.case_ids()}
+                cursors = {}
+                for c in await self.store.case_ids():
+                    if c in broken:
+                        continue
+                    try:
+                        cursors[c] = (await self.view(c)).count
+                    except VerificationError as exc:
+                        self._case_failed(c, exc, broken, wanted)
                 async with self.broker.stream(cursors) as ws:
                     log.info("following %d case(s) from the last verified entry of each", len(cursors))
                     failures = 0
@@ -104,7 +118,7 @@ class Following:
                                 break
                             if msg.type != WS.BINARY:
                                 continue
-                            for event in await self._on_frame(msg.data):
+                            for event in await self._on_frame(msg.data, broken, wanted):
                                 if wanted is None or event.case_id in wanted:
                                     yield event
                     finally:
@@ -175,13 +189,32 @@ class Following:
                 except (BrokerRefusal, aiohttp.ClientError) as exc:
                     log.warning("could not check the witnesses just now: %s", exc)
 
-    async def _on_frame(self, data: bytes) -> list[CaseEvent]:
+    @staticmethod
+    def _case_failed(
+        case_id: bytes, exc: VerificationError, broken: set[bytes], wanted: set[bytes] | None
+    ) -> None:
+        """One case's entries failed: say so and follow the others; end only when none is left.
+
+        A split view concerns the broker's whole log, so it always ends ``follow``.
+        """
+        if isinstance(exc, SplitViewError) or (wanted is not None and wanted <= broken | {case_id}):
+            raise exc
+        broken.add(case_id)
+        log.error("case %s is no longer followed: %s", case_id.hex(), exc)
+
+    async def _on_frame(self, data: bytes, broken: set[bytes], wanted: set[bytes] | None) -> list[CaseEvent]:
         obj = unpack(data)
         tag = obj[1] if isinstance(obj, list) and len(obj) > 1 else None
         if tag == Delivery.TAG:
             d = Delivery.from_message(obj)
             e = d.entry
-            return await self._accept(d.case_id, [StoredEntry(e.seq, e.kind, e.body, e.receipt)])
+            if d.case_id in broken:
+                return []
+            try:
+                return await self._accept(d.case_id, [StoredEntry(e.seq, e.kind, e.body, e.receipt)])
+            except VerificationError as exc:
+                self._case_failed(d.case_id, exc, broken, wanted)
+                return []
         if tag == Notice.TAG:
             Notice.from_message(obj)
             return []

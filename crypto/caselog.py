@@ -457,12 +457,16 @@ class CaseView:
             self._check_record(opened, last, seq)
             # Dated by the later of the sender's and the broker's clocks: a thief
             # cannot backdate below the revocation without the broker's help.
-            voided = self.trust.is_revoked(sender_cert, at=max(opened.record.time, receipt_time or 0))
+            voided = envelope.sender in state.voided or self.trust.is_revoked(
+                sender_cert, at=max(opened.record.time, receipt_time or 0)
+            )
             if opened.record.content_type == HISTORY_SHARE and not voided:
                 unlocked_keys, unlocked = self._unlock(opened, state)
         else:
             mk = None
-            voided = receipt_time is not None and self.trust.is_revoked(sender_cert, at=receipt_time)
+            voided = envelope.sender in state.voided or (
+                receipt_time is not None and self.trust.is_revoked(sender_cert, at=receipt_time)
+            )
 
         # All checks passed: fold the entry in.  A voided update is authentic and
         # keeps its place in the chain and in its sender's sequence, so the case
@@ -586,6 +590,7 @@ class CaseView:
         me, state, secret = self.me, self.state, self._epoch_secret
         if me is None or state is None or secret is None:
             raise NotPermittedError("this device holds no key to post to the case")
+        self._check_may_post(me, state)
         chain, counter, prev_own = self._send_position(me, state, secret)
         seen = sorted(self._since_own.values(), key=lambda s: (s.epoch, s.counter))[-MAX_SEEN:]
         sealed = seal_update(
@@ -605,6 +610,32 @@ class CaseView:
         )
         self._check_references(content_type, content)
         return Staged(sealed=sealed, epoch=state.epoch, counter=counter)
+
+    def _check_may_post(self, me: DeviceKeys, state: CaseState) -> None:
+        """Nothing is posted in a tainted epoch, nor by a voided member (PROTOCOL.md §5.3).
+
+        A tainted epoch's secret was chosen by a device its agency revoked: a
+        thief may read whatever is sealed under it.  Said here, with the commit's
+        position, before ``seal_update`` refuses it in general terms.
+        """
+        if state.voided_committer is not None:
+            raise NotPermittedError(
+                f"the case's current members were set by entry {self.commit_seqs[state.epoch]}, a commit"
+                f" by {self.committer_name(state)} after its agency revoked it: whoever holds that device"
+                " may read what is posted now, so nothing is posted until an owner re-keys the case"
+                f" (caseline case rekey {state.case_id.hex()})"
+            )
+        if me.device_id in state.voided:
+            raise NotPermittedError(
+                "this device does not count as a member of the case in its current epoch (revoked, or"
+                " added by a revoked device): ask an owner of the case to add it again"
+            )
+
+    def committer_name(self, state: CaseState) -> str:
+        """``agency:user (device …)`` of a commit's committer, as the previous epoch certified it."""
+        certs = state.certs if state.epoch == 0 else self.states[state.epoch - 1].certs
+        cert = certs[state.commit.committer].cert
+        return f"{cert.agency_id}:{cert.user_id} (device {cert.device_id.hex()})"
 
     def _check_references(self, content_type: str, content: bytes) -> None:
         """A sender names only updates its own view accepted (a reply to nothing is a typo).

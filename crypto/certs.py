@@ -261,10 +261,12 @@ class TrustStore:
             raise RevokedError("device was revoked by its agency")
 
     # -- certificates
-    def verify_cert(self, signed: bytes, *, at: int) -> VerifiedCert:
+    def verify_cert(self, signed: bytes, *, at: int, revocation: bool = True) -> VerifiedCert:
         """Verify a device certificate for use at time ``at`` (ms), or raise.
 
         Order matters: the signature is checked before any field is believed.
+        ``revocation=False`` leaves revocation to the caller: a commit voids a
+        member revoked at its time instead of failing (PROTOCOL.md §5.3).
         """
         if len(signed) > MAX_CERT_BYTES:
             raise MalformedError("certificate too large")
@@ -281,7 +283,8 @@ class TrustStore:
             self._checked[digest] = cert
         if not cert.not_before - MAX_SKEW_MS <= at <= cert.not_after:
             raise ExpiredError("certificate is not valid at this time")
-        self.check_not_revoked(cert, at=at)
+        if revocation:
+            self.check_not_revoked(cert, at=at)
         return VerifiedCert(cert=cert, signed=signed, hash=digest)
 
 

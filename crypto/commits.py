@@ -15,6 +15,13 @@ roster device; ``info`` binds case, epoch, predecessor, committer, recipient
 device and the hash of the recipient's KEM key, and the signed body carries the
 hash of the wraps.  A removed device gets no wrap and the secret is fresh, so it
 cannot derive the new epoch.
+
+A revocation an agency publishes later, dated back (PROTOCOL.md §4.5), does not
+make an accepted commit invalid: that would stop the case for everyone who
+replays it.  It *voids* instead (``voiding``): a roster device revoked at the
+commit's time stays listed but counts as no member, and a commit whose
+committer was revoked keeps its place but adds nobody, raises no role and
+opens a *tainted* epoch, whose secret a thief may know.
 """
 
 from __future__ import annotations
@@ -55,6 +62,13 @@ from caseline.schemas.wire import (
 COMMIT_LABEL: Final = "commit"
 EPOCH_SECRET_SIZE: Final = 32
 
+#: Why a roster device is voided in an epoch (PROTOCOL.md §5.3).
+VOID_REVOKED: Final = "revoked"  # its agency revoked it at or before the commit's time
+VOID_ADDED: Final = "added-by-voided-commit"  # a voided commit put it in the roster
+VOID_CARRIED: Final = "voided-before"  # voided in the previous epoch and carried over
+#: Case roles in rising order of power: a voided commit may lower a role, never raise one.
+ROLE_RANK: Final = {"observer": 0, "member": 1, "owner": 2}
+
 
 def commit_hash(tbs: bytes) -> bytes:
     return P.hash_labeled("commit", tbs)
@@ -91,8 +105,24 @@ class CaseState:
     commit_tbs: bytes
     commit_signature: bytes
     commit_hash: bytes
+    #: The roster as it stands: a voided commit's raised roles are back at their previous role.
     members: Mapping[bytes, Member]
     certs: Mapping[bytes, VerifiedCert]
+    #: Roster devices voided in this epoch, and why (``VOID_*``): listed, but not members for
+    #: posting, committing, wraps or history shares.
+    voided: Mapping[bytes, str] = dataclasses.field(default_factory=dict)
+    #: Set when the commit itself is voided: its committer, revoked at the commit's time (or
+    #: voided in the previous epoch).  The epoch is *tainted*: its secret may be the thief's.
+    voided_committer: bytes | None = None
+
+    @property
+    def tainted(self) -> bool:
+        """Whether this epoch's secret was chosen by a device that may be a thief's."""
+        return self.voided_committer is not None
+
+    def active(self, device_id: bytes) -> bool:
+        """A member that counts: in the roster and not voided in this epoch."""
+        return device_id in self.members and device_id not in self.voided
 
     @property
     def policy(self) -> Policy:
@@ -195,6 +225,10 @@ def verify_commit(
     """Check that ``message`` validly continues ``prev`` (or is a valid genesis).
 
     Raises the specific error for the first rule broken; returns the new state.
+    Revocation is never a reason to refuse: a device revoked at the commit's
+    time is voided in the state returned (``voiding``), which is what lets a
+    case go on past a backdated revocation.  The broker refuses such commits
+    when they are new (``BrokerCore.accept_commit``).
     ``check_wraps`` is False only for evidence bundles, which strip the wraps.
     """
     commit = Commit.decode(message.tbs)
@@ -229,21 +263,23 @@ def verify_commit(
 
     # Authenticate before believing anything else: the committer must have held
     # the owner role in the previous epoch (for genesis: in the roster it creates).
+    # A committer revoked at the commit's time does not make it invalid: it is voided below.
     if prev is None:
         committer_cert = _genesis_committer_cert(commit, trust)
     else:
         if commit.committer not in previous_members:
             raise NotMemberError("committer is not a member of the case")
-        if previous_members[commit.committer].role != "owner":
+        if _signed_role(prev, commit.committer) != "owner":
+            # Owner only by a voided commit's grant (its standing role is lower): the commit
+            # is voided, not refused, as it may have been accepted before the list was known.
             raise NotAllowedError("committer may not change membership")
         committer_cert = known[commit.committer]
-    trust.check_not_revoked(committer_cert.cert, at=commit.time)
     P.verify_labeled(committer_cert.cert.sign_key, COMMIT_LABEL, message.tbs, message.signature)
 
     # Resolve every roster entry to exactly one verified certificate.
     offered: dict[bytes, VerifiedCert] = {}
     for signed in commit.certs:
-        vc = trust.verify_cert(signed, at=commit.time)
+        vc = trust.verify_cert(signed, at=commit.time, revocation=False)
         if vc.device_id in offered:
             raise MalformedError("commit carries two certificates for one device")
         offered[vc.device_id] = vc
@@ -256,11 +292,10 @@ def verify_commit(
         if found is None or not P.constant_time_equal(found.hash, member.cert_hash):
             raise MalformedError("roster entry does not match a certificate")
         vc = found
-        if known.get(vc.device_id) is vc:
-            # Carried over: it still has to be alive at the commit's time.
-            if not vc.cert.not_before - MAX_SKEW_MS <= commit.time <= vc.cert.not_after:
-                raise ExpiredError("a member's certificate has expired")
-            trust.check_not_revoked(vc.cert, at=commit.time)
+        # Carried over, it still has to be alive at the commit's time (revoked only voids it).
+        carried = known.get(vc.device_id) is vc
+        if carried and not vc.cert.not_before - MAX_SKEW_MS <= commit.time <= vc.cert.not_after:
+            raise ExpiredError("a member's certificate has expired")
         if vc.cert.role == "bot" and member.role == "owner":
             raise NotAllowedError("a bot cannot own a case")
         members[member.device_id] = member
@@ -282,6 +317,7 @@ def verify_commit(
         if not P.constant_time_equal(wraps_hash(message.wraps), commit.wraps_hash):
             raise MalformedError("wraps were altered")
 
+    effective, voided, voided_committer = voiding(prev, commit, certs, trust=trust)
     return CaseState(
         case_id=commit.case_id,
         epoch=commit.epoch,
@@ -289,9 +325,63 @@ def verify_commit(
         commit_tbs=message.tbs,
         commit_signature=message.signature,
         commit_hash=commit_hash(message.tbs),
-        members=members,
+        members=effective,
         certs=certs,
+        voided=voided,
+        voided_committer=voided_committer,
     )
+
+
+def voiding(
+    prev: CaseState | None,
+    commit: Commit,
+    certs: Mapping[bytes, VerifiedCert],
+    *,
+    trust: TrustStore,
+) -> tuple[dict[bytes, Member], dict[bytes, str], bytes | None]:
+    """Who of an authentic commit's roster counts, under the revocations ``trust`` holds (§5.3).
+
+    Returns the roster as it stands, the voided devices with why, and the
+    committer if the commit itself is voided: revoked at its time, voided in
+    the previous epoch, or an owner there only by a voided commit's grant.  A voided commit keeps its place
+    (its removals and lowered roles stand) but grants nothing: a device it
+    added is voided and a role it raised stays at the previous one.  A device
+    voided in the previous epoch stays voided while it is carried over, so a
+    commit cannot launder a thief's device by keeping it; an owner who wants it
+    back removes it first and adds it in a later commit.  Pure, so a restored
+    snapshot (bound to the same revocations) derives the same answer.
+    """
+    previous: Mapping[bytes, Member] = {} if prev is None else prev.members
+    was_voided: Mapping[bytes, str] = {} if prev is None else prev.voided
+    committer_cert = (certs if prev is None else prev.certs)[commit.committer].cert
+    committer_voided = (
+        commit.committer in was_voided
+        or trust.is_revoked(committer_cert, at=commit.time)
+        or (prev is not None and previous[commit.committer].role != "owner")
+    )
+    members: dict[bytes, Member] = {}
+    voided: dict[bytes, str] = {}
+    for signed_member in commit.roster:
+        device_id, member = signed_member.device_id, signed_member
+        before = previous.get(device_id)
+        if trust.is_revoked(certs[device_id].cert, at=commit.time):
+            voided[device_id] = VOID_REVOKED
+        elif device_id in was_voided:
+            voided[device_id] = VOID_CARRIED
+        elif committer_voided and before is None:
+            voided[device_id] = VOID_ADDED
+        if committer_voided and before is not None and ROLE_RANK[member.role] > ROLE_RANK[before.role]:
+            member = dataclasses.replace(member, role=before.role)
+        members[device_id] = member
+    return members, voided, commit.committer if committer_voided else None
+
+
+def _signed_role(state: CaseState, device_id: bytes) -> str:
+    """The role ``state``'s commit signed for a device, before a voided commit's raise is undone."""
+    for member in state.commit.roster:
+        if member.device_id == device_id:
+            return member.role
+    raise NotMemberError("committer is not a member of the case")
 
 
 def _genesis_committer_cert(commit: Commit, trust: TrustStore) -> VerifiedCert:
@@ -299,7 +389,7 @@ def _genesis_committer_cert(commit: Commit, trust: TrustStore) -> VerifiedCert:
     for signed in commit.certs:
         tbs, _ = decode_signed(signed)
         if DeviceCert.decode(tbs).device_id == commit.committer:
-            return trust.verify_cert(signed, at=commit.time)
+            return trust.verify_cert(signed, at=commit.time, revocation=False)
     raise NotMemberError("the genesis committer's certificate is missing")
 
 

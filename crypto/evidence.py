@@ -52,6 +52,7 @@ from caseline.schemas.errors import (
     MalformedError,
     NotMemberError,
     NotPermittedError,
+    RevokedError,
     UntrustedError,
 )
 from caseline.schemas.wire import (
@@ -89,6 +90,25 @@ class Vouch:
     time: int
 
 
+#: A ``Voided`` reason for a whole commit: its committer was revoked at its time (§5.3).
+VOIDED_COMMIT: Final = "voided-commit"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Voided:
+    """A commit of the bundle that voided a roster device, or was itself voided, and why.
+
+    A reader of evidence must see that someone listed in the case did not
+    count there (``VOID_*`` of ``crypto.commits``), or that a commit's
+    additions were not granted (``VOIDED_COMMIT``, ``device`` its committer).
+    """
+
+    seq: int
+    epoch: int
+    device: DeviceCert
+    reason: str
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class EvidenceReport:
     """What a verified bundle proves."""
@@ -109,6 +129,8 @@ class EvidenceReport:
     witnesses: tuple[Vouch, ...] = ()
     #: The witnessed time of the checkpoint (ms): when the quorum had seen it.
     witnessed_at: int | None = None
+    #: Voided commits and roster devices, in log order.
+    voided: tuple[Voided, ...] = ()
 
 
 def export_evidence(
@@ -272,7 +294,20 @@ def verify_evidence(signed: bytes, *, pinned: Mapping[str, str]) -> EvidenceRepo
         checkpoint=proof.checkpoint,
         witnesses=proof.witnesses,
         witnessed_at=proof.witnessed_at,
+        voided=_voided(states),
     )
+
+
+def _voided(states: list[tuple[int, CaseState]]) -> tuple[Voided, ...]:
+    out: list[Voided] = []
+    prev: CaseState | None = None
+    for seq, state in states:
+        if state.voided_committer is not None:
+            certs = state.certs if prev is None else prev.certs
+            out.append(Voided(seq, state.epoch, certs[state.voided_committer].cert, VOIDED_COMMIT))
+        out += [Voided(seq, state.epoch, state.certs[d].cert, why) for d, why in state.voided.items()]
+        prev = state
+    return tuple(out)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -400,6 +435,8 @@ def _verify_disclosed(
     if record.log.count > item.seq or not P.constant_time_equal(heads[record.log.count], record.log.head):
         raise ForkError("update saw a different history than the bundle's log")
     trust.check_not_revoked(state.certs[envelope.sender].cert, at=record.time)
+    if envelope.sender in state.voided:  # voided in its epoch: never disclosed (§6.4)
+        raise RevokedError("a disclosed update was sent by a device voided in its epoch")
     if record.time > receipt_time + 5 * 60 * 1000:
         raise MalformedError("update is dated after the receipt (or witnessed time) that covers it")
     return VerifiedRecord(seq=item.seq, update=opened, author=state.certs[envelope.sender].cert)

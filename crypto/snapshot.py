@@ -40,7 +40,7 @@ from typing import Any, Final
 from caseline.crypto import primitives as P
 from caseline.crypto.caselog import CaseView, _Held, entry_hash
 from caseline.crypto.certs import TrustStore, VerifiedCert, cert_hash
-from caseline.crypto.commits import CaseState, commit_hash
+from caseline.crypto.commits import CaseState, commit_hash, voiding
 from caseline.crypto.keys import DeviceKeys
 from caseline.crypto.ratchet import Chain
 from caseline.schemas.codec import pack, unpack
@@ -237,6 +237,12 @@ class Snapshot:
                 if vc.device_id != member.device_id or vc.hash != member.cert_hash:
                     raise MalformedError("snapshot roster does not match its commit")
                 certs[member.device_id] = vc
+            # Voiding is not stored: the snapshot is bound to the revocations it was made under
+            # (``trust_binding``), so deriving it again gives what the view decided.
+            prev = view.states.get(epoch - 1)
+            if epoch and prev is None:
+                raise MalformedError("snapshot states do not run from genesis")
+            members, voided, voided_committer = voiding(prev, commit, certs, trust=trust)
             view.states[epoch] = CaseState(
                 case_id=case_id,
                 epoch=epoch,
@@ -244,8 +250,10 @@ class Snapshot:
                 commit_tbs=tbs,
                 commit_signature=signature,
                 commit_hash=commit_hash(tbs),
-                members={m.device_id: m for m in commit.roster},
+                members=members,
                 certs=certs,
+                voided=voided,
+                voided_committer=voided_committer,
             )
             view.commit_seqs[epoch] = seq
         if not view.states:

@@ -119,6 +119,10 @@ def seal_update(
     member, cert = state.member(keys.device_id)
     # The sender's own checks: a refusal here is the caller's mistake, not a
     # verification failure, and nothing has been used up yet.
+    if state.tainted:
+        raise NotPermittedError("this epoch was opened by a revoked device: an owner must re-key the case")
+    if keys.device_id in state.voided:
+        raise NotPermittedError("this device does not count as a member of the case in this epoch")
     if member.role == "observer":
         raise NotPermittedError("observers of a case do not post to it")
     try:

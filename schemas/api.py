@@ -1,6 +1,6 @@
 """Request and response bodies of the broker's HTTP and WebSocket API.
 
-They use the same strict codec as the protocol objects (tags 20–39), so a
+They use the same strict codec as the protocol objects (tags 20–41), so a
 hostile request is refused by exactly the code that refuses a hostile
 envelope.  Signed protocol objects (certificates, revocation lists, commits,
 envelopes, auth responses, receipts) travel as their own exact bytes and are
@@ -296,9 +296,15 @@ class LeafPage(Struct):
     leaves: tuple[bytes, ...] = wire(Seq(Bin(max=256), max=MAX_LEAVES))
 
 
+#: The media type of a PATCH body: raw bytes of an upload from ``Upload-Offset`` on (PROTOCOL.md §9).
+UPLOAD_PART_TYPE: Final = "application/offset+octet-stream"
+#: Request header of a PATCH, and response header of a 409: where the upload's stored bytes end.
+UPLOAD_OFFSET_HEADER: Final = "Upload-Offset"
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class UploadRequest(Struct):
-    """``POST /v1/cases/{case}/uploads``: reserve room for one blob of ``length`` bytes."""
+    """``POST /v1/cases/{case}/uploads``: start an upload of a blob of exactly ``length`` bytes."""
 
     TAG = 40
     length: int = wire(UInt())
@@ -306,11 +312,8 @@ class UploadRequest(Struct):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class UploadState(Struct):
-    """An upload as the broker holds it: ``offset`` bytes durably stored of ``length``.
-
-    ``address`` is empty until the last byte arrived; then it is the blob's
-    address as the broker computed it, which the uploader compares with its own.
-    """
+    """An upload as the broker holds it: ``offset`` bytes are durably stored; once ``offset`` is
+    ``length`` the blob is complete and ``address`` (empty until then) names it."""
 
     TAG = 41
     upload_id: bytes = wire(ID)

@@ -355,6 +355,8 @@ class BrokerRefusal(CaselineError):
     code = "refused"
     title = "Refused"
     hint = "the broker refused this; nothing was changed"
+    #: Chosen for a problem answer only by its own code, never as the class of its status alone.
+    only_by_code: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -363,9 +365,12 @@ class BrokerRefusal(CaselineError):
         status: int | None = None,
         problem: str | None = None,
         retry_after: float | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
+        #: Response headers the answer carries (a 409's ``Upload-Offset``, a 416's ``Content-Range``).
+        self.headers = headers or {}
         self.status = self.status_hint if status is None else status
         self.problem = problem or self.code
         self.retry_after = retry_after
@@ -453,6 +458,14 @@ class BrokerUnsupportedMediaType(BrokerRefusal):
     title = "Unsupported media type"
 
 
+class BrokerRangeNotSatisfiable(BrokerRefusal):
+    """A download's ``Range`` starts past the blob's end (the answer says its length)."""
+
+    status_hint = 416
+    code = "range-not-satisfiable"
+    title = "Range not satisfiable"
+
+
 class BrokerRateLimited(BrokerRefusal):
     status_hint = 429
     code = "rate-limited"
@@ -487,6 +500,35 @@ class BrokerCaseFull(BrokerStorageFull):
     code = "case-full"
     title = "Case full"
     hint = "the case reached the broker's per-case storage limit: ask the broker's operator to raise it"
+
+
+class BrokerAgencyFull(BrokerStorageFull):
+    """The agency's attachment quota on this broker is used up: the upload was not started.
+
+    Uploads in progress count with their declared lengths, so concurrent uploads
+    cannot pass it together.  Deleting abandoned uploads, or retention and the
+    blob grace period freeing old attachments, makes room.
+    """
+
+    code = "agency-full"
+    title = "Agency full"
+    hint = "your agency reached the broker's attachment quota: ask the broker's operator to raise it"
+
+
+class BrokerMissingBlob(BrokerRefusal):
+    """An update names an attachment blob the case does not hold complete: nothing was stored.
+
+    The client uploads every attachment of an update, to the end, before it posts
+    the update (PROTOCOL.md §9, Blobs); a broker never accepts a reference to bytes
+    it cannot serve.
+    """
+
+    status_hint = 422
+    code = "missing-blob"
+    title = "Missing blob"
+    hint = "an attachment of this update is not (fully) uploaded to the case: run the same command again"
+    #: A 422 with another code is a verification failure of what was sent, never this.
+    only_by_code = True
 
 
 class BrokerUnavailable(BrokerRefusal):
@@ -530,6 +572,6 @@ def refusal_for(status: int, problem: str) -> type[BrokerRefusal]:
         if issubclass(cls, BrokerRefusal) and cls is not BrokerRefusal:
             if cls.code == problem and cls.status_hint == status:
                 by_code = by_code or cls
-            if cls.status_hint == status:
+            if cls.status_hint == status and not cls.only_by_code:
                 by_status = by_status or cls
     return by_code or by_status or BrokerRefusal

@@ -181,6 +181,126 @@ def case_links() -> dict[str, Any]:
     }
 
 
+UPLOAD = {
+    "name": "upload_id",
+    "in": "path",
+    "required": True,
+    "description": "An upload this device created in this case; anyone else's is 404 not-found.",
+    "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+}
+ADDRESS = {
+    "name": "address",
+    "in": "path",
+    "required": True,
+    "description": "A blob's content address (PROTOCOL.md §6.6), lowercase hex.",
+    "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+}
+UPLOAD_OFFSET = {
+    "description": "bytes of the upload durably stored",
+    "schema": {"type": "integer", "minimum": 0},
+}
+
+
+def blob_paths() -> dict[str, Any]:
+    """Attachment uploads and downloads (PROTOCOL.md §9 "Blobs")."""
+    octets = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+    blob_headers = {
+        "Accept-Ranges": {"schema": {"type": "string", "const": "bytes"}},
+        "ETag": {"description": "the quoted hex address", "schema": {"type": "string"}},
+    }
+    return {
+        "/v1/cases/{case_id}/uploads": {
+            "post": {
+                "summary": "Start an upload of a blob of a declared length (a member that may post)",
+                "description": "413 too-large past attachment_max_bytes; 507 case-full or agency-full"
+                " past a quota (uploads in progress count by their declared length); 429 past the"
+                " device's uploads in progress.",
+                "security": AUTH,
+                "parameters": [CASE],
+                "requestBody": body("UploadRequest"),
+                "responses": {
+                    "201": {
+                        **ok("UploadState")["200"],
+                        "headers": {"Location": {"schema": {"type": "string"}}},
+                    },
+                    **problems("400", "401", "403", "404", "413", "415", "429", "507"),
+                },
+            }
+        },
+        "/v1/cases/{case_id}/uploads/{upload_id}": {
+            "get": {
+                "summary": "Where an upload stands: its durably stored offset, its address once complete",
+                "security": AUTH,
+                "parameters": [CASE, UPLOAD],
+                "responses": {**ok("UploadState"), **problems("400", "401", "403", "404", "429")},
+            },
+            "patch": {
+                "summary": "Append one part at Upload-Offset; fsync'd before the answer",
+                "description": "A body cut part-way keeps the bytes that arrived; re-read the offset"
+                " with GET before resuming.  409 (with Upload-Offset) when the offset is not the"
+                " stored one; 413 past the declared length or upload_part_max_bytes.",
+                "security": AUTH,
+                "parameters": [
+                    CASE,
+                    UPLOAD,
+                    {"name": "Upload-Offset", "in": "header", "required": True, **UPLOAD_OFFSET},
+                    {
+                        "name": "Content-Length",
+                        "in": "header",
+                        "required": True,
+                        "schema": {"type": "integer", "minimum": 0},
+                    },
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {api.UPLOAD_PART_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+                },
+                "responses": {
+                    **ok("UploadState"),
+                    "409": {
+                        "$ref": "#/components/responses/Problem",
+                    },
+                    **problems("400", "401", "403", "404", "408", "413", "415", "429"),
+                },
+            },
+            "delete": {
+                "summary": "Abandon an upload (frees its quota)",
+                "security": AUTH,
+                "parameters": [CASE, UPLOAD],
+                "responses": {
+                    "204": {"description": "deleted"},
+                    **problems("400", "401", "403", "404", "409", "429"),
+                },
+            },
+        },
+        "/v1/cases/{case_id}/blobs/{address}": {
+            "get": {
+                "summary": "Download a complete blob of the case, whole or one byte range (also HEAD)",
+                "security": AUTH,
+                "parameters": [
+                    CASE,
+                    ADDRESS,
+                    {
+                        "name": "Range",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string", "pattern": "^bytes=[0-9]*-[0-9]*$"},
+                    },
+                ],
+                "responses": {
+                    "200": {"description": "the whole blob", "headers": blob_headers, "content": octets},
+                    "206": {
+                        "description": "one byte range",
+                        "headers": {**blob_headers, "Content-Range": {"schema": {"type": "string"}}},
+                        "content": octets,
+                    },
+                    **problems("400", "401", "403", "404", "416", "429"),
+                },
+            }
+        },
+    }
+
+
 def build() -> dict[str, Any]:
     structs = [
         wire.DeviceCert,
@@ -225,6 +345,8 @@ def build() -> dict[str, Any]:
         api.InclusionProof,
         api.ConsistencyProof,
         api.LeafPage,
+        api.UploadRequest,
+        api.UploadState,
     ]
     schemas: dict[str, Any] = {cls.__name__: struct_schema(cls) for cls in structs}
     for name in ("DeviceCert", "RevocationList", "Envelope", "Receipt", "AuthChallenge", "WitnessList"):
@@ -415,6 +537,7 @@ def build() -> dict[str, Any]:
                 "responses": {**ok("EntryPage"), **problems("400", "401", "403", "404", "429")},
             }
         },
+        **blob_paths(),
         "/v1/stream": {
             "get": {
                 "summary": "WebSocket (binary msgpack frames): send Subscribe, then PostUpdate at will; "

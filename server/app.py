@@ -22,10 +22,11 @@ from caseline.crypto.certs import MAX_SKEW_MS, TrustStore
 from caseline.crypto.commits import CaseState
 from caseline.crypto.keys import SigningKey
 from caseline.schemas.api import REVOCATIONS_HEADER
-from caseline.schemas.errors import BrokerRateLimited, BrokerStorageFull, CaselineError
+from caseline.schemas.errors import BrokerRateLimited, BrokerRefusal, BrokerStorageFull, CaselineError
 from caseline.schemas.wire import RevocationList, decode_signed
-from caseline.server import problems, retention, routes
+from caseline.server import blob_routes, problems, retention, routes
 from caseline.server.admission import Admission, Refusal, Ticket, derived_total
+from caseline.server.blob_service import Blobs
 from caseline.server.challenges import DeviceLogins, UsedNonces
 from caseline.server.config import ServerConfig
 from caseline.server.core import BrokerCore
@@ -33,9 +34,11 @@ from caseline.server.core_log import plan_audit_prune, prune_detail
 from caseline.server.deadlines import Deadlines
 from caseline.server.edge import EdgeRunner, descriptor_limit
 from caseline.server.failures import FailureLimiter, RejectionTally
+from caseline.server.file_blobs import BLOBS_DIR, FileBlobStore
 from caseline.server.keys import (
     AUDIT,
     AUTH_FAILURES,
+    BLOBS,
     BROKER,
     CLOCK,
     CONFIG,
@@ -126,9 +129,9 @@ async def problem_middleware(
     except CaselineError as exc:
         metrics.rejections.labels(exc.code).inc()
         await _rejected(request, route, exc.status_hint, exc.code, audited=exc.code in AUDITED_REJECTIONS)
-        headers = None
+        headers = dict(exc.headers) if isinstance(exc, BrokerRefusal) else {}
         if isinstance(exc, BrokerRateLimited) and exc.retry_after is not None:
-            headers = {"Retry-After": str(max(1, round(exc.retry_after + 0.5)))}
+            headers["Retry-After"] = str(max(1, round(exc.retry_after + 0.5)))
         response = problems.problem(exc.status_hint, exc.code, str(exc), headers=headers)
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -279,6 +282,14 @@ def create_app(
 
     app[AUDIT] = audit
     metrics = app[METRICS]
+    app[BLOBS] = Blobs(
+        store=the_store,
+        files=FileBlobStore(config.data_dir / BLOBS_DIR),
+        limits=config.limits,
+        clock=clock,
+        metrics=metrics,
+        audit=audit,
+    )
 
     def checkpoint_signed(size: int) -> None:
         metrics.checkpoints.inc()
@@ -298,8 +309,10 @@ def create_app(
     app.cleanup_ctx.append(_retention_context)
     app.cleanup_ctx.append(_deadlines_context)
     app.cleanup_ctx.append(_rejections_context)
+    app.cleanup_ctx.append(_blobs_context)
     app.on_shutdown.append(_close_streams)
     routes.setup(app)
+    blob_routes.setup(app)
     return app
 
 
@@ -408,6 +421,21 @@ async def _deadlines_context(app: web.Application) -> AsyncIterator[None]:
     for deadlines in (app[CUTOFFS], app[STREAM_EXPIRY]):
         deadlines.close()
         await deadlines.wait_closed()
+
+
+async def _blobs_context(app: web.Application) -> AsyncIterator[None]:
+    """Finish blob moves a crash interrupted, then collect garbage every ``blob_gc_interval_seconds``."""
+    blobs = app[BLOBS]
+    moved = await blobs.recover()
+    if moved:
+        log.info("finished moving %d complete uploads into the blob store", moved)
+    interval = app[CONFIG].limits.blob_gc_interval_seconds
+    task = asyncio.create_task(blobs.run(interval), name="caseline-blob-gc") if interval > 0 else None
+    yield
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _witness_context(app: web.Application) -> AsyncIterator[None]:

@@ -49,6 +49,7 @@ from caseline.schemas.errors import (
     MalformedError,
     NotAllowedError,
     NotMemberError,
+    RevokedError,
 )
 from caseline.schemas.wire import CommitMessage, EntryLeaf, Envelope, Receipt, decode_signed
 from caseline.server.buckets import BucketTable
@@ -117,6 +118,28 @@ class Limits:
     #: to the per-device update and byte buckets.  0: no cap on cases created.
     cases_per_device_per_hour: int = 100
 
+    # -- attachments (issue 15; PROTOCOL.md §9 "Blobs") --
+    #: Bytes one attachment's plaintext may have; an upload whose declared (encrypted, padded) length
+    #: could not hold a file this large or smaller is refused with 413 *too-large*.  0: no limit.
+    attachment_max_bytes: int = 2 * 1024**3
+    #: Attachment bytes one case may hold (blobs bound to it plus declared lengths of uploads in
+    #: progress); past it 507 *case-full*.  0: no limit.
+    attachment_case_quota_bytes: int = 20 * 1024**3
+    #: The same per agency (of the uploading device), over all cases; past it 507 *agency-full*.
+    attachment_agency_quota_bytes: int = 100 * 1024**3
+    #: Bytes one PATCH may carry (its Content-Length); more is 413 *too-large*.  0: no limit.
+    upload_part_max_bytes: int = 64 * 1024**2
+    #: Uploads one device may have in progress; one more is 429 *rate-limited*.  0: no limit.
+    uploads_per_device: int = 4
+    #: Seconds an upload may take to complete; after it, it is deleted with its bytes.
+    upload_grace_seconds: int = 86400
+    #: Seconds a complete blob that no accepted, unpurged update references is kept (the client
+    #: uploads before it posts); after it, it is deleted.
+    blob_grace_seconds: int = 86400
+    #: Seconds between garbage-collection passes over uploads and blobs.  0: no periodic pass
+    #: (``caseline-server gc`` runs one).
+    blob_gc_interval_seconds: float = 3600.0
+
 
 @dataclasses.dataclass(slots=True)
 class Accepted:
@@ -138,6 +161,8 @@ class Accepted:
     slot: tuple[bytes, int, int] | None  # (sender, epoch, counter) for updates
     state: CaseState  # membership after this entry
     undo: CaseRuntime | None  # the case as it was before this entry (None: a new case)
+    #: The blob addresses an update's envelope names: stored as its references.
+    blobs: tuple[bytes, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -391,6 +416,10 @@ class BrokerCore:
     def _check_commit(self, state: CaseState, device_id: bytes) -> None:
         if state.commit.committer != device_id:
             raise NotAllowedError("a commit must be posted by its committer")
+        # Members void such a commit (PROTOCOL.md §5.3) so that one that got in before the
+        # revocation was published cannot stop the case; a new one has no place in it.
+        if state.voided_committer is not None:
+            raise RevokedError("device was revoked by its agency")
         if len(state.members) > self.limits.max_members:
             raise BrokerLimit(f"a case may have at most {self.limits.max_members} member devices")
         if not P.constant_time_equal(state.policy.receipt_key, self.server_key.public_key):
@@ -424,6 +453,7 @@ class BrokerCore:
             runtime, kind=KIND_UPDATE, body=body, tbs=tbs, sig=sig, sender=device_id, slot=slot, now=now
         )
         runtime.next_counter[envelope.sender] = expected + 1
+        accepted.blobs = envelope.blobs or ()
         return accepted
 
     def _check_room(self, runtime: CaseRuntime, size: int) -> None:

@@ -14,6 +14,7 @@ from aiohttp import web
 from caseline.crypto.keys import SigningKey
 from caseline.schemas.wire import DeviceCert
 from caseline.server.admission import Admission, Ticket
+from caseline.server.blob_service import Blobs
 from caseline.server.challenges import DeviceLogins, UsedNonces
 from caseline.server.config import ServerConfig
 from caseline.server.core import BrokerCore
@@ -34,6 +35,8 @@ STORE: Final = web.AppKey("store", Store)
 CORE: Final = web.AppKey("core", BrokerCore)
 BROKER: Final = web.AppKey("broker", Broker)
 HUB: Final = web.AppKey("hub", Hub)
+#: Attachment uploads and blobs (``blob_service.py``): their bytes, bookkeeping and collection.
+BLOBS: Final = web.AppKey("blobs", Blobs)
 METRICS: Final = web.AppKey("metrics", Metrics)
 CLOCK: Final[web.AppKey[Clock]] = web.AppKey("clock")
 SERVER_KEY: Final = web.AppKey("server_key", SigningKey)

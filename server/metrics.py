@@ -69,6 +69,30 @@ class Metrics:
         self.limits = Gauge(
             "caseline_limit", "Each configured limit, by name (0: switched off)", ["name"], registry=r
         )
+        # Attachments (issue 15): the gauges are read from the store when /metrics is asked.
+        self.blob_stored = Gauge(
+            "caseline_blob_stored_bytes", "Bytes of complete attachment blobs on disk", registry=r
+        )
+        self.blob_uploads = Gauge(
+            "caseline_blob_uploads_in_progress", "Attachment uploads started and not complete", registry=r
+        )
+        self.blob_in_flight = Gauge(
+            "caseline_blob_upload_bytes_in_flight",
+            "Declared bytes of uploads in progress not yet received",
+            registry=r,
+        )
+        self.blob_received = Counter(
+            "caseline_blob_received_bytes", "Attachment bytes received and stored by PATCH", registry=r
+        )
+        self.blob_served = Counter(
+            "caseline_blob_served_bytes", "Attachment bytes sent by downloads", registry=r
+        )
+        self.blob_gc_deleted = Counter(
+            "caseline_blob_gc_deleted",
+            "Uploads and blobs the garbage collector deleted, by kind",
+            ["kind"],
+            registry=r,
+        )
 
     def export_limits(self, *configs: Any) -> None:
         """Publish every numeric setting of the given dataclasses, so an operator sees what is in force."""

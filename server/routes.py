@@ -57,11 +57,13 @@ from caseline.schemas.wire import (
     decode_signed,
 )
 from caseline.server import problems
+from caseline.server.blob_service import envelope_blobs
 from caseline.server.body_pace import BodyPace
 from caseline.server.core import Accepted, entry_of, token_hash
 from caseline.server.keys import (
     AUDIT,
     AUTH_FAILURES,
+    BLOBS,
     BROKER,
     CLOCK,
     CONFIG,
@@ -345,6 +347,10 @@ async def metrics(request: web.Request) -> web.Response:
     m.connections.set(hub.connections())
     m.queue_depth.set(max(hub.queue_depths(), default=0))
     m.buffered.set(max(hub.buffered(), default=0))
+    totals = await request.app[STORE].blob_totals()
+    m.blob_stored.set(totals.stored_bytes)
+    m.blob_uploads.set(totals.uploads_in_progress)
+    m.blob_in_flight.set(totals.bytes_in_flight)
     return web.Response(body=generate_latest(m.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -716,7 +722,8 @@ async def post_update(request: web.Request) -> web.Response:
     body = await read_body(request)
     core = request.app[CORE]
     core.charge(device_id, len(body), now=time.monotonic())
-    receipt = await request.app[BROKER].post_update(case_id, body, device_id=device_id)
+    async with request.app[BLOBS].referencing(case_id, envelope_blobs(body)):
+        receipt = await request.app[BROKER].post_update(case_id, body, device_id=device_id)
     request.app[METRICS].updates.inc()
     return reply(receipt, status=201)
 
@@ -910,7 +917,8 @@ async def _post_on_stream(app: web.Application, conn: Connection, device_id: byt
             raise BrokerUnauthorized(stop[1])
         app[CORE].member_runtime(post.case_id, device_id)
         app[CORE].charge(device_id, len(post.envelope), now=time.monotonic())
-        receipt = await app[BROKER].post_update(post.case_id, post.envelope, device_id=device_id)
+        async with app[BLOBS].referencing(post.case_id, envelope_blobs(post.envelope)):
+            receipt = await app[BROKER].post_update(post.case_id, post.envelope, device_id=device_id)
         app[METRICS].updates.inc()
         result = PostResult(request_id=post.request_id, status=201, receipt=receipt, problem="", detail="")
     except CaselineError as exc:

@@ -308,6 +308,7 @@ class Broker:
                     slot=a.slot,
                     created_at=created_at,
                     leaf_index=sealed.start + i,
+                    blobs=a.blobs,
                 )
             )
         cases = [p.new_case for p in batch if p.new_case is not None]

@@ -14,16 +14,19 @@ import contextlib
 import hashlib
 import importlib.resources
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
 import aiosqlite
 from caseline.schemas.errors import BrokerStorageFull
+from caseline.server.blobs import Usage
 from caseline.server.store import (
     ROW_OVERHEAD,
     AgencyRow,
     AuditRow,
+    BlobRow,
+    BlobTotals,
     CaseRow,
     CosignatureRow,
     DeviceRow,
@@ -31,6 +34,7 @@ from caseline.server.store import (
     LegacyEntry,
     LogWrite,
     SessionRow,
+    UploadRow,
 )
 
 SQLITE_FULL_CODES: Final = {sqlite3.SQLITE_FULL}
@@ -150,6 +154,15 @@ class SqliteStore:
                         " slot_counter, created_at, leaf_index) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         [_entry_params(e) for e in entries],
                     )
+                    refs = [(e.case_id, e.seq, a) for e in entries for a in e.blobs]
+                    if refs:
+                        await self.db.executemany(
+                            "INSERT OR IGNORE INTO blob_refs (case_id, seq, address) VALUES (?, ?, ?)", refs
+                        )
+                        await self.db.executemany(
+                            "UPDATE blobs SET unreferenced_since = NULL WHERE case_id = ? AND address = ?",
+                            [(c, a) for c, _, a in refs],
+                        )
                 if log is not None:
                     await self._write_log(log)
                 await self.db.execute("COMMIT")
@@ -283,6 +296,203 @@ class SqliteStore:
             except sqlite3.Error as exc:
                 await self._rollback()
                 raise _translate(exc) from exc
+
+    # ---------------------------------------------------------------- attachment blobs
+    async def add_upload(self, row: UploadRow, admit: Callable[[Usage], None]) -> None:
+        async with self._lock:
+            try:
+                await self.db.execute("BEGIN IMMEDIATE")
+                admit(await self._usage(row))
+                await self.db.execute(
+                    "INSERT INTO uploads (upload_id, case_id, device_id, agency_id, length, received,"
+                    " created_at, expires_at, address) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                    (
+                        row.upload_id,
+                        row.case_id,
+                        row.device_id,
+                        row.agency_id,
+                        row.length,
+                        row.received,
+                        row.created_at,
+                        row.expires_at,
+                    ),
+                )
+                await self.db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                await self._rollback()
+                raise _translate(exc) from exc
+            except BaseException:
+                await self._rollback()
+                raise
+
+    async def _usage(self, row: UploadRow) -> Usage:
+        async def one(sql: str, *params: object) -> int:
+            found = await (await self.db.execute(sql, params)).fetchone()
+            return int(found[0] or 0) if found is not None else 0
+
+        return Usage(
+            case_bytes=await one(
+                "SELECT (SELECT COALESCE(SUM(length), 0) FROM uploads WHERE address IS NULL AND case_id = ?)"
+                " + (SELECT COALESCE(SUM(size), 0) FROM blobs WHERE case_id = ?)",
+                row.case_id,
+                row.case_id,
+            ),
+            agency_bytes=await one(
+                "SELECT (SELECT COALESCE(SUM(length), 0) FROM uploads"
+                " WHERE address IS NULL AND agency_id = ?)"
+                " + (SELECT COALESCE(SUM(size), 0) FROM blobs WHERE agency_id = ?)",
+                row.agency_id,
+                row.agency_id,
+            ),
+            device_uploads=await one(
+                "SELECT COUNT(*) FROM uploads WHERE address IS NULL AND device_id = ?", row.device_id
+            ),
+        )
+
+    async def get_upload(self, upload_id: bytes) -> UploadRow | None:
+        row = await (
+            await self.db.execute(
+                "SELECT upload_id, case_id, device_id, agency_id, length, received, created_at, expires_at,"
+                " address FROM uploads WHERE upload_id = ?",
+                (upload_id,),
+            )
+        ).fetchone()
+        return None if row is None else _upload_row(row)
+
+    async def set_upload_received(self, upload_id: bytes, received: int) -> None:
+        await self._write(
+            "UPDATE uploads SET received = ? WHERE upload_id = ? AND address IS NULL", (received, upload_id)
+        )
+
+    async def complete_upload(self, upload_id: bytes, address: bytes, *, now: int) -> None:
+        async with self._lock:
+            try:
+                await self.db.execute("BEGIN IMMEDIATE")
+                await self.db.execute(
+                    "UPDATE uploads SET address = ?, received = length WHERE upload_id = ?",
+                    (address, upload_id),
+                )
+                await self.db.execute(
+                    "INSERT OR IGNORE INTO blobs (case_id, address, agency_id, size, created_at,"
+                    " unreferenced_since) SELECT case_id, ?, agency_id, length, ?, ? FROM uploads"
+                    " WHERE upload_id = ?",
+                    (address, now, now, upload_id),
+                )
+                await self.db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                await self._rollback()
+                raise _translate(exc) from exc
+
+    async def delete_upload(self, upload_id: bytes) -> bool:
+        async with self._lock:
+            try:
+                await self.db.execute("BEGIN IMMEDIATE")
+                cursor = await self.db.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
+                await self.db.execute("COMMIT")
+                return cursor.rowcount > 0
+            except sqlite3.Error as exc:
+                await self._rollback()
+                raise _translate(exc) from exc
+
+    async def get_blob(self, case_id: bytes, address: bytes) -> BlobRow | None:
+        row = await (
+            await self.db.execute(
+                "SELECT case_id, address, agency_id, size, created_at, unreferenced_since FROM blobs"
+                " WHERE case_id = ? AND address = ?",
+                (case_id, address),
+            )
+        ).fetchone()
+        return None if row is None else _blob_row(row)
+
+    async def missing_blobs(self, case_id: bytes, addresses: Sequence[bytes]) -> list[bytes]:
+        missing = []
+        for address in addresses:
+            if await self.get_blob(case_id, address) is None:
+                missing.append(address)
+        return missing
+
+    async def expired_uploads(self, *, now: int, limit: int) -> list[UploadRow]:
+        rows = await self.db.execute_fetchall(
+            "SELECT upload_id, case_id, device_id, agency_id, length, received, created_at, expires_at,"
+            " address FROM uploads WHERE expires_at <= ? ORDER BY expires_at LIMIT ?",
+            (now, limit),
+        )
+        return [_upload_row(r) for r in rows]
+
+    async def completed_uploads(self) -> list[UploadRow]:
+        rows = await self.db.execute_fetchall(
+            "SELECT upload_id, case_id, device_id, agency_id, length, received, created_at, expires_at,"
+            " address FROM uploads WHERE address IS NOT NULL ORDER BY created_at"
+        )
+        return [_upload_row(r) for r in rows]
+
+    async def mark_unreferenced(self, *, now: int) -> None:
+        async with self._lock:
+            try:
+                await self.db.execute("BEGIN IMMEDIATE")
+                await self.db.execute(
+                    "UPDATE blobs SET unreferenced_since = ? WHERE unreferenced_since IS NULL AND NOT EXISTS"
+                    " (SELECT 1 FROM blob_refs r JOIN entries e ON e.case_id = r.case_id AND e.seq = r.seq"
+                    " WHERE r.case_id = blobs.case_id AND r.address = blobs.address AND e.kind = 'update')",
+                    (now,),
+                )
+                await self.db.execute(
+                    "UPDATE blobs SET unreferenced_since = NULL"
+                    " WHERE unreferenced_since IS NOT NULL AND EXISTS"
+                    " (SELECT 1 FROM blob_refs r JOIN entries e ON e.case_id = r.case_id AND e.seq = r.seq"
+                    " WHERE r.case_id = blobs.case_id AND r.address = blobs.address AND e.kind = 'update')"
+                )
+                await self.db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                await self._rollback()
+                raise _translate(exc) from exc
+
+    async def sweep_blobs(self, *, before: int, keep: frozenset[bytes], limit: int) -> list[BlobRow]:
+        async with self._lock:
+            try:
+                await self.db.execute("BEGIN IMMEDIATE")
+                rows = [
+                    _blob_row(r)
+                    for r in await self.db.execute_fetchall(
+                        "SELECT case_id, address, agency_id, size, created_at, unreferenced_since FROM blobs"
+                        " WHERE unreferenced_since IS NOT NULL"
+                        " AND unreferenced_since <= ? ORDER BY unreferenced_since LIMIT ?",
+                        (before, limit),
+                    )
+                ]
+                rows = [r for r in rows if r.address not in keep]
+                await self.db.executemany(
+                    "DELETE FROM blobs WHERE case_id = ? AND address = ?",
+                    [(r.case_id, r.address) for r in rows],
+                )
+                await self.db.execute("COMMIT")
+                return rows
+            except sqlite3.Error as exc:
+                await self._rollback()
+                raise _translate(exc) from exc
+
+    async def blob_bound(self, address: bytes) -> bool:
+        row = await (
+            await self.db.execute("SELECT 1 FROM blobs WHERE address = ? LIMIT 1", (address,))
+        ).fetchone()
+        return row is not None
+
+    async def blob_totals(self) -> BlobTotals:
+        stored = await (
+            await self.db.execute(
+                "SELECT COALESCE(SUM(size), 0) FROM (SELECT MAX(size) AS size FROM blobs GROUP BY address)"
+            )
+        ).fetchone()
+        flight = await (
+            await self.db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(length - received), 0) FROM uploads WHERE address IS NULL"
+            )
+        ).fetchone()
+        if stored is None or flight is None:  # aggregates always return a row
+            return BlobTotals(0, 0, 0)
+        return BlobTotals(
+            stored_bytes=int(stored[0]), uploads_in_progress=int(flight[0]), bytes_in_flight=int(flight[1])
+        )
 
     async def append_audit(self, event: str, detail: str, *, time: int) -> AuditRow:
         async with self._lock:
@@ -537,6 +747,26 @@ def audit_hash(prev: bytes, seq: int, time: int, event: str, detail: str) -> byt
     ):
         h.update(len(part).to_bytes(4, "big") + part)
     return h.digest()
+
+
+def _upload_row(r: Any) -> UploadRow:
+    upload_id, case_id, device_id, agency_id, length, received, created, expires, address = r
+    return UploadRow(
+        bytes(upload_id),
+        bytes(case_id),
+        bytes(device_id),
+        str(agency_id),
+        int(length),
+        int(received),
+        int(created),
+        int(expires),
+        None if address is None else bytes(address),
+    )
+
+
+def _blob_row(r: Any) -> BlobRow:
+    case_id, address, agency_id, size, created, since = r
+    return BlobRow(bytes(case_id), bytes(address), str(agency_id), int(size), int(created), since)
 
 
 def _entry_params(e: EntryRow) -> tuple[object, ...]:

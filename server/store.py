@@ -10,8 +10,10 @@ every entry it was given is durable, and either all of them are or none.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final, Protocol
+
+from caseline.server.blobs import Usage
 
 #: What bounding a page by bytes counts for each row on top of ``len(body) + len(receipt)``:
 #: the msgpack framing of an ``Entry``, and the slot body a purged entry is served with.
@@ -59,6 +61,8 @@ class EntryRow:
     created_at: int
     #: Where the entry's leaf sits in the broker log (None only before it is written).
     leaf_index: int | None = None
+    #: The blob addresses an update's envelope names (``Envelope.blobs``): recorded as references.
+    blobs: tuple[bytes, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -116,6 +120,41 @@ class LegacyEntry:
     created_at: int
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class UploadRow:
+    upload_id: bytes
+    case_id: bytes
+    device_id: bytes
+    agency_id: str
+    length: int
+    #: Bytes durably stored: the offset the next PATCH must name.
+    received: int
+    created_at: int
+    expires_at: int
+    #: Set once the upload is complete (and its blob bound to the case).
+    address: bytes | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BlobRow:
+    case_id: bytes
+    address: bytes
+    agency_id: str
+    size: int
+    created_at: int
+    #: When no accepted, unpurged update of the case was found to reference it (None: one does).
+    unreferenced_since: int | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BlobTotals:
+    """What ``/metrics`` shows of attachments: bytes on disk, uploads in progress, bytes still due."""
+
+    stored_bytes: int
+    uploads_in_progress: int
+    bytes_in_flight: int
+
+
 class Store(Protocol):
     """Everything the broker persists.  Implementations must be safe to call concurrently."""
 
@@ -165,6 +204,34 @@ class Store(Protocol):
     #: Witnessed case retention: make these updates ``purged``, each with its new receipt
     #: (into a witnessed checkpoint).  Returns how many were purged.
     async def purge_with_receipts(self, case_id: bytes, items: Sequence[tuple[int, bytes]]) -> int: ...
+
+    # attachment blobs (the bytes are in a ``blobs.BlobStore``; this is their bookkeeping)
+    #: Record a new upload, in one transaction with ``admit(usage)`` (which raises to refuse it):
+    #: usage is read in that transaction, so concurrent uploads cannot pass a quota together.
+    async def add_upload(self, row: UploadRow, admit: Callable[[Usage], None]) -> None: ...
+    async def get_upload(self, upload_id: bytes) -> UploadRow | None: ...
+    async def set_upload_received(self, upload_id: bytes, received: int) -> None: ...
+    #: Mark the upload complete and bind its blob to the upload's case (one transaction; a blob
+    #: already bound keeps its row).  A new binding starts unreferenced at ``now``.
+    async def complete_upload(self, upload_id: bytes, address: bytes, *, now: int) -> None: ...
+    #: Returns whether there was such an upload.
+    async def delete_upload(self, upload_id: bytes) -> bool: ...
+    async def get_blob(self, case_id: bytes, address: bytes) -> BlobRow | None: ...
+    #: Which of ``addresses`` are not complete blobs bound to the case, in the order given.
+    async def missing_blobs(self, case_id: bytes, addresses: Sequence[bytes]) -> list[bytes]: ...
+    #: Uploads whose ``expires_at`` is at or before ``now`` (complete or not), oldest first.
+    async def expired_uploads(self, *, now: int, limit: int) -> list[UploadRow]: ...
+    #: Garbage collection's mark step: a blob no accepted, unpurged update references becomes
+    #: unreferenced since ``now`` (if it was not already); a referenced one stops being.
+    async def mark_unreferenced(self, *, now: int) -> None: ...
+    #: Garbage collection's sweep: delete (and return) blob rows unreferenced since before
+    #: ``before``, except those whose address is in ``keep``.
+    async def sweep_blobs(self, *, before: int, keep: frozenset[bytes], limit: int) -> list[BlobRow]: ...
+    #: Whether any case still has this blob bound (its bytes must stay).
+    async def blob_bound(self, address: bytes) -> bool: ...
+    #: Every upload with an address whose bytes may still sit under ``uploads/`` (start-up recovery).
+    async def completed_uploads(self) -> list[UploadRow]: ...
+    async def blob_totals(self) -> BlobTotals: ...
 
     # audit log
     async def append_audit(self, event: str, detail: str, *, time: int) -> AuditRow: ...

@@ -17,7 +17,13 @@ import pytest
 from caseline.crypto.certs import issue_revocation_list, issue_witness_list
 from caseline.crypto.commits import create_commit, log_anchor
 from caseline.crypto.keys import AgencyRootKey
-from caseline.schemas.api import ChallengeRequest
+from caseline.schemas.api import (
+    UPLOAD_OFFSET_HEADER,
+    UPLOAD_PART_TYPE,
+    ChallengeRequest,
+    UploadRequest,
+    UploadState,
+)
 from caseline.schemas.wire import LogPosition
 from caseline.server.core import token_hash
 from caseline.server.keys import CONFIG, STORE
@@ -179,10 +185,61 @@ def _update(s: Scene, who: str) -> bytes:
     return officer.seal(case_id, f"from {who}")
 
 
-async def call(s: Scene, who: str, method: str, path: str, body: bytes | None = None) -> int:
-    r = await s.d.client.request(method, path, data=body, headers=s.headers[who])
+async def call(s: Scene, who: str, method: str, path: str, body: bytes | None = None, **headers: str) -> int:
+    r = await s.d.client.request(method, path, data=body, headers={**s.headers[who], **headers})
     await r.read()
     return r.status
+
+
+async def _owner_upload(s: Scene) -> str:
+    """An upload of the owner's in the scene's case (made once): only the owner may touch it."""
+    if "upload" not in s.__dict__:
+        owner = s.officers["owner"]
+        r = await s.d.client.post(
+            f"/v1/cases/{s.case_hex}/uploads",
+            data=UploadRequest(length=4096).encode(),
+            headers=owner.headers(),
+        )
+        assert r.status == 201, await r.text()
+        s.__dict__["upload"] = UploadState.decode(await r.read()).upload_id.hex()
+    return f"/v1/cases/{s.case_hex}/uploads/{s.__dict__['upload']}"
+
+
+async def _blob(s: Scene) -> str:
+    """A complete blob in the scene's case (made once)."""
+    if "blob" not in s.__dict__:
+        owner = s.officers["owner"]
+        r = await s.d.client.post(
+            f"/v1/cases/{s.case_hex}/uploads",
+            data=UploadRequest(length=100).encode(),
+            headers=owner.headers(),
+        )
+        path = r.headers["Location"]
+        r = await s.d.client.patch(
+            path,
+            data=bytes(100),
+            headers={**owner.headers(), "Content-Type": UPLOAD_PART_TYPE, UPLOAD_OFFSET_HEADER: "0"},
+        )
+        assert r.status == 200, await r.text()
+        s.__dict__["blob"] = UploadState.decode(await r.read()).address.hex()
+    return f"/v1/cases/{s.case_hex}/blobs/{s.__dict__['blob']}"
+
+
+def _on_upload(method: str) -> Request:
+    async def request(s: Scene, who: str) -> int:
+        return await call(s, who, method, await _owner_upload(s))
+
+    return request
+
+
+async def _get_blob(s: Scene, who: str) -> int:
+    return await call(s, who, "GET", await _blob(s))
+
+
+async def _patch(s: Scene, who: str) -> int:
+    path = await _owner_upload(s)
+    part = {"Content-Type": UPLOAD_PART_TYPE, UPLOAD_OFFSET_HEADER: "0"}
+    return await call(s, who, "PATCH", path, bytes(1024), **part)
 
 
 # route -> (request, {principal: expected status}, principals whose call may change storage)
@@ -198,6 +255,9 @@ def matrix() -> dict[tuple[str, str], tuple[Request, dict[str, int], set[str]]]:
     case_route = lambda allowed, ok: {  # noqa: E731
         p: (ok if p in allowed else 404 if p in STRANGERS else 403 if p in SESSION else 401)
         for p in PRINCIPALS
+    }
+    own_upload = lambda ok: {  # noqa: E731
+        p: (ok if p == "owner" else 404 if p in SESSION else 401) for p in PRINCIPALS
     }
     return {
         ("GET", "/healthz"): (lambda s, p: call(s, p, "GET", "/healthz"), public200, set()),
@@ -287,6 +347,31 @@ def matrix() -> dict[tuple[str, str], tuple[Request, dict[str, int], set[str]]]:
             lambda s, p: call(s, p, "POST", f"/v1/cases/{s.case_hex}/updates", _update(s, p)),
             case_route({"owner", "member", "bot-no-scope"}, 201),
             {"owner", "member", "bot-no-scope"},
+        ),
+        # Attachments: uploads need a member that may post (a bot may, an observer may not); an
+        # upload is only its own device's (another member gets 404); downloads need read access.
+        ("POST", "/v1/cases/{case_id}/uploads"): (
+            lambda s, p: call(
+                s, p, "POST", f"/v1/cases/{s.case_hex}/uploads", UploadRequest(length=10).encode()
+            ),
+            case_route({"owner", "member", "bot-no-scope"}, 201),
+            set(),
+        ),
+        ("GET", "/v1/cases/{case_id}/uploads/{upload_id}"): (
+            _on_upload("GET"),
+            own_upload(200),
+            set(),
+        ),
+        ("PATCH", "/v1/cases/{case_id}/uploads/{upload_id}"): (_patch, own_upload(200), set()),
+        ("DELETE", "/v1/cases/{case_id}/uploads/{upload_id}"): (
+            _on_upload("DELETE"),
+            own_upload(204),
+            set(),
+        ),
+        ("GET", "/v1/cases/{case_id}/blobs/{address}"): (
+            _get_blob,
+            case_route({"owner", "member"}, 200),
+            set(),
         ),
         ("GET", "/v1/cases/{case_id}/entries"): (
             lambda s, p: call(s, p, "GET", f"/v1/cases/{s.case_hex}/entries"),

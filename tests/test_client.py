@@ -88,6 +88,20 @@ async def test_members_come_from_pinned_roots_only(net: Network) -> None:
     assert await alice.cases() == []  # nothing was sent
 
 
+async def test_a_view_that_fails_part_way_is_not_served_later_as_verified(net: Network) -> None:
+    """A replay that stops at a bad entry must leave nothing behind: asked again, the view
+    fails again rather than answer with the entries before the bad one as if all was well."""
+    juma, neema = await net.device("tz-tra", "juma"), await net.device("tz-tra", "neema")
+    await net.device("ke-kra", "alice")
+    case_id = await juma.create_case(title="Op", members=[("tz-tra", "neema")])
+    await juma.add_members(case_id, [("ke-kra", "alice", "member")])
+    await neema.sync(case_id)
+    await neema.trust_remove("ke-kra")  # the commit that added alice no longer verifies here
+    for _ in range(2):
+        with pytest.raises(UntrustedError):
+            await neema.view(case_id)
+
+
 async def test_only_owners_change_members_and_roles_change(net: Network) -> None:
     alice, juma = await net.device("ke-kra", "alice"), await net.device("tz-tra", "juma")
     await net.device("ke-kra", "bob")

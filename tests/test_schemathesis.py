@@ -85,6 +85,12 @@ def msgpack_body(ctx: schemathesis.SerializationContext, value: Any) -> bytes:
     return packed
 
 
+@schemathesis.serializer("application/offset+octet-stream")
+def upload_part(ctx: schemathesis.SerializationContext, value: Any) -> bytes:
+    """A PATCH body is raw bytes: whatever was generated, as bytes."""
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
 def readable(value: Any) -> Any:
     """Bytes in an answer become hex, the form ids take in paths (what the links expect)."""
     if isinstance(value, bytes):

@@ -132,7 +132,7 @@ async def test_reopening_keeps_data_and_migrations_are_idempotent(tmp_path: Path
     await s.open()
     assert len(await s.entries(CASE, after=0, limit=5)) == 1
     versions = await s.db.execute_fetchall("SELECT version FROM schema_version")
-    assert [v[0] for v in versions] == [1, 2, 3]
+    assert [v[0] for v in versions] == [1, 2, 3, 4]
     mode = list(await s.db.execute_fetchall("PRAGMA journal_mode"))
     sync = list(await s.db.execute_fetchall("PRAGMA synchronous"))
     assert mode[0][0] == "wal"

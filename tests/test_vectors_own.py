@@ -17,6 +17,7 @@ from tests.vectors.generate import (
     broker_log,
     check_verify_only,
     check_voided,
+    check_voided_commits,
     deterministic,
     main,
 )
@@ -49,6 +50,16 @@ def test_an_update_sent_after_its_senders_revocation_is_voided(
     check_voided(vectors["voided"], revocations=revocations)
 
 
+@pytest.mark.parametrize("revocations", [False, True])
+@pytest.mark.parametrize("case", ["voided_member", "voided_commit"])
+def test_a_commit_across_a_backdated_revocation_voids_and_the_case_goes_on(
+    vectors: dict[str, Any], case: str, revocations: bool
+) -> None:
+    if case not in vectors:
+        pytest.skip("protocols 1 and 2 wrote no voided commits: their verifiers refused them")
+    check_voided_commits(vectors[case], revocations=revocations)
+
+
 def test_make_vectors_reproduces_the_committed_file(tmp_path: Path) -> None:
     """With no protocol change, regenerating leaves the committed file byte for byte (issue 13, item 17)."""
     committed = PATH.read_bytes()
@@ -72,6 +83,7 @@ def test_a_case_that_no_longer_verifies_stops_the_run_unless_fresh(tmp_path: Pat
     written = json.loads(out.read_text())
     check_verify_only(written["verify_only"])
     check_voided(written["voided"])
+    check_voided_commits(written["voided_commit"])
     assert written["verify_only"]["update_id_1"] != "00" * 32
 
 

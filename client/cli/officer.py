@@ -416,7 +416,7 @@ def _case(root: click.Group) -> None:
                     {
                         "case_id": c.case_id.hex(), "title": c.title, "reference": c.reference,
                         "role": c.role, "epoch": c.epoch, "entries": c.count, "unread": c.unread,
-                        "handling": c.handling, "tlp": c.tlp,
+                        "handling": c.handling, "tlp": c.tlp, "tainted": c.tainted, "error": c.error or None,
                     }
                     for c in cases
                 ]
@@ -432,6 +432,13 @@ def _case(root: click.Group) -> None:
             )
             unread = f"[bold]{c.unread} unread[/]" if c.unread else "0 unread"
             out.say(f"    {c.role}  {c.handling} {tlp(c.tlp)}  {entries(c.count)}  {unread}")
+            if c.tainted:
+                out.say(
+                    "    [bold red]opened by a revoked device: an owner must run"
+                    f" caseline case rekey {c.case_id.hex()}[/]"
+                )
+            if c.error:
+                out.say(f"    [bold red]not up to date:[/] {safe(c.error)}")
         return EXIT_OK
 
     @command(case, "show")
@@ -562,6 +569,22 @@ def _case(root: click.Group) -> None:
             return []
 
         return _membership(case_ref, change, f"{agency}:{user} is now {new_role}")
+
+    @command(case, "rekey")
+    @click.argument("case_ref", metavar="CASE")
+    def rekey(case_ref: str) -> int:
+        """Give a case a fresh secret, and drop its voided members (owners).
+
+        Needed after a device its agency revoked made a commit in the case (its
+        alarm names the entry): until an owner re-keys, nobody posts there.
+
+        \b
+        Examples:
+          caseline case rekey 3f2a9c
+        """
+        return _membership(
+            case_ref, lambda c, cid: c.rekey(cid), "re-keyed the case; dropped {n} voided device(s)"
+        )
 
     @command(case, "repin")
     @click.argument("case_ref", metavar="[CASE]", required=False)
@@ -888,7 +911,7 @@ def _posting(root: click.Group) -> None:
         out.panel(
             f"{entries(report.count)} verified from genesis, epoch {report.epoch}, "
             f"{report.readable}/{report.updates} updates readable here"
-            + (f", {report.voided} withheld (sent by revoked devices)" if report.voided else "")
+            + (f", {report.voided} withheld (sent by revoked or voided devices)" if report.voided else "")
             + "\n"
             f"members: {', '.join(f'{m.author.name} ({m.role})' for m in report.members)}\n"
             f"head code: [bold]{report.code}[/] — the same code on your partner's screen "
@@ -1070,6 +1093,15 @@ def _disclosed_markings(content_type: str, content: bytes) -> dict[str, Any] | N
     return found if isinstance(found, dict) else None
 
 
+#: What each reason of a voiding means, for the reader of evidence (PROTOCOL.md §5.3).
+VOID_WORDS: Final = {
+    "voided-commit": "VOIDED, made after its committer's device was revoked; it granted nothing, by",
+    "revoked": "listed but voided, its device revoked by then",
+    "added-by-voided-commit": "listed but voided, added by a voided commit",
+    "voided-before": "listed but voided, carried over voided",
+}
+
+
 def _print_bundle(out: Out, report: Any) -> None:
     records: list[dict[str, str | int]] = [
         {
@@ -1092,6 +1124,13 @@ def _print_bundle(out: Out, report: Any) -> None:
         }
     )
     witnesses = [{"name": v.name, "agency": v.agency_id, "time": when(v.time)} for v in report.witnesses]
+    voided = [
+        {
+            "seq": v.seq, "epoch": v.epoch, "agency": v.device.agency_id, "user": v.device.user_id,
+            "device": v.device.device_id.hex(), "reason": v.reason,
+        }
+        for v in report.voided
+    ]  # fmt: skip
     if out.as_json:
         out.data(
             {
@@ -1105,6 +1144,7 @@ def _print_bundle(out: Out, report: Any) -> None:
                 "checkpoint": checkpoint,
                 "witnesses": witnesses,
                 "witnessed_at": None if report.witnessed_at is None else when(report.witnessed_at),
+                "voided": voided,
             }
         )
         return
@@ -1123,6 +1163,9 @@ def _print_bundle(out: Out, report: Any) -> None:
         f"exported by {report.exporter.agency_id}:{report.exporter.user_id} "
         f"at {when(report.exported_at)}; log of {entries(report.log_length)} signed by the broker"
     )
+    for v in voided:
+        who = f"{safe(str(v['agency']))}:{safe(str(v['user']))} (device {v['device']})"
+        out.say(f"commit #{v['seq']}: {VOID_WORDS.get(str(v['reason']), str(v['reason']))}: {who}")
     if checkpoint is not None:
         origin, size, root = (checkpoint[k] for k in ("origin", "size", "root"))
         out.say(f"checkpoint of the broker's log at size {size}, its origin and root:")

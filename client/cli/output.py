@@ -204,11 +204,20 @@ def markings_text(m: dict[str, Any] | None) -> str:
 def summary(event: CaseEvent) -> str:
     """The update in a few words: its text, or what kind of entry it is.  Never cut."""
     if event.kind == "commit":
-        return "members: " + ", ".join(f"{m.author.name} ({m.role})" for m in event.members)
+        listed = ", ".join(
+            f"{m.author.name} ({m.role}{', voided' if m.voided else ''})" for m in event.members
+        )
+        if event.voided_by is not None:
+            return (
+                f"VOIDED commit by {event.voided_by.name}, whose device was revoked by its agency: whom it"
+                " added does not count, and nothing is posted until an owner re-keys the case;"
+                f" members: {listed}"
+            )
+        return "members: " + listed
     if event.kind == "purged":
         return "(removed by the case's retention policy)"
     if event.kind == "voided":
-        return "(withheld: sent after its device was revoked by its agency)"
+        return "(withheld: its device was revoked by its agency, or added to the case by a revoked one)"
     if not event.readable or event.content is None:
         return "(sealed: this device holds no key for it)"
     c = event.content
@@ -263,10 +272,18 @@ def event_json(event: CaseEvent) -> dict[str, Any]:
                 "user": m.author.user_id,
                 "device": m.author.device_id.hex(),
                 "role": m.role,
+                "voided": m.voided,
             }
             for m in event.members
         ],
         "shared": event.shared,
+        "voided_by": None
+        if event.voided_by is None
+        else {
+            "agency": event.voided_by.agency_id,
+            "user": event.voided_by.user_id,
+            "device": event.voided_by.device_id.hex(),
+        },
     }
 
 

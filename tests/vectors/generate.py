@@ -3,7 +3,8 @@
 Run ``make vectors`` (``python -m tests.vectors.generate``) after a deliberate
 protocol change, and commit the result together with the PROTOCOL.md change.
 ``tests/test_vectors_own.py`` checks that the code still produces every
-deterministic value, and still verifies the ``verify_only`` and ``voided`` cases.
+deterministic value, and still verifies the ``verify_only`` and the three voiding cases
+(``voided``: an update; ``voided_member`` and ``voided_commit``: commits, §5.3).
 
 Those two cases hold commits whose epoch secrets are HPKE-sealed (X-Wing), and
 pyca's HPKE draws its encapsulation randomness inside the library with no way
@@ -39,6 +40,7 @@ from caseline.crypto.certs import (
     issue_witness_list,
     make_enrolment_request,
 )
+from caseline.crypto.commits import VOID_ADDED, VOID_REVOKED
 from caseline.crypto.evidence import export_evidence, verify_evidence
 from caseline.crypto.keys import AgencyRootKey, DeviceKeys, SigningKey, device_id_for
 from caseline.crypto.ratchet import Chain, epoch_authenticator
@@ -53,7 +55,7 @@ from caseline.schemas.wire import (
     Witness,
 )
 
-from tests.support.world import T0, YEAR, Broker, Device, World, note, open_case, post
+from tests.support.world import T0, YEAR, Broker, Device, World, commit_change, note, open_case, post
 
 #: Protocol 3's vectors (``make vectors`` rewrites this file).  ``caseline_v1.json`` and
 #: ``caseline_v2.json`` are frozen as protocols 1 and 2 wrote them: histories recorded
@@ -326,6 +328,112 @@ def voided() -> dict[str, Any]:
     }
 
 
+def voided_member() -> dict[str, Any]:
+    """PROTOCOL.md §5.3: a commit carrying a device revoked before its time is valid and voids it.
+
+    Alice (owner) adds Carol at T + 60 s, carrying Bob; Bob's agency later revokes
+    him from T + 59 s.  With the list, epoch 1 voids Bob (``revoked``) and the case
+    goes on (Alice posts at entry 2); without it, nothing is voided.  Carol, who
+    joined in epoch 1, replays the log from genesis.
+    """
+    w, alice, bob, broker = _two_agency_case("vectors-voided-member")
+    carol = w.device("ke-kra", "carol")
+    w.now += 60_000
+    alice_view = CaseView(trust=w.trust(), me=alice.keys)
+    broker.feed(alice_view)
+    broker.append(
+        KIND_COMMIT,
+        commit_change(w, alice_view, alice, [(alice, "owner"), (bob, "member"), (carol, "member")]),
+    )
+    broker.feed(alice_view)
+    post(w, alice_view, broker, note("Carol joins the Namanga team"))
+    crl = w.revoke(bob, at=w.now - 1_000)
+    return {
+        "roots": {a: r.public_key.hex() for a, r in w.roots.items()},
+        "now": w.now,
+        "entries": [[kind, body.hex()] for kind, body in broker.entries],
+        "receipts": [r.hex() for r in broker.receipts],
+        "reader": "carol",
+        "kem_seeds": {"carol": carol.keys.kem_seed.hex()},
+        "sign_seeds": {"carol": carol.keys.signing.seed.hex()},
+        "revocation_list": crl.hex(),
+        "voided": {"1": {bob.id.hex(): VOID_REVOKED}},
+        "tainted_epochs": [],
+        "opened_seqs": [2],
+        "head": broker.head.hex(),
+    }
+
+
+def voided_commit() -> dict[str, Any]:
+    """PROTOCOL.md §5.3: a commit by a device revoked at its time keeps its place and grants nothing.
+
+    Bob (owner) adds his second device as owner and raises Carol to owner at
+    T + 60 s; his agency later revokes him from T + 59 s.  With the list, epoch 1
+    is tainted, Bob is voided (``revoked``), his second device too
+    (``added-by-voided-commit``) and Carol stays a ``member``; Alice's re-key at
+    entry 2 ends the taint (she posts at entry 3).  Without it, nothing is voided or tainted.
+    """
+    w = World("vectors-voided-commit")
+    w.agency("ke-kra")
+    w.agency("tz-tra")
+    alice, bob, carol = w.device("ke-kra", "alice"), w.device("tz-tra", "bob"), w.device("ke-kra", "carol")
+    second = w.device("tz-tra", "bob")
+    broker, _, _ = open_case(w, alice, [(bob, "owner"), (carol, "member")])
+    w.now += 60_000
+    bob_view = CaseView(trust=w.trust(), me=bob.keys)
+    broker.feed(bob_view)
+    roster = [(alice, "owner"), (bob, "owner"), (carol, "owner"), (second, "owner")]
+    broker.append(KIND_COMMIT, commit_change(w, bob_view, bob, roster))
+    crl = w.revoke(bob, at=w.now - 1_000)
+    w.now += 60_000
+    alice_view = CaseView(trust=w.trust(), me=alice.keys)
+    broker.feed(alice_view)
+    broker.append(KIND_COMMIT, commit_change(w, alice_view, alice, [(alice, "owner"), (carol, "member")]))
+    broker.feed(alice_view)
+    post(w, alice_view, broker, note("Re-keyed after the theft of Bob's phone"))
+    return {
+        "roots": {a: r.public_key.hex() for a, r in w.roots.items()},
+        "now": w.now,
+        "entries": [[kind, body.hex()] for kind, body in broker.entries],
+        "receipts": [r.hex() for r in broker.receipts],
+        "reader": "carol",
+        "kem_seeds": {"carol": carol.keys.kem_seed.hex()},
+        "sign_seeds": {"carol": carol.keys.signing.seed.hex()},
+        "revocation_list": crl.hex(),
+        "voided": {"1": {bob.id.hex(): VOID_REVOKED, second.id.hex(): VOID_ADDED}},
+        "tainted_epochs": [1],
+        "roles_epoch_1": {"carol": "member"},
+        "opened_seqs": [3],
+        "head": broker.head.hex(),
+    }
+
+
+def check_voided_commits(v: dict[str, Any], *, revocations: bool = True) -> None:
+    """With the list, exactly the stated devices and epochs are voided and tainted; raise otherwise."""
+    trust = TrustStore({a: bytes.fromhex(k) for a, k in v["roots"].items()})
+    if revocations:
+        trust.add_revocation_list(bytes.fromhex(v["revocation_list"]))
+    view, applied = replay(v, v["reader"], trust)
+    voided = {
+        str(s.epoch): {d.hex(): why for d, why in s.voided.items()} for s in view.states.values() if s.voided
+    }
+    tainted = [s.epoch for s in view.states.values() if s.tainted]
+    if (voided, tainted) != ((v["voided"], v["tainted_epochs"]) if revocations else ({}, [])):
+        raise AssertionError(f"voided {voided}, tainted {tainted}")
+    if revocations:
+        for user, role in v.get("roles_epoch_1", {}).items():
+            if [
+                m.role
+                for d, m in view.states[1].members.items()
+                if view.states[1].certs[d].cert.user_id == user
+            ] != [role]:
+                raise AssertionError(f"{user} is not {role} in epoch 1")
+    if [a.seq for a in applied if a.opened is not None] != v["opened_seqs"]:
+        raise AssertionError("another update opened")
+    if view.head.hex() != v["head"]:  # voided or not, the chain is the same
+        raise AssertionError("the chain head differs")
+
+
 def _secret(view: CaseView) -> bytes:
     secret = view._epoch_secret
     assert secret is not None
@@ -406,6 +514,8 @@ def build(previous: dict[str, Any] | None = None) -> dict[str, Any]:
         "deterministic": {**deterministic(), "broker_log": broker_log(), "attachments": attachments()},
         "verify_only": _kept(previous, "verify_only", check_verify_only, verify_only),
         "voided": _kept(previous, "voided", check_voided, voided),
+        "voided_member": _kept(previous, "voided_member", check_voided_commits, voided_member),
+        "voided_commit": _kept(previous, "voided_commit", check_voided_commits, voided_commit),
     }
 
 
