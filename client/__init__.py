@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from caseline.client.content import Posted
     from caseline.client.core import Author, CaseEvent, Member
     from caseline.client.profile import profile_dir
-    from caseline.client.uploads import AttachmentInfo, AttachmentSource, ProgressSink
+    from caseline.client.uploads import AttachmentInfo, AttachmentSource, PendingUpload, ProgressSink
     from caseline.schemas.errors import BrokerRefusal, BrokerUnavailable, ProfileError
 
 #: Public name -> the module that defines it.
@@ -25,6 +25,7 @@ _LAZY: dict[str, str] = {
     "AgencyAdmin": "caseline.client.admin",
     "AttachmentInfo": "caseline.client.uploads",
     "AttachmentSource": "caseline.client.uploads",
+    "PendingUpload": "caseline.client.uploads",
     "ProgressSink": "caseline.client.uploads",
     "CaseReport": "caseline.client.client",
     "CaseSummary": "caseline.client.client",
@@ -54,6 +55,7 @@ __all__ = [
     "Client",
     "Identity",
     "Member",
+    "PendingUpload",
     "Posted",
     "ProfileError",
     "ProgressSink",

@@ -40,6 +40,7 @@ from caseline.client.uploads import (
     CipherStream,
     Draft,
     DraftId,
+    PendingUpload,
     PlannedFile,
     ProgressSink,
     UploadId,
@@ -50,6 +51,7 @@ from caseline.schemas.errors import (
     BrokerNotFound,
     BrokerRefusal,
     BrokerUnauthorized,
+    BrokerUnavailable,
     CaselineError,
     IntegrityError,
     InvalidValueError,
@@ -70,6 +72,8 @@ log = logging.getLogger("caseline.client")
 Attachable = str | os.PathLike[str] | AttachmentSource
 #: The names an upload's state may take once the broker no longer has it.
 GONE_STATUSES: Final = (404, 410)
+#: Times a cut download goes on from where it was cut before giving up.
+DOWNLOAD_TRIES: Final = 5
 _NAME_KIND = next(f.metadata["wire"] for f in dataclasses.fields(AttachmentRef) if f.name == "name")
 
 
@@ -198,7 +202,12 @@ class Attachments:
         return out
 
     async def _new_draft(
-        self, case_id: bytes, content_type: str, content: bytes, files: Sequence[PlannedFile]
+        self,
+        case_id: bytes,
+        content_type: str,
+        content: bytes,
+        files: Sequence[PlannedFile],
+        key_name: str | None = None,
     ) -> Draft:
         draft = Draft(
             draft_id=DraftId(secrets.token_bytes(16)),
@@ -207,9 +216,27 @@ class Attachments:
             content=content,
             files=tuple(files),
             created_at=self.clock(),
+            key_name=key_name,
         )
         await self._journal(draft)  # before the first byte is sent
         return draft
+
+    async def pending_uploads(self, case_id: bytes | None = None) -> list[PendingUpload]:
+        """Posts with files this device journalled and has not posted yet, oldest first.
+
+        The next ``post`` or ``flush`` finishes them; one that cannot be
+        finished (its file changed) stays here until ``drop_pending``.
+        """
+        return [
+            PendingUpload(
+                pending_id=d.draft_id,
+                case_id=d.case_id,
+                content_type=d.content_type,
+                created_at=d.created_at,
+                files=tuple((f.name, f.size, f.complete) for f in d.files),
+            )
+            for d in await self._drafts(case_id)
+        ]
 
     async def drop_pending(self, pending_id: bytes) -> bool:
         """Forget a post this device journalled but did not finish: a draft with files, or an
@@ -240,7 +267,14 @@ class Attachments:
         progress: ProgressSink | None = None,
         tries: int = 5,
     ) -> Draft:
-        """Upload every file of ``draft`` not yet complete; the draft with every blob checked."""
+        """Upload every file of ``draft`` not yet complete; the draft with every blob checked.
+
+        A post the broker refuses for good (too large, over quota, no longer
+        a member) is dropped, as the outbox drops a refused update: sending
+        it again would meet the same answer.  So is a post with a stream that
+        fails in this run: the stream is spent, the journal could never
+        finish it.  A cut keeps it journalled for the next run.
+        """
         for index, planned in enumerate(draft.files):
             if planned.complete:
                 continue
@@ -251,7 +285,14 @@ class Attachments:
                     f" cannot be read again: drop it (Client.drop_pending({draft.draft_id.hex()!r}))"
                     " and post it anew"
                 )
-            done = await self._upload_file(draft, index, source, progress or _NoProgress(), tries)
+            try:
+                done = await self._upload_file(draft, index, source, progress or _NoProgress(), tries)
+            except Exception as exc:
+                if any(s is not None for s in sources) or (
+                    isinstance(exc, BrokerRefusal) and not _resumable(exc)
+                ):
+                    await self.drop_pending(draft.draft_id)
+                raise
             draft = draft.with_file(index, done)
             await self._journal(draft)
         return draft
@@ -274,8 +315,7 @@ class Attachments:
                 progress.done()
                 return done
             except BrokerRefusal as exc:
-                retry = exc.transient or isinstance(exc, BrokerUnauthorized) or exc.status == 409
-                if not retry or source is not None or attempt == tries:
+                if not _resumable(exc) or source is not None or attempt == tries:
                     raise
                 log.info("an upload was cut (%s); resuming from the broker's offset", exc.code)
                 await asyncio.sleep(min(0.05 * 2**attempt, 2.0))
@@ -311,13 +351,20 @@ class Attachments:
         cipher = CipherStream(sealer, skip=offset)
         reader = self._plaintext(planned, source)
         progress.start(planned.name, length)
-        progress.advance(offset)
+        if offset:
+            progress.advance(offset)  # what the broker already holds, from an earlier run
+        failed: list[BaseException] = []  # what stopped a body: aiohttp reports only a cut
         try:
             for size in uploads.part_sizes(offset, length, min(self.upload_part_size, PART_SIZE)):
-                body = self._part(cipher, reader, size, progress, planned)
-                state = await self.broker.patch_upload(
-                    case_id, upload_id, offset=offset, size=size, body=body, length=length
-                )
+                body = self._part(cipher, reader, size, progress=progress, planned=planned, failed=failed)
+                try:
+                    state = await self.broker.patch_upload(
+                        case_id, upload_id, offset=offset, size=size, body=body, length=length
+                    )
+                except BrokerRefusal:
+                    if failed:
+                        raise failed[0] from None
+                    raise
                 offset += size
                 if state.offset != offset:
                     raise MalformedError(f"the broker holds {state.offset} bytes of the upload, not {offset}")
@@ -359,9 +406,18 @@ class Attachments:
             async for piece in source.open():
                 yield bytes(piece)
             return
-        f = await asyncio.to_thread(Path(planned.path).open, "rb")
         try:
-            while piece := await asyncio.to_thread(f.read, READ_SIZE):
+            f = await asyncio.to_thread(Path(planned.path).open, "rb")
+        except OSError as exc:
+            raise UsageError(f"{planned.name!r} cannot be read any more ({exc.strerror})") from None
+        try:
+            while True:
+                try:
+                    piece = await asyncio.to_thread(f.read, READ_SIZE)
+                except OSError as exc:
+                    raise UsageError(f"{planned.name!r} could not be read ({exc.strerror})") from None
+                if not piece:
+                    break
                 yield piece
         finally:
             await asyncio.to_thread(f.close)
@@ -373,7 +429,8 @@ class Attachments:
             if piece is None:
                 cipher.finish()
             else:
-                cipher.feed(piece)
+                # ~1 MiB of encryption and hashing off the event loop: the socket drains meanwhile.
+                await asyncio.to_thread(cipher.feed, piece)
         except InvalidValueError as exc:  # the Sealer: more or fewer bytes than attached
             raise UsageError(
                 f"{planned.name!r} changed while it was sent ({exc}); nothing was posted"
@@ -384,20 +441,28 @@ class Attachments:
         cipher: CipherStream,
         reader: AsyncIterator[bytes],
         size: int,
+        *,
         progress: ProgressSink,
         planned: PlannedFile,
+        failed: list[BaseException],
     ) -> AsyncIterator[bytes]:
         """Exactly ``size`` bytes of ciphertext for one PATCH body, produced as it is sent."""
         sent = 0
-        while sent < size:
-            while not cipher.ready or cipher.skipping:
-                if cipher.finished:
-                    raise UsageError(f"{planned.name!r} ended before its declared size; nothing was posted")
-                await self._refill(cipher, reader, planned)
-            piece = cipher.take(min(cipher.ready, size - sent, READ_SIZE))
-            sent += len(piece)
-            progress.advance(len(piece))
-            yield piece
+        try:
+            while sent < size:
+                while not cipher.ready or cipher.skipping:
+                    if cipher.finished:
+                        raise UsageError(
+                            f"{planned.name!r} ended before its declared size; nothing was posted"
+                        )
+                    await self._refill(cipher, reader, planned)
+                piece = cipher.take(min(cipher.ready, size - sent, READ_SIZE))
+                sent += len(piece)
+                progress.advance(len(piece))
+                yield piece
+        except CaselineError as exc:
+            failed.append(exc)
+            raise
 
     # ---------------------------------------------------------------- reading
     async def _attachment_event(self, case_id: bytes, update: bytes | int) -> CaseEvent:
@@ -459,12 +524,23 @@ class Attachments:
         self, case_id: bytes, event: CaseEvent, index: int, ref: AttachmentRef
     ) -> AsyncIterator[bytes]:
         opener = Opener(ref)
+        received = 0
         try:
-            async with self.broker.blob(case_id, ref.address) as body:
-                async for piece in body:
-                    plain = opener.feed(piece)
-                    if plain:
-                        yield plain
+            for attempt in range(1, DOWNLOAD_TRIES + 1):
+                try:
+                    # A cut download goes on with ``Range`` from the bytes already opened:
+                    # the Opener's state is the hash of everything before, nothing is re-read.
+                    async with self.broker.blob(case_id, ref.address, start=received) as body:
+                        async for piece in body:
+                            received += len(piece)
+                            plain = opener.feed(piece)
+                            if plain:
+                                yield plain
+                    break
+                except BrokerUnavailable:
+                    if attempt == DOWNLOAD_TRIES:
+                        raise
+                    log.info("a download was cut; going on from byte %d", received)
             last = opener.finish()
         except IntegrityError as exc:
             uid = (event.update_id or b"").hex()[:16]
@@ -538,7 +614,10 @@ class Attachments:
         final = target_dir / name
         if not force and (final.exists() or final.is_symlink()):
             raise UsageError(f"{final} exists: give another directory or name, or force overwriting it")
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{name[:100]}.part-", dir=target_dir)
+        try:
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{name[:100]}.part-", dir=target_dir)
+        except OSError as exc:
+            raise UsageError(f"cannot write in {target_dir} ({exc.strerror})") from None
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -556,11 +635,18 @@ class Attachments:
                     ) from None
                 tmp.unlink()
             _fsync_dir(target_dir)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+            if isinstance(exc, OSError):
+                raise UsageError(f"cannot save {final} ({exc.strerror})") from None
             raise
         return final
+
+
+def _resumable(exc: BrokerRefusal) -> bool:
+    """A cut or a passing refusal (overload, an expired session, an offset moved): go on later."""
+    return exc.transient or isinstance(exc, BrokerUnauthorized) or exc.status == 409
 
 
 def _fsync_dir(directory: Path) -> None:

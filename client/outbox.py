@@ -81,7 +81,12 @@ class Outbox:
         async def _revoked_since_post(self, case_id: bytes, seq: int) -> int | None: ...
         async def _drafts(self, case_id: bytes | None = None) -> list[Draft]: ...
         async def _new_draft(
-            self, case_id: bytes, content_type: str, content: bytes, files: Sequence[PlannedFile]
+            self,
+            case_id: bytes,
+            content_type: str,
+            content: bytes,
+            files: Sequence[PlannedFile],
+            key_name: str | None = None,
         ) -> Draft: ...
         async def _upload_draft(
             self,
@@ -245,9 +250,9 @@ class Outbox:
             self._ledger().prepare(
                 case_id, content_type=content_type, content=data, now=self.clock(), nonce=bytes(24)
             )
-            draft = await self._new_draft(case_id, content_type, data, [f for f, _ in files])
+            draft = await self._new_draft(case_id, content_type, data, [f for f, _ in files], key_name)
             return await self._finish_draft(
-                draft, tries=tries, progress=progress, sources=[s for _, s in files], key_name=key_name
+                draft, tries=tries, progress=progress, sources=[s for _, s in files]
             )
         return await self._seal_and_deliver(case_id, content_type, data, refs, tries=tries, key_name=key_name)
 
@@ -258,7 +263,6 @@ class Outbox:
         tries: int,
         progress: ProgressSink | None,
         sources: Sequence[AttachmentSource | None] = (),
-        key_name: str | None = None,
     ) -> Posted:
         """Upload what is left of a journalled post with files, then seal and post its update."""
         draft = await self._upload_draft(draft, sources=sources, progress=progress, tries=tries)
@@ -268,7 +272,7 @@ class Outbox:
             draft.content,
             draft.refs,
             tries=tries,
-            key_name=key_name,
+            key_name=draft.key_name,
             draft_id=draft.draft_id,
         )
 

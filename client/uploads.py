@@ -109,6 +109,21 @@ class AttachmentInfo:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class PendingUpload:
+    """A post with files journalled on this device and not yet posted (``Client.pending_uploads``).
+
+    ``pending_id`` is what ``Client.drop_pending`` takes; ``files`` gives each
+    file's name, size and whether its blob is complete at the broker.
+    """
+
+    pending_id: bytes
+    case_id: bytes
+    content_type: str
+    created_at: int
+    files: tuple[tuple[str, int, bool], ...]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class PlannedFile:
     """One file of a draft: where it comes from, its key, and how far its upload got.
 
@@ -172,15 +187,18 @@ class Draft:
     content: bytes
     files: tuple[PlannedFile, ...]
     created_at: int
+    #: Where the post's idempotency key records its update once sealed (``Client.post``).
+    key_name: str | None = None
 
     def encode(self) -> bytes:
         """The plaintext the shell seals under the local key (it holds keys and names)."""
-        return pack([DRAFT_VERSION, self.content_type, self.content, [f._row() for f in self.files]])
+        rows = [f._row() for f in self.files]
+        return pack([DRAFT_VERSION, self.content_type, self.content, rows, self.key_name])
 
     @classmethod
     def decode(cls, draft_id: DraftId, case_id: bytes, created_at: int, data: bytes) -> Draft:
         try:
-            version, content_type, content, rows = unpack(data, max_size=len(data))
+            version, content_type, content, rows, key_name = unpack(data, max_size=len(data))
             if version != DRAFT_VERSION:
                 raise ValueError(f"draft format {version}")
             files = tuple(
@@ -199,7 +217,8 @@ class Draft:
             )
         except (ValueError, TypeError, IndexError) as exc:
             raise MalformedError("a journalled post with files does not decode") from exc
-        return cls(draft_id, case_id, str(content_type), bytes(content), files, created_at)
+        key = None if key_name is None else str(key_name)
+        return cls(draft_id, case_id, str(content_type), bytes(content), files, created_at, key)
 
     def with_file(self, index: int, planned: PlannedFile) -> Draft:
         files = list(self.files)

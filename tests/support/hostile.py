@@ -28,6 +28,8 @@ Log = list[tuple[str, bytes]]
 #: (asking device, case id, the real log) -> the log that device is shown.
 LogRewrite = Callable[[bytes, bytes, Log], Log]
 DirectoryRewrite = Callable[[Directory], Directory]
+#: (case id, blob address, the real blob) -> the bytes served for it.
+BlobRewrite = Callable[[bytes, bytes, bytes], bytes]
 
 
 def signed_page(key: SigningKey, case_id: bytes, log: Log, after: int, *, time: int = 0) -> EntryPage:
@@ -72,6 +74,11 @@ class HostileBroker:
         self.rewrite_log: LogRewrite | None = None
         self.rewrite_directory: DirectoryRewrite | None = None
         self.rewrite_challenge: Callable[[bytes], bytes] | None = None
+        self.rewrite_blob: BlobRewrite | None = None
+        #: Cut the connection of the next blob download after this many bytes (once).
+        self.cut_blob_after: int | None = None
+        #: The ``Range`` header of every blob download asked for, in order (None: none sent).
+        self.blob_ranges: list[str | None] = []
         #: Serve the (rewritten) log even to a device the real broker refuses.
         self.serve_anyone = False
         #: The key receipts are re-signed with (another broker's key, to test pinning).
@@ -82,9 +89,39 @@ class HostileBroker:
         row = await self.net.app[STORE].get_session(token_hash(token)) if token else None
         return b"" if row is None else row.device_id
 
+    async def blob(self, request: web.Request, parts: list[str]) -> web.StreamResponse:
+        """A blob download, ``Range`` and ``Content-Range`` passed through, rewritten or cut."""
+        asked = request.headers.get("Range")
+        self.blob_ranges.append(asked)
+        headers = {"Authorization": request.headers.get("Authorization", "")}
+        if asked is not None:
+            headers["Range"] = asked
+        async with self.session.get(self.net.url + request.path_qs, headers=headers) as r:
+            data, status = await r.read(), r.status
+            passed = {k: r.headers[k] for k in ("Content-Type", "Content-Range") if k in r.headers}
+        if status == 200 and self.rewrite_blob:
+            data = self.rewrite_blob(bytes.fromhex(parts[2]), bytes.fromhex(parts[4]), data)
+        cut, self.cut_blob_after = self.cut_blob_after, None
+        if cut is None or status >= 300:
+            return web.Response(body=data, status=status, headers=passed)
+        response = web.StreamResponse(status=status, headers=passed)
+        response.content_length = len(data)
+        await response.prepare(request)
+        await response.write(data[:cut])
+        assert request.transport is not None
+        request.transport.close()  # the rest never comes: a network cut mid-body
+        return response
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        data, status, ctype = await forward(self.session, self.net.url, request, await request.read())
         parts = request.path.strip("/").split("/")
+        if (
+            request.method == "GET"
+            and len(parts) == 5
+            and parts[:2] == ["v1", "cases"]
+            and parts[3] == "blobs"
+        ):
+            return await self.blob(request, parts)
+        data, status, ctype = await forward(self.session, self.net.url, request, await request.read())
         if (
             (status == 200 or self.serve_anyone)
             and self.rewrite_log
