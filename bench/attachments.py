@@ -715,7 +715,7 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     b = Bench(root, max_bytes=max_bytes)
     results: dict[str, Any] = {}
     try:
-        await b.start(SMALL_POSTERS if "small" in args.only else 0)
+        await b.start(args.posters if "small" in args.only else 0)
         print(f"broker up, case {b.case.hex()[:12]} (load {load1()})", flush=True)
         if "throughput" in args.only:
             r = await throughput(b, args.size, profile=args.profile)
@@ -730,7 +730,7 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             r = results["broker_kill"] = await broker_kill(b, args.kill_size, args.broker_kills)
             print(f"  broker kill: {r}", flush=True)
         if "small" in args.only:
-            r = results["small"] = await small_files(b, args.rate, args.seconds, SMALL_POSTERS)
+            r = results["small"] = await small_files(b, args.rate, args.seconds, args.posters)
             print(f"  small files: {r}", flush=True)
     finally:
         await b.stop()
@@ -752,6 +752,7 @@ def main() -> None:
     p.add_argument("--broker-kills", type=int, default=3)
     p.add_argument("--rate", type=float, default=50.0, help="small files: posts/s offered")
     p.add_argument("--seconds", type=float, default=10.0, help="small files: the measured window")
+    p.add_argument("--posters", type=int, default=SMALL_POSTERS, help="small files: posting devices")
     p.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
     p.add_argument("--profile", action="store_true", help="py-spy the client and broker during throughput")
     p.add_argument("--no-readme", dest="readme", action="store_false")

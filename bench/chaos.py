@@ -527,6 +527,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--upload-size", type=parse_size, default=24 * 1024 * 1024, help="files of half to all of this"
     )
+    p.add_argument("--part-size", type=parse_size, help="the uploaders' PATCH size (default: the client's)")
     p.add_argument(
         "--cuts", type=int, default=1_000_000, help="network cuts of the uploads, one before each kill"
     )
