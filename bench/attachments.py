@@ -33,7 +33,8 @@ broker-kill   The same upload; the broker is killed with SIGKILL right after an
               broker had acknowledged.  The client (restarted if it gave up) finishes, and
               the partner saves and verifies the file.
 small         A 200 KiB photo posted with its update at ``--rate`` (50) posts/s, open loop,
-              by ``SMALL_POSTERS`` devices in turn, for ``--seconds`` (10) after a warm-up:
+              by ``--posters`` (5) devices in turn, each in a process of its own, for
+              ``--seconds`` (10) after a warm-up:
               the time from ``Client.post`` to its verified receipt, p50/p95/p99, and the
               HTTP requests a post makes (the broker's own ``/metrics`` counter).
 
@@ -126,9 +127,15 @@ async def worker(params: dict[str, Any]) -> dict[str, Any]:
     try:
         case_id = bytes.fromhex(params["case"])
         await client.sync(case_id)
+        if params["op"] == "small":
+            for _ in range(WARM_UP_POSTS):  # sessions, views, connections
+                await client.post(case_id, "note", note("warm-up"), attachments=[params["file"]])
         print("ready", flush=True)
+        go = ""
         if not params.get("auto"):
-            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+            go = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        if params["op"] == "small":
+            return await small_poster(client, case_id, params, float(go))
         started = time.perf_counter()
         if params["op"] == "upload":
             posted = await client.post(
@@ -147,6 +154,34 @@ async def worker(params: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "wall_s": wall, "path": str(saved)}
     finally:
         await client.close()
+
+
+async def small_poster(
+    client: Client, case_id: bytes, params: dict[str, Any], start: float
+) -> dict[str, Any]:
+    """Post the photo every ``interval`` seconds from ``start`` (wall clock) plus this poster's phase,
+    open loop: a post that ends late does not push the next one's due time."""
+    interval, photo = params["interval"], params["file"]
+    due, end = start + params["phase"], start + params["seconds"]
+    latencies: list[float] = []
+    lags: list[float] = []
+    errors: dict[str, int] = {}
+    n = 0
+    while due < end:
+        delay = due - time.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        n += 1
+        t0 = time.perf_counter()
+        try:
+            await client.post(case_id, "note", note(f"photo {n}"), attachments=[photo])
+        except Exception as exc:  # counted: the parent reports each kind
+            errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+        else:
+            latencies.append((time.perf_counter() - t0) * 1000)
+            lags.append((time.time() - due) * 1000)
+        due += interval
+    return {"ok": True, "latencies": latencies, "lags": lags, "errors": errors, "ended": time.time()}
 
 
 def worker_main(raw: str) -> None:
@@ -181,10 +216,10 @@ class Worker:
         assert self.proc is not None
         return self.proc.pid
 
-    def go(self) -> None:
+    def go(self, line: str = "go") -> None:
         assert self.proc is not None
         assert self.proc.stdin is not None
-        self.proc.stdin.write(b"go\n")
+        self.proc.stdin.write(line.encode() + b"\n")
 
     async def result(self) -> dict[str, Any]:
         assert self.proc is not None
@@ -574,49 +609,38 @@ async def broker_kill(b: Bench, size: int, kills: int) -> dict[str, Any]:
 
 
 async def small_files(b: Bench, rate: float, seconds: float, posters: int) -> dict[str, Any]:
+    """``posters`` devices, each in its own process (as bench/load.py's workers), post in turn."""
     photo = b.root / "photo.jpg"
     write_random(photo, PHOTO)
-    clients = [await Client.open(b.profile(f"s{i}")) for i in range(posters)]
-    latencies: list[float] = []
-    lags: list[float] = []
-    errors: dict[str, int] = {}
+    interval = posters / rate
+    workers = [
+        b.worker(f"s{i}", op="small", file=str(photo), interval=interval, phase=interval * i / posters,
+                 seconds=seconds)
+        for i in range(posters)
+    ]  # fmt: skip
     try:
-        for c in clients:  # warm-up: sessions, views, connections
-            for _ in range(WARM_UP_POSTS):
-                await c.post(b.case, "note", note("warm-up"), attachments=[str(photo)])
+        await asyncio.gather(*(w.start() for w in workers))
         before = await requests_served(b.broker.base, b.dep.operator_token)
-        interval = posters / rate
         load_before = load1()
-        start = time.perf_counter() + 0.05
-        end = start + seconds
-
-        async def poster(i: int, c: Client) -> None:
-            due = start + interval * i / posters
-            n = 0
-            while due < end:
-                delay = due - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                n += 1
-                t0 = time.perf_counter()
-                try:
-                    await c.post(b.case, "note", note(f"photo {i}-{n}"), attachments=[str(photo)])
-                except Exception as exc:
-                    kind = type(exc).__name__
-                    errors[kind] = errors.get(kind, 0) + 1
-                else:
-                    done = time.perf_counter()
-                    latencies.append((done - t0) * 1000)
-                    lags.append((done - due) * 1000)
-                due += interval
-
-        await asyncio.gather(*(poster(i, c) for i, c in enumerate(clients)))
-        wall = time.perf_counter() - start
+        start = time.time() + 0.5
+        for w in workers:
+            w.go(repr(start))
+        results = await asyncio.gather(*(w.result() for w in workers))
         after = await requests_served(b.broker.base, b.dep.operator_token)
     finally:
-        for c in clients:
-            await c.close()
+        for w in workers:
+            await w.kill()
         photo.unlink(missing_ok=True)
+    failed = [r.get("error") for r in results if not r.get("ok")]
+    if failed:
+        raise RuntimeError(f"a poster failed: {failed[0]}")
+    latencies = [x for r in results for x in r["latencies"]]
+    lags = [x for r in results for x in r["lags"]]
+    errors: dict[str, int] = {}
+    for r in results:
+        for kind, n in r["errors"].items():
+            errors[kind] = errors.get(kind, 0) + n
+    wall = max(r["ended"] for r in results) - start
     made = {k: after[k] - before.get(k, 0.0) for k in after if after[k] != before.get(k, 0.0)}
     posts = len(latencies)
     summary = {k: v for k, v in latency_summary(latencies).items() if k != "cdf_ms"}
