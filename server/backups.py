@@ -7,6 +7,14 @@ broker), so ``restore`` takes the key from the data directory or from
 place: the audit log's chain and the broker log's checkpoint, signed with that
 key.  The operator token's hash is not in it either: it is a credential of the
 deployment, not data; a restored directory without one gets a fresh token.
+
+Attachment blobs are files, not rows: a backup ``DEST`` gets a folder
+``DEST.blobs`` beside it holding every blob its database snapshot names,
+copied after the snapshot (blobs are content-addressed and never change, so a
+copy is the blob or nothing; one the broker's garbage collection deleted
+meanwhile was unreferenced, and is only counted as missing).  Uploads in
+progress are not in a backup: ``restore`` drops them, and their clients start
+them again.
 """
 
 from __future__ import annotations
@@ -15,8 +23,10 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import shutil
 import sqlite3
 from pathlib import Path
+from typing import BinaryIO
 
 from caseline.crypto.keys import SigningKey
 from caseline.schemas.errors import UsageError, VerificationError
@@ -52,7 +62,55 @@ def check_destination(dest: Path, *, force: bool) -> None:
         raise BackupError(f"{dest} exists; refusing to overwrite it (--force replaces it)")
 
 
-def backup(db_path: Path, dest: Path, *, force: bool) -> None:
+def blobs_beside(path: Path) -> Path:
+    """Where the attachment blobs of the backup at ``path`` are: ``PATH.blobs``."""
+    return path.with_name(path.name + ".blobs")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BlobCopy:
+    copied: int
+    #: Blobs the database names whose files were gone (deleted by garbage collection meanwhile).
+    missing: int
+
+
+def _blob_addresses(db: Path) -> list[bytes]:
+    # immutable: read without a -wal or -shm file appearing beside it (nothing writes it meanwhile).
+    conn = sqlite3.connect(f"{db.absolute().as_uri()}?mode=ro&immutable=1", uri=True)
+    try:
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'blobs'").fetchone():
+            return []
+        return [bytes(r[0]) for r in conn.execute("SELECT DISTINCT address FROM blobs ORDER BY address")]
+    finally:
+        conn.close()
+
+
+def create_private_file(path: Path) -> BinaryIO:
+    """A new file, owner-only from its first byte whatever the umask."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb")
+
+
+def copy_blobs(db: Path, source: Path, dest: Path) -> BlobCopy:
+    """Copy every blob database ``db`` names from the blob folder ``source`` to ``dest`` (fsync'd)."""
+    copied = missing = 0
+    for address in _blob_addresses(db):
+        text = address.hex()
+        relative = Path(text[:2], text[2:4], text)
+        if not (source / relative).is_file():
+            missing += 1
+            continue
+        target = dest / relative
+        make_private_dir(target.parent)
+        if not target.exists():
+            with open(source / relative, "rb") as src, create_private_file(target) as out:
+                shutil.copyfileobj(src, out, 1024 * 1024)
+                out.flush()
+                os.fsync(out.fileno())
+        copied += 1
+    return BlobCopy(copied, missing)
+
+
+def backup(db_path: Path, dest: Path, *, force: bool) -> BlobCopy:
     """An online backup through SQLite's backup API: consistent while the broker serves.
 
     The copy holds device certificates, session-token hashes, the audit log and
@@ -74,6 +132,8 @@ def backup(db_path: Path, dest: Path, *, force: bool) -> None:
                 raise BackupError(f"{dest} exists; refusing to overwrite it (--force replaces it)") from None
     finally:
         tmp.unlink(missing_ok=True)
+    # After the snapshot: every blob it names was complete before it was taken.
+    return copy_blobs(dest, db_path.parent / "blobs", blobs_beside(dest))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -123,6 +183,7 @@ def _restore(source: Path, config: ServerConfig, *, server_key_file: Path | None
     try:
         _copy(sqlite3.connect(f"{source.absolute().as_uri()}?mode=ro", uri=True), tmp)  # never writes it
         verdict = asyncio.run(_verify(tmp, key))
+        _drop_uploads_in_progress(tmp)
         if verdict.broken:
             raise VerificationError(
                 f"the backup does not verify with this server key ({verdict.broken[0]}); nothing was restored"
@@ -137,9 +198,23 @@ def _restore(source: Path, config: ServerConfig, *, server_key_file: Path | None
         create_private(config.key_path, key.seed)
     token = None if config.operator_token_path.exists() else mint_operator_token(config)
     notes = list(verdict.notes)
+    blobs = copy_blobs(config.db_path, blobs_beside(source), config.data_dir / "blobs")
+    if blobs.missing:
+        notes.append(f"{blobs.missing} attachment blobs the backup names are not in {blobs_beside(source)}")
     if verdict.leaves == 0:
         notes.append("the backup holds no signed checkpoint, so the key could not be checked against it")
     return Restored(verdict.events, notes, token, install_key)
+
+
+def _drop_uploads_in_progress(db: Path) -> None:
+    """Their bytes are not in a backup: the clients start those uploads again (404 on the old id)."""
+    conn = sqlite3.connect(db)
+    try:
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'uploads'").fetchone():
+            with conn:
+                conn.execute("DELETE FROM uploads WHERE address IS NULL")
+    finally:
+        conn.close()
 
 
 def _restore_key(config: ServerConfig, server_key_file: Path | None) -> tuple[SigningKey, bool]:

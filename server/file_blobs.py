@@ -127,13 +127,12 @@ class FileBlobStore:
             yield chunk
 
     async def _read(self, path: Path, start: int, end: int | None) -> AsyncIterator[bytes]:
-        file = await asyncio.to_thread(open, path, "rb")
+        fd = await asyncio.to_thread(os.open, path, os.O_RDONLY)
         try:
-            await asyncio.to_thread(file.seek, start)
             position = start
             while end is None or position < end:
                 want = IO_CHUNK if end is None else min(IO_CHUNK, end - position)
-                chunk = await asyncio.to_thread(file.read, want)
+                chunk = await asyncio.to_thread(os.pread, fd, want, position)
                 if not chunk:
                     if end is not None:
                         raise OSError("blob file is shorter than its recorded size")
@@ -141,4 +140,4 @@ class FileBlobStore:
                 position += len(chunk)
                 yield chunk
         finally:
-            await asyncio.to_thread(file.close)
+            os.close(fd)  # synchronous: also runs when an abandoned generator is finalised

@@ -266,12 +266,13 @@ async def test_a_member_removed_mid_upload_is_refused_on_the_next_part(deploymen
     assert r.status == 404
 
 
-async def _cut_patch(
+async def _open_patch(
     d: Deployment, o: Officer, case_id: bytes, upload_id: bytes, *, offset: int, declared: int, sent: bytes
-) -> None:
-    """Send a PATCH's headers and part of its body on a raw connection, then hang up."""
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Send a PATCH's headers and the first bytes of its body on a raw connection; wait until the
+    broker has written them (not yet acknowledged: the body is not complete)."""
     server = d.client.server
-    _, writer = await asyncio.open_connection(str(server.host), server.port)
+    reader, writer = await asyncio.open_connection(str(server.host), server.port)
     head = (
         f"PATCH {upload_path(case_id, upload_id)} HTTP/1.1\r\n"
         f"Host: {server.host}\r\nAuthorization: Bearer {o.token}\r\n"
@@ -281,12 +282,25 @@ async def _cut_patch(
     writer.write(head.encode() + sent)
     await writer.drain()
     blobs = d.app[BLOBS]
-    async with blobs.settled:  # the broker wrote what arrived (not yet acknowledged)...
+    async with blobs.settled:
         await blobs.settled.wait_for(lambda: _stored(d, upload_id) == offset + len(sent))
-    writer.close()  # ...then the sender hangs up
-    await writer.wait_closed()
+    return reader, writer
+
+
+async def _settled(d: Deployment, upload_id: bytes) -> None:
+    blobs = d.app[BLOBS]
     async with blobs.settled:
         await blobs.settled.wait_for(lambda: upload_id not in blobs.patching)
+
+
+async def _cut_patch(
+    d: Deployment, o: Officer, case_id: bytes, upload_id: bytes, *, offset: int, declared: int, sent: bytes
+) -> None:
+    """Send part of a PATCH, then hang up; return once the broker recorded what arrived."""
+    _, writer = await _open_patch(d, o, case_id, upload_id, offset=offset, declared=declared, sent=sent)
+    writer.close()
+    await writer.wait_closed()
+    await _settled(d, upload_id)
 
 
 def _stored(d: Deployment, upload_id: bytes) -> int:
@@ -453,3 +467,142 @@ async def test_a_blob_released_by_retention_goes_after_the_grace_period(deployme
     collected = await blobs.collect()
     assert collected.blobs == 1
     assert not blob_file.exists()
+
+
+async def test_a_backup_carries_the_blobs_and_a_restore_puts_them_back(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    import os
+    import sqlite3
+
+    from caseline.server import backups
+    from caseline.server.config import ServerConfig
+
+    d = deployment
+    alice, _, case_id = await two_members(d)
+    data = payload(9 * KIB, "evidence")
+    address = await upload(alice, case_id, data)
+    in_progress = await started(alice, case_id, 4 * KIB)
+    dest = tmp_path / "backups" / "broker.sqlite3"
+    dest.parent.mkdir()
+    copy = await asyncio.to_thread(backups.backup, d.app[CONFIG].db_path, dest, force=False)
+    assert copy == backups.BlobCopy(copied=1, missing=0)
+    relative = Path(address.hex()[:2], address.hex()[2:4], address.hex())
+    assert (backups.blobs_beside(dest) / relative).read_bytes() == data
+
+    key_file = tmp_path / "server.key"
+    key_file.write_bytes(d.server_key.seed)
+    os.chmod(key_file, 0o600)
+    restored = ServerConfig(data_dir=tmp_path / "restored")
+    await asyncio.to_thread(backups.restore, dest, restored, server_key_file=key_file, force=False)
+    assert (restored.data_dir / BLOBS_DIR / relative).read_bytes() == data
+    db = sqlite3.connect(restored.db_path)
+    try:  # the upload in progress has no bytes in the backup: it is dropped, its client starts again
+        assert db.execute(
+            "SELECT COUNT(*) FROM uploads WHERE upload_id = ?", (in_progress.upload_id,)
+        ).fetchone() == (0,)
+        assert db.execute("SELECT COUNT(*) FROM blobs").fetchone() == (1,)
+    finally:
+        db.close()
+
+
+async def test_a_stalled_patch_is_cut_keeps_its_bytes_and_holds_nothing_more(make_deployment) -> None:  # type: ignore[no-untyped-def]
+    from caseline.server.core import Limits
+
+    d = await make_deployment(limits=Limits(body_grace=0.5, body_min_rate=1024.0, uploads_per_device=2))
+    alice, _, case_id = await two_members(d)
+    first = await started(alice, case_id, 8 * KIB)
+    await started(alice, case_id, 8 * KIB)
+    r = await start(alice, case_id, KIB)  # a slow uploader holds at most uploads_per_device uploads
+    assert r.status == 429 and await problem(r) == "rate-limited"
+    reader, writer = await _open_patch(
+        d, alice, case_id, first.upload_id, offset=0, declared=4 * KIB, sent=bytes(100)
+    )
+    # While it trickles, the same upload takes no second writer.
+    r = await patch(alice, case_id, first.upload_id, 0, bytes(KIB))
+    assert r.status == 409 and await problem(r) == "conflict"
+    answer = await reader.read()  # the broker cuts the stalled body and closes the connection
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:40]
+    writer.close()
+    await _settled(d, first.upload_id)
+    assert (await state_of(alice, case_id, first.upload_id)).offset == 100  # what arrived is kept
+
+
+async def test_kill_9_of_the_broker_loses_no_acknowledged_part(tmp_path: Path) -> None:
+    """``caseline-server serve`` in a process: PATCH parts, kill -9 after an acknowledged one,
+    restart, and the acknowledged offset and bytes are all there (then the upload completes)."""
+    import aiohttp
+    from caseline.crypto.keys import SigningKey
+
+    from tests.support.process import Server, UrlClient, cli, free_port
+    from tests.support.world import World
+
+    world = World("blob-kill")
+    world.agency("ke-kra")
+    cli(tmp_path, "init")
+    root = world.roots["ke-kra"]
+    cli(
+        tmp_path,
+        "agency",
+        "add",
+        "ke-kra",
+        "--name",
+        "KRA",
+        "--country",
+        "KE",
+        "--root-key",
+        root.public_key.hex(),
+    )
+    server_key = SigningKey((tmp_path / "server.key").read_bytes())
+    world.server_key = server_key
+    server = Server(tmp_path, free_port())
+    await server.start()
+    data = payload(200 * KIB, "kill")
+    try:
+        async with aiohttp.ClientSession() as session:
+            client = UrlClient(session, f"http://127.0.0.1:{server.port}")
+            alice = await Officer(client, world, world.device("ke-kra", "alice"), server_key).enrol()
+            case_id = await alice.create_case([])
+            state = await started(alice, case_id, len(data))
+            for offset in range(0, 120 * KIB, 40 * KIB):
+                r = await patch(alice, case_id, state.upload_id, offset, data[offset : offset + 40 * KIB])
+                assert r.status == 200, await r.text()
+            acknowledged = UploadState.decode(await r.read()).offset
+            server.kill()
+            await server.wait()
+            await server.start()
+            await alice.login()
+            assert (await state_of(alice, case_id, state.upload_id)).offset == acknowledged == 120 * KIB
+            r = await patch(alice, case_id, state.upload_id, acknowledged, data[acknowledged:])
+            assert r.status == 200, await r.text()
+            assert UploadState.decode(await r.read()).address == blob_address(data)
+            r = await download(alice, case_id, blob_address(data))
+            assert await r.read() == data
+    finally:
+        server.kill()
+        await server.wait()
+
+
+def test_the_attachment_settings_are_read_strictly(tmp_path: Path) -> None:
+    import pytest
+    from caseline.server.config import ConfigError, load_config
+
+    path = tmp_path / "caseline-server.toml"
+    path.write_text(
+        "[limits]\nattachment_max_bytes = 1048576\nattachment_case_quota_bytes = 0\n"
+        "uploads_per_device = 2\nblob_gc_interval_seconds = 60\n"
+    )
+    limits = load_config(path, env={}).limits
+    assert (limits.attachment_max_bytes, limits.attachment_case_quota_bytes) == (1048576, 0)
+    assert (limits.uploads_per_device, limits.blob_gc_interval_seconds) == (2, 60)
+    assert limits.upload_grace_seconds == 86400  # a default
+    for text, says in (
+        ("upload_grace_second = 10", "did you mean 'upload_grace_seconds'"),
+        ("uploads_per_device = -1", "0 or more"),
+        ('attachment_max_bytes = "2GiB"', "a whole number"),
+        ("blob_grace_seconds = 1.5", "a whole number"),
+        ("blob_gc_interval_seconds = inf", "finite"),
+    ):
+        path.write_text(f"[limits]\n{text}\n")
+        with pytest.raises(ConfigError, match=says):
+            load_config(path, env={})

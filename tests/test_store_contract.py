@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
 from caseline.schemas.errors import BrokerStorageFull
+from caseline.server.blobs import BlobLimits, Usage, admit
 from caseline.server.sqlite_store import SqliteStore, audit_hash
 from caseline.server.store import (
     ROW_OVERHEAD,
     AgencyRow,
+    BlobTotals,
     CaseRow,
     DeviceRow,
     EntryRow,
     SessionRow,
     Store,
+    UploadRow,
 )
 
 from tests.support.olddb import make_old_db
@@ -113,6 +117,62 @@ async def test_purge_drops_old_update_bodies_only(store: Store) -> None:
     assert rows[1].slot == (b"s" * 16, 0, 0)  # and a retry still finds its slot
     assert await store.entry_at_slot(CASE, (b"s" * 16, 0, 0)) == rows[1]
     assert await store.purge(CASE, before_time=1000) == 0  # purging twice changes nothing
+
+
+def upload_row(n: int, *, case: bytes = CASE, device: bytes = b"d" * 16, length: int = 100) -> UploadRow:
+    return UploadRow(bytes([n]) * 16, case, device, "ke-kra", length, 0, 1000, 2000)
+
+
+async def test_uploads_are_admitted_against_usage_in_their_transaction(store: Store) -> None:
+    seen: list[Usage] = []
+    limits = BlobLimits(max_bytes=0, case_quota=250, agency_quota=0, per_device=2)
+
+    def check(usage: Usage) -> None:
+        seen.append(usage)
+        admit(usage, 100, limits)
+
+    await store.add_upload(upload_row(1), check)
+    await store.add_upload(upload_row(2, device=b"e" * 16), check)
+    with pytest.raises(BrokerStorageFull):  # 200 declared in progress + 100 > 250
+        await store.add_upload(upload_row(3, device=b"e" * 16), check)
+    assert await store.get_upload(bytes([3]) * 16) is None  # refused: nothing stored
+    assert seen[1] == Usage(case_bytes=100, agency_bytes=100, device_uploads=0)
+    assert await store.blob_totals() == BlobTotals(stored_bytes=0, uploads_in_progress=2, bytes_in_flight=200)
+    await store.set_upload_received(bytes([1]) * 16, 40)
+    assert (await store.get_upload(bytes([1]) * 16)) == dataclasses.replace(upload_row(1), received=40)
+    assert (await store.blob_totals()).bytes_in_flight == 160
+    assert await store.delete_upload(bytes([2]) * 16) and not await store.delete_upload(bytes([2]) * 16)
+
+
+async def test_a_completed_upload_binds_its_blob_and_references_keep_it(store: Store) -> None:
+    address = b"a" * 32
+    await store.append([entry(0)], [CaseRow(CASE, 30, 1)])
+    await store.add_upload(upload_row(1), lambda usage: None)
+    await store.complete_upload(bytes([1]) * 16, address, now=1500)
+    row = await store.get_upload(bytes([1]) * 16)
+    assert row is not None and (row.address, row.received) == (address, 100)
+    blob = await store.get_blob(CASE, address)
+    assert blob is not None and (blob.size, blob.agency_id, blob.unreferenced_since) == (100, "ke-kra", 1500)
+    assert await store.get_blob(b"x" * 16, address) is None  # bound to its case only
+    assert await store.missing_blobs(CASE, [address, b"b" * 32]) == [b"b" * 32]
+    assert await store.completed_uploads() == [row]
+    assert await store.blob_totals() == BlobTotals(stored_bytes=100, uploads_in_progress=0, bytes_in_flight=0)
+    # An accepted update naming it: referenced, so the sweep keeps it.
+    await store.append([dataclasses.replace(entry(1, slot=(b"s" * 16, 0, 0), t=1600), blobs=(address,))], [])
+    blob = await store.get_blob(CASE, address)
+    assert blob is not None and blob.unreferenced_since is None
+    await store.mark_unreferenced(now=5000)
+    assert await store.sweep_blobs(before=10_000, keep=frozenset(), limit=10) == []
+    # Retention purges the update: the next mark finds the blob unreferenced from then.
+    assert await store.purge(CASE, before_time=2000) == 1
+    await store.mark_unreferenced(now=6000)
+    assert await store.sweep_blobs(before=5999, keep=frozenset(), limit=10) == []
+    assert await store.sweep_blobs(before=6000, keep=frozenset({address}), limit=10) == []  # pinned
+    swept = await store.sweep_blobs(before=6000, keep=frozenset(), limit=10)
+    assert [b.address for b in swept] == [address]
+    assert not await store.blob_bound(address)
+    assert await store.expired_uploads(now=1999, limit=10) == []
+    assert [u.upload_id for u in await store.expired_uploads(now=2000, limit=10)] == [bytes([1]) * 16]
 
 
 async def test_audit_log_is_hash_chained(store: Store) -> None:

@@ -376,8 +376,10 @@ def backup(dest: Path, force: bool) -> int:
     """Write an online backup of the database to DEST, owner-only (0600).
 
     Consistent while the broker serves (SQLite's backup API).  The backup holds
-    the database only: keep the data directory's server.key safe apart from
-    it; `caseline-server restore` needs both.
+    the database, and the attachment blobs it names in the folder DEST.blobs
+    beside it (copied after the database; uploads in progress are not kept).
+    Keep the data directory's server.key safe apart from it; `caseline-server
+    restore` needs both.
 
     Examples:
 
@@ -386,8 +388,11 @@ def backup(dest: Path, force: bool) -> int:
       caseline-server backup --force /backups/broker-latest.sqlite3
     """
     config = initialised()
-    backups.backup(config.db_path, dest, force=force)
+    blobs = backups.backup(config.db_path, dest, force=force)
     click.echo(f"backup written to {dest} (mode 0600)")
+    click.echo(f"{blobs.copied} attachment blobs copied to {backups.blobs_beside(dest)}")
+    if blobs.missing:
+        click.echo(f"{blobs.missing} blobs were deleted by garbage collection while copying (unreferenced)")
     return 0
 
 

@@ -31,6 +31,9 @@ class UrlClient:
     def get(self, path: str, **kw: Any) -> Any:
         return self.session.get(self.base + path, **kw)
 
+    def patch(self, path: str, **kw: Any) -> Any:
+        return self.session.patch(self.base + path, **kw)
+
 
 def free_port() -> int:
     """A loopback port free right now (the broker binds it a moment later)."""
