@@ -103,13 +103,13 @@ class CaseEvent:
     members: tuple[Member, ...] = ()
     #: Set for an earlier update that a history share has just made readable.
     shared: bool = False
-    #: Updates: the files riding on it, as its signed record names them (keys included:
-    #: an event stays in memory or sealed at rest).  Never set on a voided update.
-    attachments: tuple[AttachmentRef, ...] = ()
     #: Commits made by a device its agency revoked at the commit's time: that device.  Such a
     #: commit grants nothing and opens a tainted epoch, where nothing is posted until an owner
     #: re-keys the case.
     voided_by: Author | None = None
+    #: Updates: the files riding on it, as its signed record names them (keys included:
+    #: an event stays in memory or sealed at rest).  Never set on a voided update.
+    attachments: tuple[AttachmentRef, ...] = ()
 
 
 def _update_event(

@@ -93,12 +93,13 @@ def decode_events(case_id: bytes, data: bytes) -> list[CaseEvent]:
     out = []
     try:
         for row in unpack(data, max_size=len(data)):
-            # Rows stored before voided commits existed have no ``voided_by``, members no flag;
-            # a thirteenth field, the update's attachments, is written only when it has some.
+            # Rows stored before voided commits existed have no ``voided_by``, members no flag.
             seq, kind, epoch, author, time, readable, content_type, content, update_id, members, shared = row[
                 :11
             ]
             voided_by = row[11] if len(row) > 11 else None
+            # A thirteenth field, the update's attachments, is written only when it has some,
+            # so events stored before attachments existed read as they always did.
             files = (
                 tuple(AttachmentRef.from_fields(f, where="attachment") for f in row[12]) if row[12:] else ()
             )
@@ -118,8 +119,8 @@ def decode_events(case_id: bytes, data: bytes) -> list[CaseEvent]:
                         Member(_member_author(m[0]), m[1], voided=m[2:] == [True]) for m in members
                     ),
                     shared=shared,
-                    attachments=files,
                     voided_by=_author_from(voided_by),
+                    attachments=files,
                 )
             )
     except (ValueError, TypeError, IndexError) as exc:

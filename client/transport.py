@@ -23,6 +23,8 @@ from caseline.crypto.auth import answer_challenge
 from caseline.crypto.keys import DeviceKeys
 from caseline.schemas.api import (
     REVOCATIONS_HEADER,
+    UPLOAD_OFFSET_HEADER,
+    UPLOAD_PART_TYPE,
     AgencyInfo,
     CaseList,
     ChallengeRequest,
@@ -411,8 +413,8 @@ class BrokerConnection:
         headers = await self._auth_headers()
         headers.update(
             {
-                "Content-Type": "application/offset+octet-stream",
-                "Upload-Offset": str(offset),
+                "Content-Type": UPLOAD_PART_TYPE,
+                UPLOAD_OFFSET_HEADER: str(offset),
                 "Content-Length": str(size),
             }
         )

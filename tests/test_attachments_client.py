@@ -34,6 +34,8 @@ from caseline.client.uploads import (
 )
 from caseline.crypto.attachments import Sealer, ciphertext_size, seal_bytes
 from caseline.schemas.errors import BrokerTooLarge, IntegrityError, UnknownError, UsageError
+from caseline.server.core import Limits
+from caseline.server.keys import METRICS
 
 from tests.support.agencies import PARTNERS, PASSPHRASE, Network, start_network
 from tests.support.hostile import HostileBroker, start_hostile
@@ -79,6 +81,12 @@ async def two_officers(net: Network) -> tuple[Client, Client, bytes]:
     case_id = await alice.create_case(title="Op", members=[("tz-tra", "juma")])
     alice.upload_part_size = PART
     return alice, juma, case_id
+
+
+def received_by_broker(net: Network) -> int:
+    """Upload bytes the broker stored, over every PATCH so far (its own counter)."""
+    value = net.app[METRICS].registry.get_sample_value("caseline_blob_received_bytes_total")
+    return int(value or 0)
 
 
 async def updates_in_log(client: Client, case_id: bytes) -> int:
@@ -227,7 +235,8 @@ async def test_limits_are_refused_locally_with_nothing_sent(net: Network, tmp_pa
 async def test_a_file_over_the_brokers_maximum_is_refused_and_not_kept(
     aiohttp_server: Any, tmp_path: Path
 ) -> None:
-    net = await start_network(aiohttp_server, tmp_path / "net", attachment_max_bytes=64 * KIB)
+    (tmp_path / "net").mkdir()
+    net = await start_network(aiohttp_server, tmp_path / "net", limits=Limits(attachment_max_bytes=64 * KIB))
     try:
         for agency in PARTNERS:
             await net.agency(*agency)
@@ -416,6 +425,7 @@ async def test_an_upload_cut_mid_part_resumes_and_sends_at_most_one_part_again(
     sent_again = first.sent - resumed_from
     assert 0 <= sent_again <= PART
     assert first.sent + (second.sent - resumed_from) <= length + PART
+    assert length <= received_by_broker(net) <= length + PART  # the broker's own count agrees
     # The same post asked for again (a script's retry) is the one posted, not a second.
     again = await alice.post(case_id, "note", NOTE, attachments=[scan], idempotency_key=once)
     assert (again.update_id, again.seq) == (posted.update_id, posted.seq)
@@ -497,6 +507,8 @@ async def test_kill_9_mid_upload_resumes_in_another_process(net: Network, tmp_pa
     [posted] = await alice.flush(case_id, progress=progress)  # this process resumes the journalled post
     resumed_from = progress.calls[1][1]
     assert isinstance(resumed_from, int) and handed - PART <= resumed_from <= handed
+    # Over both processes the broker stored the blob once, plus at most the part that was cut.
+    assert ciphertext_size(1000 * KIB) <= received_by_broker(net) <= ciphertext_size(1000 * KIB) + PART
     await juma.sync(case_id)
     out = tmp_path / "out"
     out.mkdir()
