@@ -17,7 +17,9 @@ from caseline.schemas import content as content_schemas
 from caseline.schemas.errors import UnknownError, UsageError
 
 if TYPE_CHECKING:
+    from caseline.client.attachments import Attachable
     from caseline.client.core import CaseEvent
+    from caseline.client.uploads import ProgressSink
     from caseline.crypto.caselog import CaseView
 
 
@@ -45,6 +47,8 @@ class ContentHelpers:
             content_type: str,
             content: Mapping[str, Any] | bytes,
             *,
+            attachments: Sequence[Attachable] = (),
+            progress: ProgressSink | None = None,
             tries: int = 5,
             idempotency_key: str | None = None,
         ) -> Posted: ...
@@ -70,8 +74,13 @@ class ContentHelpers:
         fields: Mapping[str, Any],
         *,
         idempotency_key: str | None = None,
+        attachments: Sequence[Attachable] = (),
+        progress: ProgressSink | None = None,
     ) -> Posted:
-        """Post ``fields`` as ``content_type``, filling in ``lang`` and the case's markings when absent."""
+        """Post ``fields`` as ``content_type``, filling in ``lang`` and the case's markings when absent.
+
+        ``attachments`` and ``progress`` go to ``post`` as they are (files ride on any content type).
+        """
         fields = dict(fields)
         if content_type not in content_schemas.CONTENT_TYPES:
             known = ", ".join(sorted(content_schemas.CONTENT_TYPES))
@@ -80,7 +89,14 @@ class ContentHelpers:
         markings = fields.pop("markings", None)
         body = {"markings": await self._markings(case_id, graded, markings), "lang": fields.pop("lang", "en")}
         body |= {k: v for k, v in fields.items() if v is not None}
-        return await self.post(case_id, content_type, body, idempotency_key=idempotency_key)
+        return await self.post(
+            case_id,
+            content_type,
+            body,
+            idempotency_key=idempotency_key,
+            attachments=attachments,
+            progress=progress,
+        )
 
     async def post_note(self, case_id: bytes, text: str, **fields: Any) -> Posted:
         return await self.post_typed(case_id, "note", {"text": text, **fields})

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import click
+from caseline.client.cli.attachments import check_files, in_cli_words
 from caseline.client.cli.files import refuse_existing, write_private
 from caseline.client.cli.output import (
     UNWITNESSED_LINE,
@@ -176,7 +177,7 @@ def register(root: click.Group) -> None:
         out = Out(s.as_json)
         secret = s.unlock()
 
-        async def act() -> tuple[Any, bool]:
+        async def act() -> tuple[Any, bool, list[bytes]]:
             import aiohttp  # noqa: PLC0415 - loaded with the client
 
             async with await s.client(secret) as client:
@@ -188,9 +189,10 @@ def register(root: click.Group) -> None:
                     reached = True
                 except (OSError, TimeoutError, aiohttp.ClientError, BrokerUnavailable):
                     reached = False
-                return await client.identity(), reached
+                drafts = [case_id for _, case_id, _, _ in await client.store.drafts()]
+                return await client.identity(), reached, drafts
 
-        ident, reached = run(act())
+        ident, reached, drafts = run(act())
         data = {
             "agency": ident.agency_id,
             "user": ident.user_id,
@@ -203,7 +205,7 @@ def register(root: click.Group) -> None:
             "server_key": _fpr(ident.server_key),
         }
         if out.as_json:
-            out.data({**data, "revocations_checked": reached})
+            out.data({**data, "revocations_checked": reached, "unfinished_posts": [c.hex() for c in drafts]})
             return EXIT_OK
         shown = {**data, "scopes": ", ".join(ident.scopes) or "-", "valid_until": data["valid_until"] or "-"}
         shown["revoked"] = data["revoked"] or "no"
@@ -213,6 +215,8 @@ def register(root: click.Group) -> None:
             [f"[bold]{safe(ident.agency_id)}:{safe(ident.user_id)}[/]"],
             [(k, safe(str(v))) for k, v in shown.items() if k not in ("agency", "user")],
         )
+        if drafts:
+            out.say(_unfinished(len(drafts), ", ".join(sorted({c.hex()[:8] for c in drafts}))))
         return EXIT_OK
 
     _trust(root)
@@ -465,7 +469,7 @@ def _case(root: click.Group) -> None:
         out = Out(s.as_json)
         secret = s.unlock()
 
-        async def act() -> tuple[bytes, Any, Any, Any]:
+        async def act() -> tuple[bytes, Any, Any, Any, int]:
             async with await s.client(secret) as client:
                 case_id = await client.resolve_case(case_ref)
                 await client.sync(case_id)
@@ -473,9 +477,9 @@ def _case(root: click.Group) -> None:
                 info = (await client.view(case_id)).case_info()
                 status = await client.witness_status(case_id)
                 await client.mark_read(case_id)
-                return case_id, events, info, status
+                return case_id, events, info, status, len(await client.store.drafts(case_id))
 
-        case_id, events, info, status = run(act())
+        case_id, events, info, status, drafts = run(act())
         shown = events if show_all else events[-limit:]
         hidden = len(events) - len(shown)
         if out.as_json:
@@ -487,6 +491,7 @@ def _case(root: click.Group) -> None:
                     "events": [event_json(e) for e in shown],
                     "hidden": hidden,
                     "witness": witness_json(status),
+                    "unfinished_posts": drafts,
                 }
             )
         else:
@@ -499,6 +504,8 @@ def _case(root: click.Group) -> None:
             for event in shown:
                 entry(out, event)
             out.say(witness_line(status))
+            if drafts:
+                out.say(_unfinished(drafts, "this case"))
         return EXIT_OK
 
     @command(case, "add")
@@ -629,6 +636,15 @@ def _case(root: click.Group) -> None:
         if failure is not None:
             raise failure
         return EXIT_OK
+
+
+def _unfinished(count: int, where: str) -> str:
+    """The posts with files this profile started and has not finished, and what finishes them."""
+    posts = "1 post" if count == 1 else f"{count} posts"
+    return (
+        f"[yellow]{posts} with files not finished yet ({where})[/]: the next `caseline post` there"
+        " uploads the rest from where it stopped, then posts"
+    )
 
 
 def _cert_change(change: CertChange) -> str:
@@ -765,27 +781,36 @@ def _posting(root: click.Group) -> None:
     @click.option(
         "--idempotency-key", metavar="KEY", help="Scripts: a second post with the same key does nothing."
     )
+    @click.option(
+        "--attach", multiple=True, metavar="FILE",
+        help="A file to send with the update, encrypted (up to 16); repeat.",
+    )  # fmt: skip
     def post(
         *,
         case_ref: str, content_type: str, field: tuple[str, ...], file: str | None,
-        in_reply_to: str | None, of_: str | None, idempotency_key: str | None,
+        in_reply_to: str | None, of_: str | None, idempotency_key: str | None, attach: tuple[str, ...],
     ) -> int:  # fmt: skip
         """Post an update to a case.
 
         The update comes from --field values, a JSON file, or JSON on standard input.
 
         Markings and language default to the case's; a reply or an ack names
-        its update by the short id `case show` prints.
+        its update by the short id `case show` prints.  Files given with
+        --attach are encrypted on this device and uploaded before the update
+        is posted; an upload cut short (Ctrl-C, a lost network) goes on from
+        where it stopped at the next `caseline post`.
 
         \b
         Examples:
           caseline post 3f2a9c --type note --field text="container MSKU1234565 flagged"
           caseline post 3f2a9c --type reply --in-reply-to 9c1e07aa --field text="on it"
           caseline post 3f2a9c --type ack --of '#12' --field level=received
+          caseline post 3f2a9c --type note --field text="X-ray" --attach xray.png --attach manifest.pdf
           echo '{"text": "from a script"}' | caseline --json post 3f2a9c --type note
         """
         s = settings()
         out = Out(s.as_json)
+        files = check_files(attach) if attach else []
         fields = _read_update(field, file)
         if in_reply_to is not None:
             if content_type != "reply":
@@ -803,12 +828,24 @@ def _posting(root: click.Group) -> None:
                 target = await _resolve_refs(client, case_id, content_type, fields)
                 if target is not None:  # said before the post: the person sees what they answer
                     out.say(_target_line(content_type, target))
-                posted = await client.post_typed(
-                    case_id, content_type, fields, idempotency_key=idempotency_key
-                )
+                if files:
+                    from caseline.client.cli.progress import progress  # noqa: PLC0415 - only when files move
+
+                    with progress("uploading", as_json=out.as_json) as sink:
+                        posted = await client.post_typed(
+                            case_id, content_type, fields, idempotency_key=idempotency_key,
+                            attachments=files, progress=sink,
+                        )  # fmt: skip
+                else:
+                    posted = await client.post_typed(
+                        case_id, content_type, fields, idempotency_key=idempotency_key
+                    )
                 return case_id, posted, await client.witness_status(case_id), target
 
-        case_id, posted, status, target = run(act())
+        try:
+            case_id, posted, status, target = run(act())
+        except (UsageError, IntegrityError) as exc:
+            raise in_cli_words(exc) from None
         final = not status.witnessed or status.final > posted.seq
         if out.as_json:
             out.data(

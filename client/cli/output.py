@@ -243,7 +243,28 @@ def what(event: CaseEvent) -> str:
     restrictions = (markings(event) or {}).get("restrictions")
     if restrictions:
         lines.append(f"[bold]restrictions:[/] {safe(str(restrictions))}")
+    lines += [
+        f"[bold]file {n}:[/] {safe(a.name)} ({safe(a.media_type)}, {size_text(a.size)})"
+        for n, a in enumerate(event.attachments, start=1)
+    ]
     return "\n".join(lines)
+
+
+def size_text(n: float) -> str:
+    """``812 B``, ``3.4 KiB``, ``1.2 GiB``: binary units, as file managers show sizes."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def attachment_json(index: int, ref: Any) -> dict[str, Any]:
+    """One file of an update for a script: what its sender signed, numbered from 1 — never its key."""
+    return {
+        "index": index, "name": ref.name, "media_type": ref.media_type, "size": ref.size,
+        "sha256": ref.sha256.hex(), "address": ref.address.hex(),
+    }  # fmt: skip
 
 
 def event_json(event: CaseEvent) -> dict[str, Any]:
@@ -277,6 +298,7 @@ def event_json(event: CaseEvent) -> dict[str, Any]:
             for m in event.members
         ],
         "shared": event.shared,
+        "attachments": [attachment_json(n, a) for n, a in enumerate(event.attachments, start=1)],
         "voided_by": None
         if event.voided_by is None
         else {

@@ -15,7 +15,7 @@ from importlib import metadata
 from typing import Any, Final
 
 import click
-from caseline.client.cli import admin, forms, officer
+from caseline.client.cli import admin, attachments, forms, officer
 from caseline.client.cli.exits import report
 from caseline.client.cli.output import printable
 from caseline.client.cli.settings import Settings, global_options
@@ -118,6 +118,7 @@ def completion(shell: str) -> int:
 
 
 officer.register(cli)
+attachments.register(cli)
 admin.register(cli)
 forms.register(cli)
 
