@@ -70,7 +70,7 @@ from bench.coldstart import Deployment, requests_served
 from bench.core import RESULTS, machine
 from bench.devices import enrol_device
 from bench.http_tap import HttpTap
-from bench.peers.common import latency_summary
+from bench.peers.common import cpu_seconds, latency_summary
 from bench.profile import record as spy_record
 from bench.profile import summarise
 from tests.support.world import note
@@ -136,7 +136,7 @@ async def worker(params: dict[str, Any]) -> dict[str, Any]:
             go = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
         if params["op"] == "small":
             return await small_poster(client, case_id, params, float(go))
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         if params["op"] == "upload":
             posted = await client.post(
                 case_id,
@@ -146,12 +146,15 @@ async def worker(params: dict[str, Any]) -> dict[str, Any]:
                 idempotency_key=params["key"],
             )
             wall = time.perf_counter() - started
-            return {"ok": True, "wall_s": wall, "update": posted.update_id.hex(), "seq": posted.seq}
+            return {
+                "ok": True, "wall_s": wall, "cpu_s": time.process_time() - cpu,
+                "update": posted.update_id.hex(), "seq": posted.seq,
+            }  # fmt: skip
         saved = await client.save_attachment(
             case_id, bytes.fromhex(params["update"]), 0, Path(params["directory"])
         )
         wall = time.perf_counter() - started
-        return {"ok": True, "wall_s": wall, "path": str(saved)}
+        return {"ok": True, "wall_s": wall, "cpu_s": time.process_time() - cpu, "path": str(saved)}
     finally:
         await client.close()
 
@@ -396,9 +399,11 @@ async def timed_transfer(
             if spy is not None:
                 spies[name] = spy
     load_before = load1()
+    broker_cpu = cpu_seconds(pids["broker"])
     with RssSampler(pids) as sampler:
         w.go()
         result = await w.result()
+    result["broker_cpu_s"] = cpu_seconds(pids["broker"]) - broker_cpu
     report = sampler.report()
     for name, spy in spies.items():
         spy.send_signal(signal.SIGINT)  # py-spy writes what it sampled and exits
@@ -441,6 +446,7 @@ async def throughput(b: Bench, size: int, *, profile: bool = False) -> dict[str,
         return {
             **({"profile": spied} if spied else {}),
             "wall_s": round(result["wall_s"], 2),
+            "cpu_s": {"client": round(result["cpu_s"], 2), "broker": round(result["broker_cpu_s"], 2)},
             "mb_per_s": round(mb_s, 1),
             "rss": rss,
             "target_mb_per_s": TARGET_MB_S,
@@ -746,7 +752,10 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             results[f"throughput_{human(args.size).replace(' ', '')}"] = r
             for way in ("upload", "download"):
                 s = r[way]
-                print(f"  {way}: {s['mb_per_s']} MB/s, RSS growth {s['rss']}, {s['verdict']}", flush=True)
+                print(
+                    f"  {way}: {s['mb_per_s']} MB/s, CPU s {s['cpu_s']}, RSS {s['rss']}, {s['verdict']}",
+                    flush=True,
+                )
         if "client-kill" in args.only:
             r = results["client_kill"] = await client_kill(b, args.kill_size)
             print(f"  client kill: resent {r['resent_bytes']:,} bytes, {r['verdict']}: {r}", flush=True)
