@@ -111,6 +111,9 @@ class Tally:
     upload_bytes_lost: int = 0
     attachments_verified: int = 0
     attachments_failed: int = 0
+    upload_errors: dict[str, int] = dataclasses.field(
+        default_factory=dict
+    )  # what the cuts made the client raise
     backup_cases_verified: int = 0
     stored_updates: int = 0
     seconds: float = 0.0
@@ -525,9 +528,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--uploaders", type=int, default=1, help="devices posting updates with a file each")
     p.add_argument(
-        "--upload-size", type=parse_size, default=24 * 1024 * 1024, help="files of half to all of this"
+        "--upload-size", type=parse_size, default=8 * 1024 * 1024, help="files of half to all of this"
     )
-    p.add_argument("--part-size", type=parse_size, help="the uploaders' PATCH size (default: the client's)")
+    p.add_argument(
+        "--part-size",
+        type=parse_size,
+        default=1024 * 1024,
+        help="the uploaders' PATCH size (more parts, more cuts)",
+    )
     p.add_argument(
         "--cuts", type=int, default=1_000_000, help="network cuts of the uploads, one before each kill"
     )

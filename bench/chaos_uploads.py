@@ -106,7 +106,7 @@ class Uploads:
         self.tokens: list[str] = []
         self.case = b""
         self.acked: list[tuple[bytes, str]] = []  # (update id, the file's SHA-256)
-        self.errors: dict[str, int] = {}
+        self.errors: dict[str, int] = tally.upload_errors
 
     async def prepare(self) -> None:
         self.files.mkdir(parents=True, exist_ok=True)
