@@ -676,6 +676,10 @@ def command() -> str:
     return shlex.join([".venv/bin/python", "-m", "bench.attachments", *sys.argv[1:]])
 
 
+def _verdict(text: str) -> str:
+    return "met" if text == "PASS" else "**missed**"
+
+
 def table(results: dict[str, Any]) -> list[str]:
     lines = ["| what | result | target | command, load |", "|---|---|---|---|"]
     for key, r in sorted(results.items()):
@@ -688,10 +692,11 @@ def table(results: dict[str, Any]) -> list[str]:
                 s = r[way]
                 lines.append(
                     f"| {size} file {verb}, end to end (encryption and verification included) | "
-                    f"{s['mb_per_s']:,.0f} MB/s ({s['wall_s']} s); RSS growth client "
+                    f"{s['mb_per_s']:,.0f} MB/s ({s['wall_s']} s; CPU client {s['cpu_s']['client']} s, "
+                    f"broker {s['cpu_s']['broker']} s); RSS growth client "
                     f"{s['rss']['client']['growth_mib']} MiB, "
                     f"broker {s['rss']['broker']['growth_mib']} MiB | "
-                    f"≥ {TARGET_MB_S:.0f} MB/s, ≤ {TARGET_RSS_MIB:.0f} MiB: {s['verdict']} | "
+                    f"≥ {TARGET_MB_S:.0f} MB/s, ≤ {TARGET_RSS_MIB:.0f} MiB: {_verdict(s['verdict'])} | "
                     f"`{r['command']}`, load {s['loadavg_before']}–{s['loadavg_after']} |"
                 )
     if "client_kill" in results:
@@ -700,7 +705,8 @@ def table(results: dict[str, Any]) -> list[str]:
             f"| `kill -9` of the client mid-upload ({human(r['size_bytes'])}), resumed by a new process: "
             f"bytes sent again | {r['resent_bytes']:,} (broker at {r['broker_offset_after_kill']:,} "
             f"of {r['blob_length']:,}; partner's download verified: {r['partner_download_verified']}) | "
-            f"≤ one part ({human(PART_MAX)}): {r['verdict']} | `{r['command']}`, load {r['loadavg']} |"
+            f"≤ one part ({human(PART_MAX)}): {_verdict(r['verdict'])} | "
+            f"`{r['command']}`, load {r['loadavg']} |"
         )
     if "broker_kill" in results:
         r = results["broker_kill"]
@@ -708,7 +714,7 @@ def table(results: dict[str, Any]) -> list[str]:
             f"| `kill -9` of the broker after an acknowledged PATCH ({human(r['size_bytes'])}), "
             f"restarted on its data | {r['kills']} kills, {r['acknowledged_bytes_lost']} acknowledged "
             f"offsets short; {r['client_runs']} client runs; partner's download verified: "
-            f"{r['partner_download_verified']} | nothing acknowledged lost: {r['verdict']} | "
+            f"{r['partner_download_verified']} | nothing acknowledged lost: {_verdict(r['verdict'])} | "
             f"`{r['command']}`, load {r['loadavg']} |"
         )
     if "small" in results:
@@ -718,9 +724,9 @@ def table(results: dict[str, Any]) -> list[str]:
             f"| {r['photo_bytes'] // 1024} KiB photo posted with its update, "
             f"{r['offered_per_s']:g}/s offered "
             f"({r['achieved_per_s']}/s achieved, {r['seconds']} s): call to receipt p50 / p95 / p99 | "
-            f"{lat.get('p50_ms')} / {lat.get('p95_ms')} / {lat.get('p99_ms')} ms, "
+            f"{lat.get('p50_ms', 0):.0f} / {lat.get('p95_ms', 0):.0f} / {lat.get('p99_ms', 0):.0f} ms, "
             f"{r['requests_per_post']} HTTP requests a post | p50 ≤ {TARGET_SMALL_P50_MS:.0f} ms: "
-            f"{r['verdict']} | `{r['command']}`, load {r['loadavg_before']}–{r['loadavg_after']} |"
+            f"{_verdict(r['verdict'])} | `{r['command']}`, load {r['loadavg_before']}–{r['loadavg_after']} |"
         )
     return lines
 
