@@ -371,6 +371,10 @@ class Attachments:
             while not cipher.finished:  # complete before this run: rebuild the hashes only
                 await self._refill(cipher, reader, planned)
                 cipher.take(cipher.ready)
+        except UsageError as exc:
+            if planned.path is None:
+                raise  # a stream's post is dropped by the caller
+            raise UsageError(f"{exc} (drop it: Client.drop_pending({draft.draft_id.hex()!r}))") from None
         finally:
             await reader.aclose()
         if not state.address or not P.constant_time_equal(state.address, sealer.address):

@@ -3,9 +3,11 @@
 It starts a broker and one witness per agency, creates the Kenya Revenue
 Authority and the Tanzania Revenue Authority with a scanner bot, lists each
 agency's witness, pins fingerprints both ways, runs a witnessed case from first
-report to evidence bundle, and stops everything it started.  Every step is a
+report (with a photo and a scanned form, which the partner downloads and
+verifies) to evidence bundle, and stops everything it started.  Every step is a
 real ``caseline``/``caseline-server``/``caseline-witness`` command, or a
-plain shell command (the piped bot post, the forged bundle), printed as one
+plain shell command (the stand-in files, the piped bot post, the forged
+bundle), printed as one
 ``$ `` line that runs as printed: after the transcript's first lines (``cd``
 into the demo's directory, ``export`` its environment) a newcomer can paste
 any of them.  Output follows the terminal's width (``COLUMNS``) and is never
@@ -47,6 +49,9 @@ MODULES = {
     "caseline-witness": "caseline.witness.cli",
 }
 EXIT_SPLIT_VIEW = 3
+#: The seizure report's files (step 5): a photo and a scanned form, a few hundred KiB each.
+PHOTO, PHOTO_BYTES = "namanga-tusks.jpg", 300 * 1024
+SCAN, SCAN_BYTES = "seizure-form-scan.pdf", 140 * 1024
 #: Command output is indented by this much under its ``$ `` line.
 INDENT = "  "
 #: Flips one bit in the middle of a file: the forgery step 8 catches, as one pasteable command.
@@ -356,6 +361,17 @@ class Demo:
             if time.monotonic() > deadline:
                 raise SystemExit("demo: the witnesses did not cosign within 30 s")
 
+    def received(self, case: str, update: str) -> None:
+        """Juma lists the seizure report's files, downloads them verified, and compares the hashes."""
+        self.step("   Juma lists the report's files and downloads them; each is verified before it is saved")
+        self.run("caseline", "--profile", "juma", "attachments", case, update)
+        (self.root / "received").mkdir()
+        self.run("caseline", "--profile", "juma", "get", case, update, "--out", "received")
+        self.sh(f"sha256sum {PHOTO} received/{PHOTO} {SCAN} received/{SCAN}")
+        for name in (PHOTO, SCAN):
+            if (self.root / name).read_bytes() != (self.root / "received" / name).read_bytes():
+                raise SystemExit(f"demo: {name} arrived different")
+
     def story(self) -> dict[str, Any]:
         self.init_broker()
         with self.witnesses_running(), self.broker_running():
@@ -369,13 +385,21 @@ class Demo:
             self.step("   ... then invites Juma (TRA)")
             self.run("caseline", "--profile", "alice", "case", "add", case, "tz-tra:juma.mussa")
 
-            self.step("5. A seizure report, a reply from across the border, and a bot alert")
+            self.step("5. A seizure report with a photo and a scanned form, a reply, and a bot alert")
+            self.say("   (stand-ins for the officer's photo and scan: random bytes under those names)")
+            self.sh(
+                f"head -c {PHOTO_BYTES} /dev/urandom > {PHOTO} && head -c {SCAN_BYTES} /dev/urandom > {SCAN}"
+            )
             seizure = self.json(
                 "caseline",
                 "--profile",
                 "alice",
                 "post",
                 case,
+                "--attach",
+                PHOTO,
+                "--attach",
+                SCAN,
                 "--type",
                 "seizure",
                 "--field",
@@ -392,6 +416,7 @@ class Demo:
                 "markings.information_assessment=2",
             )
             self.run("caseline", "--profile", "juma", "case", "list")
+            self.received(case, seizure["update_id"][:8])
             self.run(
                 "caseline",
                 "--profile",
@@ -454,6 +479,8 @@ class Demo:
             self.say("   a forger flips one bit in the middle of the bundle:")
             self.sh(f"python -c {shlex.quote(FORGE)} {bundle} forged.evidence")
             self.run("caseline", "evidence", "verify", "forged.evidence", *pins, expect=3)
+            # Next: the bundle with the seizure report's files (`evidence export --with-attachments`),
+            # verified offline against the hashes its sender signed.
         return {"case_id": case, "head_code": a["head_code"], "fingerprints": fpr}
 
     def fork(self) -> dict[str, Any]:

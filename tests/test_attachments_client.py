@@ -461,6 +461,25 @@ async def test_an_upload_the_broker_no_longer_holds_starts_again_from_its_first_
     assert (await juma.save_attachment(case_id, posted.seq, 0, out)).read_bytes() == scan.read_bytes()
 
 
+async def test_a_file_cut_short_while_it_is_sent_is_refused(net: Network, tmp_path: Path) -> None:
+    alice, _, case_id = await two_officers(net)
+    scan = tmp_path / "scan.tif"
+    scan.write_bytes(pattern(3 * 1024 * KIB, seed=12))  # more than one read of 1 MiB
+    before = await updates_in_log(alice, case_id)
+
+    class Truncating(Progress):
+        def advance(self, n: int) -> None:
+            super().advance(n)
+            os.truncate(scan, 100 * KIB)  # another program rewrites the file under the upload
+
+    with pytest.raises(UsageError, match=r"ended before|changed while") as refused:
+        await alice.post(case_id, "note", NOTE, attachments=[scan], progress=Truncating())
+    assert "drop_pending" in str(refused.value)
+    assert await updates_in_log(alice, case_id) == before
+    [pending] = await alice.pending_uploads(case_id)
+    assert await alice.drop_pending(pending.pending_id)
+
+
 CHILD = r"""
 import asyncio, json, signal, sys
 from pathlib import Path

@@ -581,6 +581,13 @@ async def test_kill_9_of_the_broker_loses_no_acknowledged_part(tmp_path: Path) -
     finally:
         server.kill()
         await server.wait()
+    # The stopped broker's operator collects now: with no grace, the unreferenced blob goes.
+    config = tmp_path / "gc.toml"
+    config.write_text("[limits]\nblob_grace_seconds = 0\n")
+    out = cli(tmp_path, "gc", "--config", str(config))
+    assert out == f"deleted 0 stale uploads (0 bytes received) and 1 unreferenced blobs ({len(data)} bytes)\n"
+    address = blob_address(data).hex()
+    assert not (tmp_path / BLOBS_DIR / address[:2] / address[2:4] / address).exists()
 
 
 def test_the_attachment_settings_are_read_strictly(tmp_path: Path) -> None:

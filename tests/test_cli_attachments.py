@@ -15,6 +15,7 @@ import json
 import os
 import pty
 import signal
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -82,7 +83,8 @@ async def test_post_two_files_list_them_and_get_them_back_identical(net: Network
         "--attach", str(sent["photo.jpg"]), "--attach", str(sent["report.pdf"]),
     )  # fmt: skip
     assert code == EXIT_OK, err
-    assert "posted note #1" in out and "uploading" not in out  # progress is stderr's
+    assert "posted note #1 id " in out and " with 2 files (receipt verified" in out
+    assert "uploading" not in out  # progress is stderr's
     assert "caseline: uploading photo.jpg" in err and "photo.jpg: done" in err
     assert "caseline: uploading report.pdf" in err
 
@@ -468,3 +470,24 @@ async def test_a_file_changed_after_a_cut_upload_stops_the_post_until_it_is_drop
     assert await stored(net, case_id) == ["commit", "update"]
     code, out, _ = await cli(home, "--profile", profile, "outbox", "list")
     assert "nothing unfinished" in out
+
+
+def test_progress_in_a_pipe_loads_no_rich() -> None:
+    """A script's post with files stays as light as one without: rich is for terminals (issue 11)."""
+    code = (
+        "import sys\n"
+        "from caseline.client.cli import main\n"
+        "from caseline.client.cli.progress import progress\n"
+        "for as_json in (True, False):\n"
+        "    with progress('uploading', as_json=as_json) as sink:\n"
+        "        sink.start('a.jpg', 10); sink.advance(10); sink.done()\n"
+        "assert 'rich' not in sys.modules, sorted(m for m in sys.modules if m.startswith('rich'))\n"
+    )
+    done = subprocess.run(  # nosec B603 - this interpreter on a fixed snippet
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert done.stdout == "" and len(lines) == 2, done.stdout + done.stderr  # the quiet one said nothing
+    assert lines[0] == "caseline: uploading a.jpg (10 B)"
+    assert lines[1].startswith("caseline: a.jpg: done, 10 B in ")

@@ -193,7 +193,7 @@ def register(root: click.Group) -> None:
             event = events.get(info.update_id)
             out.block(
                 [
-                    f"[bold]{short_id(info.update_id)}[/]", f"#{info.seq}", f"[bold]{info.index + 1}[/]",
+                    f"[bold]{short_id(info.update_id)}[/]", f"#{info.seq}", f"file [bold]{info.index + 1}[/]",
                     safe(info.name), f"[bold]{safe(_sender(event))}[/]",
                 ],
                 [

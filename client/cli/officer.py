@@ -860,7 +860,8 @@ def _posting(root: click.Group) -> None:
             state = "unwitnessed" if not status.witnessed else "final" if final else "pending witness"
             out.say(
                 f"posted {content_type} #{posted.seq} id {posted.update_id.hex()[:8]}"
-                f" (receipt verified; {state})"
+                + (f" with {len(files)} file{'s' if len(files) > 1 else ''}" if files else "")
+                + f" (receipt verified; {state})"
             )
         return EXIT_OK
 

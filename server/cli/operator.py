@@ -1,4 +1,4 @@
-"""The operator's data-directory commands: init, key, token, agency, audit, log, backup, restore."""
+"""The operator's data-directory commands: init, key, token, agency, audit, log, backup, restore, gc."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from caseline.crypto.keys import SigningKey, fingerprint
 from caseline.schemas.errors import EXIT_UNTRUSTED, CaselineError, UnknownError, UsageError
 from caseline.schemas.wire import AGENCY_ID
 from caseline.server import audit_verify, backups
+from caseline.server.blob_service import Blobs, Collected
 from caseline.server.cli.root import cli, global_options, initialised, settings, wants_json
 from caseline.server.config import ServerConfig
 from caseline.server.datadir import (
@@ -23,6 +24,8 @@ from caseline.server.datadir import (
     make_private_dir,
     mint_operator_token,
 )
+from caseline.server.file_blobs import BLOBS_DIR, FileBlobStore
+from caseline.server.metrics import Metrics
 from caseline.server.sqlite_store import SqliteStore
 from caseline.server.store import AgencyRow
 
@@ -438,3 +441,50 @@ def restore(source: Path, server_key_file: Path | None, force: bool) -> int:
     else:
         click.echo("kept the directory's operator token (`caseline-server token` makes a new one)")
     return 0
+
+
+@cli.command(short_help="Run one garbage-collection pass over uploads and blobs now.")
+@global_options
+def gc() -> int:
+    """Delete stale uploads and unreferenced attachment blobs now, and say what was freed.
+
+    A serving broker does this every `blob_gc_interval_seconds` on its own; this
+    is for a stopped one (it refuses to run beside a serving broker).  Deleted:
+    uploads not completed within `upload_grace_seconds`, and blobs no accepted,
+    unpurged update has referenced for `blob_grace_seconds`.  Sizes and counts
+    go to the audit log; nothing names a file.
+
+    Examples:
+
+    \b
+      caseline-server --data-dir /var/lib/caseline gc
+    """
+    config = initialised()
+    with exclusive(config.data_dir):
+        collected = asyncio.run(_gc(config))
+    click.echo(
+        f"deleted {collected.uploads} stale uploads ({collected.upload_bytes} bytes received)"
+        f" and {collected.blobs} unreferenced blobs ({collected.blob_bytes} bytes)"
+    )
+    return 0
+
+
+async def _gc(config: ServerConfig) -> Collected:
+    store = await _open(config)
+    try:
+
+        async def audit(event: str, detail: str) -> None:
+            await store.append_audit(event, detail, time=int(time.time() * 1000))
+
+        blobs = Blobs(
+            store=store,
+            files=FileBlobStore(config.data_dir / BLOBS_DIR),
+            limits=config.limits,
+            clock=lambda: int(time.time() * 1000),
+            metrics=Metrics(),
+            audit=audit,
+        )
+        await blobs.recover()
+        return await blobs.collect()
+    finally:
+        await store.close()
