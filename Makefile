@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test run demo demo-fork lint typecheck bench bench-load abuse vectors interop clean
+.PHONY: test run demo demo-fork lint typecheck bench bench-load bench-attachments abuse vectors interop clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -72,6 +72,15 @@ bench: $(VENV)/.bench-installed
 	$(BIN)/python -m bench.coldstart
 	$(BIN)/python -m bench.compare $(BENCH_ARGS)
 	$(BIN)/python -m bench.witnessed
+	$(BIN)/python -m bench.attachments $(ATTACHMENTS_ARGS)
+
+# Issue 15: a 1 GiB attachment each way through a real broker (MB/s, client and broker RSS),
+# kill -9 of the client and of the broker mid-upload, and 200 KiB photos at 50 posts/s
+# (bench/results/attachments.json and README's table).  ATTACHMENTS_ARGS: e.g. --size 4GiB
+# --only throughput (offsets past 4 GiB), or --size 32MiB --seconds 2 for a smoke run.
+ATTACHMENTS_ARGS ?=
+bench-attachments: $(STAMP)
+	$(BIN)/python -m bench.attachments $(ATTACHMENTS_ARGS)
 
 # The broker alone (bench/results/load.json), then the witnessed log: the broker with two
 # caseline-witness processes at 1,000 updates/s, and one witness's cosignatures/s

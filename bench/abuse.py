@@ -90,8 +90,9 @@ from caseline.schemas import content as content_schemas
 from caseline.schemas.api import ChallengeRequest, Cursor, Session, Subscribe
 
 from bench.chaos import setup
-from bench.coldstart import enrol_device, publish_crls, wall_ms
+from bench.coldstart import wall_ms
 from bench.core import RESULTS, machine
+from bench.devices import enrol_device, publish_crls
 from bench.peers.common import latency_summary, loadavg
 from tests.support.process import end_process, free_port
 from tests.support.world import World

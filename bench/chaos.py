@@ -25,6 +25,21 @@ restarted broker and verified from genesis), and what each follower verified.
 * **redelivered**: an entry delivered again after the follower held it.
   Must be 0: a resumed stream starts exactly where the follower stopped.
 
+Uploads ride in the same run (``--uploaders``, each a real ``Client`` posting
+an update with a file of up to ``--upload-size`` bytes, one after another):
+their traffic passes through ``bench.http_tap``, a loopback proxy that reads
+the offsets the broker acknowledges and that cuts every connection at random
+moments (``--cuts``, network cuts) besides the kills.  An interrupted post is
+repeated with its idempotency key, which resumes its upload.  Two more counts:
+
+* **upload bytes lost**: after a restart, an upload's offset (``GET
+  .../uploads/{id}``, asked as its device) is below the highest offset the
+  broker acknowledged for it before the kill.  Must be 0.
+* **attachments failed**: an acknowledged post whose file a partner cannot
+  save with ``Client.save_attachment`` (every chunk, the address and the
+  SHA-256 verified) or whose saved bytes differ from the file posted.
+  Must be 0, and every acknowledged post's file must be verified.
+
 A retry that the broker answers with a receipt it signed before the retry was
 sent is a **duplicate suppressed**: the first attempt was stored, its answer
 lost in the kill.  The test-only fault switch CASELINE_TEST_ACK_BEFORE_COMMIT=1
@@ -59,6 +74,7 @@ from caseline.schemas.codec import unpack
 from caseline.schemas.errors import CaselineError
 from caseline.server.cli import ACK_BEFORE_COMMIT_ENV
 
+from bench.chaos_uploads import Uploads, parse_size
 from tests.support.broker import Officer
 from tests.support.process import UrlClient, free_port
 from tests.support.world import World
@@ -87,23 +103,39 @@ class Tally:
     doubled: int = 0
     forked: int = 0
     backup_missing: int = -1  # -1: no backup phase
+    uploads_sent: int = 0
+    uploads_acked: int = 0
+    upload_retries: int = 0
+    network_cuts: int = 0
+    upload_offsets_checked: int = 0
+    upload_bytes_lost: int = 0
+    attachments_verified: int = 0
+    attachments_failed: int = 0
+    upload_errors: dict[str, int] = dataclasses.field(
+        default_factory=dict
+    )  # what the cuts made the client raise
     backup_cases_verified: int = 0
     stored_updates: int = 0
     seconds: float = 0.0
 
     def ok(self) -> bool:
         backup_ok = self.backup_missing <= 0
+        uploads_ok = (
+            not (self.upload_bytes_lost or self.attachments_failed)
+            and self.attachments_verified == self.uploads_acked
+        )
         return (
             not (self.lost or self.doubled or self.forked or self.unverified or self.redelivered)
             and backup_ok
+            and uploads_ok
         )
 
 
 class BrokerProcess:
     """``caseline-server serve`` on one data directory and port, killed and restarted at will."""
 
-    def __init__(self, data: Path, port: int, *, fault: bool = False) -> None:
-        self.data, self.port, self.fault = data, port, fault
+    def __init__(self, data: Path, port: int, *, fault: bool = False, config: str = CONFIG) -> None:
+        self.data, self.port, self.fault, self.config = data, port, fault, config
         self.proc: asyncio.subprocess.Process | None = None
         self.up = asyncio.Event()
         self.generation = 0
@@ -119,7 +151,7 @@ class BrokerProcess:
         if max_bytes is not None:
             env["CASELINE_DB_MAX_BYTES"] = str(max_bytes)
         config = self.data / "chaos.toml"
-        config.write_text(CONFIG)
+        config.write_text(self.config)
         with (self.data / "broker.log").open("ab") as log:  # its JSON log, kept for a post-mortem
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "caseline.server.cli", "--config", str(config), "--data-dir",
@@ -195,6 +227,12 @@ class Run:
         self.cases: dict[bytes, list[Officer]] = {}
         self.views: list[tuple[bytes, CaseView]] = []  # followers' verified views
         self.active_senders = 0
+        self.uploads = (
+            Uploads(data.parent / "uploads", self.broker, self.world, self.tally, uploaders=args.uploaders,
+                    size=args.upload_size, part_size=args.part_size, seed=args.seed)
+            if args.uploaders
+            else None
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ load
     async def prepare(self, session: aiohttp.ClientSession) -> None:
@@ -212,6 +250,8 @@ class Run:
             for o in officers[1:]:
                 await asyncio.wait_for(o.sync(case_id, at_least=1), timeout=30)  # the genesis, readable
             self.cases[case_id] = officers
+        if self.uploads is not None:
+            await self.uploads.prepare()
 
     async def send(self, officer: Officer, case_id: bytes) -> None:
         self.active_senders += 1
@@ -328,9 +368,12 @@ class Run:
         await self.until(lambda: self.tally.acked >= count or not self.active_senders)
 
     async def kill_and_restart(self, *, max_bytes: int | None = None) -> None:
+        acked = self.uploads.in_progress() if self.uploads else {}
         await self.broker.kill()
         self.tally.kills += 1
         await self.broker.start(max_bytes=max_bytes)
+        if self.uploads is not None:
+            await self.uploads.check_after_restart(acked)
 
     async def backup(self) -> tuple[Path, dict[bytes, tuple[bytes, bytes]]]:
         """``caseline-server backup`` while the senders keep posting."""
@@ -347,6 +390,7 @@ class Run:
 
     async def fill_the_disk(self) -> None:
         """Restart with the database capped at its current size, then give the space back."""
+        acked = self.uploads.in_progress() if self.uploads else {}
         await self.broker.kill()
         self.tally.kills += 1
         db = self.data / "broker.sqlite3"
@@ -354,6 +398,8 @@ class Run:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         refused = self.tally.refused_disk_full
         await self.broker.start(max_bytes=db.stat().st_size + 4096)
+        if self.uploads is not None:
+            await self.uploads.check_after_restart(acked)
         await self.until(lambda: self.tally.refused_disk_full >= refused + 3 or not self.active_senders)
         await self.kill_and_restart()
 
@@ -364,6 +410,9 @@ class Run:
             if not self.active_senders:
                 break
             await asyncio.sleep(self.rng.uniform(0, self.args.max_pause))  # a random moment, not a wait
+            if self.uploads is not None and k < self.args.cuts:
+                self.uploads.cut()  # a network cut between the uploaders and the broker
+                await asyncio.sleep(self.rng.uniform(0, self.args.max_pause))
             if self.args.backup and k == self.args.kills // 2:
                 backup = await self.backup()
             if self.args.disk_full and k == (3 * self.args.kills) // 4:
@@ -434,11 +483,19 @@ class Run:
                 n = self.args.senders
                 senders += [asyncio.create_task(self.send(o, case_id)) for o in officers[:n]]
                 followers += [asyncio.create_task(self.follow(session, o, case_id)) for o in officers[n:]]
-            tasks = senders + followers
+            uploaders = []
+            if self.uploads is not None:
+                uploaders = [
+                    asyncio.create_task(self.uploads.upload(i, self.stop, self.progress))
+                    for i in range(self.args.uploaders)
+                ]
+            tasks = senders + followers + uploaders
             try:
                 backup = await self.chaos()
                 self.stop.set()
-                await asyncio.wait_for(asyncio.gather(*senders), timeout=120)
+                await asyncio.wait_for(asyncio.gather(*senders, *uploaders), timeout=120)
+                if self.uploads is not None:
+                    await self.uploads.verify()
                 logs = await self.stored_logs(self.broker.base)
                 counts = {case_id: log.count for case_id, log in logs.items()}
                 # Followers catch up with storage; one that cannot (it was refused or
@@ -454,6 +511,8 @@ class Run:
                     task.cancel()
                 if self.broker.up.is_set():
                     await self.broker.kill()
+                if self.uploads is not None:
+                    await self.uploads.close()
         self.tally.seconds = round(time.perf_counter() - started, 1)
         return self.tally
 
@@ -467,6 +526,19 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--progress", type=int, default=10, help="acknowledged updates between kills, at least")
     p.add_argument("--max-pause", type=float, default=0.3, help="then a random pause up to this many seconds")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--uploaders", type=int, default=1, help="devices posting updates with a file each")
+    p.add_argument(
+        "--upload-size", type=parse_size, default=8 * 1024 * 1024, help="files of half to all of this"
+    )
+    p.add_argument(
+        "--part-size",
+        type=parse_size,
+        default=1024 * 1024,
+        help="the uploaders' PATCH size (more parts, more cuts)",
+    )
+    p.add_argument(
+        "--cuts", type=int, default=1_000_000, help="network cuts of the uploads, one before each kill"
+    )
     p.add_argument("--no-backup", dest="backup", action="store_false")
     p.add_argument("--no-disk-full", dest="disk_full", action="store_false")
     p.add_argument(
@@ -488,7 +560,11 @@ def summary(t: Tally) -> str:
         f"duplicates suppressed {t.duplicates_suppressed}, refused while the disk was full "
         f"{t.refused_disk_full}; lost {t.lost}, doubled {t.doubled}, forked followers {t.forked}, "
         f"unverified deliveries {t.unverified}, redelivered {t.redelivered}; backup: "
-        f"{t.backup_cases_verified} cases verified, {max(t.backup_missing, 0)} updates missing"
+        f"{t.backup_cases_verified} cases verified, {max(t.backup_missing, 0)} updates missing; "
+        f"uploads: sent {t.uploads_sent}, acknowledged {t.uploads_acked}, retried {t.upload_retries}, "
+        f"network cuts {t.network_cuts}, acknowledged offsets checked after a kill "
+        f"{t.upload_offsets_checked}, short {t.upload_bytes_lost}; attachments verified "
+        f"{t.attachments_verified}, failed {t.attachments_failed}"
     )
 
 

@@ -41,17 +41,16 @@ from typing import Any, Final
 from caseline.client.client import Client
 from caseline.client.profile import profile_dir
 from caseline.client.store import StoredEntry
-from caseline.client.transport import BrokerConnection
 from caseline.crypto.caselog import KIND_UPDATE, entry_hash, next_head, sign_receipt
-from caseline.crypto.certs import issue_device_cert, issue_revocation_list
-from caseline.crypto.keys import SigningKey, fingerprint
+from caseline.crypto.keys import SigningKey
 from caseline.server.sqlite_store import SqliteStore
 from caseline.server.store import EntryRow
 
 from bench.chaos import BrokerProcess, setup
 from bench.core import RESULTS, machine
+from bench.devices import enrol_device, publish_crls
 from tests.support.process import free_port
-from tests.support.world import YEAR, World, note
+from tests.support.world import World, note
 
 BIG: Final = int(os.environ.get("COLDSTART_BIG", "100000"))
 SMALL_CASES: Final = 10
@@ -132,46 +131,6 @@ class Deployment:
 
     async def publish_crls(self) -> None:
         await publish_crls(self.world, self.broker.base)
-
-
-async def enrol_device(
-    world: World, base: str, home: Path, *, key_dir: Path, agency: str, user: str
-) -> Client:
-    """A real profile for ``user`` of ``agency``: created, every root pinned, certified, logged in."""
-    directory = profile_dir(user, home=home)
-    client = await Client.create(
-        directory,
-        agency_id=agency,
-        user_id=user,
-        server_url=base,
-        key_file=key_dir / f"{user}.key",
-    )
-    for agency_id, root in world.roots.items():
-        await client.trust_add(agency_id, fingerprint(agency_id, root.public_key), root_key=root.public_key)
-    world.serial += 1
-    cert = issue_device_cert(
-        world.roots[agency],
-        user_id=user,
-        role="officer",
-        sign_key=client.keys.sign_public,
-        kem_key=client.keys.kem_public,
-        not_before=world.now - 60_000,
-        not_after=world.now + YEAR,
-        serial=world.serial,
-    )
-    await client.login(cert=cert)
-    return client
-
-
-async def publish_crls(world: World, base: str) -> None:
-    """Each agency's first (empty) revocation list, PUT to the broker as the agency would."""
-    broker = BrokerConnection(base, keys=None, server_key=None)
-    try:
-        for root in world.roots.values():
-            crl = issue_revocation_list(root, number=1, issued_at=world.now, entries=[])
-            await broker.put_revocations(root.agency_id, crl)
-    finally:
-        await broker.close()
 
 
 async def build(dep: Deployment) -> tuple[bytes, list[bytes]]:
