@@ -48,6 +48,11 @@ class _FileWriter:
         await asyncio.to_thread(sync_and_close)
 
 
+def _close_opened(opening: asyncio.Future[BinaryIO]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().close()
+
+
 class FileBlobStore:
     """``BlobStore`` on one directory; safe for concurrent use on different uploads and addresses."""
 
@@ -82,7 +87,14 @@ class FileBlobStore:
                 raise
             return file
 
-        return _FileWriter(await asyncio.to_thread(open_at))
+        opening = asyncio.ensure_future(asyncio.to_thread(open_at))
+        try:
+            return _FileWriter(await asyncio.shield(opening))
+        except asyncio.CancelledError:
+            # The request was cancelled while the thread opened the file: close it once it is
+            # open, rather than leave a descriptor for the garbage collector.
+            opening.add_done_callback(_close_opened)
+            raise
 
     async def read_upload(self, upload: UploadId) -> AsyncIterator[bytes]:
         async for chunk in self._read(self.upload_path(upload), 0, None):
