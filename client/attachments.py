@@ -450,10 +450,20 @@ class Attachments:
         planned: PlannedFile,
         failed: list[BaseException],
     ) -> AsyncIterator[bytes]:
-        """Exactly ``size`` bytes of ciphertext for one PATCH body, produced as it is sent."""
+        """Exactly ``size`` bytes of ciphertext for one PATCH body, produced as it is sent.
+
+        The next piece is read and encrypted in a thread while this one goes to the socket
+        (both release the GIL), so sending and encryption overlap.  ``cipher`` is touched
+        by one of them at a time: a piece is taken before the next refill starts, and the
+        refill is awaited before the cipher is looked at again.
+        """
         sent = 0
+        ahead: asyncio.Future[None] | None = None
         try:
             while sent < size:
+                if ahead is not None:
+                    await ahead
+                    ahead = None
                 while not cipher.ready or cipher.skipping:
                     if cipher.finished:
                         raise UsageError(
@@ -462,11 +472,17 @@ class Attachments:
                     await self._refill(cipher, reader, planned)
                 piece = cipher.take(min(cipher.ready, size - sent, READ_SIZE))
                 sent += len(piece)
+                if sent < size and not cipher.finished and cipher.ready < READ_SIZE:
+                    ahead = asyncio.ensure_future(self._refill(cipher, reader, planned))
                 progress.advance(len(piece))
                 yield piece
         except CaselineError as exc:
             failed.append(exc)
             raise
+        finally:
+            if ahead is not None:  # a body cut mid-way: let the refill finish before the reader closes
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(ahead)
 
     # ---------------------------------------------------------------- reading
     async def _attachment_event(self, case_id: bytes, update: bytes | int) -> CaseEvent:
