@@ -294,7 +294,11 @@ class Attachments:
                     await self.drop_pending(draft.draft_id)
                 raise
             draft = draft.with_file(index, done)
-            await self._journal(draft)
+            if not all(f.complete for f in draft.files):
+                # The last file needs no entry of its own: the caller seals the update and
+                # turns the draft into an outbox row in one transaction next, and a crash in
+                # between finds that blob complete at the broker and re-reads only the file.
+                await self._journal(draft)
         return draft
 
     async def _upload_file(

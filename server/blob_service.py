@@ -144,9 +144,10 @@ class Blobs:
         """Record bytes durably written up to ``offset``; complete the upload when it is whole."""
         if hasher is not None:
             self.hashers[row.upload_id] = (offset, hasher)
-        await self.store.set_upload_received(row.upload_id, offset)
         if offset == row.length:
-            await self._complete(row, hasher)
+            await self._complete(row, hasher)  # records ``received = length`` in the same commit
+        else:
+            await self.store.set_upload_received(row.upload_id, offset)
 
     async def _complete(self, row: UploadRow, hasher: AddressHasher | None) -> None:
         upload = UploadId(row.upload_id)
