@@ -334,6 +334,10 @@ class LocalStore:
             return [Pending(bytes(r[0]), bytes(r[1]), bytes(r[2]), bytes(r[3]), r[4]) async for r in cur]
 
     async def add_pending(self, pending: Pending) -> None:
+        await self._insert_pending(pending)
+        await self.db.commit()
+
+    async def _insert_pending(self, pending: Pending) -> None:
         await self.db.execute(
             "INSERT INTO outbox VALUES (?, ?, ?, ?, ?)",
             (
@@ -344,7 +348,6 @@ class LocalStore:
                 pending.created_at,
             ),
         )
-        await self.db.commit()
 
     async def drop_pending(self, update_id: bytes) -> None:
         await self.db.execute("DELETE FROM outbox WHERE update_id=?", (update_id,))
@@ -384,16 +387,7 @@ class LocalStore:
         """
         try:
             await self.db.execute("DELETE FROM drafts WHERE draft_id=?", (draft_id,))
-            await self.db.execute(
-                "INSERT INTO outbox VALUES (?, ?, ?, ?, ?)",
-                (
-                    pending.update_id,
-                    pending.case_id,
-                    pending.envelope,
-                    pending.sealed_content,
-                    pending.created_at,
-                ),
-            )
+            await self._insert_pending(pending)
             await self.db.commit()
         except BaseException:
             await self.db.rollback()
