@@ -509,16 +509,7 @@ class Attachments:
         else:
             events = [await self._attachment_event(case_id, update)]
         return [
-            AttachmentInfo(
-                update_id=e.update_id or b"",
-                seq=e.seq,
-                index=i,
-                name=a.name,
-                media_type=a.media_type,
-                size=a.size,
-                sha256=a.sha256,
-                address=a.address,
-            )
+            AttachmentInfo.of(e.update_id or b"", e.seq, i, a)
             for e in events
             for i, a in enumerate(e.attachments)
         ]
@@ -597,16 +588,7 @@ class Attachments:
             await asyncio.to_thread(fileobj.write, piece)
             sink.advance(len(piece))
         sink.done()
-        return AttachmentInfo(
-            update_id=event.update_id or b"",
-            seq=event.seq,
-            index=index,
-            name=ref.name,
-            media_type=ref.media_type,
-            size=ref.size,
-            sha256=ref.sha256,
-            address=ref.address,
-        )
+        return AttachmentInfo.of(event.update_id or b"", event.seq, index, ref)
 
     async def save_attachment(
         self,

@@ -107,6 +107,19 @@ class AttachmentInfo:
     sha256: bytes
     address: bytes
 
+    @classmethod
+    def of(cls, update_id: bytes, seq: int, index: int, ref: AttachmentRef) -> AttachmentInfo:
+        return cls(
+            update_id=update_id,
+            seq=seq,
+            index=index,
+            name=ref.name,
+            media_type=ref.media_type,
+            size=ref.size,
+            sha256=ref.sha256,
+            address=ref.address,
+        )
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class PendingUpload:

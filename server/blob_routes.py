@@ -31,9 +31,8 @@ from caseline.schemas.errors import (
 from caseline.schemas.wire import HASH_SIZE
 from caseline.server.blob_service import Blobs
 from caseline.server.blobs import IO_CHUNK, Address, Unsatisfiable, UploadId, parse_range
-from caseline.server.body_pace import BodyPace
 from caseline.server.keys import BLOBS, CLOCK, CONFIG, CORE, METRICS, SESSION_CERT, STORE
-from caseline.server.routes import authenticate, hex_id, read_body
+from caseline.server.routes import authenticate, body_pace, hex_id, paced_chunk, read_body
 from caseline.server.store import UploadRow
 
 OCTETS: Final = "application/octet-stream"
@@ -155,14 +154,7 @@ async def patch_upload(request: web.Request) -> web.Response:
 
 async def _receive(request: web.Request, blobs: Blobs, row: UploadRow, offset: int, size: int) -> int:
     """Stream the body to the upload; return the offset durably recorded (also when cut)."""
-    limits = request.app[CONFIG].limits
-    loop = asyncio.get_running_loop()
-    pace = BodyPace(
-        grace=limits.body_grace,
-        min_rate=limits.body_min_rate,
-        max_seconds=limits.body_max_seconds,
-        started=loop.time(),
-    )
+    pace = body_pace(request)
     hasher = blobs.hasher_at(row, offset)
     writer = await blobs.files.open_upload(UploadId(row.upload_id), offset)
     written, buffer = 0, bytearray()
@@ -195,11 +187,7 @@ async def _receive(request: web.Request, blobs: Blobs, row: UploadRow, offset: i
 
     try:
         while written + len(buffer) < size:
-            try:
-                async with asyncio.timeout_at(pace.deadline()):
-                    chunk = await request.content.readany()
-            except TimeoutError:
-                raise web.HTTPRequestTimeout(reason="the request body arrived too slowly") from None
+            chunk = await paced_chunk(request, pace)
             if not chunk:
                 break
             buffer += chunk

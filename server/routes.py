@@ -156,20 +156,10 @@ async def read_body(request: web.Request, *, limit: int | None = None) -> bytes:
         raise web.HTTPRequestEntityTooLarge(
             max_size=limit, actual_size=declared, reason="request body too large"
         )
-    loop = asyncio.get_running_loop()
-    pace = BodyPace(
-        grace=limits.body_grace,
-        min_rate=limits.body_min_rate,
-        max_seconds=limits.body_max_seconds,
-        started=loop.time(),
-    )
+    pace = body_pace(request)
     chunks, size = [], 0
     while True:
-        try:
-            async with asyncio.timeout_at(pace.deadline()):
-                chunk = await request.content.readany()
-        except TimeoutError:
-            raise web.HTTPRequestTimeout(reason="the request body arrived too slowly") from None
+        chunk = await paced_chunk(request, pace)
         if not chunk:
             break
         pace.add(len(chunk))
@@ -180,6 +170,26 @@ async def read_body(request: web.Request, *, limit: int | None = None) -> bytes:
             )
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def body_pace(request: web.Request) -> BodyPace:
+    """The minimum rate a request body must keep, from the broker's limits, starting now."""
+    limits = request.app[CONFIG].limits
+    return BodyPace(
+        grace=limits.body_grace,
+        min_rate=limits.body_min_rate,
+        max_seconds=limits.body_max_seconds,
+        started=asyncio.get_running_loop().time(),
+    )
+
+
+async def paced_chunk(request: web.Request, pace: BodyPace) -> bytes:
+    """The body's next piece (``b""`` at its end); a body slower than ``pace`` is cut with 408."""
+    try:
+        async with asyncio.timeout_at(pace.deadline()):
+            return await request.content.readany()
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(reason="the request body arrived too slowly") from None
 
 
 def hex_id(request: web.Request, name: str) -> bytes:
