@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from caseline.schemas import content as content_schemas
 from caseline.schemas.errors import UnknownError, UsageError
+from caseline.schemas.handling import RESTRICTION_CODES
 
 if TYPE_CHECKING:
     from caseline.client.attachments import Attachable
@@ -55,16 +56,19 @@ class ContentHelpers:
 
     async def _markings(
         self, case_id: bytes, graded: bool, overrides: Mapping[str, str] | None
-    ) -> dict[str, str]:
+    ) -> dict[str, Any]:
         view = await self.view(case_id)
         if view.state is None:
             await self.sync(case_id)
         if view.state is None:
             raise UnknownError("this device holds no such case")
-        markings = {"handling": view.state.policy.handling, "tlp": view.state.policy.tlp}
+        markings: dict[str, Any] = {"handling": view.state.policy.handling, "tlp": view.state.policy.tlp}
         if graded:
             markings |= {"source_reliability": "X", "information_assessment": "4"}
         markings |= dict(overrides or {})
+        if markings.get("handling") == "H3" and "restriction_codes" not in markings:
+            # Unstated restrictions are read as the strictest (PROTOCOL.md §6.7): say so explicitly.
+            markings["restriction_codes"] = sorted(RESTRICTION_CODES)
         return markings
 
     async def post_typed(
@@ -126,9 +130,9 @@ class ContentHelpers:
         )
 
     async def post_request(
-        self, case_id: bytes, *, subject: str, urgency: str = "standard", **fields: Any
+        self, case_id: bytes, *, subject: str, category: str = "other", **fields: Any
     ) -> Posted:
-        return await self.post_typed(case_id, "request", {"subject": subject, "urgency": urgency, **fields})
+        return await self.post_typed(case_id, "request", {"subject": subject, "category": category, **fields})
 
     async def post_reply(self, case_id: bytes, *, in_reply_to: bytes, text: str, **fields: Any) -> Posted:
         return await self.post_typed(
@@ -138,5 +142,5 @@ class ContentHelpers:
     async def post_status(self, case_id: bytes, *, status: str, **fields: Any) -> Posted:
         return await self.post_typed(case_id, "status", {"status": status, **fields})
 
-    async def post_ack(self, case_id: bytes, *, of: bytes, level: str = "received", **fields: Any) -> Posted:
-        return await self.post_typed(case_id, "ack", {"of": of.hex(), "level": level, **fields})
+    async def post_ack(self, case_id: bytes, *, of: bytes, state: str = "received", **fields: Any) -> Posted:
+        return await self.post_typed(case_id, "ack", {"of": of.hex(), "state": state, **fields})

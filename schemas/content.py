@@ -29,6 +29,7 @@ from caseline.schemas.errors import ContentError
 __all__ = [
     "CONTENT_TYPES",
     "DEADLINES",
+    "LEGACY_URGENCY",
     "MAX_CONTENT_BYTES",
     "MAX_DEPTH",
     "answer_deadline_seconds",
@@ -36,13 +37,16 @@ __all__ = [
     "encode_content",
     "graded",
     "load_schema",
+    "request_category",
     "validate_content",
 ]
 
 MAX_CONTENT_BYTES: Final = 65536
 MAX_DEPTH: Final = 32
-#: Answer deadlines implied by a request's urgency (EU Directive 2023/977, art. 5).
-DEADLINES: Final = {"urgent": 8 * 3600, "standard": 3 * 86400, "non-urgent": 7 * 86400}
+#: Answer deadlines of a request's category (EU Directive 2023/977, Article 5(1)), in seconds.
+DEADLINES: Final = {"urgent-direct": 8 * 3600, "urgent-indirect": 3 * 86400, "other": 7 * 86400}
+#: The category a request written before protocol 4 means by its ``urgency``.
+LEGACY_URGENCY: Final = {"urgent": "urgent-direct", "standard": "urgent-indirect", "non-urgent": "other"}
 
 
 Validator = Any  # fastjsonschema's compiled callable
@@ -54,7 +58,7 @@ def _validator(content_type: str) -> Validator:
 
     Compiling costs about 15 ms a type (fastjsonschema generates and compiles
     Python source); a CLI command that posts one note should not pay for all
-    seven, so each is compiled when first needed and kept for the process.
+    eleven, so each is compiled when first needed and kept for the process.
     """
     schemas = schema_files()
     by_id = {schema["$id"]: schema for schema in schemas.values()}
@@ -168,9 +172,51 @@ def validate_content(content_type: str, data: bytes, *, sending: bool = False) -
 
         message, fix = explain(content_type, obj)
         raise ContentError(message, fix=fix) from None
-    if sending and b'"container"' in data:
-        _check_containers(obj, [])
+    if sending:
+        _check_sending_rules(content_type, obj)
+        if b'"container"' in data:
+            _check_containers(obj, [])
     return obj
+
+
+def _check_sending_rules(content_type: str, obj: Mapping[str, Any]) -> None:
+    """Fields a sender must give, and older ones it must not, that a receiver cannot require.
+
+    The schemas leave them optional because updates written before protocol 4
+    lack them (or carry the older field) and must still open; they name them
+    in ``x-sending-required`` and ``deprecated`` (PROTOCOL.md §6.1).
+    """
+    schema = load_schema(content_type)
+    for name in schema.get("x-sending-required", []):
+        if name not in obj:
+            raise ContentError(
+                f"a {content_type} needs {name}", fix=_choices(schema["properties"][name], name)
+            )
+    for name, prop in schema.get("properties", {}).items():
+        if name in obj and prop.get("deprecated"):
+            raise ContentError(
+                f"{name} is the older form of a {content_type}'s fields: give {_newer(schema)}"
+            )
+    markings = obj.get("markings")
+    if (
+        isinstance(markings, Mapping)
+        and markings.get("handling") == "H3"
+        and "restriction_codes" not in markings
+    ):
+        raise ContentError(
+            "an H3 marking needs its restriction codes",
+            fix="add markings.restriction_codes: one or more of no-evidence, no-dissemination,"
+            " no-third-party, no-action-without-consent",
+        )
+
+
+def _choices(prop: Mapping[str, Any], name: str) -> str:
+    values = prop.get("enum")
+    return f"give {name}: {', '.join(map(str, values))}" if values else f"give {name}"
+
+
+def _newer(schema: Mapping[str, Any]) -> str:
+    return " and ".join(schema.get("x-sending-required", [])) or "the current fields"
 
 
 def _check_containers(node: Any, path: list[str | int]) -> None:
@@ -217,8 +263,17 @@ def _encodable(text: str) -> bool:
     return True
 
 
-def answer_deadline_seconds(urgency: str) -> int:
+def request_category(request: Mapping[str, Any]) -> str:
+    """A request's category, read from the older ``urgency`` when it predates categories."""
+    category = request.get("category")
+    if isinstance(category, str) and category in DEADLINES:
+        return category
+    return LEGACY_URGENCY.get(str(request.get("urgency")), "other")
+
+
+def answer_deadline_seconds(category: str) -> int:
+    """Seconds from receipt to the Article 5 deadline; the older urgency names are understood."""
     try:
-        return DEADLINES[urgency]
+        return DEADLINES[LEGACY_URGENCY.get(category, category)]
     except KeyError:
-        raise ContentError("unknown urgency") from None
+        raise ContentError("unknown request category") from None

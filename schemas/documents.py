@@ -15,7 +15,21 @@ from typing import Any, Final
 
 from caseline.schemas.errors import ContentError
 
-CONTENT_TYPES: Final = frozenset({"note", "seizure", "alert", "request", "reply", "status", "ack"})
+CONTENT_TYPES: Final = frozenset(
+    {
+        "note",
+        "seizure",
+        "alert",
+        "request",
+        "reply",
+        "status",
+        "ack",
+        "release",
+        "release-request",
+        "reminder",
+        "approval",
+    }
+)
 
 
 @functools.cache

@@ -118,7 +118,8 @@ def condition_words(condition: Schema, prefix: str = "") -> str:
 def flattened(node: Schema) -> Schema:
     """An object node with its ``allOf`` parts' properties and requirements folded in."""
     props: dict[str, Any] = dict(node.get("properties", {}))
-    required = list(node.get("required", []))
+    # A sender must give ``x-sending-required`` fields too (PROTOCOL.md §6.1), so a form asks for them.
+    required = [*node.get("required", []), *node.get("x-sending-required", [])]
     rules = [node] if "if" in node else []
     for part in node.get("allOf", []):
         inner = flattened(part)
@@ -203,7 +204,7 @@ def example_document_of(node: Schema) -> dict[str, Any]:
                     props[name] = combined
                     doc[name] = example_value(combined)
                     changed = True
-            for name in then.get("required", []):
+            for name in [*then.get("required", []), *then.get("x-sending-required", [])]:
                 if name not in doc:
                     doc[name] = example_value(props[name])
                     changed = True
@@ -268,7 +269,8 @@ def _fields(node: Schema, *, prefix: str, required: bool, applies_when: str) -> 
     variants: list[tuple[str, str, Schema]] = []
     for rule in merged["rules"]:
         condition = condition_words(rule["if"], prefix)
-        for name in rule.get("then", {}).get("required", []):
+        then = rule.get("then", {})
+        for name in [*then.get("required", []), *then.get("x-sending-required", [])]:
             when_required.setdefault(name, []).append(condition)
         for name, extra in rule.get("then", {}).get("properties", {}).items():
             variants.append((name, condition, {**props.get(name, {}), **extra}))
@@ -276,6 +278,8 @@ def _fields(node: Schema, *, prefix: str, required: bool, applies_when: str) -> 
     # A field required within an object the document need not have: required once that object is given.
     given = prefix[:-1].removesuffix("[]") if prefix and not required else ""
     for name, child in props.items():
+        if child.get("deprecated"):  # read from older updates, never offered to a sender
+            continue
         is_required = required and name in merged["required"]
         if_given = given if name in merged["required"] else ""
         conditions = " or ".join(when_required.get(name, []))

@@ -44,7 +44,8 @@ MAX_LOG_ENTRIES_IN_BUNDLE: Final = 65536
 AGENCY_ID = Text(max=64, pattern=r"[a-z0-9][a-z0-9.-]{0,63}")
 USER_ID = Text(max=128, pattern=r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
 CONTENT_TYPE = Text(max=32, pattern=r"[a-z][a-z0-9-]{0,31}")
-DEVICE_ROLES: Final = frozenset({"officer", "bot", "admin"})
+#: A supervisor is an officer who may also release any update of its own agency (PROTOCOL.md §6.7).
+DEVICE_ROLES: Final = frozenset({"officer", "supervisor", "bot", "admin"})
 CASE_ROLES: Final = frozenset({"owner", "member", "observer"})
 HANDLING_CODES: Final = frozenset({"H0", "H1", "H2", "H3"})
 TLP_LEVELS: Final = frozenset({"CLEAR", "GREEN", "AMBER", "AMBER+STRICT", "RED"})

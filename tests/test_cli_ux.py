@@ -308,7 +308,7 @@ async def test_a_reply_names_its_update_by_the_short_id_and_an_unknown_one_is_re
     # By position too; and an id that is not in the case is refused, with nothing sent.
     ack = ("--json", "--profile", profile, "post", case_id.hex(), "--type", "ack", "--of", f"#{first.seq}")
     code, _, err = await run(
-        home, *ack, "--field", "level=received", "--field", f"markings.restrictions={RESTRICTIONS}"
+        home, *ack, "--field", "state=received", "--field", f"markings.restrictions={RESTRICTIONS}"
     )
     assert code == EXIT_OK, err
     stored = len(await net.app[STORE].entries(case_id, after=0, limit=100))

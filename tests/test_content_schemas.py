@@ -110,10 +110,15 @@ def test_unknown_content_type() -> None:
         content.validate_content("memo", enc(EXAMPLES["note"]))
 
 
-def test_answer_deadlines() -> None:
+def test_answer_deadlines_follow_article_5_and_the_older_names_mean_the_same() -> None:
+    assert content.answer_deadline_seconds("urgent-direct") == 8 * 3600
+    assert content.answer_deadline_seconds("urgent-indirect") == 3 * 86400
+    assert content.answer_deadline_seconds("other") == 7 * 86400
     assert content.answer_deadline_seconds("urgent") == 8 * 3600
     assert content.answer_deadline_seconds("standard") == 3 * 86400
     assert content.answer_deadline_seconds("non-urgent") == 7 * 86400
+    assert content.request_category({"urgency": "standard"}) == "urgent-indirect"
+    assert content.request_category({"category": "other"}) == "other"
     with pytest.raises(ContentError):
         content.answer_deadline_seconds("asap")
 

@@ -29,10 +29,14 @@ MINIMAL: dict[str, dict[str, Any]] = {
         "goods": [{"description": "ivory"}],
     },
     "alert": {"subject_kind": "container", "subject": {"mode": "road"}, "reason": "X-ray anomaly"},
-    "request": {"subject": "vehicle records for KBX 123A", "urgency": "urgent"},
+    "request": {"subject": "vehicle records for KBX 123A", "category": "urgent-direct"},
     "reply": {"in_reply_to": "{ID}", "text": "records attached"},
     "status": {"status": "active"},
-    "ack": {"of": "{ID}", "level": "received"},
+    "ack": {"of": "{ID}", "state": "received"},
+    "release": {"of": "{ID}", "purpose": "evidence"},
+    "release-request": {"of": "{ID}", "purpose": "evidence", "reason": "an exhibit at trial"},
+    "reminder": {"of": "{ID}", "due": "2026-12-31T10:00:00Z"},
+    "approval": {"member": "ug-ura:akello", "approval": "AgMEBQ=="},
 }
 
 

@@ -125,7 +125,7 @@ def register(root: click.Group) -> None:
     @click.argument("request", metavar="REQUEST")
     @click.option(
         "--role",
-        type=choice("officer", "bot", "admin"),
+        type=choice("officer", "supervisor", "bot", "admin"),
         default="officer",
         show_default=True,
         help="The device's role.",

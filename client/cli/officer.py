@@ -805,7 +805,7 @@ def _posting(root: click.Group) -> None:
         Examples:
           caseline post 3f2a9c --type note --field text="container MSKU1234565 flagged"
           caseline post 3f2a9c --type reply --in-reply-to 9c1e07aa --field text="on it"
-          caseline post 3f2a9c --type ack --of '#12' --field level=received
+          caseline post 3f2a9c --type ack --of '#12' --field state=received
           caseline post 3f2a9c --type note --field text="X-ray" --attach xray.png --attach manifest.pdf
           echo '{"text": "from a script"}' | caseline --json post 3f2a9c --type note
         """

@@ -67,7 +67,8 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "markings": GRADED,
         "lang": "fr",
         "subject": "Vérification d'un conteneur",
-        "urgency": "urgent",
+        "category": "urgent-direct",
+        "to": ["tz-tra"],
         "deadline": "2026-11-21T10:00:00Z",
     },
     "reply": {
@@ -78,7 +79,33 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "outcome": "answered",
     },
     "status": {"markings": MARK, "lang": "en", "status": "referred_to_judicial", "title": "Op Kilimanjaro"},
-    "ack": {"markings": MARK, "lang": "en", "of": UID, "level": "actioned", "refs": [UID]},
+    "ack": {"markings": MARK, "lang": "en", "of": UID, "state": "answered", "answer": UID, "refs": [UID]},
+    "release": {
+        "markings": MARK,
+        "lang": "en",
+        "of": UID,
+        "purpose": "third-party",
+        "third_party": "ug-ura",
+        "lifts": ["no-dissemination"],
+        "recipients": ["ug-ura"],
+        "expires": "2027-03-01T00:00:00Z",
+        "note": "for the joint operation only",
+    },
+    "release-request": {
+        "markings": MARK,
+        "lang": "en",
+        "of": UID,
+        "purpose": "evidence",
+        "reason": "needed as an exhibit at trial",
+    },
+    "reminder": {
+        "markings": MARK,
+        "lang": "en",
+        "of": UID,
+        "due": "2026-11-21T10:00:00Z",
+        "text": "2 hours left",
+    },
+    "approval": {"markings": MARK, "lang": "en", "member": "ug-ura:akello", "approval": "AAEC"},
 }
 
 
