@@ -278,6 +278,7 @@ class HandlingBook:
         self._items: dict[bytes, Marked] = {}
         self._effective: dict[bytes, Markings] = {}
         self._releases: dict[bytes, list[Release]] = {}
+        self._violations: dict[bytes, Violation] = {}
 
     def __contains__(self, update_id: object) -> bool:
         return update_id in self._items
@@ -292,18 +293,25 @@ class HandlingBook:
     def releases(self, update_id: bytes) -> tuple[Release, ...]:
         return tuple(self._releases.get(update_id, ()))
 
+    def violation(self, update_id: bytes) -> Violation | None:
+        """The rule an update broke, if it broke one."""
+        return self._violations.get(update_id)
+
     # ---------------------------------------------------------------- judging
     def add(self, item: Marked) -> Violation | None:
         """Judge ``item`` (the next readable update of the case) and remember it."""
         violation = self.judge(item)
         self._items[item.update_id] = item
         effective = item.markings
-        if violation is not None and violation.rule == V_DOWNGRADE:
-            effective = effective.join(self.floor(item.inherits_from()))
+        if violation is not None:
+            self._violations[item.update_id] = violation
+            if violation.rule == V_DOWNGRADE:
+                effective = effective.join(self.floor(item.inherits_from()))
         self._effective[item.update_id] = effective
         if violation is None and item.content_type == "release":
             release = Release.of_content(item.update_id, item.content)
-            if release.of in self._items:
+            # What a violation leaked is its provider's, not its author's: its author cannot release it.
+            if release.of in self._items and release.of not in self._violations:
                 self._releases.setdefault(release.of, []).append(release)
         return violation
 
@@ -324,7 +332,9 @@ class HandlingBook:
             if parent is None:  # not readable here: a later member cannot judge what it cannot see
                 continue
             floor = self._effective[ref]
-            if own.covers(floor) or self.may_release(item, parent):
+            if own.covers(floor):
+                continue
+            if ref not in self._violations and self.may_release(item, parent):
                 continue
             if any(
                 r.to is not None and own.covers(r.to)
@@ -424,6 +434,11 @@ class HandlingBook:
         self, update_id: bytes, needs: list[_Need], *, agency_id: str, at: int, purpose: str
     ) -> Permission:
         item = self._items[update_id]
+        violation = self._violations.get(update_id)
+        if violation is not None:
+            return Permission(
+                False, f"it is a marking violation ({violation.rule}) and nobody may release it"
+            )
         if not needs or agency_id == item.agency_id:
             return Permission(True)
         used: list[bytes] = []
