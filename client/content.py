@@ -88,15 +88,29 @@ class ContentHelpers:
         if "restriction_codes" not in markings:
             # Unstated restrictions are read as the strictest (PROTOCOL.md §6.7): say so explicitly.
             markings["restriction_codes"] = sorted(RESTRICTION_CODES)
-        if "restrictions" not in markings:  # an H3 reply restates what it inherits
-            book = self._ledger().case_marks(case_id).book
-            for ref in item.inherits_from():
-                parent = book.item(ref)
-                stated = None if parent is None else parent.content.get("markings", {}).get("restrictions")
-                if stated:
-                    markings["restrictions"] = stated
-                    break
+        if "restrictions" not in markings and item.inherits_from():  # a reply restates what it inherits
+            markings["restrictions"] = self._stated_restrictions(case_id, item.inherits_from())
         return markings
+
+    def _stated_restrictions(self, case_id: bytes, refs: list[bytes]) -> str:
+        """The H3 text of the nearest update up the reply chain that states one.
+
+        An update marked too low (a violation) states none, though it is held to
+        its parent's H3: so the chain is followed up to where the text is.
+        """
+        book = self._ledger().case_marks(case_id).book
+        seen: set[bytes] = set()
+        while refs:
+            ref = refs.pop(0)
+            parent = book.item(ref)
+            if parent is None or ref in seen:
+                continue
+            seen.add(ref)
+            stated = parent.content.get("markings", {}).get("restrictions")
+            if stated and parent.markings.handling == "H3":
+                return str(stated)
+            refs += parent.inherits_from()
+        return "as the updates it answers state"
 
     async def post_typed(
         self,

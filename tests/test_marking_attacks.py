@@ -9,13 +9,9 @@ loopback, that are under test: each must mark the update as a violation
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
-from typing import Any
-
 import pytest
 from caseline.client.client import Client
 from caseline.client.core import CaseEvent
-from caseline.client.core_marks import Withheld
 from caseline.schemas.handling import (
     V_DOWNGRADE,
     V_RELEASE_FORBIDDEN,
@@ -24,44 +20,12 @@ from caseline.schemas.handling import (
 )
 
 from tests.support.agencies import PARTNERS, Network
-
-H3_RED: dict[str, Any] = {
-    "handling": "H3",
-    "tlp": "RED",
-    "restrictions": "for the Namanga operation only",
-    "restriction_codes": ["no-dissemination", "no-evidence"],
-}
-CLEAR: dict[str, Any] = {"handling": "H0", "tlp": "CLEAR"}
+from tests.support.marks import CLEAR, H3_RED, modified
 
 
 @pytest.fixture
 def net_agencies() -> tuple[tuple[str, str, str], ...]:
     return (*PARTNERS, ("ug-ura", "Uganda Revenue Authority", "UG"))
-
-
-def modified(client: Client) -> Client:
-    """Switch off this one client's sender checks: it seals what its own rule book would refuse."""
-    ledger = client._ledger()
-
-    def skip_check(case_id: bytes, *, content_type: str, content: bytes, now: int) -> None:
-        return None
-
-    ledger.check_marking = skip_check  # type: ignore[method-assign]
-    original = ledger.case_marks
-
-    def marks(case_id: bytes) -> Any:
-        found = original(case_id)
-
-        def share_all(
-            seqs: Iterable[int], *, agency_ids: Collection[str], at: int
-        ) -> tuple[list[int], list[Withheld]]:
-            return list(seqs), []
-
-        found.shareable = share_all  # type: ignore[method-assign]
-        return found
-
-    ledger.case_marks = marks  # type: ignore[method-assign]
-    return client
 
 
 async def _event(client: Client, case_id: bytes, update_id: bytes) -> CaseEvent:
