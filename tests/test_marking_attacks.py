@@ -99,16 +99,21 @@ async def test_tlp_red_history_handed_to_a_latecomer_is_marked(net: Network) -> 
 async def test_a_release_forged_by_another_agency_is_marked_and_does_not_count(net: Network) -> None:
     alice, juma = await net.device("ke-kra", "alice"), await net.device("tz-tra", "juma")
     kato = await net.device("ug-ura", "kato")
+    # The forger has all a release needs but the agency: a supervisor, even named like the author.
+    forger = await net.device("ke-kra", "juma", role="supervisor")
     case_id = await alice.create_case(
-        title="Op", members=[("tz-tra", "juma"), ("ug-ura", "kato")], handling="H0", tlp="CLEAR"
+        title="Op",
+        members=[("tz-tra", "juma"), ("ug-ura", "kato"), ("ke-kra", "juma")],
+        handling="H0",
+        tlp="CLEAR",
     )
     h1 = await juma.post_note(case_id, "not for court", markings={"handling": "H1", "tlp": "AMBER"})
-    await alice.sync(case_id)
-    forged = await modified(alice).release(case_id, h1.update_id, purpose="evidence")
-    for reader in (juma, kato):
+    await forger.sync(case_id)
+    forged = await modified(forger).release(case_id, h1.update_id, purpose="evidence")
+    for reader in (juma, kato, alice):
         event = await _event(reader, case_id, forged.update_id)
         assert event.violation is not None and event.violation.rule == V_RELEASE_FORBIDDEN
-        assert "ke-kra:alice released an update of tz-tra:juma" in event.violation.message
+        assert "ke-kra:juma released an update of tz-tra:juma" in event.violation.message
         book = reader._ledger().case_marks(case_id).book
         assert book.releases(h1.update_id) == ()
         assert not book.may_export(h1.update_id, agency_id="ke-kra", at=forged.receipt_time).allowed
