@@ -408,7 +408,7 @@ class Client(Outbox, Attachments, ContentHelpers, Following, LogWatching):
         if self.ledger is None:
             return
         for case_id, view in list(self.ledger.views.items()):
-            await self._views.save(case_id, view, self.trust)
+            await self._views.save(case_id, view, self.trust, marks=self.ledger.marks.get(case_id))
 
     async def close(self) -> None:
         try:
@@ -710,8 +710,11 @@ class Client(Outbox, Attachments, ContentHelpers, Following, LogWatching):
         if restored is not None:
             ledger.views[case_id] = restored
             after = restored.count
-            # The snapshot holds no rule book: one pass over the stored events rebuilds it.
-            ledger.restore_marks(case_id, await self._views.events(case_id, before=after))
+            marks = await self._views.load_marks(case_id, after)
+            if marks is not None:
+                ledger.marks[case_id] = marks
+            else:  # none kept at this count: one pass over the stored events rebuilds it
+                ledger.restore_marks(case_id, await self._views.events(case_id, before=after))
         try:
             await self._replay(case_id, after)
         except CaselineError:
@@ -749,7 +752,7 @@ class Client(Outbox, Attachments, ContentHelpers, Following, LogWatching):
         await self._views.put_events(case_id, events)
         _raise_alarms(events)
         if view.count - self._views.saved.get(case_id, 0) >= SNAPSHOT_EVERY:
-            await self._views.save(case_id, view, self.trust)
+            await self._views.save(case_id, view, self.trust, marks=self._ledger().marks.get(case_id))
 
     async def sync(self, case_id: bytes) -> list[CaseEvent]:
         """Fetch, verify and store everything new in a case; return what it meant.
