@@ -713,8 +713,9 @@ class Client(Outbox, Attachments, ContentHelpers, Following, LogWatching):
             marks = await self._views.load_marks(case_id, after)
             if marks is not None:
                 ledger.marks[case_id] = marks
-            else:  # none kept at this count: one pass over the stored events rebuilds it
+            else:  # none kept at this count: one pass over the stored events rebuilds it, once
                 ledger.restore_marks(case_id, await self._views.events(case_id, before=after))
+                await self._views.keep_marks(case_id, after, ledger.marks[case_id])
         try:
             await self._replay(case_id, after)
         except CaselineError:

@@ -141,6 +141,18 @@ class ViewStore:
         self.saved[case_id] = view.count
         return written
 
+    async def keep_marks(self, case_id: bytes, count: int, marks: CaseMarks) -> None:
+        """Keep ``marks`` (the book at ``count``) with the stored snapshot, if that is at ``count``.
+
+        For a snapshot that has none (written before books were kept, or its
+        book failed to open): rebuilt once, not at every command until the
+        snapshot is next rewritten.
+        """
+        row = await self.store.view_snapshot(case_id)
+        if row is not None and row[0] == count:
+            kept = self._seal(marks.export(), core_state.marks_aad(case_id, count, row[2]))
+            await self.store.put(_marks_name(case_id), kept)
+
     async def load_marks(self, case_id: bytes, count: int) -> CaseMarks | None:
         """The rule book kept with the stored snapshot, if that is still at ``count`` (the view's).
 
