@@ -48,6 +48,10 @@ async def test_a_reply_inherits_the_markings_of_what_it_answers(net: Network) ->
     assert markings["restrictions"] == H3_RED["restrictions"]  # restated, not invented
     ack = await juma.post_ack(case_id, of=secret.update_id)  # an ack quotes too
     assert (await _content(alice, case_id, ack.update_id))["markings"]["tlp"] == "RED"
+    # Answering what has not been synced yet: the client fetches it first, then inherits.
+    later = await alice.post_note(case_id, "later", markings={"handling": "H1", "tlp": "AMBER+STRICT"})
+    ack = await juma.post_ack(case_id, of=later.update_id)
+    assert (await _content(alice, case_id, ack.update_id))["markings"]["tlp"] == "AMBER+STRICT"
 
 
 async def test_a_reply_marked_lower_than_what_it_answers_is_refused_before_sealing(net: Network) -> None:
