@@ -18,7 +18,7 @@ from caseline.schemas.errors import EXIT_OK, EXIT_USAGE, NotAllowedError, NotPer
 from caseline.schemas.handling import V_DOWNGRADE
 
 from tests.support.agencies import PASSPHRASE, Network
-from tests.support.clirun import cli, cli_home
+from tests.support.clirun import cli, cli_home, finish, start_cli, until_following
 from tests.support.marks import CLEAR, H3_RED, modified
 
 AMBER_H2: dict[str, Any] = {"handling": "H2", "tlp": "AMBER"}
@@ -224,3 +224,24 @@ async def test_cli_post_with_restriction_codes(net: Network) -> None:
         "--field", "text=x", "--field", "markings.handling=H2", "--restriction", "no-evidence",
     )  # fmt: skip
     assert code == EXIT_USAGE and "--restriction is for H3" in err
+
+
+async def test_follow_prints_a_violation_as_it_arrives_and_json_carries_it(net: Network) -> None:
+    alice, juma, case_id = await _pair(net)
+    secret = await alice.post_note(case_id, "informant", markings=H3_RED)
+    await juma.sync(case_id)
+    bad = modified(juma)
+    home, profile = cli_home(alice)
+    for json_flag in ((), ("--json",)):
+        proc = await start_cli(
+            home, *json_flag, "--profile", profile, "follow", case_id.hex(), "--count", "1"
+        )
+        await until_following(proc)
+        await bad.post_reply(case_id, in_reply_to=secret.update_id, text="LEAKED-TEXT", markings=CLEAR)
+        code, out, err = await finish(proc)
+        assert code == EXIT_OK, err
+        assert "LEAKED-TEXT" not in out
+        if json_flag:
+            assert json.loads(out)["violation"]["rule"] == "downgrade"
+        else:
+            assert "marking violation (downgrade) by tz-tra:juma" in " ".join(out.split())
