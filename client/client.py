@@ -35,6 +35,7 @@ from caseline.client import keystore
 from caseline.client.attachments import Attachments
 from caseline.client.content import ContentHelpers
 from caseline.client.core import CaseEvent, CertChange, Ledger, Member, head_code, members_of
+from caseline.client.core_marks import Added, Withheld
 from caseline.client.evidence_dir import refuse_existing_export, verify_export, write_export
 from caseline.client.follow import Following
 from caseline.client.outbox import Outbox
@@ -407,7 +408,7 @@ class Client(Outbox, Attachments, ContentHelpers, Following, LogWatching):
         if self.ledger is None:
             return
         for case_id, view in list(self.ledger.views.items()):
-            await self._views.save(case_id, view, self.trust)
+            await self._views.save(case_id, view, self.trust, marks=self.ledger.marks.get(case_id))
 
     async def close(self) -> None:
         try:
@@ -709,6 +710,12 @@ class Client(Outbox, Attachments, ContentHelpers, Following, LogWatching):
         if restored is not None:
             ledger.views[case_id] = restored
             after = restored.count
+            marks = await self._views.load_marks(case_id, after)
+            if marks is not None:
+                ledger.marks[case_id] = marks
+            else:  # none kept at this count: one pass over the stored events rebuilds it, once
+                ledger.restore_marks(case_id, await self._views.events(case_id, before=after))
+                await self._views.keep_marks(case_id, after, ledger.marks[case_id])
         try:
             await self._replay(case_id, after)
         except CaselineError:
@@ -746,7 +753,7 @@ class Client(Outbox, Attachments, ContentHelpers, Following, LogWatching):
         await self._views.put_events(case_id, events)
         _raise_alarms(events)
         if view.count - self._views.saved.get(case_id, 0) >= SNAPSHOT_EVERY:
-            await self._views.save(case_id, view, self.trust)
+            await self._views.save(case_id, view, self.trust, marks=self._ledger().marks.get(case_id))
 
     async def sync(self, case_id: bytes) -> list[CaseEvent]:
         """Fetch, verify and store everything new in a case; return what it meant.
@@ -973,31 +980,43 @@ class Client(Outbox, Attachments, ContentHelpers, Following, LogWatching):
 
     async def add_members(
         self, case_id: bytes, users: Iterable[tuple[str, str, str]], *, share_history: bool = False
-    ) -> list[bytes]:
-        """Add users' current devices; optionally give them the keys of the history so far."""
+    ) -> Added:
+        """Add users' current devices; optionally give them the keys of the history so far.
+
+        The history shared is what the updates' markings allow for the new
+        members' agencies (PROTOCOL.md §6.7): never TLP:RED, H2 and H3
+        no-dissemination only with a release.  The rest is withheld, and the
+        result's ``withheld`` says which and why.
+        """
         await self.sync(case_id)
         await self.refresh_revocations(force=True)
         roster = self._ledger().roster(case_id)
         # A voided device is not added back here: carried over it would stay voided (§5.3).
         present = {vc.device_id for vc, _ in self._ledger().roster(case_id, voided=True)}
         added = []
+        agencies = set()
         for agency, user, role in users:
             for vc in await self._devices(agency, user):
                 if vc.device_id not in present:
                     roster.append((vc, role))
                     present.add(vc.device_id)
                     added.append(vc.device_id)
+                    agencies.add(vc.cert.agency_id)
         if not added:
             raise UsageError("every device of those users is already in the case")
         view = await self.view(case_id)
         readable = [e.seq for e in await self.history(case_id) if e.kind == "update" and e.readable]
+        withheld: list[Withheld] = []
+        if share_history:
+            marks = self._ledger().case_marks(case_id)
+            readable, withheld = marks.shareable(readable, agency_ids=agencies, at=self.clock())
         await self._commit(case_id, roster)
         state = view.state
         recipients = [d for d in added if state is not None and state.active(d)]
         if share_history and readable and recipients:
             share = view.history_share(recipients=recipients, seqs=readable)
             await self.post(case_id, HISTORY_SHARE, share)
-        return added
+        return Added(added, withheld)
 
     async def remove_members(self, case_id: bytes, users: Iterable[tuple[str, str]]) -> list[bytes]:
         """Remove every device of the given users; they cannot read what follows."""

@@ -20,7 +20,7 @@ agency.  The provider's own agency is never restricted by its own markings.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, MutableMapping
 from typing import Any, Final
 
 from caseline.schemas.references import referenced_updates
@@ -275,10 +275,28 @@ class HandlingBook:
     """
 
     def __init__(self) -> None:
-        self._items: dict[bytes, Marked] = {}
-        self._effective: dict[bytes, Markings] = {}
+        self._items: MutableMapping[bytes, Marked] = {}
+        self._effective: MutableMapping[bytes, Markings] = {}
         self._releases: dict[bytes, list[Release]] = {}
         self._violations: dict[bytes, Violation] = {}
+
+    @classmethod
+    def restored(
+        cls,
+        items: MutableMapping[bytes, Marked],
+        effective: MutableMapping[bytes, Markings],
+        releases: dict[bytes, list[Release]],
+        violations: dict[bytes, Violation],
+    ) -> HandlingBook:
+        """A book whose state was kept (client/core_marks.py), not judged again.
+
+        The mappings may fill themselves on first use: a 100,000-update case
+        then costs only the updates a command asks about.
+        """
+        book = cls()
+        book._items, book._effective, book._releases = items, effective, releases
+        book._violations = violations
+        return book
 
     def __contains__(self, update_id: object) -> bool:
         return update_id in self._items
@@ -297,10 +315,23 @@ class HandlingBook:
         """The rule an update broke, if it broke one."""
         return self._violations.get(update_id)
 
+    def violations(self) -> dict[bytes, Violation]:
+        """Every update that broke a rule (what a kept book must keep)."""
+        return dict(self._violations)
+
+    def counted_releases(self) -> dict[bytes, tuple[Release, ...]]:
+        """Every release that counts, by the update it releases (what a kept book must keep)."""
+        return {of: tuple(found) for of, found in self._releases.items() if found}
+
     # ---------------------------------------------------------------- judging
     def add(self, item: Marked) -> Violation | None:
         """Judge ``item`` (the next readable update of the case) and remember it."""
         violation = self.judge(item)
+        self.remember(item, violation)
+        return violation
+
+    def remember(self, item: Marked, violation: Violation | None) -> None:
+        """Remember ``item`` as judged before (``add`` without judging: a book restored from its verdicts)."""
         self._items[item.update_id] = item
         effective = item.markings
         if violation is not None:
@@ -313,7 +344,6 @@ class HandlingBook:
             # What a violation leaked is its provider's, not its author's: its author cannot release it.
             if release.of in self._items and release.of not in self._violations:
                 self._releases.setdefault(release.of, []).append(release)
-        return violation
 
     def judge(self, item: Marked) -> Violation | None:
         """The first rule ``item`` breaks, or None; what a sender asks before it seals."""

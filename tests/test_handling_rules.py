@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from caseline.client.core_marks import CaseMarks
 from caseline.schemas.handling import (
     V_DOWNGRADE,
     V_RELEASE_FORBIDDEN,
@@ -193,3 +194,19 @@ def test_the_published_known_answers_are_reproduced(scenario: dict[str, Any]) ->
         assert answer.allowed == case["allowed"], answer.reason
         if case["allowed"]:
             assert [r.hex() for r in answer.releases] == case["releases"]
+
+
+def test_a_kept_book_restored_still_knows_its_violations() -> None:
+    """A snapshot's book must not forget a leak: else its author could release it after a restart."""
+    marks = CaseMarks()
+    secret = update("tz-tra", "juma", handling="H3", tlp="RED", codes=["no-evidence"], restrictions="x")
+    leak = reply_to(secret, "ke-kra", "alice", handling="H0", tlp="CLEAR")
+    assert marks.add(0, secret) is None
+    assert marks.add(1, leak) is not None
+    restored = CaseMarks.restore(marks.export())
+    violation = restored.book.violation(leak.update_id)
+    assert violation is not None and violation.rule == V_DOWNGRADE
+    laundering = release(leak, "ke-kra", "alice", "downgrade", to={"handling": "H0", "tlp": "CLEAR"})
+    assert restored.add(2, laundering) is None  # its author may post it, but it counts for nothing
+    assert restored.book.judge(reply_to(leak, "ke-kra", "alice", handling="H0", tlp="CLEAR")) is not None
+    assert not restored.book.may_export(leak.update_id, agency_id="ke-kra", at=T0).allowed
