@@ -83,6 +83,8 @@ class Member:
     #: Listed but not counted in this epoch (PROTOCOL.md §5.3): revoked at the commit's time, or
     #: added by a voided commit.  Its updates are withheld; owners' next commits drop it.
     voided: bool = False
+    #: When the membership ends (ms), unless an owner renews it (PROTOCOL.md §5.5).
+    expires: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -209,7 +211,7 @@ def members_of(view: CaseView) -> tuple[Member, ...]:
     if state is None:
         return ()
     return tuple(
-        Member(Author.of(state.certs[d].cert), m.role, voided=d in state.voided)
+        Member(Author.of(state.certs[d].cert), m.role, voided=d in state.voided, expires=state.expires(d))
         for d, m in state.members.items()
     )
 
