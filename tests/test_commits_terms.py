@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from caseline.crypto.caselog import CaseView
 from caseline.crypto.commits import EACH_AGENCY_OWNER, sign_approval, verify_commit
+from caseline.crypto.evidence import export_evidence, verify_evidence
+from caseline.crypto.ratchet import Chain
 from caseline.schemas.errors import ExpiredError, NotAllowedError, NotPermittedError
 from caseline.schemas.wire import Commit, CommitMessage
 
@@ -178,3 +180,29 @@ def test_approval_rule_can_be_turned_on_by_a_commit(world: World) -> None:
     view = _view(world, broker, alice)
     body = commit_change(world, view, alice, [(alice, "owner"), (bob, "owner")], admission=EACH_AGENCY_OWNER)
     assert _verify(world, view, body).admission == EACH_AGENCY_OWNER  # type: ignore[attr-defined]
+
+
+def test_evidence_disclosing_an_expired_members_update_does_not_verify(world: World) -> None:
+    alice, bob = world.device("ke-kra", "alice"), world.device("tz-tra", "bob")
+    broker, _, _ = open_case(world, alice, [(bob, "member")], terms={bob.id: world.now + DAY})
+    bobs = _view(world, broker, bob)
+    before = post(world, bobs, broker, note("before"))
+    world.now += DAY
+    bobs._check_may_post = lambda *_a, **_k: None  # type: ignore[method-assign]  # a modified client
+    after = post(world, bobs, broker, note("after"))
+    alices = _view(world, broker, alice)
+    pins = {a: r.fingerprint for a, r in world.roots.items()}
+    honest = export_evidence(
+        alices, exporter=alice.keys, envelopes={1: before}, receipt=broker.receipts[-1], now=world.now
+    )
+    assert [r.update.record.sender for r in verify_evidence(honest, pinned=pins).records] == [bob.id]
+    # Alice's modified client keeps the message key her view withheld, and discloses the update.
+    secret = alices._epoch_secret
+    assert secret is not None and alices.case_id is not None
+    chain = Chain.start(epoch_secret=secret, case_id=alices.case_id, epoch=0, device_id=bob.id)
+    alices._message_keys[2] = chain.peek(1)
+    forged = export_evidence(
+        alices, exporter=alice.keys, envelopes={2: after}, receipt=broker.receipts[-1], now=world.now
+    )
+    with pytest.raises(ExpiredError, match="membership had ended"):
+        verify_evidence(forged, pinned=pins)
