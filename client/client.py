@@ -1010,6 +1010,8 @@ class Client(Outbox, Attachments, ContentHelpers, Following, LogWatching, Member
         some are missing, nothing is committed and the agencies are named.
         """
         users = list(users)
+        if expires is not None and expires <= self.clock():
+            raise UsageError("the membership would end before it starts: give a later expiry")
         await self.sync(case_id)
         await self.refresh_revocations(force=True)
         roster = self._ledger().roster(case_id)

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from caseline.crypto.commits import EACH_AGENCY_OWNER, CaseState, sign_approval
-from caseline.schemas.errors import CaselineError, NotPermittedError, UnknownError
+from caseline.schemas.errors import CaselineError, NotPermittedError, UnknownError, UsageError
 from caseline.schemas.wire import Approval, decode_signed
 
 if TYPE_CHECKING:
@@ -72,6 +72,7 @@ class MembershipTerms:
 
     if TYPE_CHECKING:
         keys: DeviceKeys
+        clock: Callable[[], int]
 
         def _ledger(self) -> Ledger: ...
         async def view(self, case_id: bytes) -> CaseView: ...
@@ -97,6 +98,8 @@ class MembershipTerms:
         Also the way to keep a member whose term has ended: until the next
         commit they are still listed, and this commit carries them again.
         """
+        if until <= self.clock():
+            raise UsageError("a renewal must end later than now")
         await self.sync(case_id)
         state = (await self.view(case_id)).state
         if state is None:
