@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from caseline.client.cli.output import when
 from caseline.client.client import Client, wall_clock
 from caseline.crypto.caselog import KIND_COMMIT
 from caseline.crypto.certs import VerifiedCert
@@ -171,7 +172,11 @@ async def test_renewal_keeps_a_member_past_the_first_term(net: Network) -> None:
     code, out, err = await cli(home, "--profile", profile, "--json", "verify", case_id.hex())
     assert code == EXIT_OK, err
     members = {m["member"]: m["expires"] for m in json.loads(out)["members"]}
-    assert members["ke-kra:alice"] is None and members["tz-tra:juma"] > "2026"
+    assert members["ke-kra:alice"] is None
+    assert members["tz-tra:juma"] == when(end + 30 * DAY - MINUTE) or members["tz-tra:juma"] > when(end)
+    code, out, err = await cli(home, "--profile", profile, "case", "show", case_id.hex())
+    assert code == EXIT_OK, err
+    assert f"tz-tra:juma (member, until {when(end)})" in " ".join(out.split())  # the first term's commit
     later(juma, MINUTE + 1)  # past the first term, within the renewed one
     later(alice, MINUTE + 1)
     await juma.sync(case_id)
