@@ -63,7 +63,7 @@ def approvals_missing(
     return NotPermittedError(
         f"{exc}; nothing was committed. An owner of each of those agencies runs"
         f" `caseline case approve {case_id.hex()} {who} --role {role}{until}` (same role and expiry"
-        " as this add), then add again"
+        " as this add), then add them again"
     )
 
 
@@ -110,7 +110,18 @@ class MembershipTerms:
         ]
         if not devices:
             raise UnknownError(f"{agency_id}:{user_id} is not in the case")
-        await self._commit(case_id, listed, terms=dict.fromkeys(devices, until))
+        try:
+            await self._commit(case_id, listed, terms=dict.fromkeys(devices, until))
+        except NotPermittedError as exc:
+            if "missing:" not in str(exc):
+                raise
+            # Ended, and no one else of its agency is left: renewing is admitting it again, and
+            # nobody posts an approval while it can still read the epoch (PROTOCOL.md §5.5).
+            raise NotPermittedError(
+                f"{agency_id}:{user_id}'s membership has ended and the case requires approval to admit"
+                f" {agency_id} again ({exc}): drop them (caseline case rekey {case_id.hex()}), have"
+                " those agencies' owners approve, then add them again"
+            ) from None
         return devices
 
     async def approve(

@@ -273,3 +273,15 @@ async def test_approval_replayed_for_another_epoch_device_or_by_a_non_owner_is_r
     )
     await akello.sync(case_id)
     assert akello.keys.device_id in (await akello.view(case_id)).state.members  # type: ignore[union-attr]
+
+
+async def test_a_third_agency_whose_term_ended_is_admitted_again_only_with_approval(net: Network) -> None:
+    alice, juma, _, case_id = await _approval_case(net)
+    end = wall_clock() + MINUTE
+    await juma.approve(case_id, "ug-ura", "akello", expires=end)
+    await alice.add_members(case_id, [("ug-ura", "akello", "member")], expires=end)
+    later(alice, MINUTE + 1)
+    with pytest.raises(NotPermittedError, match="requires approval to admit ug-ura again"):
+        await alice.renew(case_id, "ug-ura", "akello", until=end + DAY)
+    await alice.rekey(case_id)  # dropped; approved anew, akello can be added again
+    assert {m.author.agency_id for m in await alice.members(case_id)} == {"ke-kra", "tz-tra"}
