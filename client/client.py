@@ -41,6 +41,7 @@ from caseline.client.follow import Following
 from caseline.client.outbox import Outbox
 from caseline.client.profile import PostingLock
 from caseline.client.store import LocalStore, StoredEntry
+from caseline.client.terms import MembershipTerms, approvals_missing, collect_approvals
 from caseline.client.transport import BrokerConnection
 from caseline.client.uploads import ProgressSink
 from caseline.client.viewstore import ViewStore
@@ -49,6 +50,7 @@ from caseline.crypto import primitives as P
 from caseline.crypto import tlog
 from caseline.crypto.caselog import CaseView
 from caseline.crypto.certs import TrustStore, VerifiedCert, make_enrolment_request
+from caseline.crypto.commits import EACH_AGENCY_OWNER
 from caseline.crypto.evidence import EvidenceReport, export_evidence, verify_evidence
 from caseline.crypto.evidence_files import ExhibitStatus, choose
 from caseline.crypto.keys import DeviceKeys, fingerprint, normalize_fingerprint
@@ -231,7 +233,7 @@ def parse_member(text: str, default_role: str = "member") -> tuple[str, str, str
     return agency, user, role
 
 
-class Client(Outbox, Attachments, ContentHelpers, Following, LogWatching):
+class Client(Outbox, Attachments, ContentHelpers, Following, LogWatching, MembershipTerms):
     """One device's session with its broker, over its local profile."""
 
     def __init__(
@@ -901,8 +903,12 @@ class Client(Outbox, Attachments, ContentHelpers, Following, LogWatching):
         history: str = "shared",
         witnessed: bool | None = None,
         alarm_after_ms: int = DEFAULT_ALARM_AFTER,
+        require_approval: bool = False,
     ) -> bytes:
         """Open a case with this device as owner and the given users' devices as members.
+
+        ``require_approval``: a device of a third agency joins only with the
+        approval of an owner of every other agency in the case (PROTOCOL.md §5.5).
 
         ``witnessed``: True requires a witness of every agency in the case to
         cosign its history (refused if one of them lists none), False leaves it
@@ -953,12 +959,21 @@ class Client(Outbox, Attachments, ContentHelpers, Following, LogWatching):
             now=self.clock(),
             rng=secrets.token_bytes,
             witnessing=rule,
+            admission=EACH_AGENCY_OWNER if require_approval else None,
         )
         await self.broker.create_case(body)
         await self.sync(case_id)
         return case_id
 
-    async def _commit(self, case_id: bytes, roster: Sequence[tuple[VerifiedCert, str]]) -> None:
+    async def _commit(
+        self,
+        case_id: bytes,
+        roster: Sequence[tuple[VerifiedCert, str]],
+        *,
+        terms: Mapping[bytes, int] | None = None,
+        admission: str | None = None,
+        approvals: Sequence[bytes] = (),
+    ) -> None:
         """Commit ``roster``, refused here if it still holds a device its agency revoked.
 
         The broker refuses such a commit too, but its words ("device was
@@ -974,20 +989,40 @@ class Client(Outbox, Attachments, ContentHelpers, Following, LogWatching):
                     f"{name}'s device was revoked by its agency; remove it first:"
                     f" caseline case remove {case_id.hex()} {name}"
                 )
-        body = ledger.change(case_id, roster, now=now, rng=secrets.token_bytes)
+        body = ledger.change(
+            case_id,
+            roster,
+            now=now,
+            rng=secrets.token_bytes,
+            terms=terms,
+            admission=admission,
+            approvals=approvals,
+        )
         await self.broker.commit(case_id, body)
         await self.sync(case_id)
 
     async def add_members(
-        self, case_id: bytes, users: Iterable[tuple[str, str, str]], *, share_history: bool = False
+        self,
+        case_id: bytes,
+        users: Iterable[tuple[str, str, str]],
+        *,
+        share_history: bool = False,
+        expires: int | None = None,
     ) -> Added:
         """Add users' current devices; optionally give them the keys of the history so far.
 
         The history shared is what the updates' markings allow for the new
         members' agencies (PROTOCOL.md §6.7): never TLP:RED, H2 and H3
         no-dissemination only with a release.  The rest is withheld, and the
-        result's ``withheld`` says which and why.
+        result's ``withheld`` says which and why.  ``expires`` (ms) ends their
+        membership then, unless an owner renews it.  Where the case needs other
+        agencies' approval of a third agency, the approvals posted in the case
+        for these devices are carried along; if some are missing, nothing is
+        committed and the agencies are named.
         """
+        users = list(users)
+        if expires is not None and expires <= self.clock():
+            raise UsageError("the membership would end before it starts: give a later expiry")
         await self.sync(case_id)
         await self.refresh_revocations(force=True)
         roster = self._ledger().roster(case_id)
@@ -1005,12 +1040,20 @@ class Client(Outbox, Attachments, ContentHelpers, Following, LogWatching):
         if not added:
             raise UsageError("every device of those users is already in the case")
         view = await self.view(case_id)
-        readable = [e.seq for e in await self.history(case_id) if e.kind == "update" and e.readable]
+        events = await self.history(case_id)
+        readable = [e.seq for e in events if e.kind == "update" and e.readable]
         withheld: list[Withheld] = []
         if share_history:
             marks = self._ledger().case_marks(case_id)
             readable, withheld = marks.shareable(readable, agency_ids=agencies, at=self.clock())
-        await self._commit(case_id, roster)
+        terms = None if expires is None else dict.fromkeys(added, expires)
+        approvals = collect_approvals(view.state, events, added) if view.state is not None else []
+        try:
+            await self._commit(case_id, roster, terms=terms, approvals=approvals)
+        except NotPermittedError as exc:
+            raise approvals_missing(
+                exc, case_id, users=[(a, u, r) for a, u, r in users], expires=expires
+            ) from None
         state = view.state
         recipients = [d for d in added if state is not None and state.active(d)]
         if share_history and readable and recipients:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 from caseline.client.core_marks import CaseMarks
@@ -29,7 +29,7 @@ from caseline.crypto.caselog import (
     verify_receipt,
 )
 from caseline.crypto.certs import TrustStore, VerifiedCert, cert_hash, check_may_post, check_may_read
-from caseline.crypto.commits import CaseState, create_commit, log_anchor
+from caseline.crypto.commits import CaseState, create_commit, log_anchor, verify_commit
 from caseline.crypto.keys import DeviceKeys, Rng
 from caseline.crypto.updates import HISTORY_SHARE, OpenedUpdate
 from caseline.schemas.api import Directory
@@ -39,6 +39,7 @@ from caseline.schemas.errors import (
     ChainError,
     ForkError,
     GapError,
+    NotAllowedError,
     NotPermittedError,
     UnknownError,
     UntrustedError,
@@ -48,6 +49,7 @@ from caseline.schemas.handling import V_RELEASE_FORBIDDEN, Marked, Violation
 from caseline.schemas.wire import (
     AttachmentRef,
     CaseInfo,
+    CommitMessage,
     DeviceCert,
     Envelope,
     HistoryShare,
@@ -84,6 +86,8 @@ class Member:
     #: Listed but not counted in this epoch (PROTOCOL.md §5.3): revoked at the commit's time, or
     #: added by a voided commit.  Its updates are withheld; owners' next commits drop it.
     voided: bool = False
+    #: When the membership ends (ms), unless an owner renews it (PROTOCOL.md §5.5).
+    expires: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -239,7 +243,7 @@ def members_of(view: CaseView) -> tuple[Member, ...]:
     if state is None:
         return ()
     return tuple(
-        Member(Author.of(state.certs[d].cert), m.role, voided=d in state.voided)
+        Member(Author.of(state.certs[d].cert), m.role, voided=d in state.voided, expires=state.expires(d))
         for d, m in state.members.items()
     )
 
@@ -533,11 +537,15 @@ class Ledger:
         now: int,
         rng: Rng,
         witnessing: Witnessing | None = None,
+        terms: Mapping[bytes, int] | None = None,
+        admission: str | None = None,
     ) -> bytes:
         me = self.trust.verify_cert(self.cert, at=now)
         roster = [(me, "owner"), *[(vc, role) for vc, role in members if vc.device_id != me.device_id]]
         body, _ = create_commit(
             prev=None,
+            terms=terms,
+            admission=admission,
             case_id=case_id,
             committer=self.keys,
             roster=roster,
@@ -551,9 +559,24 @@ class Ledger:
         return body
 
     def change(
-        self, case_id: bytes, roster: Sequence[tuple[VerifiedCert, str]], *, now: int, rng: Rng
+        self,
+        case_id: bytes,
+        roster: Sequence[tuple[VerifiedCert, str]],
+        *,
+        now: int,
+        rng: Rng,
+        terms: Mapping[bytes, int] | None = None,
+        admission: str | None = None,
+        approvals: Sequence[bytes] = (),
     ) -> bytes:
-        """The next commit of ``case_id`` with a new complete roster (same policy and title)."""
+        """The next commit of ``case_id`` with a new complete roster (same policy and title).
+
+        ``terms`` set or renew expiries (device id to ms); every other member
+        keeps its term, and one whose term has ended by ``now`` is dropped, as
+        the next commit must (PROTOCOL.md §5.5).  The commit is checked here
+        against the case's rules before anything is sent, so that approvals
+        still missing are named to the caller, not refused by the broker.
+        """
         state = self._state(case_id)
         view = self.views[case_id]
         mine = state.members.get(self.keys.device_id) if state.active(self.keys.device_id) else None
@@ -561,6 +584,13 @@ class Ledger:
             raise NotPermittedError("only an owner of the case may change its members")
         if len({vc.device_id for vc, _ in roster}) != len(roster):
             raise UsageError("the new roster names a device twice")
+        renewed = dict(terms or {})
+        kept: dict[bytes, int] = {}
+        for vc, _ in roster:
+            end = renewed.get(vc.device_id, state.expires(vc.device_id))
+            if end is not None:
+                kept[vc.device_id] = end
+        roster = [(vc, r) for vc, r in roster if kept.get(vc.device_id, now + 1) > now]
         body, _ = create_commit(
             prev=state,
             case_id=case_id,
@@ -571,7 +601,14 @@ class Ledger:
             info=view.case_info(),
             now=now,
             rng=rng,
+            terms=kept or None,
+            admission=admission,
+            approvals=approvals,
         )
+        try:
+            verify_commit(state, CommitMessage.decode(body), trust=self.trust, now=now)
+        except NotAllowedError as exc:
+            raise NotPermittedError(str(exc)) from None
         return body
 
     def take(self, case_id: bytes, entries: Sequence[E], *, now: int) -> Taken[E]:

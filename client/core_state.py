@@ -86,7 +86,10 @@ def encode_events(events: Sequence[CaseEvent]) -> bytes:
                 e.content_type,
                 None if e.content is None else json.dumps(e.content, ensure_ascii=False).encode(),
                 e.update_id,
-                [[_author(m.author), m.role, m.voided] for m in e.members],
+                [
+                    [_author(m.author), m.role, m.voided, *([] if m.expires is None else [m.expires])]
+                    for m in e.members
+                ],
                 e.shared,
                 _author(e.voided_by),
                 *_tail(e),
@@ -145,7 +148,14 @@ def decode_events(case_id: bytes, data: bytes) -> list[CaseEvent]:
                     content=None if content is None else json.loads(content),
                     update_id=update_id,
                     members=tuple(
-                        Member(_member_author(m[0]), m[1], voided=m[2:] == [True]) for m in members
+                        # [author, role, voided(, expires)]: the expiry only where a term set one.
+                        Member(
+                            _member_author(m[0]),
+                            m[1],
+                            voided=m[2:3] == [True],
+                            expires=m[3] if len(m) > 3 else None,
+                        )
+                        for m in members
                     ),
                     shared=shared,
                     voided_by=_author_from(voided_by),

@@ -463,8 +463,11 @@ class CaseView:
             self._check_record(opened, last, seq)
             # Dated by the later of the sender's and the broker's clocks: a thief
             # cannot backdate below the revocation without the broker's help.
-            voided = envelope.sender in state.voided or self.trust.is_revoked(
-                sender_cert, at=max(opened.record.time, receipt_time or 0)
+            at = max(opened.record.time, receipt_time or 0)
+            voided = (
+                envelope.sender in state.voided
+                or self.trust.is_revoked(sender_cert, at=at)
+                or state.expired(envelope.sender, at=at)
             )
             if opened.record.content_type == HISTORY_SHARE and not voided:
                 unlocked_keys, unlocked = self._unlock(opened, state)
@@ -472,7 +475,11 @@ class CaseView:
         else:
             mk = None
             voided = envelope.sender in state.voided or (
-                receipt_time is not None and self.trust.is_revoked(sender_cert, at=receipt_time)
+                receipt_time is not None
+                and (
+                    self.trust.is_revoked(sender_cert, at=receipt_time)
+                    or state.expired(envelope.sender, at=receipt_time)
+                )
             )
 
         # All checks passed: fold the entry in.  A voided update is authentic and
@@ -573,8 +580,9 @@ class CaseView:
                 raise GapError("a shared update had seen entries that are missing before it here")
             self.check_position(unlocked.record.log)  # its author saw this same history
             sender_cert = held.state.certs[unlocked.record.sender].cert
-            if self.trust.is_revoked(sender_cert, at=max(unlocked.record.time, held.receipt_time or 0)):
-                continue  # voided: sharing cannot revive what a revoked key wrote
+            at = max(unlocked.record.time, held.receipt_time or 0)
+            if self.trust.is_revoked(sender_cert, at=at) or held.state.expired(unlocked.record.sender, at=at):
+                continue  # voided: sharing cannot revive what a revoked or expired member wrote
             result.append(unlocked)
             keys.append((key.seq, key.message_key))
         return keys, tuple(result)
@@ -599,7 +607,7 @@ class CaseView:
         me, state, secret = self.me, self.state, self._epoch_secret
         if me is None or state is None or secret is None:
             raise NotPermittedError("this device holds no key to post to the case")
-        self._check_may_post(me, state)
+        self._check_may_post(me, state, now=now)
         chain, counter, prev_own = self._send_position(me, state, secret)
         seen = sorted(self._since_own.values(), key=lambda s: (s.epoch, s.counter))[-MAX_SEEN:]
         sealed = seal_update(
@@ -620,12 +628,14 @@ class CaseView:
         self._check_references(content_type, content)
         return Staged(sealed=sealed, epoch=state.epoch, counter=counter)
 
-    def _check_may_post(self, me: DeviceKeys, state: CaseState) -> None:
-        """Nothing is posted in a tainted epoch, nor by a voided member (PROTOCOL.md §5.3).
+    def _check_may_post(self, me: DeviceKeys, state: CaseState, *, now: int) -> None:
+        """Nothing is posted in a tainted epoch, nor by a voided member (PROTOCOL.md §5.3),
+        nor while a member whose membership ended can still read the epoch (§5.5).
 
         A tainted epoch's secret was chosen by a device its agency revoked: a
         thief may read whatever is sealed under it.  Said here, with the commit's
-        position, before ``seal_update`` refuses it in general terms.
+        position, before ``seal_update`` refuses it in general terms.  An expired
+        member holds the epoch secret too: an owner's commit drops it first.
         """
         if state.voided_committer is not None:
             raise NotPermittedError(
@@ -638,6 +648,27 @@ class CaseView:
             raise NotPermittedError(
                 "this device does not count as a member of the case in its current epoch (revoked, or"
                 " added by a revoked device): ask an owner of the case to add it again"
+            )
+        if state.expired(me.device_id, at=now):
+            raise NotPermittedError(
+                "this device's membership of the case has expired: ask an owner of the case to renew it"
+            )
+        ended = [d for d in state.members if d not in state.voided and state.expired(d, at=now)]
+        if ended:
+            names = ", ".join(
+                sorted({f"{state.certs[d].cert.agency_id}:{state.certs[d].cert.user_id}" for d in ended})
+            )
+            mine = state.members.get(me.device_id)
+            if mine is not None and mine.role == "owner":
+                step = (
+                    f"renew it (caseline case renew {state.case_id.hex()} NAME --until DATE) or drop it"
+                    f" (caseline case rekey {state.case_id.hex()}) first"
+                )
+            else:
+                step = "ask an owner of the case to renew or drop it first"
+            raise NotPermittedError(
+                f"the membership of {names} has ended but can still read the case's current epoch:"
+                f" nothing is posted until it is gone; {step}"
             )
 
     def committer_name(self, state: CaseState) -> str:

@@ -22,6 +22,15 @@ replays it.  It *voids* instead (``voiding``): a roster device revoked at the
 commit's time stays listed but counts as no member, and a commit whose
 committer was revoked keeps its place but adds nobody, raises no role and
 opens a *tainted* epoch, whose secret a thief may know.
+
+Membership terms (PROTOCOL.md §5.5): a version-3 commit may give roster
+devices an expiry.  After it the device counts as removed although it is still
+listed (its later updates are withheld like a voided member's) until the next
+commit, which must drop it or renew it: a commit carrying an expired term is
+invalid.  The case's admission rule may require that a device of a *third*
+agency (none of its devices active in the previous epoch) comes in only with an
+``Approval`` signed by an active owner of every other agency that has one,
+each naming the commit being continued, so it cannot be replayed elsewhere.
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ from caseline.schemas.errors import (
 from caseline.schemas.wire import (
     ID_SIZE,
     UNWITNESSED,
+    Approval,
     CaseInfo,
     Commit,
     CommitMessage,
@@ -53,6 +63,7 @@ from caseline.schemas.wire import (
     LogPosition,
     Member,
     Policy,
+    Term,
     Witnessing,
     Wrap,
     decode_signed,
@@ -60,6 +71,10 @@ from caseline.schemas.wire import (
 )
 
 COMMIT_LABEL: Final = "commit"
+APPROVAL_LABEL: Final = "membership-approval"
+#: The admission rule of a case whose commits carry none (versions 1 and 2).
+NO_ADMISSION_RULE: Final = "none"
+EACH_AGENCY_OWNER: Final = "each-agency-owner"
 EPOCH_SECRET_SIZE: Final = 32
 
 #: Why a roster device is voided in an epoch (PROTOCOL.md §5.3).
@@ -124,6 +139,27 @@ class CaseState:
         """A member that counts: in the roster and not voided in this epoch."""
         return device_id in self.members and device_id not in self.voided
 
+    def expires(self, device_id: bytes) -> int | None:
+        """When a roster device's membership ends (ms), or None: it lasts until removed."""
+        for term in self.commit.terms or ():
+            if term.device_id == device_id:
+                return term.expires
+        return None
+
+    def expired(self, device_id: bytes, *, at: int) -> bool:
+        """Whether a roster device's membership had ended at ``at``: then it counts as removed."""
+        end = self.expires(device_id)
+        return end is not None and end <= at
+
+    def active_at(self, device_id: bytes, at: int) -> bool:
+        """A member that counts at ``at``: active, and its membership not expired."""
+        return self.active(device_id) and not self.expired(device_id, at=at)
+
+    @property
+    def admission(self) -> str:
+        """Who must approve a third agency's admission; ``none`` for a case made before the rule."""
+        return self.commit.admission or NO_ADMISSION_RULE
+
     @property
     def policy(self) -> Policy:
         return self.commit.policy
@@ -163,11 +199,19 @@ def create_commit(
     now: int,
     rng: Rng,
     witnessing: Witnessing | None = None,
+    terms: Mapping[bytes, int] | None = None,
+    admission: str | None = None,
+    approvals: Sequence[bytes] = (),
 ) -> tuple[bytes, bytes]:
     """Build and sign the next commit; return ``(CommitMessage bytes, epoch secret)``.
 
     ``witnessing`` is set only in a genesis (or to turn witnessing on in a case
     made before it existed); a later commit carries its predecessor's rule.
+    ``terms`` (device id to expiry) are the complete terms of the new roster,
+    ``admission`` the rule (default: the predecessor's), ``approvals`` signed
+    ``Approval`` objects for the devices added.  A commit uses the version-3
+    form only if it needs it, or its predecessor did, so older cases keep
+    their form until an owner uses the new rules.
 
     The caller has verified every certificate against its trust store; the
     result is re-verified by the caller with ``verify_commit`` before use.
@@ -197,6 +241,17 @@ def create_commit(
         sealed_info=sealed_info,
         witnessing=witnessing if prev is None or prev.commit.witnessing is None else prev.commit.witnessing,
     )
+    rule = admission or (None if prev is None else prev.commit.admission)
+    if rule is not None or terms or approvals:
+        listed = {vc.device_id for vc, _ in roster}
+        draft = dataclasses.replace(
+            draft,
+            terms=tuple(
+                Term(device_id=d, expires=t) for d, t in sorted((terms or {}).items()) if d in listed
+            ),
+            admission=rule or NO_ADMISSION_RULE,
+            approvals=tuple(approvals),
+        )
     wraps = tuple(
         Wrap(
             device_id=vc.device_id,
@@ -256,6 +311,11 @@ def verify_commit(
             # Otherwise one owner, or a broker replaying an old-format commit, could
             # quietly switch a witnessed case to unwitnessed.
             raise NotAllowedError("a case's witness rule cannot change once set")
+        if prev.commit.admission is not None and commit.admission is None:
+            # Dropping the version-3 fields would renew every term and lift the rule at once.
+            raise NotAllowedError("a case's membership terms cannot be dropped once set")
+        if prev.admission == EACH_AGENCY_OWNER and commit.admission != EACH_AGENCY_OWNER:
+            raise NotAllowedError("a case's approval rule cannot be turned off once set")
         known = prev.certs
         previous_members = prev.members
     if commit.time > now + MAX_SKEW_MS:
@@ -310,6 +370,10 @@ def verify_commit(
         raise NotMemberError("the genesis committer must be in the roster")
     if prev is None and members[commit.committer].role != "owner":
         raise NotAllowedError("the genesis committer must own the case")
+
+    _check_terms(prev, commit)
+    if prev is not None and prev.admission == EACH_AGENCY_OWNER:
+        _check_admission(prev, commit, certs)
 
     if check_wraps:
         if tuple(w.device_id for w in message.wraps) != tuple(m.device_id for m in commit.roster):
@@ -374,6 +438,105 @@ def voiding(
             member = dataclasses.replace(member, role=before.role)
         members[device_id] = member
     return members, voided, commit.committer if committer_voided else None
+
+
+def _check_terms(prev: CaseState | None, commit: Commit) -> None:
+    """Each term names a roster device once and ends after the commit (§5.5).
+
+    A term at or before the commit's time would carry a member who counts as
+    removed: the committer must drop it, or renew it with a later expiry.
+    """
+    roster = {m.device_id for m in commit.roster}
+    named: set[bytes] = set()
+    for term in commit.terms or ():
+        if term.device_id not in roster or term.device_id in named:
+            raise MalformedError("a membership term names no roster device, or one twice")
+        named.add(term.device_id)
+    for device_id in roster:
+        expired = prev is not None and device_id in prev.members and prev.expired(device_id, at=commit.time)
+        renewed = any(t.device_id == device_id and t.expires > commit.time for t in commit.terms or ())
+        if expired and not renewed:
+            raise ExpiredError("the commit keeps a member whose membership has expired without renewing it")
+    for term in commit.terms or ():
+        if term.expires <= commit.time:
+            raise ExpiredError("the commit gives a member a membership that has already ended")
+
+
+def _check_admission(prev: CaseState, commit: Commit, certs: Mapping[bytes, VerifiedCert]) -> None:
+    """Under ``each-agency-owner``, a third agency's device needs every other agency's owner (§5.5).
+
+    Counted at the commit's time on the previous epoch: a device *joins* if it
+    was not active there (absent, voided or expired); its agency is *third* if
+    none of its devices was active there.  Every approval carried must be valid
+    and for a device the commit adds; each third-agency device needs one from
+    an active owner of every agency with one, except the committer's agency.
+    """
+    at = commit.time
+    active = [d for d in prev.members if prev.active_at(d, at)]
+    present = {prev.certs[d].cert.agency_id for d in active}
+    owners = {prev.certs[d].cert.agency_id: d for d in active if prev.members[d].role == "owner"}
+    committer_agency = prev.certs[commit.committer].cert.agency_id
+    terms = {t.device_id: t.expires for t in commit.terms or ()}
+    entries = {m.device_id: m for m in commit.roster}
+    approved: set[tuple[bytes, str]] = set()
+    for signed in commit.approvals or ():
+        approval = verify_approval(signed, prev)
+        if not prev.active_at(approval.approver, at):
+            raise NotAllowedError("an approval is by an owner whose membership has expired")
+        entry = entries.get(approval.device_id)
+        if (
+            entry is None
+            or not P.constant_time_equal(entry.cert_hash, approval.cert_hash)
+            or entry.role != approval.role
+            or terms.get(entry.device_id, 0) != approval.expires
+        ):
+            raise NotAllowedError("an approval is for another roster entry than the commit makes")
+        approved.add((approval.device_id, prev.certs[approval.approver].cert.agency_id))
+    missing: set[str] = set()
+    for device_id in entries:
+        if prev.active_at(device_id, at) or certs[device_id].cert.agency_id in present:
+            continue
+        missing |= {a for a in owners if a != committer_agency and (device_id, a) not in approved}
+    if missing:
+        raise NotAllowedError(
+            "adding a member of a third agency needs the approval of an owner of each agency in the"
+            f" case; missing: {', '.join(sorted(missing))}"
+        )
+
+
+def sign_approval(
+    approver: DeviceKeys, prev: CaseState, *, device: VerifiedCert, role: str, expires: int | None
+) -> bytes:
+    """An owner's signed consent to ``device`` joining with ``role`` in the commit after ``prev``."""
+    approval = Approval(
+        case_id=prev.case_id,
+        prev_commit=prev.commit_hash,
+        device_id=device.device_id,
+        cert_hash=device.hash,
+        role=role,
+        expires=expires or 0,
+        approver=approver.device_id,
+    )
+    tbs = approval.encode()
+    return encode_signed(tbs, approver.sign(APPROVAL_LABEL, tbs))
+
+
+def verify_approval(signed: bytes, prev: CaseState) -> Approval:
+    """An approval for the commit continuing ``prev``, signed by an owner active there.
+
+    Active at the time the next commit is checked is ``_check_admission``'s to
+    say (it knows that commit's time); here, an approver voided in ``prev`` or
+    not an owner there is refused, as is an approval naming another epoch or case.
+    """
+    tbs, signature = decode_signed(signed)
+    approval = Approval.decode(tbs)
+    if approval.case_id != prev.case_id or not P.constant_time_equal(approval.prev_commit, prev.commit_hash):
+        raise NotAllowedError("an approval is for another case or epoch than this commit continues")
+    member = prev.members.get(approval.approver)
+    if member is None or not prev.active(approval.approver) or member.role != "owner":
+        raise NotAllowedError("an approval is not by an owner of the case")
+    P.verify_labeled(prev.certs[approval.approver].cert.sign_key, APPROVAL_LABEL, tbs, signature)
+    return approval
 
 
 def _signed_role(state: CaseState, device_id: bytes) -> str:

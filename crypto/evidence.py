@@ -47,6 +47,7 @@ from caseline.crypto.keys import DeviceKeys, fingerprint, normalize_fingerprint
 from caseline.crypto.updates import OpenedUpdate, open_update, verify_envelope
 from caseline.schemas.errors import (
     ChainError,
+    ExpiredError,
     ForkError,
     GapError,
     IntegrityError,
@@ -444,6 +445,8 @@ def _verify_disclosed(
     trust.check_not_revoked(state.certs[envelope.sender].cert, at=record.time)
     if envelope.sender in state.voided:  # voided in its epoch: never disclosed (§6.4)
         raise RevokedError("a disclosed update was sent by a device voided in its epoch")
+    if state.expired(envelope.sender, at=record.time):  # counted as removed by then (§5.5)
+        raise ExpiredError("a disclosed update was sent after its sender's membership had ended")
     if record.time > receipt_time + 5 * 60 * 1000:
         raise MalformedError("update is dated after the receipt (or witnessed time) that covers it")
     return VerifiedRecord(seq=item.seq, update=opened, author=state.certs[envelope.sender].cert)

@@ -44,6 +44,13 @@ def _objects(scene: Scenario) -> list[Struct]:
     share = wire.HistoryShare.decode(share_record.content)
     found += [record, *record.seen, share_record, share, *share.keys]
     found.append(wire.CaseInfo(title="Operation Kilimanjaro", reference="KE-2026-0042"))
+    found.append(wire.Term(device_id=scene.alice.id, expires=w.now))
+    found.append(
+        wire.Approval(
+            case_id=scene.broker.case_id, prev_commit=scene.genesis_state.commit_hash,
+            device_id=scene.alice.id, cert_hash=bytes(32), role="member", expires=0, approver=scene.alice.id,
+        )
+    )  # fmt: skip
     request = make_enrolment_request(scene.alice.keys, agency_id="ke-kra", user_id="alice", now=w.now)
     found.append(wire.EnrolmentRequest.decode(wire.decode_signed(request)[0]))
     found.append(

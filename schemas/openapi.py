@@ -310,6 +310,8 @@ def build() -> dict[str, Any]:
         wire.Member,
         wire.LogPosition,
         wire.Witnessing,
+        wire.Term,
+        wire.Approval,
         wire.Commit,
         wire.Wrap,
         wire.CommitMessage,

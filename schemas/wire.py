@@ -196,6 +196,41 @@ class Witnessing(Struct):
 UNWITNESSED: Final = Witnessing(rule="none", alarm_after=DEFAULT_ALARM_AFTER)
 
 
+#: ``each-agency-owner``: a device of an agency with no active member in the case is
+#: admitted only with the approval of an owner of every other agency that has one.
+ADMISSION_RULES: Final = frozenset({"none", "each-agency-owner"})
+MAX_APPROVAL_BYTES: Final = 512
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Term(Struct):
+    """When one roster device's membership ends unless a later commit renews it."""
+
+    device_id: bytes = wire(ID)
+    expires: int = wire(TIME)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Approval(Struct):
+    """An owner's consent to one device joining a case, valid for one commit only.
+
+    Binding the predecessor's hash (not just the case) means an approval cannot
+    be replayed into a later epoch, where the agencies in the case may differ;
+    binding the exact certificate, role and expiry means it approves exactly
+    the roster entry the commit makes, not a higher role or a longer stay.
+    """
+
+    TAG = 17
+    case_id: bytes = wire(ID)
+    prev_commit: bytes = wire(HASH)
+    device_id: bytes = wire(ID)
+    cert_hash: bytes = wire(HASH)
+    role: str = wire(Text(max=8, choices=CASE_ROLES))
+    #: 0: no expiry.
+    expires: int = wire(TIME)
+    approver: bytes = wire(ID)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Commit(Struct):
     """The signed body of a membership commit: the complete next state of a case."""
@@ -214,6 +249,12 @@ class Commit(Struct):
     sealed_info: bytes = wire(Bin(max=4096))
     #: Version 2 only; a version-1 commit leaves its case unwitnessed.
     witnessing: Witnessing | None = wire(Nested(Witnessing), since=2)
+    #: Version 3: when memberships end (roster devices without a term do not expire) ...
+    terms: tuple[Term, ...] | None = wire(Seq(Nested(Term), max=MAX_ROSTER), since=3)
+    #: ... who must approve a third agency's admission (``ADMISSION_RULES``) ...
+    admission: str | None = wire(Text(max=24, choices=ADMISSION_RULES), since=3)
+    #: ... and the signed ``Approval`` objects this commit relies on (PROTOCOL.md §5.5).
+    approvals: tuple[bytes, ...] | None = wire(Seq(Bin(max=MAX_APPROVAL_BYTES), max=MAX_ROSTER), since=3)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

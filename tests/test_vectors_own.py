@@ -13,29 +13,37 @@ from tests.vectors.generate import (
     PATH,
     V1_PATH,
     V2_PATH,
+    V3_PATH,
     attachments,
     broker_log,
+    check_membership,
     check_verify_only,
     check_voided,
     check_voided_commits,
     deterministic,
     main,
+    membership_objects,
 )
 
 
 @pytest.fixture(
     scope="module",
-    params=[PATH, V2_PATH, V1_PATH],
-    ids=["protocol-3", "protocol-2-frozen", "protocol-1-frozen"],
+    params=[PATH, V3_PATH, V2_PATH, V1_PATH],
+    ids=["protocol-4", "protocol-3-frozen", "protocol-2-frozen", "protocol-1-frozen"],
 )
 def vectors(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """Protocol 3's vectors, and protocols 1's and 2's as they wrote them: old histories must
+    """Protocol 4's vectors, and protocols 1's to 3's as they wrote them: old histories must
     still verify."""
     return json.loads(request.param.read_text())
 
 
 def test_deterministic_values_are_reproduced(vectors: dict[str, Any]) -> None:
-    produced = {**deterministic(), "broker_log": broker_log(), "attachments": attachments()}
+    produced = {
+        **deterministic(),
+        "broker_log": broker_log(),
+        "attachments": attachments(),
+        "membership": membership_objects(),
+    }
     assert {k: produced[k] for k in vectors["deterministic"]} == vectors["deterministic"]
 
 
@@ -58,6 +66,13 @@ def test_a_commit_across_a_backdated_revocation_voids_and_the_case_goes_on(
     if case not in vectors:
         pytest.skip("protocols 1 and 2 wrote no voided commits: their verifiers refused them")
     check_voided_commits(vectors[case], revocations=revocations)
+
+
+def test_membership_terms_and_approval_verify(vectors: dict[str, Any]) -> None:
+    """PROTOCOL.md §5.5: a third agency admitted with an approval, members with terms."""
+    if "membership" not in vectors:
+        pytest.skip("protocols 1 to 3 had no membership terms")
+    check_membership(vectors["membership"])
 
 
 def test_make_vectors_reproduces_the_committed_file(tmp_path: Path) -> None:

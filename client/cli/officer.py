@@ -27,6 +27,7 @@ from caseline.client.cli.output import (
     markings_text,
     safe,
     tlp,
+    until,
     when,
     witness_json,
     witness_line,
@@ -41,6 +42,7 @@ from caseline.client.cli.params import (
     parse_attachment_keys,
     parse_fields,
     parse_pins,
+    parse_until,
     server_key_arg,
 )
 from caseline.client.cli.settings import command, global_options, run, settings
@@ -359,10 +361,15 @@ def _case(root: click.Group) -> None:
         "--alarm-after", type=float, default=60.0, show_default=True, metavar="SECONDS",
         help="Raise the split-view alarm when entries wait longer than this for the witnesses (1..3600).",
     )  # fmt: skip
+    @click.option(
+        "--require-approval", is_flag=True,
+        help="A member of a new agency joins only with the approval of an owner of each agency in the case.",
+    )  # fmt: skip
     def create(
         *,
         title: str, reference: str, member: tuple[str, ...], handling: str, tlp_: str,
         retention_days: int, history: str, witnessed: bool | None, alarm_after: float,
+        require_approval: bool,
     ) -> int:  # fmt: skip
         """Open a case with you as its owner.
 
@@ -383,7 +390,7 @@ def _case(root: click.Group) -> None:
                 case_id = await client.create_case(
                     title=title, reference=reference, members=members, handling=handling, tlp=tlp_,
                     retention_days=retention_days, history=history, witnessed=witnessed,
-                    alarm_after_ms=int(alarm_after * 1000),
+                    alarm_after_ms=int(alarm_after * 1000), require_approval=require_approval,
                 )  # fmt: skip
                 return case_id, await client.witness_status(case_id)
 
@@ -517,22 +524,108 @@ def _case(root: click.Group) -> None:
         "--role", type=CASE_ROLE, default="member", show_default=True, help="Their role in the case."
     )
     @click.option("--share-history", is_flag=True, help="Give them the keys of the updates so far.")
-    def add(case_ref: str, member: tuple[str, ...], role: str, share_history: bool) -> int:
+    @click.option(
+        "--expires", metavar="DATE|+DAYSd",
+        help="End their membership then (a date, an ISO time with its zone, or +30d), unless renewed.",
+    )  # fmt: skip
+    def add(
+        case_ref: str, member: tuple[str, ...], role: str, share_history: bool, expires: str | None
+    ) -> int:
         """Add members (all their devices) to a case.
+
+        Where the case requires approval, a member of an agency not yet in it
+        joins only once an owner of each agency in it has run `case approve`
+        for them (with the same role and expiry); the approvals are found in
+        the case, and any still missing are named.
 
         \b
         Examples:
           caseline case add 3f2a9c tz-tra:juma
           caseline case add 3f2a9c ke-kra:bob --role observer --share-history
+          caseline case add 3f2a9c ug-ura:akello --expires +30d
         """
         from caseline.client.client import parse_member  # noqa: PLC0415 - with the client
 
         users = [parse_member(m, role) for m in member]
+        end = None if expires is None else parse_until(expires, "--expires", now=_now())
         return _membership(
             case_ref,
-            lambda c, cid: c.add_members(cid, users, share_history=share_history),
-            "added {n} device(s)",
+            lambda c, cid: c.add_members(cid, users, share_history=share_history, expires=end),
+            "added {n} device(s)" + ("" if end is None else f", members until {when(end)}"),
         )
+
+    @command(case, "renew")
+    @click.argument("case_ref", metavar="CASE")
+    @click.argument("member", metavar="AGENCY:USER")
+    @click.option(
+        "--until", "until_", required=True, metavar="DATE|+DAYSd",
+        help="The new end of their membership (a date, an ISO time with its zone, or +30d).",
+    )  # fmt: skip
+    def renew(case_ref: str, member: str, until_: str) -> int:
+        """Give a member's time in a case a new end (owners); also keeps one whose time ran out.
+
+        \b
+        Examples:
+          caseline case renew 3f2a9c ug-ura:akello --until 2027-03-31
+          caseline case renew 3f2a9c ug-ura:akello --until +30d
+        """
+        from caseline.client.client import parse_member  # noqa: PLC0415 - with the client
+
+        agency, user, _ = parse_member(member)
+        end = parse_until(until_, "--until", now=_now())
+        return _membership(
+            case_ref,
+            lambda c, cid: c.renew(cid, agency, user, until=end),
+            f"renewed {{n}} device(s) of {agency}:{user} until {when(end)}",
+        )
+
+    @command(case, "approve")
+    @click.argument("case_ref", metavar="CASE")
+    @click.argument("member", metavar="AGENCY:USER")
+    @click.option(
+        "--role", type=CASE_ROLE, default="member", show_default=True, help="The role they are to have."
+    )
+    @click.option("--expires", metavar="DATE|+DAYSd", help="The end of membership the add will give them.")
+    def approve(case_ref: str, member: str, role: str, expires: str | None) -> int:
+        """Approve a member of another agency joining a case (owners), as the case may require.
+
+        Your approval is signed against the case as it stands, for the
+        member's devices as their agency certified them, with this role and
+        expiry; it is posted in the case, where the owner who adds them finds
+        it.  It is good for the next change of members only.
+
+        \b
+        Examples:
+          caseline case approve 3f2a9c ug-ura:akello
+          caseline case approve 3f2a9c ug-ura:akello --role observer --expires 2027-03-31
+        """
+        from caseline.client.client import parse_member  # noqa: PLC0415 - with the client
+
+        agency, user, _ = parse_member(member)
+        end = None if expires is None else parse_until(expires, "--expires", now=_now())
+        return _membership(
+            case_ref,
+            lambda c, cid: c.approve(cid, agency, user, role=role, expires=end),
+            f"approved {{n}} device(s) of {agency}:{user} as {role}; whoever adds them finds it in the case",
+        )
+
+    @command(case, "require-approval")
+    @click.argument("case_ref", metavar="CASE")
+    def require_approval(case_ref: str) -> int:
+        """Require that a member of a new agency is approved by an owner of each agency in the case.
+
+        Signed into the case by a commit (owners); it cannot be turned off.
+
+        \b
+        Examples:
+          caseline case require-approval 3f2a9c
+        """
+
+        async def turn_on(client: Client, case_id: bytes) -> list[bytes]:
+            await client.require_approval(case_id)
+            return []
+
+        return _membership(case_ref, turn_on, "a new agency now needs the approval of each agency's owner")
 
     @command(case, "remove")
     @click.argument("case_ref", metavar="CASE")
@@ -679,6 +772,13 @@ def _repinned_json(c: Repinned) -> dict[str, Any]:
             for x in c.changes
         ],
     }
+
+
+def _now() -> int:
+    """The client's clock, for a ``+30d`` typed on the command line."""
+    from caseline.client.client import wall_clock  # noqa: PLC0415 - with the client
+
+    return wall_clock()
 
 
 def _membership(case_ref: str, act: Any, verb: str) -> int:
@@ -969,7 +1069,10 @@ def _posting(root: click.Group) -> None:
                     "head": report.head.hex(), "head_code": report.code, "updates": report.updates,
                     "readable": report.readable, "voided": report.voided, "witness": witness_json(status),
                     "members": [
-                        {"member": m.author.name, "device": m.author.device_id.hex(), "role": m.role}
+                        {
+                            "member": m.author.name, "device": m.author.device_id.hex(), "role": m.role,
+                            "expires": None if m.expires is None else when(m.expires),
+                        }
                         for m in report.members
                     ],
                 }
@@ -980,7 +1083,7 @@ def _posting(root: click.Group) -> None:
             f"{report.readable}/{report.updates} updates readable here"
             + (f", {report.voided} withheld (sent by revoked or voided devices)" if report.voided else "")
             + "\n"
-            f"members: {', '.join(f'{m.author.name} ({m.role})' for m in report.members)}\n"
+            f"members: {', '.join(f'{m.author.name} ({m.role}{until(m.expires)})' for m in report.members)}\n"
             f"head code: [bold]{report.code}[/] — the same code on your partner's screen "
             "means you both hold the same history\n" + witness_line(status),
             title=f"case {case_id.hex()} verified",

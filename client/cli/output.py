@@ -201,11 +201,17 @@ def markings_text(m: dict[str, Any] | None) -> str:
     return " ".join(x for x in (safe(str(m.get("handling", ""))), tlp(m.get("tlp"))) if x)
 
 
+def until(expires: int | None) -> str:
+    """``, until 2026-12-31 12:00Z`` for a membership with an end, else nothing."""
+    return "" if expires is None else f", until {when(expires)}"
+
+
 def summary(event: CaseEvent) -> str:
     """The update in a few words: its text, or what kind of entry it is.  Never cut."""
     if event.kind == "commit":
         listed = ", ".join(
-            f"{m.author.name} ({m.role}{', voided' if m.voided else ''})" for m in event.members
+            f"{m.author.name} ({m.role}{', voided' if m.voided else ''}{until(m.expires)})"
+            for m in event.members
         )
         if event.voided_by is not None:
             return (
@@ -296,6 +302,7 @@ def event_json(event: CaseEvent) -> dict[str, Any]:
                 "device": m.author.device_id.hex(),
                 "role": m.role,
                 "voided": m.voided,
+                "expires": None if m.expires is None else when(m.expires),
             }
             for m in event.members
         ],

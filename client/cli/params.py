@@ -58,6 +58,30 @@ def parse_instant(text: str, name: str = "--since") -> int:
     return int(instant.timestamp() * 1000)
 
 
+def parse_until(text: str, name: str, *, now: int) -> int:
+    """When a membership ends: ``+30d`` or ``+12h`` from now, a date (the end of that day, UTC),
+    or an ISO 8601 instant with its zone.  One already past is refused: it would end nothing."""
+    text = text.strip()
+    units = {"d": 86_400_000, "h": 3_600_000}
+    if text.startswith("+") and text[-1:] in units and text[1:-1].isdigit():
+        end = now + int(text[1:-1]) * units[text[-1]]
+    elif len(text) == 10:
+        try:
+            day = dt.date.fromisoformat(text)
+        except ValueError:
+            raise UsageError(f"{name} {text!r} is not a date (e.g. 2026-12-31)") from None
+        end = int(
+            dt.datetime.combine(day + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC).timestamp() * 1000
+        )
+    elif text.startswith("+"):
+        raise UsageError(f"{name} {text!r}: write a count of days or hours, like +30d or +12h")
+    else:
+        end = parse_instant(text, name)
+    if end <= now:
+        raise UsageError(f"{name} {text!r} is already past")
+    return end
+
+
 def parse_fields(items: Sequence[str]) -> dict[str, Any]:
     """``--field a.b=text`` sets a string; ``--field a.b:=JSON`` a number, list or object (as HTTPie does)."""
     doc: dict[str, Any] = {}

@@ -194,8 +194,9 @@ def open_case(
     policy: Policy | None = None,
     title: str = "Operation Kilimanjaro",
     witnessing: Witnessing | None = None,
+    **rules: Any,
 ) -> tuple[Broker, CaseState, bytes]:
-    """Create a genesis commit and post it to a fresh broker log."""
+    """Create a genesis commit and post it to a fresh broker log (``rules``: membership terms)."""
     case_id = world.rng(16)
     trust = world.trust()
     roster = [(trust.verify_cert(owner.cert, at=world.now), "owner")]
@@ -211,6 +212,7 @@ def open_case(
         now=world.now,
         rng=world.rng,
         witnessing=witnessing,
+        **rules,
     )
     state = verify_commit(None, CommitMessage.decode(body), trust=trust, now=world.now)
     broker = Broker(world, case_id)
@@ -225,8 +227,12 @@ def commit_change(
     roster: list[tuple[Device, str]],
     *,
     policy: Policy | None = None,
+    **rules: Any,
 ) -> bytes:
-    """The committer builds the next commit from its own view (does not post it)."""
+    """The committer builds the next commit from its own view (does not post it).
+
+    ``rules`` go to ``create_commit`` as they are: ``terms``, ``admission``, ``approvals``.
+    """
     assert view.state is not None
     trust = world.trust()
     body, _ = create_commit(
@@ -239,6 +245,7 @@ def commit_change(
         info=None,
         now=world.now,
         rng=world.rng,
+        **rules,
     )
     return body
 

@@ -40,27 +40,41 @@ from caseline.crypto.certs import (
     issue_witness_list,
     make_enrolment_request,
 )
-from caseline.crypto.commits import VOID_ADDED, VOID_REVOKED
+from caseline.crypto.commits import (
+    APPROVAL_LABEL,
+    EACH_AGENCY_OWNER,
+    VOID_ADDED,
+    VOID_REVOKED,
+    sign_approval,
+    verify_approval,
+)
 from caseline.crypto.evidence import export_evidence, verify_evidence
 from caseline.crypto.keys import AgencyRootKey, DeviceKeys, SigningKey, device_id_for
 from caseline.crypto.ratchet import Chain, epoch_authenticator
 from caseline.crypto.updates import seal_update
 from caseline.schemas.codec import pack
 from caseline.schemas.wire import (
+    Approval,
+    Commit,
     EntryLeaf,
     Envelope,
     LogPosition,
+    Policy,
     Revocation,
+    Term,
     UpdateRecord,
     Witness,
+    Witnessing,
+    encode_signed,
 )
 
 from tests.support.world import T0, YEAR, Broker, Device, World, commit_change, note, open_case, post
 
-#: Protocol 3's vectors (``make vectors`` rewrites this file).  ``caseline_v1.json`` and
-#: ``caseline_v2.json`` are frozen as protocols 1 and 2 wrote them: histories recorded
+#: Protocol 4's vectors (``make vectors`` rewrites this file).  ``caseline_v1.json`` to
+#: ``caseline_v3.json`` are frozen as protocols 1 to 3 wrote them: histories recorded
 #: then must still verify.
-PATH = Path(__file__).with_name("caseline_v3.json")
+PATH = Path(__file__).with_name("caseline_v4.json")
+V3_PATH = Path(__file__).with_name("caseline_v3.json")
 V2_PATH = Path(__file__).with_name("caseline_v2.json")
 V1_PATH = Path(__file__).with_name("caseline_v1.json")
 
@@ -182,6 +196,48 @@ def broker_log() -> dict[str, Any]:
         "witness_vkey": signed_note.vkey(witness_name, signed_note.ALG_COSIGNATURE_V1, witness.public_key),
         "cosignature_line": cosigned.line().decode(),
         "witness_list": issue_witness_list(root, number=1, issued_at=T0, witnesses=[listed]).hex(),
+    }
+
+
+def membership_objects() -> dict[str, Any]:
+    """PROTOCOL.md §5.5: a signed Approval and a version-3 Commit body, from fixed seeds."""
+    owner = DeviceKeys(sign_seed=seed("juma sign"), kem_seed=seed("juma kem"))
+    case_id = seed("case")[:16]
+    approval = Approval(
+        case_id=case_id,
+        prev_commit=seed("previous commit"),
+        device_id=seed("akello device")[:16],
+        cert_hash=seed("akello cert"),
+        role="member",
+        expires=T0 + YEAR,
+        approver=owner.device_id,
+    )
+    tbs = approval.encode()
+    signed = encode_signed(tbs, owner.sign(APPROVAL_LABEL, tbs))
+    commit = Commit(
+        case_id=case_id,
+        epoch=1,
+        prev_commit=seed("previous commit"),
+        committer=owner.device_id,
+        time=T0,
+        policy=Policy(
+            retention_days=365, handling="H2", tlp="AMBER", history="shared", receipt_key=bytes(32)
+        ),
+        roster=(),
+        certs=(),
+        log=LogPosition(count=1, head=seed("head 1")),
+        wraps_hash=bytes(32),
+        sealed_info=b"",
+        witnessing=Witnessing(rule="none", alarm_after=60_000),
+        terms=(Term(device_id=approval.device_id, expires=T0 + YEAR),),
+        admission=EACH_AGENCY_OWNER,
+        approvals=(signed,),
+    )
+    return {
+        "approver_sign_seed": seed("juma sign").hex(),
+        "approval_tbs": tbs.hex(),
+        "approval_signed": signed.hex(),
+        "commit_v3_tbs": commit.encode().hex(),
     }
 
 
@@ -408,6 +464,63 @@ def voided_commit() -> dict[str, Any]:
     }
 
 
+def membership() -> dict[str, Any]:
+    """PROTOCOL.md §5.5: a case requiring approval admits a third agency's device with a term.
+
+    KRA's alice opens it with TRA's juma as owner (juma's term: half a year);
+    juma approves URA's akello against genesis; alice's commit adds akello
+    for a day, carrying juma's term and the approval.
+    """
+    w = World("vectors membership")
+    for agency in ("ke-kra", "tz-tra", "ug-ura"):
+        w.agency(agency)
+    alice, juma, akello = (
+        w.device("ke-kra", "alice"),
+        w.device("tz-tra", "juma"),
+        w.device("ug-ura", "akello"),
+    )
+    terms = {juma.id: w.now + YEAR // 2}
+    broker, _, _ = open_case(w, alice, [(juma, "owner")], admission=EACH_AGENCY_OWNER, terms=terms)
+    view = CaseView(trust=w.trust(), me=alice.keys)
+    broker.feed(view)
+    assert view.state is not None
+    approval = sign_approval(
+        juma.keys, view.state, device=w.verified(akello), role="member", expires=w.now + 86_400_000
+    )
+    terms[akello.id] = w.now + 86_400_000
+    roster = [(alice, "owner"), (juma, "owner"), (akello, "member")]
+    broker.append(KIND_COMMIT, commit_change(w, view, alice, roster, terms=terms, approvals=[approval]))
+    return {
+        "roots": {a: r.public_key.hex() for a, r in w.roots.items()},
+        "now": w.now,
+        "entries": [[kind, body.hex()] for kind, body in broker.entries],
+        "receipts": [r.hex() for r in broker.receipts],
+        "kem_seeds": {"alice": alice.keys.kem_seed.hex()},
+        "sign_seeds": {"alice": alice.keys.signing.seed.hex()},
+        "admission": EACH_AGENCY_OWNER,
+        "terms_epoch_1": {d.hex(): t for d, t in terms.items()},
+        "approval": approval.hex(),
+        "approved_device": akello.id.hex(),
+        "head": broker.head.hex(),
+    }
+
+
+def check_membership(v: dict[str, Any]) -> None:
+    """The case verifies, with the stated rule, terms and approval; raise otherwise."""
+    view, _ = replay(v, "alice", TrustStore({a: bytes.fromhex(k) for a, k in v["roots"].items()}))
+    state = view.states[1]
+    if state.admission != v["admission"]:
+        raise AssertionError("another admission rule")
+    if {t.device_id.hex(): t.expires for t in state.commit.terms or ()} != v["terms_epoch_1"]:
+        raise AssertionError("other terms")
+    if [a.hex() for a in state.commit.approvals or ()] != [v["approval"]]:
+        raise AssertionError("another approval")
+    if verify_approval(bytes.fromhex(v["approval"]), view.states[0]).device_id.hex() != v["approved_device"]:
+        raise AssertionError("the approval is for another device")
+    if view.head.hex() != v["head"]:
+        raise AssertionError("the chain head differs")
+
+
 def check_voided_commits(v: dict[str, Any], *, revocations: bool = True) -> None:
     """With the list, exactly the stated devices and epochs are voided and tainted; raise otherwise."""
     trust = TrustStore({a: bytes.fromhex(k) for a, k in v["roots"].items()})
@@ -510,12 +623,18 @@ def build(previous: dict[str, Any] | None = None) -> dict[str, Any]:
     """The vector file's content; ``previous`` supplies the HPKE-bearing cases worth keeping."""
     previous = previous or {}
     return {
-        "about": "caseline protocol 3 known-answer vectors; see PROTOCOL.md and tests/vectors/generate.py",
-        "deterministic": {**deterministic(), "broker_log": broker_log(), "attachments": attachments()},
+        "about": "caseline protocol 4 known-answer vectors; see PROTOCOL.md and tests/vectors/generate.py",
+        "deterministic": {
+            **deterministic(),
+            "broker_log": broker_log(),
+            "attachments": attachments(),
+            "membership": membership_objects(),
+        },
         "verify_only": _kept(previous, "verify_only", check_verify_only, verify_only),
         "voided": _kept(previous, "voided", check_voided, voided),
         "voided_member": _kept(previous, "voided_member", check_voided_commits, voided_member),
         "voided_commit": _kept(previous, "voided_commit", check_voided_commits, voided_commit),
+        "membership": _kept(previous, "membership", check_membership, membership),
     }
 
 
