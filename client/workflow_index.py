@@ -98,8 +98,11 @@ class RequestIndex:
                 log.warning("case %s entry %d: its receipt does not verify now (%s)", case_id.hex(), seq, exc)
         return out
 
-    async def requests(self, case_id: bytes | None = None) -> list[RequestRow]:
-        """Every request of this profile's cases (or of one), as last synced: no network."""
+    async def requests(self, case_id: bytes | None = None, *, open_only: bool = False) -> list[RequestRow]:
+        """Every request of this profile's cases (or of one), as last synced: no network.
+
+        ``open_only``: only those still owed (what ``due`` reads; closed rows are never built).
+        """
         if case_id is None:
             states = await self._views.workflows()
             for known in await self.store.case_ids():  # a profile from before the index
@@ -110,11 +113,11 @@ class RequestIndex:
         rows: list[RequestRow] = []
         for cid, state in states.items():
             try:
-                case_rows = None if state is None else rows_of(cid, state)
+                case_rows = None if state is None else rows_of(cid, state, open_only=open_only)
             except ValueError:
                 case_rows = None
             if case_rows is None:
-                case_rows = await self._rebuilt(cid)
+                case_rows = [r for r in await self._rebuilt(cid) if not (open_only and r.closed)]
             final, witnessed_at = finality.get(cid, (0, None))
             rows += [witnessed_start(r, final, witnessed_at) for r in case_rows]
         return rows
@@ -130,7 +133,9 @@ class RequestIndex:
     async def due(self, now: int | None = None) -> Due:
         """Open requests asking this device's agency, and those it sent, soonest deadline first."""
         agency = (await self.store.get("agency") or b"").decode()
-        return due_of(await self.requests(), agency_id=agency, now=self.clock() if now is None else now)
+        return due_of(
+            await self.requests(open_only=True), agency_id=agency, now=self.clock() if now is None else now
+        )
 
     async def reminded(self) -> set[str]:
         """The reminders this profile already gave (``caseline remind``), kept sealed in the profile."""
