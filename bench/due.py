@@ -32,6 +32,7 @@ import subprocess  # nosec B404 - runs this interpreter and the project's own CL
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
@@ -48,7 +49,7 @@ PARTNER: Final = Author("tz-tra", "juma", b"t" * 16, "officer")
 
 
 def _event(
-    case_id: bytes, seq: int, author: Author, content_type: str, content: dict[str, object]
+    case_id: bytes, seq: int, author: Author, content_type: str, content: Mapping[str, object]
 ) -> CaseEvent:
     return CaseEvent(
         case_id, seq, "update", 0, author, T0 + seq * 60_000, readable=True, content_type=content_type,
