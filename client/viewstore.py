@@ -155,9 +155,14 @@ class ViewStore:
         return out
 
     # ---------------------------------------------------------------- where requests stand
-    async def put_workflow(self, case_id: bytes, state: object) -> None:
-        aad = core_state.workflow_aad(case_id)
-        await self.store.put_workflow(case_id, self._seal(pack(state), aad))
+    async def update_workflow(self, case_id: bytes, change: Callable[[object | None], object]) -> None:
+        """Change a case's index atomically (``LocalStore.update_workflow``); None: none usable."""
+
+        def sealed_change(sealed: bytes | None) -> bytes:
+            state = None if sealed is None else self._open_workflow(case_id, sealed)
+            return self._seal(pack(change(state)), core_state.workflow_aad(case_id))
+
+        await self.store.update_workflow(case_id, sealed_change)
 
     def _open_workflow(self, case_id: bytes, sealed: bytes) -> object | None:
         """A stored index that does not open or decode is None: the caller rebuilds it from events.
