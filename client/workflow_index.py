@@ -112,8 +112,9 @@ class RequestIndex:
 
         ``open_only``: only those still owed (what ``due`` reads; closed rows are never built).
         """
+        states: dict[bytes, list[object] | None]
         if case_id is None:
-            states = await self._views.workflows()
+            states = await self._views.workflows(full=not open_only)
             for known in await self.store.case_ids():  # a profile from before the index
                 states.setdefault(known, None)
         else:
