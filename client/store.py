@@ -326,6 +326,11 @@ class LocalStore:
         stored = await self.entries(case_id, after=entries[0].seq)
         return [e for e in stored if e.seq in ours and e != ours[e.seq]]
 
+    async def entry_counts(self) -> dict[bytes, int]:
+        """How many entries of each case this profile holds (seqs start at 0 and have no gaps)."""
+        async with self.db.execute("SELECT case_id, max(seq) + 1 FROM entries GROUP BY case_id") as cur:
+            return {bytes(row[0]): int(row[1]) async for row in cur}
+
     async def read_upto(self, case_id: bytes) -> int:
         async with self.db.execute("SELECT read_upto FROM cases WHERE case_id=?", (case_id,)) as cur:
             row = await cur.fetchone()
