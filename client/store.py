@@ -507,8 +507,12 @@ class LocalStore:
 
     async def workflows(self, *, full: bool) -> list[tuple[bytes, bytes, bytes | None]]:
         """``(case_id, open part, rest or None)`` of every case's index; the rest only if ``full``."""
-        rest = "rest_sealed" if full else "NULL"
-        async with self.db.execute(f"SELECT case_id, open_sealed, {rest} FROM workflow") as cur:  # noqa: S608 # nosec B608 - a fixed column name
+        query = (
+            "SELECT case_id, open_sealed, rest_sealed FROM workflow"
+            if full
+            else "SELECT case_id, open_sealed, NULL FROM workflow"
+        )
+        async with self.db.execute(query) as cur:
             return [(bytes(r[0]), bytes(r[1]), None if r[2] is None else bytes(r[2])) async for r in cur]
 
     async def update_workflow(
