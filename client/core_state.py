@@ -32,6 +32,8 @@ from caseline.schemas.handling import Violation
 from caseline.schemas.wire import AttachmentRef
 
 EVENTS_VERSION: Final = 1
+#: The format of a sealed request index (client/workflow.py ``Workflow.state``).
+WORKFLOW_VERSION: Final = 1
 
 
 def seal(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
@@ -55,6 +57,10 @@ def marks_aad(case_id: bytes, count: int, snapshot: bytes) -> bytes:
     """Binds a kept rule book to the very sealed snapshot it was kept with (``snapshot``: that blob)."""
     digest = P.hash_labeled("local case-marks snapshot", snapshot)
     return P.label("local case-marks") + P.lp(case_id) + P.u64(count) + P.u64(EVENTS_VERSION) + digest
+
+
+def workflow_aad(case_id: bytes, part: str) -> bytes:
+    return P.label("local case-workflow") + P.lp(case_id) + P.lp(part.encode()) + P.u64(WORKFLOW_VERSION)
 
 
 def meta_aad(name: str, device_id: bytes) -> bytes:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -65,9 +66,15 @@ SCHEMA_V4: Final = """
 CREATE TABLE drafts (
     draft_id BLOB PRIMARY KEY, case_id BLOB NOT NULL, sealed BLOB NOT NULL, created_at INTEGER NOT NULL);
 """
+#: Version 5: per case, where its requests stand (client/workflow.py), sealed like its events,
+#: so that ``caseline due`` over a thousand cases opens one small row each, not every event.
+SCHEMA_V5: Final = """
+CREATE TABLE workflow (
+    case_id BLOB PRIMARY KEY, open_sealed BLOB NOT NULL, rest_sealed BLOB NOT NULL) WITHOUT ROWID;
+"""
 #: ``MIGRATIONS[n]`` takes a database from ``user_version`` n to n + 1.  Append only:
 #: a released migration is never edited, since profiles out there already ran it.
-MIGRATIONS: Final[tuple[str, ...]] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4)
+MIGRATIONS: Final[tuple[str, ...]] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
@@ -275,6 +282,11 @@ class LocalStore:
         )
         await self.db.commit()
 
+    async def finalities(self) -> dict[bytes, tuple[int, int | None]]:
+        """``case_id -> (final, witnessed_at)`` of every case a witness quorum vouched for."""
+        async with self.db.execute("SELECT case_id, final, witnessed_at FROM finality") as cur:
+            return {bytes(row[0]): (int(row[1]), row[2]) async for row in cur}
+
     async def finality_receipt(self, case_id: bytes) -> bytes | None:
         async with self.db.execute("SELECT receipt FROM finality WHERE case_id=?", (case_id,)) as cur:
             row = await cur.fetchone()
@@ -313,6 +325,11 @@ class LocalStore:
         ours = {e.seq: e for e in entries}
         stored = await self.entries(case_id, after=entries[0].seq)
         return [e for e in stored if e.seq in ours and e != ours[e.seq]]
+
+    async def entry_counts(self) -> dict[bytes, int]:
+        """How many entries of each case this profile holds (seqs start at 0 and have no gaps)."""
+        async with self.db.execute("SELECT case_id, max(seq) + 1 FROM entries GROUP BY case_id") as cur:
+            return {bytes(row[0]): int(row[1]) async for row in cur}
 
     async def read_upto(self, case_id: bytes) -> int:
         async with self.db.execute("SELECT read_upto FROM cases WHERE case_id=?", (case_id,)) as cur:
@@ -478,6 +495,65 @@ class LocalStore:
             "SELECT seq, sealed FROM events WHERE case_id=? AND seq>=? ORDER BY seq", (case_id, after)
         ) as cur:
             return [(int(row[0]), bytes(row[1])) async for row in cur]
+
+    # -- where requests stand (client/workflow_index.py): the open rows apart from the rest,
+    # so that ``due`` over every case reads and opens only what is still owed.
+    async def workflow(self, case_id: bytes) -> tuple[bytes, bytes] | None:
+        async with self.db.execute(
+            "SELECT open_sealed, rest_sealed FROM workflow WHERE case_id=?", (case_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None else (bytes(row[0]), bytes(row[1]))
+
+    async def workflows(self, *, full: bool) -> list[tuple[bytes, bytes, bytes | None]]:
+        """``(case_id, open part, rest or None)`` of every case's index; the rest only if ``full``."""
+        query = (
+            "SELECT case_id, open_sealed, rest_sealed FROM workflow"
+            if full
+            else "SELECT case_id, open_sealed, NULL FROM workflow"
+        )
+        async with self.db.execute(query) as cur:
+            return [(bytes(r[0]), bytes(r[1]), None if r[2] is None else bytes(r[2])) async for r in cur]
+
+    async def update_workflow(
+        self, case_id: bytes, change: Callable[[tuple[bytes, bytes] | None], tuple[bytes, bytes]]
+    ) -> None:
+        """Read, change and write a case's index in one write transaction.
+
+        Two processes of one profile (a ``follow`` and a ``post``) each fold
+        the events they stored; without the lock, the later write would drop
+        what the other had folded meanwhile.  ``change`` is synchronous, so no
+        other coroutine of this process runs inside the transaction either.
+        """
+        if not self.db.in_transaction:  # else another coroutine's statement opened one: join it
+            await self.db.execute("BEGIN IMMEDIATE")
+        try:
+            async with self.db.execute(
+                "SELECT open_sealed, rest_sealed FROM workflow WHERE case_id=?", (case_id,)
+            ) as cur:
+                row = await cur.fetchone()
+            parts = change(None if row is None else (bytes(row[0]), bytes(row[1])))
+            await self.db.execute("INSERT OR REPLACE INTO workflow VALUES (?, ?, ?)", (case_id, *parts))
+            await self.db.commit()
+        except BaseException:
+            await self.db.rollback()
+            raise
+
+    async def drop_workflow(self, case_id: bytes) -> None:
+        await self.db.execute("DELETE FROM workflow WHERE case_id=?", (case_id,))
+        await self.db.commit()
+
+    async def receipts(self, case_id: bytes, seqs: list[int]) -> dict[int, bytes]:
+        """The stored receipts of some entries of a case (each was verified before it was stored)."""
+        out: dict[int, bytes] = {}
+        for seq in seqs:
+            async with self.db.execute(
+                "SELECT receipt FROM entries WHERE case_id=? AND seq=?", (case_id, seq)
+            ) as cur:
+                row = await cur.fetchone()
+            if row is not None:
+                out[seq] = bytes(row[0])
+        return out
 
     async def entry_bodies(self, case_id: bytes, seqs: list[int]) -> dict[int, bytes]:
         out: dict[int, bytes] = {}
