@@ -1,0 +1,303 @@
+"""Where each request for assistance stands: the pure fold behind ``caseline due`` and ``stats``.
+
+A case's verified events, in log order, become one ``RequestRow`` per
+``request`` update (PROTOCOL.md §6.8).  No I/O and no clock: the trusted time
+of each entry (the broker's receipt time, or the witnessed time once a quorum
+checkpoint covers it) is handed in by the caller, because the sender's own
+``time`` is its clock and could be set back to make an answer look prompt.
+
+Only what the request asks counts: an ack or reply from an agency the request
+did not name (``to``, else every other agency in the roster at the request)
+changes nothing, so neither a third agency nor the requester can close or
+extend it.  A deadline only ever moves later.  The fold is idempotent (an
+update folded twice counts once), so replaying a case, or a history share
+delivering an update again, cannot count an extension twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from typing import Any, Final, NewType
+
+from caseline.client.core import CaseEvent
+from caseline.schemas.content import answer_deadline_seconds, request_category
+from caseline.schemas.handling import parse_time
+
+CaseId = NewType("CaseId", bytes)
+RequestId = NewType("RequestId", bytes)
+
+OPEN: Final = "open"
+ANSWERED: Final = "answered"
+REFUSED: Final = "refused"
+EXTENDED: Final = "extended"
+#: What a pre-protocol-4 ack ``level`` means as a state.
+LEGACY_LEVELS: Final = {"received": "received", "accepted": "in-progress", "actioned": "in-progress"}
+#: A reply's ``outcome`` that closes the request it answers.
+CLOSING_OUTCOMES: Final = {"answered": ANSWERED, "refused": REFUSED}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RequestRow:
+    """One request and where it stands.  Times are ms since the epoch (UTC).
+
+    ``start`` is the trusted time the clock starts from; ``deadline`` is the
+    Article 5 deadline from it (calendar days: ``start + N × 86,400 s``),
+    moved later by extensions; ``wished`` is the requester's own earlier date,
+    for display only.  ``first_ack_at``, ``answered_at`` and ``refused_at``
+    are the trusted times of those acks (what ``stats`` measures).
+    """
+
+    case_id: CaseId
+    request_id: RequestId
+    seq: int
+    from_agency: str
+    from_user: str
+    to_agencies: tuple[str, ...]
+    category: str
+    #: Plaintext: shown to the officer, kept sealed at rest like every event.
+    subject: str
+    start: int
+    deadline: int
+    wished: int | None = None
+    state: str = OPEN
+    first_ack_at: int | None = None
+    answered_at: int | None = None
+    refused_at: int | None = None
+    answer_id: bytes | None = None
+    #: The asked agency that answered or refused.
+    closed_by: str | None = None
+    extensions: int = 0
+    extension_reason: str | None = None
+    ground: str | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self.state in (ANSWERED, REFUSED)
+
+    def overdue(self, now: int) -> bool:
+        """Still owed and past its deadline."""
+        return not self.closed and now > self.deadline
+
+    @property
+    def on_time(self) -> bool | None:
+        """For an answered request: whether the answer came by the deadline in force."""
+        return None if self.answered_at is None else self.answered_at <= self.deadline
+
+    def asks(self, agency_id: str) -> bool:
+        return agency_id in self.to_agencies
+
+
+@dataclasses.dataclass(slots=True)
+class _Track:
+    row: RequestRow
+    #: Updates already folded into the row: folding one again changes nothing.
+    applied: set[bytes] = dataclasses.field(default_factory=set)
+
+
+def _hex_id(value: Any) -> bytes | None:
+    if isinstance(value, str) and len(value) == 64:
+        try:
+            return bytes.fromhex(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _time(value: Any) -> int | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return parse_time(value)
+    except (ValueError, IndexError):
+        return None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Signed:
+    """What the fold reads of a readable update: who signed it, its id, its content."""
+
+    update_id: bytes
+    agency_id: str
+    user_id: str
+    content: Mapping[str, Any]
+
+
+def _live(event: CaseEvent) -> _Signed | None:
+    """A readable, signed update that no reader found breaking the marking rules."""
+    if event.kind != "update" or not event.readable or getattr(event, "violation", None) is not None:
+        return None
+    if event.content is None or event.update_id is None or event.author is None:
+        return None
+    return _Signed(event.update_id, event.author.agency_id, event.author.user_id, event.content)
+
+
+class Workflow:
+    """The fold over one case's events; ``state()``/``restore()`` keep it between runs."""
+
+    def __init__(self, case_id: bytes) -> None:
+        self.case_id = CaseId(case_id)
+        self.roster: tuple[str, ...] = ()
+        self._tracks: dict[bytes, _Track] = {}
+
+    def rows(self) -> list[RequestRow]:
+        return sorted((t.row for t in self._tracks.values()), key=lambda r: r.seq)
+
+    def add(self, event: CaseEvent, at: int | None = None) -> RequestRow | None:
+        """Fold one event; ``at`` is its trusted time (defaults to the sender's, for tests).
+
+        Returns the row it created or changed, if any.
+        """
+        if event.kind == "commit" and event.members:
+            self.roster = tuple(sorted({m.author.agency_id for m in event.members if not m.voided}))
+            return None
+        signed = _live(event)
+        if signed is None:
+            return None
+        when = event.time if at is None else at
+        if event.content_type == "request":
+            return self._request(event.seq, signed, when)
+        if event.content_type == "ack":
+            return self._ack(signed, when)
+        if event.content_type == "reply":
+            return self._reply(signed, when)
+        return None
+
+    def _request(self, seq: int, event: _Signed, at: int) -> RequestRow | None:
+        if event.update_id in self._tracks:
+            return None
+        content = event.content
+        sender = event.agency_id
+        asked = content.get("to")
+        if isinstance(asked, list) and asked:
+            to = tuple(sorted({a for a in asked if isinstance(a, str) and a != sender}))
+        else:
+            to = tuple(a for a in self.roster if a != sender)
+        category = request_category(content)
+        row = RequestRow(
+            case_id=self.case_id,
+            request_id=RequestId(event.update_id),
+            seq=seq,
+            from_agency=sender,
+            from_user=event.user_id,
+            to_agencies=to,
+            category=category,
+            subject=str(content.get("subject", "")),
+            start=at,
+            deadline=at + answer_deadline_seconds(category) * 1000,
+            wished=_time(content.get("deadline")),
+        )
+        self._tracks[event.update_id] = _Track(row)
+        return row
+
+    def _target(self, event: _Signed, ref: Any) -> _Track | None:
+        """The open request ``ref`` names, if this event's agency is one it asks and it is new here."""
+        of = _hex_id(ref)
+        track = None if of is None else self._tracks.get(of)
+        if track is None or event.update_id in track.applied:
+            return None
+        if not track.row.asks(event.agency_id) or track.row.closed:
+            return None
+        track.applied.add(event.update_id)
+        return track
+
+    def _ack(self, event: _Signed, at: int) -> RequestRow | None:
+        content = event.content
+        track = self._target(event, content.get("of"))
+        if track is None:
+            return None
+        state = content.get("state")
+        if not isinstance(state, str):
+            state = LEGACY_LEVELS.get(str(content.get("level")), "received")
+        row = track.row
+        change: dict[str, Any] = {}
+        if row.first_ack_at is None:
+            change["first_ack_at"] = at
+        if state == ANSWERED:
+            change |= {"state": ANSWERED, "answered_at": at, "answer_id": _hex_id(content.get("answer"))}
+            change["closed_by"] = event.agency_id
+        elif state == REFUSED:
+            change |= {"state": REFUSED, "refused_at": at, "ground": content.get("ground")}
+            change["closed_by"] = event.agency_id
+        elif state == EXTENDED:
+            new = _time(content.get("deadline"))
+            if new is None or new <= row.deadline:
+                return self._change(track, change)  # an "extension" earlier than now moves nothing
+            change |= {
+                "state": EXTENDED,
+                "deadline": new,
+                "extensions": row.extensions + 1,
+                "extension_reason": content.get("extension_reason"),
+            }
+        elif state in ("received", "in-progress"):
+            change["state"] = state
+        return self._change(track, change)
+
+    def _reply(self, event: _Signed, at: int) -> RequestRow | None:
+        content = event.content
+        outcome = CLOSING_OUTCOMES.get(str(content.get("outcome")))
+        if outcome is None:
+            return None
+        track = self._target(event, content.get("in_reply_to"))
+        if track is None:
+            return None
+        change: dict[str, Any] = {"state": outcome, "closed_by": event.agency_id}
+        if track.row.first_ack_at is None:
+            change["first_ack_at"] = at
+        if outcome == ANSWERED:
+            change |= {"answered_at": at, "answer_id": event.update_id}
+        else:
+            change["refused_at"] = at
+        return self._change(track, change)
+
+    @staticmethod
+    def _change(track: _Track, change: dict[str, Any]) -> RequestRow:
+        if change:
+            track.row = dataclasses.replace(track.row, **change)
+        return track.row
+
+    # ------------------------------------------------------------ keeping it between runs
+    def state(self) -> list[object]:
+        """A plain tree (for ``schemas.codec.pack``): the roster and every row with what it folded."""
+        return [
+            list(self.roster),
+            [[list(_row_fields(t.row)), sorted(t.applied)] for t in self._tracks.values()],
+        ]
+
+    @classmethod
+    def restore(cls, case_id: bytes, state: Any) -> Workflow:
+        """The fold ``state()`` described (a row stored by older code with fewer fields still loads)."""
+        flow = cls(case_id)
+        roster, tracks = state
+        flow.roster = tuple(roster)
+        for fields, applied in tracks:
+            row = RequestRow(*_row_values(case_id, fields))
+            flow._tracks[row.request_id] = _Track(row, set(applied))
+        return flow
+
+
+_FIELDS: Final = tuple(f.name for f in dataclasses.fields(RequestRow))
+
+
+def _row_fields(row: RequestRow) -> list[object]:
+    out: list[object] = []
+    for name in _FIELDS[1:]:  # the case id is the key it is stored under
+        value = getattr(row, name)
+        out.append(list(value) if isinstance(value, tuple) else value)
+    return out
+
+
+def _row_values(case_id: bytes, fields: list[Any]) -> list[Any]:
+    values: list[Any] = [CaseId(case_id), *fields]
+    values[_FIELDS.index("to_agencies")] = tuple(values[_FIELDS.index("to_agencies")])
+    return values
+
+
+def fold(
+    case_id: bytes, events: Iterable[CaseEvent], times: Mapping[int, int] | None = None
+) -> list[RequestRow]:
+    """Every request of a case, from its events in log order; ``times`` maps seq to trusted time."""
+    flow = Workflow(case_id)
+    for event in sorted(events, key=lambda e: e.seq):
+        flow.add(event, None if times is None else times.get(event.seq))
+    return flow.rows()
