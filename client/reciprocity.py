@@ -12,8 +12,9 @@ Definitions (README, "Reciprocity figures", says the same):
 
 * *sent* rows are my agency's requests to the partner: their figures say how
   fast THEY answer ME.  *received* rows are the partner's requests to my
-  agency: how fast I answer THEM.  A request to several agencies counts once
-  for each partner asked.
+  agency: how fast I answer THEM.  A request to several agencies counts for
+  each partner asked while it is open; once one of them answers or refuses it
+  (``closed_by``), it counts for that one only: the others owe nothing more.
 * *answer time* is ``answered_at - start``; ``start`` is when the deadline
   began to run (the witnessed time once witnessed, else receipt).
 * *median* and *p90* use the nearest-rank percentile: the value at 1-based
@@ -65,6 +66,8 @@ class Row(Protocol):
     def refused_at(self) -> int | None: ...
     @property
     def ground(self) -> str | None: ...
+    @property
+    def closed_by(self) -> str | None: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,9 +186,14 @@ def reciprocity(
     for row in rows:
         if (since is not None and row.start < since) or (until is not None and row.start >= until):
             continue
+        closer = row.closed_by
         if row.from_agency == agency:
-            pairs = [(partner, SENT) for partner in row.to_agencies if partner != agency]
-        elif agency in row.to_agencies:
+            pairs = [
+                (partner, SENT)
+                for partner in row.to_agencies
+                if partner != agency and (closer is None or closer == partner)
+            ]
+        elif agency in row.to_agencies and (closer is None or closer == agency):
             pairs = [(row.from_agency, RECEIVED)]
         else:
             continue

@@ -25,6 +25,7 @@ class Req:
     answered_at: int | None = None
     refused_at: int | None = None
     ground: str | None = None
+    closed_by: str | None = None
 
 
 def answered(
@@ -130,15 +131,18 @@ def test_both_directions_and_a_total_per_partner() -> None:
     ]
 
 
-def test_a_request_to_two_partners_counts_for_each() -> None:
-    rows = [Req("ke-kra", ("tz-tra", "ug-ura"), answered_at=T0 + H)]
-    figures = reciprocity(rows, agency="ke-kra", now=NOW)
-    assert {(f.partner, f.category) for f in figures} == {
-        ("tz-tra", "urgent-indirect"),
-        ("tz-tra", ALL),
-        ("ug-ura", "urgent-indirect"),
-        ("ug-ura", ALL),
-    }
+def test_a_request_to_two_partners_counts_for_each_until_one_closes_it() -> None:
+    asked = ("tz-tra", "ug-ura")
+    rows = [
+        Req("ke-kra", asked),  # open: both owe it
+        Req("ke-kra", asked, answered_at=T0 + H, closed_by="ug-ura"),  # URA answered: theirs only
+        Req("tz-tra", ("ke-kra", "ug-ura"), answered_at=T0 + H, closed_by="ug-ura"),  # not mine to answer
+    ]
+    figures = reciprocity(rows, agency="ke-kra", now=T0 + H)
+    assert one(figures, "tz-tra", ALL, SENT).requests == 1
+    assert one(figures, "tz-tra", ALL, SENT).answered == 0
+    assert (one(figures, "ug-ura", ALL, SENT).requests, one(figures, "ug-ura", ALL, SENT).answered) == (2, 1)
+    assert not [f for f in figures if f.direction == RECEIVED]
 
 
 def test_partner_and_date_filters() -> None:
