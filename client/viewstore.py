@@ -153,6 +153,30 @@ class ViewStore:
             out += core_state.decode_events(case_id, plain)
         return out
 
+    # ---------------------------------------------------------------- where requests stand
+    async def put_workflow(self, case_id: bytes, state: object) -> None:
+        aad = core_state.workflow_aad(case_id)
+        await self.store.put_workflow(case_id, self._seal(pack(state), aad))
+
+    def _open_workflow(self, case_id: bytes, sealed: bytes) -> object | None:
+        """A stored index that does not open or decode is None: the caller rebuilds it from events."""
+        try:
+            state: object = unpack(
+                core_state.open_sealed(self._key, sealed, core_state.workflow_aad(case_id))
+            )
+        except CaselineError:
+            return None
+        return state
+
+    async def workflow(self, case_id: bytes) -> object | None:
+        sealed = await self.store.workflow(case_id)
+        return None if sealed is None else self._open_workflow(case_id, sealed)
+
+    async def workflows(self) -> dict[bytes, object | None]:
+        return {
+            case_id: self._open_workflow(case_id, sealed) for case_id, sealed in await self.store.workflows()
+        }
+
     # ---------------------------------------------------------------- small sealed values
     async def get_secret(self, name: str) -> list[object] | None:
         """A sealed value kept in ``meta``; None if absent or if it does not open (then forgotten)."""

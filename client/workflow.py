@@ -258,22 +258,34 @@ class Workflow:
 
     # ------------------------------------------------------------ keeping it between runs
     def state(self) -> list[object]:
-        """A plain tree (for ``schemas.codec.pack``): the roster and every row with what it folded."""
-        return [
-            list(self.roster),
-            [[list(_row_fields(t.row)), sorted(t.applied)] for t in self._tracks.values()],
-        ]
+        """A plain tree (for ``schemas.codec.pack``): the roster, the rows, what each folded.
+
+        Rows and folded ids are apart so that reading the rows (``rows_of``, what
+        ``due`` does over every case) does not rebuild the sets.
+        """
+        tracks = list(self._tracks.values())
+        return [list(self.roster), [_row_fields(t.row) for t in tracks], [sorted(t.applied) for t in tracks]]
 
     @classmethod
     def restore(cls, case_id: bytes, state: Any) -> Workflow:
-        """The fold ``state()`` described (a row stored by older code with fewer fields still loads)."""
+        """The fold ``state()`` described; raises ``ValueError`` on anything else."""
         flow = cls(case_id)
-        roster, tracks = state
-        flow.roster = tuple(roster)
-        for fields, applied in tracks:
-            row = RequestRow(*_row_values(case_id, fields))
-            flow._tracks[row.request_id] = _Track(row, set(applied))
+        try:
+            roster, _, applied = state
+            flow.roster = tuple(roster)
+            for row, done in zip(rows_of(case_id, state), applied, strict=True):
+                flow._tracks[row.request_id] = _Track(row, set(done))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"not a stored request index: {exc}") from None
         return flow
+
+
+def rows_of(case_id: bytes, state: Any) -> list[RequestRow]:
+    """The rows of a stored ``Workflow.state()`` (a row stored by older code, with fewer fields, loads)."""
+    try:
+        return [RequestRow(*_row_values(case_id, fields)) for fields in state[1]]
+    except (TypeError, IndexError, KeyError) as exc:
+        raise ValueError(f"not a stored request index: {exc}") from None
 
 
 _FIELDS: Final = tuple(f.name for f in dataclasses.fields(RequestRow))
@@ -287,10 +299,50 @@ def _row_fields(row: RequestRow) -> list[object]:
     return out
 
 
+_TO: Final = _FIELDS.index("to_agencies")
+
+
 def _row_values(case_id: bytes, fields: list[Any]) -> list[Any]:
     values: list[Any] = [CaseId(case_id), *fields]
-    values[_FIELDS.index("to_agencies")] = tuple(values[_FIELDS.index("to_agencies")])
+    values[_TO] = tuple(values[_TO])
     return values
+
+
+def witnessed_start(row: RequestRow, final: int, witnessed_at: int | None) -> RequestRow:
+    """The row with its clock started no later than a witness quorum saw the request.
+
+    The receipt time is the broker's word: a broker could post-date it to give
+    the asked agency more time.  Once a quorum checkpoint covers the request
+    (``seq < final``) its witnessed time is a bound every witness signed, so
+    the start is the earlier of the two; an unextended deadline moves with it.
+    """
+    if witnessed_at is None or row.seq >= final or witnessed_at >= row.start:
+        return row
+    moved = row.start - witnessed_at
+    deadline = row.deadline if row.extensions else row.deadline - moved
+    return dataclasses.replace(row, start=witnessed_at, deadline=deadline)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Due:
+    """What one agency owes and is owed at ``now``: open requests, soonest deadline first."""
+
+    now: int
+    agency_id: str
+    #: Open requests that ask this agency.
+    owe: tuple[RequestRow, ...]
+    #: Open requests this agency sent.
+    owed: tuple[RequestRow, ...]
+
+
+def due_of(rows: Iterable[RequestRow], *, agency_id: str, now: int) -> Due:
+    open_rows = sorted((r for r in rows if not r.closed), key=lambda r: (r.deadline, r.case_id, r.seq))
+    return Due(
+        now=now,
+        agency_id=agency_id,
+        owe=tuple(r for r in open_rows if r.asks(agency_id)),
+        owed=tuple(r for r in open_rows if r.from_agency == agency_id),
+    )
 
 
 def fold(
