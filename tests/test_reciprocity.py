@@ -162,6 +162,14 @@ def test_partner_and_date_filters() -> None:
     assert {f.partner for f in both} == {"tz-tra", "ug-ura"}
 
 
+def test_the_readme_example() -> None:
+    rows: list[Req] = [answered(h * H) for h in (2, 30, 80)]
+    rows.append(Req("ke-kra", ("tz-tra",), refused_at=T0 + H, ground="not-available"))
+    total = one(reciprocity(rows, agency="ke-kra", now=NOW), "tz-tra", ALL, SENT)
+    assert (total.median_seconds, total.p90_seconds) == (30 * 3600, 80 * 3600)  # 1d 6h, 3d 8h
+    assert total.on_time == 2 / 3 and total.refusals == {"not-available": 1}
+
+
 CATEGORIES = st.sampled_from(["urgent-direct", "urgent-indirect", "other"])
 
 
