@@ -22,7 +22,7 @@ from typing import Any, Final, NewType
 
 from caseline.client.core import CaseEvent
 from caseline.schemas.content import answer_deadline_seconds, request_category
-from caseline.schemas.handling import parse_time
+from caseline.schemas.handling import format_time, parse_time
 
 CaseId = NewType("CaseId", bytes)
 RequestId = NewType("RequestId", bytes)
@@ -70,6 +70,10 @@ class RequestRow:
     extensions: int = 0
     extension_reason: str | None = None
     ground: str | None = None
+    #: The request's own markings: what anything naming it (an ack, a reminder) must carry at least.
+    handling: str | None = None
+    tlp: str | None = None
+    restriction_codes: tuple[str, ...] = ()
 
     @property
     def closed(self) -> bool:
@@ -132,6 +136,19 @@ def _live(event: CaseEvent) -> _Signed | None:
     return _Signed(event.update_id, event.author.agency_id, event.author.user_id, event.content)
 
 
+def _markings(value: Any) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        return {}
+    codes = value.get("restriction_codes")
+    return {
+        "handling": value.get("handling") if isinstance(value.get("handling"), str) else None,
+        "tlp": value.get("tlp") if isinstance(value.get("tlp"), str) else None,
+        "restriction_codes": tuple(sorted(c for c in codes if isinstance(c, str)))
+        if isinstance(codes, list)
+        else (),
+    }
+
+
 class Workflow:
     """The fold over one case's events; ``state()``/``restore()`` keep it between runs."""
 
@@ -186,6 +203,7 @@ class Workflow:
             start=at,
             deadline=at + answer_deadline_seconds(category) * 1000,
             wished=_time(content.get("deadline")),
+            **_markings(content.get("markings")),
         )
         self._tracks[event.update_id] = _Track(row)
         return row
@@ -299,12 +317,14 @@ def _row_fields(row: RequestRow) -> list[object]:
     return out
 
 
-_TO: Final = _FIELDS.index("to_agencies")
+_TUPLES: Final = tuple(i for i, f in enumerate(dataclasses.fields(RequestRow)) if "tuple" in str(f.type))
 
 
 def _row_values(case_id: bytes, fields: list[Any]) -> list[Any]:
     values: list[Any] = [CaseId(case_id), *fields]
-    values[_TO] = tuple(values[_TO])
+    for i in _TUPLES:
+        if i < len(values):
+            values[i] = tuple(values[i])
     return values
 
 
@@ -333,6 +353,40 @@ class Due:
     owe: tuple[RequestRow, ...]
     #: Open requests this agency sent.
     owed: tuple[RequestRow, ...]
+
+
+def rfc3339_ms(ms: int | None) -> str | None:
+    """UTC, with milliseconds: what ``--json`` gives bots (``2026-12-01T09:00:00.000Z``)."""
+    if ms is None:
+        return None
+    return f"{format_time(ms)[:-1]}.{ms % 1000:03d}Z"
+
+
+def row_json(row: RequestRow, now: int) -> dict[str, Any]:
+    """A row for scripts and bots: stable keys, ids in hex, times RFC 3339 UTC with ms."""
+    return {
+        "case_id": row.case_id.hex(),
+        "request_id": row.request_id.hex(),
+        "seq": row.seq,
+        "from": row.from_agency,
+        "from_user": row.from_user,
+        "to": list(row.to_agencies),
+        "category": row.category,
+        "subject": row.subject,
+        "start": rfc3339_ms(row.start),
+        "deadline": rfc3339_ms(row.deadline),
+        "wished": rfc3339_ms(row.wished),
+        "state": row.state,
+        "overdue": row.overdue(now),
+        "first_ack_at": rfc3339_ms(row.first_ack_at),
+        "answered_at": rfc3339_ms(row.answered_at),
+        "refused_at": rfc3339_ms(row.refused_at),
+        "answer_id": None if row.answer_id is None else row.answer_id.hex(),
+        "closed_by": row.closed_by,
+        "extensions": row.extensions,
+        "extension_reason": row.extension_reason,
+        "ground": row.ground,
+    }
 
 
 def due_of(rows: Iterable[RequestRow], *, agency_id: str, now: int) -> Due:

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from caseline.crypto.caselog import CaseView
 
 log = logging.getLogger("caseline.client")
+#: The sealed meta value a reminder bot keeps what it already gave in (client/reminders.py ``key``).
+REMINDED: Final = "reminded"
 #: The content types that move a request; other updates are not looked at.
 MOVES_REQUESTS: Final = frozenset({"request", "ack", "reply"})
 
@@ -129,3 +131,10 @@ class RequestIndex:
         """Open requests asking this device's agency, and those it sent, soonest deadline first."""
         agency = (await self.store.get("agency") or b"").decode()
         return due_of(await self.requests(), agency_id=agency, now=self.clock() if now is None else now)
+
+    async def reminded(self) -> set[str]:
+        """The reminders this profile already gave (``caseline remind``), kept sealed in the profile."""
+        return {str(k) for k in await self._views.get_secret(REMINDED) or []}
+
+    async def keep_reminded(self, keys: set[str]) -> None:
+        await self._views.put_secret(REMINDED, list[object](sorted(keys)))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from typing import Any
 
+import pytest
 from caseline.client.core import Author, CaseEvent, Member
-from caseline.client.workflow import Workflow, fold
+from caseline.client.reminders import OVERDUE, Threshold, next_wake, parse_before, plan
+from caseline.client.workflow import RequestRow, Workflow, fold
 from caseline.schemas.handling import format_time, parse_time
 from hypothesis import given
 from hypothesis import strategies as st
@@ -210,3 +213,45 @@ def test_no_sequence_of_acks_moves_a_deadline_earlier_and_folding_twice_counts_o
         flow.add(event)
     assert flow.rows() == once
     assert Workflow.restore(CASE, flow.state()).rows() == once
+
+
+# ---------------------------------------------------------------- the reminder plan (client/reminders.py)
+def _open_row(deadline: int) -> RequestRow:
+    req = request(to=["tz-tra"])
+    (row,) = fold(CASE, [commit(KRA, TRA), req])
+    return dataclasses.replace(row, deadline=deadline)
+
+
+def test_a_reminder_at_each_threshold_then_once_overdue_and_never_twice() -> None:
+    row = _open_row(T0 + DAY)
+    marks = [parse_before("1d"), parse_before("2h")]
+    done: set[str] = set()
+    seen: list[str] = []
+    wake: int | None = T0 - HOUR
+    while wake is not None:  # the long-running bot's loop, with the clock handed in
+        todo, settled = plan([row], marks, done=done, now=wake)
+        done |= set(settled)
+        seen += [label for _, label in todo]
+        assert plan([row], marks, done=done, now=wake) == ([], [])  # a restart gives nothing again
+        wake = next_wake([row], marks, done=done, now=wake)
+    assert seen == ["1d", "2h", OVERDUE]
+
+
+def test_a_bot_back_after_several_thresholds_gives_only_the_latest_and_an_extension_rearms() -> None:
+    row = _open_row(T0 + DAY)
+    marks = [parse_before("1d"), parse_before("2h")]
+    todo, settled = plan([row], marks, done=set(), now=T0 + DAY - HOUR)
+    assert [label for _, label in todo] == ["2h"] and len(settled) == 2
+    extended = dataclasses.replace(row, deadline=T0 + 3 * DAY, extensions=1)
+    todo, _ = plan([extended], marks, done=set(settled), now=T0 + 2 * DAY)
+    assert [label for _, label in todo] == ["1d"]
+    closed = dataclasses.replace(row, state="answered")
+    assert plan([closed], marks, done=set(), now=T0 + 9 * DAY) == ([], [])
+    assert next_wake([closed], marks, done=set(), now=T0) is None
+
+
+def test_reminder_durations_are_checked() -> None:
+    assert parse_before("90m") == Threshold(90 * 60_000, "90m")
+    for bad in ("", "2", "h", "-2h", "0h", "2w"):
+        with pytest.raises(ValueError, match="duration"):
+            parse_before(bad)
