@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import gc
 import io
 import json
 import time
@@ -231,14 +230,7 @@ def register(root: click.Group) -> None:
                     await client.cases()  # brings every case up to date, and with it the index
                 return (await client.identity()).agency_id, await client.requests()
 
-        # The index of every case is read at once: a hundred thousand rows are a few million
-        # short-lived, acyclic objects, and the cyclic collector walking them again and again
-        # costs a third of the command (bench/workflow.py).  Reference counting still frees them.
-        gc.disable()
-        try:
-            agency, rows = run(act())
-        finally:
-            gc.enable()
+        agency, rows = run(act())
         from caseline.client.reciprocity import reciprocity  # noqa: PLC0415 - with the command
 
         now = int(time.time() * 1000)
