@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -499,9 +500,24 @@ class LocalStore:
         async with self.db.execute("SELECT case_id, sealed FROM workflow") as cur:
             return [(bytes(row[0]), bytes(row[1])) async for row in cur]
 
-    async def put_workflow(self, case_id: bytes, sealed: bytes) -> None:
-        await self.db.execute("INSERT OR REPLACE INTO workflow VALUES (?, ?)", (case_id, sealed))
-        await self.db.commit()
+    async def update_workflow(self, case_id: bytes, change: Callable[[bytes | None], bytes]) -> None:
+        """Read, change and write a case's index in one write transaction.
+
+        Two processes of one profile (a ``follow`` and a ``post``) each fold
+        the events they stored; without the lock, the later write would drop
+        what the other had folded meanwhile.  ``change`` is synchronous, so no
+        other coroutine of this process runs inside the transaction either.
+        """
+        await self.db.execute("BEGIN IMMEDIATE")
+        try:
+            async with self.db.execute("SELECT sealed FROM workflow WHERE case_id=?", (case_id,)) as cur:
+                row = await cur.fetchone()
+            sealed = change(None if row is None else bytes(row[0]))
+            await self.db.execute("INSERT OR REPLACE INTO workflow VALUES (?, ?)", (case_id, sealed))
+            await self.db.commit()
+        except BaseException:
+            await self.db.rollback()
+            raise
 
     async def receipts(self, case_id: bytes, seqs: list[int]) -> dict[int, bytes]:
         """The stored receipts of some entries of a case (each was verified before it was stored)."""

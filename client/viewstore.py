@@ -41,6 +41,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Final
 
+import msgpack
 from caseline.client import core_state
 from caseline.client.core import CaseEvent
 from caseline.client.store import LocalStore
@@ -154,17 +155,27 @@ class ViewStore:
         return out
 
     # ---------------------------------------------------------------- where requests stand
-    async def put_workflow(self, case_id: bytes, state: object) -> None:
-        aad = core_state.workflow_aad(case_id)
-        await self.store.put_workflow(case_id, self._seal(pack(state), aad))
+    async def update_workflow(self, case_id: bytes, change: Callable[[object | None], object]) -> None:
+        """Change a case's index atomically (``LocalStore.update_workflow``); None: none usable."""
+
+        def sealed_change(sealed: bytes | None) -> bytes:
+            state = None if sealed is None else self._open_workflow(case_id, sealed)
+            return self._seal(pack(change(state)), core_state.workflow_aad(case_id))
+
+        await self.store.update_workflow(case_id, sealed_change)
 
     def _open_workflow(self, case_id: bytes, sealed: bytes) -> object | None:
-        """A stored index that does not open or decode is None: the caller rebuilds it from events."""
+        """A stored index that does not open or decode is None: the caller rebuilds it from events.
+
+        Decoded with plain msgpack, not the wire codec's canonical checks (which
+        walk and re-encode the tree, tripling what ``due`` pays over every case):
+        the blob opened under this device's local key, so it is what this
+        device wrote, and nothing else reads it.
+        """
         try:
-            state: object = unpack(
-                core_state.open_sealed(self._key, sealed, core_state.workflow_aad(case_id))
-            )
-        except CaselineError:
+            plain = core_state.open_sealed(self._key, sealed, core_state.workflow_aad(case_id))
+            state: object = msgpack.unpackb(plain, raw=False, use_list=True, strict_map_key=True)
+        except (CaselineError, ValueError, msgpack.UnpackException):
             return None
         return state
 

@@ -17,12 +17,15 @@ delivering an update again, cannot count an extension twice.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any, Final, NewType
 
 from caseline.client.core import CaseEvent
+from caseline.schemas.codec import pack, unpack
 from caseline.schemas.content import answer_deadline_seconds, request_category
-from caseline.schemas.handling import format_time, parse_time
+from caseline.schemas.errors import CaselineError
+from caseline.schemas.handling import parse_time
 
 CaseId = NewType("CaseId", bytes)
 RequestId = NewType("RequestId", bytes)
@@ -276,33 +279,45 @@ class Workflow:
 
     # ------------------------------------------------------------ keeping it between runs
     def state(self) -> list[object]:
-        """A plain tree (for ``schemas.codec.pack``): the roster, the rows, what each folded.
+        """A plain tree (for msgpack): the roster, the open rows, then the closed rows and what
+        each row folded, each packed apart as bytes.
 
-        Rows and folded ids are apart so that reading the rows (``rows_of``, what
-        ``due`` does over every case) does not rebuild the sets.
+        So reading only the open rows (``rows_of(open_only=True)``, what ``due``
+        does over every case) decodes nothing else: its cost follows what is owed,
+        not how many requests a case ever had.
         """
         tracks = list(self._tracks.values())
-        return [list(self.roster), [_row_fields(t.row) for t in tracks], [sorted(t.applied) for t in tracks]]
+        open_ = [t for t in tracks if not t.row.closed]
+        closed = [t for t in tracks if t.row.closed]
+        return [
+            list(self.roster),
+            [_row_fields(t.row) for t in open_],
+            pack([_row_fields(t.row) for t in closed]),
+            pack([sorted(t.applied) for t in open_ + closed]),
+        ]
 
     @classmethod
     def restore(cls, case_id: bytes, state: Any) -> Workflow:
         """The fold ``state()`` described; raises ``ValueError`` on anything else."""
         flow = cls(case_id)
         try:
-            roster, _, applied = state
+            roster, _, _, applied = state
             flow.roster = tuple(roster)
-            for row, done in zip(rows_of(case_id, state), applied, strict=True):
+            for row, done in zip(rows_of(case_id, state), unpack(applied), strict=True):
                 flow._tracks[row.request_id] = _Track(row, set(done))
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, CaselineError) as exc:
             raise ValueError(f"not a stored request index: {exc}") from None
         return flow
 
 
-def rows_of(case_id: bytes, state: Any) -> list[RequestRow]:
-    """The rows of a stored ``Workflow.state()`` (a row stored by older code, with fewer fields, loads)."""
+def rows_of(case_id: bytes, state: Any, *, open_only: bool = False) -> list[RequestRow]:
+    """The rows of a stored ``Workflow.state()``, open ones first (a row stored by older code,
+    with fewer fields, loads).  ``open_only``: only requests still owed; the closed are not decoded.
+    """
     try:
-        return [RequestRow(*_row_values(case_id, fields)) for fields in state[1]]
-    except (TypeError, IndexError, KeyError) as exc:
+        fields = state[1] if open_only else [*state[1], *unpack(state[2])]
+        return [RequestRow(*_row_values(case_id, f)) for f in fields]
+    except (TypeError, IndexError, KeyError, CaselineError) as exc:
         raise ValueError(f"not a stored request index: {exc}") from None
 
 
@@ -349,17 +364,21 @@ class Due:
 
     now: int
     agency_id: str
-    #: Open requests that ask this agency.
-    owe: tuple[RequestRow, ...]
+    #: Open requests that ask this agency.  (Not in the repr: asyncio reprs a task's result,
+    #: and 100,000 rows cost a second to print nobody reads.)
+    owe: tuple[RequestRow, ...] = dataclasses.field(repr=False)
     #: Open requests this agency sent.
-    owed: tuple[RequestRow, ...]
+    owed: tuple[RequestRow, ...] = dataclasses.field(repr=False)
+
+
+_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def rfc3339_ms(ms: int | None) -> str | None:
     """UTC, with milliseconds: what ``--json`` gives bots (``2026-12-01T09:00:00.000Z``)."""
     if ms is None:
         return None
-    return f"{format_time(ms)[:-1]}.{ms % 1000:03d}Z"
+    return (_EPOCH + dt.timedelta(milliseconds=ms)).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def row_json(row: RequestRow, now: int) -> dict[str, Any]:

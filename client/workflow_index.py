@@ -4,7 +4,7 @@
 events.  So each time verified events are stored (``Client._kept`` and
 ``_replay``), the ones that move a request (requests, acks, replies, commits for
 the roster) are folded into the case's ``Workflow`` (client/workflow.py), which
-is kept sealed under the local key (``ViewStore.put_workflow``).  A case whose
+is kept sealed under the local key (``ViewStore.update_workflow``).  A case whose
 entries are re-verified from genesis (new trust) is folded afresh, so an update
 voided meanwhile stops counting.  A profile from before the index, or an index
 that does not open, is rebuilt once from the stored events.
@@ -57,6 +57,14 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+def _restored(case_id: bytes, state: object) -> Workflow | None:
+    try:
+        return Workflow.restore(case_id, state)
+    except ValueError as exc:
+        log.warning("case %s: rebuilding its request index (%s)", case_id.hex(), exc)
+        return None
+
+
 def _matters(event: CaseEvent) -> bool:
     if event.kind == "commit":
         return event.voided_by is None
@@ -81,25 +89,26 @@ class RequestIndex:
         moving = [e for e in events if _matters(e)]
         if not moving and not fresh:
             return
-        flow = None if fresh else await self._stored_flow(case_id)
-        if flow is None:
-            flow = Workflow(case_id)
-            if not fresh:  # no usable index yet: every stored event, the ones just stored included
-                moving = [e for e in await self._views.events(case_id) if _matters(e)]
-        times = await self._trusted_times(case_id, view, moving)
-        for event in moving:
-            flow.add(event, times.get(event.seq))
-        await self._views.put_workflow(case_id, flow.state())
+        whole: list[CaseEvent] | None = moving if fresh else None
+        if whole is None and await self._views.workflow(case_id) is None:
+            # No usable index yet (a profile from before it): every stored event, these included.
+            whole = [e for e in await self._views.events(case_id) if _matters(e)]
+        times = await self._trusted_times(case_id, view, whole if whole is not None else moving)
+
+        def change(state: object | None) -> object:
+            flow = None if fresh or state is None else _restored(case_id, state)
+            todo = moving
+            if flow is None:
+                flow, todo = Workflow(case_id), (whole if whole is not None else moving)
+            for event in todo:  # folding an event twice counts it once
+                flow.add(event, times.get(event.seq))
+            return flow.state()
+
+        await self._views.update_workflow(case_id, change)
 
     async def _stored_flow(self, case_id: bytes) -> Workflow | None:
         state = await self._views.workflow(case_id)
-        if state is None:
-            return None
-        try:
-            return Workflow.restore(case_id, state)
-        except ValueError as exc:
-            log.warning("case %s: rebuilding its request index (%s)", case_id.hex(), exc)
-            return None
+        return None if state is None else _restored(case_id, state)
 
     async def _trusted_times(
         self, case_id: bytes, view: CaseView, events: Sequence[CaseEvent]
@@ -118,12 +127,15 @@ class RequestIndex:
                 log.warning("case %s entry %d: its receipt does not verify now (%s)", case_id.hex(), seq, exc)
         return out
 
-    async def requests(self, case_id: bytes | None = None) -> list[RequestRow]:
-        """Every request of this profile's cases (or of one), as last synced: no network."""
-        with _collector_paused():
-            return await self._requests(case_id)
+    async def requests(self, case_id: bytes | None = None, *, open_only: bool = False) -> list[RequestRow]:
+        """Every request of this profile's cases (or of one), as last synced: no network.
 
-    async def _requests(self, case_id: bytes | None) -> list[RequestRow]:
+        ``open_only``: only those still owed (what ``due`` reads; closed rows are never built).
+        """
+        with _collector_paused():
+            return await self._requests(case_id, open_only=open_only)
+
+    async def _requests(self, case_id: bytes | None, *, open_only: bool) -> list[RequestRow]:
         if case_id is None:
             states = await self._views.workflows()
             for known in await self.store.case_ids():  # a profile from before the index
@@ -134,11 +146,11 @@ class RequestIndex:
         rows: list[RequestRow] = []
         for cid, state in states.items():
             try:
-                case_rows = None if state is None else rows_of(cid, state)
+                case_rows = None if state is None else rows_of(cid, state, open_only=open_only)
             except ValueError:
                 case_rows = None
             if case_rows is None:
-                case_rows = await self._rebuilt(cid)
+                case_rows = [r for r in await self._rebuilt(cid) if not (open_only and r.closed)]
             final, witnessed_at = finality.get(cid, (0, None))
             rows += [witnessed_start(r, final, witnessed_at) for r in case_rows]
         return rows
@@ -154,7 +166,9 @@ class RequestIndex:
     async def due(self, now: int | None = None) -> Due:
         """Open requests asking this device's agency, and those it sent, soonest deadline first."""
         agency = (await self.store.get("agency") or b"").decode()
-        return due_of(await self.requests(), agency_id=agency, now=self.clock() if now is None else now)
+        return due_of(
+            await self.requests(open_only=True), agency_id=agency, now=self.clock() if now is None else now
+        )
 
     async def reminded(self) -> set[str]:
         """The reminders this profile already gave (``caseline remind``), kept sealed in the profile."""

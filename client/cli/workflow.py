@@ -11,6 +11,7 @@ skips even that.  Requests and acks are posted with ``caseline post``
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -165,14 +166,15 @@ def _print(out: Out, result: Due, *, overdue_only: bool) -> None:
     owe = [r for r in result.owe if r.overdue(now) or not overdue_only]
     owed = [r for r in result.owed if r.overdue(now) or not overdue_only]
     if out.as_json:
-        out.data(
-            {
-                "agency": result.agency_id,
-                "now": row_json_time(now),
-                "owe": [row_json(r, now) for r in owe],
-                "owed": [row_json(r, now) for r in owed],
-            }
-        )
+        # Compact, not ``Out.data``'s indented form: json's C encoder does not indent, and a
+        # backlog of thousands of rows is read by a bot, not a person (``jq`` indents it).
+        document = {
+            "agency": result.agency_id,
+            "now": row_json_time(now),
+            "owe": [row_json(r, now) for r in owe],
+            "owed": [row_json(r, now) for r in owed],
+        }
+        print(json.dumps(document, sort_keys=True, ensure_ascii=False))
         return
     for title, rows in ((f"{result.agency_id} owes", owe), (f"owed to {result.agency_id}", owed)):
         out.say(f"[bold]{title}[/] ({len(rows)})")
