@@ -29,7 +29,9 @@ from caseline.schemas.errors import CaselineError
 if TYPE_CHECKING:
     from caseline.client.core import CaseEvent
     from caseline.client.store import LocalStore
+    from caseline.client.transport import BrokerConnection
     from caseline.client.viewstore import ViewStore
+    from caseline.client.watch import WitnessStatus
     from caseline.crypto.caselog import CaseView
 
 log = logging.getLogger("caseline.client")
@@ -81,6 +83,11 @@ class RequestIndex:
         clock: Callable[[], int]
 
         async def view(self, case_id: bytes) -> CaseView: ...
+        async def sync(self, case_id: bytes) -> list[CaseEvent]: ...
+        async def check_log(self, case_id: bytes | None = None) -> WitnessStatus | None: ...
+
+        @property
+        def broker(self) -> BrokerConnection: ...
 
     async def _index(
         self, case_id: bytes, view: CaseView, events: Sequence[CaseEvent], *, fresh: bool = False
@@ -127,6 +134,21 @@ class RequestIndex:
                 log.warning("case %s entry %d: its receipt does not verify now (%s)", case_id.hex(), seq, exc)
         return out
 
+    async def sync_changed(self) -> int:
+        """Sync only the cases whose log grew since this profile last stored them; how many did.
+
+        One request for the list of cases, then a sync of each that moved: no
+        snapshot is loaded and no event opened for the others, so ``due`` over
+        a thousand quiet cases costs one round trip.  (``Client.cases`` also
+        counts what is unread, opening every unread event.)
+        """
+        await self.check_log()
+        held = await self.store.entry_counts()
+        moved = [s.case_id for s in (await self.broker.cases()).cases if held.get(s.case_id, 0) < s.count]
+        for case_id in moved:
+            await self.sync(case_id)
+        return len(moved)
+
     async def requests(self, case_id: bytes | None = None, *, open_only: bool = False) -> list[RequestRow]:
         """Every request of this profile's cases (or of one), as last synced: no network.
 
@@ -136,8 +158,9 @@ class RequestIndex:
             return await self._requests(case_id, open_only=open_only)
 
     async def _requests(self, case_id: bytes | None, *, open_only: bool) -> list[RequestRow]:
+        states: dict[bytes, list[object] | None]
         if case_id is None:
-            states = await self._views.workflows()
+            states = await self._views.workflows(full=not open_only)
             for known in await self.store.case_ids():  # a profile from before the index
                 states.setdefault(known, None)
         else:

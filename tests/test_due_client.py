@@ -73,7 +73,7 @@ async def test_the_index_is_sealed_and_rebuilt_when_missing(net: Network) -> Non
     path = juma.directory / "state.db"
     db = sqlite3.connect(path)
     try:
-        (sealed,) = db.execute("SELECT sealed FROM workflow").fetchone()
+        (sealed,) = db.execute("SELECT open_sealed FROM workflow").fetchone()
         assert b"MSKU1234565" not in sealed  # the subject is sealed at rest
         db.execute("DELETE FROM workflow")
         db.commit()
