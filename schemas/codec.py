@@ -36,6 +36,9 @@ WIRE_VERSION: Final = 1
 #: The newest object version this codec reads.  An object is encoded with the
 #: lowest version that can carry its fields (PROTOCOL.md §12).
 MAX_WIRE_VERSION: Final = 3
+#: The version of PROTOCOL.md this code implements, which ``--version`` prints.  It is not
+#: an object version: protocol 4 changed content and rules, and its newest form is 3.
+PROTOCOL_VERSION: Final = 4
 MAX_MESSAGE_BYTES: Final = 4 * 1024 * 1024
 MAX_INT: Final = 2**63 - 1
 

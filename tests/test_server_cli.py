@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 from caseline.client.client import Client
 from caseline.crypto.keys import AgencyRootKey, fingerprint
-from caseline.schemas.codec import MAX_WIRE_VERSION
+from caseline.schemas.codec import PROTOCOL_VERSION
 from caseline.schemas.errors import UntrustedError, UsageError
 from caseline.server.log_throttle import RefusalFilter
 
@@ -504,7 +504,7 @@ async def test_login_checks_the_code_the_operator_prints(aiohttp_server: Any, tm
 def test_version_names_the_protocol() -> None:
     out = server("--version")
     assert out.returncode == 0
-    assert out.stdout.startswith("caseline-server ") and f"(protocol {MAX_WIRE_VERSION})" in out.stdout
+    assert out.stdout.startswith("caseline-server ") and f"(protocol {PROTOCOL_VERSION})" in out.stdout
 
 
 @pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])

@@ -62,13 +62,13 @@ class Notices(logging.Formatter):
 
 def version() -> str:
     """``caseline <package version> (protocol <version>)``."""
-    from caseline.schemas.codec import MAX_WIRE_VERSION  # noqa: PLC0415 - only for --version
+    from caseline.schemas.codec import PROTOCOL_VERSION  # noqa: PLC0415 - only for --version
 
     try:
         package = metadata.version("caseline")
     except metadata.PackageNotFoundError:
         package = "unknown"
-    return f"{PROG} {package} (protocol {MAX_WIRE_VERSION})"
+    return f"{PROG} {package} (protocol {PROTOCOL_VERSION})"
 
 
 def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:

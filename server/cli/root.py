@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import click
-from caseline.schemas.codec import MAX_WIRE_VERSION
+from caseline.schemas.codec import PROTOCOL_VERSION
 from caseline.server.config import ServerConfig, load_config
 from caseline.server.datadir import require_initialised
 
@@ -34,7 +34,7 @@ def version() -> str:
         number = importlib.metadata.version("caseline")
     except importlib.metadata.PackageNotFoundError:  # run from a tree that was never installed
         number = "unknown"
-    return f"{PROG} {number} (protocol {MAX_WIRE_VERSION})"
+    return f"{PROG} {number} (protocol {PROTOCOL_VERSION})"
 
 
 def _remember(ctx: click.Context, param: click.Parameter, value: object) -> object:
