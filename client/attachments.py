@@ -56,6 +56,7 @@ from caseline.schemas.errors import (
     IntegrityError,
     InvalidValueError,
     MalformedError,
+    NotAllowedError,
     UnknownError,
     UsageError,
 )
@@ -496,6 +497,12 @@ class Attachments:
             if (isinstance(update, int) and event.seq == update) or (
                 isinstance(update, bytes) and event.update_id == update
             ):
+                if event.violation is not None:
+                    author = event.author.name if event.author else "its author"
+                    raise NotAllowedError(
+                        f"update #{event.seq} by {author} is a marking violation ({event.violation.rule}):"
+                        f" {event.violation.message}; its files are not opened"
+                    )
                 return event
         raise UnknownError("no update of this case that this device can read has that id")
 
@@ -504,8 +511,12 @@ class Attachments:
 
         From the signed records only: a voided update's files are never listed.
         """
-        if update is None:
-            events = [e for e in await self.history(case_id) if e.kind == "update" and e.readable]
+        if update is None:  # a marking violation's files are not valid content: not listed
+            events = [
+                e
+                for e in await self.history(case_id)
+                if e.kind == "update" and e.readable and e.violation is None
+            ]
         else:
             events = [await self._attachment_event(case_id, update)]
         return [

@@ -35,6 +35,7 @@ from caseline.client import keystore
 from caseline.client.attachments import Attachments
 from caseline.client.content import ContentHelpers
 from caseline.client.core import CaseEvent, CertChange, Ledger, Member, head_code, members_of
+from caseline.client.core_marks import Added, Withheld
 from caseline.client.evidence_dir import refuse_existing_export, verify_export, write_export
 from caseline.client.evidence_select import EvidencePlan, plan_evidence
 from caseline.client.follow import Following
@@ -710,6 +711,8 @@ class Client(Outbox, Attachments, ContentHelpers, Following, LogWatching):
         if restored is not None:
             ledger.views[case_id] = restored
             after = restored.count
+            # The snapshot holds no rule book: one pass over the stored events rebuilds it.
+            ledger.restore_marks(case_id, await self._views.events(case_id, before=after))
         try:
             await self._replay(case_id, after)
         except CaselineError:
@@ -974,31 +977,43 @@ class Client(Outbox, Attachments, ContentHelpers, Following, LogWatching):
 
     async def add_members(
         self, case_id: bytes, users: Iterable[tuple[str, str, str]], *, share_history: bool = False
-    ) -> list[bytes]:
-        """Add users' current devices; optionally give them the keys of the history so far."""
+    ) -> Added:
+        """Add users' current devices; optionally give them the keys of the history so far.
+
+        The history shared is what the updates' markings allow for the new
+        members' agencies (PROTOCOL.md §6.7): never TLP:RED, H2 and H3
+        no-dissemination only with a release.  The rest is withheld, and the
+        result's ``withheld`` says which and why.
+        """
         await self.sync(case_id)
         await self.refresh_revocations(force=True)
         roster = self._ledger().roster(case_id)
         # A voided device is not added back here: carried over it would stay voided (§5.3).
         present = {vc.device_id for vc, _ in self._ledger().roster(case_id, voided=True)}
         added = []
+        agencies = set()
         for agency, user, role in users:
             for vc in await self._devices(agency, user):
                 if vc.device_id not in present:
                     roster.append((vc, role))
                     present.add(vc.device_id)
                     added.append(vc.device_id)
+                    agencies.add(vc.cert.agency_id)
         if not added:
             raise UsageError("every device of those users is already in the case")
         view = await self.view(case_id)
         readable = [e.seq for e in await self.history(case_id) if e.kind == "update" and e.readable]
+        withheld: list[Withheld] = []
+        if share_history:
+            marks = self._ledger().case_marks(case_id)
+            readable, withheld = marks.shareable(readable, agency_ids=agencies, at=self.clock())
         await self._commit(case_id, roster)
         state = view.state
         recipients = [d for d in added if state is not None and state.active(d)]
         if share_history and readable and recipients:
             share = view.history_share(recipients=recipients, seqs=readable)
             await self.post(case_id, HISTORY_SHARE, share)
-        return added
+        return Added(added, withheld)
 
     async def remove_members(self, case_id: bytes, users: Iterable[tuple[str, str]]) -> list[bytes]:
         """Remove every device of the given users; they cannot read what follows."""

@@ -14,6 +14,7 @@ import difflib
 from collections.abc import Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
+from caseline.client.core_marks import CaseMarks
 from caseline.crypto import primitives as P
 from caseline.crypto.caselog import (
     KIND_COMMIT,
@@ -43,11 +44,13 @@ from caseline.schemas.errors import (
     UntrustedError,
     UsageError,
 )
+from caseline.schemas.handling import V_RELEASE_FORBIDDEN, Marked, Violation
 from caseline.schemas.wire import (
     AttachmentRef,
     CaseInfo,
     DeviceCert,
     Envelope,
+    HistoryShare,
     LogPosition,
     LogRef,
     Policy,
@@ -110,10 +113,21 @@ class CaseEvent:
     #: Updates: the files riding on it, as its signed record names them (keys included:
     #: an event stays in memory or sealed at rest).  Never set on a voided update.
     attachments: tuple[AttachmentRef, ...] = ()
+    #: Updates and history shares that break a marking rule (PROTOCOL.md §6.7), as this
+    #: device's rule book judged them: signed, so attributable, but not valid content.
+    #: An update a violating share unlocked carries one too.
+    violation: Violation | None = None
+    #: The broker's receipt time (ms) of the entry, when it came with one.
+    received: int | None = None
+
+    @property
+    def judged_at(self) -> int:
+        """When the marking rules date it: the later of its own time and the broker's receipt."""
+        return max(self.time, self.received or 0)
 
 
 def _update_event(
-    case_id: bytes, seq: int, opened: OpenedUpdate, cert: DeviceCert, *, shared: bool
+    case_id: bytes, seq: int, opened: OpenedUpdate, cert: DeviceCert, *, shared: bool, received: int | None
 ) -> CaseEvent:
     record = opened.record
     content = None if record.content_type == HISTORY_SHARE else decode_json(record.content)
@@ -130,6 +144,24 @@ def _update_event(
         update_id=opened.update_id,
         shared=shared,
         attachments=record.attachments or (),
+        received=received,
+    )
+
+
+def marked_event(event: CaseEvent) -> Marked | None:
+    """The event as the marking rules see it, or None for what carries no markings of its own."""
+    if event.kind != "update" or not event.readable or event.content is None or event.update_id is None:
+        return None
+    if event.author is None or event.content_type is None:
+        return None
+    return Marked(
+        update_id=event.update_id,
+        agency_id=event.author.agency_id,
+        user_id=event.author.user_id,
+        device_role=event.author.device_role,
+        content_type=event.content_type,
+        content=event.content,
+        time=event.judged_at,
     )
 
 
@@ -266,6 +298,8 @@ class Ledger:
         self.trust = trust
         self.server_key = server_key
         self.views: dict[bytes, CaseView] = {}
+        #: Each held case's marking rule book, fed in ``describe`` (or rebuilt by ``restore_marks``).
+        self.marks: dict[bytes, CaseMarks] = {}
         #: Other members' gossip since the shell last checked it: (case, seq, their witnessed checkpoint).
         self.gossip: list[tuple[bytes, int, LogRef]] = []
 
@@ -277,6 +311,53 @@ class Ledger:
 
     def forget(self, case_id: bytes) -> None:
         self.views.pop(case_id, None)
+        self.marks.pop(case_id, None)
+
+    def case_marks(self, case_id: bytes) -> CaseMarks:
+        marks = self.marks.get(case_id)
+        if marks is None:
+            marks = self.marks[case_id] = CaseMarks()
+        return marks
+
+    def restore_marks(self, case_id: bytes, events: Sequence[CaseEvent]) -> None:
+        """Rebuild a restored view's rule book from its stored events, in the order they were stored.
+
+        Judging again the same updates in the same order at the same times gives
+        the same book; the violations themselves were stored with the events.
+        """
+        marks = self.marks[case_id] = CaseMarks()
+        for event in events:
+            item = marked_event(event)
+            if item is not None:
+                marks.add(event.seq, item)
+
+    def _judged(self, case_id: bytes, applied: Applied, events: list[CaseEvent]) -> list[CaseEvent]:
+        """The events with the violations the rule book finds (PROTOCOL.md §6.7); never raises."""
+        marks = self.case_marks(case_id)
+        out = []
+        # What a share unlocks is judged in log order, whatever order the sharer listed it in.
+        for event in events[:1] + sorted(events[1:], key=lambda e: e.seq):
+            item = marked_event(event)
+            violation = None if item is None else marks.add(event.seq, item)
+            out.append(event if violation is None else dataclasses.replace(event, violation=violation))
+        opened = applied.opened
+        if opened is None or opened.record.content_type != HISTORY_SHARE:
+            return out
+        share = HistoryShare.decode(opened.record.content)
+        certs = applied.state.certs
+        agencies = {certs[d].cert.agency_id for d in share.recipients if d in certs}
+        at = out[0].judged_at
+        violation = marks.judge_share(
+            opened.update_id, [k.seq for k in share.keys], agency_ids=agencies, at=at
+        )
+        if violation is not None:
+            out[0] = dataclasses.replace(out[0], violation=violation)
+        for i, event in enumerate(out[1:], 1):
+            if event.update_id is not None and event.violation is None:
+                unshared = marks.unshareable(event.update_id, agency_ids=agencies, at=at)
+                if unshared is not None:
+                    out[i] = dataclasses.replace(event, violation=unshared)
+        return out
 
     # ---------------------------------------------------------------- receiving
     def apply(
@@ -333,7 +414,11 @@ class Ledger:
             ]
         elif applied.opened is not None:
             cert = state.certs[applied.opened.envelope.sender].cert
-            events = [_update_event(case_id, applied.seq, applied.opened, cert, shared=False)]
+            events = [
+                _update_event(
+                    case_id, applied.seq, applied.opened, cert, shared=False, received=applied.receipt_time
+                )
+            ]
         else:
             events = [
                 CaseEvent(
@@ -341,10 +426,11 @@ class Ledger:
                 )
             ]
         view = self.views[case_id]
-        for seq, opened in zip(applied.unlocked_seqs, applied.unlocked, strict=True):
+        times = applied.unlocked_receipt_times or (None,) * len(applied.unlocked)
+        for seq, opened, received in zip(applied.unlocked_seqs, applied.unlocked, times, strict=True):
             author = view.states[opened.record.epoch].certs[opened.record.sender].cert
-            events.append(_update_event(case_id, seq, opened, author, shared=True))
-        return events
+            events.append(_update_event(case_id, seq, opened, author, shared=True, received=received))
+        return self._judged(case_id, applied, events)
 
     # ---------------------------------------------------------------- membership
     def eligible_devices(
@@ -587,6 +673,7 @@ class Ledger:
 
         ``attachments`` name blobs already uploaded to the case and checked.
         """
+        self.check_marking(case_id, content_type=content_type, content=content, now=now)
         try:
             return self.view(case_id).prepare(
                 content_type=content_type,
@@ -600,6 +687,47 @@ class Ledger:
             if self.reissued_would_allow(case_id, content_type):
                 raise self.repin_needed(case_id, content_type) from None
             raise
+
+    def check_marking(self, case_id: bytes, *, content_type: str, content: bytes, now: int) -> None:
+        """Refuse an update the other members' clients would mark as a violation (PROTOCOL.md §6.7).
+
+        The sender asks the very rule book the receivers use, before anything is
+        sealed or a message key used up, and is told what would make it legal.
+        """
+        view = self.views.get(case_id)
+        state = None if view is None else view.state
+        me = None if state is None else state.certs.get(self.keys.device_id)
+        if me is None or content_type == HISTORY_SHARE:
+            return  # not a member: the view's own check says so
+        try:
+            body = decode_json(content)
+        except CaselineError:
+            return  # not JSON content: the schemas' check refuses it where it applies
+        item = Marked(
+            update_id=b"",
+            agency_id=me.cert.agency_id,
+            user_id=me.cert.user_id,
+            device_role=me.cert.role,
+            content_type=content_type,
+            content=body,
+            time=now,
+        )
+        marks = self.case_marks(case_id)
+        violation = marks.book.judge(item)
+        if violation is None:
+            return
+        if violation.rule == V_RELEASE_FORBIDDEN:
+            raise NotPermittedError(
+                f"not posted: {violation.message}. Ask them inside the case:"
+                f" `caseline release-request {case_id.hex()[:12]} {str(body.get('of', ''))[:12]} ...`"
+            )
+        floor = marks.book.floor(item.inherits_from())
+        refs = ", ".join(r.hex()[:12] for r in item.inherits_from() if r in marks.book)
+        raise NotPermittedError(
+            f"not posted: it is marked {item.markings.label} but names {refs}, so it must carry at least"
+            f" {floor.label}; mark it so (or leave the markings out), or ask the originator for a downgrade"
+            f" release: `caseline release-request {case_id.hex()[:12]} REF --for downgrade --reason TEXT`"
+        )
 
     def reissued_would_allow(self, case_id: bytes, content_type: str | None) -> bool:
         """Whether this device's installed certificate is not the case's pin, and allows posting

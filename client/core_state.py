@@ -28,6 +28,7 @@ from caseline.client.core import Author, CaseEvent, Member
 from caseline.crypto import primitives as P
 from caseline.schemas.codec import pack, unpack
 from caseline.schemas.errors import MalformedError
+from caseline.schemas.handling import Violation
 from caseline.schemas.wire import AttachmentRef
 
 EVENTS_VERSION: Final = 1
@@ -82,11 +83,32 @@ def encode_events(events: Sequence[CaseEvent]) -> bytes:
                 [[_author(m.author), m.role, m.voided] for m in e.members],
                 e.shared,
                 _author(e.voided_by),
-                *([[a.to_fields() for a in e.attachments]] if e.attachments else []),
+                *_tail(e),
             ]
             for e in events
         ]
     )
+
+
+def _tail(e: CaseEvent) -> list[Any]:
+    """The optional fields: attachments (13th), then [marking verdict, receipt time] (14th).
+
+    Each is written only when it or a later one is set, so events stored
+    before they existed read as they always did.
+    """
+    files = [a.to_fields() for a in e.attachments]
+    if e.violation is not None or e.received is not None:
+        v = e.violation
+        return [files, [None if v is None else [v.rule, v.update_id, v.message], e.received]]
+    return [files] if files else []
+
+
+def _extra(row: list[Any]) -> tuple[Violation | None, int | None]:
+    if len(row) < 14:
+        return None, None
+    found, received = row[13][:2]
+    violation = None if found is None else Violation(str(found[0]), bytes(found[1]), str(found[2]))
+    return violation, None if received is None else int(received)
 
 
 def decode_events(case_id: bytes, data: bytes) -> list[CaseEvent]:
@@ -103,6 +125,7 @@ def decode_events(case_id: bytes, data: bytes) -> list[CaseEvent]:
             files = (
                 tuple(AttachmentRef.from_fields(f, where="attachment") for f in row[12]) if row[12:] else ()
             )
+            violation, received = _extra(row)
             out.append(
                 CaseEvent(
                     case_id=case_id,
@@ -121,9 +144,11 @@ def decode_events(case_id: bytes, data: bytes) -> list[CaseEvent]:
                     shared=shared,
                     voided_by=_author_from(voided_by),
                     attachments=files,
+                    violation=violation,
+                    received=received,
                 )
             )
-    except (ValueError, TypeError, IndexError) as exc:
+    except (ValueError, TypeError, IndexError, AttributeError) as exc:
         raise MalformedError("stored events do not decode") from exc
     return out
 

@@ -145,10 +145,15 @@ class ViewStore:
             )
         await self.store.put_events(case_id, rows)
 
-    async def events(self, case_id: bytes, after: int = 0) -> list[CaseEvent]:
-        """Stored events of entries from ``after`` on.  One that fails to open is an error, not a gap."""
+    async def events(self, case_id: bytes, after: int = 0, *, before: int | None = None) -> list[CaseEvent]:
+        """Stored events of entries from ``after`` on (and before ``before``), in the order stored.
+
+        One that fails to open is an error, not a gap.
+        """
         out: list[CaseEvent] = []
         for seq, sealed in await self.store.events(case_id, after):
+            if before is not None and seq >= before:
+                break
             plain = core_state.open_sealed(self._key, sealed, core_state.events_aad(case_id, seq))
             out += core_state.decode_events(case_id, plain)
         return out

@@ -188,6 +188,11 @@ class Applied:
     #: ...and its id, when this device could open it: a member may have seen and named it
     #: before the revocation was learnt, so a reference to it must still find it.
     voided_id: bytes | None = None
+    #: Updates: the broker's receipt time (ms), if a receipt came with the entry; and those of
+    #: the ``unlocked`` updates.  Rules that date an act judge it by the later of this and the
+    #: record's own time (a sender cannot backdate without the broker's help).
+    receipt_time: int | None = None
+    unlocked_receipt_times: tuple[int | None, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -442,6 +447,7 @@ class CaseView:
         opened = None
         unlocked: tuple[OpenedUpdate, ...] = ()
         unlocked_keys: list[tuple[int, bytes]] = []
+        unlocked_times: tuple[int | None, ...] = ()
         chain = self._chains.get(envelope.sender)
         sender_cert = state.certs[envelope.sender].cert
         if self._epoch_secret is not None:
@@ -462,6 +468,7 @@ class CaseView:
             )
             if opened.record.content_type == HISTORY_SHARE and not voided:
                 unlocked_keys, unlocked = self._unlock(opened, state)
+                unlocked_times = tuple(self._held[s].receipt_time for s, _ in unlocked_keys)
         else:
             mk = None
             voided = envelope.sender in state.voided or (
@@ -517,6 +524,8 @@ class CaseView:
             unlocked_seqs=tuple(s for s, _ in unlocked_keys),
             voided_by=envelope.sender if voided else None,
             voided_id=opened.update_id if voided and opened is not None else None,
+            receipt_time=receipt_time,
+            unlocked_receipt_times=unlocked_times,
         )
 
     def _check_record(self, opened: OpenedUpdate, last: Seen | None, seq: int) -> None:

@@ -103,12 +103,15 @@ async def test_a_newcomer_given_the_history_can_reply_to_it(net: Network) -> Non
     alice = await net.device("ke-kra", "alice")
     case_id = await alice.create_case(title="Op. Shared")
     before = await alice.post_note(case_id, "before juma joined")
+    # The case is H2: a member of another agency added later gets it only once it is released.
+    await alice.release(case_id, before.update_id, purpose="disseminate")
     juma = await net.device("tz-tra", "juma")
     await alice.add_members(case_id, [("tz-tra", "juma", "member")], share_history=True)
     await juma.sync(case_id)
     reply = await juma.post_reply(case_id, in_reply_to=before.update_id, text="read it, thanks")
     events = await alice.sync(case_id)
     assert [e.update_id for e in events] == [reply.update_id]
+    assert events[0].violation is None
 
 
 # --------------------------------------------------------------------------- item 7: after revocation

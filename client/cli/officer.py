@@ -35,6 +35,7 @@ from caseline.client.cli.params import (
     CASE_ROLE,
     HANDLING,
     KDF,
+    RESTRICTION,
     TLP,
     hex_arg,
     parse_attachment_keys,
@@ -689,17 +690,29 @@ def _membership(case_ref: str, act: Any, verb: str) -> int:
     async def go() -> tuple[bytes, list[bytes]]:
         async with await s.client(secret) as client:
             case_id = await client.resolve_case(case_ref)
-            return case_id, list(await act(client, case_id))
+            return case_id, await act(client, case_id)
 
     case_id, devices = run(go())
+    # A history share leaves out what the updates' markings keep from the new agencies.
+    withheld = getattr(devices, "withheld", [])
     if out.as_json:
-        out.data({"case_id": case_id.hex(), "devices": [d.hex() for d in devices]})
+        out.data(
+            {
+                "case_id": case_id.hex(),
+                "devices": [d.hex() for d in devices],
+                "withheld": [
+                    {"seq": w.seq, "update_id": w.update_id.hex(), "reason": w.reason} for w in withheld
+                ],
+            }
+        )
     out.say(verb.format(n=len(devices)))
+    for w in withheld:
+        out.say(f"[yellow]#{w.seq} withheld:[/] {safe(w.reason)}")
     return EXIT_OK
 
 
 #: Fields that name another update of the same case, by content type.
-REF_FIELDS: Final = {"reply": "in_reply_to", "ack": "of"}
+REF_FIELDS: Final = {"reply": "in_reply_to", "ack": "of", "release": "of", "release-request": "of"}
 
 
 async def _resolve_refs(
@@ -737,7 +750,9 @@ def _target_line(content_type: str, target: CaseEvent) -> str:
     """``replying to 9c1e07aa (#12) by ke-kra:alice``: the update a reference resolved to."""
     from rich.markup import escape  # noqa: PLC0415 - rich only when printing for a person
 
-    verb = "replying to" if content_type == "reply" else "acknowledging"
+    verb = {"reply": "replying to", "release": "releasing", "release-request": "asking to release"}.get(
+        content_type, "acknowledging"
+    )
     author = f" by {escape(target.author.name)}" if target.author else ""
     return f"{verb} [bold]{short_id(target.update_id or b'')}[/] (#{target.seq}){author}"
 
@@ -786,10 +801,16 @@ def _posting(root: click.Group) -> None:
         "--attach", multiple=True, metavar="FILE",
         help="A file to send with the update, encrypted (up to 16); repeat.",
     )  # fmt: skip
+    @click.option(
+        "--restriction", multiple=True, type=RESTRICTION, metavar="CODE",
+        help="H3: a restriction every member's client enforces (no-evidence, no-dissemination,"
+        " no-third-party, no-action-without-consent); repeat.",
+    )  # fmt: skip
     def post(
         *,
         case_ref: str, content_type: str, field: tuple[str, ...], file: str | None,
         in_reply_to: str | None, of_: str | None, idempotency_key: str | None, attach: tuple[str, ...],
+        restriction: tuple[str, ...],
     ) -> int:  # fmt: skip
         """Post an update to a case.
 
@@ -808,11 +829,18 @@ def _posting(root: click.Group) -> None:
           caseline post 3f2a9c --type ack --of '#12' --field state=received
           caseline post 3f2a9c --type note --field text="X-ray" --attach xray.png --attach manifest.pdf
           echo '{"text": "from a script"}' | caseline --json post 3f2a9c --type note
+          caseline post 3f2a9c --type note --field text="informant" --field markings.handling=H3 \\
+            --field markings.restrictions="Namanga only" --restriction no-evidence
         """
         s = settings()
         out = Out(s.as_json)
         files = check_files(attach) if attach else []
         fields = _read_update(field, file)
+        if restriction:
+            markings = fields.setdefault("markings", {})
+            if not isinstance(markings, dict) or markings.get("handling", "H3") != "H3":
+                raise UsageError("--restriction is for H3 updates: add --field markings.handling=H3")
+            markings |= {"handling": "H3", "restriction_codes": sorted(set(restriction))}
         if in_reply_to is not None:
             if content_type != "reply":
                 raise UsageError("--in-reply-to is for --type reply")

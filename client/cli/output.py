@@ -268,6 +268,8 @@ def attachment_json(index: int, ref: Any) -> dict[str, Any]:
 
 
 def event_json(event: CaseEvent) -> dict[str, Any]:
+    """An event for scripts; a marking violation's content and files are withheld, as on screen."""
+    violated = event.violation is not None
     return {
         "case_id": event.case_id.hex(),
         "seq": event.seq,
@@ -284,7 +286,7 @@ def event_json(event: CaseEvent) -> dict[str, Any]:
         "readable": event.readable,
         "verified": True,
         "content_type": event.content_type,
-        "content": event.content,
+        "content": None if violated else event.content,
         "markings": markings(event),
         "update_id": event.update_id.hex() if event.update_id else None,
         "members": [
@@ -298,7 +300,12 @@ def event_json(event: CaseEvent) -> dict[str, Any]:
             for m in event.members
         ],
         "shared": event.shared,
-        "attachments": [attachment_json(n, a) for n, a in enumerate(event.attachments, start=1)],
+        "attachments": []
+        if violated
+        else [attachment_json(n, a) for n, a in enumerate(event.attachments, start=1)],
+        "violation": None
+        if event.violation is None
+        else {"rule": event.violation.rule, "message": event.violation.message},
         "voided_by": None
         if event.voided_by is None
         else {
@@ -327,6 +334,14 @@ def entry(out: Out, event: CaseEvent, *, case: bool = False) -> None:
         marking_text(event),
     )
     out.head(fields)
+    if event.violation is not None:
+        # Signed by its author, so shown as theirs, but never as content anyone may act on.
+        who = safe(event.author.name) if event.author else "its author"
+        out.indented(
+            f"[bold red]⚠ marking violation ({safe(event.violation.rule)}) by {who}:[/]"
+            f" {safe(event.violation.message)}; its content is not shown"
+        )
+        return
     out.indented(what(event))
 
 

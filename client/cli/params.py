@@ -140,6 +140,7 @@ KDF = choice("moderate", "interactive")
 CASE_ROLE = choice("owner", "member", "observer")
 HANDLING = choice("H0", "H1", "H2", "H3")
 TLP = choice("CLEAR", "GREEN", "AMBER", "AMBER+STRICT", "RED")
+RESTRICTION = choice("no-evidence", "no-dissemination", "no-third-party", "no-action-without-consent")
 
 
 def parse_attachment_keys(items: Sequence[str]) -> tuple[tuple[int, int], ...]:

@@ -15,7 +15,7 @@ from importlib import metadata
 from typing import Any, Final
 
 import click
-from caseline.client.cli import admin, attachments, forms, officer
+from caseline.client.cli import admin, attachments, forms, officer, releases
 from caseline.client.cli.exits import report
 from caseline.client.cli.output import printable
 from caseline.client.cli.settings import Settings, global_options
@@ -121,6 +121,7 @@ officer.register(cli)
 attachments.register(cli)
 admin.register(cli)
 forms.register(cli)
+releases.register(cli)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
