@@ -38,9 +38,8 @@ class Withheld:
     @property
     def ask(self) -> str:
         """The command that asks its originator, inside the case, to release it for evidence."""
-        return (
-            f"caseline release-request {self.case_id.hex()[:12]} {self.update_id.hex()[:16]} --for evidence"
-        )
+        case, update = self.case_id.hex()[:12], self.update_id.hex()[:16]
+        return f'caseline release-request {case} {update} --for evidence --reason "..."'
 
     @property
     def text(self) -> str:
@@ -95,7 +94,12 @@ def plan_evidence(
                 disclose.add(seq)
                 continue
             disclosed = {ids[s] for s in disclose if s in ids}
-            answer = may_disclose(book, update_id, agency_id=agency_id, at=at, disclosed=disclosed)
+            flagged = readable[seq].violation
+            answer = (
+                Permission(False, f"it is a marking violation ({flagged.rule}), which is never evidence")
+                if flagged is not None
+                else may_disclose(book, update_id, agency_id=agency_id, at=at, disclosed=disclosed)
+            )
             if answer.allowed:
                 disclose.add(seq)
                 continue
