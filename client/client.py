@@ -46,6 +46,7 @@ from caseline.client.transport import BrokerConnection
 from caseline.client.uploads import ProgressSink
 from caseline.client.viewstore import ViewStore
 from caseline.client.watch import LogWatching
+from caseline.client.workflow_index import RequestIndex
 from caseline.crypto import primitives as P
 from caseline.crypto import tlog
 from caseline.crypto.caselog import CaseView
@@ -232,7 +233,7 @@ def parse_member(text: str, default_role: str = "member") -> tuple[str, str, str
     return agency, user, role
 
 
-class Client(Outbox, Attachments, ContentHelpers, Following, LogWatching):
+class Client(Outbox, Attachments, ContentHelpers, Following, LogWatching, RequestIndex):
     """One device's session with its broker, over its local profile."""
 
     def __init__(
@@ -731,6 +732,8 @@ class Client(Outbox, Attachments, ContentHelpers, Following, LogWatching):
         for e in await self.store.entries(case_id, after):
             events += ledger.apply(case_id, seq=e.seq, kind=e.kind, body=e.body, receipt=e.receipt, now=now)
         await self._views.put_events(case_id, events)
+        if case_id in ledger.views:
+            await self._index(case_id, ledger.views[case_id], events, fresh=after == 0)
         _raise_alarms(events)
 
     async def _accept(self, case_id: bytes, entries: Sequence[StoredEntry]) -> list[CaseEvent]:
@@ -748,6 +751,7 @@ class Client(Outbox, Attachments, ContentHelpers, Following, LogWatching):
     async def _kept(self, case_id: bytes, view: CaseView, events: list[CaseEvent]) -> None:
         """Entries were stored: keep their events, and now and then the view (long-running follow)."""
         await self._views.put_events(case_id, events)
+        await self._index(case_id, view, events)
         _raise_alarms(events)
         if view.count - self._views.saved.get(case_id, 0) >= SNAPSHOT_EVERY:
             await self._views.save(case_id, view, self.trust)

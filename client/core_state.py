@@ -32,6 +32,8 @@ from caseline.schemas.handling import Violation
 from caseline.schemas.wire import AttachmentRef
 
 EVENTS_VERSION: Final = 1
+#: The format of a sealed request index (client/workflow.py ``Workflow.state``).
+WORKFLOW_VERSION: Final = 1
 
 
 def seal(key: bytes, nonce: bytes, plaintext: bytes, aad: bytes) -> bytes:
@@ -49,6 +51,10 @@ def snapshot_aad(case_id: bytes, count: int, version: int) -> bytes:
 
 def events_aad(case_id: bytes, seq: int) -> bytes:
     return P.label("local case-events") + P.lp(case_id) + P.u64(seq) + P.u64(EVENTS_VERSION)
+
+
+def workflow_aad(case_id: bytes) -> bytes:
+    return P.label("local case-workflow") + P.lp(case_id) + P.u64(WORKFLOW_VERSION)
 
 
 def meta_aad(name: str, device_id: bytes) -> bytes:

@@ -65,9 +65,14 @@ SCHEMA_V4: Final = """
 CREATE TABLE drafts (
     draft_id BLOB PRIMARY KEY, case_id BLOB NOT NULL, sealed BLOB NOT NULL, created_at INTEGER NOT NULL);
 """
+#: Version 5: per case, where its requests stand (client/workflow.py), sealed like its events,
+#: so that ``caseline due`` over a thousand cases opens one small row each, not every event.
+SCHEMA_V5: Final = """
+CREATE TABLE workflow (case_id BLOB PRIMARY KEY, sealed BLOB NOT NULL) WITHOUT ROWID;
+"""
 #: ``MIGRATIONS[n]`` takes a database from ``user_version`` n to n + 1.  Append only:
 #: a released migration is never edited, since profiles out there already ran it.
-MIGRATIONS: Final[tuple[str, ...]] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4)
+MIGRATIONS: Final[tuple[str, ...]] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
@@ -275,6 +280,11 @@ class LocalStore:
         )
         await self.db.commit()
 
+    async def finalities(self) -> dict[bytes, tuple[int, int | None]]:
+        """``case_id -> (final, witnessed_at)`` of every case a witness quorum vouched for."""
+        async with self.db.execute("SELECT case_id, final, witnessed_at FROM finality") as cur:
+            return {bytes(row[0]): (int(row[1]), row[2]) async for row in cur}
+
     async def finality_receipt(self, case_id: bytes) -> bytes | None:
         async with self.db.execute("SELECT receipt FROM finality WHERE case_id=?", (case_id,)) as cur:
             row = await cur.fetchone()
@@ -478,6 +488,32 @@ class LocalStore:
             "SELECT seq, sealed FROM events WHERE case_id=? AND seq>=? ORDER BY seq", (case_id, after)
         ) as cur:
             return [(int(row[0]), bytes(row[1])) async for row in cur]
+
+    # -- where requests stand (client/workflow_index.py)
+    async def workflow(self, case_id: bytes) -> bytes | None:
+        async with self.db.execute("SELECT sealed FROM workflow WHERE case_id=?", (case_id,)) as cur:
+            row = await cur.fetchone()
+        return None if row is None else bytes(row[0])
+
+    async def workflows(self) -> list[tuple[bytes, bytes]]:
+        async with self.db.execute("SELECT case_id, sealed FROM workflow") as cur:
+            return [(bytes(row[0]), bytes(row[1])) async for row in cur]
+
+    async def put_workflow(self, case_id: bytes, sealed: bytes) -> None:
+        await self.db.execute("INSERT OR REPLACE INTO workflow VALUES (?, ?)", (case_id, sealed))
+        await self.db.commit()
+
+    async def receipts(self, case_id: bytes, seqs: list[int]) -> dict[int, bytes]:
+        """The stored receipts of some entries of a case (each was verified before it was stored)."""
+        out: dict[int, bytes] = {}
+        for seq in seqs:
+            async with self.db.execute(
+                "SELECT receipt FROM entries WHERE case_id=? AND seq=?", (case_id, seq)
+            ) as cur:
+                row = await cur.fetchone()
+            if row is not None:
+                out[seq] = bytes(row[0])
+        return out
 
     async def entry_bodies(self, case_id: bytes, seqs: list[int]) -> dict[int, bytes]:
         out: dict[int, bytes] = {}

@@ -41,6 +41,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Final
 
+import msgpack
 from caseline.client import core_state
 from caseline.client.core import CaseEvent
 from caseline.client.store import LocalStore
@@ -157,6 +158,35 @@ class ViewStore:
             plain = core_state.open_sealed(self._key, sealed, core_state.events_aad(case_id, seq))
             out += core_state.decode_events(case_id, plain)
         return out
+
+    # ---------------------------------------------------------------- where requests stand
+    async def put_workflow(self, case_id: bytes, state: object) -> None:
+        aad = core_state.workflow_aad(case_id)
+        await self.store.put_workflow(case_id, self._seal(pack(state), aad))
+
+    def _open_workflow(self, case_id: bytes, sealed: bytes) -> object | None:
+        """A stored index that does not open or decode is None: the caller rebuilds it from events.
+
+        Decoded with plain msgpack, not the wire codec's canonical checks (which
+        walk and re-encode the tree, tripling what ``due`` pays over every case):
+        the blob opened under this device's local key, so it is what this
+        device wrote, and nothing else reads it.
+        """
+        try:
+            plain = core_state.open_sealed(self._key, sealed, core_state.workflow_aad(case_id))
+            state: object = msgpack.unpackb(plain, raw=False, use_list=True, strict_map_key=True)
+        except (CaselineError, ValueError, msgpack.UnpackException):
+            return None
+        return state
+
+    async def workflow(self, case_id: bytes) -> object | None:
+        sealed = await self.store.workflow(case_id)
+        return None if sealed is None else self._open_workflow(case_id, sealed)
+
+    async def workflows(self) -> dict[bytes, object | None]:
+        return {
+            case_id: self._open_workflow(case_id, sealed) for case_id, sealed in await self.store.workflows()
+        }
 
     # ---------------------------------------------------------------- small sealed values
     async def get_secret(self, name: str) -> list[object] | None:
