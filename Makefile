@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test run demo demo-fork lint typecheck bench bench-load bench-attachments abuse vectors interop clean
+.PHONY: test run demo demo-fork lint typecheck bench bench-load bench-attachments bench-workflow abuse vectors interop clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -73,6 +73,14 @@ bench: $(VENV)/.bench-installed
 	$(BIN)/python -m bench.compare $(BENCH_ARGS)
 	$(BIN)/python -m bench.witnessed
 	$(BIN)/python -m bench.attachments $(ATTACHMENTS_ARGS)
+	$(BIN)/python -m bench.workflow $(WORKFLOW_ARGS)
+
+# Issue 16: `caseline due` and `caseline stats` over a profile whose request index holds
+# 1,000 cases x 100 requests (bench/results/workflow.json and README's table).
+# WORKFLOW_ARGS: e.g. --cases 50 --seconds 1 --no-readme for a smoke run.
+WORKFLOW_ARGS ?=
+bench-workflow: $(STAMP)
+	$(BIN)/python -m bench.workflow $(WORKFLOW_ARGS)
 
 # Issue 15: a 1 GiB attachment each way through a real broker (MB/s, client and broker RSS),
 # kill -9 of the client and of the broker mid-upload, and 200 KiB photos at 50 posts/s

@@ -16,8 +16,10 @@ at the witnessed time once a quorum checkpoint covers it (PROTOCOL.md §6.8).
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Final
 
 from caseline.client.workflow import Due, RequestRow, Workflow, due_of, rows_of, witnessed_start
@@ -35,6 +37,24 @@ log = logging.getLogger("caseline.client")
 REMINDED: Final = "reminded"
 #: The content types that move a request; other updates are not looked at.
 MOVES_REQUESTS: Final = frozenset({"request", "ack", "reply"})
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while the whole index is read.
+
+    A hundred thousand rows are a few million short-lived, acyclic objects; the
+    collector, triggered by their allocation, walks them again and again and
+    took half of ``requests`` (bench/workflow.py: 2.5 s of CPU down to 1.3 s).
+    Reference counting still frees them; the collector runs again after.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _matters(event: CaseEvent) -> bool:
@@ -103,6 +123,10 @@ class RequestIndex:
 
         ``open_only``: only those still owed (what ``due`` reads; closed rows are never built).
         """
+        with _collector_paused():
+            return await self._requests(case_id, open_only=open_only)
+
+    async def _requests(self, case_id: bytes | None, *, open_only: bool) -> list[RequestRow]:
         if case_id is None:
             states = await self._views.workflows()
             for known in await self.store.case_ids():  # a profile from before the index

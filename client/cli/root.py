@@ -15,7 +15,7 @@ from importlib import metadata
 from typing import Any, Final
 
 import click
-from caseline.client.cli import admin, attachments, forms, officer, releases, workflow
+from caseline.client.cli import admin, attachments, forms, officer, releases, stats, workflow
 from caseline.client.cli.exits import report
 from caseline.client.cli.output import printable
 from caseline.client.cli.settings import Settings, global_options
@@ -123,6 +123,7 @@ admin.register(cli)
 forms.register(cli)
 releases.register(cli)
 workflow.register(cli)
+stats.register(cli)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
