@@ -38,13 +38,16 @@ class Withheld:
     @property
     def ask(self) -> str:
         """The command that asks its originator, inside the case, to release it for evidence."""
-        case, update = self.case_id.hex()[:12], self.update_id.hex()[:16]
+        case, update = self.case_id.hex()[:8], self.update_id.hex()[:8]
         return f'caseline release-request {case} {update} --for evidence --reason "..."'
 
     @property
     def text(self) -> str:
-        """One line for a person: what was withheld, why, and how to ask for it."""
-        return f"#{self.seq} withheld: {self.markings} by {self.provider}: {self.reason}; ask with {self.ask}"
+        """One line for a person: what was withheld, and how to ask for it (``reason`` says why in full)."""
+        what = f"#{self.seq} withheld: {self.markings} by {self.provider}"
+        if self.reason.startswith("it is a marking violation"):
+            return f"{what}, {self.reason.removeprefix('it is ')}"
+        return f"{what}, no release for evidence; ask: {self.ask}"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
