@@ -410,7 +410,7 @@ class Client(Outbox, Attachments, ContentHelpers, Following, LogWatching, Reques
         if self.ledger is None:
             return
         for case_id, view in list(self.ledger.views.items()):
-            await self._views.save(case_id, view, self.trust)
+            await self._views.save(case_id, view, self.trust, marks=self.ledger.marks.get(case_id))
 
     async def close(self) -> None:
         try:
@@ -712,8 +712,12 @@ class Client(Outbox, Attachments, ContentHelpers, Following, LogWatching, Reques
         if restored is not None:
             ledger.views[case_id] = restored
             after = restored.count
-            # The snapshot holds no rule book: one pass over the stored events rebuilds it.
-            ledger.restore_marks(case_id, await self._views.events(case_id, before=after))
+            marks = await self._views.load_marks(case_id, after)
+            if marks is not None:
+                ledger.marks[case_id] = marks
+            else:  # none kept at this count: one pass over the stored events rebuilds it, once
+                ledger.restore_marks(case_id, await self._views.events(case_id, before=after))
+                await self._views.keep_marks(case_id, after, ledger.marks[case_id])
         try:
             await self._replay(case_id, after)
         except CaselineError:
@@ -754,7 +758,7 @@ class Client(Outbox, Attachments, ContentHelpers, Following, LogWatching, Reques
         await self._index(case_id, view, events)
         _raise_alarms(events)
         if view.count - self._views.saved.get(case_id, 0) >= SNAPSHOT_EVERY:
-            await self._views.save(case_id, view, self.trust)
+            await self._views.save(case_id, view, self.trust, marks=self._ledger().marks.get(case_id))
 
     async def sync(self, case_id: bytes) -> list[CaseEvent]:
         """Fetch, verify and store everything new in a case; return what it meant.

@@ -77,7 +77,11 @@ class ContentHelpers:
             raise UnknownError("this device holds no such case")
         policy = Markings.of({"handling": view.state.policy.handling, "tlp": view.state.policy.tlp})
         item = Marked(b"", "", "", "", content_type, dict(fields or {}), 0)
-        base = policy.join(self._ledger().case_marks(case_id).book.floor(item.inherits_from()))
+        book = self._ledger().case_marks(case_id).book
+        if any(ref not in book for ref in item.inherits_from()):
+            await self.sync(case_id)  # what it answers may have just arrived
+            book = self._ledger().case_marks(case_id).book
+        base = policy.join(book.floor(item.inherits_from()))
         markings: dict[str, Any] = base.as_content()
         if graded:
             markings |= {"source_reliability": "X", "information_assessment": "4"}

@@ -57,6 +57,12 @@ def workflow_aad(case_id: bytes) -> bytes:
     return P.label("local case-workflow") + P.lp(case_id) + P.u64(WORKFLOW_VERSION)
 
 
+def marks_aad(case_id: bytes, count: int, snapshot: bytes) -> bytes:
+    """Binds a kept rule book to the very sealed snapshot it was kept with (``snapshot``: that blob)."""
+    digest = P.hash_labeled("local case-marks snapshot", snapshot)
+    return P.label("local case-marks") + P.lp(case_id) + P.u64(count) + P.u64(EVENTS_VERSION) + digest
+
+
 def meta_aad(name: str, device_id: bytes) -> bytes:
     return P.label("local meta") + P.lp(name.encode()) + P.lp(device_id)
 

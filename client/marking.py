@@ -9,25 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from caseline.client.core import CaseEvent
+from caseline.client.core import CaseEvent, marked_event
 from caseline.schemas.handling import HandlingBook, Marked
 
 
 def marked(event: CaseEvent) -> Marked | None:
-    """The event as the rules see it, or None for what carries no markings of its own."""
-    if event.kind != "update" or not event.readable or event.content is None or event.update_id is None:
-        return None
-    if event.author is None or event.content_type is None:
-        return None
-    return Marked(
-        update_id=event.update_id,
-        agency_id=event.author.agency_id,
-        user_id=event.author.user_id,
-        device_role=event.author.device_role,
-        content_type=event.content_type,
-        content=event.content,
-        time=event.time,
-    )
+    """The event as the rules see it, or None for what carries no markings of its own.
+
+    Dated as the receiving clients judge it (``CaseEvent.judged_at``: the later
+    of its own time and the broker's receipt), so every judge agrees.
+    """
+    return marked_event(event)
 
 
 def book_of(events: Iterable[CaseEvent]) -> HandlingBook:

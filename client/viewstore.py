@@ -32,7 +32,9 @@ of amortised rewrite instead of 0.2 s every time.
 Several processes may use one profile at once (a ``follow`` and a ``post``):
 a snapshot is written only when it is further along than the stored one
 (``LocalStore.put_view_snapshot``).  The events each entry produced are kept
-sealed beside it (``core_state`` says why).
+sealed beside it (``core_state`` says why), and so is the case's marking rule
+book as it stood at the snapshot's count (``core_marks`` says why), bound to
+that count: one that does not match is rebuilt from the stored events.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from typing import Final
 import msgpack
 from caseline.client import core_state
 from caseline.client.core import CaseEvent
+from caseline.client.core_marks import CaseMarks
 from caseline.client.store import LocalStore
 from caseline.crypto.caselog import CaseView
 from caseline.crypto.certs import TrustStore
@@ -57,6 +60,10 @@ log = logging.getLogger(__name__)
 Rng = Callable[[int], bytes]
 #: A stored snapshot is rewritten once the view is this many entries past it (see above).
 REWRITE_AFTER: Final = 32
+
+
+def _marks_name(case_id: bytes) -> str:
+    return f"case-marks:{case_id.hex()}"
 
 
 class ViewStore:
@@ -105,7 +112,15 @@ class ViewStore:
         self.saved[case_id] = count
         return view
 
-    async def save(self, case_id: bytes, view: CaseView, trust: TrustStore, *, force: bool = False) -> bool:
+    async def save(
+        self,
+        case_id: bytes,
+        view: CaseView,
+        trust: TrustStore,
+        *,
+        force: bool = False,
+        marks: CaseMarks | None = None,
+    ) -> bool:
         """Seal and keep ``view`` if it is far enough past what this process last loaded or saved.
 
         With a snapshot already stored (loaded or saved by this process), only
@@ -119,11 +134,42 @@ class ViewStore:
             return False  # the entries since the base are the delta: the next open re-verifies them
         data = snapshot(view, binding=trust_binding(view, trust))
         aad = core_state.snapshot_aad(case_id, view.count, SNAPSHOT_VERSION)
-        written = await self.store.put_view_snapshot(
-            case_id, view.count, SNAPSHOT_VERSION, self._seal(data, aad)
-        )
+        sealed = self._seal(data, aad)
+        written = await self.store.put_view_snapshot(case_id, view.count, SNAPSHOT_VERSION, sealed)
+        if written and marks is not None:
+            kept = self._seal(marks.export(), core_state.marks_aad(case_id, view.count, sealed))
+            await self.store.put(_marks_name(case_id), kept)
         self.saved[case_id] = view.count
         return written
+
+    async def keep_marks(self, case_id: bytes, count: int, marks: CaseMarks) -> None:
+        """Keep ``marks`` (the book at ``count``) with the stored snapshot, if that is at ``count``.
+
+        For a snapshot that has none (written before books were kept, or its
+        book failed to open): rebuilt once, not at every command until the
+        snapshot is next rewritten.
+        """
+        row = await self.store.view_snapshot(case_id)
+        if row is not None and row[0] == count:
+            kept = self._seal(marks.export(), core_state.marks_aad(case_id, count, row[2]))
+            await self.store.put(_marks_name(case_id), kept)
+
+    async def load_marks(self, case_id: bytes, count: int) -> CaseMarks | None:
+        """The rule book kept with the stored snapshot, if that is still at ``count`` (the view's).
+
+        None if absent, or kept with another snapshot: the caller rebuilds it.
+        """
+        row = await self.store.view_snapshot(case_id)
+        blob = await self.store.get(_marks_name(case_id))
+        if row is None or blob is None or row[0] != count:
+            return None
+        _, _, sealed = row
+        try:
+            return CaseMarks.restore(
+                core_state.open_sealed(self._key, blob, core_state.marks_aad(case_id, count, sealed))
+            )
+        except CaselineError:
+            return None
 
     async def drop(self, case_id: bytes) -> None:
         self.saved.pop(case_id, None)

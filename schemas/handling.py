@@ -20,7 +20,7 @@ agency.  The provider's own agency is never restricted by its own markings.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, MutableMapping
 from typing import Any, Final
 
 from caseline.schemas.references import referenced_updates
@@ -275,9 +275,25 @@ class HandlingBook:
     """
 
     def __init__(self) -> None:
-        self._items: dict[bytes, Marked] = {}
-        self._effective: dict[bytes, Markings] = {}
+        self._items: MutableMapping[bytes, Marked] = {}
+        self._effective: MutableMapping[bytes, Markings] = {}
         self._releases: dict[bytes, list[Release]] = {}
+
+    @classmethod
+    def restored(
+        cls,
+        items: MutableMapping[bytes, Marked],
+        effective: MutableMapping[bytes, Markings],
+        releases: dict[bytes, list[Release]],
+    ) -> HandlingBook:
+        """A book whose state was kept (client/core_marks.py), not judged again.
+
+        The mappings may fill themselves on first use: a 100,000-update case
+        then costs only the updates a command asks about.
+        """
+        book = cls()
+        book._items, book._effective, book._releases = items, effective, releases
+        return book
 
     def __contains__(self, update_id: object) -> bool:
         return update_id in self._items
@@ -292,10 +308,19 @@ class HandlingBook:
     def releases(self, update_id: bytes) -> tuple[Release, ...]:
         return tuple(self._releases.get(update_id, ()))
 
+    def counted_releases(self) -> dict[bytes, tuple[Release, ...]]:
+        """Every release that counts, by the update it releases (what a kept book must keep)."""
+        return {of: tuple(found) for of, found in self._releases.items() if found}
+
     # ---------------------------------------------------------------- judging
     def add(self, item: Marked) -> Violation | None:
         """Judge ``item`` (the next readable update of the case) and remember it."""
         violation = self.judge(item)
+        self.remember(item, violation)
+        return violation
+
+    def remember(self, item: Marked, violation: Violation | None) -> None:
+        """Remember ``item`` as judged before (``add`` without judging: a book restored from its verdicts)."""
         self._items[item.update_id] = item
         effective = item.markings
         if violation is not None and violation.rule == V_DOWNGRADE:
@@ -305,7 +330,6 @@ class HandlingBook:
             release = Release.of_content(item.update_id, item.content)
             if release.of in self._items:
                 self._releases.setdefault(release.of, []).append(release)
-        return violation
 
     def judge(self, item: Marked) -> Violation | None:
         """The first rule ``item`` breaks, or None; what a sender asks before it seals."""

@@ -272,7 +272,11 @@ async def test_follow_shows_ids_markings_and_restrictions(net: Network) -> None:
         else:
             shown = json.loads(out)
             assert shown["update_id"] == posted.update_id.hex()
-            assert shown["markings"] == {"handling": "H3", "tlp": "RED", "restrictions": RESTRICTIONS}
+            # Unstated H3 restriction codes are sent as all four, the strictest (PROTOCOL.md §6.7).
+            codes = ["no-action-without-consent", "no-dissemination", "no-evidence", "no-third-party"]
+            assert shown["markings"] == {
+                "handling": "H3", "tlp": "RED", "restrictions": RESTRICTIONS, "restriction_codes": codes
+            }  # fmt: skip
 
 
 # --------------------------------------------------------------------------- flags anywhere, refs

@@ -297,7 +297,8 @@ async def test_a_scope_that_names_no_content_type_is_refused_with_the_valid_ones
         await admin.issue(request, role="bot", scopes=["alerts"])
     assert str(refused.value) == (
         "'alerts' is not a scope: the valid scopes are"
-        " ack, alert, note, reply, request, seizure, status, read"
+        " ack, alert, approval, note, release, release-request, reminder, reply, request, seizure,"
+        " status, read"
     )
     with pytest.raises(UsageError, match=r"^a bot needs at least one scope: one or more of ack, alert"):
         await admin.issue(request, role="bot")
