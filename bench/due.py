@@ -4,7 +4,7 @@ Method
 ------
 A real profile (``Client.create`` with a key file, so no passphrase KDF sits in
 the figure).  Its request index is filled the way ``Client._index`` keeps it —
-``Workflow.state()`` sealed by ``ViewStore.put_workflow`` — for ``CASES`` cases of
+``Workflow.state()`` sealed by ``ViewStore.update_workflow`` — for ``CASES`` cases of
 ``REQUESTS`` requests each, half from this agency and half asking it; first
 with one request in ten still open (a backlog of 10,000: typical is far less),
 then with every one open (100,000 owed: the worst case).  Building 100,000 real requests through a
@@ -32,7 +32,7 @@ import subprocess  # nosec B404 - runs this interpreter and the project's own CL
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Final
 
@@ -78,6 +78,10 @@ def case_flow(number: int, open_per_10: int) -> Workflow:
     return flow
 
 
+def _replaced_by(state: object) -> Callable[[object | None], object]:
+    return lambda _: state
+
+
 async def fill(directory: Path, open_per_10: int) -> None:
     client = await Client.create(
         directory, agency_id="ke-kra", user_id="amina", server_url="http://127.0.0.1:9",
@@ -86,7 +90,7 @@ async def fill(directory: Path, open_per_10: int) -> None:
     try:
         for number in range(CASES):
             flow = case_flow(number, open_per_10)
-            await client._views.put_workflow(flow.case_id, flow.state())
+            await client._views.update_workflow(flow.case_id, _replaced_by(flow.state()))
     finally:
         await client.close()
 

@@ -143,6 +143,10 @@ def generate(cases: int, per_case: int, now: int, seed: int = 16) -> dict[bytes,
     return out
 
 
+def _replaced_by(state: object) -> Callable[[object | None], object]:
+    return lambda _old: state
+
+
 async def make_profile(home: Path, cases: dict[bytes, Workflow]) -> Path:
     """A bot device's profile holding the index, written through the profile store's own API."""
     directory = home / "profiles" / "bench"
@@ -157,7 +161,7 @@ async def make_profile(home: Path, cases: dict[bytes, Workflow]) -> Path:
     )
     try:
         for case_id, flow in cases.items():  # what Client._index writes after verifying a case
-            await client._views.put_workflow(case_id, flow.state())
+            await client._views.update_workflow(case_id, _replaced_by(flow.state()))
     finally:
         await client.close()
     return directory

@@ -53,8 +53,8 @@ def events_aad(case_id: bytes, seq: int) -> bytes:
     return P.label("local case-events") + P.lp(case_id) + P.u64(seq) + P.u64(EVENTS_VERSION)
 
 
-def workflow_aad(case_id: bytes) -> bytes:
-    return P.label("local case-workflow") + P.lp(case_id) + P.u64(WORKFLOW_VERSION)
+def workflow_aad(case_id: bytes, part: str) -> bytes:
+    return P.label("local case-workflow") + P.lp(case_id) + P.lp(part.encode()) + P.u64(WORKFLOW_VERSION)
 
 
 def marks_aad(case_id: bytes, count: int, snapshot: bytes) -> bytes:

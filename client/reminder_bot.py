@@ -100,7 +100,7 @@ async def remind(
     of every case sets it.  Returns how many reminders were given (``once``).
     """
     given = 0
-    await client.cases()  # brings the cases that changed up to date, and so their index
+    await client.sync_changed()  # brings the cases that changed up to date, and so their index
     done = await client.reminded()
     watcher: asyncio.Task[None] | None = None
     if not once and changed is None:

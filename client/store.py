@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -68,7 +69,8 @@ CREATE TABLE drafts (
 #: Version 5: per case, where its requests stand (client/workflow.py), sealed like its events,
 #: so that ``caseline due`` over a thousand cases opens one small row each, not every event.
 SCHEMA_V5: Final = """
-CREATE TABLE workflow (case_id BLOB PRIMARY KEY, sealed BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE workflow (
+    case_id BLOB PRIMARY KEY, open_sealed BLOB NOT NULL, rest_sealed BLOB NOT NULL) WITHOUT ROWID;
 """
 #: ``MIGRATIONS[n]`` takes a database from ``user_version`` n to n + 1.  Append only:
 #: a released migration is never edited, since profiles out there already ran it.
@@ -324,6 +326,11 @@ class LocalStore:
         stored = await self.entries(case_id, after=entries[0].seq)
         return [e for e in stored if e.seq in ours and e != ours[e.seq]]
 
+    async def entry_counts(self) -> dict[bytes, int]:
+        """How many entries of each case this profile holds (seqs start at 0 and have no gaps)."""
+        async with self.db.execute("SELECT case_id, max(seq) + 1 FROM entries GROUP BY case_id") as cur:
+            return {bytes(row[0]): int(row[1]) async for row in cur}
+
     async def read_upto(self, case_id: bytes) -> int:
         async with self.db.execute("SELECT read_upto FROM cases WHERE case_id=?", (case_id,)) as cur:
             row = await cur.fetchone()
@@ -489,19 +496,47 @@ class LocalStore:
         ) as cur:
             return [(int(row[0]), bytes(row[1])) async for row in cur]
 
-    # -- where requests stand (client/workflow_index.py)
-    async def workflow(self, case_id: bytes) -> bytes | None:
-        async with self.db.execute("SELECT sealed FROM workflow WHERE case_id=?", (case_id,)) as cur:
+    # -- where requests stand (client/workflow_index.py): the open rows apart from the rest,
+    # so that ``due`` over every case reads and opens only what is still owed.
+    async def workflow(self, case_id: bytes) -> tuple[bytes, bytes] | None:
+        async with self.db.execute(
+            "SELECT open_sealed, rest_sealed FROM workflow WHERE case_id=?", (case_id,)
+        ) as cur:
             row = await cur.fetchone()
-        return None if row is None else bytes(row[0])
+        return None if row is None else (bytes(row[0]), bytes(row[1]))
 
-    async def workflows(self) -> list[tuple[bytes, bytes]]:
-        async with self.db.execute("SELECT case_id, sealed FROM workflow") as cur:
-            return [(bytes(row[0]), bytes(row[1])) async for row in cur]
+    async def workflows(self, *, full: bool) -> list[tuple[bytes, bytes, bytes | None]]:
+        """``(case_id, open part, rest or None)`` of every case's index; the rest only if ``full``."""
+        query = (
+            "SELECT case_id, open_sealed, rest_sealed FROM workflow"
+            if full
+            else "SELECT case_id, open_sealed, NULL FROM workflow"
+        )
+        async with self.db.execute(query) as cur:
+            return [(bytes(r[0]), bytes(r[1]), None if r[2] is None else bytes(r[2])) async for r in cur]
 
-    async def put_workflow(self, case_id: bytes, sealed: bytes) -> None:
-        await self.db.execute("INSERT OR REPLACE INTO workflow VALUES (?, ?)", (case_id, sealed))
-        await self.db.commit()
+    async def update_workflow(
+        self, case_id: bytes, change: Callable[[tuple[bytes, bytes] | None], tuple[bytes, bytes]]
+    ) -> None:
+        """Read, change and write a case's index in one write transaction.
+
+        Two processes of one profile (a ``follow`` and a ``post``) each fold
+        the events they stored; without the lock, the later write would drop
+        what the other had folded meanwhile.  ``change`` is synchronous, so no
+        other coroutine of this process runs inside the transaction either.
+        """
+        await self.db.execute("BEGIN IMMEDIATE")
+        try:
+            async with self.db.execute(
+                "SELECT open_sealed, rest_sealed FROM workflow WHERE case_id=?", (case_id,)
+            ) as cur:
+                row = await cur.fetchone()
+            parts = change(None if row is None else (bytes(row[0]), bytes(row[1])))
+            await self.db.execute("INSERT OR REPLACE INTO workflow VALUES (?, ?, ?)", (case_id, *parts))
+            await self.db.commit()
+        except BaseException:
+            await self.db.rollback()
+            raise
 
     async def receipts(self, case_id: bytes, seqs: list[int]) -> dict[int, bytes]:
         """The stored receipts of some entries of a case (each was verified before it was stored)."""

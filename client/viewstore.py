@@ -206,32 +206,57 @@ class ViewStore:
         return out
 
     # ---------------------------------------------------------------- where requests stand
-    async def put_workflow(self, case_id: bytes, state: object) -> None:
-        aad = core_state.workflow_aad(case_id)
-        await self.store.put_workflow(case_id, self._seal(pack(state), aad))
+    async def update_workflow(self, case_id: bytes, change: Callable[[object | None], object]) -> None:
+        """Change a case's index atomically (``LocalStore.update_workflow``); None: none usable.
 
-    def _open_workflow(self, case_id: bytes, sealed: bytes) -> object | None:
+        A state is ``Workflow.state()``: its first two items (roster, open rows)
+        are sealed as one part, the others as the second.
+        """
+
+        def sealed_change(parts: tuple[bytes, bytes] | None) -> tuple[bytes, bytes]:
+            state = None if parts is None else self._open_workflow(case_id, *parts)
+            new = change(state)
+            if not isinstance(new, list) or len(new) < 2:
+                raise TypeError("a request index state is a list of at least two items")
+            return (
+                self._seal(pack(new[:2]), core_state.workflow_aad(case_id, "open")),
+                self._seal(pack(new[2:]), core_state.workflow_aad(case_id, "rest")),
+            )
+
+        await self.store.update_workflow(case_id, sealed_change)
+
+    def _open_workflow(self, case_id: bytes, open_part: bytes, rest: bytes | None) -> list[object] | None:
         """A stored index that does not open or decode is None: the caller rebuilds it from events.
 
-        Decoded with plain msgpack, not the wire codec's canonical checks (which
-        walk and re-encode the tree, tripling what ``due`` pays over every case):
-        the blob opened under this device's local key, so it is what this
-        device wrote, and nothing else reads it.
+        Without ``rest``: only the roster and the open rows.  Decoded with plain
+        msgpack, not the wire codec's canonical checks (which walk and re-encode
+        the tree, tripling what ``due`` pays over every case): each part opened
+        under this device's local key, so it is what this device wrote.
         """
         try:
-            plain = core_state.open_sealed(self._key, sealed, core_state.workflow_aad(case_id))
-            state: object = msgpack.unpackb(plain, raw=False, use_list=True, strict_map_key=True)
-        except (CaselineError, ValueError, msgpack.UnpackException):
+            state: list[object] = list(self._unseal(case_id, "open", open_part))
+            if rest is not None:
+                state += list(self._unseal(case_id, "rest", rest))
+        except (CaselineError, ValueError, TypeError, msgpack.UnpackException):
             return None
         return state
 
-    async def workflow(self, case_id: bytes) -> object | None:
-        sealed = await self.store.workflow(case_id)
-        return None if sealed is None else self._open_workflow(case_id, sealed)
+    def _unseal(self, case_id: bytes, part: str, sealed: bytes) -> list[object]:
+        plain = core_state.open_sealed(self._key, sealed, core_state.workflow_aad(case_id, part))
+        value = msgpack.unpackb(plain, raw=False, use_list=True, strict_map_key=True)
+        if not isinstance(value, list):
+            raise TypeError("not a list")
+        return value
 
-    async def workflows(self) -> dict[bytes, object | None]:
+    async def workflow(self, case_id: bytes) -> list[object] | None:
+        parts = await self.store.workflow(case_id)
+        return None if parts is None else self._open_workflow(case_id, *parts)
+
+    async def workflows(self, *, full: bool) -> dict[bytes, list[object] | None]:
+        """Every case's index; unless ``full``, only its roster and open rows (what ``due`` reads)."""
         return {
-            case_id: self._open_workflow(case_id, sealed) for case_id, sealed in await self.store.workflows()
+            case_id: self._open_workflow(case_id, open_part, rest)
+            for case_id, open_part, rest in await self.store.workflows(full=full)
         }
 
     # ---------------------------------------------------------------- small sealed values

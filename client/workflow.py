@@ -405,6 +405,9 @@ def row_json(row: RequestRow, now: int) -> dict[str, Any]:
         "extensions": row.extensions,
         "extension_reason": row.extension_reason,
         "ground": row.ground,
+        "handling": row.handling,
+        "tlp": row.tlp,
+        "restriction_codes": list(row.restriction_codes),
     }
 
 

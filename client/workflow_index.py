@@ -4,7 +4,7 @@
 events.  So each time verified events are stored (``Client._kept`` and
 ``_replay``), the ones that move a request (requests, acks, replies, commits for
 the roster) are folded into the case's ``Workflow`` (client/workflow.py), which
-is kept sealed under the local key (``ViewStore.put_workflow``).  A case whose
+is kept sealed under the local key (``ViewStore.update_workflow``).  A case whose
 entries are re-verified from genesis (new trust) is folded afresh, so an update
 voided meanwhile stops counting.  A profile from before the index, or an index
 that does not open, is rebuilt once from the stored events.
@@ -29,7 +29,9 @@ from caseline.schemas.errors import CaselineError
 if TYPE_CHECKING:
     from caseline.client.core import CaseEvent
     from caseline.client.store import LocalStore
+    from caseline.client.transport import BrokerConnection
     from caseline.client.viewstore import ViewStore
+    from caseline.client.watch import WitnessStatus
     from caseline.crypto.caselog import CaseView
 
 log = logging.getLogger("caseline.client")
@@ -57,6 +59,14 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+def _restored(case_id: bytes, state: object) -> Workflow | None:
+    try:
+        return Workflow.restore(case_id, state)
+    except ValueError as exc:
+        log.warning("case %s: rebuilding its request index (%s)", case_id.hex(), exc)
+        return None
+
+
 def _matters(event: CaseEvent) -> bool:
     if event.kind == "commit":
         return event.voided_by is None
@@ -73,6 +83,11 @@ class RequestIndex:
         clock: Callable[[], int]
 
         async def view(self, case_id: bytes) -> CaseView: ...
+        async def sync(self, case_id: bytes) -> list[CaseEvent]: ...
+        async def check_log(self, case_id: bytes | None = None) -> WitnessStatus | None: ...
+
+        @property
+        def broker(self) -> BrokerConnection: ...
 
     async def _index(
         self, case_id: bytes, view: CaseView, events: Sequence[CaseEvent], *, fresh: bool = False
@@ -81,25 +96,26 @@ class RequestIndex:
         moving = [e for e in events if _matters(e)]
         if not moving and not fresh:
             return
-        flow = None if fresh else await self._stored_flow(case_id)
-        if flow is None:
-            flow = Workflow(case_id)
-            if not fresh:  # no usable index yet: every stored event, the ones just stored included
-                moving = [e for e in await self._views.events(case_id) if _matters(e)]
-        times = await self._trusted_times(case_id, view, moving)
-        for event in moving:
-            flow.add(event, times.get(event.seq))
-        await self._views.put_workflow(case_id, flow.state())
+        whole: list[CaseEvent] | None = moving if fresh else None
+        if whole is None and await self._views.workflow(case_id) is None:
+            # No usable index yet (a profile from before it): every stored event, these included.
+            whole = [e for e in await self._views.events(case_id) if _matters(e)]
+        times = await self._trusted_times(case_id, view, whole if whole is not None else moving)
+
+        def change(state: object | None) -> object:
+            flow = None if fresh or state is None else _restored(case_id, state)
+            todo = moving
+            if flow is None:
+                flow, todo = Workflow(case_id), (whole if whole is not None else moving)
+            for event in todo:  # folding an event twice counts it once
+                flow.add(event, times.get(event.seq))
+            return flow.state()
+
+        await self._views.update_workflow(case_id, change)
 
     async def _stored_flow(self, case_id: bytes) -> Workflow | None:
         state = await self._views.workflow(case_id)
-        if state is None:
-            return None
-        try:
-            return Workflow.restore(case_id, state)
-        except ValueError as exc:
-            log.warning("case %s: rebuilding its request index (%s)", case_id.hex(), exc)
-            return None
+        return None if state is None else _restored(case_id, state)
 
     async def _trusted_times(
         self, case_id: bytes, view: CaseView, events: Sequence[CaseEvent]
@@ -118,6 +134,21 @@ class RequestIndex:
                 log.warning("case %s entry %d: its receipt does not verify now (%s)", case_id.hex(), seq, exc)
         return out
 
+    async def sync_changed(self) -> int:
+        """Sync only the cases whose log grew since this profile last stored them; how many did.
+
+        One request for the list of cases, then a sync of each that moved: no
+        snapshot is loaded and no event opened for the others, so ``due`` over
+        a thousand quiet cases costs one round trip.  (``Client.cases`` also
+        counts what is unread, opening every unread event.)
+        """
+        await self.check_log()
+        held = await self.store.entry_counts()
+        moved = [s.case_id for s in (await self.broker.cases()).cases if held.get(s.case_id, 0) < s.count]
+        for case_id in moved:
+            await self.sync(case_id)
+        return len(moved)
+
     async def requests(self, case_id: bytes | None = None, *, open_only: bool = False) -> list[RequestRow]:
         """Every request of this profile's cases (or of one), as last synced: no network.
 
@@ -127,8 +158,9 @@ class RequestIndex:
             return await self._requests(case_id, open_only=open_only)
 
     async def _requests(self, case_id: bytes | None, *, open_only: bool) -> list[RequestRow]:
+        states: dict[bytes, list[object] | None]
         if case_id is None:
-            states = await self._views.workflows()
+            states = await self._views.workflows(full=not open_only)
             for known in await self.store.case_ids():  # a profile from before the index
                 states.setdefault(known, None)
         else:

@@ -139,6 +139,18 @@ async def test_the_reminder_bot_posts_one_reminder_per_threshold_and_runs_comman
     assert document["request_id"] == request.update_id.hex() and document["reminder"] == "9h"
     assert document["to"] == ["ke-kra"] and document["category"] == "urgent-direct"
 
-    failing = await caseline(poster, "remind", "--before", "2h", "--exec", "--once", "--", "/nonexistent/cmd")
-    assert failing[0] == EXIT_OK and "Traceback" not in failing[2]  # nothing due yet at 2h; and a bad
+    # A command that cannot run is logged (without the request's content) and is not fatal.
+    code, out, err = await caseline(
+        runner,
+        "--json",
+        "remind",
+        "--before",
+        "8h",
+        "--exec",
+        "--once",
+        "--",
+        str(tmp_path / "no-such-command"),
+    )
+    assert code == EXIT_OK and json.loads(out) == {"reminded": 1}
+    assert "could not be started" in err and "Driver" not in err and "Traceback" not in err
     assert (await caseline(poster, "remind", "--post", "--exec", "--once"))[0] == EXIT_USAGE  # one of them

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
 
+from caseline.client import reminder_bot
 from caseline.client.client import Client
+from caseline.client.reminders import OVERDUE, parse_before
+from caseline.client.workflow import CaseId, RequestId, RequestRow, witnessed_start
 from caseline.schemas.handling import format_time
 
 from tests.support.agencies import PASSPHRASE, Network
@@ -68,7 +73,7 @@ async def test_the_index_is_sealed_and_rebuilt_when_missing(net: Network) -> Non
     path = juma.directory / "state.db"
     db = sqlite3.connect(path)
     try:
-        (sealed,) = db.execute("SELECT sealed FROM workflow").fetchone()
+        (sealed,) = db.execute("SELECT open_sealed FROM workflow").fetchone()
         assert b"MSKU1234565" not in sealed  # the subject is sealed at rest
         db.execute("DELETE FROM workflow")
         db.commit()
@@ -80,3 +85,53 @@ async def test_the_index_is_sealed_and_rebuilt_when_missing(net: Network) -> Non
         assert await reopened.requests() == before
     finally:
         await reopened.close()
+
+
+async def test_the_long_running_bot_wakes_at_each_threshold_and_on_new_events(net: Network) -> None:
+    """``remind`` without ``--once``: the clock is handed in, the wake-ups are events, not sleeps."""
+    juma = await net.device("tz-tra", "juma")
+    bot = await net.device("ke-kra", "reminder-bot", role="bot", scopes=("reminder", "read"))
+    case_id = await juma.create_case(title="Operation Ziwa", reference="TZ-2026-3")
+    await juma.add_members(case_id, [("ke-kra", "reminder-bot", "member")])
+    request = await juma.post_request(case_id, subject="Driver's record", category="urgent-direct")
+    await bot.sync(case_id)
+    (row,) = await bot.requests(case_id)
+
+    now = [row.start]
+    bot.clock = lambda: now[0]
+    given: list[str] = []
+    woke = asyncio.Event()
+    changed = asyncio.Event()
+
+    async def deliver(r: RequestRow, label: str) -> None:
+        given.append(label)
+        woke.set()
+
+    task = asyncio.create_task(
+        reminder_bot.remind(bot, [parse_before("2h")], deliver, once=False, changed=changed)
+    )
+    try:
+        for moment, label in ((row.deadline - 2 * 3_600_000, "2h"), (row.deadline + 1, OVERDUE)):
+            now[0] = moment
+            woke.clear()
+            changed.set()  # what a stored event (or the timer) does: the bot looks again
+            await asyncio.wait_for(woke.wait(), 30)
+            assert given[-1] == label
+        assert given == ["2h", OVERDUE]  # each once (plan() and the CLI test show no repeats)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert request.update_id == row.request_id
+
+
+def test_a_post_dated_receipt_is_capped_by_the_witnessed_time() -> None:
+    row = RequestRow(
+        case_id=CaseId(b"c" * 16), request_id=RequestId(b"r" * 32), seq=5, from_agency="ke-kra",
+        from_user="amina", to_agencies=("tz-tra",), category="other", subject="s",
+        start=10 * DAY, deadline=17 * DAY,
+    )  # fmt: skip
+    assert witnessed_start(row, final=5, witnessed_at=DAY) == row  # not yet final: the receipt's time
+    assert witnessed_start(row, final=6, witnessed_at=11 * DAY) == row  # witnessed later: honest receipt
+    capped = witnessed_start(row, final=6, witnessed_at=9 * DAY)
+    assert (capped.start, capped.deadline) == (9 * DAY, 16 * DAY)

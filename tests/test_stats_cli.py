@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess  # nosec B404 - this interpreter on a fixed snippet
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +146,20 @@ async def test_offline_reads_what_the_device_holds(net: Network) -> None:
     code, out, err = await cli(home, "--profile", profile, "stats", "--json")
     assert code == EXIT_OK, err
     assert figure(json.loads(out), "tz-tra", "all", "sent")["answered"] == 1
+
+
+def test_start_up_loads_no_matplotlib() -> None:
+    """Every command pays for what the CLI imports at start-up; the chart's library is for --chart only."""
+    code = (
+        "import sys\n"
+        "from caseline.client.cli import main\n"
+        "assert main(['stats', '--help']) == 0\n"
+        "assert 'matplotlib' not in sys.modules\n"
+    )
+    done = subprocess.run(  # nosec B603 - this interpreter on a fixed snippet
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
 
 
 def test_durations_read_at_a_glance() -> None:

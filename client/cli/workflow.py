@@ -3,7 +3,7 @@
 Both read the request index the client keeps as it stores events
 (client/workflow_index.py), so listing a thousand cases opens no event.  By
 default ``due`` first brings up to date the cases whose broker count moved
-(``Client.cases``: one request, then a sync of only those); ``--offline``
+(``Client.sync_changed``: one request, then a sync of only those); ``--offline``
 skips even that.  Requests and acks are posted with ``caseline post``
 (``--type request`` / ``--type ack``), whose forms say every field.
 """
@@ -88,7 +88,7 @@ def register(root: click.Group) -> None:
             async with await s.client(secret) as client:
                 if case_ref is None:
                     if not offline:
-                        await client.cases()
+                        await client.sync_changed()
                     return await client.due()
                 case_id = await client.resolve_case(case_ref)
                 if not offline:
