@@ -525,7 +525,8 @@ class LocalStore:
         what the other had folded meanwhile.  ``change`` is synchronous, so no
         other coroutine of this process runs inside the transaction either.
         """
-        await self.db.execute("BEGIN IMMEDIATE")
+        if not self.db.in_transaction:  # else another coroutine's statement opened one: join it
+            await self.db.execute("BEGIN IMMEDIATE")
         try:
             async with self.db.execute(
                 "SELECT open_sealed, rest_sealed FROM workflow WHERE case_id=?", (case_id,)
@@ -537,6 +538,10 @@ class LocalStore:
         except BaseException:
             await self.db.rollback()
             raise
+
+    async def drop_workflow(self, case_id: bytes) -> None:
+        await self.db.execute("DELETE FROM workflow WHERE case_id=?", (case_id,))
+        await self.db.commit()
 
     async def receipts(self, case_id: bytes, seqs: list[int]) -> dict[int, bytes]:
         """The stored receipts of some entries of a case (each was verified before it was stored)."""

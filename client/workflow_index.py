@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Final
 
@@ -92,7 +93,22 @@ class RequestIndex:
     async def _index(
         self, case_id: bytes, view: CaseView, events: Sequence[CaseEvent], *, fresh: bool = False
     ) -> None:
-        """Fold newly stored events into the case's index; ``fresh``: they are the whole case."""
+        """Fold newly stored events into the case's index; ``fresh``: they are the whole case.
+
+        The events are verified and stored already: an index that cannot be
+        kept up (a busy or failing database) must not fail the sync.  It is
+        dropped instead, and the next read rebuilds it from the stored events.
+        """
+        try:
+            await self._fold(case_id, view, events, fresh=fresh)
+        except (sqlite3.Error, CaselineError, ValueError, TypeError) as exc:
+            log.warning("case %s: its request index is rebuilt on next use (%s)", case_id.hex(), exc)
+            with contextlib.suppress(sqlite3.Error):
+                await self.store.drop_workflow(case_id)
+
+    async def _fold(
+        self, case_id: bytes, view: CaseView, events: Sequence[CaseEvent], *, fresh: bool
+    ) -> None:
         moving = [e for e in events if _matters(e)]
         if not moving and not fresh:
             return

@@ -135,3 +135,17 @@ def test_a_post_dated_receipt_is_capped_by_the_witnessed_time() -> None:
     assert witnessed_start(row, final=6, witnessed_at=11 * DAY) == row  # witnessed later: honest receipt
     capped = witnessed_start(row, final=6, witnessed_at=9 * DAY)
     assert (capped.start, capped.deadline) == (9 * DAY, 16 * DAY)
+
+
+async def test_an_index_that_cannot_be_written_does_not_fail_the_sync(net: Network) -> None:
+    amina, juma, case_id = await two_agency_case(net)
+    await juma.sync(case_id)
+    db = sqlite3.connect(juma.directory / "state.db")
+    try:
+        db.execute("DROP TABLE workflow")  # what a broken or foreign index looks like to the fold
+        db.commit()
+    finally:
+        db.close()
+    request = await amina.post_request(case_id, subject="Manifest", category="other")
+    events = await juma.sync(case_id)  # verified and stored all the same
+    assert [e.update_id for e in events if e.content_type == "request"] == [request.update_id]
