@@ -108,10 +108,12 @@ def plan_evidence(
                 continue
             held = _withheld(book, readable[seq], update_id, answer)
             if chosen is not None:
-                raise NotPermittedError(
+                refused = NotPermittedError(
                     f"entry {seq} may not be disclosed as evidence: it is {held.markings} by {held.provider}"
                     f" and {held.reason}; ask its originator for a release: {held.ask}"
                 )
+                refused.hint = "the updates' markings do not allow this; nothing was written"
+                raise refused
             withheld.append(held)
 
     # Releases last: one that counts goes with the update it releases, whatever its own markings.

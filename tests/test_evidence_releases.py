@@ -218,6 +218,7 @@ async def test_the_cli_lists_what_it_withheld_and_verify_names_the_release(
         str(note.seq),
     )
     assert code == EXIT_USAGE and "may not be disclosed as evidence" in err and "Traceback" not in err
+    assert "nothing was written" in err
     assert not (tmp_path / "b").exists()
 
     (tmp_path / "forced").write_bytes(await forced_bundle(alice, case_id, [note.seq]))
