@@ -108,9 +108,10 @@ def plan_evidence(
                 continue
             held = _withheld(book, readable[seq], update_id, answer)
             if chosen is not None:
+                how = "" if flagged is not None else f"; ask its originator for a release: {held.ask}"
                 refused = NotPermittedError(
                     f"entry {seq} may not be disclosed as evidence: it is {held.markings} by {held.provider}"
-                    f" and {held.reason}; ask its originator for a release: {held.ask}"
+                    f" and {held.reason}{how}"
                 )
                 refused.hint = "the updates' markings do not allow this; nothing was written"
                 raise refused

@@ -134,6 +134,8 @@ async def test_a_release_by_another_agency_or_a_plain_officer_does_not_count(net
     withheld = (await alice.evidence_plan(case_id)).withheld
     assert [w.seq for w in withheld] == [note.seq, *(f.seq for f in forged)]
     assert all("marking violation (release-forbidden)" in w.reason for w in withheld[1:])
+    with pytest.raises(NotPermittedError, match=r"marking violation \(release-forbidden\), which is never"):
+        await alice.export_evidence(case_id, [forged[0].seq])
     with pytest.raises(NotPermittedError, match=f"entry {note.seq} may not be disclosed"):
         await alice.export_evidence(case_id, [note.seq])
     forced = await forced_bundle(alice, case_id, [note.seq, *(f.seq for f in forged)])
