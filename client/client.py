@@ -37,6 +37,7 @@ from caseline.client.content import ContentHelpers
 from caseline.client.core import CaseEvent, CertChange, Ledger, Member, head_code, members_of
 from caseline.client.core_marks import Added, Withheld
 from caseline.client.evidence_dir import refuse_existing_export, verify_export, write_export
+from caseline.client.evidence_select import EvidencePlan, plan_evidence
 from caseline.client.follow import Following
 from caseline.client.outbox import Outbox
 from caseline.client.profile import PostingLock
@@ -1232,20 +1233,26 @@ class Client(Outbox, Attachments, ContentHelpers, Following, LogWatching, Member
             voided=sum(1 for e in events if e.kind == "voided"),
         )
 
-    async def export_evidence(self, case_id: bytes, seqs: Iterable[int] | None = None) -> bytes:
-        """A bundle disclosing the chosen updates (default: every one this device can read).
+    async def evidence_plan(self, case_id: bytes, seqs: Iterable[int] | None = None) -> EvidencePlan:
+        """What a bundle of the chosen updates would disclose, and what it would withhold.
 
-        In a witnessed case the bundle ends at the case's last *final* entry and
-        carries the receipt into the witnessed checkpoint that made it final;
-        disclosing an entry still pending witness is refused.  ``sync`` ends by
-        checking the broker log, so the finality used here is fresh.
+        Default: every update this device can read that the markings let its
+        agency disclose as evidence now; the others are withheld, each with the
+        release it lacks.  A chosen update that may not be disclosed is refused
+        (``NotPermittedError``).  The releases the disclosed updates rely on are
+        disclosed with them (client/evidence_select.py).
         """
+        return (await self._evidence_plan(case_id, seqs, self.clock()))[0]
+
+    async def _evidence_plan(
+        self, case_id: bytes, seqs: Iterable[int] | None, now: int
+    ) -> tuple[EvidencePlan, int, bytes]:
+        """The plan, the bundle's entry count and the receipt of its last entry."""
         await self.sync(case_id)  # includes check_log(case_id): finality and its receipt
         view = await self.view(case_id)
-        stored = {e.seq: e for e in await self.store.entries(case_id)}
+        stored = await self.store.entries(case_id)
         if not stored or view.state is None:
             raise UnknownError("this device holds no entries of that case")
-        readable = {e.seq for e in await self.history(case_id) if e.kind == "update" and e.readable}
         if view.state.witnessing.rule != "none":
             receipt = await self.store.finality_receipt(case_id)
             upto = 0 if receipt is None else min(tlog.receipt_leaf(receipt).seq + 1, view.count)
@@ -1255,21 +1262,35 @@ class Client(Outbox, Attachments, ContentHelpers, Following, LogWatching, Member
                 )
         else:
             upto = view.count
-            receipt = stored[upto - 1].receipt
-        chosen = sorted(s for s in readable if s < upto) if seqs is None else sorted(set(seqs))
-        for seq in chosen:
-            if seq not in readable:
-                raise UnknownError(f"entry {seq} is not an update this device can disclose")
-            if seq >= upto:
-                raise NotPermittedError(
-                    f"entry {seq} is still pending witness; try again once the witnesses have cosigned"
-                )
+            receipt = next(e.receipt for e in stored if e.seq == upto - 1)
+        plan = plan_evidence(
+            await self.history(case_id),
+            agency_id=(await self.identity()).agency_id,
+            at=now,
+            upto=upto,
+            chosen=None if seqs is None else list(seqs),
+        )
+        return plan, upto, receipt
+
+    async def export_evidence(self, case_id: bytes, seqs: Iterable[int] | None = None) -> bytes:
+        """A bundle disclosing the chosen updates (default: every one the markings let it).
+
+        See ``evidence_plan`` for what is disclosed and withheld.  In a witnessed
+        case the bundle ends at the case's last *final* entry and carries the
+        receipt into the witnessed checkpoint that made it final; disclosing an
+        entry still pending witness is refused.  ``sync`` ends by checking the
+        broker log, so the finality used here is fresh.
+        """
+        now = self.clock()
+        plan, upto, receipt = await self._evidence_plan(case_id, seqs, now)
+        view = await self.view(case_id)
+        stored = {e.seq: e for e in await self.store.entries(case_id)}
         return export_evidence(
             view,
             exporter=self.keys,
-            envelopes={seq: stored[seq].body for seq in chosen},
+            envelopes={seq: stored[seq].body for seq in plan.disclose},
             receipt=receipt,
-            now=self.clock(),
+            now=now,
             upto=upto,
         )
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import json
 import os
 import re
@@ -491,7 +492,102 @@ class Demo:
                 f'&& python -c {shlex.quote(FORGE)} "$f" "$f"'
             )
             self.run("caseline", "evidence", "verify", "altered-export", *pins, expect=3)
-        return {"case_id": case, "head_code": a["head_code"], "fingerprints": fpr}
+            workflow = self.assistance(case, pins)
+        return {"case_id": case, "head_code": a["head_code"], "fingerprints": fpr, **workflow}
+
+    def post(self, profile: str, case: str, content_type: str, *fields: str) -> int:
+        """``caseline post`` of one update, its fields as ``--field`` arguments; its log position."""
+        args = [arg for field in fields for arg in ("--field", field)]
+        out = self.run("caseline", "--profile", profile, "post", case, "--type", content_type, *args)
+        found = re.search(rf"posted {content_type} #(\d+) id ", out)
+        if found is None:
+            raise SystemExit(f"demo: caseline post did not say where the {content_type} went")
+        return int(found[1])
+
+    def assistance(self, case: str, pins: list[str]) -> dict[str, Any]:
+        """Steps 9-12: a request for assistance KRA -> TRA, its deadline, acks, answer, release."""
+        self.step("9. Alice asks TRA for assistance: urgent, not directly accessible (3 days, Art. 5)")
+        request = self.post(
+            "alice",
+            case,
+            "request",
+            "subject=Company register extract and bank details of the Arusha consignee",
+            "category=urgent-indirect",
+            'to:=["tz-tra"]',
+            "legal_basis=EU Directive 2023/977 Art. 5",
+        )
+        self.step("   what each side's desk sees: TRA owes the answer, KRA is owed it, soonest first")
+        self.run("caseline", "--profile", "juma", "due")
+        asked = self._row(self.json("caseline", "--profile", "alice", "due"), "owed", request)
+
+        self.step("10. Juma acknowledges, then extends once: the bank details need a judge's order")
+        ref = f"#{request}"
+        self.post("juma", case, "ack", f"of={ref}", "state=received")
+        extended = _rfc3339(_ms(asked["deadline"]) + 2 * 86_400_000)
+        self.post(
+            "juma",
+            case,
+            "ack",
+            f"of={ref}",
+            "state=extended",
+            "extension_reason=judicial-authorisation",
+            f"deadline={extended}",
+            "note=The bank details need an order from the Arusha resident magistrate.",
+        )
+        self.run("caseline", "--profile", "juma", "due")
+        moved = self._row(self.json("caseline", "--profile", "alice", "due"), "owed", request)
+
+        self.step("11. Juma answers (H2), acknowledges it answered, and releases the answer for evidence")
+        answer = self.post(
+            "juma",
+            case,
+            "reply",
+            f"in_reply_to={ref}",
+            "text=Arusha Trading Ltd, reg. 114/2019; its CRDB account is frozen by order 17/2026.",
+            "markings.handling=H2",
+        )
+        answer_id = self.update_id("juma", case, answer)
+        self.post("juma", case, "ack", f"of={ref}", "state=answered", f"answer={answer_id}")
+        self.run(
+            "caseline",
+            "--profile",
+            "juma",
+            "release",
+            case,
+            f"#{answer}",
+            "--for",
+            "evidence",
+            "--note",
+            "Released for the prosecution of the Namanga seizure",
+        )
+        for profile in ("juma", "alice"):
+            self.run("caseline", "--profile", profile, "due")
+
+        self.step("12. Alice puts TRA's answer into evidence: the release goes with it and is checked")
+        self.until_final("alice", case)
+        bundle = "assistance.evidence"
+        self.run(
+            "caseline", "--profile", "alice", "evidence", "export", case, "-o", bundle, "--seq", str(answer)
+        )
+        self.run("caseline", "evidence", "verify", bundle, *pins)
+        self.step("   reciprocity: how TRA answered KRA's requests")
+        self.run("caseline", "--profile", "alice", "stats", "--partner", "tz-tra")
+        return {"request": request, "asked": asked, "extended": moved, "answer": answer, "evidence": bundle}
+
+    def update_id(self, profile: str, case: str, seq: int) -> str:
+        """The full id of the update at ``seq``, which a field such as an ack's ``answer`` takes."""
+        shown = json.loads(
+            self.run("caseline", "--profile", profile, "--json", "case", "show", case, show=False)
+        )
+        return str(next(e["update_id"] for e in shown["events"] if e["seq"] == seq and e["kind"] == "update"))
+
+    @staticmethod
+    def _row(due: dict[str, Any], side: str, seq: int) -> dict[str, Any]:
+        """The request's row in ``caseline --json due``, which must list it."""
+        for row in due[side]:
+            if row["seq"] == seq:
+                return dict(row)
+        raise SystemExit(f"demo: caseline due does not list the request under {side!r}")
 
     def fork(self) -> dict[str, Any]:
         """The operator forks the broker from a copy of its data; both officers raise the alarm."""
@@ -552,6 +648,15 @@ class Demo:
                 for size, root_hash in shown:
                     self.say(f"    a tree of {size} entries with root {root_hash}")
         return {"case_id": case, "alarms": codes}
+
+
+def _ms(text: str) -> int:
+    """An RFC 3339 UTC time as ``caseline --json`` prints it, in ms since the epoch."""
+    return int(datetime.datetime.fromisoformat(text).timestamp() * 1000)
+
+
+def _rfc3339(ms: int) -> str:
+    return datetime.datetime.fromtimestamp(ms // 1000, tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,10 @@ and checks the receipt (and, in a witnessed case, the witness quorum), then
 opens each disclosed update under the state in force at its position.  A
 hidden commit cannot make an update look valid: the commit epochs must be
 contiguous from genesis, and every update must belong to the epoch in force
-where it sits.  The exporter must be a member of the case at the last entry.
+where it sits.  The exporter must be a member of the case at the last entry,
+and its agency allowed by the markings to disclose each update as evidence:
+by its originator's release where the handling code or TLP asks for one
+(crypto/evidence_releases.py).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from caseline.crypto.caselog import (
 from caseline.crypto.certs import TrustStore, VerifiedCert
 from caseline.crypto.commits import CaseState, verify_commit
 from caseline.crypto.evidence_files import ExhibitStatus, disclosed_attachments
+from caseline.crypto.evidence_releases import ReleaseUsed, check_releases
 from caseline.crypto.keys import DeviceKeys, fingerprint, normalize_fingerprint
 from caseline.crypto.updates import OpenedUpdate, open_update, verify_envelope
 from caseline.schemas.errors import (
@@ -136,6 +140,8 @@ class EvidenceReport:
     #: Every attachment of the disclosed updates; a bundle alone includes none of their
     #: files, an export directory those its verifier checked (crypto/evidence_files.py).
     attachments: tuple[ExhibitStatus, ...] = ()
+    #: The disclosed releases that let the exporter's agency disclose disclosed updates (§6.7).
+    releases: tuple[ReleaseUsed, ...] = ()
 
 
 def export_evidence(
@@ -286,6 +292,10 @@ def verify_evidence(signed: bytes, *, pinned: Mapping[str, str]) -> EvidenceRepo
                 receipt_time=bound,
             )
         )
+    # Last: whether the exporter's agency may put each disclosed update before a court at all.
+    releases = check_releases(
+        ((r.seq, r.update, r.author) for r in records), agency_id=exporter.agency_id, at=bundle.time
+    )
     return EvidenceReport(
         case_id=bundle.case_id,
         exporter=exporter,
@@ -303,6 +313,7 @@ def verify_evidence(signed: bytes, *, pinned: Mapping[str, str]) -> EvidenceRepo
         attachments=disclosed_attachments(
             (r.seq, r.update.update_id, r.update.record.attachments, r.author) for r in records
         ),
+        releases=releases,
     )
 
 

@@ -48,8 +48,14 @@ async def test_two_agencies_and_a_bot_run_a_case(net: Network) -> None:
     a, j = await alice.verify_case(case_id), await juma.verify_case(case_id)
     assert (a.count, a.head, a.code) == (j.count, j.head, j.code)
 
-    bundle = await alice.export_evidence(case_id)
-    report = verify_bundle(
-        bundle, {"ke-kra": net.admins["ke-kra"].fingerprint, "tz-tra": net.admins["tz-tra"].fingerprint}
-    )
-    assert {r.update.record.content_type for r in report.records} == {"seizure", "reply", "alert"}
+    # The case is H2: juma's reply goes into KRA's evidence only once TRA releases it.
+    pins = {"ke-kra": net.admins["ke-kra"].fingerprint, "tz-tra": net.admins["tz-tra"].fingerprint}
+    plan = await alice.evidence_plan(case_id)
+    assert [w.seq for w in plan.withheld] == [reply.seq]
+    report = verify_bundle(await alice.export_evidence(case_id), pins)
+    assert {r.update.record.content_type for r in report.records} == {"seizure", "alert"}
+    await juma.post_typed(case_id, "release", {"of": reply.update_id.hex(), "purpose": "evidence"})
+    await alice.sync(case_id)
+    report = verify_bundle(await alice.export_evidence(case_id), pins)
+    assert {r.update.record.content_type for r in report.records} == {"seizure", "reply", "alert", "release"}
+    assert [(u.seq, u.purpose) for u in report.releases] == [(reply.seq, "evidence")]

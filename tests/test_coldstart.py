@@ -97,7 +97,9 @@ async def test_a_warm_post_makes_four_requests_and_checks_only_its_own_agencys_l
 
 async def test_a_revocation_published_between_two_commands_is_seen_by_the_second(net: Network) -> None:
     alice, juma = await net.device("ke-kra", "alice"), await net.device("tz-tra", "juma")
-    case_id = await alice.create_case(title="Op. Cold", members=[("tz-tra", "juma")])
+    # H0: each agency's notes may go into the other's evidence without a release (PROTOCOL.md §6.7),
+    # which is not what these tests are about; with H2, juma's would be withheld from alice's bundle.
+    case_id = await alice.create_case(title="Op. Cold", members=[("tz-tra", "juma")], handling="H0")
     safe_until = wall_clock()
     await juma.post_note(case_id, "written with a stolen key")
     await alice.sync(case_id)
@@ -146,7 +148,9 @@ class CountingApply:
 
 async def a_case(net: Network, notes: int = 6) -> tuple[Client, Client, bytes]:
     alice, juma = await net.device("ke-kra", "alice"), await net.device("tz-tra", "juma")
-    case_id = await alice.create_case(title="Op. Cold", members=[("tz-tra", "juma")])
+    # H0: each agency's notes may go into the other's evidence without a release (PROTOCOL.md §6.7),
+    # which is not what these tests are about; with H2, juma's would be withheld from alice's bundle.
+    case_id = await alice.create_case(title="Op. Cold", members=[("tz-tra", "juma")], handling="H0")
     for i in range(notes):
         await (alice if i % 2 else juma).post_note(case_id, f"note {i}")
     await alice.sync(case_id)
@@ -290,7 +294,9 @@ async def test_a_snapshot_is_not_replaced_by_one_less_far_along(net: Network) ->
 
 async def test_a_revocation_of_a_member_makes_the_snapshot_stale(net: Network) -> None:
     alice, juma = await net.device("ke-kra", "alice"), await net.device("tz-tra", "juma")
-    case_id = await alice.create_case(title="Op. Cold", members=[("tz-tra", "juma")])
+    # H0: each agency's notes may go into the other's evidence without a release (PROTOCOL.md §6.7),
+    # which is not what these tests are about; with H2, juma's would be withheld from alice's bundle.
+    case_id = await alice.create_case(title="Op. Cold", members=[("tz-tra", "juma")], handling="H0")
     safe_until = wall_clock()
     await juma.post_note(case_id, "written with a stolen key")
     await alice.sync(case_id)

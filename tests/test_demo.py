@@ -7,6 +7,8 @@ transcript is read as a newcomer would use it.
 
 from __future__ import annotations
 
+import datetime
+import json
 import os
 import re
 import shutil
@@ -128,3 +130,70 @@ def test_the_export_for_court_carries_the_reports_files_and_catches_an_altered_o
     for name in files:
         original = root / (PHOTO if name.endswith(PHOTO) else SCAN)
         assert (root / "kilimanjaro-export" / "attachments" / name).read_bytes() == original.read_bytes()
+
+
+def outputs(text: str, prefix: str) -> list[str]:
+    """What each command whose printed line starts with ``prefix`` printed, its indent removed."""
+    found: list[str] = []
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith(f"$ {prefix}"):
+            block = []
+            for after in lines[i + 1 :]:
+                if not after.startswith("  "):
+                    break
+                block.append(after[2:])
+            found.append("\n".join(block))
+    return found
+
+
+def _ms(text: str) -> int:
+    return int(datetime.datetime.fromisoformat(text).timestamp() * 1000)
+
+
+def test_a_request_for_assistance_runs_to_a_released_answer_in_evidence(transcript: tuple[Path, str]) -> None:
+    """Steps 9-12: KRA asks TRA (3 days), TRA acknowledges, extends once, answers, releases for evidence."""
+    root, text = transcript
+    asked, extended = (json.loads(o)["owed"] for o in outputs(text, "caseline --json --profile alice due"))
+    (row,) = asked
+    assert (row["from"], row["to"], row["category"], row["state"]) == (
+        "ke-kra", ["tz-tra"], "urgent-indirect", "open"
+    )  # fmt: skip
+    assert _ms(row["deadline"]) - _ms(row["start"]) == 3 * 86_400_000  # Art. 5: 3 calendar days
+    (moved,) = extended
+    assert moved["request_id"] == row["request_id"] and moved["start"] == row["start"]
+    assert (moved["state"], moved["extensions"], moved["extension_reason"]) == (
+        "extended", 1, "judicial-authorisation"
+    )  # fmt: skip
+    assert _ms(moved["deadline"]) // 1000 == _ms(row["deadline"]) // 1000 + 2 * 86_400  # the new deadline
+
+    # TRA's desk sees what it owes, then the extension, then nothing once it answered.
+    first, second, last = outputs(text, "caseline --profile juma due")
+    owes = f"#{row['seq']}  ke-kra -> tz-tra  urgent-indirect"
+    assert owes in first and first.split(owes)[1].splitlines()[0].endswith("open")
+    assert owes in second and "extended x1" in second
+    assert "tz-tra owes (0)" in last
+    assert "ke-kra owes (0)" in outputs(text, "caseline --profile alice due")[-1]
+
+    # The answer goes into evidence with TRA's release, and verifies offline (the broker is gone).
+    (exported,) = [o for o in outputs(text, "caseline --profile alice evidence export ") if "assistance" in o]
+    release_seq = int(exported.split("disclosed too")[0].split("#")[-1])
+    pins = re.findall(
+        r"--pin '([^']+)'",
+        next(c for c in commands(text) if c.startswith("caseline evidence verify assistance.evidence ")),
+    )
+    done = subprocess.run(  # nosec B603 - our own CLI, offline
+        [sys.executable, "-m", "caseline.client.cli", "--json", "evidence", "verify", "assistance.evidence",
+         *(arg for pin in pins for arg in ("--pin", pin))],
+        cwd=root, env={**os.environ, "CASELINE_HOME": str(root / "empty-home")},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    (used,) = report["releases"]
+    assert (used["release_seq"], used["purpose"], used["released_by"]) == (
+        release_seq, "evidence", "tz-tra:juma.mussa"
+    )  # fmt: skip
+    answer = next(r for r in report["records"] if r["seq"] == used["seq"])
+    assert answer["content_type"] == "reply" and answer["author"] == "tz-tra:juma.mussa"
+    assert "tz-tra answers ke-kra" in outputs(text, "caseline --profile alice stats")[0]

@@ -1,8 +1,9 @@
 """Evidence exports that carry attachments (issue 15, item 4; PROTOCOL.md §8 "Attachments in an export").
 
-One case on a real broker: alice posts a photo and a scan, juma a report,
-alice a note without files, and juma one more file after his key was stolen
-(his agency then revokes him from before it, so that update is voided).  The
+One case on a real broker: alice posts a photo and a scan, juma a report
+(and, the case being H2, releases it for evidence), alice a note without
+files, and juma one more file after his key was stolen (his agency then
+revokes him from before it, so that update is voided).  The
 real ``caseline`` CLI exports it; the broker is then shut down and every
 export is verified by a CLI that holds nothing but the agencies' pins.  Each
 tamper test alters a copy of the export and expects exit 3 and a line that
@@ -122,6 +123,10 @@ async def _build(root: Path) -> Scene:
         }
         await juma.sync(case_id)
         seqs["report"] = await _post(juma, case_id, "inspection report", [files / "report.txt"])
+        # The case is H2: TRA's report goes into KRA's evidence only once TRA releases it (§6.7).
+        report_id = next(e.update_id for e in await juma.history(case_id) if e.seq == seqs["report"])
+        assert report_id is not None
+        await juma.post_typed(case_id, "release", {"of": report_id.hex(), "purpose": "evidence"})
         await alice.sync(case_id)
         seqs["plain"] = (await alice.post_note(case_id, "no files here")).seq
         # Juma's key is stolen; his agency revokes it from a moment after his last good post.

@@ -1227,16 +1227,18 @@ def _evidence(root: click.Group) -> None:
         refuse_existing(target, force=force)
         secret = s.unlock()
 
-        async def act() -> tuple[bytes, bytes]:
+        async def act() -> tuple[bytes, Any, bytes]:
             async with await s.client(secret) as client:
                 case_id = await client.resolve_case(case_ref)
-                return case_id, await client.export_evidence(case_id, seq or None)
+                plan = await client.evidence_plan(case_id, seq or None)
+                return case_id, plan, await client.export_evidence(case_id, plan.disclose)
 
-        case_id, bundle = run(act())
+        case_id, plan, bundle = run(act())
         write_private(target, bundle, force=force)
         if out.as_json:
-            out.data({"case_id": case_id.hex(), "bundle": output, "bytes": len(bundle)})
+            out.data({"case_id": case_id.hex(), "bundle": output, "bytes": len(bundle)} | _plan_json(plan))
         out.say(f"wrote evidence bundle {output} ({len(bundle)} bytes)")
+        _say_plan(out, plan)
         return EXIT_OK
 
     @command(evidence, "verify")
@@ -1314,15 +1316,16 @@ def _export_folder(
     refuse_existing_export(target, force=force)
     secret = s.unlock()
 
-    async def act() -> Any:
+    async def act() -> tuple[Any, Any]:
         with progress("exporting", as_json=s.as_json) as sink:
             async with await s.client(secret) as client:
                 case_id = await client.resolve_case(case_ref)
-                return await client.export_evidence_folder(
-                    case_id, target, seqs or None, attachments=attachments, force=force, progress=sink
+                plan = await client.evidence_plan(case_id, seqs or None)
+                return plan, await client.export_evidence_folder(
+                    case_id, target, plan.disclose, attachments=attachments, force=force, progress=sink
                 )
 
-    report = run(act())
+    plan, report = run(act())
     included = [a for a in report.attachments if a.included]
     if out.as_json:
         out.data(
@@ -1332,6 +1335,7 @@ def _export_folder(
                 "records": len(report.records),
                 "attachments": [_attachment_json(a) for a in report.attachments],
             }
+            | _plan_json(plan)
         )
     out.say(
         f"wrote evidence export {safe(str(target))}: bundle of {len(report.records)} "
@@ -1341,7 +1345,35 @@ def _export_folder(
     for a in report.attachments:
         where = f"attachments/{a.file}" if a.file is not None else "not included"
         out.say(f"  #{a.seq}:{a.index} {safe(where)}  sha256 {a.ref.sha256.hex()}", whole=True)
+    _say_plan(out, plan)
     return EXIT_OK
+
+
+def _plan_json(plan: Any) -> dict[str, Any]:
+    """An export's ``withheld`` updates and the ``releases`` it disclosed because others rely on them."""
+    return {
+        "withheld": [
+            {
+                "seq": w.seq, "update_id": w.update_id.hex(), "markings": w.markings,
+                "provider": w.provider, "reason": w.reason,
+            }
+            for w in plan.withheld
+        ],
+        "releases": list(plan.releases),
+    }  # fmt: skip
+
+
+def _say_plan(out: Out, plan: Any) -> None:
+    """The updates the markings kept out of the bundle, each with how to ask for its release."""
+    for seq in plan.releases:
+        out.say(f"  #{seq} disclosed too: a release the disclosed updates rely on")
+    if plan.withheld:
+        out.say(
+            f"{len(plan.withheld)} update{'s' if len(plan.withheld) != 1 else ''} withheld"
+            " (the originator has not released them for evidence):"
+        )
+    for w in plan.withheld:
+        out.say(f"  {safe(w.text)}", whole=True)
 
 
 def _attachment_json(a: Any) -> dict[str, Any]:
@@ -1414,6 +1446,14 @@ def _print_bundle(out: Out, report: Any) -> None:
         }
         for v in report.voided
     ]  # fmt: skip
+    releases = [
+        {
+            "seq": u.seq, "update_id": u.update_id.hex(), "release_seq": u.release_seq,
+            "release_id": u.release_id.hex(), "purpose": u.purpose,
+            "released_by": f"{u.releaser.agency_id}:{u.releaser.user_id}",
+        }
+        for u in report.releases
+    ]  # fmt: skip
     if out.as_json:
         out.data(
             {
@@ -1429,6 +1469,7 @@ def _print_bundle(out: Out, report: Any) -> None:
                 "witnessed_at": None if report.witnessed_at is None else when(report.witnessed_at),
                 "voided": voided,
                 "attachments": [_attachment_json(a) for a in report.attachments],
+                "releases": releases,
             }
         )
         return
@@ -1457,6 +1498,11 @@ def _print_bundle(out: Out, report: Any) -> None:
                 ("sender", safe(f"{a.sender.agency_id}:{a.sender.user_id}")),
             ],
         )  # fmt: skip
+    for u in releases:
+        out.say(
+            f"#{u['seq']} disclosed under release #{u['release_seq']} for {u['purpose']}"
+            f" by {safe(str(u['released_by']))}"
+        )
     out.say(
         f"exported by {report.exporter.agency_id}:{report.exporter.user_id} "
         f"at {when(report.exported_at)}; log of {entries(report.log_length)} signed by the broker"
