@@ -109,7 +109,18 @@ async def test_whoami_says_no_and_learns_its_own_revocation(net: Network) -> Non
 async def test_evidence_verify_shows_markings_and_splits_no_value(
     net: Network, tmp_path: Path, columns: int | None
 ) -> None:
-    alice, _, case_id = await marked_case(net)
+    alice, juma, case_id = await marked_case(net)
+    # TRA's note is H3 no-evidence: it goes before a court only once TRA releases it (§6.7).
+    theirs = [e for e in await juma.history(case_id) if e.kind == "update" and e.author is not None]
+    [note] = [e for e in theirs if e.author is not None and e.author.agency_id == "tz-tra"]
+    assert note.update_id is not None
+    release = {
+        "of": note.update_id.hex(),
+        "purpose": "evidence",
+        "lifts": ["no-evidence", "no-dissemination"],
+    }
+    await juma.post_typed(case_id, "release", release | {"markings": {"handling": "H0", "tlp": "GREEN"}})
+    await alice.sync(case_id)
     home, profile = cli_home(alice)
     bundle = tmp_path / "case.evidence"
     assert (await run(home, "--profile", profile, "evidence", "export", case_id.hex(), "-o", str(bundle)))[
