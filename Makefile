@@ -21,8 +21,10 @@ $(STAMP): pyproject.toml
 	for d in schemas crypto server client witness; do ln -sfn ../../$$d .mypy-path/caseline/$$d; done
 	touch .mypy-path/caseline
 
+# Two workers, one a core: the suite's brokers and CLI processes wait on each other far more
+# than they compute, and a test never shares a server, a port or a file with another.
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 # make run HOST=0.0.0.0 PORT=18020 DATA=/srv/caseline: only what is given on the command line
 # counts for HOST and PORT (a shell's own $HOST, its host name, must not move the broker).
