@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import json
 import os
 import re
@@ -40,6 +39,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from caseline.schemas.handling import format_time, parse_time
 
 KRA = ("ke-kra", "Kenya Revenue Authority", "KE")
 TRA = ("tz-tra", "Tanzania Revenue Authority", "TZ")
@@ -523,7 +524,7 @@ class Demo:
         self.step("10. Juma acknowledges, then extends once: the bank details need a judge's order")
         ref = f"#{request}"
         self.post("juma", case, "ack", f"of={ref}", "state=received")
-        extended = _rfc3339(_ms(asked["deadline"]) + 2 * 86_400_000)
+        extended = format_time(parse_time(asked["deadline"]) + 2 * 86_400_000)
         self.post(
             "juma",
             case,
@@ -648,15 +649,6 @@ class Demo:
                 for size, root_hash in shown:
                     self.say(f"    a tree of {size} entries with root {root_hash}")
         return {"case_id": case, "alarms": codes}
-
-
-def _ms(text: str) -> int:
-    """An RFC 3339 UTC time as ``caseline --json`` prints it, in ms since the epoch."""
-    return int(datetime.datetime.fromisoformat(text).timestamp() * 1000)
-
-
-def _rfc3339(ms: int) -> str:
-    return datetime.datetime.fromtimestamp(ms // 1000, tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def main(argv: list[str] | None = None) -> int:

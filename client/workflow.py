@@ -17,7 +17,6 @@ delivering an update again, cannot count an extension twice.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 from collections.abc import Iterable, Mapping
 from typing import Any, Final, NewType
 
@@ -25,7 +24,7 @@ from caseline.client.core import CaseEvent
 from caseline.schemas.codec import pack, unpack
 from caseline.schemas.content import answer_deadline_seconds, request_category
 from caseline.schemas.errors import CaselineError
-from caseline.schemas.handling import parse_time
+from caseline.schemas.handling import format_time, parse_time
 
 CaseId = NewType("CaseId", bytes)
 RequestId = NewType("RequestId", bytes)
@@ -371,14 +370,9 @@ class Due:
     owed: tuple[RequestRow, ...] = dataclasses.field(repr=False)
 
 
-_EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-
 def rfc3339_ms(ms: int | None) -> str | None:
     """UTC, with milliseconds: what ``--json`` gives bots (``2026-12-01T09:00:00.000Z``)."""
-    if ms is None:
-        return None
-    return (_EPOCH + dt.timedelta(milliseconds=ms)).isoformat(timespec="milliseconds")[:-6] + "Z"
+    return None if ms is None else f"{format_time(ms)[:-1]}.{ms % 1000:03d}Z"
 
 
 def row_json(row: RequestRow, now: int) -> dict[str, Any]:
